@@ -1,0 +1,567 @@
+"""MLTree ROOT files: ``EventTree`` + ``CellGeo`` (design.md section 4), and ``ClusterTree``.
+
+Reading goes through uproot and works on TTrees (real ATLAS files, ``std::vector<std::vector>``
+branches) and RNTuples (what pionml writes, because uproot cannot write vectors of vectors into
+a TTree) alike. The schema is checked up front; every chunk is checked for jagged-length
+mismatches, NaN/inf energies and cell IDs absent from CellGeo. Errors name the file, tree,
+branch and entry; with ``on_error="skip"`` bad events are dropped and counted instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from pionml.errors import DataError, SchemaError, where
+from pionml.geometry import IMAGE_LAYERS, CellGeometry
+
+logger = logging.getLogger(__name__)
+
+EVENT_TREE = "EventTree"
+CELLGEO_TREE = "CellGeo"
+CLUSTER_TREE = "ClusterTree"
+
+# ---------------------------------------------------------------------------------------------
+# Schema. level: 0 = per event, 1 = per cluster (or per truth particle), 2 = per cell of a cluster.
+# kind: "f" floating, "i" signed or unsigned integer, "u" unsigned 64-bit cell ID.
+
+
+@dataclass(frozen=True)
+class BranchSpec:
+    name: str
+    level: int
+    kind: str
+    energy: bool = False  # checked for NaN/inf
+    group: str = "cluster"  # "event", "truth", "cluster", "cell"
+
+
+def _specs() -> dict[str, BranchSpec]:
+    s = {}
+    for n in ("runNumber", "eventNumber", "nCluster", "nTruthPart"):
+        s[n] = BranchSpec(n, 0, "i", group="event")
+    s["truthPartPdgId"] = BranchSpec("truthPartPdgId", 1, "i", group="truth")
+    for n in ("truthPartE", "truthPartPt"):
+        s[n] = BranchSpec(n, 1, "f", energy=True, group="truth")
+    for n in ("truthPartEta", "truthPartPhi"):
+        s[n] = BranchSpec(n, 1, "f", group="truth")
+    for n in ("cluster_E", "cluster_E_LCCalib", "cluster_Pt", "cluster_ENG_CALIB_TOT",
+              "cluster_ENG_CALIB_OUT_T", "cluster_ENG_CALIB_DEAD_TOT"):
+        s[n] = BranchSpec(n, 1, "f", energy=True)
+    s["cluster_nCells"] = BranchSpec("cluster_nCells", 1, "i")
+    for n in ("cluster_Eta", "cluster_Phi"):
+        s[n] = BranchSpec(n, 1, "f")
+    s["cluster_cell_ID"] = BranchSpec("cluster_cell_ID", 2, "u", group="cell")
+    for n in ("cluster_cell_E", "cluster_cell_hitsE_EM", "cluster_cell_hitsE_nonEM",
+              "cluster_cell_hitsE_Invisible", "cluster_cell_hitsE_Escaped"):
+        s[n] = BranchSpec(n, 2, "f", energy=True, group="cell")
+    return s
+
+
+BRANCHES: dict[str, BranchSpec] = _specs()
+# Older MLTree files name some branches differently: old name -> current name.
+ALIASES = {"pdgId": "truthPartPdgId"}
+# What the dataset builder cannot do without.
+REQUIRED = (
+    "eventNumber", "truthPartPdgId", "truthPartE", "cluster_E", "cluster_Eta", "cluster_Phi",
+    "cluster_ENG_CALIB_TOT", "cluster_cell_ID", "cluster_cell_E",
+)
+CELLGEO_REQUIRED = (
+    "cell_geo_ID", "cell_geo_sampling", "cell_geo_eta", "cell_geo_phi", "cell_geo_rPerp",
+    "cell_geo_deta", "cell_geo_dphi", "cell_geo_sigma",
+)
+
+
+def spec_for(name: str) -> BranchSpec:
+    """The schema of a branch; any other ``cluster_<MOMENT>`` is a per-cluster float."""
+    if name in BRANCHES:
+        return BRANCHES[name]
+    if name.startswith("cluster_cell_"):
+        return BranchSpec(name, 2, "f", group="cell")
+    if name.startswith("cluster_"):
+        return BranchSpec(name, 1, "f")
+    raise KeyError(name)
+
+
+# ---------------------------------------------------------------------------------------------
+def _open(path):
+    import uproot
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise SchemaError(f"{where(file=path)}: no such file")
+    try:
+        f = uproot.open(path)
+    except Exception as exc:  # uproot raises many kinds for a corrupt/truncated/non-ROOT file
+        raise SchemaError(f"{where(file=path)}: not a readable ROOT file ({type(exc).__name__}: "
+                          f"{exc})") from exc
+    size = os.path.getsize(path)
+    end = getattr(f.file, "fEND", size)
+    if end > size:
+        raise DataError(f"{where(file=path)}: truncated: the ROOT header says the file ends at "
+                        f"byte {end}, but it has {size} bytes")
+    return f
+
+
+def _get_tree(f, path, tree):
+    try:
+        keys = f.keys(cycle=False)
+    except Exception as exc:
+        raise SchemaError(f"{where(file=path)}: cannot list the file's contents "
+                          f"({type(exc).__name__}: {exc})") from exc
+    if tree not in keys:
+        raise SchemaError(f"{where(file=path, tree=tree)}: no such tree in the file; it holds "
+                          f"{sorted(keys)}")
+    try:
+        return f[tree]
+    except Exception as exc:
+        raise SchemaError(f"{where(file=path, tree=tree)}: cannot be read "
+                          f"({type(exc).__name__}: {exc})") from exc
+
+
+def _arrays(tree, names, start, stop, path, tree_name):
+    try:
+        return tree.arrays(list(names), entry_start=start, entry_stop=stop)
+    except Exception as exc:
+        raise DataError(f"{where(file=path, tree=tree_name, entry=start)}: reading entries "
+                        f"{start}-{stop} failed, the file may be truncated or corrupt "
+                        f"({type(exc).__name__}: {exc})") from exc
+
+
+def _leaf_type(array):
+    """(nesting depth, numpy dtype of the leaves) of an awkward array."""
+    import awkward as ak
+
+    depth = array.ndim
+    leaves = ak.flatten(array, axis=None)
+    return depth, np.asarray(leaves).dtype
+
+
+def _check_type(name, array, path, tree):
+    spec = spec_for(name)
+    depth, dtype = _leaf_type(array)
+    want_depth = spec.level + 1
+    if depth != want_depth:
+        shape = {1: "one value per event", 2: "a vector per event",
+                 3: "a vector of vectors per event"}[want_depth]
+        raise SchemaError(f"{where(file=path, tree=tree, branch=name)}: expected {shape}, found "
+                          f"nesting depth {depth}")
+    ok = {"f": dtype.kind == "f", "i": dtype.kind in "iu", "u": dtype.kind in "iu"}[spec.kind]
+    if not ok:
+        want = {"f": "floating point", "i": "integer", "u": "integer cell IDs"}[spec.kind]
+        raise SchemaError(f"{where(file=path, tree=tree, branch=name)}: expected {want}, found "
+                          f"{dtype}")
+
+
+def read_tree(path, tree: str, branches, entry_start: int = 0, entry_stop: int | None = None):
+    """Read ``branches`` of any TTree or RNTuple as an awkward record array, with errors that
+    name the file and tree."""
+    f = _open(path)
+    t = _get_tree(f, path, tree)
+    keys = set(t.keys())
+    for b in branches:
+        if b not in keys:
+            raise SchemaError(f"{where(file=path, tree=tree, branch=b)}: missing branch")
+    stop = t.num_entries if entry_stop is None else entry_stop
+    return _arrays(t, branches, entry_start, stop, path, tree)
+
+
+# ---------------------------------------------------------------------------------------------
+def read_cellgeo(path, tree: str = CELLGEO_TREE) -> CellGeometry:
+    """Read a ``CellGeo`` tree (first entry) into a :class:`CellGeometry`."""
+    f = _open(path)
+    t = _get_tree(f, path, tree)
+    keys = set(t.keys())
+    missing = [b for b in CELLGEO_REQUIRED if b not in keys]
+    if missing:
+        raise SchemaError(f"{where(file=path, tree=tree, branch=missing[0])}: missing branch "
+                          f"(all missing: {missing})")
+    if t.num_entries < 1:
+        raise DataError(f"{where(file=path, tree=tree)}: the tree has no entry")
+    names = [b for b in keys if b.startswith("cell_geo_")]
+    arr = _arrays(t, names, 0, 1, path, tree)
+    out = {}
+    n = None
+    for b in names:
+        col = np.asarray(arr[b][0])
+        if b in CELLGEO_REQUIRED:
+            if n is None:
+                n = len(col)
+            if len(col) != n:
+                raise DataError(f"{where(file=path, tree=tree, branch=b, entry=0)}: "
+                                f"{len(col)} values, but cell_geo_ID has {n}")
+        out[b] = col
+    if not np.issubdtype(out["cell_geo_ID"].dtype, np.integer):
+        raise SchemaError(f"{where(file=path, tree=tree, branch='cell_geo_ID')}: expected "
+                          f"integer cell IDs, found {out['cell_geo_ID'].dtype}")
+    for b in ("cell_geo_eta", "cell_geo_phi", "cell_geo_sigma"):
+        bad = ~np.isfinite(out[b])
+        if bad.any():
+            raise DataError(f"{where(file=path, tree=tree, branch=b, entry=0)}: "
+                            f"non-finite value for cell {int(np.flatnonzero(bad)[0])}")
+    out["cell_geo_ID"] = out["cell_geo_ID"].astype(np.uint64)
+    try:
+        return CellGeometry.from_arrays(out)
+    except ValueError as exc:
+        raise DataError(f"{where(file=path, tree=tree)}: {exc}") from exc
+
+
+def _to_awkward(value, dtype=None):
+    """Lists / numpy / awkward -> awkward, keeping integer widths (uint64 cell IDs)."""
+    import awkward as ak
+
+    arr = value if isinstance(value, ak.Array) else ak.Array(value)
+    if dtype is not None:
+        arr = ak.values_astype(arr, dtype)
+    return arr
+
+
+def _event_dtype(name):
+    try:
+        spec = spec_for(name)
+    except KeyError:
+        return None
+    if spec.kind == "u":
+        return np.uint64
+    if name in ("runNumber", "eventNumber", "nCluster", "nTruthPart", "cluster_nCells"):
+        return np.int32 if name != "eventNumber" else np.int64
+    if spec.kind == "i":
+        return np.int32
+    return np.float32 if spec.level == 2 else np.float64
+
+
+def write_mltree(path, events: dict, geometry: CellGeometry | None = None, *, append_to=None):
+    """Write ``events`` (branch name -> per-event values) as the MLTree ``EventTree`` and,
+    when ``geometry`` is given, the ``CellGeo`` tree, into a new ROOT file at ``path``.
+
+    ``EventTree`` is written as an RNTuple (uproot cannot write vectors of vectors into a
+    TTree); ``CellGeo`` as a TTree with one entry. Per-cell energies are stored as float32,
+    the other floats as float64, cell IDs as uint64. Returns the path.
+    """
+    import uproot
+
+    with uproot.recreate(os.fspath(path)) as f:
+        writer = MLTreeWriter(f)
+        writer.write(events)
+        if geometry is not None:
+            write_cellgeo_tree(f, geometry)
+    return path
+
+
+class MLTreeWriter:
+    """Append events to an ``EventTree`` RNTuple chunk by chunk (for large productions)."""
+
+    def __init__(self, file):
+        self.file = file
+        self._tree = None
+
+    def write(self, events: dict):
+        data = {}
+        for name, value in events.items():
+            data[name] = _to_awkward(value, _event_dtype(name))
+        if self._tree is None:
+            self.file[EVENT_TREE] = data
+            self._tree = self.file[EVENT_TREE]
+        else:
+            self._tree.extend(data)
+
+
+def write_cellgeo_tree(f, geometry: CellGeometry):
+    """Write ``geometry`` as the one-entry ``CellGeo`` TTree into an open uproot file."""
+    import awkward as ak
+
+    arrays = geometry.to_arrays()
+    types = {k: f"var * {np.dtype(v.dtype).name}" for k, v in arrays.items()}
+    tree = f.mktree(CELLGEO_TREE, types, counter_name=lambda _: "nCells")
+    tree.extend({k: ak.unflatten(v, [len(v)]) for k, v in arrays.items()})
+
+
+def write_cellgeo(path, geometry: CellGeometry):
+    """Write ``geometry`` alone into a new ROOT file (a separate geometry file, as ATLAS ships)."""
+    import uproot
+
+    with uproot.recreate(os.fspath(path)) as f:
+        write_cellgeo_tree(f, geometry)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+class MLTreeReader:
+    """Read the ``EventTree`` of an MLTree file in bounded chunks, validated.
+
+    ``geometry`` is a :class:`CellGeometry`, the path of a file holding ``CellGeo``, or None
+    (then the ``CellGeo`` tree of the same file). ``branches`` are read in addition to
+    ``required``; by default every known branch and every ``cluster_*`` branch present.
+    Chunks are awkward record arrays whose fields carry the current MLTree names (older
+    aliases such as ``pdgId`` are renamed), plus ``entry`` (the entry number in the file).
+    """
+
+    def __init__(self, path, geometry=None, *, tree: str = EVENT_TREE, step_size: int = 1000,
+                 required=REQUIRED, branches=None, check_cells: bool = True):
+        self.path = os.fspath(path)
+        self.tree_name = tree
+        self.step_size = int(step_size)
+        self.skipped: Counter = Counter()
+        self.n_read = 0
+        self._file = _open(self.path)
+        self._tree = _get_tree(self._file, self.path, tree)
+        present = list(self._tree.keys())
+        self._rename = {old: new for old, new in ALIASES.items()
+                        if old in present and new not in present}
+        names = {self._rename.get(k, k): k for k in present}  # current name -> name in file
+        missing = [b for b in required if b not in names]
+        if missing:
+            raise SchemaError(f"{where(file=self.path, tree=tree, branch=missing[0])}: missing "
+                              f"branch (all missing: {missing})")
+        if branches is None:
+            wanted = [b for b in names if b in BRANCHES or b.startswith("cluster_")]
+        else:
+            absent = [b for b in branches if b not in names]
+            if absent:
+                raise SchemaError(f"{where(file=self.path, tree=tree, branch=absent[0])}: "
+                                  f"missing branch")
+            wanted = list(dict.fromkeys(list(required) + list(branches)))
+        self.branches = [b for b in dict.fromkeys(list(required) + wanted)]
+        self._file_names = {b: names[b] for b in self.branches}
+        self.num_entries = int(self._tree.num_entries)
+        self.check_cells = check_cells
+        self._geometry = geometry
+        self._geo = None
+        # Up-front type check on the first entry.
+        if self.num_entries:
+            first = self._read(0, 1)
+            for b in self.branches:
+                _check_type(b, first[b], self.path, self.tree_name)
+
+    @property
+    def geometry(self) -> CellGeometry:
+        if self._geo is None:
+            g = self._geometry
+            if isinstance(g, CellGeometry):
+                self._geo = g
+            else:
+                self._geo = read_cellgeo(self.path if g is None else g)
+        return self._geo
+
+    def __len__(self) -> int:
+        return self.num_entries
+
+    def _read(self, start, stop):
+        import awkward as ak
+
+        arr = _arrays(self._tree, self._file_names.values(), start, stop, self.path,
+                      self.tree_name)
+        fields = {b: arr[self._file_names[b]] for b in self.branches}
+        return ak.zip(fields, depth_limit=1)
+
+    def iterate(self, on_error: str = "raise", step_size: int | None = None,
+                entry_start: int = 0, entry_stop: int | None = None) -> Iterator:
+        """Yield validated chunks (awkward record arrays). ``on_error``: "raise" or "skip"."""
+        import awkward as ak
+
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
+        step = int(step_size or self.step_size)
+        stop = self.num_entries if entry_stop is None else min(entry_stop, self.num_entries)
+        for start in range(entry_start, stop, step):
+            end = min(start + step, stop)
+            chunk = self._read(start, end)
+            entries = np.arange(start, end)
+            bad_reason = self.validate(chunk, entries, raise_errors=(on_error == "raise"))
+            self.n_read += end - start
+            if bad_reason is not None:
+                keep = np.array([r is None for r in bad_reason])
+                for r in bad_reason:
+                    if r is not None:
+                        self.skipped[r] += 1
+                if not keep.all():
+                    logger.warning("%s: skipped %d bad entries in %d-%d", self.path,
+                                   int((~keep).sum()), start, end)
+                chunk = chunk[keep]
+                entries = entries[keep]
+            yield ak.with_field(chunk, entries, "entry")
+
+    def validate(self, chunk, entries, raise_errors=True):
+        """Check one chunk. Raises on the first problem, or returns a per-entry list of reasons
+        (None = good) when ``raise_errors`` is False."""
+        import awkward as ak
+
+        n = len(chunk)
+        reasons: list = [None] * n
+
+        def flag(mask, reason, branch, detail):
+            mask = np.asarray(mask, dtype=bool)
+            if not mask.any():
+                return
+            if raise_errors:
+                i = int(np.flatnonzero(mask)[0])
+                raise DataError(f"{where(file=self.path, tree=self.tree_name, branch=branch, entry=int(entries[i]))}: {detail(i)}")
+            for i in np.flatnonzero(mask):
+                if reasons[i] is None:
+                    reasons[i] = reason
+
+        cluster_branches = [b for b in self.branches if spec_for(b).level >= 1
+                            and spec_for(b).group in ("cluster", "cell")]
+        ref = "cluster_E"
+        nclus = ak.num(chunk[ref], axis=1).to_numpy()
+        if "nCluster" in self.branches:
+            declared = ak.to_numpy(chunk["nCluster"]).astype(np.int64)
+            flag(declared != nclus, "length mismatch", ref,
+                 lambda i: f"{nclus[i]} clusters, but nCluster = {declared[i]}")
+        for b in cluster_branches:
+            if b == ref:
+                continue
+            m = ak.num(chunk[b], axis=1).to_numpy()
+            flag(m != nclus, "length mismatch", b,
+                 lambda i, m=m, b=b: f"{m[i]} values, but {ref} has {nclus[i]} clusters")
+        truth = [b for b in self.branches if spec_for(b).group == "truth"]
+        if truth:
+            nt = ak.num(chunk[truth[0]], axis=1).to_numpy()
+            for b in truth[1:]:
+                m = ak.num(chunk[b], axis=1).to_numpy()
+                flag(m != nt, "length mismatch", b,
+                     lambda i, m=m, b=b: f"{m[i]} values, but {truth[0]} has {nt[i]}")
+        # Cell-level branches: same number of cells per cluster as cluster_cell_ID.
+        cells = [b for b in self.branches if spec_for(b).level == 2]
+        ok_len = np.ones(n, dtype=bool)
+        if "cluster_cell_ID" in cells:
+            ncell = ak.num(chunk["cluster_cell_ID"], axis=2)
+            for b in cells:
+                if b == "cluster_cell_ID":
+                    continue
+                same = ak.all(ak.num(chunk[b], axis=2) == ncell, axis=1)
+                same = ak.to_numpy(ak.fill_none(same, False)) if n else np.ones(0, bool)
+                flag(~same, "length mismatch", b,
+                     lambda i, b=b: "per-cell vector lengths differ from cluster_cell_ID's")
+                ok_len &= same
+        # Non-finite energies.
+        for b in self.branches:
+            spec = spec_for(b)
+            if not spec.energy:
+                continue
+            vals = chunk[b]
+            flat_ok = np.isfinite(ak.to_numpy(ak.flatten(vals, axis=None)))
+            if flat_ok.all():
+                continue
+            depth = spec.level
+            bad = ~np.isfinite(vals)
+            for _ in range(depth):
+                bad = ak.any(bad, axis=-1)
+            bad = ak.to_numpy(bad)
+            flag(bad, "non-finite energy", b, lambda i, b=b: _first_bad_value(chunk[b][i]))
+        # Empty clusters (no cell at all).
+        if "cluster_cell_ID" in self.branches:
+            empty = ak.to_numpy(ak.any(ak.num(chunk["cluster_cell_ID"], axis=2) == 0, axis=1))
+            flag(empty, "empty cluster", "cluster_cell_ID",
+                 lambda i: f"cluster {int(np.flatnonzero(ak.to_numpy(ak.num(chunk['cluster_cell_ID'][i], axis=1)) == 0)[0])} has no cell")
+        # Cell IDs unknown to CellGeo.
+        if self.check_cells and "cluster_cell_ID" in self.branches and n:
+            ids = chunk["cluster_cell_ID"]
+            flat = ak.to_numpy(ak.flatten(ids, axis=None)).astype(np.uint64)
+            idx = self.geometry.index_of_id(flat)
+            if (idx < 0).any():
+                per_event = ak.to_numpy(ak.sum(ak.num(ids, axis=2), axis=1))
+                ev = np.repeat(np.arange(n), per_event)
+                bad = np.zeros(n, dtype=bool)
+                bad[ev[idx < 0]] = True
+                first_id = {}
+                for e, cid in zip(ev[idx < 0][::-1], flat[idx < 0][::-1]):
+                    first_id[e] = cid
+                flag(bad, "cell ID not in CellGeo", "cluster_cell_ID",
+                     lambda i: f"cell ID {int(first_id[i])} is not in CellGeo")
+        return None if raise_errors else reasons
+
+
+def _first_bad_value(event_values) -> str:
+    import awkward as ak
+
+    arr = ak.to_list(event_values)
+    for c, v in enumerate(arr):
+        if isinstance(v, list):
+            for k, x in enumerate(v):
+                if not np.isfinite(x):
+                    return f"cluster {c}, cell {k}: energy is {x}"
+        elif not np.isfinite(v):
+            return f"value {c} is {v}"
+    return "non-finite value"
+
+
+# ---------------------------------------------------------------------------------------------
+# The older per-cluster image format.
+CLUSTER_TREE_IMAGES = {layer.image_name: (layer.name, layer.image_shape) for layer in IMAGE_LAYERS}
+
+
+def read_cluster_tree(path, tree: str = CLUSTER_TREE, step_size: int = 10000,
+                      scalars=("clusterE", "clusterECalib", "cluster_ENG_CALIB_TOT",
+                               "cluster_EM_PROBABILITY")) -> Iterator[dict]:
+    """Iterate over a ``ClusterTree`` (one entry per cluster) in chunks.
+
+    Yields dicts with the images under pionml's names (``EMB1`` ... ``Tile2``), shaped
+    (n, eta, phi) float32, and the requested scalars that are present, plus ``entry``.
+    Image branches are named ``EMB1`` ... ``TileBar2`` in the files.
+    """
+    f = _open(path)
+    t = _get_tree(f, path, tree)
+    keys = set(t.keys())
+    image_branch = {}
+    for img, (atlas_name, shape) in CLUSTER_TREE_IMAGES.items():
+        name = atlas_name if atlas_name in keys else img if img in keys else None
+        if name is None:
+            raise SchemaError(f"{where(file=path, tree=tree, branch=atlas_name)}: missing image "
+                              f"branch")
+        image_branch[img] = name
+    present_scalars = [s for s in scalars if s in keys]
+    names = list(image_branch.values()) + present_scalars
+    for start in range(0, t.num_entries, step_size):
+        stop = min(start + step_size, t.num_entries)
+        arr = _arrays(t, names, start, stop, path, tree)
+        out = {"entry": np.arange(start, stop)}
+        for img, name in image_branch.items():
+            shape = CLUSTER_TREE_IMAGES[img][1]
+            try:
+                data = np.asarray(arr[name].to_numpy(), dtype=np.float32)
+            except Exception as exc:
+                raise SchemaError(f"{where(file=path, tree=tree, branch=name)}: not a fixed-size "
+                                  f"image array ({exc})") from exc
+            if data.shape[1:] != shape:
+                raise SchemaError(f"{where(file=path, tree=tree, branch=name)}: image shape "
+                                  f"{data.shape[1:]}, expected {shape}")
+            bad = ~np.isfinite(data).reshape(len(data), -1).all(axis=1)
+            if bad.any():
+                raise DataError(f"{where(file=path, tree=tree, branch=name, entry=start + int(np.flatnonzero(bad)[0]))}: "
+                                f"non-finite pixel energy")
+            out[img] = data
+        for s in present_scalars:
+            out[s] = np.asarray(arr[s].to_numpy())
+        yield out
+
+
+def write_cluster_tree(path, images: dict, scalars: dict, tree: str = CLUSTER_TREE):
+    """Write a ``ClusterTree`` (fixed-size image branches named EMB1 ... TileBar2)."""
+    import uproot
+
+    data = {}
+    for img, (atlas_name, shape) in CLUSTER_TREE_IMAGES.items():
+        data[atlas_name] = np.asarray(images[img], dtype=np.float32)
+    data.update({k: np.asarray(v) for k, v in scalars.items()})
+    with uproot.recreate(os.fspath(path)) as f:
+        f.mktree(tree, {k: (v.dtype, v.shape[1:]) for k, v in data.items()})
+        f[tree].extend(data)
+    return path
+
+
+def file_info(path) -> dict:
+    """Name, size and sha256 of a file (for provenance attributes)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    p = Path(path)
+    return {"name": p.name, "path": str(p), "size": p.stat().st_size, "sha256": h.hexdigest()}
