@@ -29,7 +29,7 @@ def _load_commands() -> dict:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
-            if exc.name == name:  # that part of the toolkit is not installed in this tree
+            if exc.name and name.startswith(exc.name):  # that part is absent from this tree
                 continue
             raise
         commands.update(module.COMMANDS)
