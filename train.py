@@ -1,11 +1,9 @@
-"""The main job: ``python train.py --task classify --model cnn`` (the same as ``pionml train``).
-
-Thin on purpose: every option is parsed and handled by the library (pionml.train.cli).
-"""
+#!/usr/bin/env python
+"""Train a model: ``python train.py --task classify --model cnn`` (the same as ``pionml train``)."""
 
 import sys
 
-from pionml.cli import main
+from pionml.train.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(["train", *sys.argv[1:]]))
+    sys.exit(main())

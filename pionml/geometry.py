@@ -309,11 +309,13 @@ class CSR(NamedTuple):
     @staticmethod
     def from_pairs(n: int, src: np.ndarray, dst: np.ndarray) -> "CSR":
         """Build from (src, dst) pairs; duplicates removed, each row sorted."""
-        key = np.unique(np.asarray(src, np.int64) * n + np.asarray(dst, np.int64))
+        key = np.sort(np.asarray(src, np.int64) * n + np.asarray(dst, np.int64))
+        if len(key):
+            key = key[np.r_[True, key[1:] != key[:-1]]]
         src, dst = key // n, key % n
         offsets = np.zeros(n + 1, dtype=np.int64)
-        np.add.at(offsets, src + 1, 1)
-        return CSR(np.cumsum(offsets), dst.astype(np.int32))
+        offsets[1:] = np.cumsum(np.bincount(src, minlength=n))
+        return CSR(offsets, dst.astype(np.int32))
 
     def pairs(self) -> tuple[np.ndarray, np.ndarray]:
         src = np.repeat(np.arange(len(self), dtype=np.int64), self.counts())
