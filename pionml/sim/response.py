@@ -1,0 +1,143 @@
+"""Signal formation: packets -> cells, truth split, EM-scale signal and noise (physics.md 2).
+
+* Packets land in cells with :meth:`pionml.geometry.CellGeometry.find_cells`; packets in dead
+  material (physics.md 1.4), behind TileBar2, or where no cell exists (EMB1 strip 0, EMB3 or Tile
+  beyond their eta range) are booked per event as dead-material truth.
+* Truth per cell: EM visible, non-EM visible (hadronic + primary ionisation), invisible, escaped
+  (physics.md 2.1).
+* Mean signal per cell (physics.md 2.2): E_em + c_comp E_had_vis + (mip/e) E_ion, with Gamma
+  sampling fluctuations per category (log-normal for the primary's ionisation), frozen per-cell
+  constant terms, then Gaussian noise (Tile optionally double-Gaussian, 2.4) in every cell of a
+  window around the particle.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+
+from pionml.geometry import LAYERS, CellGeometry
+
+from .params import SimParams
+from .showers import CAT_EM, CAT_ESC, CAT_HAD, CAT_ION
+from .tracks import SEG_LAYER, Axes
+
+__all__ = ["DM_NAMES", "deposit", "frozen_constants", "window_cells", "cell_signal"]
+
+DM_NAMES = ("dm_front", "dm_ps_emb1", "dm_gap", "dm_leak", "dm_nocell")
+_SEG_DM = np.array([0, -1, 1, -1, -1, -1, 2, -1, -1, -1, 3], dtype=np.int64)
+
+
+def deposit(packets: dict, axes: Axes, geo: CellGeometry, n_events: int):
+    """Map packets to cells and sum the truth per (event, cell) and the dead material per event.
+
+    Returns (keys, truth, dm): ``keys`` = event * n_cells + cell (sorted, unique), ``truth`` a
+    dict of per-key sums em, had, ion, inv, esc; ``dm`` an (n_events, 5) array in DM_NAMES order.
+    """
+    trk, seg = packets["trk"], packets["seg"]
+    ev = axes.ev[trk]
+    layer = SEG_LAYER[seg]
+    cell = np.full(len(trk), -1, dtype=np.int64)
+    cal = np.flatnonzero(layer >= 0)
+    if len(cal):
+        eta, phi = axes.place(trk[cal], packets["r"][cal], packets["u1"][cal],
+                              packets["u2"][cal])
+        cell[cal] = geo.find_cells(layer[cal], eta, phi)
+    e_all = packets["e"] + packets["e_inv"]
+    dmcat = np.where(layer >= 0, np.where(cell < 0, 4, -1), _SEG_DM[seg])
+    d = dmcat >= 0
+    dm = np.bincount(ev[d] * 5 + dmcat[d], weights=e_all[d],
+                     minlength=5 * n_events).reshape(n_events, 5)
+    c = cell >= 0
+    key = ev[c] * geo.n_cells + cell[c]
+    keys, inv = np.unique(key, return_inverse=True)
+    cat = packets["cat"][c]
+    e = packets["e"][c]
+    m = len(keys)
+    truth = {name: np.bincount(inv, weights=np.where(cat == k, e, 0.0), minlength=m)
+             for name, k in (("em", CAT_EM), ("had", CAT_HAD), ("ion", CAT_ION),
+                             ("esc", CAT_ESC))}
+    truth["inv"] = np.bincount(inv, weights=packets["e_inv"][c], minlength=m)
+    return keys, truth, dm
+
+
+@functools.lru_cache(maxsize=4)
+def _frozen(n_cells: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(n_cells)
+
+
+def frozen_constants(geo: CellGeometry, p: SimParams) -> np.ndarray:
+    """Per-cell calibration factors 1 + c g, g ~ N(0,1) drawn once from ``p.const_seed``
+    (physics.md 2.2 constant term: LAr c = 0.5 %, Tile 2 %)."""
+    g = _frozen(geo.n_cells, p.const_seed)
+    c = np.where(geo.layer >= 4, p.const_tile, p.const_lar)
+    return 1.0 + c * g
+
+
+def cell_signal(rng: np.random.Generator, p: SimParams, geo: CellGeometry, cells: np.ndarray,
+                truth: dict, fluctuate: bool = True) -> np.ndarray:
+    """EM-scale signal of the cells with deposits, before noise (physics.md 2.2)."""
+    tile = geo.layer[cells] >= 4
+    mu_em = truth["em"]
+    mu_had = truth["had"] * np.where(tile, p.c_comp_tile, p.c_comp_lar)
+    mu_ion = truth["ion"] * np.where(tile, p.mip_over_e_tile, p.mip_over_e_lar)
+    if not fluctuate:
+        return mu_em + mu_had + mu_ion
+    s_em = np.where(tile, p.stoch_em_tile, p.stoch_em_lar) ** 2
+    s_had = np.where(tile, p.stoch_had_tile, p.stoch_had_lar) ** 2
+    sig_ln = np.where(tile, p.landau_sigma_ln_tile, p.landau_sigma_ln_lar)
+    g_em = rng.gamma(mu_em / s_em, s_em)
+    g_had = rng.gamma(mu_had / s_had, s_had)
+    g_ion = mu_ion * np.exp(sig_ln * rng.standard_normal(len(cells)) - 0.5 * sig_ln**2)
+    return (g_em + g_had + g_ion) * frozen_constants(geo, p)[cells]
+
+
+@functools.lru_cache(maxsize=4)
+def _grids(geo: CellGeometry):
+    grids = []
+    for layer in LAYERS:
+        grid = np.full((layer.n_eta, layer.nphi), -1, dtype=np.int32)
+        sel = np.flatnonzero(geo.layer == layer.index)
+        grid[geo.ieta[sel], geo.iphi[sel]] = sel
+        centres = 0.5 * (layer.eta_edges[:-1] + layer.eta_edges[1:])
+        grids.append((layer, grid, centres))
+    return grids
+
+
+def window_cells(geo: CellGeometry, eta_c, phi_c, half_width: float):
+    """Every cell whose centre lies within |deta|, |dphi| <= half_width of (eta_c[i], phi_c[i]),
+    for all events i: (cells int32 grouped by event and sorted within it, counts per event)."""
+    eta_c = np.asarray(eta_c, float)
+    phi_c = np.asarray(phi_c, float)
+    n = len(eta_c)
+    parts = []
+    for layer, grid, centres in _grids(geo):
+        r_lo = np.searchsorted(centres, eta_c - half_width - 1e-12, side="left")
+        r_hi = np.searchsorted(centres, eta_c + half_width + 1e-12, side="right")
+        nr = int((r_hi - r_lo).max(initial=0))
+        if nr == 0:
+            continue
+        rows = r_lo[:, None] + np.arange(nr)[None, :]
+        vr = rows < r_hi[:, None]
+        rows = np.minimum(rows, layer.n_eta - 1)
+        dphi = layer.dphi
+        k_lo = np.ceil((phi_c - half_width + math.pi) / dphi - 0.5 - 1e-9).astype(np.int64)
+        k_hi = np.floor((phi_c + half_width + math.pi) / dphi - 0.5 + 1e-9).astype(np.int64)
+        nc_ev = np.minimum(k_hi - k_lo + 1, layer.nphi)
+        nc = int(nc_ev.max(initial=0))
+        cols = k_lo[:, None] + np.arange(nc)[None, :]
+        vc = np.arange(nc)[None, :] < nc_ev[:, None]
+        cols = np.where(vc, cols % layer.nphi, layer.nphi + 1)
+        cols = np.sort(cols, axis=1)
+        vc = cols < layer.nphi
+        cols = np.minimum(cols, layer.nphi - 1)
+        cells = grid[rows[:, :, None], cols[:, None, :]]
+        valid = vr[:, :, None] & vc[:, None, :] & (cells >= 0)
+        parts.append((cells.reshape(n, -1), valid.reshape(n, -1)))
+    if not parts:
+        return np.zeros(0, np.int32), np.zeros(n, np.int64)
+    cells = np.concatenate([c for c, _ in parts], axis=1)
+    valid = np.concatenate([v for _, v in parts], axis=1)
+    return cells[valid], valid.sum(axis=1)

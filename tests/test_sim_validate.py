@@ -1,0 +1,41 @@
+"""Tests of the validation helpers and the validate-sim command (physics.md 7)."""
+
+import argparse
+
+import numpy as np
+
+from pionml.sim.cli import COMMANDS
+from pionml.sim.validate import core_sigma, fit_resolution, format_tables, validate_sim
+
+
+def test_core_sigma_of_a_gaussian_with_tails():
+    rng = np.random.default_rng(1)
+    x = np.concatenate([rng.normal(10.0, 2.0, 20000), rng.uniform(-50, 0, 400)])
+    mu, sd = core_sigma(x)
+    assert abs(mu - 10.0) < 0.05 and abs(sd - 2.0) < 0.05
+
+
+def test_fit_resolution_recovers_known_terms():
+    e = np.array([10.0, 20.0, 50.0, 100.0, 200.0])
+    rel = np.sqrt(0.1**2 / e + 0.007**2)
+    a, b = fit_resolution(e, rel, np.full(5, 1000))
+    assert abs(a - 0.1) < 1e-3 and abs(b - 0.007) < 1e-3
+
+
+def test_validate_sim_small_run():
+    tables = validate_sim(n_events=40, seed=2)
+    text = format_tables(tables)
+    assert "7.1 geometry and material" in text and "Tile standalone" in text
+    header, rows = tables["7.1 geometry and material"]
+    assert rows[0][1] == "4.3 / 16.9 / 1.5 / 22.7"
+    resp = [t for t in tables if t.startswith("EM-scale response")][0]
+    assert [r[-1] for r in tables[resp][1]] == ["yes"] * 4  # non-compensation at every E
+
+
+def test_cli_command_runs(capsys):
+    help_text, add_arguments, run = COMMANDS["validate-sim"]
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert run(parser.parse_args(["--events", "30", "--seed", "3"])) == 0
+    out = capsys.readouterr().out
+    assert "3.5/7.5 photon truth fractions" in out
