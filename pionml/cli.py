@@ -18,6 +18,7 @@ from pionml import __version__
 COMMAND_MODULES = (
     "pionml.geometry_cli",
     "pionml.sim.cli",
+    "pionml.production_cli",
     "pionml.build.cli",
     "pionml.train.cli",
 )

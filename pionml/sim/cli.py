@@ -17,6 +17,10 @@ def _add_validate_arguments(parser: argparse.ArgumentParser) -> None:
                         help="events per sample point (default 2000; runtime ~1 min)")
     parser.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     parser.add_argument("--progress", action="store_true", help="show progress bars")
+    parser.add_argument("--no-clusters", action="store_true",
+                        help="skip the clustered / LCW tables (physics.md 7.2(d), 7.3, 7.6)")
+    parser.add_argument("--cluster-events", type=int, default=1000,
+                        help="events per energy point for the clustered tables (default 1000)")
 
 
 def _run_validate(args: argparse.Namespace) -> int:
@@ -26,6 +30,11 @@ def _run_validate(args: argparse.Namespace) -> int:
     logger.info("validate-sim: events=%d seed=%d", args.events, args.seed)
     tables = validate_sim(n_events=args.events, seed=args.seed, progress=args.progress)
     print(format_tables(tables))
+    if not args.no_clusters:
+        from pionml.validate_reco import validate_reco
+
+        print(validate_reco(n_events=args.cluster_events, seed=args.seed,
+                            progress=args.progress))
     print(f"validate-sim: {time.perf_counter() - t0:.1f} s")
     return 0
 

@@ -159,7 +159,7 @@ def simulate_events(n_events: int, particle: str = "mix", energy: float | None =
     rng = np.random.default_rng(seed)
     pdg, e, eta_arr, phi = sample_primaries(rng, n_events, particle, energy, energy_min,
                                             energy_max, eta_max, mix, eta=eta)
-    logger.info("simulate_events: n=%d particle=%s energy=%s seed=%d", n_events, particle,
+    logger.debug("simulate_events: n=%d particle=%s energy=%s seed=%d", n_events, particle,
                 energy, seed)
     return simulate_particles(pdg, e, eta_arr, phi, seed=rng.integers(2**63), params=params,
                               geometry=geometry, noise=noise, window=window,
