@@ -1,0 +1,233 @@
+"""Topo-cluster images: a vectorised rasteriser (design.md section 5, seed 002 section 4.1).
+
+Per imaged layer (EMB1, EMB2, EMB3, Tile0, Tile1, Tile2; the presampler is not imaged) a
+window in (eta, phi) centred on the cluster centroid, at the layer's own granularity
+(deta, dphi). A cell of the cluster is imaged when
+
+* it has ``E > 0`` and ``E >= 1%`` of the cluster energy (noise suppression, seed 002 4.1),
+* its barycentre lies inside the window (phi differences wrapped into [-pi, pi)).
+
+Pixel convention. The window of a layer with image shape ``(n_eta, n_phi)`` is the pixel grid
+of that shape centred on the centroid: pixel ``(i, j)`` covers
+``rel_eta in [(i - n_eta/2) deta, (i + 1 - n_eta/2) deta)`` and likewise in phi, with
+``rel = cell - centroid``. The pixel index is ``floor(rel / d + n / 2)`` (floor, never truncation
+toward zero, so a cell just below the lower edge gets index -1 and is dropped; see
+:data:`EDGE_SNAP` for cells exactly on an edge). In eta the grid
+spans exactly 0.4 in every layer (0.4 / deta is an integer); in phi it spans ``n_phi * dphi =
+pi/8 ~ 0.393`` (4 EMB1 cells of pi/32 cannot span 0.4 exactly), i.e. the 0.4 window rounded to
+whole cells and kept symmetric about the centroid.
+
+A real cell grid puts at most one cell into each pixel. When two cells of one cluster land in
+one pixel anyway (off-grid centroids can do this near a grid boundary), their energies are added
+and the event is counted (:attr:`ImageBatch.collisions`), never silently overwritten.
+
+The output is float32 ``(N, n_eta, n_phi)`` per layer: EM-scale energy in GeV, axis 1 = eta
+increasing, axis 2 = phi increasing (design.md section 10).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+#: Minimum cell energy as a fraction of the cluster energy (seed 002 section 4.1).
+MIN_CELL_FRACTION = 0.01
+#: Added to the pixel coordinate before the floor: a barycentre within 1e-9 pixel of a pixel
+#: edge lies on that edge, which belongs to the pixel above it. When the centroid sits exactly
+#: on the cell grid (e.g. one-cell clusters) every cell lies on a pixel edge, and this keeps the
+#: binning independent of the last bits of floating-point rounding.
+EDGE_SNAP = 1e-9
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """One imaged layer: its name in the dataset, its index in ``pionml.geometry.LAYERS``,
+    its cell size and the image shape (eta x phi)."""
+
+    name: str
+    layer_index: int
+    deta: float
+    dphi: float
+    shape: tuple[int, int]
+
+    @property
+    def half_width(self) -> tuple[float, float]:
+        """Half the window size in (eta, phi): ``n * d / 2``."""
+        return self.shape[0] * self.deta / 2.0, self.shape[1] * self.dphi / 2.0
+
+
+def image_specs() -> tuple[ImageSpec, ...]:
+    """The six imaged layers, taken from ``pionml.geometry.IMAGE_LAYERS`` (the one table of the
+    detector; design.md section 5)."""
+    from pionml.geometry import IMAGE_LAYERS
+
+    return tuple(
+        ImageSpec(
+            name=str(layer.image_name),
+            layer_index=int(layer.index),
+            deta=float(layer.deta),
+            dphi=float(layer.dphi),
+            shape=(int(layer.image_shape[0]), int(layer.image_shape[1])),
+        )
+        for layer in IMAGE_LAYERS
+    )
+
+
+@dataclass
+class ImageBatch:
+    """Images of N clusters.
+
+    images: layer name -> float32 (N, n_eta, n_phi), GeV.
+    energy_in_images: float64 (N,), summed energy of the imaged cells per cluster (GeV).
+    collisions: number of (cluster, layer, pixel) that received more than one cell.
+    """
+
+    images: dict[str, np.ndarray]
+    energy_in_images: np.ndarray
+    collisions: int = 0
+    collisions_per_layer: dict[str, int] = field(default_factory=dict)
+
+
+def wrap_phi(dphi: np.ndarray) -> np.ndarray:
+    """Wrap a phi difference into [-pi, pi)."""
+    return np.mod(np.asarray(dphi, dtype=np.float64) + np.pi, 2.0 * np.pi) - np.pi
+
+
+def rasterise(
+    cluster_of_cell: np.ndarray,
+    cell_eta: np.ndarray,
+    cell_phi: np.ndarray,
+    cell_E: np.ndarray,
+    cell_layer: np.ndarray,
+    centroid_eta: np.ndarray,
+    centroid_phi: np.ndarray,
+    cluster_E: np.ndarray,
+    specs: tuple[ImageSpec, ...] | None = None,
+    min_fraction: float = MIN_CELL_FRACTION,
+) -> ImageBatch:
+    """Rasterise the cells of N clusters into per-layer images (seed 002 section 4.1).
+
+    Parameters are flat per-cell arrays (``cluster_of_cell`` in 0..N-1, barycentre eta/phi,
+    EM-scale energy in GeV, ``cell_layer`` = index into ``pionml.geometry.LAYERS``) and per-cluster
+    arrays (centroid eta/phi, cluster energy in GeV). ``specs`` defaults to :func:`image_specs`.
+    Fully vectorised: one pass of numpy operations over the cells of all layers, one
+    ``np.add.at`` into a float32 buffer that holds every layer's images.
+    """
+    if specs is None:
+        specs = image_specs()
+    cluster_of_cell = np.asarray(cluster_of_cell, dtype=np.int64)
+    cell_eta = np.asarray(cell_eta, dtype=np.float64)
+    cell_phi = np.asarray(cell_phi, dtype=np.float64)
+    cell_E = np.asarray(cell_E, dtype=np.float64)
+    cell_layer = np.asarray(cell_layer)
+    centroid_eta = np.asarray(centroid_eta, dtype=np.float64)
+    centroid_phi = np.asarray(centroid_phi, dtype=np.float64)
+    cluster_E = np.asarray(cluster_E, dtype=np.float64)
+    n = len(centroid_eta)
+    n_cells = len(cell_E)
+    for name, arr in (("cell_eta", cell_eta), ("cell_phi", cell_phi), ("cell_layer", cell_layer),
+                      ("cluster_of_cell", cluster_of_cell)):
+        if len(arr) != n_cells:
+            raise ValueError(f"rasterise: {name} has {len(arr)} entries, cell_E has {n_cells}")
+    if len(centroid_phi) != n or len(cluster_E) != n:
+        raise ValueError("rasterise: centroid_eta, centroid_phi and cluster_E differ in length")
+
+    # Lookup tables by layer index (LAYERS has 7 entries; non-imaged layers map to slot -1).
+    n_layers = max(max(s.layer_index for s in specs) + 1,
+                   int(cell_layer.max()) + 1 if n_cells else 0)
+    slot_of_layer = np.full(n_layers, -1, dtype=np.int64)
+    for k, spec in enumerate(specs):
+        slot_of_layer[spec.layer_index] = k
+    deta = np.array([s.deta for s in specs])
+    dphi = np.array([s.dphi for s in specs])
+    n_eta = np.array([s.shape[0] for s in specs], dtype=np.int64)
+    n_phi = np.array([s.shape[1] for s in specs], dtype=np.int64)
+    npix = n_eta * n_phi
+    block = np.concatenate(([0], np.cumsum(npix * n)))  # start of each layer's block
+
+    # energy selection: E > 0 and at least 1% of the cluster energy; imaged layers only
+    sel = np.flatnonzero((cell_E > 0) & (cell_E >= min_fraction * cluster_E[cluster_of_cell])
+                         & (slot_of_layer[np.maximum(cell_layer, 0)] >= 0) & (cell_layer >= 0))
+    c = cluster_of_cell[sel]
+    k = slot_of_layer[cell_layer[sel]]
+    rel_eta = cell_eta[sel] - centroid_eta[c]
+    rel_phi = wrap_phi(cell_phi[sel] - centroid_phi[c])
+    ieta = np.floor(rel_eta / deta[k] + n_eta[k] / 2.0 + EDGE_SNAP).astype(np.int64)
+    iphi = np.floor(rel_phi / dphi[k] + n_phi[k] / 2.0 + EDGE_SNAP).astype(np.int64)
+    inside = (ieta >= 0) & (ieta < n_eta[k]) & (iphi >= 0) & (iphi < n_phi[k])
+    c, k, e = c[inside], k[inside], cell_E[sel][inside]
+    flat = block[k] + c * npix[k] + ieta[inside] * n_phi[k] + iphi[inside]
+    # float32 buffer filled in place (np.zeros maps zero pages lazily; cheaper than a float64
+    # bincount of the whole buffer plus a cast); add.at adds cells that share a pixel
+    buf = np.zeros(int(block[-1]), dtype=np.float32)
+    np.add.at(buf, flat, e.astype(np.float32))
+    images = {spec.name: buf[block[i]:block[i + 1]].reshape(n, *spec.shape)
+              for i, spec in enumerate(specs)}
+    energy_in = np.bincount(c, weights=e, minlength=n).astype(np.float64)
+    # one cell per pixel: count the pixels that received several cells
+    collisions_per_layer = {spec.name: 0 for spec in specs}
+    if len(flat) > 1:
+        sflat = np.sort(flat)
+        dup = sflat[1:] == sflat[:-1]
+        starts = dup & np.concatenate(([True], ~dup[:-1]))  # first duplicate of each pixel
+        if starts.any():
+            layer_of = np.searchsorted(block, sflat[1:][starts], side="right") - 1
+            for i, spec in enumerate(specs):
+                collisions_per_layer[spec.name] = int(np.count_nonzero(layer_of == i))
+    total = int(sum(collisions_per_layer.values()))
+    if total:
+        logger.debug("rasterise: %d pixels received more than one cell (energies added)", total)
+    return ImageBatch(images=images, energy_in_images=energy_in, collisions=total,
+                      collisions_per_layer=collisions_per_layer)
+
+
+def rasterise_reference(
+    offsets,
+    cell_id,
+    cell_E,
+    centroid_eta,
+    centroid_phi,
+    cluster_E,
+    geometry,
+    specs: tuple[ImageSpec, ...] | None = None,
+    min_fraction: float = MIN_CELL_FRACTION,
+) -> dict[str, np.ndarray]:
+    """Deliberately straightforward per-cell Python loop doing what the builder's imaging does:
+    for each cluster (CSR ``offsets`` into ``cell_id``/``cell_E``), for each cell, look the ID up
+    in the geometry, apply the energy cut, compute the pixel, fill it.
+
+    Used only as a cross-check in the tests and as the baseline in ``benchmarks/bench_build.py``;
+    never in the builder.
+    """
+    if specs is None:
+        specs = image_specs()
+    n = len(centroid_eta)
+    images = {s.name: np.zeros((n,) + s.shape, dtype=np.float32) for s in specs}
+    by_layer = {s.layer_index: s for s in specs}
+    index_of = {int(i): k for k, i in enumerate(geometry.id)}
+    for c in range(n):
+        e_clus = float(cluster_E[c])
+        for k in range(int(offsets[c]), int(offsets[c + 1])):
+            g = index_of[int(cell_id[k])]
+            spec = by_layer.get(int(geometry.layer[g]))
+            if spec is None:
+                continue
+            e = float(cell_E[k])
+            if not (e > 0 and e >= min_fraction * e_clus):
+                continue
+            d_eta = float(geometry.eta[g]) - float(centroid_eta[c])
+            d_phi = float(geometry.phi[g]) - float(centroid_phi[c])
+            while d_phi >= math.pi:
+                d_phi -= 2 * math.pi
+            while d_phi < -math.pi:
+                d_phi += 2 * math.pi
+            i = math.floor(d_eta / spec.deta + spec.shape[0] / 2.0 + EDGE_SNAP)
+            j = math.floor(d_phi / spec.dphi + spec.shape[1] / 2.0 + EDGE_SNAP)
+            if 0 <= i < spec.shape[0] and 0 <= j < spec.shape[1]:
+                images[spec.name][c, i, j] += e
+    return images

@@ -1,0 +1,94 @@
+"""The HDF5 dataset writer and reader (design.md section 10)."""
+
+import hashlib
+
+import h5py
+import numpy as np
+import pytest
+
+from pionml.errors import SchemaError
+from pionml.io.hdf5 import SCHEMA_VERSION, DatasetWriter, open_dataset
+
+SCHEMA = {
+    "clusters/E_em": (np.float32, ()),
+    "clusters/split": (np.int8, ()),
+    "images/EMB2": (np.float32, (16, 16)),
+    "cells/E": (np.float32, ()),
+    "cells/id": (np.uint64, ()),
+}
+
+
+def block(rng, n, start):
+    counts = rng.integers(0, 5, n)
+    m = int(counts.sum())
+    return (dict(E_em=np.arange(start, start + n, dtype=np.float32),
+                 split=(np.arange(start, start + n) % 3).astype(np.int8)),
+            dict(EMB2=rng.random((n, 16, 16)).astype(np.float32)),
+            dict(E=rng.random(m).astype(np.float32), id=np.arange(m, dtype=np.uint64) + 7 * start),
+            counts)
+
+
+def write(path, blocks, compression="gzip"):
+    w = DatasetWriter(path, SCHEMA, compression=compression, chunk_rows=8, chunk_cells=16)
+    for b in blocks:
+        w.append(*b)
+    w.close(config={"a": 1}, sources=[{"name": "x"}], counts={"kept": 3})
+
+
+def blocks(seed=0):
+    rng = np.random.default_rng(seed)
+    out, start = [], 0
+    for n in (5, 0, 17, 3):
+        out.append(block(rng, n, start))
+        start += n
+    return out
+
+
+@pytest.mark.parametrize("compression", ["gzip", "lzf", None])
+def test_round_trip_and_determinism(tmp_path, compression):
+    bl = blocks()
+    write(tmp_path / "a.h5", bl, compression)
+    write(tmp_path / "b.h5", bl, compression)
+    digest = [hashlib.sha256((tmp_path / n).read_bytes()).hexdigest() for n in ("a.h5", "b.h5")]
+    assert digest[0] == digest[1]
+    with open_dataset(tmp_path / "a.h5") as ds:
+        assert len(ds) == 25
+        assert ds.fields() == {"clusters": ["E_em", "split"], "images": ["EMB2"],
+                               "cells": ["E", "id"]}
+        assert ds.attrs["schema_version"] == SCHEMA_VERSION
+        assert ds.attrs["config"] == {"a": 1} and ds.attrs["counts"] == {"kept": 3}
+        np.testing.assert_array_equal(ds.read_clusters(["E_em"])["E_em"], np.arange(25))
+        img = np.concatenate([b[1]["EMB2"] for b in bl])
+        rows = np.array([20, 3, 3, 11])  # unsorted, repeated
+        np.testing.assert_array_equal(ds.read_images(rows=rows)["EMB2"], img[rows])
+        counts = np.concatenate([b[3] for b in bl])
+        E = np.concatenate([b[2]["E"] for b in bl])
+        off_all = np.concatenate(([0], np.cumsum(counts)))
+        off, cells = ds.read_cells(rows=rows)
+        for k, r in enumerate(rows):
+            np.testing.assert_array_equal(cells["E"][off[k]:off[k + 1]],
+                                          E[off_all[r]:off_all[r + 1]])
+        np.testing.assert_array_equal(ds.split_rows("val"), np.arange(1, 25, 3))
+        with pytest.raises(SchemaError, match="nope"):
+            ds.read_clusters(["nope"])
+
+
+def test_writer_rejects_incomplete_blocks(tmp_path):
+    w = DatasetWriter(tmp_path / "a.h5", SCHEMA)
+    cl, im, ce, counts = block(np.random.default_rng(1), 4, 0)
+    with pytest.raises(SchemaError, match="cells/id"):
+        w.append(cl, im, {"E": ce["E"]}, counts)
+    with pytest.raises(SchemaError, match="images/EMB2"):
+        w.append(cl, {"EMB2": im["EMB2"][:3]}, ce, counts)
+    w.abort()
+    assert not (tmp_path / "a.h5").exists()
+
+
+def test_reader_rejects_other_files(tmp_path):
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f["foo"] = 1
+    with pytest.raises(SchemaError, match="not a pionml dataset"):
+        open_dataset(tmp_path / "x.h5")
+    (tmp_path / "y.h5").write_bytes(b"not hdf5")
+    with pytest.raises(SchemaError, match="cannot open"):
+        open_dataset(tmp_path / "y.h5")
