@@ -101,6 +101,8 @@ def em_showers(rng: np.random.Generator, p: SimParams, axes: Axes, trk, energy, 
     ``trk``: axis of each shower; ``t0_x0``: cumulative X0 depth of the shower start on the
     axis. ``theta``, ``psi0``, ``r_start`` (optional): an EM sub-shower leaving the axis at
     angle theta in azimuth psi0 from the point at radius r_start (physics.md 4.5).
+    Spots heavier than ``p.tail_spot_emax`` that land beyond ``p.tail_split_rm`` Moliere radii
+    are split into lighter spots drawn from the same lateral law beyond that radius [E].
     """
     trk = np.asarray(trk, np.int64)
     energy = np.asarray(energy, float)
@@ -119,8 +121,32 @@ def em_showers(rng: np.random.Generator, p: SimParams, axes: Axes, trk, energy, 
     m = len(rep)
     core = rng.random(m) < pc
     u = rng.uniform(0.0, p.lateral_u_max, m)
+    r_comp = np.where(core, rc, rt)
+    e_spot = (energy / n_spot)[rep]
+    r_unit = r_comp * np.sqrt(u / (1.0 - u))
+    # Lateral tail splitting [E] (physics.md 3.3-3.4): GFlash caps the spot number, so a TeV
+    # photon's spots weigh GeV each and a single spot sampled into the far 1/(r^2+R^2)^2 tail
+    # would be an isolated lump that seeds its own (hadron-like) cluster. Physically the tail
+    # is many soft photons: a heavy spot beyond tail_split_rm Moliere radii is replaced by k
+    # light spots at the same depth, each drawn from the same component's lateral law
+    # conditioned on r > tail_split_rm. The mean energy density is unchanged; only the
+    # unphysical lumpiness of the tail goes.
+    far = (r_unit > p.tail_split_rm) & (e_spot > p.tail_spot_emax)
+    if far.any():
+        fi = np.flatnonzero(far)
+        k = np.clip(np.ceil(e_spot[fi] / p.tail_spot_emax), 1, p.tail_split_max).astype(np.int64)
+        sub = np.repeat(fi, k)
+        rcs = r_comp[sub]
+        u_lo = p.tail_split_rm ** 2 / (p.tail_split_rm ** 2 + rcs ** 2)
+        u_sub = rng.uniform(np.minimum(u_lo, p.lateral_u_max), p.lateral_u_max)
+        keep = np.flatnonzero(~far)
+        idx_all = np.concatenate([keep, sub])
+        r_unit = np.concatenate([r_unit[keep], rcs * np.sqrt(u_sub / (1.0 - u_sub))])
+        e_spot = np.concatenate([e_spot[keep], (e_spot[fi] / k)[np.repeat(np.arange(len(fi)), k)]])
+        rep, tr, r, seg, t = rep[idx_all], tr[idx_all], r[idx_all], seg[idx_all], t[idx_all]
+        m = len(rep)
     rm = np.where(SEG_TILE[seg], p.r_moliere_tile_mm, p.r_moliere_lar_mm)
-    rr = np.where(core, rc, rt) * np.sqrt(u / (1.0 - u)) * rm
+    rr = r_unit * rm
     psi = rng.uniform(0.0, 2 * math.pi, m)
     u1, u2 = rr * np.cos(psi), rr * np.sin(psi)
     if theta is not None:
@@ -129,7 +155,7 @@ def em_showers(rng: np.random.Generator, p: SimParams, axes: Axes, trk, energy, 
         ps0 = np.asarray(psi0)[rep]
         u1 = u1 + disp * np.cos(ps0)
         u2 = u2 + disp * np.sin(ps0)
-    packets.add(tr, r, seg, (energy / n_spot)[rep], CAT_EM, u1, u2)
+    packets.add(tr, r, seg, e_spot, CAT_EM, u1, u2)
 
 
 def photon_axes_and_showers(rng: np.random.Generator, p: SimParams, ev, pdg, energy, eta, phi,
