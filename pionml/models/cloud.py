@@ -1,0 +1,72 @@
+"""Point-cloud models (design.md sections 6-7; seed 004: "all point cloud methods significantly
+outperform the baseline P_EM"): a GNN on the kNN cell graph and a particle-flow network.
+
+Cell features (per design.md 6, standardised by the loader): E / E_cluster, eta and phi
+relative to the centroid, rperp, cell size, layer one-hot.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch_geometric.nn import EdgeConv, GraphConv, global_add_pool, global_max_pool, global_mean_pool
+
+from pionml.errors import ConfigError
+from pionml.models.base import ClusterModel, DataSpec, mlp
+
+
+class GNN(ClusterModel):
+    """Message passing on the cell graph (seed 004, "GNN"): a per-cell embedding, ``n_conv``
+    graph convolutions (residual) on kNN edges in (eta, phi, r), then mean, max and sum pooling
+    over the cells of each cluster, and a dense layer.
+
+    ``conv="edge"``: EdgeConv (DGCNN; an MLP on every edge, max aggregation), the default;
+    ``conv="graph"``: GraphConv (linear maps of the node and of the mean of its neighbours),
+    about 3x cheaper on a CPU. The defaults (width 32, 6 neighbours) keep a CPU epoch of
+    ~10k clusters of ~90 cells in tens of seconds.
+    """
+
+    name = "gnn"
+    inputs = ("cloud",)
+    defaults = {"hidden": 32, "n_conv": 3, "dropout": 0.1, "knn_k": 6, "conv": "edge"}
+
+    def build_body(self, spec: DataSpec, hidden, n_conv, dropout, knn_k, conv) -> int:
+        if conv not in ("edge", "graph"):
+            raise ConfigError(f"model 'gnn': unknown conv '{conv}' (choices: edge, graph)")
+        self.embed = mlp((spec.n_cloud_features, hidden, hidden))
+        if conv == "edge":
+            self.convs = nn.ModuleList(
+                EdgeConv(mlp((2 * hidden, hidden, hidden)), aggr="max") for _ in range(n_conv))
+        else:
+            self.convs = nn.ModuleList(GraphConv(hidden, hidden, aggr="mean") for _ in range(n_conv))
+        self.post = mlp((3 * hidden, 2 * hidden), dropout)
+        return 2 * hidden
+
+    def body_forward(self, batch) -> torch.Tensor:
+        g = batch.cloud
+        size = len(batch.label)
+        h = self.embed(g.x)  # (n_cells, hidden)
+        for conv in self.convs:
+            h = h + torch.relu(conv(h, g.edge_index))
+        pooled = torch.cat([global_mean_pool(h, g.batch, size), global_max_pool(h, g.batch, size),
+                            global_add_pool(h, g.batch, size) / 10.0], dim=1)  # (B, 3 hidden)
+        return self.post(pooled)
+
+
+class PFN(ClusterModel):
+    """Particle-flow network / Deep Sets (seed 004, "PFN", "Deep Sets"; Komiske et al.):
+    F(sum over cells of Phi(cell)). No edges."""
+
+    name = "pfn"
+    inputs = ("cloud",)
+    defaults = {"phi": (64, 64, 64), "f": (64, 64), "dropout": 0.1, "knn_k": 0}
+
+    def build_body(self, spec: DataSpec, phi, f, dropout, knn_k) -> int:
+        self.phi = mlp((spec.n_cloud_features, *phi))
+        self.f = mlp((phi[-1], *f), dropout)
+        return f[-1]
+
+    def body_forward(self, batch) -> torch.Tensor:
+        g = batch.cloud
+        latent = global_add_pool(self.phi(g.x), g.batch, len(batch.label))  # (B, phi[-1])
+        return self.f(latent)
