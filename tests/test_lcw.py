@@ -112,3 +112,12 @@ def test_weights_need_entries_and_signal(tmp_path):
     table.save(tmp_path / "w.npz")
     again = WeightTable.load(tmp_path / "w.npz")
     assert np.array_equal(again.weight, table.weight)
+
+
+def test_negative_cells_do_not_train_and_weights_are_clipped():
+    cells = _one_layer_cells(cells_per_cluster=6, ratio=10.0)  # calib / E = 10: clipped to 4
+    cells["cell_e"][::3] = -1.0  # 50 sigma below zero: above |E| > 2 sigma, but negative
+    table = fit_weights(np.full(3, 5.0), [0, 1, 2], np.full(3, 10.0), **cells)
+    assert table.entries.sum() == 12
+    w = table.lookup([2], [0.1], [5.0], [1.0], [1e5])
+    assert w == pytest.approx([4.0])

@@ -7,6 +7,7 @@ ratio of sums ``sum(w E_calib) / sum(w E_cell)`` over the bin's cells, which is 
 profile of ``E_calib/E_cell`` made robust against cells whose EM-scale energy fluctuates near
 zero (the reason ATLAS production fills the inverse profile, UseInversionMethod).
 
+Training uses the cells with ``E/sigma > 2``; weights are clipped to ``WEIGHT_RANGE``.
 Application: cells with ``|E|/sigma > 2`` (SignalOverNoiseCut) and a table bin with more than 10
 entries get ``w_cell <- w_cell [P + (1 - P) w_had]``, P = EM_PROBABILITY (UseHadProbability);
 log10 E_clus is clamped at the top bin centre. HAD_WEIGHT = E_after / E_before.
@@ -25,6 +26,9 @@ from pionml.lcw.classification import LOG10_E_MIN_MEV, ClassificationTable, _bin
 
 SIGNAL_OVER_NOISE_CUT = 2.0
 MIN_ENTRIES = 10
+# Hadronic weights are clipped to this range: e/h of LAr (1.74) plus invisible and escaped
+# energy keeps the physical weights well inside it; outside it a bin is noise-dominated [E].
+WEIGHT_RANGE = (0.5, 4.0)
 
 
 @dataclass(frozen=True)
@@ -97,7 +101,9 @@ def fit_weights(cluster_e, cluster_event, cluster_calib, offsets, cell_e, cell_c
     share = calibration_share(cluster_event, cluster_calib)
     cluster_ok = (np.asarray(cluster_e) > 0) & (np.asarray(cluster_calib) > 0)
     cell_e = np.asarray(cell_e, float)
-    use = cluster_ok[clus] & (np.abs(cell_e) > SIGNAL_OVER_NOISE_CUT * np.asarray(cell_sigma))
+    # Only cells with a positive signal above 2 sigma train: negative noise cells (|E| > 2 sigma,
+    # E < 0) would make the ratio of sums of sparse bins meaningless.
+    use = cluster_ok[clus] & (cell_e > SIGNAL_OVER_NOISE_CUT * np.asarray(cell_sigma))
     log_e = np.log10(np.maximum(np.asarray(cluster_e, float) * 1e3, 1e-9))[clus[use]]
     rho = np.abs(cell_e[use]) * 1e3 / np.asarray(cell_volume, float)[use]
     idx = (np.asarray(cell_layer, np.int64)[use], _bin(np.abs(np.asarray(cell_eta)[use]), edges[0]),
@@ -111,6 +117,7 @@ def fit_weights(cluster_e, cluster_event, cluster_calib, offsets, cell_e, cell_c
     entries = np.bincount(flat, minlength=size)
     with np.errstate(divide="ignore", invalid="ignore"):
         weight = np.where(den > 0, num / den, 1.0)
+    weight = np.clip(weight, *WEIGHT_RANGE)
     return WeightTable(edges, weight.reshape(shape), entries.reshape(shape))
 
 
