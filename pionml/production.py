@@ -175,7 +175,7 @@ def simulate_to_root(path, n_events: int, particle: str = "mix", energy: float |
     batch number, so a given (seed, batch_size) always gives the same file.
     """
     import uproot
-    from tqdm import tqdm
+    from pionml.progress import progress_bar
 
     from pionml.io.root import MLTreeWriter, write_cellgeo_tree
     from pionml.sim import simulate_events
@@ -188,8 +188,8 @@ def simulate_to_root(path, n_events: int, particle: str = "mix", energy: float |
     summary = ProductionSummary()
     t0 = time.perf_counter()
     Path(os.fspath(path)).parent.mkdir(parents=True, exist_ok=True)
-    with uproot.recreate(os.fspath(path)) as f, tqdm(total=n_events, unit="event",
-                                                    desc="simulate", disable=not progress) as bar:
+    with uproot.recreate(os.fspath(path)) as f, progress_bar(
+            total=n_events, unit="event", desc="simulate", progress=progress) as bar:
         writer = MLTreeWriter(f)
         for k, start in enumerate(range(0, n_events, batch_size)):
             n = min(batch_size, n_events - start)
@@ -216,7 +216,7 @@ def derive_lcw_tables(n_events: int = 20000, seed: int = 1, energy_min: float = 
     (``n_events`` pi0 and ``n_events`` charged pions, half pi+ half pi-), separate from any
     evaluation sample (physics.md 8.6). Returns the two tables and writes them to ``out_dir``.
     """
-    from tqdm import tqdm
+    from pionml.progress import progress_bar
 
     from pionml.lcw import fit_classification, fit_weights
     from pionml.sim import simulate_events
@@ -227,7 +227,8 @@ def derive_lcw_tables(n_events: int = 20000, seed: int = 1, energy_min: float = 
     had = {k: [] for k in ("E", "event", "calib")}
     n_cells_total = 0
     event_base = 0
-    with tqdm(total=2 * n_events, unit="event", desc="lcw samples", disable=not progress) as bar:
+    with progress_bar(total=2 * n_events, unit="event", desc="lcw samples",
+                      progress=progress) as bar:
         for species in ("pi0", "charged"):
             for k, start in enumerate(range(0, n_events, batch_size)):
                 n = min(batch_size, n_events - start)

@@ -56,10 +56,10 @@ def _event_sums(reco, values, mask):
 
 def response_table(n_events=1000, seed=3, energies=ENERGIES, progress=False):
     """Per energy: clustered responses and LCW performance for pi+- and pi0."""
-    from tqdm import tqdm
+    from pionml.progress import progress_bar
 
     rows = []
-    for k, e in enumerate(tqdm(energies, desc="validate-reco", disable=not progress)):
+    for k, e in enumerate(progress_bar(energies, desc="validate-reco", progress=progress)):
         row = {"E": e}
         for species, particle in (("pipm", "pi+"), ("pi0", "pi0")):
             # pi+ and pi- alternate by energy point is not enough: use both charges

@@ -259,7 +259,7 @@ class _Builder:
 
     # -- main
     def run(self, inputs) -> BuildSummary:
-        from tqdm.auto import tqdm
+        from pionml.progress import progress_bar
 
         from pionml.io.root import MLTreeReader, read_cellgeo
 
@@ -275,7 +275,7 @@ class _Builder:
             self.geometry_source = file_digest(geometry)
             geometry = read_cellgeo(geometry)
         self.sources = [file_digest(p) for p in inputs]
-        bar = tqdm(total=None, unit=" events", desc="build", disable=not self.progress)
+        bar = progress_bar(total=None, unit=" events", desc="build", progress=self.progress)
         try:
             for fi, path in enumerate(inputs):
                 self._run_file(fi, path, geometry, MLTreeReader, bar)

@@ -692,8 +692,8 @@ def cluster_events(event_offsets, cell_index, E, sigma, geo_or_tables,
     n_mem = 0
     bar = None
     if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=n_ev, desc="topo-clustering", unit="event")
+        from pionml.progress import progress_bar
+        bar = progress_bar(total=n_ev, desc="topo-clustering", unit="event")
     for s in starts:
         e1 = min(s + chunk_size, n_ev)
         a, b = event_offsets[s], event_offsets[e1]

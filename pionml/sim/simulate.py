@@ -179,9 +179,9 @@ def iter_simulate_events(n_events: int, chunk_size: int = 500, seed: int = 0,
     seeds = np.random.SeedSequence(int(seed)).generate_state(max(n_chunks, 1), np.uint64)
     starts = range(n_chunks)
     if progress:
-        from tqdm import tqdm
+        from pionml.progress import progress_bar
 
-        starts = tqdm(starts, desc="simulate", unit="chunk")
+        starts = progress_bar(starts, desc="simulate", unit="chunk")
     for k in starts:
         size = min(chunk_size, n_events - k * chunk_size)
         yield simulate_events(size, seed=int(seeds[k]), batch_size=chunk_size, **kwargs)
@@ -226,9 +226,9 @@ def simulate_particles(pdg, energy, eta, phi, seed: int = 0, params: SimParams |
     seeds = np.random.SeedSequence(int(seed)).spawn(max((n + batch_size - 1) // batch_size, 1))
     starts = range(0, n, batch_size)
     if progress:
-        from tqdm import tqdm
+        from pionml.progress import progress_bar
 
-        starts = tqdm(starts, desc="simulate", unit="batch")
+        starts = progress_bar(starts, desc="simulate", unit="batch")
     parts = []
     for k, a in enumerate(starts):
         b = min(a + batch_size, n)

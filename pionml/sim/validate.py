@@ -96,9 +96,9 @@ def validate_sim(n_events: int = 400, seed: int = 7, params: SimParams | None = 
 
     bar = None
     if progress:
-        from tqdm import tqdm
+        from pionml.progress import progress_bar
 
-        bar = tqdm(total=_N_SAMPLES, desc="validate-sim", unit="sample")
+        bar = progress_bar(total=_N_SAMPLES, desc="validate-sim", unit="sample")
 
     def shoot(pdg, e, eta, n, **kw):
         if bar is not None:
