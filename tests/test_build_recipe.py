@@ -1,6 +1,5 @@
 """Dataset recipes: parsing, and make_dataset (simulate, then build)."""
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -83,18 +82,6 @@ def test_make_dataset_with_a_stand_in_simulation(tmp_path, monkeypatch):
     assert len(calls) == 3
 
 
-def _has_simulation():
-    for name in ("pionml.sim.write", "pionml.production"):
-        try:
-            if importlib.util.find_spec(name) is not None:
-                return True
-        except ImportError:
-            pass
-    return False
-
-
-@pytest.mark.skipif(not _has_simulation(),
-                    reason="simulate_to_root (pionml.sim.write / pionml.production) is missing")
 def test_make_dataset_with_the_simulation(tmp_path):
     (tmp_path / "small.toml").write_text(SMALL)
     out = recipe.make_dataset(tmp_path / "small.toml", progress=False)
