@@ -108,6 +108,16 @@ def pi0_rejection_at(labels, scores, pipm_eff: float = 0.9) -> float:
     return float("inf") if eff <= 0 else 1.0 / eff
 
 
+#: Poisson upper limit at 90% CL on a mean when 0 events are seen: -ln(0.1).
+POISSON_UL90_ZERO = 2.302585092994046
+
+
+def rejection_lower_limit(n_pi0: int) -> float:
+    """90% CL lower limit on the pi0 rejection when none of ``n_pi0`` pi0 passes the cut:
+    the pi0 efficiency is below 2.303 / n_pi0, so the rejection is above n_pi0 / 2.303."""
+    return float(n_pi0) / POISSON_UL90_ZERO
+
+
 def rejection_ratio(model: float, baseline: float) -> float:
     """Ratio of two rejections (model / baseline, e.g. to ``pem``); inf / inf -> nan."""
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -123,7 +133,9 @@ def baseline_available(baseline_scores) -> bool:
 def binned_table(labels, scores, baseline_scores, e_em, bins=DEFAULT_E_BINS,
                  pipm_eff: float = 0.9) -> list[dict]:
     """Per cluster-E_em bin: counts, AUC, rejection at ``pipm_eff`` of the model and of the
-    baseline (``pem``), and their ratio. Bins with a single class get None entries."""
+    baseline (``pem``), and their ratio. Bins with a single class get None entries. Where no
+    pi0 passes (rejection inf) ``rejection_lower_limit`` (90% CL) and ``ratio_lower_limit``
+    (that over the ``pem`` rejection) say how large it is known to be."""
     labels = np.asarray(labels).astype(bool)
     e_em = np.asarray(e_em, dtype=np.float64)
     scores, baseline_scores = np.asarray(scores), np.asarray(baseline_scores)
@@ -133,13 +145,18 @@ def binned_table(labels, scores, baseline_scores, e_em, bins=DEFAULT_E_BINS,
         sel = (e_em >= lo) & (e_em < hi)
         row = {"E_lo": float(lo), "E_hi": float(hi), "n_pi0": int((labels & sel).sum()),
                "n_pipm": int((~labels & sel).sum()), "auc": None, "rejection": None,
-               "pem_rejection": None, "rejection_ratio": None}
+               "pem_rejection": None, "rejection_ratio": None,
+               "rejection_lower_limit": None, "ratio_lower_limit": None}
         if row["n_pi0"] > 0 and row["n_pipm"] > 0:
             row["auc"] = auc(labels[sel], scores[sel])
             row["rejection"] = pi0_rejection_at(labels[sel], scores[sel], pipm_eff)
             if has_baseline:
                 row["pem_rejection"] = pi0_rejection_at(labels[sel], baseline_scores[sel], pipm_eff)
                 row["rejection_ratio"] = rejection_ratio(row["rejection"], row["pem_rejection"])
+            if np.isinf(row["rejection"]):  # no pi0 passes: a 90% CL lower limit instead
+                row["rejection_lower_limit"] = rejection_lower_limit(row["n_pi0"])
+                if has_baseline and np.isfinite(row["pem_rejection"]):
+                    row["ratio_lower_limit"] = row["rejection_lower_limit"] / row["pem_rejection"]
         rows.append(row)
     return rows
 

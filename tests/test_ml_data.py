@@ -65,7 +65,11 @@ def test_cloud_features_relative_to_centroid(fake):
     assert raw.shape == (len(s.cells["E"]), len(CLOUD_FEATURES))
     # fractions of the cluster energy sum to one per cluster; relative phi within the window
     np.testing.assert_allclose(np.add.reduceat(raw[:, 0].astype(np.float64), s.cell_offsets[:-1]), 1, rtol=1e-4)
-    assert np.abs(raw[:, 1]).max() < 0.25 and np.abs(raw[:, 2]).max() < 0.25
+    deta, dphi = CLOUD_FEATURES.index("deta"), CLOUD_FEATURES.index("dphi")
+    assert np.abs(raw[:, deta]).max() < 0.25 and np.abs(raw[:, dphi]).max() < 0.25
+    # log of the absolute cell energy, floored at 1 MeV for noise cells with E <= 0
+    log_e = raw[:, CLOUD_FEATURES.index("log_E")]
+    np.testing.assert_allclose(log_e, np.log(np.maximum(s.cells["E"], 1e-3)), rtol=1e-5, atol=1e-5)
 
 
 def test_normalisation_round_trip(tmp_path, fake):
@@ -112,7 +116,30 @@ def test_batches_have_every_input(fake):
     assert int(g.batch.max()) == 15
     # edges never leave their graph
     assert torch.equal(g.batch[g.edge_index[0]], g.batch[g.edge_index[1]])
+    # the precomputed edges gathered for the batch are the kNN edges of these clusters: each
+    # target has the same neighbour distances (equidistant neighbours may be swapped)
+    pos, offsets = gather_csr(s.cell_offsets, batch.rows.numpy())
+    cell_pos = ds.cell_pos[torch.as_tensor(pos)]
+    direct = knn_edges(cell_pos, torch.as_tensor(np.diff(offsets)), 4)
+
+    def dists(e):
+        d = (cell_pos[e[0]] - cell_pos[e[1]]).norm(dim=1)
+        return sorted(zip(e[1].tolist(), np.round(d.numpy(), 4).tolist()))
+
+    assert g.edge_index.shape == direct.shape and dists(g.edge_index) == dists(direct)
     # the one-hot part marks each cell's layer
     rows = batch.rows.numpy()
     pos, _ = gather_csr(s.cell_offsets, rows)
     np.testing.assert_array_equal(g.x[:, len(CLOUD_FEATURES):].argmax(1).numpy(), s.cells["layer"][pos])
+
+
+def test_normalisation_from_another_feature_list_is_refused(tmp_path, fake):
+    Normalisation.fit(read_split(fake, "train")).save(tmp_path / "n.json")
+    d = json.loads((tmp_path / "n.json").read_text())
+    d["cloud"]["features"] = d["cloud"]["features"][:-1]
+    (tmp_path / "n.json").write_text(json.dumps(d))
+    old = Normalisation.load(tmp_path / "n.json")  # image-only models still load it
+    split = read_split(fake, "train")
+    assert len(ClusterDataset(split, old, inputs=("images",))) == len(split.clusters["label"])
+    with pytest.raises(CheckpointError, match="cloud features"):
+        ClusterDataset(split, old, inputs=("cloud",), knn_k=2)

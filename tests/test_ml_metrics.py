@@ -79,6 +79,10 @@ def test_ratio_and_binned_table():
     assert math.isinf(rows[0]["rejection"])
     assert rows[0]["pem_rejection"] == pytest.approx(1.0)
     assert rows[2]["auc"] is None
+    # no pi0 passes in the low bin: 90% CL lower limit 1 / 2.303 on the rejection, over pem's 1
+    assert rows[0]["rejection_lower_limit"] == pytest.approx(1 / 2.302585)
+    assert rows[0]["ratio_lower_limit"] == pytest.approx(1 / 2.302585)
+    assert rows[2]["rejection_lower_limit"] is None
 
 
 def test_metrics_dictionary_keys():

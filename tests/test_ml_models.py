@@ -71,9 +71,58 @@ def test_unknown_names_list_the_choices():
         build_model("pfn", spec, task="calibrate")
 
 
-def test_gnn_graphconv_variant(batch_and_spec):
+def test_gnn_edgeconv_variant(batch_and_spec):
     batch, spec = batch_and_spec
-    out = build_model("gnn", spec, conv="graph")(batch)
+    assert model_class("gnn").defaults["conv"] == "graph"
+    out = build_model("gnn", spec, conv="edge")(batch)
     assert out.shape == (6,)
     with pytest.raises(ConfigError, match="unknown conv 'gat'"):
         build_model("gnn", spec, conv="gat")
+
+
+def _subset(batch, rows):
+    """The same clusters as a batch of their own (image models only)."""
+    from pionml.data.dataset import ClusterBatch
+
+    idx = torch.as_tensor(rows)
+    return ClusterBatch(label=batch.label[idx], p_em=batch.p_em[idx], rows=batch.rows[idx],
+                        images={k: v[idx] for k, v in batch.images.items()})
+
+
+def test_densenet_output_does_not_depend_on_the_batch(batch_and_spec):
+    """The DenseNet bug (validation loss jumping between epochs): with BatchNorm a cluster's
+    output depended on the other clusters of its batch. With GroupNorm (the default) a cluster
+    scores the same alone or in a batch, in train mode (dropout off) and eval mode alike."""
+    batch, spec = batch_and_spec
+    torch.manual_seed(0)
+    model = build_model("densenet", spec, dropout=0.0)
+    assert model.hyper["norm"] == "group"
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    for train_mode in (True, False):
+        model.train(train_mode)
+        with torch.no_grad():
+            full = model(batch)
+            torch.testing.assert_close(model(_subset(batch, [0, 1, 2])), full[:3])
+            torch.testing.assert_close(model(_subset(batch, [4])), full[4:5])
+    # the old BatchNorm variant in train mode: the same cluster scores differently with others
+    torch.manual_seed(0)
+    bn = build_model("densenet", spec, dropout=0.0, norm="batch").train()
+    with torch.no_grad():
+        assert not torch.allclose(bn(_subset(batch, [0, 1, 2])), bn(batch)[:3])
+    with pytest.raises(ConfigError, match="unknown norm 'layer'"):
+        build_model("densenet", spec, norm="layer")
+
+
+def test_train_defaults_and_overrides():
+    from pionml.train.trainer import MODEL_TRAIN_KEYS, TrainConfig, default_config
+
+    for name, cls in MODELS.items():
+        assert set(cls.train_defaults) <= set(MODEL_TRAIN_KEYS), name
+    cfg = default_config("densenet")
+    assert (cfg.epochs, cfg.patience) == (model_class("densenet").train_defaults["epochs"],
+                                          model_class("densenet").train_defaults["patience"])
+    cfg = default_config("cnn", epochs=2, lr=None, seed=7)  # None = not given on the command line
+    assert cfg.epochs == 2 and cfg.seed == 7 and cfg.lr == model_class("cnn").train_defaults["lr"]
+    assert default_config("pem") == TrainConfig()
+    with pytest.raises(ConfigError, match="unknown training option.*'epoch'"):
+        default_config("cnn", epoch=3)

@@ -19,7 +19,7 @@ from pionml.errors import CheckpointError, ConfigError
 
 IMAGE_MODES = ("fraction", "log", "none")
 #: Continuous per-cell features, before standardisation (design.md section 6).
-CLOUD_FEATURES = ("E_frac", "deta", "dphi", "rperp", "cell_deta", "cell_dphi")
+CLOUD_FEATURES = ("E_frac", "log_E", "deta", "dphi", "rperp", "cell_deta", "cell_dphi")
 #: Cluster scalars given to models that declare the "scalars" input.
 SCALAR_FEATURES = ("log_E_em", "eta")
 LOG_FLOOR_GEV = 1e-3
@@ -38,14 +38,18 @@ def wrap_phi(dphi: np.ndarray) -> np.ndarray:
 
 
 def raw_cloud_features(split) -> np.ndarray:
-    """(n_cells, 6) float32: E / E_em(cluster), eta and phi relative to the cluster centroid
-    (phi wrapped), rperp (mm), cell size in eta and phi (design.md section 6)."""
+    """(n_cells, 7) float32: E / E_em(cluster), log(E / GeV) (floored at 1 MeV, so that noise
+    cells with E <= 0 stay finite), eta and phi relative to the cluster centroid (phi wrapped),
+    rperp (mm), cell size in eta and phi (design.md section 6: "energy, (eta, phi) relative to
+    the centroid, radius, cell size"). The absolute cell energy carries the cluster energy
+    scale, which the fraction alone loses (P_EM uses the cluster energy too, seed 002 4.1)."""
     counts = np.diff(split.cell_offsets)
     owner = np.repeat(np.arange(len(counts)), counts)
     c, cl = split.cells, split.clusters
     e_clus = np.maximum(cl["E_em"].astype(np.float64), 1e-6)[owner]
     return np.stack([
         c["E"] / e_clus,
+        np.log(np.maximum(c["E"].astype(np.float64), LOG_FLOOR_GEV)),
         c["eta"] - cl["eta"][owner],
         wrap_phi(c["phi"].astype(np.float64) - cl["phi"][owner]),
         c["rperp"],
@@ -94,6 +98,18 @@ class Normalisation:
     image_mode: str
     cloud: Standardiser
     scalars: Standardiser
+    #: the cloud / scalar feature names the standardisers were fitted on (from the saved file)
+    cloud_features: tuple = CLOUD_FEATURES
+    scalar_features: tuple = SCALAR_FEATURES
+
+    def check_features(self, inputs) -> None:
+        """Raise CheckpointError when a standardiser that ``inputs`` need was fitted on other
+        features (a run folder from another pionml version). Image-only models never use them."""
+        for key, saved, names in (("cloud", self.cloud_features, CLOUD_FEATURES),
+                                  ("scalars", self.scalar_features, SCALAR_FEATURES)):
+            if key in inputs and tuple(saved) != tuple(names):
+                raise CheckpointError(f"normalisation: {key} features {list(saved)} were saved by "
+                                      f"another pionml version (this one uses {list(names)})")
 
     def __post_init__(self):
         if self.image_mode not in IMAGE_MODES:
@@ -126,13 +142,15 @@ class Normalisation:
     # I/O ----------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         return {"image_mode": self.image_mode,
-                "cloud": {"features": list(CLOUD_FEATURES), **self.cloud.to_dict()},
-                "scalars": {"features": list(SCALAR_FEATURES), **self.scalars.to_dict()}}
+                "cloud": {"features": list(self.cloud_features), **self.cloud.to_dict()},
+                "scalars": {"features": list(self.scalar_features), **self.scalars.to_dict()}}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Normalisation":
         return cls(image_mode=d["image_mode"], cloud=Standardiser.from_dict(d["cloud"]),
-                   scalars=Standardiser.from_dict(d["scalars"]))
+                   scalars=Standardiser.from_dict(d["scalars"]),
+                   cloud_features=tuple(d["cloud"].get("features", CLOUD_FEATURES)),
+                   scalar_features=tuple(d["scalars"].get("features", SCALAR_FEATURES)))
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2))

@@ -5,6 +5,7 @@ which does not.
 """
 
 _LAZY = {"train_run": "pionml.train.trainer", "TrainConfig": "pionml.train.trainer",
+         "default_config": "pionml.train.trainer",
          "predict": "pionml.train.trainer", "load_run": "pionml.train.run", "Run": "pionml.train.run"}
 
 

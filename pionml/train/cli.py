@@ -23,10 +23,12 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="cnn", help="model name (dnn, cnn, densenet, gnn, pfn, pem)")
     p.add_argument("--data", default=None,
                    help=f"HDF5 dataset (default: {DEFAULT_DATASET}, built when missing)")
-    p.add_argument("--epochs", type=int, default=20, help="maximum number of epochs")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    p.add_argument("--patience", type=int, default=5, help="early-stopping patience (epochs)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="maximum number of epochs (default: the model's, e.g. 25 for cnn)")
+    p.add_argument("--batch-size", type=int, default=None, help="default: the model's (256)")
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: the model's)")
+    p.add_argument("--patience", type=int, default=None,
+                   help="early-stopping patience in epochs (default: the model's)")
     p.add_argument("--out", default=None, help="run folder (default: models/<task>_<model>_<time>)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
@@ -84,7 +86,7 @@ def run_train(args) -> int:
 
     use_atlas_style()
     from pionml.evaluate import evaluate
-    from pionml.train.trainer import TrainConfig, train_run
+    from pionml.train.trainer import default_config, train_run
 
     progress = not args.no_progress
     data = Path(args.data) if args.data else ensure_default_dataset(DEFAULT_DATASET, progress)
@@ -95,9 +97,9 @@ def run_train(args) -> int:
     except ValueError as exc:
         raise ConfigError(f"--hyper is not valid JSON: {exc}") from exc
     out = Path(args.out) if args.out else Path("models") / f"{args.task}_{args.model}_{time.strftime('%Y%m%d-%H%M%S')}"
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                         patience=args.patience, seed=args.seed, num_workers=args.workers,
-                         device=args.device)
+    config = default_config(args.model, epochs=args.epochs, batch_size=args.batch_size,
+                            lr=args.lr, patience=args.patience, seed=args.seed,
+                            num_workers=args.workers, device=args.device)
     logger.info("pionml train: model %s, task %s, data %s, out %s, seed %d", args.model, args.task,
                 data, out, args.seed)
     run_dir = train_run(data, args.model, out, task=args.task, config=config, hyper=hyper,

@@ -45,6 +45,27 @@ class TrainConfig:
     device: str | None = None  # None: cuda when available, else cpu
 
 
+#: Fields of :class:`TrainConfig` that a model may set in its ``train_defaults``.
+MODEL_TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "patience")
+
+
+def default_config(model_name: str, **overrides) -> TrainConfig:
+    """The TrainConfig of ``model_name``: TrainConfig defaults, then the model's
+    ``train_defaults``, then ``overrides`` whose value is not None (e.g. CLI flags)."""
+    from dataclasses import fields
+
+    cls = _model_class(model_name)
+    bad = set(cls.train_defaults) - set(MODEL_TRAIN_KEYS)
+    if bad:  # a programming error in a model class
+        raise ConfigError(f"model '{model_name}': unknown train_defaults {sorted(bad)}")
+    names = {f.name for f in fields(TrainConfig)}
+    unknown = set(overrides) - names
+    if unknown:
+        raise ConfigError(f"unknown training option(s) {sorted(unknown)} (accepted: {sorted(names)})")
+    values = {**cls.train_defaults, **{k: v for k, v in overrides.items() if v is not None}}
+    return TrainConfig(**values)
+
+
 def pick_device(name: str | None = None) -> torch.device:
     if name:
         return torch.device(name)
@@ -59,12 +80,13 @@ def seed_everything(seed: int) -> None:
 
 
 def auto_workers(device: torch.device, inputs) -> int:
-    """Loader worker processes: on CPU one worker for point clouds (kNN edges overlap the
-    model), none for images (gathering is cheaper than a process hop); on GPU several."""
+    """Loader worker processes: none on CPU (batches are gathered from memory, kNN edges are
+    precomputed per dataset, so a process hop costs more than it saves: a GNN epoch on the
+    default dataset took 4.8 s with 0 workers, 6.1 s with 1); several on GPU."""
     cpus = os.cpu_count() or 1
     if device.type == "cuda":
         return max(0, min(4, cpus - 1))
-    return 1 if ("cloud" in inputs and cpus >= 2) else 0
+    return 0
 
 
 def data_spec(split) -> DataSpec:
