@@ -66,9 +66,22 @@ def jsonable(obj):
     return json.loads(json.dumps(obj, default=_default))
 
 
+def _strict(obj):
+    """Non-finite floats as strict JSON allows: +-inf as the strings "inf"/"-inf" (which
+    ``float()`` reads back), NaN as null."""
+    if isinstance(obj, dict):
+        return {k: _strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict(v) for v in obj]
+    if isinstance(obj, (float, np.floating)) and not np.isfinite(obj):
+        return None if np.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    return obj
+
+
 def write_json(path: Path, obj) -> None:
+    """Write strict JSON (no Infinity/NaN tokens), atomically."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_default))
+    tmp.write_text(json.dumps(_strict(jsonable(obj)), indent=2, allow_nan=False))
     tmp.replace(path)
 
 

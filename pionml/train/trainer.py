@@ -115,14 +115,15 @@ def predict(model: ClusterModel, dataset: ClusterDataset, batch_size: int = 1024
             num_workers: int | None = 0) -> np.ndarray:
     """Model output per row of ``dataset``: P(pi0) for classifiers (sigmoid of the logit).
     ``num_workers=None`` picks the loader workers as the trainer does."""
-    from tqdm.auto import tqdm
+    from pionml.progress import progress_bar
 
     model.eval().to(device)
     if num_workers is None:
         num_workers = auto_workers(torch.device(device), dataset.inputs)
     loader = make_loader(dataset, batch_size, shuffle=False, num_workers=num_workers)
     out = []
-    for batch in tqdm(loader, desc=f"predict {model.name}", disable=not progress, leave=False):
+    for batch in progress_bar(loader, desc=f"predict {model.name}", progress=progress,
+                              leave=False):
         y = model(batch.to(device))
         out.append((torch.sigmoid(y) if model.task == "classify" else y).float().cpu())
     return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
@@ -148,7 +149,7 @@ def train_run(data_path: str | Path, model_name: str, out_dir: str | Path, task:
     Returns the run folder. With ``resume`` and an existing ``checkpoint.pt`` made with the
     same model config, training continues from the last finished epoch.
     """
-    from tqdm.auto import tqdm
+    from pionml.progress import progress_bar
 
     config = config or TrainConfig()
     hyper = dict(hyper or {})
@@ -217,8 +218,8 @@ def train_run(data_path: str | Path, model_name: str, out_dir: str | Path, task:
             model.train()
             t0 = time.perf_counter()
             total, n = 0.0, 0
-            bar = tqdm(train_loader, desc=f"{model_name} epoch {epoch + 1}/{config.epochs}",
-                       disable=not progress, leave=False)
+            bar = progress_bar(train_loader, desc=f"{model_name} epoch {epoch + 1}/{config.epochs}",
+                               progress=progress, leave=False)
             for batch in bar:
                 batch = batch.to(device)
                 optimizer.zero_grad(set_to_none=True)
