@@ -5,8 +5,8 @@ included, next to a straightforward per-cell Python-loop rasteriser on the same 
 
 Writes a synthetic MLTree file (pionml.build.testing.synthetic_branches) into a temporary
 folder, builds it with ``build_dataset`` (gzip, lzf and no compression), then times
-``rasterise_reference`` (per-cell loop: ID lookup, energy cut, pixel) and the vectorised
-``rasterise`` on the same clusters read back from the dataset, and checks that they agree.
+``rasterise_reference`` (per-cell loop: ID lookup, energy cut, pixel) and pionml's compiled
+ID lookup + ``rasterise`` on the same clusters read back from the dataset, and checks that they agree.
 """
 
 from __future__ import annotations
@@ -108,12 +108,21 @@ def main() -> int:
     loop_rate = n / t_loop
     print(f"per-cell Python loop rasteriser: {n} clusters in {t_loop:.2f} s "
           f"= {loop_rate:,.0f} clusters/s")
-    print(f"vectorised rasteriser alone (ID lookup + images): {n / best:,.0f} clusters/s "
+    print(f"pionml rasteriser alone (ID lookup + images): {n / best:,.0f} clusters/s "
           f"= {n / best / loop_rate:.0f}x the loop; images identical to the loop's: {same}")
     for comp, (rate, size) in results.items():
         print(f"builder end-to-end ({comp or 'no'} compression, ROOT reading and HDF5 writing "
-              f"included): {rate:,.0f} clusters/s = {rate / loop_rate:.1f}x the loop")
-    print(f"targets: >= 20,000 clusters/s and >= 20x the loop; files in {tmp}")
+              f"included): {rate:,.0f} clusters/s = {rate / loop_rate:.1f}x the loop "
+              f"rasteriser alone")
+    rate = results["gzip"][0]
+    ratio = n / best / loop_rate
+    print(f"target 1, builder >= 20,000 clusters/s (default gzip): {rate:,.0f} -> "
+          f"{'met' if rate >= 20000 else 'MISSED'}")
+    print(f"target 2, imaging >= 20x the per-cell loop on the same clusters: {ratio:.0f}x -> "
+          f"{'met' if ratio >= 20 else 'MISSED'}")
+    print("(the builder's rate counts clusters read, the selection's drops included; the loop's "
+          "counts the kept clusters it images, without reading or writing; files in "
+          f"{tmp})")
     return 0 if same else 1
 
 

@@ -381,6 +381,7 @@ class CellGeometry:
         self._sorted_ids = np.argsort(self.id, kind="stable")
         if n and (np.diff(self.id[self._sorted_ids]) == 0).any():
             raise ValueError("CellGeometry: cell IDs are not unique")
+        self._id_lookup = None  # built on first use (pionml.idlookup)
         # Dense (layer, row, col) -> cell index grids for O(1) lookups.
         self._grid = {}
         for layer in LAYERS:
@@ -416,13 +417,13 @@ class CellGeometry:
         return out
 
     def index_of_id(self, ids) -> np.ndarray:
-        """Position of each cell ID in this geometry; -1 for IDs it does not contain."""
-        ids = np.asarray(ids, dtype=np.uint64)
-        sorted_ids = self.id[self._sorted_ids]
-        pos = np.searchsorted(sorted_ids, ids)
-        pos = np.minimum(pos, max(len(sorted_ids) - 1, 0))
-        found = sorted_ids[pos] == ids if len(sorted_ids) else np.zeros(ids.shape, bool)
-        return np.where(found, self._sorted_ids[pos], -1).astype(np.int64)
+        """Position of each cell ID in this geometry; -1 for IDs it does not contain (a hash
+        table, :class:`pionml.idlookup.IdLookup`, built on the first call)."""
+        if self._id_lookup is None:
+            from pionml.idlookup import IdLookup
+
+            self._id_lookup = IdLookup(self.id)
+        return self._id_lookup(ids)
 
     def counts_per_layer(self) -> dict[str, int]:
         return {layer.name: int((self.layer == layer.index).sum()) for layer in LAYERS}

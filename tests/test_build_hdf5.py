@@ -92,3 +92,16 @@ def test_reader_rejects_other_files(tmp_path):
     (tmp_path / "y.h5").write_bytes(b"not hdf5")
     with pytest.raises(SchemaError, match="cannot open"):
         open_dataset(tmp_path / "y.h5")
+
+
+@pytest.mark.parametrize("compression", ["gzip", "lzf", None])
+def test_per_field_filters(tmp_path, compression):
+    # compressed files: cell energies raw, IDs shuffled then compressed, images compressed
+    # without shuffle; an uncompressed file has no filter at all
+    write(tmp_path / "a.h5", blocks(), compression)
+    with h5py.File(tmp_path / "a.h5") as f:
+        assert f["cells/E"].compression is None and not f["cells/E"].shuffle
+        assert f["cells/id"].compression == compression
+        assert f["cells/id"].shuffle == (compression is not None)
+        assert f["images/EMB2"].compression == compression and not f["images/EMB2"].shuffle
+        assert f["clusters/E_em"].compression == compression

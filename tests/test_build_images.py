@@ -188,3 +188,19 @@ def test_centroid_on_the_cell_grid():
     expected[8 + k.ravel(), 8 + m.ravel()] = 1.0
     np.testing.assert_array_equal(img, expected)
     assert b.collisions == 0
+
+
+def test_collisions_counted_once_per_pixel_and_nan_cells_not_imaged():
+    # three cells in one EMB2 pixel: one pixel with several cells, all energy kept;
+    # a cell with a NaN position is not imaged (its pixel is undefined)
+    b = one_cluster([(2, 0.001, 0.001, 1.0), (2, 0.002, 0.002, 2.0), (2, 0.003, 0.003, 4.0),
+                     (2, np.nan, 0.0, 8.0)], c_E=20.0)
+    assert b.images["EMB2"][0][8, 8] == pytest.approx(7.0)
+    assert b.collisions == 1
+    assert b.energy_in_images[0] == pytest.approx(7.0)
+
+
+def test_cluster_index_out_of_range_is_an_error():
+    with pytest.raises(ValueError, match="cluster_of_cell"):
+        rasterise(np.array([0, 2]), [0.0, 0.0], [0.0, 0.0], [1.0, 1.0], np.array([2, 2]),
+                  [0.0, 0.0], [0.0, 0.0], [1.0, 1.0])

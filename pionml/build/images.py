@@ -1,4 +1,4 @@
-"""Topo-cluster images: a vectorised rasteriser (design.md section 5, seed 002 section 4.1).
+"""Topo-cluster images: a compiled rasteriser (design.md section 5, seed 002 section 4.1).
 
 Per imaged layer (EMB1, EMB2, EMB3, Tile0, Tile1, Tile2; the presampler is not imaged) a
 window in (eta, phi) centred on the cluster centroid, at the layer's own granularity
@@ -32,6 +32,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+from numba import njit
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +99,40 @@ def wrap_phi(dphi: np.ndarray) -> np.ndarray:
     return np.mod(np.asarray(dphi, dtype=np.float64) + np.pi, 2.0 * np.pi) - np.pi
 
 
+@njit(cache=True)
+def _rasterise_cells(clus, eta, phi, E, layer, c_eta, c_phi, c_E, slot_of_layer, deta, dphi,
+                     n_eta, n_phi, npix, block, min_fraction, edge, buf, hits, energy_in,
+                     collisions):
+    """The per-cell work of :func:`rasterise`, compiled: selection, pixel, fill, bookkeeping.
+    Same arithmetic as :func:`rasterise_reference`, float32 sums in cell order."""
+    two_pi = 2.0 * np.pi
+    n_layers = len(slot_of_layer)
+    for j in range(len(E)):
+        lay = layer[j]
+        if lay < 0 or lay >= n_layers:
+            continue
+        k = slot_of_layer[lay]
+        if k < 0:
+            continue
+        c = clus[j]
+        e = E[j]
+        if not (e > 0.0 and e >= min_fraction * c_E[c]):
+            continue
+        rel_phi = phi[j] - c_phi[c]
+        rel_phi = (rel_phi + np.pi) % two_pi - np.pi  # wrapped into [-pi, pi)
+        fi = np.floor((eta[j] - c_eta[c]) / deta[k] + n_eta[k] / 2.0 + edge)
+        fj = np.floor(rel_phi / dphi[k] + n_phi[k] / 2.0 + edge)
+        if not (fi >= 0 and fi < n_eta[k] and fj >= 0 and fj < n_phi[k]):  # NaN fails too
+            continue
+        p = block[k] + c * npix[k] + np.int64(fi) * n_phi[k] + np.int64(fj)
+        if hits[p] == 1:  # a second cell in this pixel: one collision per pixel
+            collisions[k] += 1
+        if hits[p] < 2:
+            hits[p] += 1
+        buf[p] += np.float32(e)
+        energy_in[c] += e
+
+
 def rasterise(
     cluster_of_cell: np.ndarray,
     cell_eta: np.ndarray,
@@ -115,8 +150,8 @@ def rasterise(
     Parameters are flat per-cell arrays (``cluster_of_cell`` in 0..N-1, barycentre eta/phi,
     EM-scale energy in GeV, ``cell_layer`` = index into ``pionml.geometry.LAYERS``) and per-cluster
     arrays (centroid eta/phi, cluster energy in GeV). ``specs`` defaults to :func:`image_specs`.
-    Fully vectorised: one pass of numpy operations over the cells of all layers, one
-    ``np.add.at`` into a float32 buffer that holds every layer's images.
+    One compiled pass (numba) over the cells of all layers into a float32 buffer that holds
+    every layer's images; cells sharing a pixel are added and counted.
     """
     if specs is None:
         specs = image_specs()
@@ -136,6 +171,8 @@ def rasterise(
             raise ValueError(f"rasterise: {name} has {len(arr)} entries, cell_E has {n_cells}")
     if len(centroid_phi) != n or len(cluster_E) != n:
         raise ValueError("rasterise: centroid_eta, centroid_phi and cluster_E differ in length")
+    if n_cells and (cluster_of_cell.min() < 0 or cluster_of_cell.max() >= n):
+        raise ValueError(f"rasterise: cluster_of_cell must lie in 0..{n - 1}")
 
     # Lookup tables by layer index (LAYERS has 7 entries; non-imaged layers map to slot -1).
     n_layers = max(max(s.layer_index for s in specs) + 1,
@@ -143,43 +180,27 @@ def rasterise(
     slot_of_layer = np.full(n_layers, -1, dtype=np.int64)
     for k, spec in enumerate(specs):
         slot_of_layer[spec.layer_index] = k
-    deta = np.array([s.deta for s in specs])
-    dphi = np.array([s.dphi for s in specs])
+    deta = np.array([s.deta for s in specs], dtype=np.float64)
+    dphi = np.array([s.dphi for s in specs], dtype=np.float64)
     n_eta = np.array([s.shape[0] for s in specs], dtype=np.int64)
     n_phi = np.array([s.shape[1] for s in specs], dtype=np.int64)
     npix = n_eta * n_phi
-    block = np.concatenate(([0], np.cumsum(npix * n)))  # start of each layer's block
+    block = np.concatenate(([0], np.cumsum(npix * n))).astype(np.int64)  # layer block starts
 
-    # energy selection: E > 0 and at least 1% of the cluster energy; imaged layers only
-    sel = np.flatnonzero((cell_E > 0) & (cell_E >= min_fraction * cluster_E[cluster_of_cell])
-                         & (slot_of_layer[np.maximum(cell_layer, 0)] >= 0) & (cell_layer >= 0))
-    c = cluster_of_cell[sel]
-    k = slot_of_layer[cell_layer[sel]]
-    rel_eta = cell_eta[sel] - centroid_eta[c]
-    rel_phi = wrap_phi(cell_phi[sel] - centroid_phi[c])
-    ieta = np.floor(rel_eta / deta[k] + n_eta[k] / 2.0 + EDGE_SNAP).astype(np.int64)
-    iphi = np.floor(rel_phi / dphi[k] + n_phi[k] / 2.0 + EDGE_SNAP).astype(np.int64)
-    inside = (ieta >= 0) & (ieta < n_eta[k]) & (iphi >= 0) & (iphi < n_phi[k])
-    c, k, e = c[inside], k[inside], cell_E[sel][inside]
-    flat = block[k] + c * npix[k] + ieta[inside] * n_phi[k] + iphi[inside]
-    # float32 buffer filled in place (np.zeros maps zero pages lazily; cheaper than a float64
-    # bincount of the whole buffer plus a cast); add.at adds cells that share a pixel
+    # float32 buffer of every layer's images (np.zeros maps zero pages lazily) and a hit count
+    # per pixel, filled by one compiled pass over the cells
     buf = np.zeros(int(block[-1]), dtype=np.float32)
-    np.add.at(buf, flat, e.astype(np.float32))
+    hits = np.zeros(int(block[-1]), dtype=np.uint8)
+    energy_in = np.zeros(n, dtype=np.float64)
+    collisions = np.zeros(len(specs), dtype=np.int64)
+    _rasterise_cells(cluster_of_cell, cell_eta, cell_phi, cell_E,
+                     cell_layer.astype(np.int64, copy=False), centroid_eta, centroid_phi,
+                     cluster_E, slot_of_layer, deta, dphi, n_eta, n_phi, npix, block,
+                     float(min_fraction), EDGE_SNAP, buf, hits, energy_in, collisions)
     images = {spec.name: buf[block[i]:block[i + 1]].reshape(n, *spec.shape)
               for i, spec in enumerate(specs)}
-    energy_in = np.bincount(c, weights=e, minlength=n).astype(np.float64)
-    # one cell per pixel: count the pixels that received several cells
-    collisions_per_layer = {spec.name: 0 for spec in specs}
-    if len(flat) > 1:
-        sflat = np.sort(flat)
-        dup = sflat[1:] == sflat[:-1]
-        starts = dup & np.concatenate(([True], ~dup[:-1]))  # first duplicate of each pixel
-        if starts.any():
-            layer_of = np.searchsorted(block, sflat[1:][starts], side="right") - 1
-            for i, spec in enumerate(specs):
-                collisions_per_layer[spec.name] = int(np.count_nonzero(layer_of == i))
-    total = int(sum(collisions_per_layer.values()))
+    collisions_per_layer = {spec.name: int(collisions[i]) for i, spec in enumerate(specs)}
+    total = int(collisions.sum())
     if total:
         logger.debug("rasterise: %d pixels received more than one cell (energies added)", total)
     return ImageBatch(images=images, energy_in_images=energy_in, collisions=total,
