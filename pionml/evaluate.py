@@ -120,10 +120,12 @@ def _rejection_figure():
 
 
 def _label(ax):
+    """ATLAS plot style, but the label names who made the plot: pionml, not the ATLAS
+    collaboration (an "ATLAS Internal" label would claim an approval these plots never had)."""
     try:
         import mplhep
 
-        mplhep.atlas.text("Simulation Internal", ax=ax, loc=1)
+        mplhep.label.exp_text("pionml", "Simulation", ax=ax, loc=1)
     except Exception:  # a label is decoration: never fail a plot for it
         pass
 
@@ -180,13 +182,14 @@ def draw_run_plots(folder: Path, name: str, split, scores: np.ndarray, bins) -> 
     # Fig. 9: the same in bins of cluster E_em
     e = cl["E_em"]
     fig, ax, rax = _rejection_figure()
-    for lo, hi in zip(bins[:-1], bins[1:]):
+    colours = plt.cm.viridis(np.linspace(0.0, 0.92, max(len(bins) - 1, 1)))  # one per bin
+    for colour, lo, hi in zip(colours, bins[:-1], bins[1:]):
         sel = (e >= lo) & (e < hi)
         if label[sel].all() or not label[sel].any():
             continue
         tag = f"{lo:g} < E < {hi:g} GeV"
         c = roc_curve(label[sel], scores[sel])
-        line = plot_rejection(ax, c, tag)
+        line = plot_rejection(ax, c, tag, color=colour)
         if has_pem:
             plot_rejection_ratio(rax, c, roc_curve(label[sel], cl["p_em"][sel]), tag,
                                  color=line.get_color())

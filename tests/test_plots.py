@@ -1,0 +1,29 @@
+"""Plot helpers: the ratio panel's axis follows the ratios it shows."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from pionml.metrics import RocCurve  # noqa: E402
+from pionml.plots import plot_rejection_ratio  # noqa: E402
+
+
+def curve(rejection):
+    """A straight-line ROC whose pi0 rejection is the given constant over pi+- eff (0, 1)."""
+    eff = np.linspace(0.0, 1.0, 101)
+    return RocCurve(pipm_eff=eff, pi0_eff=eff / rejection, thresholds=eff)
+
+
+def test_ratio_panel_linear_then_log():
+    fig, ax = plt.subplots()
+    line = plot_rejection_ratio(ax, curve(6.0), curve(2.0), "x3")
+    np.testing.assert_allclose(line.get_ydata(), 3.0, rtol=1e-9)
+    assert ax.get_yscale() == "linear"
+    np.testing.assert_allclose(ax.get_ylim(), (0.0, 3.75))
+    plot_rejection_ratio(ax, curve(80.0), curve(2.0), "x40")  # a second, much larger ratio
+    assert ax.get_yscale() == "log"
+    np.testing.assert_allclose(ax.get_ylim(), (0.5, 50.0))
+    plt.close(fig)
