@@ -208,8 +208,12 @@ def draw_run_plots(folder: Path, name: str, split, scores: np.ndarray, bins) -> 
         avg0, avgp = frac[label].mean(axis=0), frac[~label].mean(axis=0)
         n0, np_ = avg0 / max(avg0.sum(), 1e-12), avgp / max(avgp.sum(), 1e-12)
         vmax = max(n0.max(), np_.max(), 1e-12)
-        plot_layer_image(row[0], n0, rf"{lay}: $\pi^0$", vmin=0, vmax=vmax)
-        plot_layer_image(row[1], np_, rf"{lay}: $\pi^\pm$", vmin=0, vmax=vmax)
+        # each average is shown normalised to unit sum; the title says which share of the
+        # cluster energy the layer holds on average (tiny shares make noisy shapes)
+        plot_layer_image(row[0], n0, rf"{lay}: $\pi^0$ ({100 * avg0.sum():.2g}% of E)",
+                         vmin=0, vmax=vmax)
+        plot_layer_image(row[1], np_, rf"{lay}: $\pi^\pm$ ({100 * avgp.sum():.2g}% of E)",
+                         vmin=0, vmax=vmax)
         d = n0 - np_
         lim = max(abs(d).max(), 1e-12)
         plot_layer_image(row[2], d, rf"{lay}: $\pi^0 - \pi^\pm$", cmap="RdBu_r", vmin=-lim, vmax=lim)
