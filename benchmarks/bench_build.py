@@ -81,7 +81,7 @@ def main() -> int:
               f"file {out.stat().st_size / 1e6:.1f} MB; "
               f"image energy fraction {s.image_energy_fraction:.3f}")
 
-    # the same clusters, read back, for the loop and the vectorised rasteriser alone
+    # the same clusters, read back, for the loop and pionml's rasteriser alone
     n = args.loop_clusters
     with open_dataset(tmp / "out_gzip.h5") as ds:
         n = min(n, len(ds))
