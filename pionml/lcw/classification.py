@@ -25,12 +25,22 @@ LOG10_E_MIN_MEV = np.log10(200.0)
 @dataclass(frozen=True)
 class ClassificationBinning:
     """Default ATLAS binning, except |eta| in 0.2-wide bins up to 0.8 (only |eta| < 0.7 is
-    simulated; ATLAS uses 25 bins over [0, 5], i.e. the same 0.2 width)."""
+    simulated; ATLAS uses 25 bins over [0, 5], i.e. the same 0.2 width) and log10 lambda in
+    0.1-wide bins.
+
+    TUNED (was ATLAS' 20 bins of 0.2 in log10 lambda): the pi0 clusters above ~300 GeV sit in
+    a narrow lambda band (269 +- 20 mm at 500 GeV) whose 0.2-wide bin they shared with the
+    early-showering, EM-rich pi+- clusters, so only 78 % (500 GeV) and 69 % (2000 GeV) of them
+    were tagged EM (physics.md 7.3 asks >= 90 %). With 0.1-wide bins, on samples independent
+    of the derivation one: pi0 tagged 0.96/0.97/0.91/0.92 and pi+- 0.08/0.08/0.13/0.13 at
+    10/100/500/2000 GeV, AUC of EM_PROBABILITY 0.910 -> 0.916; 30 bins tag 500 GeV pi0 at 0.89,
+    50-80 bins lose AUC to empty bins.
+    """
 
     abs_eta: tuple = (0.0, 0.8, 4)
     log10_e: tuple = (LOG10_E_MIN_MEV, 6.0, 14)  # E in MeV
     norm_log10_rho: tuple = (-9.0, -4.0, 20)
-    log10_lambda: tuple = (0.0, 4.0, 20)
+    log10_lambda: tuple = (0.0, 4.0, 40)
 
     def edges(self):
         return [np.linspace(*b[:2], b[2] + 1) for b in
