@@ -145,9 +145,10 @@ def draw_comparison(folder: Path, results: list[dict]) -> None:
         cl = r["split"].clusters
         curve = roc_curve(cl["label"], r["scores"])
         name = r["metrics"]["model"]
-        plot_rejection(ax, curve, f"{name} ({Path(r['run']).name})")
+        line = plot_rejection(ax, curve, f"{name} ({Path(r['run']).name})")
         if baseline_available(cl["p_em"]):
-            plot_rejection_ratio(rax, curve, roc_curve(cl["label"], cl["p_em"]), name)
+            plot_rejection_ratio(rax, curve, roc_curve(cl["label"], cl["p_em"]), name,
+                                 color=line.get_color())
     ax.legend(fontsize="small")
     ax.set_xlabel("")
     _label(ax)
