@@ -378,8 +378,7 @@ class CellGeometry:
                    else np.asarray(cell_id, dtype=np.uint64))
         if len(self.id) != n:
             raise ValueError(f"CellGeometry: 'id' has {len(self.id)} entries, 'eta' has {n}")
-        self._sorted_ids = np.argsort(self.id, kind="stable")
-        if n and (np.diff(self.id[self._sorted_ids]) == 0).any():
+        if n and (np.diff(np.sort(self.id)) == 0).any():
             raise ValueError("CellGeometry: cell IDs are not unique")
         self._id_lookup = None  # built on first use (pionml.idlookup)
         # Dense (layer, row, col) -> cell index grids for O(1) lookups.

@@ -152,3 +152,13 @@ def test_pionml_evaluate_command(pfn_run):
     for png in ("rejection_vs_efficiency", "rejection_vs_efficiency_Ebins", "average_images",
                 "pixel_correlation_pi0", "pixel_correlation_pipm"):
         assert (pfn_run / "eval" / "plots" / f"{png}.png").stat().st_size > 0
+
+
+def test_pionml_help_imports_nothing_heavy():
+    # every subcommand module is loaded to build the parser; none may pull in the heavy stacks
+    code = ("import sys, pionml.cli as c; p = c.build_parser(); "
+            "heavy = [m for m in ('torch', 'numba', 'uproot', 'awkward', 'h5py', 'matplotlib') "
+            "if m in sys.modules]; assert not heavy, heavy; "
+            "names = set(p._subparsers._group_actions[0].choices); "
+            "assert {'build', 'train', 'simulate', 'geometry'} <= names, names")
+    subprocess.run([sys.executable, "-c", code], check=True)

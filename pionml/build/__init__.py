@@ -6,6 +6,14 @@
 - :func:`pionml.build.recipe.make_dataset`: simulate + build from a recipe (``datasets/``).
 """
 
-from pionml.build.builder import BuildSummary, Selection, build_dataset
-
 __all__ = ["BuildSummary", "Selection", "build_dataset"]
+
+
+def __getattr__(name):
+    # lazy (PEP 562): importing pionml.build.cli for ``pionml --help`` must not load the builder
+    # and its compiled (numba) rasteriser
+    if name in __all__:
+        from pionml.build import builder
+
+        return getattr(builder, name)
+    raise AttributeError(f"module 'pionml.build' has no attribute {name!r}")
