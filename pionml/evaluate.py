@@ -34,7 +34,8 @@ def write_predictions(path: Path, clusters: dict, scores: np.ndarray) -> None:
 def score_run(run_dir, data=None, device: str = "cpu", progress: bool = False):
     """Load a run and score its test split: returns (run, split, scores)."""
     from pionml.data.dataset import ClusterDataset
-    from pionml.data.hdf5 import file_sha256, read_split
+    from pionml.data.hdf5 import read_split
+    from pionml.io import file_sha256
     from pionml.train.run import load_run
     from pionml.train.trainer import predict
 

@@ -247,3 +247,13 @@ def test_cluster_tree_round_trip(tmp_path):
     assert np.array_equal(np.concatenate([c["clusterE"] for c in chunks]), scalars["clusterE"])
     with pytest.raises(SchemaError, match="tree 'EventTree': no such tree"):
         MLTreeReader(path)
+
+
+def test_file_provenance_known_answer(tmp_path):
+    from pionml.io import file_info, file_sha256
+
+    f = tmp_path / "abc.bin"
+    f.write_bytes(b"abc")
+    sha = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    assert file_sha256(f, chunk=2) == sha  # several blocks
+    assert file_info(f) == {"name": "abc.bin", "size": 3, "sha256": sha}

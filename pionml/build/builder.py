@@ -17,7 +17,6 @@ hash of (file index, event number), so the clusters of one event never straddle 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -29,6 +28,7 @@ import numpy as np
 from pionml.build.images import MIN_CELL_FRACTION, ImageSpec, image_specs, rasterise
 from pionml.build.pointcloud import CELL_FIELDS, point_clouds
 from pionml.errors import ConfigError, DataError, PionmlError, SchemaError, where
+from pionml.io import file_info
 
 logger = logging.getLogger(__name__)
 
@@ -113,16 +113,6 @@ class BuildSummary:
 
 
 # ------------------------------------------------------------------------------------ helpers
-def file_digest(path) -> dict:
-    """Name, size and sha256 of a file (for the ``sources`` attribute)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return {"name": os.path.basename(str(path)), "size": os.path.getsize(path),
-            "sha256": h.hexdigest()}
-
-
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 _GOLD = np.uint64(0x9E3779B97F4A7C15)
@@ -272,9 +262,9 @@ class _Builder:
                 raise PionmlError(f"build: input file not found: {where(file=p)}")
         geometry = self.geometry_arg
         if isinstance(geometry, (str, os.PathLike)):
-            self.geometry_source = file_digest(geometry)
+            self.geometry_source = file_info(geometry)
             geometry = read_cellgeo(geometry)
-        self.sources = [file_digest(p) for p in inputs]
+        self.sources = [file_info(p) for p in inputs]
         bar = progress_bar(total=None, unit=" events", desc="build", progress=self.progress)
         try:
             for fi, path in enumerate(inputs):

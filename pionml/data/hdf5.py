@@ -6,7 +6,6 @@ is read once into numpy arrays and every batch is then gathered from memory.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,15 +72,6 @@ def gather_csr(offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.nd
     np.cumsum(lengths, out=new_offsets[1:])
     pos = np.arange(new_offsets[-1], dtype=np.int64) + np.repeat(starts - new_offsets[:-1], lengths)
     return pos, new_offsets
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file (recorded in the model card, design.md section 9)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_split(path: str | Path, split: str | None, cells: bool = True) -> ClusterSplit:

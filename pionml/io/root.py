@@ -554,14 +554,3 @@ def write_cluster_tree(path, images: dict, scalars: dict, tree: str = CLUSTER_TR
         f[tree].extend(data)
     return path
 
-
-def file_info(path) -> dict:
-    """Name, size and sha256 of a file (for provenance attributes)."""
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    p = Path(path)
-    return {"name": p.name, "path": str(p), "size": p.stat().st_size, "sha256": h.hexdigest()}

@@ -20,9 +20,10 @@ import torch
 
 import pionml
 from pionml.data.dataset import ClusterDataset, make_loader
-from pionml.data.hdf5 import file_sha256, read_split
+from pionml.data.hdf5 import read_split
 from pionml.data.normalise import CLOUD_FEATURES, SCALAR_FEATURES, Normalisation, n_layers
 from pionml.errors import CheckpointError, ConfigError
+from pionml.io import file_sha256
 from pionml.models import ClusterModel, DataSpec, build_model
 from pionml.models import model_class as _model_class
 from pionml.train import run as runfiles
