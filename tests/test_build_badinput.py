@@ -10,7 +10,6 @@ from pionml.build.testing import cell_at, events_to_branches, make_event, write_
 from pionml.errors import DataError, PionmlError, SchemaError
 from pionml.geometry import barrel_geometry
 from pionml.io.hdf5 import open_dataset
-from pionml.io.root import write_cellgeo
 
 GEO = barrel_geometry()
 
@@ -24,13 +23,6 @@ def cluster(eta=0.1, phi=0.2, n=3, E=1.0):
 def good_events(n=4):
     return [make_event([cluster(), cluster(-0.2, -1.0)], pdg=211 if i % 2 else 111,
                        event_number=i) for i in range(n)]
-
-
-@pytest.fixture(scope="module")
-def geo_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("geo") / "cellgeo.root"
-    write_cellgeo(path, GEO)
-    return path
 
 
 def build(tmp_path, geo_file, name, skip=False, **kw):

@@ -12,7 +12,6 @@ from pionml.build.builder import Selection, build_dataset, split_of_events
 from pionml.build.testing import cell_at, make_event, synthetic_branches, write_events
 from pionml.geometry import barrel_geometry
 from pionml.io.hdf5 import open_dataset
-from pionml.io.root import write_cellgeo
 
 GEO = barrel_geometry()
 ETA0 = 0.201  # centroid of cluster A: 1 mrad past a cell edge of every layer but Tile2
@@ -70,13 +69,6 @@ def known_events():
                       dict(base, E=1.0, eta=0.01, calib=2.0)],     # kept
                      pdg=-211, truth_E=7.0, event_number=102)
     return [ev0, ev1, ev2]
-
-
-@pytest.fixture(scope="module")
-def geo_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("geo") / "cellgeo.root"
-    write_cellgeo(path, GEO)
-    return path
 
 
 @pytest.fixture(scope="module")
