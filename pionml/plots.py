@@ -52,19 +52,19 @@ def plot_rejection_ratio(ax, curve: RocCurve, baseline: RocCurve, label: str, gr
     ok = np.isfinite(ratio)
     (line,) = ax.plot(grid[ok], ratio[ok], label=label, **kw)
     ax.set_xlim(0, 1)
-    # y range from 0 to above the largest ratio where the curves have statistics (pi+-
-    # efficiency >= 0.5; the few-event tail at low efficiency would squash the panel)
-    core = ok & (grid >= 0.5)
-    top = 1.25 * float(ratio[core].max()) if core.any() else 2.0
-    prev = getattr(ax, "_pionml_ratio_top", 0.0)
-    ax._pionml_ratio_top = max(prev, top, 2.0)
-    if ax._pionml_ratio_top > 12:  # ratios over more than a decade: a log axis shows them all
+    # y range from 0 to above the largest ratio drawn on this panel where the curves have
+    # statistics (pi+- efficiency >= 0.5; the few-event tail at low efficiency would squash it)
+    peaks = [y[x >= 0.5].max() for x, y in
+             ((np.asarray(c.get_xdata(), float), np.asarray(c.get_ydata(), float))
+              for c in ax.get_lines() if c.get_gid() != "ratio_one") if (x >= 0.5).any()]
+    top = max([2.0] + [1.25 * float(v) for v in peaks])
+    if top > 12:  # ratios over more than a decade: a log axis shows them all
         ax.set_yscale("log")
-        ax.set_ylim(0.5, ax._pionml_ratio_top)
+        ax.set_ylim(0.5, top)
     else:
-        ax.set_ylim(0, ax._pionml_ratio_top)
-    if not prev:
-        ax.axhline(1.0, color="grey", ls=":", lw=1)
+        ax.set_ylim(0, top)
+    if not any(c.get_gid() == "ratio_one" for c in ax.get_lines()):
+        ax.axhline(1.0, color="grey", ls=":", lw=1, gid="ratio_one")
     ax.set_xlabel(r"$\pi^{\pm}$ efficiency")
     ax.set_ylabel(r"ratio to $\mathcal{P}^{EM}_{clus}$")
     return line
