@@ -16,7 +16,7 @@ import numpy as np
 
 from pionml.clustering.tables import CellTables
 
-__all__ = ["ToyLayer", "toy_tables", "BARREL_LIKE"]
+__all__ = ["ToyLayer", "toy_tables"]
 
 
 @dataclass(frozen=True)
@@ -32,23 +32,6 @@ class ToyLayer:
     nphi: int
     eta0: float = 0.0
     phi0: float = 0.0
-
-
-def _barrel_like(half_width: float = 0.7) -> tuple[ToyLayer, ...]:
-    """ATLAS-barrel-like granularity (physics.md 1.1) over |deta|,|dphi| < half_width."""
-    spec = ((0, 1410, 1440, 0.025, 0.1), (1, 1500, 1590, 0.003125, 0.1),
-            (2, 1590, 1840, 0.025, 0.0245437), (3, 1840, 1960, 0.05, 0.0245437),
-            (12, 2300, 2600, 0.1, 0.0981748), (13, 2600, 3440, 0.1, 0.0981748),
-            (14, 3440, 3820, 0.2, 0.0981748))
-    layers = []
-    for s, ri, ro, de, dp in spec:
-        ne = int(round(2 * half_width / de))
-        npf = int(round(2 * half_width / dp))
-        layers.append(ToyLayer(s, ri, ro, de, dp, ne, npf, -ne * de / 2, -npf * dp / 2))
-    return tuple(layers)
-
-
-BARREL_LIKE = _barrel_like()
 
 
 def _overlap_pairs(a: ToyLayer, b: ToyLayer, base_a: int, base_b: int):
@@ -72,7 +55,7 @@ def _overlap_pairs(a: ToyLayer, b: ToyLayer, base_a: int, base_b: int):
     return pairs
 
 
-def toy_tables(layers=BARREL_LIKE) -> CellTables:
+def toy_tables(layers) -> CellTables:
     """Cell tables of a stack of toy layers; cell index = layer base + ieta * nphi + iphi."""
     bases = np.cumsum([0] + [L.neta * L.nphi for L in layers])
     n = int(bases[-1])

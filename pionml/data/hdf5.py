@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 
 from pionml.errors import SchemaError, where
+from pionml.geometry import IMAGE_LAYERS
 
 logger = logging.getLogger(__name__)
 
 #: The six imaged layers, in the order of ``pionml.geometry.IMAGE_LAYERS`` (design.md section 5).
-IMAGE_NAMES = ("EMB1", "EMB2", "EMB3", "Tile0", "Tile1", "Tile2")
+IMAGE_NAMES = tuple(str(layer.image_name) for layer in IMAGE_LAYERS)  # the geometry table
 #: Split names and their code in ``/clusters/split``.
 SPLITS = {"train": 0, "val": 1, "test": 2}
 #: Cluster fields every reader needs.
