@@ -30,6 +30,7 @@ __all__ = [
     "barrel_geometry",
     "decode_cell_id",
     "encode_cell_id",
+    "wrap_phi",
     "layer_by_name",
     "layer_by_sampling",
     "material_segments",
@@ -323,6 +324,11 @@ class CSR(NamedTuple):
 
 
 # ---------------------------------------------------------------------------------------------
+def wrap_phi(dphi):
+    """A phi difference wrapped into [-pi, pi) (the one phi convention of the toolkit)."""
+    return (np.asarray(dphi, dtype=np.float64) + np.pi) % (2.0 * np.pi) - np.pi
+
+
 class CellGeometry:
     """Every cell of the barrel as flat arrays, plus lookups and neighbour tables.
 
@@ -429,7 +435,7 @@ class CellGeometry:
 
     def cells_in_window(self, eta, phi, half_width: float = 0.7) -> np.ndarray:
         """Indices of all cells whose centre lies within |deta|, |dphi| <= half_width."""
-        dphi = np.abs((self.phi - phi + math.pi) % (2 * math.pi) - math.pi)
+        dphi = np.abs(wrap_phi(self.phi - phi))
         return np.flatnonzero((np.abs(self.eta - eta) <= half_width) & (dphi <= half_width))
 
     # ------------------------------------------------------------------ neighbours

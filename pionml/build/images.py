@@ -94,11 +94,6 @@ class ImageBatch:
     collisions_per_layer: dict[str, int] = field(default_factory=dict)
 
 
-def wrap_phi(dphi: np.ndarray) -> np.ndarray:
-    """Wrap a phi difference into [-pi, pi)."""
-    return np.mod(np.asarray(dphi, dtype=np.float64) + np.pi, 2.0 * np.pi) - np.pi
-
-
 @njit(cache=True)
 def _rasterise_cells(clus, eta, phi, E, layer, c_eta, c_phi, c_E, slot_of_layer, deta, dphi,
                      n_eta, n_phi, npix, block, min_fraction, edge, buf, hits, energy_in,

@@ -28,6 +28,7 @@ from numba import njit
 from pionml.clustering.tables import CellTables, as_tables
 from pionml.clustering.topo import ClusterBatch
 from pionml.errors import PionmlError
+from pionml.geometry import wrap_phi
 
 logger = logging.getLogger(__name__)
 
@@ -58,10 +59,6 @@ class MomentConfig:
     out_cones: tuple[tuple[str, float], ...] = (("L", 1.0), ("M", 0.5), ("T", 0.3))
     dm_alpha: float = 1.0
     dm_r0: float = 0.2
-
-
-def _wrap(dphi):
-    return (dphi + np.pi) % (2 * np.pi) - np.pi
 
 
 def _div(num, den):
@@ -138,11 +135,11 @@ def cluster_moments(batch: ClusterBatch, cell_index, E, sigma, geo_or_tables, *,
     eclus = seg(e)
     aw = np.abs(Ec) * w
     saw = seg(aw)
-    dphi = _wrap(phi_i - phi_ref[cid])
+    dphi = wrap_phi(phi_i - phi_ref[cid])
     ones = seg(np.ones_like(e))
     use_aw = saw > 0
     eta = np.where(use_aw, _div(seg(aw * eta_i), saw), _div(seg(eta_i), ones))
-    phi = _wrap(phi_ref + np.where(use_aw, _div(seg(aw * dphi), saw), _div(seg(dphi), ones)))
+    phi = wrap_phi(phi_ref + np.where(use_aw, _div(seg(aw * dphi), saw), _div(seg(dphi), ones)))
     out["E"] = eclus
     out["Eta"] = eta
     out["Phi"] = phi
@@ -183,7 +180,7 @@ def cluster_moments(batch: ClusterBatch, cell_index, E, sigma, geo_or_tables, *,
         # DELTA_* describe the principal axis whether or not it is used (as Athena does)
         alpha[idx] = ang[ok]
         uc = u[idx]
-        dphi_ax[idx] = _wrap(np.arctan2(uc[:, 1], uc[:, 0]) - np.arctan2(v[ok, 1], v[ok, 0]))
+        dphi_ax[idx] = wrap_phi(np.arctan2(uc[:, 1], uc[:, 0]) - np.arctan2(v[ok, 1], v[ok, 0]))
         dtheta_ax[idx] = (np.arccos(np.clip(uc[:, 2], -1, 1)) -
                           np.arccos(np.clip(v[ok, 2], -1, 1)))
         use = ang[ok] < np.deg2rad(config.max_axis_angle_deg)
@@ -202,7 +199,7 @@ def cluster_moments(batch: ClusterBatch, cell_index, E, sigma, geo_or_tables, *,
     out["FIRST_ENG_DENS"] = _div(seg(ep * rho), wv)
     out["SECOND_ENG_DENS"] = _div(seg(ep * rho * rho), wv)
     out["FIRST_ETA"] = _div(seg(ep * eta_i), W)
-    out["FIRST_PHI"] = _wrap(phi_ref + _div(seg(ep * dphi), W))
+    out["FIRST_PHI"] = wrap_phi(phi_ref + _div(seg(ep * dphi), W))
     # LATERAL / LONGITUDINAL: the two most energetic cells enter with a minimum distance
     sig_i = sigma[p]
     csig = np.where(sig_i > 0, _div(e, sig_i), 0.0)  # CELL_SIGNIFICANCE candidates (6.2)
@@ -391,7 +388,7 @@ def _truth_moments(batch, cid, p, g, w, samp, eta, phi, ep, tab, truth, dead_mat
     pu = np.repeat(u, cnt)
     pk = _ranges(batch.event_offsets[u_ev], cnt)
     gu = cell_index[pu]
-    dr = np.hypot(tab.eta[gu] - eta[pk], _wrap(tab.phi[gu] - phi[pk]))
+    dr = np.hypot(tab.eta[gu] - eta[pk], wrap_phi(tab.phi[gu] - phi[pk]))
     uidx = np.repeat(np.arange(len(u)), cnt)
     for label, cone in config.out_cones:
         q = (dr < cone) & (calib[pk] > 0)
@@ -409,7 +406,7 @@ def _truth_moments(batch, cid, p, g, w, samp, eta, phi, ep, tab, truth, dead_mat
                 raise PionmlError(f"cluster_moments: truth_eta/truth_phi need one value per "
                                   f"event ({n_ev}), got {teta.shape} and {tphi.shape}")
             teta, tphi = teta[ev_cl], tphi[ev_cl]
-            drc = np.hypot(eta - teta, _wrap(phi - tphi))
+            drc = np.hypot(eta - teta, wrap_phi(phi - tphi))
         else:
             drc = np.zeros(nc)
         for name, (inputs, samplings) in DEAD_MATERIAL_AREAS.items():

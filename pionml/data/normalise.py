@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from pionml.errors import CheckpointError, ConfigError
+from pionml.geometry import wrap_phi
 
 IMAGE_MODES = ("fraction", "log", "none")
 #: Continuous per-cell features, before standardisation (design.md section 6).
@@ -30,11 +31,6 @@ def n_layers() -> int:
     from pionml.geometry import LAYERS
 
     return len(LAYERS)
-
-
-def wrap_phi(dphi: np.ndarray) -> np.ndarray:
-    """Wrap an azimuthal difference into [-pi, pi)."""
-    return (dphi + np.pi) % (2 * np.pi) - np.pi
 
 
 def raw_cloud_features(split) -> np.ndarray:
