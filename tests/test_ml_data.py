@@ -12,8 +12,8 @@ from pionml.data.dataset import ClusterDataset, knn_edges, make_loader
 from pionml.data.fake import make_fake_dataset
 from pionml.data.hdf5 import gather_csr
 from pionml.data.normalise import CLOUD_FEATURES, n_layers, raw_cloud_features
-from pionml.geometry import wrap_phi
 from pionml.errors import CheckpointError, ConfigError, SchemaError
+from pionml.geometry import wrap_phi
 
 
 @pytest.fixture(scope="module")
