@@ -128,6 +128,17 @@ def test_old_pdgid_alias(tmp_path, small_geo):
     assert chunk["truthPartPdgId"].tolist() == [[211], [111], [-211]]
 
 
+def test_branch_predicate_sees_current_names(tmp_path, small_geo):
+    # a predicate selects among the branches present, by their current (renamed) names
+    ev = make_events(small_geo)
+    ev["pdgId"] = ev.pop("truthPartPdgId")
+    write_mltree(tmp_path / "old.root", ev, small_geo)
+    reader = MLTreeReader(tmp_path / "old.root", branches=lambda b: b == "truthPartPdgId")
+    assert "truthPartPdgId" in reader.branches and "cluster_E_LCCalib" not in reader.branches
+    chunk = next(reader.iterate())
+    assert chunk["truthPartPdgId"].tolist() == [[211], [111], [-211]]
+
+
 # ----------------------------------------------------------------------------- bad input
 def test_missing_file_and_non_root(tmp_path):
     with pytest.raises(SchemaError, match="no such file"):

@@ -160,22 +160,11 @@ def _first_bad(mask: np.ndarray) -> int:
     return int(np.flatnonzero(mask)[0])
 
 
-def _wanted_branches(path) -> list[str] | None:
-    """The EventTree branches the dataset uses (event ids, truth, every per-cluster branch,
-    cell IDs/energies/weights), or None (= let the reader decide and report) when the file
-    cannot be listed."""
-    try:
-        import uproot
-
-        from pionml.io.root import ALIASES
-
-        with uproot.open(path) as f:
-            keys = list(f[TREE].keys(recursive=False))
-    except Exception:  # the reader gives the proper error for an unreadable file
-        return None
-    names = [ALIASES.get(k, k) if ALIASES.get(k, k) not in keys else k for k in keys]
-    return [b for b in names if b in USED_BRANCHES
-            or (b.startswith("cluster_") and not b.startswith("cluster_cell_"))]
+def _wanted_branch(name: str) -> bool:
+    """The EventTree branches the dataset uses: event ids, truth, every per-cluster branch,
+    cell IDs/energies/weights (not the truth split of the cell energies)."""
+    return name in USED_BRANCHES or (name.startswith("cluster_")
+                                     and not name.startswith("cluster_cell_"))
 
 
 # ------------------------------------------------------------------------------------ builder
@@ -320,7 +309,7 @@ class _Builder:
         try:
             # read only what the dataset needs (not the truth split of the cell energies)
             reader = MLTreeReader(path, geometry=geometry, step_size=self.step_size,
-                                  branches=_wanted_branches(path), check_cells=False)
+                                  branches=_wanted_branch, check_cells=False)
             bar.total = (bar.total or 0) + len(reader)
             bar.refresh()
             for chunk in reader.iterate(on_error=self.on_error):

@@ -296,7 +296,8 @@ class MLTreeReader:
 
     ``geometry`` is a :class:`CellGeometry`, the path of a file holding ``CellGeo``, or None
     (then the ``CellGeo`` tree of the same file). ``branches`` are read in addition to
-    ``required``; by default every known branch and every ``cluster_*`` branch present.
+    ``required``: a list (each must be present), a predicate on the branch names present, or
+    None for every known branch and every ``cluster_*`` branch present.
     Chunks are awkward record arrays whose fields carry the current MLTree names (older
     aliases such as ``pdgId`` are renamed), plus ``entry`` (the entry number in the file).
     """
@@ -320,6 +321,8 @@ class MLTreeReader:
                               f"branch (all missing: {missing})")
         if branches is None:
             wanted = [b for b in names if b in BRANCHES or b.startswith("cluster_")]
+        elif callable(branches):  # a filter on the (current) names present in the file
+            wanted = [b for b in names if branches(b)]
         else:
             absent = [b for b in branches if b not in names]
             if absent:
