@@ -14,19 +14,19 @@ import numpy as np
 
 from pionml.errors import SchemaError, where
 from pionml.geometry import IMAGE_LAYERS
+from pionml.io.hdf5 import SCHEMA_VERSION, SPLITS, gather_csr
 
 logger = logging.getLogger(__name__)
 
 #: The six imaged layers, in the order of ``pionml.geometry.IMAGE_LAYERS`` (design.md section 5).
 IMAGE_NAMES = tuple(str(layer.image_name) for layer in IMAGE_LAYERS)  # the geometry table
 #: Split names and their code in ``/clusters/split``.
-SPLITS = {"train": 0, "val": 1, "test": 2}
 #: Cluster fields every reader needs.
 REQUIRED_CLUSTER_FIELDS = ("event", "cluster_index", "label", "E_em", "eta", "phi", "E_true",
                            "p_em", "split")
 #: Cell fields the point clouds are made of (design.md section 6).
 REQUIRED_CELL_FIELDS = ("E", "eta", "phi", "rperp", "layer", "deta", "dphi")
-SUPPORTED_SCHEMA = (1,)
+SUPPORTED_SCHEMA = (SCHEMA_VERSION,)
 
 
 @dataclass
@@ -63,16 +63,6 @@ class ClusterSplit:
             images={k: v[rows] for k, v in self.images.items()},
             cell_offsets=offsets, cells={k: v[pos] for k, v in self.cells.items()},
             attrs=self.attrs)
-
-
-def gather_csr(offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Flat positions of the elements of ``rows`` in a CSR, and the new offsets (vectorised)."""
-    starts = offsets[rows]
-    lengths = offsets[rows + 1] - starts
-    new_offsets = np.zeros(len(rows) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=new_offsets[1:])
-    pos = np.arange(new_offsets[-1], dtype=np.int64) + np.repeat(starts - new_offsets[:-1], lengths)
-    return pos, new_offsets
 
 
 def read_split(path: str | Path, split: str | None, cells: bool = True) -> ClusterSplit:

@@ -39,6 +39,16 @@ FIELD_FILTERS = {"cells/E": "raw", "cells/id": "shuffle", "cells/dphi": "shuffle
                  "cells/sampling": "shuffle"}
 
 
+def gather_csr(offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flat positions of the elements of ``rows`` in a CSR, and the new offsets (vectorised)."""
+    starts = offsets[rows]
+    lengths = offsets[rows + 1] - starts
+    new_offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=new_offsets[1:])
+    pos = np.arange(new_offsets[-1], dtype=np.int64) + np.repeat(starts - new_offsets[:-1], lengths)
+    return pos, new_offsets
+
+
 def _json(obj) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
@@ -262,16 +272,11 @@ class HDF5Dataset:
         rows = self._rows(rows)
         if isinstance(rows, slice):
             rows = np.arange(self.n)[rows]
-        starts, stops = offsets[rows], offsets[rows + 1]
-        counts = stops - starts
-        new_off = np.zeros(len(rows) + 1, dtype=np.int64)
-        np.cumsum(counts, out=new_off[1:])
-        if len(rows) and np.all(np.diff(rows) == 1):
-            sl = slice(int(starts[0]), int(stops[-1]))
+        idx, new_off = gather_csr(offsets, rows)
+        if len(rows) and np.all(np.diff(rows) == 1):  # contiguous rows: one slice read
+            sl = slice(int(offsets[rows[0]]), int(offsets[rows[-1] + 1]))
             data = {f: self._file["cells"][f][sl] for f in fields}
         else:
-            idx = (np.repeat(starts - new_off[:-1], counts)
-                   + np.arange(new_off[-1])).astype(np.int64)
             data = {f: self._read(self._file["cells"][f], idx) for f in fields}
         return new_off, data
 
