@@ -3,7 +3,7 @@ included, next to a straightforward per-cell Python-loop rasteriser on the same 
 
     python benchmarks/bench_build.py [--events 20000] [--cells 60] [--loop-clusters 4000]
 
-Writes a synthetic MLTree file (pionml.build.testing.synthetic_branches) into a temporary
+Writes a synthetic MLTree file (pionml.testing.mltree.synthetic_branches) into a temporary
 folder, builds it with ``build_dataset`` (gzip, lzf and no compression), then times
 ``rasterise_reference`` (per-cell loop: ID lookup, energy cut, pixel) and pionml's compiled
 ID lookup + ``rasterise`` on the same clusters read back from the dataset, and checks that they agree.
@@ -39,9 +39,9 @@ def main() -> int:
     import h5py  # noqa: F401  (imported before timing)
     import uproot  # noqa: F401
 
-    from pionml.build.builder import build_dataset
-    from pionml.build.images import rasterise, rasterise_reference
-    from pionml.build.testing import synthetic_branches
+    from pionml.builder.builder import build_dataset
+    from pionml.builder.images import rasterise, rasterise_reference
+    from pionml.testing.mltree import synthetic_branches
     from pionml.geometry import barrel_geometry
     from pionml.io.hdf5 import open_dataset
     from pionml.io.root import read_cellgeo, write_cellgeo, write_mltree

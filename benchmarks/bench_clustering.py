@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from pionml.clustering import as_tables, cluster_events, cluster_moments
+from pionml.reco.clustering import as_tables, cluster_events, cluster_moments
 from pionml.geometry import LAYERS, barrel_geometry
 
 FRACTIONS = {  # layer name -> share of E, for EM-like and hadron-like toy showers

@@ -22,7 +22,7 @@ def main():
     args = parser.parse_args()
 
     from pionml.geometry import barrel_geometry
-    from pionml.production import LCWTables, mltree_branches, reconstruct, simulate_to_root
+    from pionml.reco.chain import LCWTables, mltree_branches, reconstruct, simulate_to_root
     from pionml.sim import simulate_events
 
     geo = barrel_geometry()

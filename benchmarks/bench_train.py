@@ -31,7 +31,7 @@ def main() -> int:
 
     from pionml.data import Normalisation, read_split
     from pionml.data.dataset import ClusterDataset, make_loader
-    from pionml.data.fake import make_fake_dataset
+    from pionml.testing.fake_dataset import make_fake_dataset
     from pionml.models import MODELS, build_model
     from pionml.train.trainer import data_spec
 

@@ -3,6 +3,10 @@
 Each part of the library provides its subcommands in ``pionml/<part>/cli.py`` as
 ``COMMANDS = {name: (help, add_arguments, run)}``. Those modules import nothing heavy at import
 time, so ``pionml --help`` stays fast (no torch).
+
+Every failure a user can cause ends in one line on stderr and a non-zero exit, never a
+traceback: bad arguments (argparse, checked at parse time by the typed converters below; exit 2)
+and bad files or configurations (:class:`~pionml.errors.PionmlError`, ``OSError``; exit 1).
 """
 
 from __future__ import annotations
@@ -10,41 +14,86 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import math
 import sys
 
 from pionml import __version__
 
 # Modules that provide subcommands, in the order of the data flow.
 COMMAND_MODULES = (
-    "pionml.geometry_cli",
-    "pionml.sim.cli",
-    "pionml.production_cli",
-    "pionml.build.cli",
+    "pionml.geometry.cli",
+    "pionml.reco.cli",
+    "pionml.builder.cli",
     "pionml.train.cli",
+    "pionml.evaluate.cli",
 )
+
+
+# --- typed converters for argparse: a bad value is rejected at parse time with one line --------
+def _number(text: str, kind):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not {'an integer' if kind is int else 'a number'}")
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a finite number")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1."""
+    value = _number(text, int)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0."""
+    value = _number(text, int)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0."""
+    value = _number(text, float)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value:g}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0."""
+    value = _number(text, float)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value:g}")
+    return value
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with a one-line error (``pionml train: error: ...``) instead of usage + error."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
 def _load_commands() -> dict:
     commands = {}
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name and name.startswith(exc.name):  # that part is absent from this tree
-                continue
-            raise
-        commands.update(module.COMMANDS)
+        commands.update(importlib.import_module(name).COMMANDS)
     return commands
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="pionml",
         description="Deep learning on single-pion calorimeter clusters in the ATLAS barrel.",
     )
     parser.add_argument("--version", action="version", version=f"pionml {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     for name, (help_text, add_arguments, run) in _load_commands().items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         add_arguments(p)
@@ -70,11 +119,19 @@ def main(argv=None) -> int:
     configure_logging(args.verbose)
     from pionml.errors import PionmlError
 
+    log = logging.getLogger("pionml")
     try:
         return int(args._run(args) or 0)
     except PionmlError as exc:
-        logging.getLogger("pionml").error("%s", exc)
+        log.error("%s", exc)
         return 1
+    except OSError as exc:  # unwritable folder, disk full, missing file opened by a library
+        where = f" '{exc.filename}'" if getattr(exc, "filename", None) else ""
+        log.error("%s%s: %s", type(exc).__name__, where, exc.strerror or exc)
+        return 1
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

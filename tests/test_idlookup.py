@@ -1,9 +1,9 @@
-"""The cell-ID hash table (pionml.idlookup) against a sorted-search truth."""
+"""The cell-ID hash table (pionml.geometry.idlookup) against a sorted-search truth."""
 
 import numpy as np
 import pytest
 
-from pionml.idlookup import IdLookup
+from pionml.geometry.idlookup import IdLookup
 
 
 def truth(keys, queries):

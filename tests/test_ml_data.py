@@ -9,7 +9,7 @@ import torch
 
 from pionml.data import Normalisation, read_split
 from pionml.data.dataset import ClusterDataset, knn_edges, make_loader
-from pionml.data.fake import make_fake_dataset
+from pionml.testing.fake_dataset import make_fake_dataset
 from pionml.data.hdf5 import gather_csr
 from pionml.data.normalise import CLOUD_FEATURES, n_layers, raw_cloud_features
 from pionml.errors import CheckpointError, ConfigError, SchemaError

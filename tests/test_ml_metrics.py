@@ -1,4 +1,4 @@
-"""Classification metrics: known answers (pionml.metrics, design.md section 8)."""
+"""Classification metrics: known answers (pionml.evaluate.metrics, design.md section 8)."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pionml.errors import PionmlError
-from pionml.metrics import (auc, binned_table, classification_metrics, pi0_rejection_at,
+from pionml.evaluate.metrics import (auc, binned_table, classification_metrics, pi0_rejection_at,
                             rejection_ratio, roc_curve)
 
 # pi+- scores 0.1 0.2 0.3 0.4; pi0 scores 0.25 0.9 (worked by hand in the comments)

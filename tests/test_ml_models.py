@@ -5,7 +5,7 @@ import torch
 
 from pionml.data import Normalisation, read_split
 from pionml.data.dataset import ClusterDataset
-from pionml.data.fake import make_fake_dataset
+from pionml.testing.fake_dataset import make_fake_dataset
 from pionml.errors import ConfigError
 from pionml.models import MODELS, DataSpec, build_model, model_class
 from pionml.train.trainer import data_spec

@@ -4,7 +4,7 @@
 import numpy as np
 import pytest
 
-from pionml.validate_reco import response_table, separation
+from pionml.reco.validate import response_table, separation
 
 pytestmark = pytest.mark.slow
 

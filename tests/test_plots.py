@@ -7,8 +7,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from pionml.metrics import RocCurve  # noqa: E402
-from pionml.plots import plot_rejection_ratio  # noqa: E402
+from pionml.evaluate.metrics import RocCurve  # noqa: E402
+from pionml.evaluate.plots import plot_rejection_ratio  # noqa: E402
 
 
 def curve(rejection):

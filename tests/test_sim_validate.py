@@ -4,7 +4,7 @@ import argparse
 
 import numpy as np
 
-from pionml.sim.cli import COMMANDS
+from pionml.reco.cli import COMMANDS
 from pionml.sim.validate import core_sigma, fit_resolution, format_tables, validate_sim
 
 

@@ -4,7 +4,7 @@
 - :mod:`pionml.data.normalise`: normalisation objects fitted on the training split, JSON, invertible.
 - :mod:`pionml.data.dataset`: :class:`ClusterDataset` building whole batches (images, point
   clouds as torch_geometric ``Batch`` with kNN edges, cluster scalars) and :func:`make_loader`.
-- :mod:`pionml.data.fake`: a tiny valid dataset file with a learnable pi0 / pi+- difference.
+- :mod:`pionml.testing.fake_dataset`: a tiny valid dataset file with a learnable pi0 / pi+- difference.
 
 Only :mod:`hdf5`, :mod:`normalise` and :mod:`fake` are importable without torch.
 """

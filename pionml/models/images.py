@@ -12,10 +12,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from pionml.errors import ConfigError
+from pionml.geometry import IMAGE_GROUPS
 from pionml.models.base import ClusterModel, DataSpec, mlp
 
 #: The three input groups of the CNN and DenseNet (seed 002 4.2.2, 4.2.3).
-GROUPS = (("EMB1",), ("EMB2", "EMB3"), ("Tile0", "Tile1", "Tile2"))
+GROUPS = IMAGE_GROUPS
 
 
 def upscale_group(batch_images: dict, names, size) -> torch.Tensor:

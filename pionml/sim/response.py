@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from pionml.geometry import LAYERS, CellGeometry
+from pionml.geometry import LAYER_IS_TILE, LAYERS, CellGeometry
 
 from .params import SimParams
 from .showers import CAT_EM, CAT_ESC, CAT_HAD, CAT_ION
@@ -72,14 +72,14 @@ def frozen_constants(geo: CellGeometry, p: SimParams) -> np.ndarray:
     """Per-cell calibration factors 1 + c g, g ~ N(0,1) drawn once from ``p.const_seed``
     (physics.md 2.2 constant term: LAr c = 0.5 %, Tile 2 %)."""
     g = _frozen(geo.n_cells, p.const_seed)
-    c = np.where(geo.layer >= 4, p.const_tile, p.const_lar)
+    c = np.where(LAYER_IS_TILE[geo.layer], p.const_tile, p.const_lar)
     return 1.0 + c * g
 
 
 def cell_signal(rng: np.random.Generator, p: SimParams, geo: CellGeometry, cells: np.ndarray,
                 truth: dict, fluctuate: bool = True) -> np.ndarray:
     """EM-scale signal of the cells with deposits, before noise (physics.md 2.2)."""
-    tile = geo.layer[cells] >= 4
+    tile = LAYER_IS_TILE[geo.layer[cells]]
     mu_em = truth["em"]
     mu_had = truth["had"] * np.where(tile, p.c_comp_tile, p.c_comp_lar)
     mu_ion = truth["ion"] * np.where(tile, p.mip_over_e_tile, p.mip_over_e_lar)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from pionml.errors import ConfigError
-from pionml.geometry import CellGeometry, barrel_geometry
+from pionml.geometry import LAYER_IS_TILE, CellGeometry, barrel_geometry
 
 from .kinematics import decay_pi0, sample_primaries
 from .params import (DEFAULT_PARAMS, M_PI0, M_PIC, PDG_ELECTRON, PDG_GAMMA, PDG_PI0,
@@ -322,7 +322,7 @@ def _simulate_batch(rng, p: SimParams, geo: CellGeometry, pdg, energy, eta, phi,
     if noise:
         e_cell = rng.standard_normal(m, dtype=np.float32)
         if p.tile_double_gauss:
-            tile = geo.layer[cells] >= 4
+            tile = LAYER_IS_TILE[geo.layer[cells]]
             wide = tile & (rng.random(m) < p.tile_dg_weight)
             e_cell[wide] *= p.tile_dg_ratio
         e_cell *= sigma

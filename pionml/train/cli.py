@@ -39,37 +39,18 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("runs", nargs="+", help="run folder(s); several are also drawn together")
-    p.add_argument("--data", default=None, help="dataset (default: the one in each model card)")
-    p.add_argument("--out", default=None, help="folder of the comparison plots (several runs)")
-    p.add_argument("--device", default=None)
-    p.add_argument("--no-progress", action="store_true")
-
-
-def use_atlas_style() -> None:
-    """The entry point sets the plot style once (style.md: mplhep ATLAS)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import mplhep
-
-    plt.style.use(mplhep.style.ATLAS)
-
-
 def ensure_default_dataset(path: Path, progress: bool, recipe: Path = DEFAULT_RECIPE) -> Path:
     """Build the default dataset from ``datasets/default.toml`` with
-    ``pionml.build.recipe.make_dataset`` when it is missing (simulate + build)."""
+    ``pionml.builder.recipe.make_dataset`` when it is missing (simulate + build)."""
     from pionml.errors import ConfigError
 
     if path.is_file():
         return path
     try:
-        from pionml.build.recipe import make_dataset
+        from pionml.builder.recipe import make_dataset
     except ImportError as exc:
         raise ConfigError(f"default dataset '{path}' is missing and cannot be built: "
-                          f"pionml.build.recipe.make_dataset is not available ({exc}); "
+                          f"pionml.builder.recipe.make_dataset is not available ({exc}); "
                           "pass --data DATASET.h5") from exc
     if not recipe.is_file():
         raise ConfigError(f"default dataset '{path}' is missing and its recipe '{recipe}' too "
@@ -84,8 +65,10 @@ def ensure_default_dataset(path: Path, progress: bool, recipe: Path = DEFAULT_RE
 def run_train(args) -> int:
     from pionml.errors import ConfigError
 
+    from pionml.evaluate.plots import use_atlas_style
+    from pionml.evaluate.report import evaluate
+
     use_atlas_style()
-    from pionml.evaluate import evaluate
     from pionml.train.trainer import default_config, train_run
 
     progress = not args.no_progress
@@ -110,18 +93,8 @@ def run_train(args) -> int:
     return 0
 
 
-def run_evaluate(args) -> int:
-    use_atlas_style()
-    from pionml.evaluate import evaluate
-
-    evaluate(args.runs, data=args.data, out=args.out, progress=not args.no_progress,
-             device=args.device)
-    return 0
-
-
 COMMANDS = {
     "train": ("train a model (classify: pi0 vs pi+-) and evaluate it", add_train_arguments, run_train),
-    "evaluate": ("evaluate trained run folder(s) on the test split", add_evaluate_arguments, run_evaluate),
 }
 
 

@@ -287,7 +287,7 @@ def _save_curve(path: Path, history: dict, label: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pionml.plots import plot_training_curve
+    from pionml.evaluate.plots import plot_training_curve
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
     plot_training_curve(ax, history, label=label)

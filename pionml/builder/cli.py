@@ -1,0 +1,68 @@
+"""``pionml build`` and ``pionml make-dataset`` (design.md section 2; issue 5).
+
+Heavy imports (uproot, h5py, awkward) happen inside ``run``, never at import time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+logger = logging.getLogger(__name__)
+
+
+def add_build_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", metavar="FILE.root", help="MLTree ROOT files (EventTree)")
+    p.add_argument("--geometry", metavar="CELLGEO.root", default=None,
+                   help="file holding the CellGeo tree (default: the CellGeo of each input file)")
+    p.add_argument("--out", required=True, metavar="DATASET.h5", help="output HDF5 dataset")
+    p.add_argument("--eta-max", type=float, default=0.7, help="keep |cluster eta| < this (0.7)")
+    p.add_argument("--min-calib", type=float, default=0.2,
+                   help="keep ENG_CALIB_TOT > this, GeV (0.2)")
+    p.add_argument("--min-em", type=float, default=0.0, help="keep cluster E_EM > this, GeV (0)")
+    p.add_argument("--split", type=float, nargs=3, default=(0.7, 0.15, 0.15),
+                   metavar=("TRAIN", "VAL", "TEST"), help="split fractions, drawn per event")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split (0)")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="skip bad clusters/events/files and count them instead of failing")
+    p.add_argument("--step-size", type=int, default=1000, help="events per chunk (1000)")
+    p.add_argument("--compression", default="gzip", choices=("gzip", "lzf", "none"),
+                   help="HDF5 compression (gzip)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run_build(args) -> int:
+    from pionml.builder.builder import Selection, build_dataset
+
+    summary = build_dataset(
+        args.inputs, args.out, geometry=args.geometry,
+        selection=Selection(eta_max=args.eta_max, min_calib=args.min_calib, min_em=args.min_em),
+        split=tuple(args.split), seed=args.seed, on_error="skip" if args.skip_bad else "raise",
+        step_size=args.step_size, progress=not args.no_progress,
+        compression=None if args.compression == "none" else args.compression)
+    print(summary.format())
+    return 0
+
+
+def add_make_dataset_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--recipe", default="datasets/default.toml", help="recipe TOML file")
+    p.add_argument("--out", default=None,
+                   help="output HDF5 (default: the recipe's 'output', next to the recipe)")
+    p.add_argument("--force", action="store_true", help="rebuild even if the output exists")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run_make_dataset(args) -> int:
+    from pionml.builder.recipe import make_dataset
+
+    out = make_dataset(args.recipe, args.out, force=args.force, progress=not args.no_progress)
+    print(f"dataset: {out}")
+    return 0
+
+
+COMMANDS = {
+    "build": ("build the HDF5 dataset (images, point clouds, cluster table) from MLTree ROOT files",
+              add_build_arguments, run_build),
+    "make-dataset": ("simulate and build a dataset from a recipe (datasets/default.toml)",
+                     add_make_dataset_arguments, run_make_dataset),
+}

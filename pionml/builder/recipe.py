@@ -1,0 +1,134 @@
+"""Dataset recipes: simulate single pions, then build the dataset (design.md section 2).
+
+A recipe is a small TOML file (``datasets/default.toml``): species mix, number of events,
+energy range, seeds, selection and split. :func:`make_dataset` simulates each species into an
+MLTree ROOT file with ``simulate_to_root`` (:func:`_simulate_to_root`) and builds them with
+:func:`pionml.builder.builder.build_dataset`.
+"""
+
+from __future__ import annotations
+
+import logging
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pionml.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+SPECIES = ("pi0", "pi+", "pi-")
+_KEYS = {
+    "dataset": {"output", "workdir"},
+    "simulation": {"seed", "events", "energy_min", "energy_max"},
+    "selection": {"eta_max", "min_calib", "min_em"},
+    "split": {"fractions", "seed"},
+}
+
+
+@dataclass
+class Recipe:
+    """A parsed recipe; paths are absolute (resolved against the recipe's folder)."""
+
+    path: Path
+    output: Path
+    workdir: Path
+    seed: int
+    events: dict[str, int]
+    energy_min: float
+    energy_max: float
+    selection: dict = field(default_factory=dict)
+    split: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    split_seed: int = 0
+
+
+def load_recipe(path) -> Recipe:
+    """Read and check a recipe TOML file; unknown sections/keys and bad values are errors."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"recipe not found: '{path}'") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"recipe '{path}' is not valid TOML: {exc}") from exc
+    for section, value in raw.items():
+        if section not in _KEYS:
+            raise ConfigError(f"recipe '{path}': unknown section [{section}]; "
+                              f"valid: {sorted(_KEYS)}")
+        unknown = set(value) - _KEYS[section]
+        if unknown:
+            raise ConfigError(f"recipe '{path}': unknown key(s) {sorted(unknown)} in [{section}]; "
+                              f"valid: {sorted(_KEYS[section])}")
+    ds, sim = raw.get("dataset", {}), raw.get("simulation", {})
+    sel, split = raw.get("selection", {}), raw.get("split", {})
+    events = dict(sim.get("events", {}))
+    if not events:
+        raise ConfigError(f"recipe '{path}': [simulation] events is empty")
+    for sp, n in events.items():
+        if sp not in SPECIES:
+            raise ConfigError(f"recipe '{path}': unknown species '{sp}'; valid: {list(SPECIES)}")
+        if not isinstance(n, int) or n <= 0:
+            raise ConfigError(f"recipe '{path}': events of '{sp}' must be a positive integer")
+    e_min, e_max = float(sim.get("energy_min", 0.5)), float(sim.get("energy_max", 500.0))
+    if not 0 < e_min <= e_max:
+        raise ConfigError(f"recipe '{path}': need 0 < energy_min <= energy_max")
+    fractions = tuple(float(x) for x in split.get("fractions", (0.7, 0.15, 0.15)))
+    if len(fractions) != 3:
+        raise ConfigError(f"recipe '{path}': [split] fractions needs three numbers")
+    base = path.resolve().parent
+    stem = path.stem
+    return Recipe(
+        path=path.resolve(),
+        output=base / ds.get("output", f"{stem}.h5"),
+        workdir=base / ds.get("workdir", f"{stem}_root"),
+        seed=int(sim.get("seed", 0)),
+        events=events,
+        energy_min=e_min,
+        energy_max=e_max,
+        selection=dict(sel),
+        split=fractions,
+        split_seed=int(split.get("seed", 0)),
+    )
+
+
+def _simulate_to_root(path, n_events, particle, energy_min, energy_max, seed, progress):
+    """The one call into the simulated production (:func:`pionml.reco.chain.simulate_to_root`)."""
+    from pionml.reco.chain import simulate_to_root
+
+    return simulate_to_root(path, n_events=n_events, particle=particle, energy_min=energy_min,
+                            energy_max=energy_max, seed=seed, progress=progress)
+
+
+def root_file_name(particle: str) -> str:
+    return {"pi0": "pi0.root", "pi+": "piplus.root", "pi-": "piminus.root"}[particle]
+
+
+def make_dataset(recipe_path="datasets/default.toml", out=None, force: bool = False,
+                 progress: bool = True) -> Path:
+    """Simulate the recipe's species into ROOT files (reused when present, unless ``force``)
+    and build them into the HDF5 dataset. Returns the dataset path; an existing dataset is
+    returned as is unless ``force``."""
+    from pionml.builder.builder import Selection, build_dataset
+
+    r = load_recipe(recipe_path)
+    out = Path(out) if out is not None else r.output
+    if out.exists() and not force:
+        logger.info("dataset %s exists; not rebuilt (force=True to rebuild)", out)
+        return out
+    r.workdir.mkdir(parents=True, exist_ok=True)
+    files = []
+    for i, sp in enumerate(SPECIES):
+        if sp not in r.events:
+            continue
+        path = r.workdir / root_file_name(sp)
+        if force or not path.exists():
+            logger.info("simulating %d %s events into %s", r.events[sp], sp, path)
+            tmp = path.with_name(path.name + ".part")
+            _simulate_to_root(tmp, r.events[sp], sp, r.energy_min, r.energy_max, r.seed + i,
+                              progress)
+            tmp.replace(path)
+        files.append(path)
+    build_dataset(files, out, geometry=None, selection=Selection(**r.selection), split=r.split,
+                  seed=r.split_seed, progress=progress)
+    return out

@@ -1,0 +1,109 @@
+"""Plot functions (style.md pattern 7, hist/mplhep style): each takes an ``ax`` and returns its
+artists; no style is set here (the entry point applies ``mplhep.style.ATLAS``).
+
+Figures reproduced: seed 002 Fig. 8 (pi0 rejection vs pi+- efficiency with the P_EM baseline
+and a ratio panel), Fig. 9 (the same in bins of cluster energy), Figs. 1-2 (average pi0 and
+pi+- images and their difference), Figs. 10-11 (per-pixel Pearson correlation with the output).
+Efficiency conventions: see :mod:`pionml.evaluate.metrics`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pionml.evaluate.metrics import RocCurve, pi0_efficiency_at
+
+#: pi+- efficiency grid on which ratios of rejections are drawn.
+EFF_GRID = np.linspace(0.05, 0.99, 95)
+
+
+def use_atlas_style() -> None:
+    """The entry point sets the plot style once (style.md: mplhep ATLAS)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import mplhep
+
+    plt.style.use(mplhep.style.ATLAS)
+
+
+def plot_training_curve(ax, history: dict, label: str = ""):
+    """Training and validation loss per epoch."""
+    a = ax.plot(history["epoch"], history["train_loss"], "o-", label=f"{label} train".strip())
+    b = ax.plot(history["epoch"], history["val_loss"], "s--", label=f"{label} validation".strip())
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.legend()
+    return a + b
+
+
+def rejection_on_grid(curve: RocCurve, grid=EFF_GRID) -> np.ndarray:
+    """pi0 rejection interpolated on a pi+- efficiency grid (inf where no pi0 passes)."""
+    eff = np.array([pi0_efficiency_at(curve, g) for g in grid])
+    with np.errstate(divide="ignore"):
+        return 1.0 / eff
+
+
+def plot_rejection(ax, curve: RocCurve, label: str, **kw):
+    """pi0 rejection (log scale) vs pi+- efficiency (seed 002 Fig. 8, top panel)."""
+    ok = (curve.pipm_eff > 0) & (curve.pi0_eff > 0)
+    (line,) = ax.plot(curve.pipm_eff[ok], 1.0 / curve.pi0_eff[ok], label=label, **kw)
+    ax.set_yscale("log")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel(r"$\pi^{\pm}$ efficiency")
+    ax.set_ylabel(r"$\pi^{0}$ rejection")
+    return line
+
+
+def plot_rejection_ratio(ax, curve: RocCurve, baseline: RocCurve, label: str, grid=EFF_GRID, **kw):
+    """Ratio of the pi0 rejection to the baseline's (seed 002 Fig. 8 bottom, Fig. 9b)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = rejection_on_grid(curve, grid) / rejection_on_grid(baseline, grid)
+    ok = np.isfinite(ratio)
+    (line,) = ax.plot(grid[ok], ratio[ok], label=label, **kw)
+    ax.set_xlim(0, 1)
+    # y range from 0 to above the largest ratio drawn on this panel where the curves have
+    # statistics (pi+- efficiency >= 0.5; the few-event tail at low efficiency would squash it)
+    peaks = [y[x >= 0.5].max() for x, y in
+             ((np.asarray(c.get_xdata(), float), np.asarray(c.get_ydata(), float))
+              for c in ax.get_lines() if c.get_gid() != "ratio_one") if (x >= 0.5).any()]
+    top = max([2.0] + [1.25 * float(v) for v in peaks])
+    if top > 12:  # ratios over more than a decade: a log axis shows them all
+        ax.set_yscale("log")
+        ax.set_ylim(0.5, top)
+    else:
+        ax.set_ylim(0, top)
+    if not any(c.get_gid() == "ratio_one" for c in ax.get_lines()):
+        ax.axhline(1.0, color="grey", ls=":", lw=1, gid="ratio_one")
+    ax.set_xlabel(r"$\pi^{\pm}$ efficiency")
+    ax.set_ylabel(r"ratio to $\mathcal{P}^{EM}_{clus}$")
+    return line
+
+
+def plot_layer_image(ax, image: np.ndarray, title: str = "", extent=None, cmap="viridis",
+                     vmin=None, vmax=None, colorbar: bool = True):
+    """One layer image (eta x phi array) with eta along x and phi along y."""
+    im = ax.imshow(np.asarray(image).T, origin="lower", aspect="auto", cmap=cmap, vmin=vmin,
+                   vmax=vmax, extent=extent, interpolation="nearest")
+    ax.set_xlabel(r"$\Delta\eta$ bin" if extent is None else r"$\Delta\eta$")
+    ax.set_ylabel(r"$\Delta\phi$ bin" if extent is None else r"$\Delta\phi$")
+    if title:
+        ax.set_title(title, fontsize="small")
+    artists = [im]
+    if colorbar:
+        artists.append(ax.figure.colorbar(im, ax=ax))
+    return artists
+
+
+def pixel_correlation(images: np.ndarray, output: np.ndarray) -> np.ndarray:
+    """Pearson correlation of every pixel with the output over a sample: (n, h, w), (n,) ->
+    (h, w); pixels that never vary give 0 (seed 002 Figs. 10-11)."""
+    x = images.reshape(len(images), -1).astype(np.float64)
+    y = np.asarray(output, dtype=np.float64)
+    x = x - x.mean(axis=0)
+    y = y - y.mean()
+    den = np.sqrt((x ** 2).sum(axis=0) * (y ** 2).sum())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.where(den > 0, (x * y[:, None]).sum(axis=0) / den, 0.0)
+    return r.reshape(images.shape[1:])

@@ -1,0 +1,104 @@
+"""``pionml simulate``, ``pionml lcw-derive`` and ``pionml validate-sim``: the simulated chain.
+
+Exposes ``COMMANDS = {name: (help, add_arguments, run)}`` for :mod:`pionml.cli`; heavy imports
+happen inside the run functions.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+logger = logging.getLogger(__name__)
+
+PARTICLES = ("pi0", "pi+", "pi-", "mix")
+
+
+def _add_simulate(p):
+    from pionml.cli import positive_float, positive_int
+
+    p.add_argument("--particle", choices=PARTICLES, default="mix",
+                   help="species; mix = pi0 : pi+ : pi- in equal thirds (default)")
+    p.add_argument("--events", type=positive_int, required=True, help="number of events")
+    p.add_argument("--out", required=True, metavar="FILE.root", help="output MLTree ROOT file")
+    p.add_argument("--energy", type=positive_float, help="fixed particle energy (GeV)")
+    p.add_argument("--energy-min", type=positive_float, default=0.2, help="log-uniform range, GeV")
+    p.add_argument("--energy-max", type=positive_float, default=2000.0, help="log-uniform range, GeV")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-lcw", action="store_true", help="do not apply the LCW calibration")
+    p.add_argument("--batch-size", type=positive_int, default=1000)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _run_simulate(args):
+    from pionml.errors import ConfigError
+    from pionml.reco.chain import simulate_to_root
+
+    if args.energy is None and args.energy_min >= args.energy_max:
+        raise ConfigError(f"--energy-min {args.energy_min} must be below --energy-max "
+                          f"{args.energy_max}")
+    summary = simulate_to_root(
+        args.out, args.events, particle=args.particle, energy=args.energy,
+        energy_min=args.energy_min, energy_max=args.energy_max, seed=args.seed,
+        lcw=None if args.no_lcw else "default", batch_size=args.batch_size,
+        progress=not args.no_progress)
+    logger.info("summary: %s", summary)
+    return 0
+
+
+def _add_lcw(p):
+    from pionml.cli import positive_int
+
+    p.add_argument("--events", type=positive_int, default=20000,
+                   help="events per sample (pi0, and pi+- half each charge)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--out-dir", help="where to write the tables (default: the shipped ones)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _run_lcw(args):
+    from pionml.reco.chain import TABLE_DIR, derive_lcw_tables
+
+    derive_lcw_tables(args.events, seed=args.seed, out_dir=args.out_dir or TABLE_DIR,
+                      progress=not args.no_progress)
+    return 0
+
+
+def _add_validate(p):
+    from pionml.cli import positive_int
+
+    p.add_argument("--events", type=positive_int, default=2000,
+                   help="events per sample point (default 2000; runtime ~1 min)")
+    p.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    p.add_argument("--progress", action="store_true", help="show progress bars")
+    p.add_argument("--no-clusters", action="store_true",
+                   help="skip the clustered / LCW tables (physics.md 7.2(d), 7.3, 7.6)")
+    p.add_argument("--cluster-events", type=positive_int, default=1000,
+                   help="events per energy point for the clustered tables (default 1000)")
+
+
+def _run_validate(args):
+    from pionml.sim.validate import format_tables, validate_sim
+
+    t0 = time.perf_counter()
+    logger.info("validate-sim: events=%d seed=%d", args.events, args.seed)
+    tables = validate_sim(n_events=args.events, seed=args.seed, progress=args.progress)
+    print(format_tables(tables))
+    if not args.no_clusters:
+        from pionml.reco.validate import validate_reco
+
+        print(validate_reco(n_events=args.cluster_events, seed=args.seed,
+                            progress=args.progress))
+    print(f"validate-sim: {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+COMMANDS = {
+    "simulate": ("simulate single pions, cluster them, apply LCW, write an MLTree ROOT file",
+                 _add_simulate, _run_simulate),
+    "lcw-derive": ("derive the LCW classification and weight tables from simulated samples",
+                   _add_lcw, _run_lcw),
+    "validate-sim": ("simulate fixed-energy samples and print the fast-simulation validation "
+                     "tables beside the physics.md 7.1, 7.2(c), 7.4, 3.5/7.5 targets",
+                     _add_validate, _run_validate),
+}

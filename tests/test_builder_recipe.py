@@ -1,0 +1,93 @@
+"""Dataset recipes: parsing, and make_dataset (simulate, then build)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import pionml.builder.recipe as recipe
+from pionml.testing.mltree import synthetic_branches, write_events
+from pionml.errors import ConfigError
+from pionml.geometry import barrel_geometry
+from pionml.io.hdf5 import open_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SMALL = """
+[dataset]
+output = "small.h5"
+workdir = "small_root"
+[simulation]
+seed = 5
+events = { "pi0" = 20, "pi+" = 10, "pi-" = 10 }
+energy_min = 2.0
+energy_max = 50.0
+[selection]
+eta_max = 0.7
+min_calib = 0.0
+[split]
+fractions = [0.5, 0.25, 0.25]
+seed = 3
+"""
+
+
+def test_default_recipe_parses():
+    r = recipe.load_recipe(ROOT / "datasets" / "default.toml")
+    assert set(r.events) == {"pi0", "pi+", "pi-"}
+    assert r.events["pi0"] == r.events["pi+"] + r.events["pi-"]
+    assert r.selection == {"eta_max": 0.7, "min_calib": 0.2, "min_em": 0.0}
+    assert r.output == ROOT / "datasets" / "default.h5"
+    assert abs(sum(r.split) - 1) < 1e-9 and 0 < r.energy_min < r.energy_max
+
+
+@pytest.mark.parametrize("text, match", [
+    ("[simulation]\nevents = { pi0 = 1 }\nspeed = 1\n", "unknown key"),
+    ("[simulations]\n", "unknown section"),
+    ("[simulation]\nevents = { kaon = 3 }\n", "unknown species"),
+    ("[simulation]\nevents = { pi0 = 3 }\nenergy_min = 5.0\nenergy_max = 1.0\n", "energy_min"),
+    ("[simulation\n", "not valid TOML"),
+])
+def test_bad_recipes(tmp_path, text, match):
+    (tmp_path / "r.toml").write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        recipe.load_recipe(tmp_path / "r.toml")
+
+
+def test_make_dataset_with_a_stand_in_simulation(tmp_path, monkeypatch):
+    """The recipe -> simulate -> build flow, with the simulation replaced by synthetic events
+    (the real one is exercised below when pionml.sim.write exists)."""
+    calls = []
+    geo = barrel_geometry()
+    pdg = {"pi0": 111, "pi+": 211, "pi-": -211}
+
+    def fake(path, n_events, particle, energy_min, energy_max, seed, progress):
+        calls.append((Path(path).name, n_events, particle, seed))
+        br = synthetic_branches(n_events, geo, clusters_per_event=1, cells_per_cluster=6, seed=seed)
+        br["truthPartPdgId"] = [[pdg[particle]]] * n_events
+        write_events(path, br, geo)
+
+    monkeypatch.setattr(recipe, "_simulate_to_root", fake)
+    (tmp_path / "small.toml").write_text(SMALL)
+    out = recipe.make_dataset(tmp_path / "small.toml", progress=False)
+    assert out == tmp_path / "small.h5"
+    assert calls == [("pi0.root.part", 20, "pi0", 5), ("piplus.root.part", 10, "pi+", 6),
+                     ("piminus.root.part", 10, "pi-", 7)]
+    with open_dataset(out) as ds:
+        cl = ds.read_clusters(["pdg", "file_index"])
+        attrs = ds.attrs
+    assert sorted(np.unique(cl["pdg"])) == [-211, 111, 211]
+    assert attrs["config"]["seed"] == 3 and attrs["config"]["split"] == [0.5, 0.25, 0.25]
+    # built once, reused
+    recipe.make_dataset(tmp_path / "small.toml", progress=False)
+    assert len(calls) == 3
+
+
+def test_make_dataset_with_the_simulation(tmp_path):
+    (tmp_path / "small.toml").write_text(SMALL)
+    out = recipe.make_dataset(tmp_path / "small.toml", progress=False)
+    with open_dataset(out) as ds:
+        cl = ds.read_clusters(["pdg", "label", "E_em"])
+        assert len(ds) > 0
+    assert set(np.unique(cl["pdg"])) <= {111, 211, -211}
+    np.testing.assert_array_equal(cl["label"], (cl["pdg"] == 111).astype(np.int8))
+    assert (cl["E_em"] > 0).all()
