@@ -1,22 +1,32 @@
-"""Model registry: every model runs forward and backward on a tiny batch (design.md section 7)."""
+"""Model registry and heads: every model runs forward and backward on a tiny batch, heads keep
+their physical ranges, the scalar branch reads the cluster scalars (design.md section 7)."""
 
+import numpy as np
 import pytest
 import torch
 
-from pionml.data import Normalisation, read_split
-from pionml.data.dataset import ClusterDataset
-from pionml.testing.fake_dataset import make_fake_dataset
+from pionml.data.batch import BatchBuilder
+from pionml.data.normalise import Normalisation
 from pionml.errors import ConfigError
-from pionml.models import MODELS, DataSpec, build_model, model_class
+from pionml.io.hdf5 import CLOUD_CELL_FIELDS, DatasetFile
+from pionml.models import MODELS, ClusterModel, DataSpec, build_model, model_class, register
+from pionml.models.base import mlp
+from pionml.models.heads import make_head
+from pionml.testing.fake_dataset import make_fake_dataset
 from pionml.train.trainer import data_spec
 
 
 @pytest.fixture(scope="module")
 def batch_and_spec(tmp_path_factory):
     path = make_fake_dataset(tmp_path_factory.mktemp("data") / "fake.h5", n_clusters=60, seed=5)
-    split = read_split(path, "train")
-    ds = ClusterDataset(split, Normalisation.fit(split), knn_k=4)
-    return ds.__getitems__(list(range(6))), data_spec(split)
+    with DatasetFile(path) as ds:
+        rows = ds.split_rows("train")
+        norm = Normalisation.fit(ds, rows)
+        block = ds.read_rows(rows[:6], clusters=("label", "p_em", "E_em", "eta", "phi"),
+                             images=True, cells=CLOUD_CELL_FIELDS)
+        spec = data_spec(ds)
+    builder = BatchBuilder(norm, ("images", "cloud", "scalars"), fields=("label", "p_em"), knn_k=4)
+    return builder(block), spec
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -25,15 +35,13 @@ def test_forward_backward(name, batch_and_spec):
     torch.manual_seed(0)
     model = build_model(name, spec)
     out = model(batch)
-    assert out.shape == (6,)
-    assert torch.isfinite(out).all()
-    p = model.predict_proba(batch)
-    assert ((p >= 0) & (p <= 1)).all()
+    assert set(out) == {"logit"} and out["logit"].shape == (6,)
+    assert torch.isfinite(out["logit"]).all()
     if not model.trainable:
         assert name == "pem" and not list(model.parameters())
-        torch.testing.assert_close(p, batch.p_em, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(torch.sigmoid(out["logit"]), batch.clusters["p_em"], atol=1e-5, rtol=1e-5)
         return
-    loss = torch.nn.functional.binary_cross_entropy_with_logits(out, batch.label)
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(out["logit"], batch.clusters["label"])
     loss.backward()
     grads = [q.grad for q in model.parameters() if q.requires_grad]
     assert all(g is not None for g in grads)
@@ -42,87 +50,81 @@ def test_forward_backward(name, batch_and_spec):
     clone = model_class(name).from_config(model.config())
     clone.load_state_dict(model.state_dict())
     model.eval(), clone.eval()
-    torch.testing.assert_close(clone(batch), model(batch))
+    torch.testing.assert_close(clone(batch)["logit"], model(batch)["logit"])
 
 
-@pytest.mark.parametrize("name", ["dnn", "cnn", "densenet", "gnn", "pfn"])
-def test_regress_head_reuses_the_body(name, batch_and_spec):
+@pytest.mark.parametrize("name", ["dnn", "cnn", "gnn", "pfn"])
+def test_the_scalar_branch_reads_energy_and_eta(name, batch_and_spec):
     batch, spec = batch_and_spec
-    model = build_model(name, spec, task="regress")
-    out = model(batch)
-    assert out.shape == (6,)
-    if name == "densenet":
-        assert out.abs().max() <= 5
+    torch.manual_seed(1)
+    with_branch = build_model(name, spec, heads={"value": {"kind": "linear"}}, scalars=True).eval()
+    without = build_model(name, spec, heads={"value": {"kind": "linear"}}).eval()
+    assert "scalars" in with_branch.inputs and "scalars" not in without.inputs
+    changed = type(batch)(rows=batch.rows, clusters=batch.clusters, images=batch.images,
+                          cloud=batch.cloud, scalars=batch.scalars + 3.0)
+    # the same cells, other cluster scalars: only the model with the branch sees a difference
+    assert not torch.allclose(with_branch(batch)["value"], with_branch(changed)["value"])
+    torch.testing.assert_close(without(batch)["value"], without(changed)["value"])
 
 
-def test_model_declares_inputs():
-    assert model_class("cnn").inputs == ("images",)
-    assert model_class("gnn").inputs == ("cloud",)
-    assert model_class("pem").inputs == ()
-
-
-def test_unknown_names_list_the_choices():
-    with pytest.raises(ConfigError, match="unknown model 'resnet'.*cnn.*densenet.*dnn.*gnn.*pem.*pfn"):
-        model_class("resnet")
-    spec = DataSpec({"EMB1": (128, 4)}, 13, 2)
-    with pytest.raises(ConfigError, match="hyper-parameter.*'widht'"):
-        build_model("pfn", spec, widht=3)
-    with pytest.raises(ConfigError, match="task 'calibrate'"):
-        build_model("pfn", spec, task="calibrate")
-
-
-def test_gnn_edgeconv_variant(batch_and_spec):
-    batch, spec = batch_and_spec
-    assert model_class("gnn").defaults["conv"] == "graph"
-    out = build_model("gnn", spec, conv="edge")(batch)
-    assert out.shape == (6,)
-    with pytest.raises(ConfigError, match="unknown conv 'gat'"):
-        build_model("gnn", spec, conv="gat")
-
-
-def _subset(batch, rows):
-    """The same clusters as a batch of their own (image models only)."""
-    from pionml.data.dataset import ClusterBatch
-
-    idx = torch.as_tensor(rows)
-    return ClusterBatch(label=batch.label[idx], p_em=batch.p_em[idx], rows=batch.rows[idx],
-                        images={k: v[idx] for k, v in batch.images.items()})
-
-
-def test_densenet_output_does_not_depend_on_the_batch(batch_and_spec):
-    """The DenseNet bug (validation loss jumping between epochs): with BatchNorm a cluster's
-    output depended on the other clusters of its batch. With GroupNorm (the default) a cluster
-    scores the same alone or in a batch, in train mode (dropout off) and eval mode alike."""
-    batch, spec = batch_and_spec
+def test_heads_keep_their_ranges():
+    h = torch.randn(64, 8) * 100
     torch.manual_seed(0)
-    model = build_model("densenet", spec, dropout=0.0)
-    assert model.hyper["norm"] == "group"
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
-    for train_mode in (True, False):
-        model.train(train_mode)
-        with torch.no_grad():
-            full = model(batch)
-            torch.testing.assert_close(model(_subset(batch, [0, 1, 2])), full[:3])
-            torch.testing.assert_close(model(_subset(batch, [4])), full[4:5])
-    # the old BatchNorm variant in train mode: the same cluster scores differently with others
-    torch.manual_seed(0)
-    bn = build_model("densenet", spec, dropout=0.0, norm="batch").train()
+    tanh = make_head("value", {"kind": "scaled_tanh", "scale": 5.0}, 8)(h)
+    assert tanh.shape == (64,) and tanh.abs().max() <= 5.0 and tanh.abs().max() > 4.0
+    mix = make_head("mix", {"kind": "gaussian_mixture", "k": 3}, 8)(h)
+    assert mix.shape == (64, 3, 3)
+    torch.testing.assert_close(mix[..., 0].sum(-1), torch.ones(64))  # weights sum to one
+    assert (mix[..., 2] > 0).all()  # widths positive
+    assert make_head("v", {"kind": "linear", "n": 4}, 8)(h).shape == (64, 4)
+    with pytest.raises(ConfigError, match="unknown kind"):
+        make_head("v", {"kind": "softmax"}, 8)
+    with pytest.raises(ConfigError, match="unknown option"):
+        make_head("v", {"kind": "linear", "scale": 2}, 8)
+
+
+def test_densenet_regression_value_is_bounded(batch_and_spec):
+    batch, spec = batch_and_spec
+    model = build_model("densenet", spec, heads={"value": {"kind": "linear"}})
     with torch.no_grad():
-        assert not torch.allclose(bn(_subset(batch, [0, 1, 2])), bn(batch)[:3])
-    with pytest.raises(ConfigError, match="unknown norm 'layer'"):
-        build_model("densenet", spec, norm="layer")
+        for p in model.heads["value"].parameters():
+            p.fill_(50.0)  # drive the pre-activation far out
+        assert model(batch)["value"].abs().max() <= 5.0 + 1e-6
 
 
-def test_train_defaults_and_overrides():
-    from pionml.train.trainer import MODEL_TRAIN_KEYS, TrainConfig, default_config
+def test_registry_takes_a_new_family_and_lists_choices(batch_and_spec):
+    batch, spec = batch_and_spec
 
-    for name, cls in MODELS.items():
-        assert set(cls.train_defaults) <= set(MODEL_TRAIN_KEYS), name
-    cfg = default_config("densenet")
-    assert (cfg.epochs, cfg.patience) == (model_class("densenet").train_defaults["epochs"],
-                                          model_class("densenet").train_defaults["patience"])
-    cfg = default_config("cnn", epochs=2, lr=None, seed=7)  # None = not given on the command line
-    assert cfg.epochs == 2 and cfg.seed == 7 and cfg.lr == model_class("cnn").train_defaults["lr"]
-    assert default_config("pem") == TrainConfig()
-    with pytest.raises(ConfigError, match="unknown training option.*'epoch'"):
-        default_config("cnn", epoch=3)
+    @register
+    class Tiny(ClusterModel):
+        name = "tiny_test_model"
+        inputs = ("images",)
+        defaults = {"width": 4}
+
+        def build_body(self, spec, width):
+            self.net = mlp((sum(h * w for h, w in spec.image_shapes.values()), width))
+            return width
+
+        def body_forward(self, batch):
+            return self.net(torch.cat([batch.images[k].flatten(1) for k in self.spec.image_shapes], 1))
+
+    try:
+        assert model_class("tiny_test_model") is Tiny
+        assert build_model("tiny_test_model", spec, width=3)(batch)["logit"].shape == (6,)
+        with pytest.raises(ConfigError, match="unknown hyper-parameter.*depth.*accepted: \\['width'\\]"):
+            build_model("tiny_test_model", spec, depth=2)
+        for bad in ({"width": 0}, {"width": 2.5}, {"width": "4"}):
+            with pytest.raises(ConfigError, match="hyper-parameter width=.*whole number"):
+                build_model("tiny_test_model", spec, **bad)
+        with pytest.raises(ConfigError, match="dropout=1.5 must be in"):
+            build_model("cnn", spec, dropout=1.5)
+        with pytest.raises(ConfigError, match="channels=.*list of whole numbers"):
+            build_model("cnn", spec, channels=[16, -2])
+        with pytest.raises(ConfigError, match="registered twice"):
+            register(Tiny)
+    finally:
+        MODELS.pop("tiny_test_model")
+    with pytest.raises(ConfigError, match="unknown model 'resnet'.*cnn.*densenet.*gnn"):
+        model_class("resnet")
+    with pytest.raises(ConfigError, match="classifier baseline"):
+        build_model("pem", DataSpec(), heads={"value": {"kind": "linear"}})

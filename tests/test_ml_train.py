@@ -2,22 +2,23 @@
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 
+import h5py
 import numpy as np
 import pytest
 import torch
 
-from pionml.data.dataset import ClusterDataset
-from pionml.testing.fake_dataset import make_fake_dataset
-from pionml.data.hdf5 import read_split
-from pionml.errors import CheckpointError
+from pionml.errors import CheckpointError, ConfigError
 from pionml.evaluate.report import evaluate
-from pionml.train.run import load_run
-from pionml.train.trainer import TrainConfig, predict, train_run
+from pionml.io.hdf5 import DatasetFile
+from pionml.runs import Run
+from pionml.testing.fake_dataset import make_fake_dataset
+from pionml.train.trainer import Hook, TrainConfig, TrainingError, pick_device, train_run
 
-CFG = TrainConfig(epochs=1, batch_size=64, seed=1, num_workers=0)
+CFG = TrainConfig(epochs=1, batch_size=64, seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -30,19 +31,17 @@ def pfn_run(tmp_path_factory, data):
     return train_run(data, "pfn", tmp_path_factory.mktemp("runs") / "pfn", config=CFG, progress=False)
 
 
-def _test_scores(run_dir, data):
-    run = load_run(run_dir)
-    split = read_split(data, "test")
-    ds = ClusterDataset(split, run.normalisation, inputs=run.model.inputs,
-                        knn_k=run.model.hyper.get("knn_k", 0))
-    return predict(run.model, ds)
+def _test_label_pem(data):
+    with DatasetFile(data) as ds:
+        cl = ds.read_rows(ds.split_rows("test"), clusters=("label", "p_em")).clusters
+    return cl["label"], cl["p_em"]
 
 
 def test_end_to_end_train_and_evaluate(tmp_path, data):
-    cfg = TrainConfig(epochs=3, batch_size=32, seed=1, num_workers=0)
+    cfg = TrainConfig(epochs=3, batch_size=32, seed=1)
     run_dir = train_run(data, "cnn", tmp_path / "cnn", config=cfg, progress=False)
-    for f in ("weights.pt", "checkpoint.pt", "model.json", "normalisation.json", "card.json",
-              "training_curve.png"):
+    for f in ("weights.pt", "checkpoint.pt", "model.json", "task.json", "data.json",
+              "normalisation.json", "card.json", "training_curve.png"):
         assert (run_dir / f).is_file(), f
     (m,) = evaluate([run_dir], plots=False)  # the plots: test_pionml_evaluate_command
     ev = run_dir / "eval"
@@ -57,76 +56,169 @@ def test_end_to_end_train_and_evaluate(tmp_path, data):
     with open(ev / "predictions.csv") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["event", "cluster_index", "label", "E_em", "eta", "E_true", "score"]
-    assert len(rows) == metrics["n_clusters"] == len(read_split(data, "test"))
+    label, _ = _test_label_pem(data)
+    assert len(rows) == metrics["n_clusters"] == len(label)
     card = json.loads((run_dir / "card.json").read_text())
     assert card["test_metrics"]["auc"] == pytest.approx(metrics["auc"])
     assert len(card["data"]["sha256"]) == 64 and card["seed"] == 1
-    assert card["history"]["epoch"] == [1, 2, 3]
+    assert card["history"]["epoch"] == [1, 2, 3] and card["data"]["source"] == "memory"
 
 
-def test_run_folder_round_trip(pfn_run, data):
-    a = _test_scores(pfn_run, data)
-    b = _test_scores(pfn_run, data)
-    np.testing.assert_array_equal(a, b)
-    # the same numbers as the predictions written by evaluate
+def test_run_predict_is_physical_and_matches_the_report(pfn_run, data):
+    run = Run.load(pfn_run)
+    a = run.predict(data, split="test")
+    b = Run.load(pfn_run).predict(split="test")  # the card's dataset
+    np.testing.assert_array_equal(a["score"], b["score"])
+    assert np.all((a["score"] >= 0) & (a["score"] <= 1))  # P(pi0), not a logit
+    with DatasetFile(data) as ds:
+        np.testing.assert_array_equal(a["rows"], ds.split_rows("test"))
+        np.testing.assert_array_equal(a["event"], ds.read_rows(a["rows"], clusters=("event",)).clusters["event"])
+    # a streamed prediction gives the same numbers
+    run.data_config.source = "stream"
+    run.data_config.block_rows = 7
+    c = run.predict(data, split="test")
+    np.testing.assert_allclose(c["score"], a["score"], rtol=1e-6)
     evaluate([pfn_run], plots=False)
     with open(pfn_run / "eval" / "predictions.csv") as f:
         written = np.array([float(r["score"]) for r in csv.DictReader(f)])
-    np.testing.assert_allclose(written, a, rtol=1e-5)
+    np.testing.assert_allclose(written, a["score"], rtol=1e-5)
 
 
 def test_pem_run_needs_no_training(tmp_path, data):
     run_dir = train_run(data, "pem", tmp_path / "pem", config=CFG, progress=False)
     assert not (run_dir / "weights.pt").exists()
-    scores = _test_scores(run_dir, data)
-    np.testing.assert_allclose(scores, read_split(data, "test").clusters["p_em"], atol=1e-5)
+    scores = Run.load(run_dir).predict(data)["score"]
+    _, p_em = _test_label_pem(data)
+    np.testing.assert_allclose(scores, p_em, atol=1e-5)
     (m,) = evaluate([run_dir], plots=False)
     assert m["rejection_ratio_at_eff90"] == pytest.approx(1.0)
 
 
 def test_several_runs_on_one_plot(tmp_path, pfn_run, data):
     pem = train_run(data, "pem", tmp_path / "pem", config=CFG, progress=False)
-    evaluate([pfn_run, pem], out=tmp_path / "cmp", plots=False)
+    evaluate([pfn_run, pem], out=tmp_path / "cmp")
     assert (tmp_path / "cmp" / "rejection_vs_efficiency.png").is_file()
     assert len(json.loads((tmp_path / "cmp" / "summary.json").read_text())) == 2
 
 
-def test_corrupt_and_mismatched_checkpoints(tmp_path, pfn_run):
-    import shutil
-
+def test_corrupt_and_mismatched_checkpoints(tmp_path, pfn_run, data):
     bad = tmp_path / "bad"
     shutil.copytree(pfn_run, bad)
     (bad / "weights.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="weights.pt"):
-        load_run(bad)
+        Run.load(bad)
     # weights of another architecture
     state = torch.load(pfn_run / "weights.pt", weights_only=True)
     state.pop(next(iter(state)))
     state["extra.weight"] = torch.zeros(3)
     torch.save(state, bad / "weights.pt")
     with pytest.raises(CheckpointError, match="weights.pt.*does not match model 'pfn'"):
-        load_run(bad)
-    # a pickled object is refused, not executed
+        Run.load(bad)
+    # a pickled object is refused, not executed, and the error does not advise unpickling
     torch.save({"x": object()}, bad / "weights.pt")
-    with pytest.raises(CheckpointError, match="cannot be read safely"):
-        load_run(bad)
-    (bad / "model.json").write_text(json.dumps({"model": "nope", "task": "classify", "hyper": {}, "spec": {}}))
+    with pytest.raises(CheckpointError, match="cannot be read safely") as err:
+        Run.load(bad)
+    assert "weights_only=False" not in str(err.value)
+    shutil.copy(pfn_run / "weights.pt", bad / "weights.pt")
+    (bad / "task.json").write_text(json.dumps({"task": "nope"}))
+    with pytest.raises(CheckpointError, match="unknown task 'nope'"):
+        Run.load(bad)
+    (bad / "model.json").write_text(json.dumps({"model": "nope", "hyper": {}, "heads": {}, "spec": {}}))
     with pytest.raises(CheckpointError, match="model.json.*unknown model 'nope'"):
-        load_run(bad)
+        Run.load(bad)
     (bad / "model.json").unlink()
     with pytest.raises(CheckpointError, match="missing file 'model.json'"):
-        load_run(bad)
+        Run.load(bad)
 
 
-def test_resume_continues_and_refuses_another_config(tmp_path, data):
-    out = tmp_path / "r"
-    train_run(data, "dnn", out, config=CFG, progress=False)
-    cfg2 = TrainConfig(epochs=2, batch_size=64, seed=1, num_workers=0, patience=10)
-    train_run(data, "dnn", out, config=cfg2, progress=False, resume=True)
-    card = json.loads((out / "card.json").read_text())
-    assert card["history"]["epoch"] == [1, 2]
+def test_data_must_match_the_model(tmp_path, data):
+    run_dir = train_run(data, "dnn", tmp_path / "dnn", config=CFG, progress=False)
+    other = tmp_path / "small.h5"
+    with h5py.File(data) as src, h5py.File(other, "w") as dst:
+        for g in ("clusters", "cells"):
+            src.copy(g, dst)
+        for k, v in src["images"].items():
+            dst[f"images/{k}"] = v[:, : v.shape[1] // 2] if k == "EMB2" else v[...]
+        for k, v in src.attrs.items():
+            dst.attrs[k] = v
+    with pytest.raises(ConfigError, match="image shapes.*EMB2.*8, 16"):
+        Run.load(run_dir).predict(other)
+
+
+def test_resume_reproduces_an_uninterrupted_run(tmp_path, data):
+    cfg3 = TrainConfig(epochs=3, batch_size=32, seed=4, patience=10)
+    whole = train_run(data, "dnn", tmp_path / "whole", config=cfg3, progress=False)
+    cfg1 = TrainConfig(epochs=1, batch_size=32, seed=4, patience=10)
+    part = train_run(data, "dnn", tmp_path / "part", config=cfg1, progress=False)
+    train_run(data, "dnn", part, config=cfg3, progress=False, resume=True)
+    a, b = (json.loads((d / "card.json").read_text())["history"] for d in (whole, part))
+    assert b["epoch"] == [1, 2, 3]
+    # dropout RNG and shuffling restored: the same losses and weights as without the break
+    np.testing.assert_allclose(b["train_loss"], a["train_loss"], rtol=1e-6)
+    wa, wb = (torch.load(d / "weights.pt", weights_only=True) for d in (whole, part))
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k])
     with pytest.raises(CheckpointError, match="another model config"):
-        train_run(data, "dnn", out, config=cfg2, hyper={"merged": 32}, progress=False, resume=True)
+        train_run(data, "dnn", part, config=cfg3, hyper={"merged": 32}, progress=False, resume=True)
+    other = make_fake_dataset(tmp_path / "other.h5", n_clusters=300, seed=99)
+    with pytest.raises(CheckpointError, match="made on other data"):
+        train_run(other, "dnn", part, config=cfg3, progress=False, resume=True)
+
+
+def test_run_folders_are_never_silently_reused(tmp_path, data):
+    out = train_run(data, "pem", tmp_path / "r", config=CFG, progress=False)
+    with pytest.raises(ConfigError, match="exists and is not empty"):
+        train_run(data, "pem", out, config=CFG, progress=False)
+    with pytest.raises(ConfigError, match="no checkpoint.pt to resume"):
+        train_run(data, "dnn", tmp_path / "new", config=CFG, progress=False, resume=True)
+
+
+def test_non_finite_loss_stops_training(tmp_path, data):
+    bad = tmp_path / "nan.h5"
+    shutil.copy(data, bad)
+    with h5py.File(bad, "a") as f:
+        split = f["clusters/split"][...]
+        img = f["images/EMB2"][...]
+        img[np.flatnonzero(split == 0)[:3], 8, 8] = np.nan
+        f["images/EMB2"][...] = img
+    with pytest.raises(TrainingError, match="loss became nan at epoch 1"):
+        train_run(bad, "dnn", tmp_path / "run", config=CFG, progress=False)
+
+
+def test_hooks_see_every_epoch_and_the_scheduler_lowers_the_rate(tmp_path, data):
+    class Record(Hook):
+        def __init__(self):
+            self.events = []
+
+        def on_fit_start(self, trainer):
+            self.events.append("start")
+
+        def on_epoch_end(self, trainer, logs):
+            self.events.append(logs["epoch"])
+
+        def on_fit_end(self, trainer):
+            self.events.append("end")
+
+    rec = Record()
+    cfg = TrainConfig(epochs=3, batch_size=64, seed=1, patience=10, scheduler="cosine", lr=1e-3)
+    run = train_run(data, "pfn", tmp_path / "r", config=cfg, progress=False, hooks=[rec])
+    assert rec.events == ["start", 1, 2, 3, "end"]
+    lr = json.loads((run / "card.json").read_text())["history"]["lr"]
+    assert lr[0] == pytest.approx(1e-3) and lr[0] > lr[1] > lr[2]
+
+
+def test_training_options_are_checked():
+    with pytest.raises(ConfigError, match="epochs must be >= 1"):
+        TrainConfig(epochs=0)
+    with pytest.raises(ConfigError, match="learning rate"):
+        TrainConfig(lr=-1)
+    with pytest.raises(ConfigError, match="unknown scheduler"):
+        TrainConfig(scheduler="step")
+    with pytest.raises(ConfigError, match="unknown device 'tpu9'"):
+        pick_device("tpu9")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA"):
+            pick_device("cuda")
 
 
 def test_cli_help_does_not_import_torch():
@@ -140,9 +232,10 @@ def test_cli_train_command(tmp_path, data):
     from pionml.train.cli import main
 
     rc = main(["--model", "pfn", "--data", str(data), "--epochs", "1", "--batch-size", "64",
-               "--out", str(tmp_path / "cli"), "--no-progress", "--workers", "0", "--no-eval"])
+               "--out", str(tmp_path / "cli"), "--no-progress", "--workers", "0", "--no-eval",
+               "--source", "stream"])
     assert rc == 0
-    assert (tmp_path / "cli" / "card.json").is_file()
+    assert json.loads((tmp_path / "cli" / "card.json").read_text())["data"]["source"] == "stream"
     assert main(["--model", "resnet", "--data", str(data), "--out", str(tmp_path / "x")]) == 1
 
 
@@ -161,5 +254,5 @@ def test_pionml_help_imports_nothing_heavy():
             "heavy = [m for m in ('torch', 'numba', 'uproot', 'awkward', 'h5py', 'matplotlib') "
             "if m in sys.modules]; assert not heavy, heavy; "
             "names = set(p._subparsers._group_actions[0].choices); "
-            "assert {'build', 'train', 'simulate', 'geometry'} <= names, names")
+            "assert {'build', 'train', 'simulate', 'geometry', 'evaluate'} <= names, names")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -27,3 +27,22 @@ def test_ratio_panel_linear_then_log():
     assert ax.get_yscale() == "log"
     np.testing.assert_allclose(ax.get_ylim(), (0.5, 50.0))
     plt.close(fig)
+
+
+def test_streamed_pixel_statistics_equal_numpy():
+    import numpy as np
+
+    from pionml.evaluate.images import PixelStats
+
+    rng = np.random.default_rng(0)
+    x = rng.random((301, 4, 2))
+    x[:, 0, 0] = 0.5  # a pixel that never varies: correlation 0, not NaN
+    y = 2 * x[:, 1, 1] + rng.normal(0, 0.1, 301)
+    st = PixelStats()
+    for part in np.array_split(np.arange(301), [5, 100, 101]):
+        st.update({"L": x[part]}, y[part])
+    np.testing.assert_allclose(st.mean("L"), x.reshape(301, -1).mean(axis=0))
+    r = st.correlation("L")
+    expect = [np.corrcoef(x.reshape(301, -1)[:, j], y)[0, 1] for j in range(1, 8)]
+    np.testing.assert_allclose(r[1:], expect, rtol=1e-8)
+    assert r[0] == 0.0 and r[3] > 0.95  # pixel (1, 1) drives y

@@ -1,15 +1,15 @@
-"""Torch datasets and loaders over the HDF5 dataset contract (design.md sections 6 and 10).
+"""Data for the models (design.md sections 5, 6, 10): normalisation, batches and sources.
 
-- :mod:`pionml.data.hdf5`: read one split of a dataset file into memory (:class:`ClusterSplit`).
-- :mod:`pionml.data.normalise`: normalisation objects fitted on the training split, JSON, invertible.
-- :mod:`pionml.data.dataset`: :class:`ClusterDataset` building whole batches (images, point
-  clouds as torch_geometric ``Batch`` with kNN edges, cluster scalars) and :func:`make_loader`.
-- :mod:`pionml.testing.fake_dataset`: a tiny valid dataset file with a learnable pi0 / pi+- difference.
+- :mod:`pionml.data.normalise`: normalisation fitted on the training split (streamed), JSON,
+  invertible; the point-cloud and scalar features.
+- :mod:`pionml.data.batch`: :class:`ClusterBatch` and the :class:`BatchBuilder` that makes one
+  from raw rows (images normalised, kNN edges per batch).
+- :mod:`pionml.data.sources`: the in-memory and streaming sources, chosen by a memory budget.
 
-Only :mod:`hdf5`, :mod:`normalise` and :mod:`fake` are importable without torch.
+The one reader of the file format is :class:`pionml.io.hdf5.DatasetFile`. Only
+:mod:`normalise` is importable without torch.
 """
 
-from pionml.data.hdf5 import IMAGE_NAMES, SPLITS, ClusterSplit, read_split
 from pionml.data.normalise import Normalisation, Standardiser
 
-__all__ = ["IMAGE_NAMES", "SPLITS", "ClusterSplit", "read_split", "Normalisation", "Standardiser"]
+__all__ = ["Normalisation", "Standardiser"]

@@ -1,4 +1,5 @@
-"""Normalisation fitted on the training split only, saved as JSON, invertible.
+"""Normalisation fitted on the training split only (streamed, never loaded whole), saved as
+JSON, invertible, applied per batch.
 
 Images: a loader option (design.md section 5): ``fraction`` of the cluster EM-scale energy
 (classifiers, seed 002 section 4.2: "cell information normalized to the total cluster
@@ -17,6 +18,7 @@ import numpy as np
 
 from pionml.errors import CheckpointError, ConfigError
 from pionml.geometry import wrap_phi
+from pionml.io.hdf5 import CLOUD_CELL_FIELDS
 
 IMAGE_MODES = ("fraction", "log", "none")
 #: Continuous per-cell features, before standardisation (design.md section 6).
@@ -33,15 +35,15 @@ def n_layers() -> int:
     return len(LAYERS)
 
 
-def raw_cloud_features(split) -> np.ndarray:
+def raw_cloud_features(block) -> np.ndarray:
     """(n_cells, 7) float32: E / E_em(cluster), log(E / GeV) (floored at 1 MeV, so that noise
     cells with E <= 0 stay finite), eta and phi relative to the cluster centroid (phi wrapped),
     rperp (mm), cell size in eta and phi (design.md section 6: "energy, (eta, phi) relative to
     the centroid, radius, cell size"). The absolute cell energy carries the cluster energy
     scale, which the fraction alone loses (P_EM uses the cluster energy too, seed 002 4.1)."""
-    counts = np.diff(split.cell_offsets)
+    counts = np.diff(block.cell_offsets)
     owner = np.repeat(np.arange(len(counts)), counts)
-    c, cl = split.cells, split.clusters
+    c, cl = block.cells, block.clusters
     e_clus = np.maximum(cl["E_em"].astype(np.float64), 1e-6)[owner]
     return np.stack([
         c["E"] / e_clus,
@@ -54,10 +56,40 @@ def raw_cloud_features(split) -> np.ndarray:
     ], axis=1).astype(np.float32)
 
 
-def raw_scalars(split) -> np.ndarray:
+def raw_scalars(block) -> np.ndarray:
     """(n, 2) float32: log(E_em / GeV) and eta of the cluster."""
-    e = np.maximum(split.clusters["E_em"].astype(np.float64), LOG_FLOOR_GEV)
-    return np.stack([np.log(e), split.clusters["eta"]], axis=1).astype(np.float32)
+    e = np.maximum(block.clusters["E_em"].astype(np.float64), LOG_FLOOR_GEV)
+    return np.stack([np.log(e), block.clusters["eta"]], axis=1).astype(np.float32)
+
+
+#: Cluster fields that :func:`raw_cloud_features` and :func:`raw_scalars` read.
+FEATURE_CLUSTER_FIELDS = ("E_em", "eta", "phi")
+
+
+class RunningMoments:
+    """Mean and variance per column accumulated block by block (Chan et al.'s pairwise update,
+    in float64), so that a training split of any size is fitted in bounded memory."""
+
+    def __init__(self, width: int):
+        self.n = 0
+        self.mean = np.zeros(width)
+        self.m2 = np.zeros(width)
+
+    def update(self, x: np.ndarray) -> None:
+        x = np.asarray(x, dtype=np.float64)
+        if len(x) == 0:
+            return
+        n_b, mean_b = len(x), x.mean(axis=0)
+        m2_b = ((x - mean_b) ** 2).sum(axis=0)
+        n = self.n + n_b
+        delta = mean_b - self.mean
+        self.mean = self.mean + delta * n_b / n
+        self.m2 = self.m2 + m2_b + delta ** 2 * self.n * n_b / n
+        self.n = n
+
+    def standardiser(self) -> "Standardiser":
+        std = np.sqrt(self.m2 / max(self.n, 1))
+        return Standardiser(mean=self.mean.copy(), std=np.where(std > 0, std, 1.0))
 
 
 @dataclass
@@ -113,11 +145,36 @@ class Normalisation:
                               f"(choices: {', '.join(IMAGE_MODES)})")
 
     @classmethod
-    def fit(cls, train_split, image_mode: str = "fraction") -> "Normalisation":
-        """Fit on the training split only."""
-        cloud = raw_cloud_features(train_split) if train_split.cells else np.zeros((1, len(CLOUD_FEATURES)))
-        return cls(image_mode=image_mode, cloud=Standardiser.fit(cloud),
-                   scalars=Standardiser.fit(raw_scalars(train_split)))
+    def fit(cls, dataset, rows, inputs=("images", "cloud", "scalars"), image_mode: str = "fraction",
+            span_rows: int = 32768, progress: bool = False) -> "Normalisation":
+        """Fit on ``rows`` (the training rows) of ``dataset`` (a
+        :class:`~pionml.io.hdf5.DatasetFile`), read in spans of at most ``span_rows`` file rows:
+        memory stays bounded whatever the size of the split. Only the standardisers that
+        ``inputs`` need are fitted (the others stay the identity)."""
+        from pionml.progress import progress_bar
+
+        rows = np.asarray(rows, dtype=np.int64)
+        cloud = RunningMoments(len(CLOUD_FEATURES))
+        scalars = RunningMoments(len(SCALAR_FEATURES))
+        need_cloud, need_scalars = "cloud" in inputs, "scalars" in inputs
+        if need_cloud or need_scalars:
+            cells = CLOUD_CELL_FIELDS if need_cloud else ()
+            starts = np.searchsorted(rows, np.arange(0, dataset.n + span_rows, span_rows))
+            bar = progress_bar(total=len(rows), desc="fit normalisation", progress=progress,
+                               leave=False, unit=" clusters")
+            for i0, i1 in zip(starts[:-1], starts[1:]):
+                if i1 <= i0:
+                    continue
+                keep = rows[i0:i1]
+                block = dataset.read_span(int(keep[0]), int(keep[-1]) + 1, keep=keep,
+                                          clusters=FEATURE_CLUSTER_FIELDS, cells=cells)
+                if need_cloud:
+                    cloud.update(raw_cloud_features(block))
+                if need_scalars:
+                    scalars.update(raw_scalars(block))
+                bar.update(len(keep))
+            bar.close()
+        return cls(image_mode=image_mode, cloud=cloud.standardiser(), scalars=scalars.standardiser())
 
     # images -------------------------------------------------------------------------------
     def images(self, image: np.ndarray, e_em: np.ndarray) -> np.ndarray:

@@ -94,16 +94,3 @@ def plot_layer_image(ax, image: np.ndarray, title: str = "", extent=None, cmap="
     if colorbar:
         artists.append(ax.figure.colorbar(im, ax=ax))
     return artists
-
-
-def pixel_correlation(images: np.ndarray, output: np.ndarray) -> np.ndarray:
-    """Pearson correlation of every pixel with the output over a sample: (n, h, w), (n,) ->
-    (h, w); pixels that never vary give 0 (seed 002 Figs. 10-11)."""
-    x = images.reshape(len(images), -1).astype(np.float64)
-    y = np.asarray(output, dtype=np.float64)
-    x = x - x.mean(axis=0)
-    y = y - y.mean()
-    den = np.sqrt((x ** 2).sum(axis=0) * (y ** 2).sum())
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = np.where(den > 0, (x * y[:, None]).sum(axis=0) / den, 0.0)
-    return r.reshape(images.shape[1:])

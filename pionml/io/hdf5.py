@@ -1,4 +1,4 @@
-"""HDF5 dataset files (design.md section 10): an incremental writer and a small reader.
+"""HDF5 dataset files (design.md section 10): an incremental writer and the one reader.
 
 Layout: ``/images/<layer>`` float32 (N, eta, phi); ``/clusters/<field>`` (N,);
 ``/cells/offsets`` int64 (N+1) and ``/cells/<field>`` flat per-cell arrays. Root attributes, in
@@ -12,6 +12,7 @@ with an identical sha256.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -20,6 +21,7 @@ import h5py
 import numpy as np
 
 from pionml.errors import SchemaError, where
+from pionml.geometry import IMAGE_NAMES
 
 logger = logging.getLogger(__name__)
 
@@ -164,33 +166,128 @@ class DatasetWriter:
         return False
 
 
-class HDF5Dataset:
-    """Read access to a built dataset (design.md section 10).
+@dataclasses.dataclass
+class ClusterBlock:
+    """Rows of a dataset in memory (numpy): a whole split, a contiguous span, or a batch.
 
-    >>> with HDF5Dataset("datasets/default.h5") as ds:
+    ``rows`` (n,) int64: the rows' indices in the file; ``clusters``: field -> (n,) array;
+    ``images``: layer -> (n, eta, phi) float32 GeV; ``cell_offsets`` (n+1,) int64 and ``cells``:
+    field -> flat array, the point cloud of row i being ``cells[f][cell_offsets[i]:cell_offsets[i+1]]``.
+    Groups that were not read are empty dicts (``cell_offsets`` is then all zeros).
+    """
+
+    rows: np.ndarray
+    clusters: dict
+    images: dict
+    cell_offsets: np.ndarray
+    cells: dict
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def image_shapes(self) -> dict[str, tuple[int, int]]:
+        return {k: tuple(v.shape[1:]) for k, v in self.images.items()}
+
+    @property
+    def nbytes(self) -> int:
+        arrays = [self.rows, self.cell_offsets, *self.clusters.values(), *self.images.values(),
+                  *self.cells.values()]
+        return int(sum(a.nbytes for a in arrays))
+
+    def take(self, index) -> "ClusterBlock":
+        """The rows at positions ``index`` (into this block) as a new block, cells re-packed."""
+        index = np.asarray(index, dtype=np.int64)
+        pos, offsets = gather_csr(self.cell_offsets, index)
+        return ClusterBlock(rows=self.rows[index],
+                            clusters={k: v[index] for k, v in self.clusters.items()},
+                            images={k: v[index] for k, v in self.images.items()},
+                            cell_offsets=offsets, cells={k: v[pos] for k, v in self.cells.items()})
+
+    @staticmethod
+    def concat(blocks: list) -> "ClusterBlock":
+        """Blocks one after the other (the same fields in each)."""
+        if len(blocks) == 1:
+            return blocks[0]
+        first = blocks[0]
+        counts = np.concatenate([np.diff(b.cell_offsets) for b in blocks])
+        offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        return ClusterBlock(
+            rows=np.concatenate([b.rows for b in blocks]),
+            clusters={k: np.concatenate([b.clusters[k] for b in blocks]) for k in first.clusters},
+            images={k: np.concatenate([b.images[k] for b in blocks]) for k in first.images},
+            cell_offsets=offsets,
+            cells={k: np.concatenate([b.cells[k] for b in blocks]) for k in first.cells})
+
+
+#: Cluster fields every learning task reads (design.md section 10).
+REQUIRED_CLUSTER_FIELDS = ("event", "cluster_index", "label", "E_em", "eta", "phi", "E_true",
+                           "p_em", "split")
+#: Cell fields the point clouds are made of (design.md section 6).
+CLOUD_CELL_FIELDS = ("E", "eta", "phi", "rperp", "layer", "deta", "dphi")
+
+
+class DatasetFile:
+    """The one reader of a built dataset (design.md section 10): metadata, the split table, and
+    rows read as :class:`ClusterBlock` (whole, by span, or by index), never more than asked for.
+
+    >>> with DatasetFile("datasets/default.h5") as ds:
     ...     rows = ds.split_rows("train")
-    ...     clusters = ds.read_clusters(["E_em", "label"], rows)
-    ...     images = ds.read_images(rows=rows)
-    ...     offsets, cells = ds.read_cells(rows[:10])
+    ...     block = ds.read_rows(rows[:100], clusters=["E_em", "label"], images=True, cells=None)
+
+    The schema is checked on opening (groups, ``schema_version``, the length of every
+    per-cluster array, ``/cells/offsets`` non-decreasing and matching the cell arrays); a
+    missing field is named when it is asked for.
     """
 
     def __init__(self, path):
         self.path = Path(path)
+        if not self.path.exists():
+            raise SchemaError(f"dataset file '{self.path}' does not exist")
+        if self.path.is_dir():
+            raise SchemaError(f"dataset '{self.path}' is a directory, not an HDF5 file")
         try:
             self._file = h5py.File(self.path, "r")
         except OSError as exc:
             raise SchemaError(f"cannot open HDF5 dataset: {where(file=self.path)}: {exc}") from exc
+        try:
+            self._check()
+        except BaseException:
+            self._file.close()
+            raise
+
+    def _check(self) -> None:
+        f = self._file
         for g in GROUPS:
-            if g not in self._file:
+            if g not in f:
                 raise SchemaError(f"not a pionml dataset: group '/{g}' missing, "
                                   f"{where(file=self.path)}")
-        version = int(self._file.attrs.get("schema_version", -1))
+        try:
+            version = int(f.attrs.get("schema_version", -1))
+        except (TypeError, ValueError):
+            raise SchemaError(f"{where(file=self.path)}: schema_version "
+                              f"{f.attrs.get('schema_version')!r} is not an integer") from None
         if version != SCHEMA_VERSION:
             raise SchemaError(f"dataset schema_version {version}, this pionml reads "
                               f"{SCHEMA_VERSION}: {where(file=self.path)}")
-        self.n = int(self._file["cells/offsets"].shape[0] - 1)
+        if "offsets" not in f["cells"]:
+            raise SchemaError(f"{where(file=self.path)}: missing dataset '/cells/offsets'")
+        self.n = int(f["cells/offsets"].shape[0] - 1)
+        for group in ("clusters", "images"):
+            for name, ds in f[group].items():
+                if ds.shape[:1] != (self.n,):
+                    raise SchemaError(f"{where(file=self.path)}: '/{group}/{name}' has "
+                                      f"{ds.shape[0] if ds.shape else 0} rows, '/cells/offsets' "
+                                      f"describes {self.n}")
+        for name, ds in f["images"].items():
+            if ds.ndim != 3:
+                raise SchemaError(f"{where(file=self.path)}: '/images/{name}' has shape "
+                                  f"{ds.shape}, expected ({self.n}, eta, phi)")
+        self._offsets = None
+        self._split = None
 
-    # -- metadata
+    # -- metadata -------------------------------------------------------------------------
     @property
     def attrs(self) -> dict:
         """Root attributes, JSON ones decoded."""
@@ -209,7 +306,9 @@ class HDF5Dataset:
 
     @property
     def image_shapes(self) -> dict[str, tuple[int, int]]:
-        return {k: tuple(d.shape[1:]) for k, d in self._file["images"].items()}
+        """Shapes of the imaged layers, in the geometry table's order."""
+        return {k: tuple(self._file["images"][k].shape[1:]) for k in IMAGE_NAMES
+                if k in self._file["images"]}
 
     @property
     def cell_fields(self) -> list[str]:
@@ -223,31 +322,123 @@ class HDF5Dataset:
     def __len__(self) -> int:
         return self.n
 
-    # -- data
-    def _rows(self, rows):
-        if rows is None:
-            return slice(None)
-        if isinstance(rows, slice):
-            return rows
-        rows = np.asarray(rows)
-        if rows.dtype == bool:
-            rows = np.flatnonzero(rows)
-        return rows
+    def require(self, clusters=(), images: bool = False, cells=()) -> None:
+        """Raise SchemaError naming the file and the first field that a reader needs and the
+        file lacks (``images=True``: all six layers of ``pionml.geometry.IMAGE_NAMES``)."""
+        for name in clusters:
+            if name not in self._file["clusters"]:
+                raise SchemaError(f"{where(file=self.path)}: missing dataset '/clusters/{name}' "
+                                  "(design.md section 10)")
+        for name in (IMAGE_NAMES if images else ()):
+            if name not in self._file["images"]:
+                raise SchemaError(f"{where(file=self.path)}: missing dataset '/images/{name}' "
+                                  "(design.md section 10)")
+        for name in cells:
+            if name not in self._file["cells"]:
+                raise SchemaError(f"{where(file=self.path)}: missing dataset '/cells/{name}' "
+                                  "(design.md section 10)")
+            if len(self._file["cells"][name]) != self.offsets[-1]:
+                raise SchemaError(f"{where(file=self.path)}: '/cells/{name}' has "
+                                  f"{len(self._file['cells'][name])} entries, '/cells/offsets' "
+                                  f"ends at {self.offsets[-1]}")
 
-    def _read(self, ds: h5py.Dataset, rows):
-        rows = self._rows(rows)
-        if isinstance(rows, slice):
-            return ds[rows]
-        if len(rows) == 0:
-            return np.zeros((0,) + ds.shape[1:], dtype=ds.dtype)
-        # h5py fancy indexing wants increasing unique indices; read the span and gather
-        lo, hi = int(rows.min()), int(rows.max()) + 1
-        if hi - lo <= 4 * len(rows):
-            return ds[lo:hi][rows - lo]
-        order = np.unique(rows)
-        block = ds[order]
-        return block[np.searchsorted(order, rows)]
+    @property
+    def offsets(self) -> np.ndarray:
+        """``/cells/offsets`` (n+1,) int64, read once and checked to be non-decreasing."""
+        if self._offsets is None:
+            off = self._file["cells/offsets"][...].astype(np.int64)
+            if len(off) == 0 or off[0] != 0 or np.any(np.diff(off) < 0):
+                bad = int(np.argmax(np.diff(off) < 0)) if len(off) > 1 else 0
+                raise SchemaError(f"{where(file=self.path)}: '/cells/offsets' must start at 0 and "
+                                  f"never decrease (first bad entry {bad})")
+            self._offsets = off
+        return self._offsets
 
+    @property
+    def split_codes(self) -> np.ndarray:
+        """``/clusters/split`` (n,): 0 train, 1 validation, 2 test (read once)."""
+        if self._split is None:
+            self.require(clusters=("split",))
+            self._split = self._file["clusters/split"][...]
+        return self._split
+
+    def split_rows(self, split) -> np.ndarray:
+        """Row indices of a split: 'train'/'val'/'test', 0/1/2, or None for every row."""
+        if split is None or split == "all":
+            return np.arange(self.n, dtype=np.int64)
+        if isinstance(split, str):
+            if split not in SPLITS:
+                raise SchemaError(f"unknown split '{split}' (choices: train, val, test)")
+            code = SPLITS[split]
+        else:
+            code = int(split)
+        return np.flatnonzero(self.split_codes == code).astype(np.int64)
+
+    def bytes_per_row(self, clusters=(), images: bool = False, cells=()) -> float:
+        """Mean in-memory bytes of one row holding these fields (for the memory budget)."""
+        f = self._file
+        total = 8.0 + sum(f["clusters"][k].dtype.itemsize for k in clusters)
+        if images:
+            total += sum(int(np.prod(f["images"][k].shape[1:])) * 4 for k in IMAGE_NAMES
+                         if k in f["images"])
+        if cells:
+            per_cell = sum(f["cells"][k].dtype.itemsize for k in cells) + 8
+            total += per_cell * self.offsets[-1] / max(self.n, 1)
+        return total
+
+    # -- data ------------------------------------------------------------------------------
+    def read_span(self, lo: int, hi: int, keep=None, clusters=(), images: bool = False,
+                  cells=()) -> ClusterBlock:
+        """Rows ``lo:hi`` read as contiguous slices; ``keep`` (sorted row indices within the
+        span, or None for all) selects rows after reading."""
+        f = self._file
+        sel = None if keep is None else np.asarray(keep, dtype=np.int64) - lo
+        rows = np.arange(lo, hi, dtype=np.int64) if sel is None else np.asarray(keep, dtype=np.int64)
+
+        def take(a):
+            return a if sel is None else a[sel]
+
+        block_clusters = {k: take(f["clusters"][k][lo:hi]) for k in clusters}
+        block_images = {}
+        if images:
+            block_images = {k: take(f["images"][k][lo:hi]).astype(np.float32, copy=False)
+                            for k in IMAGE_NAMES if k in f["images"]}
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        block_cells = {}
+        if cells:
+            off = self.offsets
+            c0, c1 = int(off[lo]), int(off[hi])
+            local = off[lo:hi + 1] - c0
+            pos, offsets = gather_csr(local, np.arange(hi - lo) if sel is None else sel)
+            for k in cells:
+                data = f["cells"][k][c0:c1]
+                block_cells[k] = data if sel is None else data[pos]
+        return ClusterBlock(rows=rows, clusters=block_clusters, images=block_images,
+                            cell_offsets=offsets, cells=block_cells)
+
+    def read_rows(self, rows, clusters=(), images: bool = False, cells=(),
+                  span_rows: int = 65536) -> ClusterBlock:
+        """Any rows (any order, repeats allowed): read in sorted contiguous spans of at most
+        ``span_rows`` file rows, then put back in the order asked for."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) and (rows.min() < 0 or rows.max() >= self.n):
+            raise SchemaError(f"{where(file=self.path)}: row index out of range 0..{self.n - 1}")
+        uniq, inverse = np.unique(rows, return_inverse=True)
+        parts = []
+        i = 0
+        while i < len(uniq):
+            j = int(np.searchsorted(uniq, uniq[i] + span_rows, side="left"))
+            parts.append(self.read_span(int(uniq[i]), int(uniq[j - 1]) + 1, keep=uniq[i:j],
+                                        clusters=clusters, images=images, cells=cells))
+            i = j
+        if not parts:
+            parts = [self.read_span(0, 0, clusters=clusters, images=images, cells=cells)]
+        block = ClusterBlock.concat(parts)
+        if len(uniq) == len(rows) and np.all(np.diff(rows) > 0):
+            return block
+        return block.take(inverse)
+
+    # the older column-wise API, kept for inspection scripts --------------------------------
     def read_clusters(self, fields=None, rows=None) -> dict[str, np.ndarray]:
         """Cluster-table columns (all when ``fields`` is None) for ``rows`` (None = all)."""
         fields = self.cluster_fields if fields is None else list(fields)
@@ -255,35 +446,32 @@ class HDF5Dataset:
         if missing:
             raise SchemaError(f"cluster fields {missing} not in {where(file=self.path)}; "
                               f"available: {self.cluster_fields}")
-        return {f: self._read(self._file["clusters"][f], rows) for f in fields}
+        if rows is None:
+            return {k: self._file["clusters"][k][...] for k in fields}
+        return self.read_rows(self._row_index(rows), clusters=fields).clusters
 
     def read_images(self, names=None, rows=None) -> dict[str, np.ndarray]:
         """Images (float32 (n, eta, phi), GeV) of the named layers (all when None)."""
         names = self.image_names if names is None else list(names)
-        missing = [f for f in names if f not in self._file["images"]]
+        missing = [k for k in names if k not in self._file["images"]]
         if missing:
             raise SchemaError(f"images {missing} not in {where(file=self.path)}")
-        return {f: self._read(self._file["images"][f], rows) for f in names}
+        idx = np.arange(self.n) if rows is None else self._row_index(rows)
+        block = self.read_rows(idx, images=True)
+        return {k: block.images[k] for k in names}
 
     def read_cells(self, rows=None, fields=None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Point clouds of ``rows`` as (offsets (n+1,), flat fields) re-based to start at 0."""
         fields = self.cell_fields if fields is None else list(fields)
-        offsets = self._file["cells/offsets"][:]
-        rows = self._rows(rows)
-        if isinstance(rows, slice):
-            rows = np.arange(self.n)[rows]
-        idx, new_off = gather_csr(offsets, rows)
-        if len(rows) and np.all(np.diff(rows) == 1):  # contiguous rows: one slice read
-            sl = slice(int(offsets[rows[0]]), int(offsets[rows[-1] + 1]))
-            data = {f: self._file["cells"][f][sl] for f in fields}
-        else:
-            data = {f: self._read(self._file["cells"][f], idx) for f in fields}
-        return new_off, data
+        idx = np.arange(self.n) if rows is None else self._row_index(rows)
+        block = self.read_rows(idx, cells=fields)
+        return block.cell_offsets, block.cells
 
-    def split_rows(self, split) -> np.ndarray:
-        """Row indices of a split: 'train'/'val'/'test' or 0/1/2."""
-        code = SPLITS[split] if isinstance(split, str) else int(split)
-        return np.flatnonzero(self._file["clusters/split"][:] == code)
+    def _row_index(self, rows) -> np.ndarray:
+        if isinstance(rows, slice):
+            return np.arange(self.n)[rows]
+        rows = np.asarray(rows)
+        return np.flatnonzero(rows) if rows.dtype == bool else rows.astype(np.int64)
 
     def close(self) -> None:
         self._file.close()
@@ -295,7 +483,13 @@ class HDF5Dataset:
         self.close()
         return False
 
+    def __getstate__(self):  # DataLoader workers re-open the file (h5py handles do not fork)
+        return {"path": self.path}
 
-def open_dataset(path) -> HDF5Dataset:
+    def __setstate__(self, state):
+        self.__init__(state["path"])
+
+
+def open_dataset(path) -> DatasetFile:
     """Open a dataset written by ``pionml build`` for reading."""
-    return HDF5Dataset(path)
+    return DatasetFile(path)

@@ -1,10 +1,12 @@
-"""Shared base of every model: body + head, declared inputs, constructor config.
+"""Shared base of every model: a body, an optional scalar branch, named heads, its loss.
 
-Design (style.md patterns 3-4; EnergyFlow archbase): a model is built from a
-:class:`DataSpec` (the input sizes, taken from the data), a task and named hyper-parameters;
-unknown hyper-parameters are rejected. ``forward(batch)`` returns one number per cluster:
-the logit of P(pi0) for ``classify`` (trained with BCEWithLogits), the standardised target for
-``regress``.
+Design (style.md patterns 3-4; EnergyFlow ``archbase``; PyG ``basic_gnn``; weaver-core's
+``get_loss``): a model is built from a :class:`DataSpec` (the input sizes, taken from the data),
+the head specs its task asks for (:mod:`pionml.models.heads`), whether it reads the cluster
+scalars (E_EM, eta) through the shared scalar branch, and named hyper-parameters; unknown
+hyper-parameters are rejected. ``forward(batch)`` returns ``{head name: tensor}``. The loss is
+the task's unless a model overrides :meth:`ClusterModel.get_loss`. Families register with
+:func:`register`; an unknown name lists the choices.
 """
 
 from __future__ import annotations
@@ -15,8 +17,12 @@ import torch
 from torch import nn
 
 from pionml.errors import ConfigError
+from pionml.models.heads import check_head_spec, make_head
 
-TASKS = ("classify", "regress")
+#: The heads of a classifier (the default when no task says otherwise).
+CLASSIFY_HEADS = {"logit": {"kind": "linear"}}
+#: Width of the shared scalar branch's output.
+SCALAR_WIDTH = 16
 
 
 @dataclass
@@ -50,32 +56,102 @@ def mlp(sizes, dropout: float = 0.0, last_activation: bool = True) -> nn.Sequent
     return nn.Sequential(*layers)
 
 
+def check_hyper(model: str, defaults: dict, hyper: dict) -> None:
+    """One strict check of hyper-parameter values against the types of the defaults (EnergyFlow
+    ``archbase`` pattern): sizes (int defaults, tuples of ints) are whole numbers >= 1 (>= 0
+    where the default is 0), rates (``dropout``) in [0, 1), other floats finite, strings
+    strings. ConfigError names the model, the parameter and the value."""
+    import math
+
+    def bad(key, value, what):
+        raise ConfigError(f"model '{model}': hyper-parameter {key}={value!r} must be {what}")
+
+    for key, value in hyper.items():
+        default = defaults[key]
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                bad(key, value, "true or false")
+        elif isinstance(default, int):
+            lowest = 0 if default == 0 else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+                bad(key, value, f"a whole number >= {lowest}")
+        elif isinstance(default, float):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                bad(key, value, "a finite number")
+            if key == "dropout" and not 0 <= value < 1:
+                bad(key, value, "in [0, 1)")
+            if key != "dropout" and value <= 0:
+                bad(key, value, "> 0")
+        elif isinstance(default, (tuple, list)):
+            if not isinstance(value, (tuple, list)) or not value or not all(
+                    isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value):
+                bad(key, value, "a non-empty list of whole numbers >= 1")
+        elif isinstance(default, str) and not isinstance(value, str):
+            bad(key, value, "a string")
+
+
+MODELS: dict[str, type["ClusterModel"]] = {}
+
+
+def register(cls: type["ClusterModel"]) -> type["ClusterModel"]:
+    """Class decorator: add a model family to the registry under ``cls.name``."""
+    if not cls.name or cls.name in MODELS:
+        raise ConfigError(f"model class {cls.__name__}: name {cls.name!r} empty or registered twice")
+    MODELS[cls.name] = cls
+    return cls
+
+
+def model_class(name: str) -> type["ClusterModel"]:
+    """The class registered as ``name``; an unknown name raises ConfigError listing the choices."""
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ConfigError(f"unknown model '{name}' (choices: {', '.join(sorted(MODELS))})") from None
+
+
 class ClusterModel(nn.Module):
-    """Base class: subclasses set ``name``, ``inputs``, ``defaults`` and implement
-    :meth:`build_body` (returning the body module and its output width) and :meth:`body_forward`.
+    """Base class: subclasses set ``name``, ``inputs`` (what the body reads: "images",
+    "cloud"), ``defaults`` (body hyper-parameters) and implement :meth:`build_body` (returning
+    the body's output width) and :meth:`body_forward`.
+
+    Class attributes besides: ``cluster_fields`` (per-cluster fields read from the batch),
+    ``data_defaults`` (data options the family suggests, e.g. ``knn_k``), ``train_defaults``
+    (epochs, batch_size, lr, patience chosen so that it beats ``pem`` on the default dataset
+    within CPU minutes; command-line flags override them), ``trainable``.
     """
 
     name: str = ""
     inputs: tuple[str, ...] = ()
+    cluster_fields: tuple[str, ...] = ()
     defaults: dict = {}
-    #: Training defaults of this model (epochs, batch_size, lr, patience), chosen so that it beats
-    #: ``pem`` on the default dataset within CPU minutes; the CLI flags override them.
+    data_defaults: dict = {}
     train_defaults: dict = {}
     trainable: bool = True
 
-    def __init__(self, spec: DataSpec, task: str = "classify", **hyper):
+    def __init__(self, spec: DataSpec, heads: dict | None = None, scalars: bool = False, **hyper):
         super().__init__()
-        if task not in TASKS:
-            raise ConfigError(f"model '{self.name}': unknown task '{task}' (choices: {', '.join(TASKS)})")
         unknown = set(hyper) - set(self.defaults)
         if unknown:
             raise ConfigError(f"model '{self.name}': unknown hyper-parameter(s) {sorted(unknown)} "
                               f"(accepted: {sorted(self.defaults)})")
+        check_hyper(self.name, self.defaults, hyper)
+        heads = CLASSIFY_HEADS if heads is None else heads
+        if not heads:
+            raise ConfigError(f"model '{self.name}': no output head")
         self.spec = spec
-        self.task = task
-        self.hyper = {**self.defaults, **hyper}
+        self.hyper = {k: (tuple(v) if isinstance(v, list) else v)
+                      for k, v in {**self.defaults, **hyper}.items()}
+        self.head_specs = {name: check_head_spec(name, s) for name, s in heads.items()}
+        self.use_scalars = bool(scalars)
+        self.inputs = type(self).inputs + (("scalars",) if self.use_scalars else ())
         width = self.build_body(spec, **self.hyper)
-        self.head = self.build_head(width)
+        if self.use_scalars:
+            if spec.n_scalars < 1:
+                raise ConfigError(f"model '{self.name}': the data give no cluster scalars")
+            self.scalar_branch = mlp((spec.n_scalars, SCALAR_WIDTH, SCALAR_WIDTH))
+            width += SCALAR_WIDTH
+        self.heads = nn.ModuleDict({n: self.make_head(n, s, width)
+                                    for n, s in self.head_specs.items()})
 
     # hooks ----------------------------------------------------------------------------------
     def build_body(self, spec: DataSpec, **hyper) -> int:  # pragma: no cover - abstract
@@ -84,23 +160,48 @@ class ClusterModel(nn.Module):
     def body_forward(self, batch) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def build_head(self, width: int) -> nn.Module:
-        """One output, no activation: a logit (classify) or a standardised value (regress)."""
-        return nn.Linear(width, 1)
+    def make_head(self, name: str, spec: dict, width: int) -> nn.Module:
+        """The head ``name`` on ``width`` features (override to change one kind)."""
+        return make_head(name, spec, width)
+
+    def get_loss(self, outputs: dict, batch, task, **options) -> torch.Tensor:
+        """The training loss; the task's unless a family overrides it (weaver-core pattern).
+        ``options`` come from the training stage (e.g. the step of a two-step training)."""
+        return task.loss(outputs, batch, **options)
 
     # --------------------------------------------------------------------------------------
-    def forward(self, batch) -> torch.Tensor:
-        return self.head(self.body_forward(batch)).squeeze(-1)
+    def features(self, batch) -> torch.Tensor:
+        """(B, width): the body's features, with the scalar branch's when enabled."""
+        h = self.body_forward(batch)
+        if self.use_scalars:
+            h = torch.cat([h, self.scalar_branch(batch.scalars)], dim=1)
+        return h
 
-    def predict_proba(self, batch) -> torch.Tensor:
-        """P(pi0) for classifiers."""
-        return torch.sigmoid(self(batch))
+    def forward(self, batch) -> dict[str, torch.Tensor]:
+        h = self.features(batch)
+        return {name: head(h) for name, head in self.heads.items()}
 
     def config(self) -> dict:
         """Everything needed to rebuild the model (saved as model.json in the run folder)."""
-        return {"model": self.name, "task": self.task, "hyper": dict(self.hyper),
-                "spec": self.spec.to_dict(), "inputs": list(self.inputs)}
+        return {"model": self.name, "hyper": dict(self.hyper), "heads": self.head_specs,
+                "scalars": self.use_scalars, "spec": self.spec.to_dict(),
+                "inputs": list(self.inputs)}
 
     @classmethod
     def from_config(cls, config: dict) -> "ClusterModel":
-        return cls(DataSpec.from_dict(config["spec"]), task=config["task"], **config["hyper"])
+        return cls(DataSpec.from_dict(config["spec"]), heads=config["heads"],
+                   scalars=bool(config.get("scalars", False)), **config["hyper"])
+
+
+def build_model(name: str, spec: DataSpec, heads: dict | None = None, scalars: bool = False,
+                **hyper) -> ClusterModel:
+    """Instantiate model ``name`` with input sizes ``spec``, heads and hyper-parameters; values
+    the layers reject (a zero width, a string where a number goes) raise ConfigError."""
+    cls = model_class(name)
+    try:
+        return cls(spec, heads=heads, scalars=scalars, **hyper)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError, RuntimeError, ZeroDivisionError, IndexError, KeyError) as exc:
+        raise ConfigError(f"model '{name}' cannot be built with hyper-parameters {hyper}: "
+                          f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch_geometric.nn import EdgeConv, GraphConv, global_add_pool, global_max_pool, global_mean_pool
 
 from pionml.errors import ConfigError
-from pionml.models.base import ClusterModel, DataSpec, mlp
+from pionml.models.base import ClusterModel, DataSpec, mlp, register
 
 
+@register
 class GNN(ClusterModel):
     """Message passing on the cell graph (seed 004, "GNN"): a per-cell embedding, ``n_conv``
     graph convolutions (residual) on kNN edges in (eta, phi, r), then mean, max and sum pooling
@@ -22,7 +22,8 @@ class GNN(ClusterModel):
 
     ``conv="graph"``: GraphConv (linear maps of the node and of the mean of its neighbours),
     the default; ``conv="edge"``: EdgeConv (DGCNN; an MLP on every edge, max aggregation),
-    about 3x dearer on a CPU. The defaults (width 32, 6 neighbours) keep a CPU epoch of
+    about 3x dearer on a CPU. torch_geometric is imported when a model is built, not when the
+    registry is. The defaults (width 32, 6 neighbours) keep a CPU epoch of
     ~19k clusters of ~120 cells near 5 s (2 cores).
 
     Changed after the first measurements (where the GNN, EdgeConv, 10 epochs, fell below
@@ -33,10 +34,13 @@ class GNN(ClusterModel):
 
     name = "gnn"
     inputs = ("cloud",)
-    defaults = {"hidden": 32, "n_conv": 3, "dropout": 0.1, "knn_k": 6, "conv": "graph"}
+    defaults = {"hidden": 32, "n_conv": 3, "dropout": 0.1, "conv": "graph"}
+    data_defaults = {"knn_k": 6}
     train_defaults = {"epochs": 30, "batch_size": 256, "lr": 1e-3, "patience": 5}
 
-    def build_body(self, spec: DataSpec, hidden, n_conv, dropout, knn_k, conv) -> int:
+    def build_body(self, spec: DataSpec, hidden, n_conv, dropout, conv) -> int:
+        from torch_geometric.nn import EdgeConv, GraphConv
+
         if conv not in ("edge", "graph"):
             raise ConfigError(f"model 'gnn': unknown conv '{conv}' (choices: edge, graph)")
         self.embed = mlp((spec.n_cloud_features, hidden, hidden))
@@ -49,8 +53,10 @@ class GNN(ClusterModel):
         return 2 * hidden
 
     def body_forward(self, batch) -> torch.Tensor:
+        from torch_geometric.nn import global_add_pool, global_max_pool, global_mean_pool
+
         g = batch.cloud
-        size = len(batch.label)
+        size = len(batch)
         h = self.embed(g.x)  # (n_cells, hidden)
         for conv in self.convs:
             h = h + torch.relu(conv(h, g.edge_index))
@@ -59,21 +65,25 @@ class GNN(ClusterModel):
         return self.post(pooled)
 
 
+@register
 class PFN(ClusterModel):
     """Particle-flow network / Deep Sets (seed 004, "PFN", "Deep Sets"; Komiske et al.):
     F(sum over cells of Phi(cell)). No edges."""
 
     name = "pfn"
     inputs = ("cloud",)
-    defaults = {"phi": (64, 64, 64), "f": (64, 64), "dropout": 0.1, "knn_k": 0}
+    defaults = {"phi": (64, 64, 64), "f": (64, 64), "dropout": 0.1}
+    data_defaults = {"knn_k": 0}
     train_defaults = {"epochs": 30, "batch_size": 256, "lr": 1e-3, "patience": 5}
 
-    def build_body(self, spec: DataSpec, phi, f, dropout, knn_k) -> int:
+    def build_body(self, spec: DataSpec, phi, f, dropout) -> int:
         self.phi = mlp((spec.n_cloud_features, *phi))
         self.f = mlp((phi[-1], *f), dropout)
         return f[-1]
 
     def body_forward(self, batch) -> torch.Tensor:
+        from torch_geometric.nn import global_add_pool
+
         g = batch.cloud
-        latent = global_add_pool(self.phi(g.x), g.batch, len(batch.label))  # (B, phi[-1])
+        latent = global_add_pool(self.phi(g.x), g.batch, len(batch))  # (B, phi[-1])
         return self.f(latent)

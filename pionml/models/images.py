@@ -13,9 +13,10 @@ from torch import nn
 
 from pionml.errors import ConfigError
 from pionml.geometry import IMAGE_GROUPS
-from pionml.models.base import ClusterModel, DataSpec, mlp
+from pionml.models.base import ClusterModel, DataSpec, mlp, register
+from pionml.models.heads import ScaledTanhHead
 
-#: The three input groups of the CNN and DenseNet (seed 002 4.2.2, 4.2.3).
+#: The three input groups of the CNN and DenseNet (seed 002 4.2.2, 4.2.3), from the geometry.
 GROUPS = IMAGE_GROUPS
 
 
@@ -35,6 +36,7 @@ def upscale_group(batch_images: dict, names, size) -> torch.Tensor:
     return torch.cat(chans, dim=1)
 
 
+@register
 class DNN(ClusterModel):
     """Merged fully connected network (seed 002 section 4.2.1, Fig. 3).
 
@@ -69,6 +71,7 @@ def _conv_stack(in_ch: int, channels, kernel, pool) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+@register
 class CNN(ClusterModel):
     """Convolutional classifier (seed 002 section 4.2.2, Fig. 5).
 
@@ -141,6 +144,7 @@ class DenseBlock(nn.Module):
         return torch.cat(feats, dim=1)
 
 
+@register
 class DenseNet(ClusterModel):
     """DenseNet of seed 002 section 4.2.3 (Fig. 7): three inputs (EMB1; EMB2+EMB3 at 16x16;
     Tile0-2 at 4x4), a stem (3x3 conv + pooling of the fine grids), a dense block of 13 layers
@@ -188,21 +192,13 @@ class DenseNet(ClusterModel):
         self.merge = mlp((3 * dense, dense), dropout)
         return dense
 
-    def build_head(self, width: int) -> nn.Module:
-        if self.task == "regress":
-            return nn.Sequential(nn.Linear(width, 1), nn.Tanh(), _Scale(5.0))
-        return nn.Linear(width, 1)
+    def make_head(self, name: str, spec: dict, width: int) -> nn.Module:
+        """A regression value (``value`` head, linear) is tanh scaled to +-5 (seed 002 4.2.3)."""
+        if name == "value" and spec["kind"] == "linear" and spec.get("n", 1) == 1:
+            return ScaledTanhHead(width, scale=5.0)
+        return super().make_head(name, spec, width)
 
     def body_forward(self, batch) -> torch.Tensor:
         feats = [d(branch(upscale_group(batch.images, g, s))) for d, branch, g, s in
                  zip(self.dense, self.branches, GROUPS, self.sizes)]
         return self.merge(torch.cat(feats, dim=1))
-
-
-class _Scale(nn.Module):
-    def __init__(self, factor: float):
-        super().__init__()
-        self.factor = factor
-
-    def forward(self, x):
-        return self.factor * x

@@ -8,7 +8,6 @@ noisy function of the label, so that a trained network beats the ``pem`` baselin
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -22,19 +21,10 @@ _PIPM_PROFILE = np.array([0.10, 0.30, 0.10, 0.30, 0.15, 0.05])
 _MOMENTS = ("CENTER_LAMBDA", "FIRST_ENG_DENS", "ENG_FRAC_EM", "SECOND_R")
 
 
-def make_fake_dataset(path: str | Path, n_clusters: int = 400, seed: int = 0,
-                      split_fractions=(0.6, 0.2, 0.2), separation: float = 1.0) -> Path:
-    """Write a fake dataset of ``n_clusters`` rows to ``path`` and return the path.
-
-    ``separation`` scales the difference between the pi0 and pi+- shower shapes
-    (0 = indistinguishable, 1 = easily separable).
-    """
-    import h5py
-
+def _fake_block(rng, start: int, n: int, separation: float, split_fractions):
+    """Rows ``start .. start + n`` of a fake dataset: (clusters, images, cells, counts)."""
     from pionml.geometry import IMAGE_LAYERS
 
-    rng = np.random.default_rng(seed)
-    n = int(n_clusters)
     label = (rng.random(n) < 0.5).astype(np.int8)
     e_target = np.exp(rng.uniform(np.log(0.5), np.log(100.0), n))
     eta_c = rng.uniform(-1.2, 1.2, n)
@@ -47,7 +37,8 @@ def make_fake_dataset(path: str | Path, n_clusters: int = 400, seed: int = 0,
 
     images = {}
     cell_parts = []
-    for li, layer in enumerate(IMAGE_LAYERS):
+    for layer in IMAGE_LAYERS:
+        li = IMAGE_LAYERS.index(layer)
         h, w = layer.image_shape
         ce = (np.arange(h) + 0.5) * 0.4 / h - 0.2  # pixel centres, relative eta
         cp = (np.arange(w) - w / 2 + 0.5) * layer.dphi  # pixel centres, relative phi
@@ -66,50 +57,75 @@ def make_fake_dataset(path: str | Path, n_clusters: int = 400, seed: int = 0,
             "rperp": np.full(len(rows), 0.5 * float(layer.r_in(0.0) + layer.r_out(0.0))),
             "layer": np.full(len(rows), layer.index), "sampling": np.full(len(rows), layer.sampling),
             "deta": np.full(len(rows), 0.4 / h), "dphi": np.full(len(rows), layer.dphi),
-            "id": (np.uint64(layer.index) << np.uint64(40)) + (rows * 4096 + ie * 64 + ip).astype(np.uint64),
+            "id": (np.uint64(layer.index) << np.uint64(40))
+            + ((start + rows) * 4096 + ie * 64 + ip).astype(np.uint64),
         })
     cells = {k: np.concatenate([p[k] for p in cell_parts]) for k in cell_parts[0]}
     order = np.argsort(cells["row"], kind="stable")
     cells = {k: v[order] for k, v in cells.items()}
     counts = np.bincount(cells["row"], minlength=n)
-    offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
     e_em = np.bincount(cells["row"], weights=cells["E"], minlength=n)
     e_em = np.where(e_em > 0, e_em, 1e-3)
     p_em = 1 / (1 + np.exp(-(1.0 * (2 * label - 1) + rng.normal(0, 1.5, n))))
     u = rng.random(n)
-    split = np.where(u < split_fractions[0], 0, np.where(u < split_fractions[0] + split_fractions[1], 1, 2))
+    split = np.where(u < split_fractions[0], 0,
+                     np.where(u < split_fractions[0] + split_fractions[1], 1, 2))
+    clusters = {
+        "event": np.arange(start, start + n, dtype=np.int64), "cluster_index": np.zeros(n, np.int32),
+        "pdg": np.where(label == 1, 111, np.where(rng.random(n) < 0.5, 211, -211)).astype(np.int32),
+        "label": label, "E_em": e_em.astype(np.float32), "eta": eta_c.astype(np.float32),
+        "phi": phi_c.astype(np.float32),
+        "E_true": (e_em * np.where(label == 1, 1.0, 1.5)).astype(np.float32),
+        "E_lcw": (e_em * np.where(label == 1, 1.0, 1.4)).astype(np.float32),
+        "p_em": p_em.astype(np.float32), "truth_E": (e_target * 1.1).astype(np.float32),
+        "split": split.astype(np.int8),
+    }
+    for m in _MOMENTS:
+        clusters[f"moment_{m}"] = rng.random(n).astype(np.float32)
+    cells.pop("row")
+    cells["weight"] = np.ones(len(cells["E"]), np.float32)
+    return clusters, images, cells, counts
 
+
+_CLUSTER_DTYPES = {"event": np.int64, "cluster_index": np.int32, "pdg": np.int32, "label": np.int8,
+                   "E_em": np.float32, "eta": np.float32, "phi": np.float32, "E_true": np.float32,
+                   "E_lcw": np.float32, "p_em": np.float32, "truth_E": np.float32, "split": np.int8,
+                   **{f"moment_{m}": np.float32 for m in _MOMENTS}}
+_CELL_DTYPES = {"E": np.float32, "eta": np.float32, "phi": np.float32, "rperp": np.float32,
+                "layer": np.int8, "sampling": np.uint16, "id": np.uint64, "deta": np.float32,
+                "dphi": np.float32, "weight": np.float32}
+
+
+def make_fake_dataset(path: str | Path, n_clusters: int = 400, seed: int = 0,
+                      split_fractions=(0.6, 0.2, 0.2), separation: float = 1.0,
+                      compression: str | None = "gzip", block_rows: int = 20000,
+                      progress: bool = False) -> Path:
+    """Write a fake dataset of ``n_clusters`` rows to ``path`` with the project's own writer
+    (:class:`pionml.io.hdf5.DatasetWriter`), ``block_rows`` at a time (any size in bounded
+    memory), and return the path.
+
+    ``separation`` scales the difference between the pi0 and pi+- shower shapes
+    (0 = indistinguishable, 1 = easily separable).
+    """
+    from pionml.geometry import IMAGE_LAYERS
+    from pionml.io.hdf5 import DatasetWriter
+    from pionml.progress import progress_bar
+
+    rng = np.random.default_rng(seed)
+    n = int(n_clusters)
+    schema = {f"clusters/{k}": (dt, ()) for k, dt in _CLUSTER_DTYPES.items()}
+    schema.update({f"images/{la.image_name}": (np.float32, la.image_shape) for la in IMAGE_LAYERS})
+    schema.update({f"cells/{k}": (dt, ()) for k, dt in _CELL_DTYPES.items()})
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with h5py.File(path, "w") as f:
-        f.attrs["schema_version"] = 1
-        f.attrs["config"] = json.dumps({"fake": True, "n_clusters": n, "seed": seed,
-                                        "separation": separation})
-        f.attrs["sources"] = json.dumps([])
-        f.attrs["counts"] = json.dumps({"read": n, "kept": n, "dropped": {}})
-        for name, img in images.items():
-            f[f"images/{name}"] = img
-        c = {
-            "event": np.arange(n, dtype=np.int64), "cluster_index": np.zeros(n, np.int32),
-            "pdg": np.where(label == 1, 111, np.where(rng.random(n) < 0.5, 211, -211)).astype(np.int32),
-            "label": label, "E_em": e_em.astype(np.float32), "eta": eta_c.astype(np.float32),
-            "phi": phi_c.astype(np.float32),
-            "E_true": (e_em * np.where(label == 1, 1.0, 1.5)).astype(np.float32),
-            "E_lcw": (e_em * np.where(label == 1, 1.0, 1.4)).astype(np.float32),
-            "p_em": p_em.astype(np.float32), "truth_E": (e_target * 1.1).astype(np.float32),
-            "split": split.astype(np.int8),
-        }
-        for m in _MOMENTS:
-            c[f"moment_{m}"] = rng.random(n).astype(np.float32)
-        for k, v in c.items():
-            f[f"clusters/{k}"] = v
-        f["cells/offsets"] = offsets
-        dtypes = {"E": np.float32, "eta": np.float32, "phi": np.float32, "rperp": np.float32,
-                  "layer": np.int8, "sampling": np.uint16, "id": np.uint64, "deta": np.float32,
-                  "dphi": np.float32}
-        for k, dt in dtypes.items():
-            f[f"cells/{k}"] = cells[k].astype(dt)
-        f["cells/weight"] = np.ones(len(cells["E"]), np.float32)
-    logger.info("fake dataset: %d clusters, %d cells -> %s", n, offsets[-1], path)
+    bar = progress_bar(total=n, desc="fake dataset", progress=progress, unit=" clusters")
+    with DatasetWriter(path, schema, compression=compression) as w:
+        for start in range(0, n, block_rows):
+            m = min(block_rows, n - start)
+            clusters, images, cells, counts = _fake_block(rng, start, m, separation, split_fractions)
+            w.append(clusters, images, cells, counts)
+            bar.update(m)
+        w.close(config={"fake": True, "n_clusters": n, "seed": seed, "separation": separation},
+                sources=[], counts={"read": n, "kept": n, "dropped": {}})
+    bar.close()
+    logger.info("fake dataset: %d clusters, %d cells -> %s", n, w.n_cells, path)
     return path

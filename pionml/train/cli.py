@@ -1,4 +1,4 @@
-"""Subcommands ``pionml train`` and ``pionml evaluate`` (and the ``train.py`` entry point).
+"""Subcommand ``pionml train`` (and the ``train.py`` entry point).
 
 Nothing heavy is imported here at import time: torch, h5py and matplotlib come in ``run``.
 """
@@ -18,25 +18,64 @@ DEFAULT_RECIPE = Path("datasets") / "default.toml"
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task", default="classify", choices=("classify", "regress"),
-                   help="classify: pi0 vs pi+- (output P(pi0))")
+    from pionml.cli import non_negative_float, non_negative_int, positive_float, positive_int
+
+    p.add_argument("--task", default="classify",
+                   help="classify: pi0 vs pi+- (output P(pi0)) (default classify)")
     p.add_argument("--model", default="cnn", help="model name (dnn, cnn, densenet, gnn, pfn, pem)")
     p.add_argument("--data", default=None,
                    help=f"HDF5 dataset (default: {DEFAULT_DATASET}, built when missing)")
-    p.add_argument("--epochs", type=int, default=None,
+    p.add_argument("--epochs", type=positive_int, default=None,
                    help="maximum number of epochs (default: the model's, e.g. 25 for cnn)")
-    p.add_argument("--batch-size", type=int, default=None, help="default: the model's (256)")
-    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: the model's)")
-    p.add_argument("--patience", type=int, default=None,
+    p.add_argument("--batch-size", type=positive_int, default=None, help="default: the model's (256)")
+    p.add_argument("--lr", type=positive_float, default=None,
+                   help="Adam learning rate (default: the model's)")
+    p.add_argument("--patience", type=positive_int, default=None,
                    help="early-stopping patience in epochs (default: the model's)")
-    p.add_argument("--out", default=None, help="run folder (default: models/<task>_<model>_<time>)")
+    p.add_argument("--scheduler", choices=("none", "cosine", "plateau"), default=None,
+                   help="learning-rate schedule (default: the model's, none)")
+    p.add_argument("--clip-grad", type=positive_float, default=None, metavar="NORM",
+                   help="clip the gradient norm to NORM (default: no clipping)")
+    p.add_argument("--no-amp", action="store_true",
+                   help="no bfloat16 mixed precision on CUDA (it is never used on CPU)")
+    p.add_argument("--out", default=None,
+                   help="new run folder (default: models/<task>_<model>_<time>)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
-    p.add_argument("--workers", type=int, default=None, help="data-loader worker processes")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
+    p.add_argument("--workers", type=non_negative_int, default=None,
+                   help="data-loader worker processes (default: from the device and source)")
+    p.add_argument("--source", choices=("auto", "memory", "stream"), default="auto",
+                   help="read the splits into memory or stream them from the file (default auto: "
+                        "in memory when they fit --memory-budget)")
+    p.add_argument("--memory-budget", type=non_negative_float, default=2.0, metavar="GB",
+                   help="largest split read into memory by --source auto (default 2 GB)")
     p.add_argument("--hyper", default=None, help='model hyper-parameters as JSON, e.g. \'{"growth": 8}\'')
-    p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint.pt in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its checkpoint (same data)")
     p.add_argument("--no-eval", action="store_true", help="do not evaluate at the end")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def check_train_arguments(args) -> dict:
+    """Everything that can be checked before data are built or read: the model and task names,
+    the hyper-parameters' JSON, the device, --resume with --out. Returns the parsed hyper."""
+    from pionml.errors import ConfigError
+    from pionml.models import model_class
+    from pionml.tasks import task_class
+    from pionml.train.trainer import pick_device
+
+    model_class(args.model)
+    task_class(args.task)
+    pick_device(args.device)
+    if args.resume and not args.out:
+        raise ConfigError("--resume needs --out RUN (the run folder to continue)")
+    try:
+        hyper = json.loads(args.hyper) if args.hyper else {}
+    except ValueError as exc:
+        raise ConfigError(f"--hyper is not valid JSON: {exc}") from exc
+    if not isinstance(hyper, dict):
+        raise ConfigError(f"--hyper must be a JSON object, got {args.hyper!r}")
+    return hyper
 
 
 def ensure_default_dataset(path: Path, progress: bool, recipe: Path = DEFAULT_RECIPE) -> Path:
@@ -65,36 +104,44 @@ def ensure_default_dataset(path: Path, progress: bool, recipe: Path = DEFAULT_RE
 def run_train(args) -> int:
     from pionml.errors import ConfigError
 
+    hyper = check_train_arguments(args)
     from pionml.evaluate.plots import use_atlas_style
     from pionml.evaluate.report import evaluate
-
-    use_atlas_style()
     from pionml.train.trainer import default_config, train_run
 
+    use_atlas_style()
     progress = not args.no_progress
     data = Path(args.data) if args.data else ensure_default_dataset(DEFAULT_DATASET, progress)
     if not data.is_file():
-        raise ConfigError(f"dataset '{data}' does not exist")
-    try:
-        hyper = json.loads(args.hyper) if args.hyper else {}
-    except ValueError as exc:
-        raise ConfigError(f"--hyper is not valid JSON: {exc}") from exc
+        raise ConfigError(f"dataset '{data}' does not exist" if not data.exists()
+                          else f"dataset '{data}' is not a file")
     out = Path(args.out) if args.out else Path("models") / f"{args.task}_{args.model}_{time.strftime('%Y%m%d-%H%M%S')}"
     config = default_config(args.model, epochs=args.epochs, batch_size=args.batch_size,
                             lr=args.lr, patience=args.patience, seed=args.seed,
-                            num_workers=args.workers, device=args.device)
+                            device=args.device, scheduler=args.scheduler,
+                            clip_grad=args.clip_grad, amp=False if args.no_amp else None)
+    data_options = {"source": args.source, "memory_budget_gb": args.memory_budget}
+    if args.workers is not None:
+        data_options["num_workers"] = args.workers
     logger.info("pionml train: model %s, task %s, data %s, out %s, seed %d", args.model, args.task,
                 data, out, args.seed)
-    run_dir = train_run(data, args.model, out, task=args.task, config=config, hyper=hyper,
-                        progress=progress, resume=args.resume)
-    if not args.no_eval and args.task == "classify":
+    try:
+        run_dir = train_run(data, args.model, out, task=args.task, config=config, hyper=hyper,
+                            data_options=data_options, progress=progress, resume=args.resume)
+    except KeyboardInterrupt:
+        if (out / "checkpoint.pt").is_file():
+            logger.error("interrupted; continue with: pionml train --task %s --model %s --data %s "
+                         "--out %s --resume", args.task, args.model, data, out)
+        raise
+    if not args.no_eval:
         evaluate([run_dir], progress=progress, device=args.device)
     logger.info("run folder: %s", run_dir)
     return 0
 
 
 COMMANDS = {
-    "train": ("train a model (classify: pi0 vs pi+-) and evaluate it", add_train_arguments, run_train),
+    "train": ("train a model for a task (classify: pi0 vs pi+-) and evaluate it",
+              add_train_arguments, run_train),
 }
 
 

@@ -1,8 +1,17 @@
-"""One trainer for every model (design.md sections 7 and 9).
+"""One trainer for every task and model (design.md sections 7 and 9).
 
-Adam, binary cross-entropy on the logit (``classify``; seed 002 section 4.2, footnote 3),
-early stopping on the validation loss, a checkpoint after every epoch (weights + optimizer +
-history, resumable), seeded, tqdm bars with the live loss, CPU by default and CUDA when present.
+:class:`Trainer` runs stages of epochs (one stage by default; two-step trainings give several,
+each with its epochs, learning rate, patience and loss options handed to the loss); the task
+and the model supply the loss (:meth:`~pionml.models.base.ClusterModel.get_loss`), so the
+trainer knows nothing of targets. It has hooks (:class:`Hook`), a learning-rate scheduler
+(``none``, ``cosine``, ``plateau``), gradient clipping, mixed precision (bfloat16 autocast on
+CUDA), early stopping on the validation loss, and a checkpoint after every epoch (weights,
+optimizer, scheduler, history, RNG states, the data hash) from which a run resumes exactly.
+Every write and progress bar happens on the main process of a distributed run
+(:mod:`pionml.train.distributed`), and losses are averaged over all processes.
+
+:func:`train_run` is the whole training of one run folder: data, normalisation, task, model,
+trainer, model card.
 """
 
 from __future__ import annotations
@@ -12,23 +21,36 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 
 import pionml
-from pionml.data.dataset import ClusterDataset, make_loader
-from pionml.data.hdf5 import read_split
-from pionml.data.normalise import CLOUD_FEATURES, SCALAR_FEATURES, Normalisation, n_layers
-from pionml.errors import CheckpointError, ConfigError
-from pionml.io import file_sha256
-from pionml.models import ClusterModel, DataSpec, build_model
-from pionml.models import model_class as _model_class
-from pionml.train import run as runfiles
+from pionml.errors import CheckpointError, ConfigError, PionmlError
+from pionml.runs import folder as runfiles
+from pionml.train import distributed
 
 logger = logging.getLogger(__name__)
+
+SCHEDULERS = ("none", "cosine", "plateau")
+
+
+class TrainingError(PionmlError):
+    """Training cannot go on (a non-finite loss); the last finite weights are kept apart."""
+
+
+@dataclass
+class Stage:
+    """A stage of training: ``epochs`` at most, learning rate ``lr``, early-stopping
+    ``patience``, and ``options`` handed to the loss (e.g. ``{"step": 2}``)."""
+
+    name: str = "main"
+    epochs: int = 20
+    lr: float = 1e-3
+    patience: int = 5
+    options: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -41,21 +63,52 @@ class TrainConfig:
     weight_decay: float = 0.0
     patience: int = 5
     seed: int = 0
-    image_mode: str = "fraction"
-    num_workers: int | None = None  # None: chosen from the device and the inputs
+    scheduler: str = "none"
+    clip_grad: float | None = None  # max gradient norm; None = no clipping
+    amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
     device: str | None = None  # None: cuda when available, else cpu
+    stages: list | None = None  # list of Stage dicts; None = one stage from epochs/lr/patience
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "patience"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"training option {name} must be >= 1, got {getattr(self, name)}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"learning rate must be a finite number > 0, got {self.lr}")
+        if not self.weight_decay >= 0:
+            raise ConfigError(f"weight decay must be >= 0, got {self.weight_decay}")
+        if self.scheduler not in SCHEDULERS:
+            raise ConfigError(f"unknown scheduler '{self.scheduler}' (choices: {', '.join(SCHEDULERS)})")
+        if self.clip_grad is not None and not self.clip_grad > 0:
+            raise ConfigError(f"gradient clipping norm must be > 0, got {self.clip_grad}")
+
+    def stage_list(self) -> list[Stage]:
+        if not self.stages:
+            return [Stage("main", self.epochs, self.lr, self.patience)]
+        out = []
+        for s in self.stages:
+            try:
+                st = s if isinstance(s, Stage) else Stage(**s)
+            except TypeError as exc:
+                raise ConfigError(f"bad training stage {s!r}: {exc}") from exc
+            if st.epochs < 1 or st.patience < 1 or not st.lr > 0:
+                raise ConfigError(f"training stage '{st.name}': epochs and patience must be >= 1 "
+                                  f"and lr > 0, got {asdict(st)}")
+            out.append(st)
+        return out
 
 
 #: Fields of :class:`TrainConfig` that a model may set in its ``train_defaults``.
-MODEL_TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "patience")
+MODEL_TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "patience", "scheduler",
+                    "clip_grad", "stages")
 
 
 def default_config(model_name: str, **overrides) -> TrainConfig:
     """The TrainConfig of ``model_name``: TrainConfig defaults, then the model's
     ``train_defaults``, then ``overrides`` whose value is not None (e.g. CLI flags)."""
-    from dataclasses import fields
+    from pionml.models import model_class
 
-    cls = _model_class(model_name)
+    cls = model_class(model_name)
     bad = set(cls.train_defaults) - set(MODEL_TRAIN_KEYS)
     if bad:  # a programming error in a model class
         raise ConfigError(f"model '{model_name}': unknown train_defaults {sorted(bad)}")
@@ -68,9 +121,19 @@ def default_config(model_name: str, **overrides) -> TrainConfig:
 
 
 def pick_device(name: str | None = None) -> torch.device:
-    if name:
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``name`` checked (an unknown device or CUDA on a CPU build is a ConfigError), or cuda
+    when available, else cpu."""
+    if not name:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"unknown device '{name}' (e.g. cpu, cuda, cuda:1)") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device '{name}': this torch build or machine has no CUDA")
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device '{name}': only cpu and cuda are supported")
+    return device
 
 
 def seed_everything(seed: int) -> None:
@@ -80,205 +143,356 @@ def seed_everything(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
-def auto_workers(device: torch.device, inputs) -> int:
-    """Loader worker processes: none on CPU (batches are gathered from memory, kNN edges are
-    precomputed per dataset, so a process hop costs more than it saves: a GNN epoch on the
-    default dataset took 4.8 s with 0 workers, 6.1 s with 1); several on GPU."""
+def auto_workers(device: torch.device, kind: str) -> int:
+    """Loader worker processes: none on CPU for in-memory data (batches are gathered from
+    memory; a process hop costs more than it saves), one for a stream on CPU (reading and
+    building overlap the model), several on GPU."""
     cpus = os.cpu_count() or 1
     if device.type == "cuda":
         return max(0, min(4, cpus - 1))
-    return 0
+    return 1 if kind == "stream" and cpus > 1 else 0
 
 
-def data_spec(split) -> DataSpec:
+class Hook:
+    """Called by the trainer on every process: override what you need."""
+
+    def on_fit_start(self, trainer: "Trainer") -> None:
+        pass
+
+    def on_epoch_end(self, trainer: "Trainer", logs: dict) -> None:
+        pass
+
+    def on_fit_end(self, trainer: "Trainer") -> None:
+        pass
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Trainer:
+    """Trains ``model`` for ``task`` (see the module doc). ``folder``: where the weights and
+    the checkpoint go (main process only)."""
+
+    def __init__(self, model, task, config: TrainConfig, folder: Path, device: torch.device,
+                 hooks=(), progress: bool = True, num_workers: int = 0, data_sha256: str = ""):
+        self.model = model
+        self.task = task
+        self.config = config
+        self.folder = Path(folder)
+        self.device = device
+        self.hooks = list(hooks)
+        self.progress = progress
+        self.num_workers = num_workers
+        self.data_sha256 = data_sha256
+        self.dist = distributed.current()
+        self.stages = config.stage_list()
+        self.history = {"stage": [], "epoch": [], "train_loss": [], "val_loss": [], "lr": [],
+                        "seconds": []}
+        self.best_val, self.best_epoch = math.inf, -1
+        self.stage_index, self.stage_epoch, self.bad_epochs = 0, 0, 0
+        self.amp = bool(config.amp and device.type == "cuda")
+        self.net = model
+        if self.dist.active and model.trainable:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.net = DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None)
+        self.optimizer = self.scheduler = None
+        if model.trainable:
+            self._new_optimizer(self.stages[0])
+
+    # -- optimisation -------------------------------------------------------------------------
+    def _new_optimizer(self, stage: Stage) -> None:
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=stage.lr,
+                                          weight_decay=self.config.weight_decay)
+        if self.config.scheduler == "cosine":
+            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=stage.epochs)
+        elif self.config.scheduler == "plateau":
+            self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.optimizer, factor=0.5, patience=max(1, stage.patience // 2))
+        else:
+            self.scheduler = None
+
+    def _loss(self, batch, stage: Stage) -> torch.Tensor:
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            outputs = self.net(batch)
+            return self.model.get_loss(outputs, batch, self.task, **stage.options)
+
+    def train_epoch(self, source, stage: Stage, epoch: int) -> float:
+        d = self.dist
+        self.model.train()
+        loader = source.loader(self.config.batch_size, shuffle=True, epoch=epoch,
+                               seed=self.config.seed, rank=d.rank, world=d.world_size,
+                               num_workers=self.num_workers, pin_memory=self.device.type == "cuda")
+        from pionml.progress import progress_bar
+
+        n_batches = -(-len(source) // max(1, d.world_size) // self.config.batch_size)
+        bar = progress_bar(loader, desc=f"{self.model.name} {stage.name} epoch {epoch + 1}",
+                           progress=self.progress and d.is_main, leave=False, total=n_batches)
+        total, n = 0.0, 0
+        for i, batch in enumerate(bar):
+            batch = batch.to(self.device)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = self._loss(batch, stage)
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"model '{self.model.name}': the training loss became {float(loss)} at "
+                    f"epoch {epoch + 1}, batch {i + 1} (stage {stage.name}); check the inputs "
+                    f"for NaN or inf and the learning rate. The weights of the last finite "
+                    f"epoch are in '{self.folder / runfiles.CHECKPOINT_FILE}'")
+            loss.backward()
+            if self.config.clip_grad:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad)
+            self.optimizer.step()
+            total += float(loss.detach()) * len(batch)
+            n += len(batch)
+            bar.set_postfix(loss=f"{total / n:.4f}")
+        total, n = distributed.all_reduce_sum([total, n], device=self.device)
+        return total / max(n, 1)
+
+    @torch.no_grad()
+    def evaluate_loss(self, source, stage: Stage) -> float:
+        d = self.dist
+        self.model.eval()
+        loader = source.loader(4 * self.config.batch_size, shuffle=False, rank=d.rank,
+                               world=d.world_size, num_workers=self.num_workers)
+        total, n = 0.0, 0
+        for batch in loader:
+            batch = batch.to(self.device)
+            total += float(self._loss(batch, stage)) * len(batch)
+            n += len(batch)
+        total, n = distributed.all_reduce_sum([total, n], device=self.device)
+        if n and not math.isfinite(total):
+            raise TrainingError(f"model '{self.model.name}': the validation loss is {total / n}")
+        return total / max(n, 1)
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def checkpoint(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler else {},
+                "stage_index": self.stage_index, "stage_epoch": self.stage_epoch,
+                "history": self.history, "best_val": self.best_val, "best_epoch": self.best_epoch,
+                "bad_epochs": self.bad_epochs, "rng": _rng_state(),
+                "data_sha256": self.data_sha256}
+
+    def resume(self, path: Path) -> None:
+        """Continue from a checkpoint made on the same data (the hash must match)."""
+        ckpt = runfiles.load_tensors(path)
+        saved = ckpt.get("data_sha256", "")
+        if saved and self.data_sha256 and saved != self.data_sha256:
+            raise CheckpointError(f"checkpoint '{path}' was made on other data (sha256 "
+                                  f"{saved[:12]}..., this file {self.data_sha256[:12]}...); "
+                                  "resume on the same dataset or start a new run")
+        try:
+            runfiles.load_state(self.model, ckpt["model"], path)
+            self.stage_index = int(ckpt["stage_index"])
+            self._new_optimizer(self.stages[self.stage_index])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            if self.scheduler is not None and ckpt["scheduler"]:
+                self.scheduler.load_state_dict(ckpt["scheduler"])
+            self.history = {k: list(v) for k, v in ckpt["history"].items()}
+            self.best_val, self.best_epoch = float(ckpt["best_val"]), int(ckpt["best_epoch"])
+            self.bad_epochs, self.stage_epoch = int(ckpt["bad_epochs"]), int(ckpt["stage_epoch"])
+            _set_rng_state(ckpt["rng"])
+        except (KeyError, ValueError, TypeError, IndexError, RuntimeError) as exc:
+            raise CheckpointError(f"checkpoint '{path}': cannot resume ({exc!r})") from exc
+        logger.info("resumed from %s: stage %d, epoch %d", path, self.stage_index + 1, self.stage_epoch)
+
+    # -- the loop -------------------------------------------------------------------------------
+    def fit(self, train_source, val_source) -> dict:
+        """Run the stages; keep the weights of the best validation loss in ``weights.pt``."""
+        main = self.dist.is_main
+        weights = self.folder / runfiles.WEIGHTS_FILE
+        for hook in self.hooks:
+            hook.on_fit_start(self)
+        while self.model.trainable and self.stage_index < len(self.stages):
+            stage = self.stages[self.stage_index]
+            while self.stage_epoch < stage.epochs and self.bad_epochs < stage.patience:
+                global_epoch = len(self.history["epoch"])
+                t0 = time.perf_counter()
+                train_loss = self.train_epoch(train_source, stage, global_epoch)
+                val_loss = self.evaluate_loss(val_source, stage)
+                lr = self.optimizer.param_groups[0]["lr"]
+                if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    self.scheduler.step(val_loss)
+                elif self.scheduler is not None:
+                    self.scheduler.step()
+                self.stage_epoch += 1
+                logs = {"stage": stage.name, "epoch": global_epoch + 1, "train_loss": train_loss,
+                        "val_loss": val_loss, "lr": lr, "seconds": time.perf_counter() - t0}
+                for k, v in logs.items():
+                    self.history[k].append(v)
+                logger.info("%s %s epoch %d: train loss %.4f, val loss %.4f (%.1f s)",
+                            self.model.name, stage.name, global_epoch + 1, train_loss, val_loss,
+                            logs["seconds"])
+                if val_loss < self.best_val - 1e-5:
+                    self.best_val, self.best_epoch, self.bad_epochs = val_loss, global_epoch + 1, 0
+                    if main:
+                        runfiles.save_tensors(self.model.state_dict(), weights)
+                else:
+                    self.bad_epochs += 1
+                if main:
+                    runfiles.save_tensors(self.checkpoint(), self.folder / runfiles.CHECKPOINT_FILE)
+                for hook in self.hooks:
+                    hook.on_epoch_end(self, logs)
+                if self.bad_epochs >= stage.patience:
+                    logger.info("%s: early stop of stage %s after epoch %d (best epoch %d)",
+                                self.model.name, stage.name, global_epoch + 1, self.best_epoch)
+            self.stage_index += 1
+            self.stage_epoch, self.bad_epochs = 0, 0
+            if self.stage_index < len(self.stages):
+                # a new stage starts from the best weights so far with a fresh optimizer
+                if weights.is_file():
+                    runfiles.load_state(self.model, runfiles.load_tensors(weights), weights)
+                self._new_optimizer(self.stages[self.stage_index])
+                self.best_val = math.inf
+        distributed.barrier()
+        if self.model.trainable:
+            runfiles.load_state(self.model, runfiles.load_tensors(weights), weights)
+        for hook in self.hooks:
+            hook.on_fit_end(self)
+        return self.history
+
+
+def data_spec(dataset):
     """Input sizes taken from the data: image shapes, cloud feature width, scalar width."""
-    return DataSpec(image_shapes=split.image_shapes,
+    from pionml.data.normalise import CLOUD_FEATURES, SCALAR_FEATURES, n_layers
+    from pionml.models import DataSpec
+
+    return DataSpec(image_shapes=dataset.image_shapes,
                     n_cloud_features=len(CLOUD_FEATURES) + n_layers(),
                     n_scalars=len(SCALAR_FEATURES))
 
 
-def loss_fn(model: ClusterModel):
-    if model.task == "classify":
-        return torch.nn.BCEWithLogitsLoss()
-    return torch.nn.MSELoss()
+def prepare_folder(out: Path, resume: bool) -> None:
+    """A run folder is new, or explicitly resumed: never silently reused."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"run folder '{out}' is a file")
+    if resume:
+        if not (out / runfiles.CHECKPOINT_FILE).is_file():
+            raise ConfigError(f"--resume: '{out}' holds no {runfiles.CHECKPOINT_FILE} to resume from")
+        return
+    if out.is_dir() and any(out.iterdir()):
+        raise ConfigError(f"run folder '{out}' exists and is not empty: choose a new --out, "
+                          "or --resume it")
+    out.mkdir(parents=True, exist_ok=True)
 
 
-def target_of(model: ClusterModel, batch) -> torch.Tensor:
-    if model.task == "classify":
-        return batch.label
-    raise ConfigError(f"task '{model.task}': targets are not provided by this trainer yet "
-                      "(the regression issue adds them)")
-
-
-@torch.no_grad()
-def predict(model: ClusterModel, dataset: ClusterDataset, batch_size: int = 1024,
-            device: torch.device | str = "cpu", progress: bool = False,
-            num_workers: int | None = 0) -> np.ndarray:
-    """Model output per row of ``dataset``: P(pi0) for classifiers (sigmoid of the logit).
-    ``num_workers=None`` picks the loader workers as the trainer does."""
-    from pionml.progress import progress_bar
-
-    model.eval().to(device)
-    if num_workers is None:
-        num_workers = auto_workers(torch.device(device), dataset.inputs)
-    loader = make_loader(dataset, batch_size, shuffle=False, num_workers=num_workers)
-    out = []
-    for batch in progress_bar(loader, desc=f"predict {model.name}", progress=progress,
-                              leave=False):
-        y = model(batch.to(device))
-        out.append((torch.sigmoid(y) if model.task == "classify" else y).float().cpu())
-    return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
-
-
-def _evaluate_loss(model, loader, device, criterion) -> float:
-    model.eval()
-    total, n = 0.0, 0
-    with torch.no_grad():
-        for batch in loader:
-            batch = batch.to(device)
-            loss = criterion(model(batch), target_of(model, batch))
-            total += float(loss) * len(batch)
-            n += len(batch)
-    return total / max(n, 1)
-
-
-def train_run(data_path: str | Path, model_name: str, out_dir: str | Path, task: str = "classify",
+def train_run(data_path, model_name: str, out_dir, task: str = "classify",
               config: TrainConfig | None = None, hyper: dict | None = None,
-              progress: bool = True, resume: bool = True) -> Path:
-    """Train ``model_name`` on ``data_path`` and write the run folder ``out_dir``.
+              data_options: dict | None = None, progress: bool = True, resume: bool = False,
+              hooks=()) -> Path:
+    """Train ``model_name`` for ``task`` on ``data_path`` into the run folder ``out_dir``.
 
-    Returns the run folder. With ``resume`` and an existing ``checkpoint.pt`` made with the
-    same model config, training continues from the last finished epoch.
+    ``data_options`` override the data configuration (:class:`~pionml.data.sources.DataConfig`;
+    the model's ``data_defaults`` come first). With ``resume`` the run continues from its
+    checkpoint, with the saved normalisation, target transforms and data options, on the same
+    data. Returns the run folder.
     """
-    from pionml.progress import progress_bar
+    from pionml.data.batch import BatchBuilder
+    from pionml.data.normalise import Normalisation
+    from pionml.data.sources import DataConfig, make_source
+    from pionml.io import file_sha256
+    from pionml.io.hdf5 import DatasetFile
+    from pionml.models import build_model, model_class
+    from pionml.tasks import Task, make_task
 
     config = config or TrainConfig()
     hyper = dict(hyper or {})
-    if task != "classify":
-        raise ConfigError(f"task '{task}': this trainer has classification targets only so far "
-                          "(the regression issue adds the regression targets; the model heads "
-                          "already support task='regress')")
+    cls = model_class(model_name)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    dist = distributed.current()
     device = pick_device(config.device)
-    seed_everything(config.seed)
-    logger.info("train %s (task %s) on %s -> %s, device %s, config %s, hyper %s",
-                model_name, task, data_path, out, device, asdict(config), hyper)
-
-    train_split = read_split(data_path, "train")
-    val_split = read_split(data_path, "val")
-    if len(train_split) == 0 or len(val_split) == 0:
-        raise ConfigError(f"dataset '{data_path}': empty train ({len(train_split)}) or "
-                          f"validation ({len(val_split)}) split")
-    if _model_class(model_name).inputs == () and not np.all(np.isfinite(train_split.clusters["p_em"])):
-        raise ConfigError(f"model '{model_name}' scores with p_em, which is NaN in '{data_path}' "
-                          "(dataset built without LCW tables?)")
-    norm = Normalisation.fit(train_split, image_mode=config.image_mode)
-    cls_inputs = _model_inputs(model_name)
-    knn_k = int({**_model_defaults(model_name), **hyper}.get("knn_k", 0))
-    train_ds = ClusterDataset(train_split, norm, inputs=cls_inputs, knn_k=knn_k)
-    val_ds = ClusterDataset(val_split, norm, inputs=cls_inputs, knn_k=knn_k)
-    spec = data_spec(train_split)
-    model = build_model(model_name, spec, task=task, **hyper).to(device)
-    prior_config = (out / runfiles.MODEL_FILE).is_file()
-
-    history = {"epoch": [], "train_loss": [], "val_loss": [], "seconds": []}
-    best_val, best_epoch, bad_epochs, start_epoch = math.inf, -1, 0, 0
-    ckpt_path = out / runfiles.CHECKPOINT_FILE
-    optimizer = None
-    if model.trainable:
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        if resume and ckpt_path.is_file():
-            saved = runfiles.read_json(out / runfiles.MODEL_FILE) if prior_config else None
-            if saved is not None and saved != runfiles.jsonable(model.config()):
-                raise CheckpointError(f"checkpoint '{ckpt_path}' was made with another model config "
-                                      f"({out / runfiles.MODEL_FILE}: {saved}); use another --out")
-            ckpt = runfiles.load_tensors(ckpt_path)
-            try:
-                runfiles.load_state(model, ckpt["model"], ckpt_path)
-                optimizer.load_state_dict(ckpt["optimizer"])
-                history = {k: list(v) for k, v in ckpt["history"].items()}
-                best_val, best_epoch = float(ckpt["best_val"]), int(ckpt["best_epoch"])
-                bad_epochs, start_epoch = int(ckpt["bad_epochs"]), int(ckpt["epoch"]) + 1
-            except (KeyError, ValueError, TypeError) as exc:
-                raise CheckpointError(f"checkpoint '{ckpt_path}': cannot resume ({exc!r})") from exc
-            logger.info("resumed from %s at epoch %d", ckpt_path, start_epoch)
-
-    norm.save(out / runfiles.NORMALISATION_FILE)
-    runfiles.write_json(out / runfiles.MODEL_FILE, model.config())
-    workers = config.num_workers if config.num_workers is not None else auto_workers(device, cls_inputs)
-    pin = device.type == "cuda"
-    criterion = loss_fn(model)
-    if model.trainable and start_epoch < config.epochs and bad_epochs < config.patience:
-        train_loader = make_loader(train_ds, config.batch_size, shuffle=True,
-                                   seed=config.seed, num_workers=workers, pin_memory=pin)
-        val_loader = make_loader(val_ds, 4 * config.batch_size, shuffle=False, num_workers=workers)
-        for epoch in range(start_epoch, config.epochs):
-            # the loader's generator is re-seeded per epoch so that a resumed run shuffles alike
-            train_loader.generator.manual_seed(config.seed * 1000 + epoch)
-            model.train()
-            t0 = time.perf_counter()
-            total, n = 0.0, 0
-            bar = progress_bar(train_loader, desc=f"{model_name} epoch {epoch + 1}/{config.epochs}",
-                               progress=progress, leave=False)
-            for batch in bar:
-                batch = batch.to(device)
-                optimizer.zero_grad(set_to_none=True)
-                loss = criterion(model(batch), target_of(model, batch))
-                loss.backward()
-                optimizer.step()
-                total += float(loss.detach()) * len(batch)
-                n += len(batch)
-                bar.set_postfix(loss=f"{total / n:.4f}")
-            train_loss = total / max(n, 1)
-            val_loss = _evaluate_loss(model, val_loader, device, criterion)
-            history["epoch"].append(epoch + 1)
-            history["train_loss"].append(train_loss)
-            history["val_loss"].append(val_loss)
-            history["seconds"].append(time.perf_counter() - t0)
-            logger.info("%s epoch %d: train loss %.4f, val loss %.4f (%.1f s)", model_name,
-                        epoch + 1, train_loss, val_loss, history["seconds"][-1])
-            if val_loss < best_val - 1e-5:
-                best_val, best_epoch, bad_epochs = val_loss, epoch + 1, 0
-                torch.save(model.state_dict(), out / runfiles.WEIGHTS_FILE)
-            else:
-                bad_epochs += 1
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "epoch": epoch, "history": history, "best_val": best_val,
-                        "best_epoch": best_epoch, "bad_epochs": bad_epochs}, ckpt_path)
-            if bad_epochs >= config.patience:
-                logger.info("early stopping after epoch %d (best epoch %d)", epoch + 1, best_epoch)
-                break
-    if model.trainable and not (out / runfiles.WEIGHTS_FILE).is_file():  # zero epochs run
-        torch.save(model.state_dict(), out / runfiles.WEIGHTS_FILE)
-    if model.trainable:
-        runfiles.load_state(model, runfiles.load_tensors(out / runfiles.WEIGHTS_FILE),
-                            out / runfiles.WEIGHTS_FILE)
-
-    card = {
-        "model": model_name, "task": task, "hyper": model.hyper, "inputs": list(model.inputs),
-        "n_parameters": int(sum(p.numel() for p in model.parameters())),
-        "data": {"path": str(Path(data_path).resolve()), "sha256": file_sha256(data_path),
-                 "n_train": len(train_split), "n_val": len(val_split)},
-        "package_version": pionml.__version__, "torch_version": torch.__version__,
-        "seed": config.seed, "train_config": asdict(config), "device": str(device),
-        "history": history, "best_epoch": best_epoch,
-        "best_val_loss": None if math.isinf(best_val) else best_val,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "test_metrics": None,
-    }
-    runfiles.write_json(out / runfiles.CARD_FILE, card)
-    if history["epoch"]:
-        _save_curve(out / runfiles.CURVE_FILE, history, model_name)
+    if dist.is_main:
+        prepare_folder(out, resume)
+    distributed.barrier()
+    seed_everything(config.seed + dist.rank)
+    data_path = Path(data_path)
+    with DatasetFile(data_path) as ds:
+        sha = file_sha256(data_path)
+        if resume:
+            task_obj = Task.from_dict(runfiles.read_json(out / runfiles.TASK_FILE))
+            data_config = DataConfig.from_dict(runfiles.read_json(out / runfiles.DATA_FILE))
+            norm = Normalisation.load(out / runfiles.NORMALISATION_FILE)
+            if task_obj.name != task:
+                raise CheckpointError(f"run '{out}' was trained for task '{task_obj.name}', not '{task}'")
+        else:
+            task_obj = make_task(task)
+            data_config = DataConfig.from_dict({**cls.data_defaults, **(data_options or {})})
+        train_rows = task_obj.rows(ds, "train")
+        val_rows = task_obj.rows(ds, "val")
+        if len(train_rows) == 0 or len(val_rows) == 0:
+            raise ConfigError(f"dataset '{data_path}': empty train ({len(train_rows)}) or "
+                              f"validation ({len(val_rows)}) split for task '{task}'")
+        if hasattr(task_obj, "check_rows"):
+            task_obj.check_rows(ds, train_rows, "train")
+        model = build_model(model_name, data_spec(ds),
+                            heads=task_obj.heads, scalars=task_obj.scalars, **hyper)
+        if not model.trainable:
+            for name in model.cluster_fields:
+                ds.require(clusters=(name,))
+                values = ds.read_rows(val_rows, clusters=(name,)).clusters[name]
+                if not np.all(np.isfinite(values)):
+                    raise ConfigError(f"model '{model_name}' scores with {name}, which is NaN in "
+                                      f"'{data_path}' (dataset built without LCW tables?)")
+        if not resume:
+            task_obj.fit(ds, train_rows)
+            norm = Normalisation.fit(ds, train_rows, inputs=model.inputs,
+                                     image_mode=data_config.image_mode, progress=progress and dist.is_main)
+    logger.info("train %s (task %s) on %s -> %s, device %s, config %s, hyper %s, data %s",
+                model_name, task, data_path, out, device, asdict(config), hyper, data_config.to_dict())
+    fields_needed = tuple(task_obj.fields) + tuple(model.cluster_fields)
+    builder = BatchBuilder(norm, model.inputs, fields=fields_needed, knn_k=data_config.knn_k)
+    train_src = make_source(data_path, train_rows, builder, data_config, what="train")
+    val_src = make_source(data_path, val_rows, builder, data_config, what="validation")
+    if dist.is_main:
+        if resume:
+            saved = runfiles.read_json(out / runfiles.MODEL_FILE)
+            if saved != runfiles.jsonable(model.config()):
+                raise CheckpointError(f"run '{out}' was made with another model config "
+                                      f"({out / runfiles.MODEL_FILE}); use another --out")
+        norm.save(out / runfiles.NORMALISATION_FILE)
+        runfiles.write_json(out / runfiles.MODEL_FILE, model.config())
+        runfiles.write_json(out / runfiles.TASK_FILE, task_obj.to_dict())
+        runfiles.write_json(out / runfiles.DATA_FILE, data_config.to_dict())
+    model.to(device)
+    workers = data_config.num_workers
+    if workers is None:
+        workers = auto_workers(device, train_src.kind)
+    trainer = Trainer(model, task_obj, config, out, device, hooks=hooks, progress=progress,
+                      num_workers=workers, data_sha256=sha)
+    if resume and model.trainable:
+        trainer.resume(out / runfiles.CHECKPOINT_FILE)
+    history = trainer.fit(train_src, val_src)
+    if dist.is_main:
+        card = {
+            "model": model_name, "task": task, "hyper": model.hyper, "inputs": list(model.inputs),
+            "heads": model.head_specs,
+            "n_parameters": int(sum(p.numel() for p in model.parameters())),
+            "data": {"path": str(data_path.resolve()), "sha256": sha,
+                     "n_train": len(train_rows), "n_val": len(val_rows),
+                     "source": train_src.kind, "options": data_config.to_dict()},
+            "package_version": pionml.__version__, "torch_version": torch.__version__,
+            "seed": config.seed, "train_config": asdict(config), "device": str(device),
+            "world_size": dist.world_size, "history": history, "best_epoch": trainer.best_epoch,
+            "best_val_loss": None if math.isinf(trainer.best_val) else trainer.best_val,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "test_metrics": None,
+        }
+        runfiles.write_json(out / runfiles.CARD_FILE, card)
+        if history["epoch"]:
+            _save_curve(out / runfiles.CURVE_FILE, history, model_name)
     return out
-
-
-def _model_inputs(name: str):
-    return _model_class(name).inputs
-
-
-def _model_defaults(name: str) -> dict:
-    return _model_class(name).defaults
 
 
 def _save_curve(path: Path, history: dict, label: str) -> None:

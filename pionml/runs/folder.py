@@ -1,0 +1,237 @@
+"""The run folder (design.md section 9): layout, model card, safe loading, prediction.
+
+Files: ``model.json`` (constructor config), ``task.json`` (task, options, fitted target
+transforms), ``data.json`` (data options: image mode, kNN, source), ``normalisation.json``,
+``weights.pt`` (state_dict of the best epoch), ``checkpoint.pt`` (for resume), ``card.json``
+(model card) and ``training_curve.png``. Tensors are read with ``torch.load(weights_only=True)``:
+nothing is unpickled. :meth:`Run.load` rebuilds everything from the folder alone;
+:meth:`Run.predict` gives physical quantities per cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pionml.errors import CheckpointError, ConfigError, PionmlError
+
+logger = logging.getLogger(__name__)
+
+MODEL_FILE = "model.json"
+TASK_FILE = "task.json"
+DATA_FILE = "data.json"
+WEIGHTS_FILE = "weights.pt"
+CHECKPOINT_FILE = "checkpoint.pt"
+NORMALISATION_FILE = "normalisation.json"
+CARD_FILE = "card.json"
+CURVE_FILE = "training_curve.png"
+EVAL_DIR = "eval"
+
+
+def read_json(path: Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"run folder '{path.parent}': missing file '{path.name}'")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"file '{path}': not valid JSON ({exc})") from exc
+
+
+def _default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (tuple, Path)):
+        return list(o) if isinstance(o, tuple) else str(o)
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def jsonable(obj):
+    """``obj`` as it reads back from JSON (tuples become lists, numpy scalars numbers)."""
+    return json.loads(json.dumps(obj, default=_default))
+
+
+def _strict(obj):
+    """Non-finite floats as strict JSON allows: +-inf as the strings "inf"/"-inf" (which
+    ``float()`` reads back), NaN as null."""
+    if isinstance(obj, dict):
+        return {k: _strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict(v) for v in obj]
+    if isinstance(obj, (float, np.floating)) and not np.isfinite(obj):
+        return None if np.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    return obj
+
+
+def write_json(path: Path, obj) -> None:
+    """Write strict JSON (no Infinity/NaN tokens), atomically."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(_strict(jsonable(obj)), indent=2, allow_nan=False))
+    tmp.replace(path)
+
+
+def save_tensors(obj: dict, path: Path) -> None:
+    """``torch.save`` to a temporary file renamed on success (no half-written checkpoint)."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def load_tensors(path: Path) -> dict:
+    """``torch.load(weights_only=True)`` with a CheckpointError naming the file and problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"run folder '{path.parent}': missing file '{path.name}'")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt zip, truncated file, forbidden pickle global...
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        # torch's advice to retry with weights_only=False is exactly what must not be done
+        first = first.split(" (1)")[0].split("Re-running")[0].strip()
+        raise CheckpointError(f"checkpoint '{path}': cannot be read safely "
+                              f"({type(exc).__name__}: {first})") from exc
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"checkpoint '{path}': expected a dict of tensors, got {type(obj).__name__}")
+    return obj
+
+
+def load_state(model: torch.nn.Module, state: dict, path: Path) -> None:
+    """Strictly load ``state`` into ``model``; a mismatch names the file and the keys."""
+    try:
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        raise CheckpointError(f"checkpoint '{path}' does not match model '{getattr(model, 'name', '?')}': "
+                              + " ".join(lines[1:4] or lines[:1])) from exc
+
+
+def build_from_config(folder: Path):
+    from pionml.models import model_class
+
+    config = read_json(Path(folder) / MODEL_FILE)
+    try:
+        return model_class(config["model"]).from_config(config)
+    except PionmlError as exc:
+        raise CheckpointError(f"file '{Path(folder) / MODEL_FILE}': {exc}") from exc
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"file '{Path(folder) / MODEL_FILE}': invalid model config ({exc!r})") from exc
+
+
+def check_data_matches(model, dataset) -> None:
+    """The data a model is applied to must have the shapes it was built for (images; the
+    cloud and scalar features are checked with the normalisation). ConfigError names both."""
+    if "images" in model.inputs:
+        want = {k: tuple(v) for k, v in model.spec.image_shapes.items()}
+        have = dataset.image_shapes
+        if want != have:
+            raise ConfigError(f"file '{dataset.path}': image shapes {have} differ from those the "
+                              f"model '{model.name}' was trained on {want}")
+
+
+@dataclass
+class Run:
+    """A reloaded run: the model (eval mode, weights loaded), its task (fitted transforms),
+    normalisation, data options and card."""
+
+    folder: Path
+    model: object
+    task: object
+    normalisation: object
+    data_config: object
+    card: dict
+
+    @classmethod
+    def load(cls, folder, device: str | torch.device = "cpu") -> "Run":
+        """Rebuild a trained run from its folder alone (no unpickling)."""
+        from pionml.data.normalise import Normalisation
+        from pionml.data.sources import DataConfig
+        from pionml.tasks import Task
+
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise CheckpointError(f"run folder '{folder}' does not exist")
+        model = build_from_config(folder)
+        if model.trainable:
+            load_state(model, load_tensors(folder / WEIGHTS_FILE), folder / WEIGHTS_FILE)
+        task = Task.from_dict(read_json(folder / TASK_FILE))
+        try:
+            data_config = DataConfig.from_dict(read_json(folder / DATA_FILE))
+        except (ConfigError, TypeError) as exc:
+            raise CheckpointError(f"file '{folder / DATA_FILE}': {exc}") from exc
+        normalisation = Normalisation.load(folder / NORMALISATION_FILE)
+        card = read_json(folder / CARD_FILE)
+        model.to(device).eval()
+        return cls(folder=folder, model=model, task=task, normalisation=normalisation,
+                   data_config=data_config, card=card)
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    def data_path(self, data=None) -> Path:
+        """``data``, or the dataset recorded in the card."""
+        if data is not None:
+            return Path(data)
+        try:
+            path = Path(self.card["data"]["path"])
+        except (KeyError, TypeError):
+            raise CheckpointError(f"file '{self.folder / CARD_FILE}': no data path; pass --data") from None
+        if not path.is_file():
+            raise ConfigError(f"run '{self.folder}': its dataset '{path}' is gone; pass --data")
+        return path
+
+    @torch.no_grad()
+    def predict(self, data=None, split: str | None = "test", rows=None, batch_size: int = 1024,
+                device: str | torch.device | None = None, progress: bool = False,
+                num_workers: int = 0) -> dict:
+        """Physical predictions per cluster of ``rows`` (default: the task's rows of ``split``)
+        of ``data`` (default: the run's dataset): ``{"rows", the cluster fields of the table
+        (event, cluster_index, label, E_em, eta, E_true, ...), the task's output columns}``,
+        ordered by row. The source (in memory or streamed) follows the run's data options."""
+        from pionml.data.batch import BatchBuilder
+        from pionml.data.sources import make_source
+        from pionml.io.hdf5 import DatasetFile
+        from pionml.progress import progress_bar
+
+        path = self.data_path(data)
+        device = torch.device(device) if device is not None else next(
+            (p.device for p in self.model.parameters()), torch.device("cpu"))
+        self.model.to(device).eval()
+        with DatasetFile(path) as ds:
+            check_data_matches(self.model, ds)
+            if rows is None:
+                rows = self.task.rows(ds, split)
+            rows = np.sort(np.asarray(rows, dtype=np.int64))
+            fields = self.task.table_fields()
+            ds.require(clusters=fields)
+            table = {"rows": rows, **ds.read_rows(rows, clusters=fields).clusters}
+        builder = BatchBuilder(self.normalisation, self.model.inputs,
+                               fields=self.model.cluster_fields, knn_k=self.data_config.knn_k)
+        source = make_source(path, rows, builder, self.data_config, what=f"predict {self.name}")
+        loader = source.loader(batch_size, shuffle=False, num_workers=num_workers,
+                               pin_memory=device.type == "cuda")
+        got_rows, outs = [], {}
+        for batch in progress_bar(loader, desc=f"predict {self.name}", progress=progress,
+                                  leave=False, total=-(-len(rows) // batch_size)):
+            phys = self.task.physical(self.model(batch.to(device)))
+            got_rows.append(batch.rows.numpy())
+            for k, v in phys.items():
+                outs.setdefault(k, []).append(v.float().cpu().numpy())
+        got = np.concatenate(got_rows) if got_rows else np.zeros(0, np.int64)
+        order = np.argsort(got, kind="stable")
+        if not np.array_equal(got[order], rows):
+            raise PionmlError(f"predict: the source returned {len(got)} rows for {len(rows)} asked")
+        for k in self.task.columns:
+            table[k] = np.concatenate(outs[k])[order] if outs else np.zeros(0, np.float32)
+        return table

@@ -1,0 +1,154 @@
+"""What differs between tasks, in one object per task (design.md sections 7, 8, 11).
+
+A :class:`Task` owns: which rows it uses (:meth:`Task.select`), its targets and their fitted,
+invertible transforms (:mod:`pionml.tasks.transforms`, saved with the run as ``task.json``),
+the heads it asks the model for, the loss, the conversion of head outputs to physical
+quantities (:meth:`Task.physical`), the prediction columns of ``predictions.csv``, and its
+metrics, summary line and plots. The trainer, the run folder and the evaluation only call
+these methods, so a new task (regression, calibration) is added by registering a class.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from pionml.errors import CheckpointError, ConfigError, DataError
+
+logger = logging.getLogger(__name__)
+
+#: Per-cluster fields of every prediction table (design.md section 11), in CSV order.
+TABLE_FIELDS = ("event", "cluster_index", "label", "E_em", "eta", "E_true")
+_TABLE_FORMATS = {"event": "%d", "cluster_index": "%d", "label": "%d", "E_em": "%.6g",
+                  "eta": "%.6g", "E_true": "%.6g"}
+
+TASKS: dict[str, type["Task"]] = {}
+
+
+def register_task(cls: type["Task"]) -> type["Task"]:
+    """Class decorator: add a task to the registry under ``cls.name``."""
+    TASKS[cls.name] = cls
+    return cls
+
+
+def task_class(name: str) -> type["Task"]:
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise ConfigError(f"unknown task '{name}' (choices: {', '.join(sorted(TASKS))})") from None
+
+
+def make_task(name: str, **options) -> "Task":
+    """A new (unfitted) task ``name``; unknown options raise ConfigError."""
+    return task_class(name)(**options)
+
+
+class Task:
+    """Base class. Subclasses set the class attributes and implement :meth:`loss`,
+    :meth:`physical` and :meth:`metrics` (and may override the rest)."""
+
+    name: str = ""
+    #: head name -> head spec (pionml.models.heads) the model must provide
+    heads: dict = {}
+    #: whether the model reads the cluster scalars (E_EM, eta) through its scalar branch
+    scalars: bool = False
+    #: per-cluster fields the loss needs in every training batch
+    fields: tuple = ()
+    #: per-cluster fields :meth:`select` reads
+    select_fields: tuple = ()
+    #: per-cluster fields the metrics need in the prediction table besides TABLE_FIELDS
+    metric_fields: tuple = ()
+    #: physical output columns (name -> printf format) written to predictions.csv
+    columns: dict = {}
+    #: accepted options and their defaults
+    defaults: dict = {}
+
+    def __init__(self, **options):
+        unknown = set(options) - set(self.defaults)
+        if unknown:
+            raise ConfigError(f"task '{self.name}': unknown option(s) {sorted(unknown)} "
+                              f"(accepted: {sorted(self.defaults) or 'none'})")
+        self.options = {**self.defaults, **options}
+
+    # rows -----------------------------------------------------------------------------------
+    def select(self, clusters: dict, where: str = "") -> np.ndarray:
+        """Boolean mask of the rows the task uses, from the ``select_fields`` columns."""
+        return np.ones(len(next(iter(clusters.values()))) if clusters else 0, dtype=bool)
+
+    def rows(self, dataset, split) -> np.ndarray:
+        """Rows of ``split`` of ``dataset`` (a DatasetFile) the task uses; the number left out
+        is logged with the reason, never dropped silently."""
+        rows = dataset.split_rows(split)
+        if self.select_fields:
+            dataset.require(clusters=self.select_fields)
+            cl = dataset.read_rows(rows, clusters=self.select_fields).clusters
+            keep = self.select(cl, where=f"file '{dataset.path}', split {split}")
+            if not keep.all():
+                logger.info("task %s: %d of %d %s rows selected (%s)", self.name, keep.sum(),
+                            len(keep), split, self.selection_text())
+            rows = rows[keep]
+        return rows
+
+    def selection_text(self) -> str:
+        return "all rows"
+
+    # targets --------------------------------------------------------------------------------
+    def fit(self, dataset, rows) -> None:
+        """Fit the target transforms on the training rows (nothing for targets used as they are)."""
+
+    def state(self) -> dict:
+        """Fitted state (the target transforms), saved with the run."""
+        return {}
+
+    def load_state(self, state: dict) -> None:
+        if state:
+            raise CheckpointError(f"task '{self.name}': unexpected saved state {sorted(state)}")
+
+    def to_dict(self) -> dict:
+        return {"task": self.name, "options": dict(self.options), "state": self.state()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Task":
+        try:
+            task = make_task(d["task"], **d.get("options", {}))
+        except (KeyError, TypeError) as exc:
+            raise CheckpointError(f"task: bad saved form ({exc!r})") from exc
+        except ConfigError as exc:
+            raise CheckpointError(f"task: {exc}") from exc
+        task.load_state(d.get("state", {}))
+        return task
+
+    # learning -------------------------------------------------------------------------------
+    def loss(self, outputs: dict, batch, **options):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def physical(self, outputs: dict) -> dict:  # pragma: no cover - abstract
+        """Head outputs (tensors) -> physical quantities (tensors), keys = ``columns``."""
+        raise NotImplementedError
+
+    # evaluation -----------------------------------------------------------------------------
+    def table_fields(self) -> tuple:
+        return tuple(dict.fromkeys(TABLE_FIELDS + tuple(self.metric_fields)))
+
+    def csv_columns(self) -> dict:
+        """Column -> printf format of predictions.csv: the cluster fields, then the outputs."""
+        return {**_TABLE_FORMATS, **self.columns}
+
+    def metrics(self, table: dict) -> dict:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def summary(self, metrics: dict) -> str:
+        return ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float))
+
+    def plots(self, folder, name: str, table: dict, dataset, progress: bool = False) -> list:
+        """Draw the task's figures into ``folder``; returns the files written."""
+        return []
+
+
+def check_finite(name: str, values: np.ndarray, where: str) -> None:
+    """DataError naming the field, the count and where, if any value is NaN or inf."""
+    bad = ~np.isfinite(np.asarray(values, dtype=np.float64))
+    if bad.any():
+        raise DataError(f"{where}: '{name}' is NaN or inf in {int(bad.sum())} rows "
+                        f"(first at position {int(np.argmax(bad))})")

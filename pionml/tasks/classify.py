@@ -1,0 +1,71 @@
+"""``classify``: pi0 vs pi+- (seed 002 section 4.2; design.md sections 7-8).
+
+Label 1 = pi0, 0 = pi+-; one ``logit`` head trained with binary cross-entropy on the logit
+(seed 002 footnote 3); the physical output is ``score`` = P(pi0), like the LCW EM probability;
+metrics are the ROC, AUC and pi0 rejection at 90 % pi+- efficiency against ``pem`` (P_EM), in
+bins of cluster E_em too; figures are seed 002 Figs. 1-2 and 8-11.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pionml.errors import DataError
+from pionml.evaluate.metrics import DEFAULT_E_BINS, classification_metrics
+from pionml.tasks.base import Task, register_task
+
+
+@register_task
+class ClassifyTask(Task):
+    name = "classify"
+    heads = {"logit": {"kind": "linear"}}
+    fields = ("label",)
+    select_fields = ("label",)
+    metric_fields = ("p_em",)
+    columns = {"score": "%.7g"}
+
+    def select(self, clusters: dict, where: str = "") -> np.ndarray:
+        """Every row; a label other than 0 or 1 is an error, never trained on."""
+        label = np.asarray(clusters["label"])
+        bad = ~np.isin(label, (0, 1))
+        if bad.any():
+            raise DataError(f"{where}: {int(bad.sum())} rows have a label other than 0 (pi+-) or "
+                            f"1 (pi0), e.g. {label[bad][0]!r} (first at position {int(np.argmax(bad))})")
+        return np.ones(len(label), dtype=bool)
+
+    def check_rows(self, dataset, rows, split: str) -> None:
+        """A split to train on needs both classes."""
+        label = dataset.read_rows(rows, clusters=("label",)).clusters["label"]
+        n1 = int(np.sum(label == 1))
+        if n1 == 0 or n1 == len(label):
+            raise DataError(f"file '{dataset.path}', split {split}: only "
+                            f"{'pi0' if n1 else 'pi+-'} clusters ({len(label)}): a classifier "
+                            "needs both classes")
+
+    def loss(self, outputs: dict, batch, **options) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(outputs["logit"].float(), batch.clusters["label"])
+
+    def physical(self, outputs: dict) -> dict:
+        return {"score": torch.sigmoid(outputs["logit"].float())}
+
+    def metrics(self, table: dict) -> dict:
+        return classification_metrics(table["label"], table["score"], table["p_em"],
+                                      table["E_em"], DEFAULT_E_BINS)
+
+    def summary(self, m: dict) -> str:
+        def fmt(x):
+            return "n/a" if x is None else f"{float(x):.3g}"
+
+        return (f"AUC {m['auc']:.4f}, pi0 rejection at 90% pi+- efficiency "
+                f"{fmt(m['rejection_at_eff90'])} (pem {fmt(m['pem_rejection_at_eff90'])}, "
+                f"ratio {fmt(m['rejection_ratio_at_eff90'])})")
+
+    def plots(self, folder, name: str, table: dict, dataset, progress: bool = False) -> list:
+        from pionml.evaluate.classification import draw_run_plots
+        from pionml.evaluate.images import image_statistics
+
+        stats = image_statistics(dataset, table["rows"], table["label"], table["score"],
+                                 progress=progress)
+        return draw_run_plots(folder, name, table, stats, DEFAULT_E_BINS)
