@@ -273,3 +273,17 @@ def test_the_memory_budget_picks_the_source(fake):
         DataConfig(block_rows=0)
     with pytest.raises(ConfigError, match="unknown data option"):
         DataConfig.from_dict({"knn": 3})
+
+
+def test_cached_knn_edges_equal_fresh_ones_in_every_epoch(fake):
+    with DatasetFile(fake) as ds:
+        rows = ds.split_rows("train")
+        norm = Normalisation.fit(ds, rows)
+    builder = BatchBuilder(norm, ("cloud",), knn_k=3)
+    src = InMemorySource(fake, rows, builder)
+    for epoch in (0, 1, 2):
+        for batch in src.loader(25, shuffle=True, epoch=epoch, seed=4):
+            positions = np.searchsorted(rows, batch.rows.numpy())
+            fresh = builder(src.block.take(positions))  # no cache
+            assert torch.equal(batch.cloud.edge_index, fresh.cloud.edge_index)
+    assert src.edge_cache.done.all()

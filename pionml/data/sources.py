@@ -3,7 +3,8 @@
 Two sources give the same batches (a :class:`~pionml.data.batch.BatchBuilder` makes them):
 
 - :class:`InMemorySource` reads its rows once (only the fields the model and task need, raw:
-  normalisation is applied per batch) and gathers every batch from memory.
+  normalisation is applied per batch) and gathers every batch from memory; the kNN edges of a
+  row are made in its first batch and kept for later epochs.
 - :class:`StreamingSource` never holds more than a shuffle buffer: it reads contiguous blocks of
   rows, shuffles within a buffer of several blocks, and splits the blocks between the
   processes of a distributed run (each takes a contiguous part of every block, so the ranks'
@@ -24,7 +25,7 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 import torch
 
-from pionml.data.batch import BatchBuilder, ClusterBatch
+from pionml.data.batch import BatchBuilder, ClusterBatch, EdgeCache
 from pionml.errors import ConfigError
 from pionml.io.hdf5 import DatasetFile
 
@@ -123,6 +124,8 @@ class InMemorySource(torch.utils.data.Dataset):
                        cells=builder.cell_fields)
             self.block = ds.read_rows(self.rows, clusters=builder.cluster_fields,
                                       images=builder.read_images, cells=builder.cell_fields)
+        self.edge_cache = (EdgeCache(self.block.cell_offsets, builder.knn_k)
+                           if builder.knn_k > 0 and builder.cell_fields else None)
         logger.debug("in memory: %d rows, %.1f MB", len(self.rows), self.block.nbytes / 1e6)
 
     def __len__(self) -> int:
@@ -134,7 +137,8 @@ class InMemorySource(torch.utils.data.Dataset):
         return self.__getitems__(i if isinstance(i, (list, tuple, np.ndarray)) else [i])
 
     def __getitems__(self, indices) -> ClusterBatch:
-        return self.builder(self.block.take(np.asarray(indices, dtype=np.int64)))
+        positions = np.asarray(indices, dtype=np.int64)
+        return self.builder(self.block.take(positions), self.edge_cache, positions)
 
     def loader(self, batch_size: int, shuffle: bool, epoch: int = 0, seed: int = 0,
                rank: int = 0, world: int = 1, num_workers: int = 0,
