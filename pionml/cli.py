@@ -40,6 +40,11 @@ def _number(text: str, kind):
     return value
 
 
+def finite_float(text: str) -> float:
+    """Any finite number."""
+    return _number(text, float)
+
+
 def positive_int(text: str) -> int:
     """An integer >= 1."""
     value = _number(text, int)

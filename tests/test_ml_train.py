@@ -16,7 +16,8 @@ from pionml.evaluate.report import evaluate
 from pionml.io.hdf5 import DatasetFile
 from pionml.runs import Run
 from pionml.testing.fake_dataset import make_fake_dataset
-from pionml.train.trainer import Hook, TrainConfig, TrainingError, pick_device, train_run
+from pionml.device import pick_device
+from pionml.train.trainer import Hook, TrainConfig, TrainingError, train_run
 
 CFG = TrainConfig(epochs=1, batch_size=64, seed=1)
 

@@ -12,20 +12,22 @@ logger = logging.getLogger(__name__)
 
 
 def add_build_arguments(p: argparse.ArgumentParser) -> None:
+    from pionml.cli import finite_float, non_negative_float, positive_float, positive_int
+
     p.add_argument("inputs", nargs="+", metavar="FILE.root", help="MLTree ROOT files (EventTree)")
     p.add_argument("--geometry", metavar="CELLGEO.root", default=None,
                    help="file holding the CellGeo tree (default: the CellGeo of each input file)")
     p.add_argument("--out", required=True, metavar="DATASET.h5", help="output HDF5 dataset")
-    p.add_argument("--eta-max", type=float, default=0.7, help="keep |cluster eta| < this (0.7)")
-    p.add_argument("--min-calib", type=float, default=0.2,
+    p.add_argument("--eta-max", type=positive_float, default=0.7, help="keep |cluster eta| < this (0.7)")
+    p.add_argument("--min-calib", type=non_negative_float, default=0.2,
                    help="keep ENG_CALIB_TOT > this, GeV (0.2)")
-    p.add_argument("--min-em", type=float, default=0.0, help="keep cluster E_EM > this, GeV (0)")
-    p.add_argument("--split", type=float, nargs=3, default=(0.7, 0.15, 0.15),
+    p.add_argument("--min-em", type=finite_float, default=0.0, help="keep cluster E_EM > this, GeV (0)")
+    p.add_argument("--split", type=non_negative_float, nargs=3, default=(0.7, 0.15, 0.15),
                    metavar=("TRAIN", "VAL", "TEST"), help="split fractions, drawn per event")
     p.add_argument("--seed", type=int, default=0, help="seed of the split (0)")
     p.add_argument("--skip-bad", action="store_true",
                    help="skip bad clusters/events/files and count them instead of failing")
-    p.add_argument("--step-size", type=int, default=1000, help="events per chunk (1000)")
+    p.add_argument("--step-size", type=positive_int, default=1000, help="events per chunk (1000)")
     p.add_argument("--compression", default="gzip", choices=("gzip", "lzf", "none"),
                    help="HDF5 compression (gzip)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -33,6 +35,10 @@ def add_build_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_build(args) -> int:
     from pionml.builder.builder import Selection, build_dataset
+    from pionml.errors import ConfigError
+
+    if sum(args.split) <= 0:
+        raise ConfigError(f"--split {' '.join(map(str, args.split))}: the fractions must not all be 0")
 
     summary = build_dataset(
         args.inputs, args.out, geometry=args.geometry,

@@ -38,7 +38,7 @@ def evaluate(run_dirs, data=None, out=None, progress: bool = False, device: str 
     from pionml.io import file_sha256
     from pionml.io.hdf5 import DatasetFile
     from pionml.runs import CARD_FILE, EVAL_DIR, Run, write_json
-    from pionml.train.trainer import pick_device
+    from pionml.device import pick_device
 
     if isinstance(run_dirs, (str, Path)):
         run_dirs = [run_dirs]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 
 def _add_arguments(p):
+    from pionml.cli import positive_float
+
     p.add_argument("--write", metavar="FILE.root", help="write the CellGeo tree to this file")
-    p.add_argument("--noise-scale", type=float, default=1.0,
+    p.add_argument("--noise-scale", type=positive_float, default=1.0,
                    help="multiply every layer's noise sigma (physics.md 10.1 scans)")
 
 

@@ -62,7 +62,7 @@ def check_train_arguments(args) -> dict:
     from pionml.errors import ConfigError
     from pionml.models import model_class
     from pionml.tasks import task_class
-    from pionml.train.trainer import pick_device
+    from pionml.device import pick_device
 
     model_class(args.model)
     task_class(args.task)

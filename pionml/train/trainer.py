@@ -30,6 +30,7 @@ import torch
 import pionml
 from pionml.errors import CheckpointError, ConfigError, PionmlError
 from pionml.runs import folder as runfiles
+from pionml.device import pick_device
 from pionml.train import distributed
 
 logger = logging.getLogger(__name__)
@@ -118,22 +119,6 @@ def default_config(model_name: str, **overrides) -> TrainConfig:
         raise ConfigError(f"unknown training option(s) {sorted(unknown)} (accepted: {sorted(names)})")
     values = {**cls.train_defaults, **{k: v for k, v in overrides.items() if v is not None}}
     return TrainConfig(**values)
-
-
-def pick_device(name: str | None = None) -> torch.device:
-    """``name`` checked (an unknown device or CUDA on a CPU build is a ConfigError), or cuda
-    when available, else cpu."""
-    if not name:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError) as exc:
-        raise ConfigError(f"unknown device '{name}' (e.g. cpu, cuda, cuda:1)") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device '{name}': this torch build or machine has no CUDA")
-    if device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"device '{name}': only cpu and cuda are supported")
-    return device
 
 
 def seed_everything(seed: int) -> None:
