@@ -251,10 +251,12 @@ def source_kind(ds: DatasetFile, n_rows: int, builder: BatchBuilder, config: Dat
 
 
 def make_source(path, rows, builder: BatchBuilder, config: DataConfig, what: str = "",
-                progress: bool = False):
-    """The source of ``rows`` of the dataset ``path`` chosen by ``config`` (see module doc)."""
+                progress: bool = False, kind: str | None = None):
+    """The source of ``rows`` of the dataset ``path``: ``kind`` ('memory' or 'stream'), or the
+    one ``config`` chooses for these rows alone (see module doc). A training run chooses once
+    for its training and validation rows together (:func:`source_kind` on both)."""
     with DatasetFile(path) as ds:
-        kind = source_kind(ds, len(rows), builder, config)
+        kind = kind or source_kind(ds, len(rows), builder, config)
         need = len(rows) * ds.bytes_per_row(builder.cluster_fields, builder.read_images,
                                             builder.cell_fields)
     logger.info("%s: %d clusters, %s source (%.2f GB of inputs, budget %.2f GB)", what or "data",

@@ -424,19 +424,33 @@ class DatasetFile:
         if len(rows) and (rows.min() < 0 or rows.max() >= self.n):
             raise SchemaError(f"{where(file=self.path)}: row index out of range 0..{self.n - 1}")
         uniq, inverse = np.unique(rows, return_inverse=True)
-        parts = []
+        f = self._file
+        # the output is allocated once and filled span by span (no second copy at the end)
+        counts = (np.diff(self.offsets)[uniq] if cells else np.zeros(len(uniq), dtype=np.int64))
+        offsets = np.zeros(len(uniq) + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        out = ClusterBlock(
+            rows=uniq,
+            clusters={k: np.empty(len(uniq), dtype=f["clusters"][k].dtype) for k in clusters},
+            images={k: np.empty((len(uniq),) + f["images"][k].shape[1:], dtype=np.float32)
+                    for k in IMAGE_NAMES if images and k in f["images"]},
+            cell_offsets=offsets,
+            cells={k: np.empty(int(offsets[-1]), dtype=f["cells"][k].dtype) for k in cells})
         i = 0
         while i < len(uniq):
             j = int(np.searchsorted(uniq, uniq[i] + span_rows, side="left"))
-            parts.append(self.read_span(int(uniq[i]), int(uniq[j - 1]) + 1, keep=uniq[i:j],
-                                        clusters=clusters, images=images, cells=cells))
+            part = self.read_span(int(uniq[i]), int(uniq[j - 1]) + 1, keep=uniq[i:j],
+                                  clusters=clusters, images=images, cells=cells)
+            for k, v in part.clusters.items():
+                out.clusters[k][i:j] = v
+            for k, v in part.images.items():
+                out.images[k][i:j] = v
+            for k, v in part.cells.items():
+                out.cells[k][offsets[i]:offsets[j]] = v
             i = j
-        if not parts:
-            parts = [self.read_span(0, 0, clusters=clusters, images=images, cells=cells)]
-        block = ClusterBlock.concat(parts)
         if len(uniq) == len(rows) and np.all(np.diff(rows) > 0):
-            return block
-        return block.take(inverse)
+            return out
+        return out.take(inverse)
 
     # the older column-wise API, kept for inspection scripts --------------------------------
     def read_clusters(self, fields=None, rows=None) -> dict[str, np.ndarray]:

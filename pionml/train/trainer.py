@@ -386,7 +386,7 @@ def train_run(data_path, model_name: str, out_dir, task: str = "classify",
     """
     from pionml.data.batch import BatchBuilder
     from pionml.data.normalise import Normalisation
-    from pionml.data.sources import DataConfig, make_source
+    from pionml.data.sources import DataConfig, make_source, source_kind
     from pionml.io import file_sha256
     from pionml.io.hdf5 import DatasetFile
     from pionml.models import build_model, model_class
@@ -438,8 +438,10 @@ def train_run(data_path, model_name: str, out_dir, task: str = "classify",
                 model_name, task, data_path, out, device, asdict(config), hyper, data_config.to_dict())
     fields_needed = tuple(task_obj.fields) + tuple(model.cluster_fields)
     builder = BatchBuilder(norm, model.inputs, fields=fields_needed, knn_k=data_config.knn_k)
-    train_src = make_source(data_path, train_rows, builder, data_config, what="train")
-    val_src = make_source(data_path, val_rows, builder, data_config, what="validation")
+    with DatasetFile(data_path) as ds:  # one choice for both splits: the budget is the run's
+        kind = source_kind(ds, len(train_rows) + len(val_rows), builder, data_config)
+    train_src = make_source(data_path, train_rows, builder, data_config, what="train", kind=kind)
+    val_src = make_source(data_path, val_rows, builder, data_config, what="validation", kind=kind)
     if dist.is_main:
         if resume:
             saved = runfiles.read_json(out / runfiles.MODEL_FILE)
