@@ -109,13 +109,24 @@ def run_train(args) -> int:
     from pionml.evaluate.report import evaluate
     from pionml.train.trainer import default_config, train_run
 
+    from pionml.device import pick_device
+    from pionml.train import distributed
+
     use_atlas_style()
+    dist = distributed.init_from_env(pick_device(args.device).type)  # torchrun sets WORLD_SIZE
+    if not dist.is_main:  # one process reports
+        logging.getLogger("pionml").setLevel(logging.WARNING)
     progress = not args.no_progress
-    data = Path(args.data) if args.data else ensure_default_dataset(DEFAULT_DATASET, progress)
+    if args.data:
+        data = Path(args.data)
+    else:  # the main process builds the default dataset; the others wait for it
+        data = ensure_default_dataset(DEFAULT_DATASET, progress) if dist.is_main else DEFAULT_DATASET
+        distributed.barrier()
     if not data.is_file():
         raise ConfigError(f"dataset '{data}' does not exist" if not data.exists()
                           else f"dataset '{data}' is not a file")
     out = Path(args.out) if args.out else Path("models") / f"{args.task}_{args.model}_{time.strftime('%Y%m%d-%H%M%S')}"
+    out = distributed.broadcast(out)  # one run folder for every process
     config = default_config(args.model, epochs=args.epochs, batch_size=args.batch_size,
                             lr=args.lr, patience=args.patience, seed=args.seed,
                             device=args.device, scheduler=args.scheduler,
@@ -133,7 +144,7 @@ def run_train(args) -> int:
             logger.error("interrupted; continue with: pionml train --task %s --model %s --data %s "
                          "--out %s --resume", args.task, args.model, data, out)
         raise
-    if not args.no_eval:
+    if not args.no_eval and dist.is_main:
         evaluate([run_dir], progress=progress, device=args.device)
     logger.info("run folder: %s", run_dir)
     return 0

@@ -398,6 +398,9 @@ def train_run(data_path, model_name: str, out_dir, task: str = "classify",
     out = Path(out_dir)
     dist = distributed.current()
     device = pick_device(config.device)
+    if dist.active and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", dist.local_rank)  # one GPU per process under torchrun
+        torch.cuda.set_device(device)
     if dist.is_main:
         prepare_folder(out, resume)
     distributed.barrier()
