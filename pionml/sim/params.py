@@ -158,6 +158,15 @@ class SimParams:
     const_tile: float = 0.02  # [E] tunable 2.2
     const_seed: int = 20260  # the fixed seed of the frozen per-cell constants (one production)
 
+    # ---- cell time (physics.md 2.6) -----------------------------------------------------------
+    time_a_lar_ns: float = 1.5  # sigma_t = a/(E/GeV) (+) c [E] 2.6
+    time_c_lar_ns: float = 0.3  # [E] 2.6
+    time_a_tile_ns: float = 1.5  # [E] 2.6
+    time_c_tile_ns: float = 0.6  # [E] 2.6
+    time_delayed_frac: float = 0.05  # delayed (neutron) share of the non-EM visible signal [E] 2.6
+    time_delayed_tau_ns: float = 10.0  # its exponential delay [E] 2.6
+    time_e_floor_gev: float = 0.001  # |E| floor of the a/E term (1 MeV: sigma_t <= 1.5 us) [E]
+
     # ---- noise (physics.md 2.4; sigma per cell from pionml.geometry) --------------------------
     window_half_width: float = 0.7  # noise window |deta|,|dphi| <= 0.7 around the particle [E]
     tile_double_gauss: bool = False  # option: Tile double Gaussian [S:Artamonov-2G]
