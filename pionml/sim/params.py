@@ -76,6 +76,17 @@ class SimParams:
     mip_gev_per_lambda_lar: float = 0.203
     mip_gev_per_lambda_tile: float = 0.200
     mip_gev_per_lambda_dm: float = 0.156
+    # NEW (issue 13) [E], physics.md 2.2 ("mip/e ... E_ion(primary & long-range tracks)") and
+    # 4.2: the leading charged pion of a low-energy interaction carries a share
+    # x = lead_frac_max / (1 + K / lead_k_gev) of the kinetic energy K at the interaction on as
+    # MIP-like ionisation (showers._leading_track). Before (lead_frac_max = 0) the whole K became
+    # a hadron shower, with 35 % invisible energy and the hadronic response, even at K < 1 GeV
+    # where f_em = 0; so the low-energy charged-pion clusters held little MIP-like signal (20 %
+    # of their ENG_CALIB_TOT at 0.2-1 GeV) and their EM-scale response sat at 0.69-0.79
+    # instead of above 1 (seed 002 sec 5.3, R1). x = 0.33 / 0.25 / 0.12 / 0.05 at
+    # K = 0.5 / 1 / 3 / 10 GeV, < 1 % above 50 GeV
+    lead_frac_max: float = 0.5
+    lead_k_gev: float = 1.0
     mu_visible_gev: float = 0.0041  # pi+ -> mu nu: muon kinetic energy, deposited [M:PDG] 4.2
     capture_gev: float = 0.100  # pi- capture: nuclear break-up energy [E] 4.2
     capture_vis_frac: float = 0.40  # visible non-EM share of the break-up [E] 4.2
