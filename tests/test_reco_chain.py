@@ -163,3 +163,36 @@ def test_simulate_to_root_reads_back(tmp_path):
           "--seed", "3", "--no-progress"])
     again = next(MLTreeReader(path2).iterate())
     assert ak.to_list(again["cluster_E"]) == ak.to_list(c["cluster_E"])
+
+
+def test_simulate_command_noise_thresholds(tmp_path):
+    """`pionml simulate --noise-thresholds`: total (default) or electronic sigma in CellGeo,
+    the electronic noise beside it; lcw-derive refuses to overwrite the shipped tables with
+    electronic-threshold ones."""
+    import argparse
+
+    from pionml.errors import ConfigError
+    from pionml.io.root import read_cellgeo
+    from pionml.reco.cli import COMMANDS
+
+    sigmas = {}
+    for thr in ("total", "electronic"):
+        _, add, run = COMMANDS["simulate"]
+        parser = argparse.ArgumentParser()
+        add(parser)
+        out = tmp_path / f"{thr}.root"
+        args = parser.parse_args(["--events", "3", "--out", str(out), "--particle", "pi0",
+                                  "--energy", "5", "--no-lcw", "--no-progress",
+                                  "--noise-thresholds", thr])
+        assert run(args) == 0
+        g = read_cellgeo(out)
+        sigmas[thr] = (g.sigma, g.sigma_el)
+    geo = barrel_geometry()
+    assert np.array_equal(sigmas["total"][0], geo.sigma)
+    assert np.array_equal(sigmas["electronic"][0], geo.sigma_el)
+    assert np.array_equal(sigmas["total"][1], sigmas["electronic"][1])
+    _, add, run = COMMANDS["lcw-derive"]
+    parser = argparse.ArgumentParser()
+    add(parser)
+    with pytest.raises(ConfigError, match="out-dir"):
+        run(parser.parse_args(["--events", "10", "--noise-thresholds", "electronic"]))
