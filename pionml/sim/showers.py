@@ -279,10 +279,23 @@ def pion_showers(rng: np.random.Generator, p: SimParams, axes: Axes, idx, energy
         return info
     e_lead, s_stop = _leading_track(p, axes, idx[sh], s_int[sh], e_after[sh], lam_k[sh],
                                     cum_e[sh], rate, packets)
-    # the pion's rest energy ends in neutrinos (pi -> mu nu after the cascade): escaped, where
-    # the leading pion stops (at the interaction point if there is none)
     r_stop, seg_stop = axes.radius_at(idx[sh], s_stop, "lam")
-    packets.add(idx[sh], r_stop, seg_stop, np.full(len(sh), M_PIC), CAT_ESC)
+    led = e_lead > 0
+    # a leading pion that stops in the calorimeter decays (pi+) or is captured (pi-) there, as
+    # a stopping primary does (physics.md 4.2)
+    stopped = led & (seg_stop < 10)
+    st = sh[stopped]
+    plus = charge[st] > 0
+    vis = np.where(plus, p.mu_visible_gev, p.capture_gev * p.capture_vis_frac)
+    inv = np.where(plus, 0.0, p.capture_gev * p.capture_inv_frac)
+    packets.add(idx[st], r_stop[stopped], seg_stop[stopped], vis,
+                np.where(plus, CAT_ION, CAT_HAD).astype(np.int8), e_inv=inv)
+    packets.add(idx[st], r_stop[stopped], seg_stop[stopped], M_PIC - vis - inv, CAT_ESC)
+    # otherwise the pion's rest energy ends in neutrinos (pi -> mu nu after the cascade):
+    # escaped, at the interaction point (or behind the calorimeter for a leaking leader)
+    rest = ~stopped
+    packets.add(idx[sh[rest]], r_stop[rest], seg_stop[rest], np.full(int(rest.sum()), M_PIC),
+                CAT_ESC)
     e_sh = e_after[sh] - e_lead
     f_em = _sample_fem(rng, p, e_sh)
     info["f_em"][sh] = f_em
