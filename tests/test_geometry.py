@@ -98,12 +98,43 @@ def test_cell_quantities(geo):
 
 def test_noise_table():
     g = barrel_geometry()
-    assert g.sigma[cell(g, "EMB2", 0.0125, 0.0)] == pytest.approx(0.025 * 1.00375)
-    assert g.sigma[cell(g, "TileBar2", 0.0, 0.0)] == pytest.approx(0.025)
-    assert g.sigma[cell(g, "EMB3", 0.6, 0.0)] == pytest.approx(0.020)
+    # electronic noise (injected), physics.md 2.4
+    assert g.sigma_el[cell(g, "EMB2", 0.0125, 0.0)] == pytest.approx(0.025 * 1.00375)
+    assert g.sigma_el[cell(g, "TileBar2", 0.0, 0.0)] == pytest.approx(0.025)
+    assert g.sigma_el[cell(g, "EMB3", 0.6, 0.0)] == pytest.approx(0.020)
     doubled = barrel_geometry(NoiseConfig(scale=2.0))
+    assert np.allclose(doubled.sigma_el, 2 * g.sigma_el)
     assert np.allclose(doubled.sigma, 2 * g.sigma)
     assert barrel_geometry() is g  # cached
+
+
+def test_threshold_noise_is_total_by_default_and_electronic_as_option():
+    g = barrel_geometry()
+    f = dict(NoiseConfig().pileup_factor)
+    for layer, eta in (("PreSamplerB", 0.3), ("EMB1", 0.3), ("EMB2", 0.6), ("EMB3", 0.1),
+                       ("TileBar0", 0.1), ("TileBar1", 0.3), ("TileBar2", 0.0)):
+        k = cell(g, layer, eta, 0.0)
+        assert g.sigma[k] == pytest.approx(f[layer] * g.sigma_el[k])
+        # sigma_total = sqrt(sigma_el^2 + sigma_pu^2) >= sigma_el
+        assert g.sigma[k] >= g.sigma_el[k]
+    e = barrel_geometry(NoiseConfig(thresholds="electronic"))
+    assert np.array_equal(e.sigma, e.sigma_el) and np.array_equal(e.sigma_el, g.sigma_el)
+    assert NoiseConfig().electronic() == NoiseConfig(thresholds="electronic")
+    with pytest.raises(ValueError, match="thresholds"):
+        NoiseConfig(thresholds="pileup")
+    with pytest.raises(ValueError, match="below 1"):
+        NoiseConfig(pileup_factor=(("EMB2", 0.5),))
+
+
+def test_cellgeo_arrays_keep_both_noises():
+    g = barrel_geometry()
+    a = g.subset(np.arange(0, g.n_cells, 997)).to_arrays()
+    back = type(g).from_arrays(a)
+    assert np.array_equal(back.sigma, a["cell_geo_sigma"])
+    assert np.array_equal(back.sigma_el, a["cell_geo_electronicNoise"])
+    assert (back.sigma > back.sigma_el).all()
+    del a["cell_geo_electronicNoise"]  # a file without it: one noise for both
+    assert np.array_equal(type(g).from_arrays(a).sigma_el, a["cell_geo_sigma"])
 
 
 @pytest.mark.parametrize("eta, expect", [

@@ -24,7 +24,7 @@ def blob_events(geo):
     e0 = [5.0] + [0.5] * 8 + [0.2]
     cell = np.array(cells0 + [lone])
     E = np.array(e0 + [0.1])
-    sigma = geo.sigma[cell].copy()
+    sigma = geo.sigma_el[cell].copy()  # the electronic-only thresholds (physics.md 2.4 option)
     sigma[-1] = 0.1 / 4.5
     n = len(cell)
     return SimpleNamespace(
@@ -61,6 +61,39 @@ def test_reconstruct_and_write(tmp_path):
     assert ak.sum(chunk["cluster_cell_E"][0][0]) == pytest.approx(9.0, rel=1e-6)
     assert ak.sum(chunk["cluster_cell_hitsE_EM"][1][0]) == pytest.approx(0.1, rel=1e-6)
     assert "cluster_E_LCCalib" not in chunk.fields  # no tables given
+
+
+def test_time_moments_reach_mltree_and_hdf5(tmp_path):
+    """Cell times -> cluster_time / cluster_SECOND_TIME (seed 001 Eqs 24-25) in the MLTree file
+    and moment_time / moment_SECOND_TIME in the builder's cluster table."""
+    from pionml.builder.builder import Selection, build_dataset
+    from pionml.io.hdf5 import open_dataset
+
+    geo = barrel_geometry()
+    ev = blob_events(geo)
+    # blob centre t = 1 ns (E 5), ring t = 0 except one ring cell at 4 ns (E 0.5), PS 3, lone -2
+    ev.time = np.array([1.0, 4.0] + [0.0] * 7 + [3.0, -2.0])
+    reco = reconstruct(ev, geo)
+    w = np.array([25.0, 0.25] + [0.25] * 7)  # (w E)^2, every blob cell has E/sigma > 2
+    tv = np.array([1.0, 4.0] + [0.0] * 7)
+    t0 = (w * tv).sum() / w.sum()
+    var0 = (w * tv**2).sum() / w.sum() - t0**2
+    m = reco.moments
+    assert m["time"] == pytest.approx([t0, 3.0, -2.0])
+    assert m["SECOND_TIME"] == pytest.approx([var0, 0.0, 0.0], abs=1e-12)
+    path = tmp_path / "sim.root"
+    write_mltree(path, mltree_branches(ev, reco, geo), geo)
+    chunk = next(MLTreeReader(path).iterate())
+    assert ak.num(chunk["cluster_time"]).tolist() == [2, 1]
+    assert ak.flatten(chunk["cluster_time"]).to_numpy() == pytest.approx([t0, 3.0, -2.0])
+    assert ak.flatten(chunk["cluster_SECOND_TIME"]).to_numpy() == pytest.approx(
+        [var0, 0.0, 0.0], abs=1e-12)
+    build_dataset([path], tmp_path / "d.h5", selection=Selection(min_calib=0.05),
+                  progress=False)
+    with open_dataset(tmp_path / "d.h5") as ds:
+        cl = ds.read_clusters()
+    assert cl["moment_time"] == pytest.approx([t0, 3.0, -2.0], rel=1e-6)
+    assert cl["moment_SECOND_TIME"] == pytest.approx([var0, 0.0, 0.0], rel=1e-6, abs=1e-9)
 
 
 def test_reconstruct_applies_lcw():
@@ -130,3 +163,36 @@ def test_simulate_to_root_reads_back(tmp_path):
           "--seed", "3", "--no-progress"])
     again = next(MLTreeReader(path2).iterate())
     assert ak.to_list(again["cluster_E"]) == ak.to_list(c["cluster_E"])
+
+
+def test_simulate_command_noise_thresholds(tmp_path):
+    """`pionml simulate --noise-thresholds`: total (default) or electronic sigma in CellGeo,
+    the electronic noise beside it; lcw-derive refuses to overwrite the shipped tables with
+    electronic-threshold ones."""
+    import argparse
+
+    from pionml.errors import ConfigError
+    from pionml.io.root import read_cellgeo
+    from pionml.reco.cli import COMMANDS
+
+    sigmas = {}
+    for thr in ("total", "electronic"):
+        _, add, run = COMMANDS["simulate"]
+        parser = argparse.ArgumentParser()
+        add(parser)
+        out = tmp_path / f"{thr}.root"
+        args = parser.parse_args(["--events", "3", "--out", str(out), "--particle", "pi0",
+                                  "--energy", "5", "--no-lcw", "--no-progress",
+                                  "--noise-thresholds", thr])
+        assert run(args) == 0
+        g = read_cellgeo(out)
+        sigmas[thr] = (g.sigma, g.sigma_el)
+    geo = barrel_geometry()
+    assert np.array_equal(sigmas["total"][0], geo.sigma)
+    assert np.array_equal(sigmas["electronic"][0], geo.sigma_el)
+    assert np.array_equal(sigmas["total"][1], sigmas["electronic"][1])
+    _, add, run = COMMANDS["lcw-derive"]
+    parser = argparse.ArgumentParser()
+    add(parser)
+    with pytest.raises(ConfigError, match="out-dir"):
+        run(parser.parse_args(["--events", "10", "--noise-thresholds", "electronic"]))

@@ -167,10 +167,60 @@ def test_cluster_time_and_its_second_moment():
     t, E, batch, truth = two_cluster_event()
     time = np.array([0.0, 1.0, 3.0, 2.0, 0.0, 5.0, 0.0, -1.0, 0.0])
     m = cluster_moments(batch, np.arange(9), E, np.full(9, 0.1), t, time=time)
-    # B: weights (w E)^2 = 9 (t = 2) and 0.16 (t = 5)
+    # B: weights (w E)^2 = 9 (t = 2) and 0.16 (t = 5); both cells have E/sigma > 2
     tb = (9 * 2 + 0.16 * 5) / 9.16
-    assert m["TIME"][1] == pytest.approx(tb)
+    assert m["time"][1] == pytest.approx(tb)
     assert m["SECOND_TIME"][1] == pytest.approx((9 * (2 - tb) ** 2 + 0.16 * (5 - tb) ** 2) / 9.16)
+    # A: cells 1 (E 2, t 1), 2 (E 1, t 3), 5 (w .6, E 1, t 5), 7 (E .5, t -1)
+    wa = np.array([4.0, 1.0, 0.36, 0.25])
+    ta_cells = np.array([1.0, 3.0, 5.0, -1.0])
+    ta = (wa * ta_cells).sum() / wa.sum()
+    assert m["time"][0] == pytest.approx(ta)
+    # seed 001 Eq. 24-25: Var = <t^2> - t_clus^2
+    assert m["SECOND_TIME"][0] == pytest.approx((wa * ta_cells**2).sum() / wa.sum() - ta**2)
+
+
+def test_time_moments_use_only_cells_above_two_sigma():
+    """Seed 001 App. B.1: only cells with zeta = E/sigma > 2 enter t_clus and Var(t): a cell at
+    zeta = 1.5, one exactly at 2 and a negative cell (zeta = -30) are left out."""
+    t, E, batch, truth = two_cluster_event()
+    E = E.copy()
+    E[7] = -3.0  # A's PS cell: large |E| but negative
+    sigma = np.full(9, 0.1)
+    sigma[2] = 1.0 / 1.5  # A's cell 2: zeta = 1.5
+    sigma[5] = 0.5  # the shared cell 5: zeta = 2 exactly -> out for both clusters
+    time = np.array([0.0, 1.0, 3.0, 2.0, 0.0, 5.0, 0.0, -1.0, 0.0])
+    m = cluster_moments(batch, np.arange(9), E, sigma, t, time=time)
+    assert m["time"][0] == pytest.approx(1.0)  # only cell 1 is left in A
+    assert m["SECOND_TIME"][0] == pytest.approx(0.0)
+    assert m["time"][1] == pytest.approx(2.0)  # only cell 3 in B
+    # no cell above 2 sigma: both moments are 0
+    m = cluster_moments(batch, np.arange(9), E, np.full(9, 10.0), t, time=time)
+    assert list(m["time"]) == [0.0, 0.0] and list(m["SECOND_TIME"]) == [0.0, 0.0]
+
+
+def test_time_moments_shift_and_scale_like_times():
+    """A common time offset moves t_clus by the offset and leaves Var(t) alone; scaling all
+    times by k scales Var(t) by k^2 (a cluster made by hand, weights and energies arbitrary)."""
+    rng = np.random.default_rng(4)
+    n = 12
+    nb = [[] for _ in range(n)]
+    t = CellTables.from_lists(sampling=[2] * n, eta=np.linspace(0, 0.3, n), phi=[0.0] * n,
+                              x=[1700.0] * n, y=[0.0] * n, z=[0.0] * n, neighbours=nb, all2d=nb)
+    E = rng.uniform(0.3, 3.0, n)
+    w = rng.uniform(0.2, 1.0, n)
+    batch = batch_of([[(list(range(n)), list(w))]], [n])
+    times = rng.normal(0.0, 2.0, n)
+    sig = np.full(n, 0.1)
+    m0 = cluster_moments(batch, np.arange(n), E, sig, t, time=times)
+    m1 = cluster_moments(batch, np.arange(n), E, sig, t, time=times + 7.5)
+    m2 = cluster_moments(batch, np.arange(n), E, sig, t, time=3.0 * times)
+    ww = (w * E) ** 2
+    assert m0["time"][0] == pytest.approx((ww * times).sum() / ww.sum())
+    assert m1["time"][0] == pytest.approx(m0["time"][0] + 7.5)
+    assert m1["SECOND_TIME"][0] == pytest.approx(m0["SECOND_TIME"][0])
+    assert m2["SECOND_TIME"][0] == pytest.approx(9.0 * m0["SECOND_TIME"][0])
+    assert m0["SECOND_TIME"][0] > 0
 
 
 def test_truth_with_wrong_length_raises():

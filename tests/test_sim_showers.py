@@ -68,21 +68,28 @@ def test_same_seed_same_output_and_different_seed_differs():
 
 def test_noise_only_event_has_configured_sigma():
     """A 0.25 GeV pi+ at eta=0 (pT < 0.3 B r_s / 2) loops inside the solenoid: the window holds
-    noise only, with exactly the geometry's sigma per cell (physics.md 2.4, 7.9)."""
+    noise only: electronic noise with exactly the geometry's sigma_el per cell, and the
+    clustering sigma of the 2018 conditions (sigma_total = f_pu sigma_el) beside it
+    (physics.md 2.4, 7.9)."""
     s = simulate_particles(np.full(6, 211), 0.25, 0.0, np.linspace(-3, 3, 6), seed=3)
     assert (s.track_status == 3).all()
     assert s.E_em.sum() == 0 and s.E_nonem.sum() == 0
     np.testing.assert_allclose(s.dm_front, 0.25, rtol=1e-9)  # everything stays in front
     np.testing.assert_array_equal(s.sigma, GEO.sigma[s.cell].astype(np.float32))
-    z = s.E / s.sigma
+    assert (s.sigma > 1.05 * GEO.sigma_el[s.cell]).all()  # every f_pu >= 1.1
+    z = s.E / GEO.sigma_el[s.cell]
     assert len(z) > 50000
     assert abs(z.mean()) < 0.02 and abs(z.std() - 1) < 0.01
     assert abs(np.mean(np.abs(z) > 2) - 0.0455) < 0.004
     # per layer: EMB2 sigma is 25 MeV (1 + 0.3 |eta|), Tile A 20 MeV
     lay = GEO.layer[s.cell]
     emb2 = lay == 2
-    np.testing.assert_allclose(s.sigma[emb2], 0.025 * (1 + 0.3 * np.abs(GEO.eta[s.cell][emb2])),
-                               rtol=1e-6)
+    np.testing.assert_allclose(GEO.sigma_el[s.cell][emb2],
+                               0.025 * (1 + 0.3 * np.abs(GEO.eta[s.cell][emb2])), rtol=1e-6)
+    np.testing.assert_allclose(s.sigma[emb2], 2.0 * GEO.sigma_el[s.cell][emb2], rtol=1e-6)
+    # pure electronic noise hardly ever passes a total-noise seed threshold: |E| > 4 x 2
+    # sigma_el in EMB2 has probability 1.2e-15 per cell
+    assert not (np.abs(s.E[emb2]) > 4 * s.sigma[emb2]).any()
     assert abs(np.std(s.E[lay == 4]) - 0.020) < 0.002
 
 
@@ -173,10 +180,11 @@ def test_tile_double_gaussian_noise_option():
     s = simulate_particles(np.full(40, 211), 0.25, 0.0, np.linspace(-3, 3, 40), seed=2,
                            params=p)
     tile = GEO.layer[s.cell] >= 4
-    z = s.E[tile] / s.sigma[tile]
+    sigma_el = GEO.sigma_el[s.cell]
+    z = s.E[tile] / sigma_el[tile]
     # variance (1 - R) + R r^2 = 0.98 + 0.02 x 9 = 1.16
     assert abs(np.var(z) - 1.16) < 0.08
-    assert abs(np.std(s.E[~tile] / s.sigma[~tile]) - 1) < 0.01
+    assert abs(np.std(s.E[~tile] / sigma_el[~tile]) - 1) < 0.01
 
 
 def test_iter_simulate_events_chunks():

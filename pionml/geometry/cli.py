@@ -9,6 +9,9 @@ def _add_arguments(p):
     p.add_argument("--write", metavar="FILE.root", help="write the CellGeo tree to this file")
     p.add_argument("--noise-scale", type=positive_float, default=1.0,
                    help="multiply every layer's noise sigma (physics.md 10.1 scans)")
+    p.add_argument("--noise-thresholds", choices=("total", "electronic"), default="total",
+                   help="sigma of the clustering thresholds written as cell_geo_sigma: total "
+                        "(2018 conditions, default) or electronic (physics.md 2.4)")
 
 
 def geometry_table(geo) -> str:
@@ -20,20 +23,23 @@ def geometry_table(geo) -> str:
     counts = geo.counts_per_layer()
     seg0 = {s.name: s for s in material_segments(0.0)}
     head = (f"{'layer':<12}{'samp':>5}{'calo':>6}{'deta':>10}{'dphi':>9}{'n_eta':>7}{'n_phi':>7}"
-            f"{'r_in':>8}{'r_out':>8}{'X0@0':>7}{'lam@0':>7}{'sigma':>8}{'image':>8}{'cells':>8}")
+            f"{'r_in':>8}{'r_out':>8}{'X0@0':>7}{'lam@0':>7}{'sig_el':>9}{'sig_thr':>9}"
+            f"{'image':>8}{'cells':>8}")
     lines = [head, "-" * len(head)]
     for layer in LAYERS:
         sel = geo.layer == layer.index
-        sig = np.median(geo.sigma[sel]) * 1e3 if sel.any() else float("nan")
+        sig = np.median(geo.sigma_el[sel]) * 1e3 if sel.any() else float("nan")
+        thr = np.median(geo.sigma[sel]) * 1e3 if sel.any() else float("nan")
         shape = "x".join(map(str, layer.image_shape)) if layer.image_shape else "-"
         s = seg0[layer.name]
         lines.append(
             f"{layer.name:<12}{layer.sampling:>5}{layer.calo:>6}{layer.deta:>10.6f}"
             f"{layer.dphi:>9.4f}{layer.n_eta - len(layer.missing_rows):>7}{layer.nphi:>7}"
             f"{float(s.r_in):>8.1f}{float(s.r_out):>8.1f}{float(s.x0):>7.2f}{float(s.lam):>7.3f}"
-            f"{sig:>6.1f}MeV{shape:>8}{counts[layer.name]:>8}")
-    lines.append(f"{'total':<12}{'':>102}{geo.n_cells:>8}")
-    lines.append("radii and depths at eta = 0; sigma = median electronic noise of the layer")
+            f"{sig:>6.1f}MeV{thr:>6.1f}MeV{shape:>8}{counts[layer.name]:>8}")
+    lines.append(f"{'total':<12}{'':>100}{geo.n_cells:>8}")
+    lines.append("radii and depths at eta = 0; sig_el = median electronic noise of the layer "
+                 "(injected), sig_thr = median sigma of the clustering thresholds")
     return "\n".join(lines)
 
 
@@ -42,7 +48,7 @@ def _run(args):
 
     from pionml.geometry import NoiseConfig, barrel_geometry
 
-    geo = barrel_geometry(NoiseConfig(scale=args.noise_scale))
+    geo = barrel_geometry(NoiseConfig(scale=args.noise_scale, thresholds=args.noise_thresholds))
     print(geometry_table(geo))
     if args.write:
         from pionml.io.root import write_cellgeo

@@ -39,7 +39,7 @@ MOMENTS = (
     "CENTER_LAMBDA", "FIRST_ENG_DENS", "SECOND_ENG_DENS", "SECOND_R", "SECOND_LAMBDA", "LATERAL",
     "LONGITUDINAL", "ENG_FRAC_EM", "ENG_FRAC_MAX", "ENG_FRAC_CORE", "ISOLATION", "SIGNIFICANCE",
     "CELL_SIGNIFICANCE", "PTD", "MASS", "ENG_POS", "DELTA_ALPHA", "FIRST_ETA", "FIRST_PHI",
-    "TIME", "SECOND_TIME",
+    "time", "SECOND_TIME",
 )
 
 
@@ -195,7 +195,7 @@ def simulate_to_root(path, n_events: int, particle: str = "mix", energy: float |
             n = min(batch_size, n_events - start)
             batch_seed = np.random.SeedSequence([seed, k]).generate_state(1)[0]
             ev = simulate_events(n, particle=particle, energy=energy, energy_min=energy_min,
-                                 energy_max=energy_max, seed=int(batch_seed))
+                                 energy_max=energy_max, seed=int(batch_seed), geometry=geo)
             reco = reconstruct(ev, geo, lcw)
             writer.write(mltree_branches(ev, reco, geo, first_event=start, run_number=seed))
             summary.events += n
@@ -211,17 +211,19 @@ def simulate_to_root(path, n_events: int, particle: str = "mix", energy: float |
 
 def derive_lcw_tables(n_events: int = 20000, seed: int = 1, energy_min: float = 0.2,
                       energy_max: float = 2000.0, out_dir=TABLE_DIR, progress: bool = True,
-                      batch_size: int = 1000):
+                      batch_size: int = 1000, geometry: CellGeometry | None = None):
     """Derive the LCW classification and weight tables from dedicated single-pion samples
     (``n_events`` pi0 and ``n_events`` charged pions, half pi+ half pi-), separate from any
     evaluation sample (physics.md 8.6). Returns the two tables and writes them to ``out_dir``.
+    ``geometry`` fixes the noise (and so the clustering thresholds) of the samples: the tables
+    belong to one noise configuration (default: the 2018 total-noise thresholds).
     """
     from pionml.progress import progress_bar
 
     from pionml.reco.lcw import fit_classification, fit_weights
     from pionml.sim import simulate_events
 
-    geo = barrel_geometry()
+    geo = geometry or barrel_geometry()
     cols = {k: [] for k in ("eta", "E", "rho", "lam", "pi0", "event", "calib")}
     cells = {k: [] for k in ("offsets", "cE", "ccal", "ceta", "cvol", "csig", "clay")}
     had = {k: [] for k in ("E", "event", "calib")}
@@ -235,7 +237,7 @@ def derive_lcw_tables(n_events: int = 20000, seed: int = 1, energy_min: float = 
                 s = int(np.random.SeedSequence([seed, k, species == "pi0"]).generate_state(1)[0])
                 particle = "pi0" if species == "pi0" else ("pi+" if k % 2 == 0 else "pi-")
                 ev = simulate_events(n, particle=particle, energy_min=energy_min,
-                                     energy_max=energy_max, seed=s)
+                                     energy_max=energy_max, seed=s, geometry=geo)
                 reco = reconstruct(ev, geo, None)
                 m, b = reco.moments, reco.batch
                 evt = b.cluster_event() + event_base

@@ -12,6 +12,20 @@ import time
 logger = logging.getLogger(__name__)
 
 PARTICLES = ("pi0", "pi+", "pi-", "mix")
+THRESHOLDS = ("total", "electronic")
+
+
+def _add_thresholds(p):
+    p.add_argument("--noise-thresholds", choices=THRESHOLDS, default="total",
+                   help="sigma of the topo-cluster thresholds: total = electronic (+) pile-up "
+                        "noise of the 2018 conditions (default), electronic = electronic only "
+                        "(physics.md 2.4); the injected noise is electronic either way")
+
+
+def _geometry(args):
+    from pionml.geometry import NoiseConfig, barrel_geometry
+
+    return barrel_geometry(NoiseConfig(thresholds=args.noise_thresholds))
 
 
 def _add_simulate(p):
@@ -28,6 +42,7 @@ def _add_simulate(p):
     p.add_argument("--no-lcw", action="store_true", help="do not apply the LCW calibration")
     p.add_argument("--batch-size", type=positive_int, default=1000)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_thresholds(p)
 
 
 def _run_simulate(args):
@@ -37,11 +52,16 @@ def _run_simulate(args):
     if args.energy is None and args.energy_min >= args.energy_max:
         raise ConfigError(f"--energy-min {args.energy_min} must be below --energy-max "
                           f"{args.energy_max}")
+    if args.noise_thresholds != "total" and not args.no_lcw:
+        logger.warning("the shipped LCW tables belong to the total-noise thresholds; with "
+                       "--noise-thresholds %s derive matching ones (pionml lcw-derive "
+                       "--noise-thresholds %s --out-dir ...) or pass --no-lcw",
+                       args.noise_thresholds, args.noise_thresholds)
     summary = simulate_to_root(
         args.out, args.events, particle=args.particle, energy=args.energy,
         energy_min=args.energy_min, energy_max=args.energy_max, seed=args.seed,
         lcw=None if args.no_lcw else "default", batch_size=args.batch_size,
-        progress=not args.no_progress)
+        progress=not args.no_progress, geometry=_geometry(args))
     logger.info("summary: %s", summary)
     return 0
 
@@ -54,13 +74,20 @@ def _add_lcw(p):
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out-dir", help="where to write the tables (default: the shipped ones)")
     p.add_argument("--no-progress", action="store_true")
+    _add_thresholds(p)
 
 
 def _run_lcw(args):
     from pionml.reco.chain import TABLE_DIR, derive_lcw_tables
 
+    from pionml.errors import ConfigError
+
+    if args.noise_thresholds != "total" and not args.out_dir:
+        raise ConfigError("the shipped LCW tables belong to the default total-noise thresholds: "
+                          f"give --out-dir for tables of --noise-thresholds "
+                          f"{args.noise_thresholds}")
     derive_lcw_tables(args.events, seed=args.seed, out_dir=args.out_dir or TABLE_DIR,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, geometry=_geometry(args))
     return 0
 
 

@@ -277,9 +277,26 @@ def pion_showers(rng: np.random.Generator, p: SimParams, axes: Axes, idx, energy
     info["status"] = status
     if len(sh) == 0:
         return info
-    # the pion's rest energy ends in neutrinos (pi -> mu nu after the cascade): escaped
-    packets.add(idx[sh], r_end[sh], seg_end[sh], np.full(len(sh), M_PIC), CAT_ESC)
-    e_sh = e_after[sh]
+    e_lead, s_stop = _leading_track(p, axes, idx[sh], s_int[sh], e_after[sh], lam_k[sh],
+                                    cum_e[sh], rate, packets)
+    r_stop, seg_stop = axes.radius_at(idx[sh], s_stop, "lam")
+    led = e_lead > 0
+    # a leading pion that stops in the calorimeter decays (pi+) or is captured (pi-) there, as
+    # a stopping primary does (physics.md 4.2)
+    stopped = led & (seg_stop < 10)
+    st = sh[stopped]
+    plus = charge[st] > 0
+    vis = np.where(plus, p.mu_visible_gev, p.capture_gev * p.capture_vis_frac)
+    inv = np.where(plus, 0.0, p.capture_gev * p.capture_inv_frac)
+    packets.add(idx[st], r_stop[stopped], seg_stop[stopped], vis,
+                np.where(plus, CAT_ION, CAT_HAD).astype(np.int8), e_inv=inv)
+    packets.add(idx[st], r_stop[stopped], seg_stop[stopped], M_PIC - vis - inv, CAT_ESC)
+    # otherwise the pion's rest energy ends in neutrinos (pi -> mu nu after the cascade):
+    # escaped, at the interaction point (or behind the calorimeter for a leaking leader)
+    rest = ~stopped
+    packets.add(idx[sh[rest]], r_stop[rest], seg_stop[rest], np.full(int(rest.sum()), M_PIC),
+                CAT_ESC)
+    e_sh = e_after[sh] - e_lead
     f_em = _sample_fem(rng, p, e_sh)
     info["f_em"][sh] = f_em
     f_inv = np.clip(rng.normal(p.finv_mean, p.finv_sigma, len(sh)), p.finv_lo, p.finv_hi)
@@ -288,6 +305,47 @@ def pion_showers(rng: np.random.Generator, p: SimParams, axes: Axes, idx, energy
     _hadronic_packets(rng, p, axes, idx[sh], s_int[sh], e_sh, e_non, f_inv, packets)
     _em_subshowers(rng, p, axes, idx[sh], s_int[sh], e_sh, e_em, packets)
     return info
+
+
+def _leading_track(p: SimParams, axes: Axes, idx, s0, k, lam_k, cum_e, rate, packets):
+    """Leading charged pion of a low-energy interaction (physics.md 2.2: mip/e for the
+    ionisation of the primary *and of long-range tracks*; 4.2).
+
+    Below a few GeV a pion-nucleus interaction is mostly (quasi-)elastic: a charged pion
+    carries on and loses its energy by ionisation, with the MIP response, instead of all of
+    its kinetic energy turning into a hadron shower with invisible energy. A share
+    x = lead_frac_max / (1 + K / lead_k_gev) of the kinetic energy K at the interaction is
+    deposited as ionisation (category ION) along the axis from the interaction point until it
+    is used up (what would pass TileBar2 leaks). Returns the energy taken from the shower and
+    the depth (lambda_I) where the leading pion stops.
+    """
+    n = len(idx)
+    if n == 0 or p.lead_frac_max <= 0:
+        return np.zeros(n), np.asarray(s0, float)
+    e_lead = p.lead_frac_max / (1.0 + k / p.lead_k_gev) * k
+    rows = np.arange(n)
+    j0 = np.minimum((s0[:, None] >= lam_k[:, 1:]).sum(axis=1), 9)
+    c0 = cum_e[rows, j0] + (s0 - lam_k[rows, j0]) * rate[j0]
+    target = c0 + e_lead
+    j1 = (target[:, None] >= cum_e[:, 1:]).sum(axis=1)
+    jj = np.minimum(j1, 9)
+    s_end = np.where(j1 >= 10, np.inf, lam_k[rows, jj] + (target - cum_e[rows, jj]) / rate[jj])
+    end = np.minimum(s_end, lam_k[:, -1])
+    lo = np.maximum(s0[:, None], lam_k[:, :-1])
+    hi = np.minimum(end[:, None], lam_k[:, 1:])
+    over = np.clip(hi - lo, 0.0, None)
+    e_seg = over * rate[None, :]
+    sel = e_seg > 0
+    rep = np.broadcast_to(rows[:, None], sel.shape)[sel]
+    mid = (0.5 * (lo + hi))[sel]
+    r, seg = axes.radius_at(idx[rep], mid, "lam")
+    packets.add(idx[rep], r, seg, e_seg[sel], CAT_ION)
+    leak = e_lead - e_seg.sum(axis=1)
+    out = np.flatnonzero(leak > 1e-12)
+    if len(out):
+        r_last = axes.r_k[idx[out], -1] + 1.0
+        packets.add(idx[out], r_last, np.full(len(out), 10), leak[out], CAT_ESC)
+    return e_lead, end
 
 
 def _sample_fem(rng, p: SimParams, e_sh: np.ndarray) -> np.ndarray:

@@ -26,7 +26,7 @@ from pionml.geometry import LAYER_IS_TILE, CellGeometry, barrel_geometry
 from .kinematics import decay_pi0, sample_primaries
 from .params import (DEFAULT_PARAMS, M_PI0, M_PIC, PDG_ELECTRON, PDG_GAMMA, PDG_PI0,
                      PDG_POSITRON, SimParams)
-from .response import DM_NAMES, cell_signal, deposit, window_cells
+from .response import DM_NAMES, cell_signal, cell_time, delayed_fraction, deposit, window_cells
 from .showers import Packets, em_showers, photon_axes_and_showers, pion_showers
 from .tracks import make_axes
 
@@ -39,7 +39,7 @@ _MASS = {PDG_PI0: M_PI0, 211: M_PIC, -211: M_PIC, PDG_GAMMA: 0.0,
          PDG_ELECTRON: 0.000511, PDG_POSITRON: 0.000511}
 
 _SETUPS = {"atlas": 0, "lar_testbeam": 1, "tile_testbeam": 7}
-_CELL_FIELDS = ("cell", "E", "sigma", "E_em", "E_nonem", "E_invis", "E_escaped")
+_CELL_FIELDS = ("cell", "E", "sigma", "E_em", "E_nonem", "E_invis", "E_escaped", "time")
 _EVENT_FIELDS = ("pdg", "truth_E", "truth_eta", "truth_phi", "truth_pt", *DM_NAMES,
                  "first_int_lambda", "f_em", "track_status", "gamma_E", "gamma_eta",
                  "gamma_phi", "conv_r")
@@ -51,8 +51,10 @@ class SimEvents:
 
     Per cell (index ``event_offsets[i]:event_offsets[i+1]`` for event i): ``cell`` (int32 index
     into :func:`pionml.geometry.barrel_geometry`), ``E`` (GeV, EM scale, noise included),
-    ``sigma`` (GeV, noise sigma), truth ``E_em``, ``E_nonem`` (visible), ``E_invis``,
-    ``E_escaped`` (GeV, physics.md 2.1).
+    ``sigma`` (GeV, the noise sigma of the clustering thresholds: the total noise under the
+    default 2018 conditions, physics.md 2.4; the injected noise is the geometry's ``sigma_el``),
+    truth ``E_em``, ``E_nonem`` (visible), ``E_invis``, ``E_escaped`` (GeV, physics.md 2.1),
+    ``time`` (ns, relative to a prompt particle from the vertex, physics.md 2.6).
     Per event: ``pdg``, ``truth_E`` (total energy), ``truth_eta``, ``truth_phi``, ``truth_pt``,
     dead material ``dm_front``, ``dm_ps_emb1``, ``dm_gap``, ``dm_leak``, ``dm_nocell`` (GeV,
     energy in places without a cell, e.g. EMB1 strip 0), for pi+-: ``first_int_lambda``
@@ -70,6 +72,7 @@ class SimEvents:
     E_nonem: np.ndarray
     E_invis: np.ndarray
     E_escaped: np.ndarray
+    time: np.ndarray
     pdg: np.ndarray
     truth_E: np.ndarray
     truth_eta: np.ndarray
@@ -242,8 +245,9 @@ def simulate_particles(pdg, energy, eta, phi, seed: int = 0, params: SimParams |
 
 
 @functools.lru_cache(maxsize=4)
-def _sigma32(geo: CellGeometry) -> np.ndarray:
-    return geo.sigma.astype(np.float32)
+def _sigma32(geo: CellGeometry) -> tuple[np.ndarray, np.ndarray]:
+    """(electronic sigma, threshold sigma) as float32."""
+    return geo.sigma_el.astype(np.float32), geo.sigma.astype(np.float32)
 
 
 def _simulate_batch(rng, p: SimParams, geo: CellGeometry, pdg, energy, eta, phi, noise: bool,
@@ -293,6 +297,7 @@ def _simulate_batch(rng, p: SimParams, geo: CellGeometry, pdg, energy, eta, phi,
     keys, truth, dm = deposit(packets.concat(), axes, geo, n)
     dep_cells = keys % geo.n_cells
     signal = cell_signal(rng, p, geo, dep_cells, truth, fluctuate)
+    delayed = delayed_fraction(p, geo, dep_cells, truth)
     n_cells = geo.n_cells
     if hw is not None:
         phi_c = phi.copy()
@@ -318,19 +323,20 @@ def _simulate_batch(rng, p: SimParams, geo: CellGeometry, pdg, energy, eta, phi,
         where = np.arange(len(keys))
     m = len(cells)
     out = {}
-    sigma = _sigma32(geo)[cells]
-    if noise:
+    sigma_el, sigma_thr = (s[cells] for s in _sigma32(geo))
+    if noise:  # electronic noise only: the samples have no pile-up (physics.md 2.4)
         e_cell = rng.standard_normal(m, dtype=np.float32)
         if p.tile_double_gauss:
             tile = LAYER_IS_TILE[geo.layer[cells]]
             wide = tile & (rng.random(m) < p.tile_dg_weight)
             e_cell[wide] *= p.tile_dg_ratio
-        e_cell *= sigma
+        e_cell *= sigma_el
     else:
         e_cell = np.zeros(m, np.float32)
     e_cell[where] += signal.astype(np.float32)
     out["E"] = e_cell
-    out["sigma"] = sigma
+    out["sigma"] = sigma_thr
+    out["time"] = cell_time(rng, p, geo, cells, e_cell, where, delayed)
     for name, src in (("E_em", truth["em"]), ("E_nonem", truth["had"] + truth["ion"]),
                       ("E_invis", truth["inv"]), ("E_escaped", truth["esc"])):
         arr = np.zeros(m, np.float32)

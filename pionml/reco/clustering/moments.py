@@ -58,6 +58,7 @@ class MomentConfig:
     out_cones: tuple[tuple[str, float], ...] = (("L", 1.0), ("M", 0.5), ("T", 0.3))
     dm_alpha: float = 1.0
     dm_r0: float = 0.2
+    time_min_significance: float = 2.0  # cells entering the time moments: E/sigma > 2
 
 
 def _div(num, den):
@@ -97,7 +98,11 @@ def cluster_moments(batch: ClusterBatch, cell_index, E, sigma, geo_or_tables, *,
     truth : optional dict with the flat per-cell truth ``E_em``, ``E_nonem``, ``E_invis``,
         ``E_escaped`` (GeV): gives ENG_CALIB_TOT, ENG_CALIB_OUT_{L,M,T}, ENG_CALIB_EMB0 and,
         with ``dead_material``, ENG_CALIB_DEAD_{EMB0,TILE0,LEAKAGE,TOT} (physics.md 6.3).
-    time : optional flat per-cell time (ns): cluster TIME and SECOND_TIME (physics.md 6.2).
+    time : optional flat per-cell time (ns): the cluster time ``time`` and ``SECOND_TIME``
+        (physics.md 6.2; seed 001 App. B.1 Eqs 24-25): (w E)^2-weighted first moment and
+        variance of the cell times over the cells with significance E/sigma above
+        ``config.time_min_significance`` (2; signed, as the seeds define it). A cluster without
+        such a cell gets 0 for both.
     dead_material : optional dict of per-event arrays ``dm_front``, ``dm_ps_emb1``, ``dm_gap``,
         ``dm_leak`` (GeV); shared among truth-matched clusters with weights
         E_adjacent^alpha * exp(-dR/r0), dR to (``truth_eta``, ``truth_phi``) of the event.
@@ -234,10 +239,13 @@ def cluster_moments(batch: ClusterBatch, cell_index, E, sigma, geo_or_tables, *,
         t = np.asarray(time, dtype=np.float64)
         if t.shape != (ncell,):
             raise PionmlError("cluster_moments: 'time' must have the length of cell_index")
-        ww = e * e
-        tc = _div(seg(ww * t[p]), seg(ww))
-        out["TIME"] = tc
-        out["SECOND_TIME"] = _div(seg(ww * (t[p] - tc[cid]) ** 2), seg(ww))
+        sig_ok = (sig_i > 0) & (Ec > config.time_min_significance * sig_i)
+        ww = np.where(sig_ok, e * e, 0.0)  # (w E)^2 over the cells with zeta > 2
+        sww = seg(ww)
+        tc = _div(seg(ww * t[p]), sww)
+        out["time"] = tc
+        # Eq. 24: <t^2> - t_clus^2, computed as the (equal) mean squared deviation
+        out["SECOND_TIME"] = _div(seg(ww * (t[p] - tc[cid]) ** 2), sww)
 
     if truth is not None:
         out.update(_truth_moments(batch, cid, p, g, w, samp, eta, phi, ep, tab, truth,
