@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"pionml {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--no-progress", dest="global_no_progress", action="store_true",
+                        help="no progress bars (also accepted after the command)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     for name, (help_text, add_arguments, run) in _load_commands().items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -121,6 +123,8 @@ def main(argv=None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    if args.global_no_progress and hasattr(args, "no_progress"):
+        args.no_progress = True
     configure_logging(args.verbose)
     from pionml.errors import PionmlError
 
@@ -128,7 +132,12 @@ def main(argv=None) -> int:
     try:
         return int(args._run(args) or 0)
     except PionmlError as exc:
-        log.error("%s", exc)
+        # an error raised in a loader worker comes back with the worker's traceback in its
+        # text: the user gets its last line, the message itself
+        text = str(exc).strip()
+        if "Original Traceback" in text:
+            text = text.splitlines()[-1].split(": ", 1)[-1]
+        log.error("%s", text)
         return 1
     except OSError as exc:  # unwritable folder, disk full, missing file opened by a library
         where = f" '{exc.filename}'" if getattr(exc, "filename", None) else ""

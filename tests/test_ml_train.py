@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from pionml.errors import CheckpointError, ConfigError
+from pionml.errors import CheckpointError, ConfigError, DataError
 from pionml.evaluate.report import evaluate
 from pionml.io.hdf5 import DatasetFile
 from pionml.runs import Run
@@ -174,16 +174,37 @@ def test_run_folders_are_never_silently_reused(tmp_path, data):
         train_run(data, "dnn", tmp_path / "new", config=CFG, progress=False, resume=True)
 
 
-def test_non_finite_loss_stops_training(tmp_path, data):
+def test_non_finite_inputs_are_refused(tmp_path, data):
     bad = tmp_path / "nan.h5"
     shutil.copy(data, bad)
     with h5py.File(bad, "a") as f:
         split = f["clusters/split"][...]
+        row = int(np.flatnonzero(split == 0)[3])
         img = f["images/EMB2"][...]
-        img[np.flatnonzero(split == 0)[:3], 8, 8] = np.nan
+        img[row, 8, 8] = np.nan
         f["images/EMB2"][...] = img
-    with pytest.raises(TrainingError, match="loss became nan at epoch 1"):
+    with pytest.raises(DataError, match=f"row {row}: '/images/EMB2' holds NaN"):
         train_run(bad, "dnn", tmp_path / "run", config=CFG, progress=False)
+    with h5py.File(bad, "a") as f:
+        e = f["clusters/E_em"][...]
+        e[row] = np.inf
+        f["clusters/E_em"][...] = e
+    with pytest.raises(DataError, match=f"nan.h5.*'/clusters/E_em' is NaN or inf in 1 .*row {row}"):
+        train_run(bad, "dnn", tmp_path / "run2", config=CFG, progress=False)
+
+
+def test_non_finite_loss_stops_training_and_keeps_the_last_finite_state(tmp_path, data):
+    class Poison(Hook):  # after epoch 1 a weight becomes NaN: the loss of epoch 2 is NaN
+        def on_epoch_end(self, trainer, logs):
+            with torch.no_grad():
+                next(trainer.model.parameters()).view(-1)[0] = float("nan")
+
+    cfg = TrainConfig(epochs=3, batch_size=64, seed=1, patience=10)
+    with pytest.raises(TrainingError, match="loss became nan at epoch 2, batch 1.*checkpoint.pt"):
+        train_run(data, "dnn", tmp_path / "run", config=cfg, progress=False, hooks=[Poison()])
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert ckpt["history"]["epoch"] == [1]
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
 
 
 def test_hooks_see_every_epoch_and_the_scheduler_lowers_the_rate(tmp_path, data):
@@ -225,7 +246,7 @@ def test_training_options_are_checked():
 def test_cli_help_does_not_import_torch():
     code = ("import sys, pionml.train.cli as c, pionml.evaluate.cli as e; "
             "assert 'torch' not in sys.modules; "
-            "assert set(c.COMMANDS) == {'train'} and set(e.COMMANDS) == {'evaluate'}")
+            "assert set(c.COMMANDS) == {'train'} and set(e.COMMANDS) == {'evaluate', 'predict'}")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

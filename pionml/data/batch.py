@@ -20,6 +20,7 @@ from numba import njit
 
 from pionml.data.normalise import (CLOUD_FEATURES, FEATURE_CLUSTER_FIELDS, Normalisation,
                                    n_layers, raw_cloud_features, raw_scalars)
+from pionml.errors import DataError
 from pionml.io.hdf5 import CLOUD_CELL_FIELDS, ClusterBlock
 
 logger = logging.getLogger(__name__)
@@ -135,6 +136,25 @@ def knn_edges(pos: torch.Tensor, counts: torch.Tensor, k: int) -> torch.Tensor:
     return torch.as_tensor(np.stack([src[:n], dst[:n]]))
 
 
+def check_block_finite(block: ClusterBlock) -> None:
+    """DataError naming the field and the dataset row of the first NaN or inf in ``block``
+    (a model must never be trained or evaluated on them silently)."""
+    groups = (("clusters", block.clusters, None), ("images", block.images, None),
+              ("cells", block.cells, block.cell_offsets))
+    for group, arrays, offsets in groups:
+        for name, a in arrays.items():
+            if a.dtype.kind != "f":
+                continue
+            ok = np.isfinite(a)
+            if ok.all():
+                continue
+            first = int(np.argmax(~ok.reshape(len(a), -1).all(axis=1) if a.ndim > 1 else ~ok))
+            pos = first if offsets is None else int(np.searchsorted(offsets, first, side="right") - 1)
+            raise DataError(f"dataset row {int(block.rows[pos])}: '/{group}/{name}' holds NaN or inf "
+                            f"({int((~ok).sum())} values in this batch); rebuild the dataset or "
+                            "drop the row")
+
+
 class BatchBuilder:
     """Raw rows -> model batch. ``inputs``: the subset of ("images", "cloud", "scalars") the
     model reads; ``fields``: the per-cluster fields the task and model need in the batch;
@@ -170,7 +190,9 @@ class BatchBuilder:
     def __call__(self, block: ClusterBlock, edge_cache: "EdgeCache | None" = None,
                  positions=None) -> ClusterBatch:
         """The batch of ``block``. With an ``edge_cache`` (in-memory sources) the kNN edges of
-        the rows at ``positions`` of the source are made once and reused in later epochs."""
+        the rows at ``positions`` of the source are made once and reused in later epochs.
+        A NaN or inf in any input raises DataError naming the field and the row."""
+        check_block_finite(block)
         batch = ClusterBatch(rows=torch.as_tensor(block.rows, dtype=torch.long))
         batch.clusters = {k: torch.as_tensor(block.clusters[k].astype(np.float32, copy=False))
                           for k in self.fields}

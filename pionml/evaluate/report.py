@@ -27,11 +27,21 @@ def write_predictions(path: Path, table: dict, columns: dict) -> None:
                fmt=list(columns.values()))
 
 
+def eval_folder(run_dir, data=None, split: str = "test") -> Path:
+    """``RUN/eval`` for the run's own test split; ``RUN/eval_<data file>_<split>`` for another
+    file or split, so that an evaluation elsewhere never overwrites the run's own."""
+    if data is None and split == "test":
+        return Path(run_dir) / "eval"
+    stem = Path(data).stem if data is not None else "own"
+    return Path(run_dir) / f"eval_{stem}_{split}"
+
+
 def evaluate(run_dirs, data=None, out=None, progress: bool = False, device: str | None = None,
              plots: bool = True, split: str = "test") -> list[dict]:
-    """Evaluate each run of ``run_dirs`` on ``split`` of its dataset (or of ``data``); returns
-    their metrics dicts. ``out``: the folder of the comparison plots when there are several
-    runs (default ``RUN1/eval/compare``); ``plots=False`` writes the numbers only."""
+    """Evaluate each run of ``run_dirs`` on ``split`` ('test', 'val', 'train' or 'all') of its
+    dataset (or of ``data``); returns their metrics dicts. Results go to :func:`eval_folder`.
+    ``out``: the folder of the comparison plots when there are several runs (default
+    ``<first eval folder>/compare``); ``plots=False`` writes the numbers only."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -51,20 +61,22 @@ def evaluate(run_dirs, data=None, out=None, progress: bool = False, device: str 
         if sha and file_sha256(path) != sha:
             logger.warning("run %s was trained on a file with sha256 %s; evaluating on %s (different)",
                            run_dir, sha[:12], path)
-        table = run.predict(path, split=split, device=device, progress=progress)
+        table = run.predict(path, split=None if split == "all" else split, device=device,
+                            progress=progress)
         if len(table["rows"]) == 0:
             raise ConfigError(f"dataset '{path}': the {split} split is empty for task '{run.task.name}'")
         metrics = {"model": run.name, "task": run.task.name, "data": str(path), "split": split,
                    **run.task.metrics(table)}
-        eval_dir = Path(run_dir) / EVAL_DIR
+        eval_dir = eval_folder(run_dir, data, split)
         (eval_dir / "plots").mkdir(parents=True, exist_ok=True)
         write_json(eval_dir / "metrics.json", metrics)
         write_predictions(eval_dir / "predictions.csv", table, run.task.csv_columns())
         if plots:
             with DatasetFile(path) as ds:
                 run.task.plots(eval_dir / "plots", run.name, table, ds, progress=progress)
-        run.card["test_metrics"] = {k: v for k, v in metrics.items() if not isinstance(v, list)}
-        write_json(Path(run_dir) / CARD_FILE, run.card)
+        if eval_dir.name == EVAL_DIR:  # the card holds the run's own test metrics only
+            run.card["test_metrics"] = {k: v for k, v in metrics.items() if not isinstance(v, list)}
+            write_json(Path(run_dir) / CARD_FILE, run.card)
         if metrics.get("pem_auc", 0) is None:
             logger.warning("%s: p_em is missing (NaN) in %s: no pem baseline (was the dataset "
                            "built without LCW tables?)", run_dir, path)
@@ -72,7 +84,7 @@ def evaluate(run_dirs, data=None, out=None, progress: bool = False, device: str 
         results.append({"run": str(run_dir), "name": run.name, "task": run.task.name,
                         "table": table, "metrics": metrics})
     if len(results) > 1:
-        cmp_dir = Path(out) if out else Path(run_dirs[0]) / EVAL_DIR / "compare"
+        cmp_dir = Path(out) if out else eval_folder(run_dirs[0], data, split) / "compare"
         cmp_dir.mkdir(parents=True, exist_ok=True)
         if plots and all(r["task"] == "classify" for r in results):
             from pionml.evaluate.classification import draw_comparison
@@ -82,3 +94,21 @@ def evaluate(run_dirs, data=None, out=None, progress: bool = False, device: str 
             {"run": r["run"], **{k: v for k, v in r["metrics"].items() if not isinstance(v, list)}}
             for r in results])
     return [r["metrics"] for r in results]
+
+
+def metrics_table(results: list[dict], keys=None) -> str:
+    """A text table of the scalar metrics of several runs (one row per run)."""
+    rows = [{k: v for k, v in m.items() if not isinstance(v, (list, dict))} for m in results]
+    keys = keys or [k for k in rows[0] if k not in ("data", "split", "task")]
+    width = {k: max(len(k), *(len(_cell(r.get(k))) for r in rows)) for k in keys}
+    lines = ["  ".join(k.ljust(width[k]) for k in keys)]
+    lines += ["  ".join(_cell(r.get(k)).ljust(width[k]) for k in keys) for r in rows]
+    return "\n".join(lines)
+
+
+def _cell(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)

@@ -182,7 +182,11 @@ class Run:
     def data_path(self, data=None) -> Path:
         """``data``, or the dataset recorded in the card."""
         if data is not None:
-            return Path(data)
+            path = Path(data)
+            if not path.is_file():
+                raise ConfigError(f"dataset '{path}' " + ("is a directory, not a file" if path.is_dir()
+                                                          else "does not exist"))
+            return path
         try:
             path = Path(self.card["data"]["path"])
         except (KeyError, TypeError):

@@ -359,6 +359,21 @@ def data_spec(dataset):
                     n_scalars=len(SCALAR_FEATURES))
 
 
+def check_finite_fields(dataset, rows, fields) -> None:
+    """DataError naming the file, the field, the count and the first row where a per-cluster
+    field the run reads is NaN or inf (images and cells are checked batch by batch)."""
+    from pionml.errors import DataError
+
+    cl = dataset.read_rows(np.sort(rows), clusters=fields).clusters
+    for name, values in cl.items():
+        bad = ~np.isfinite(values.astype(np.float64))
+        if bad.any():
+            raise DataError(f"file '{dataset.path}': '/clusters/{name}' is NaN or inf in "
+                            f"{int(bad.sum())} of the {len(bad)} training and validation rows "
+                            f"(first: row {int(np.sort(rows)[np.argmax(bad)])}); rebuild the "
+                            "dataset or drop those rows")
+
+
 def prepare_folder(out: Path, resume: bool) -> None:
     """A run folder is new, or explicitly resumed: never silently reused."""
     if out.exists() and not out.is_dir():
@@ -441,6 +456,8 @@ def train_run(data_path, model_name: str, out_dir, task: str = "classify",
                 model_name, task, data_path, out, device, asdict(config), hyper, data_config.to_dict())
     fields_needed = tuple(task_obj.fields) + tuple(model.cluster_fields)
     builder = BatchBuilder(norm, model.inputs, fields=fields_needed, knn_k=data_config.knn_k)
+    with DatasetFile(data_path) as ds:  # the per-cluster inputs are checked up front
+        check_finite_fields(ds, np.concatenate([train_rows, val_rows]), builder.cluster_fields)
     with DatasetFile(data_path) as ds:  # one choice for both splits: the budget is the run's
         kind = source_kind(ds, len(train_rows) + len(val_rows), builder, data_config)
     train_src = make_source(data_path, train_rows, builder, data_config, what="train", kind=kind)
