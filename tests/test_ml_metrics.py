@@ -107,3 +107,28 @@ def test_missing_baseline_gives_none():
     (row,) = [r for r in m["bins_E_em"] if r["E_lo"] <= 3.0 < r["E_hi"]]
     assert row["rejection"] == pytest.approx(2.0)
     assert row["pem_rejection"] is None
+
+
+def test_bootstrap_uncertainties_have_the_known_size():
+    from pionml.evaluate.metrics import bootstrap_uncertainties
+
+    rng = np.random.default_rng(3)
+    n0, n1 = 400, 600
+    labels = np.r_[np.ones(n1), np.zeros(n0)]
+    # a random classifier: sigma(AUC) = sqrt((n0 + n1 + 1) / (12 n0 n1)) (Mann-Whitney)
+    u = bootstrap_uncertainties(labels, rng.random(n0 + n1), rng.random(n0 + n1), n_boot=300)
+    expect = np.sqrt((n0 + n1 + 1) / (12 * n0 * n1))
+    assert 0.8 * expect < u["auc_err"] < 1.25 * expect
+    # a score whose pi0 efficiency at 90 % pi+- efficiency is 0.25 (rejection 4): pi0 scores
+    # uniform in [0, 1], pi+- scores uniform in [0, 0.25 / 0.9] -> binomial spread of the
+    # efficiency, sqrt(0.25 * 0.75 / n1) / 0.25^2 on the rejection, give or take the cut's own
+    s = np.r_[rng.random(n1), rng.random(n0) * 0.25 / 0.9]
+    u = bootstrap_uncertainties(labels, s, n_boot=300)
+    binom = np.sqrt(0.25 * 0.75 / n1) / 0.25 ** 2
+    assert 0.7 * binom < u["rejection_at_eff90_err"] < 2.0 * binom
+    lo, hi = u["rejection_at_eff90_ci68"]
+    assert lo < 4.0 < hi
+    assert u["pem_rejection_at_eff90_err"] is None  # no baseline given
+    # a perfect classifier: no spread of the AUC, every replica passes no pi0 (infinite)
+    u = bootstrap_uncertainties(labels, labels + 0.1 * rng.random(n0 + n1), n_boot=50)
+    assert u["auc_err"] == 0.0 and u["rejection_at_eff90_n_inf"] == 50

@@ -77,10 +77,11 @@ def draw_run_plots(folder: Path, name: str, table: dict, stats: dict | None, bin
 
     # Fig. 8: rejection vs efficiency with the pem baseline and the ratio panel
     fig, ax, rax = _rejection_figure()
-    plot_rejection(ax, model_curve, name)
+    plot_rejection(ax, model_curve, name, n_pi0=int(label.sum()))
     if has_pem:
         pem_curve = roc_curve(label, cl["p_em"])
-        plot_rejection(ax, pem_curve, r"$\mathcal{P}^{EM}_{clus}$", color="k", ls="--")
+        plot_rejection(ax, pem_curve, r"$\mathcal{P}^{EM}_{clus}$", n_pi0=int(label.sum()),
+                       color="k", ls="--")
         plot_rejection_ratio(rax, model_curve, pem_curve, name)
     ax.legend()
     ax.set_xlabel("")

@@ -153,6 +153,10 @@ def binned_table(labels, scores, baseline_scores, e_em, bins=DEFAULT_E_BINS,
             if has_baseline:
                 row["pem_rejection"] = pi0_rejection_at(labels[sel], baseline_scores[sel], pipm_eff)
                 row["rejection_ratio"] = rejection_ratio(row["rejection"], row["pem_rejection"])
+            tag = f"_at_eff{round(100 * pipm_eff)}"
+            row.update({k.replace(tag, ""): v for k, v in bootstrap_uncertainties(
+                labels[sel], scores[sel], baseline_scores[sel] if has_baseline else None, pipm_eff,
+                n_boot=100).items() if k.endswith("_err") or k.endswith("_ci68")})
             if np.isinf(row["rejection"]):  # no pi0 passes: a 90% CL lower limit instead
                 row["rejection_lower_limit"] = rejection_lower_limit(row["n_pi0"])
                 if has_baseline and np.isfinite(row["pem_rejection"]):
@@ -161,9 +165,58 @@ def binned_table(labels, scores, baseline_scores, e_em, bins=DEFAULT_E_BINS,
     return rows
 
 
+#: Bootstrap replicas of the statistical uncertainties.
+N_BOOTSTRAP = 200
+
+
+def bootstrap_uncertainties(labels, scores, pem_scores=None, pipm_eff: float = 0.9,
+                            n_boot: int = N_BOOTSTRAP, seed: int = 0) -> dict:
+    """Statistical uncertainties by resampling the clusters with replacement (the pi0 and
+    pi+- counts fluctuate, and the cut that gives ``pipm_eff`` with them): the standard
+    deviation of the replicas of AUC, rejection, pem rejection and their ratio (computed on
+    the same replica, so their correlation is kept), and the 16-84 % interval of the
+    rejections, which are skewed when few pi0 pass. Replicas with an infinite rejection (no
+    pi0 passing) are counted in ``*_n_inf`` and left out of the spread."""
+    labels = np.asarray(labels).astype(bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    has_pem = pem_scores is not None and baseline_available(pem_scores)
+    rng = np.random.default_rng(seed)
+    tag = f"eff{round(100 * pipm_eff)}"
+    reps = {"auc": [], f"rejection_at_{tag}": [], f"pem_rejection_at_{tag}": [],
+            f"rejection_ratio_at_{tag}": []}
+    n = len(labels)
+    for _ in range(n_boot):
+        i = rng.integers(0, n, n)
+        lab = labels[i]
+        if lab.all() or not lab.any():
+            continue
+        reps["auc"].append(auc(lab, scores[i]))
+        r = pi0_rejection_at(lab, scores[i], pipm_eff)
+        reps[f"rejection_at_{tag}"].append(r)
+        if has_pem:
+            rp = pi0_rejection_at(lab, np.asarray(pem_scores)[i], pipm_eff)
+            reps[f"pem_rejection_at_{tag}"].append(rp)
+            reps[f"rejection_ratio_at_{tag}"].append(rejection_ratio(r, rp))
+    out = {"n_bootstrap": n_boot}
+    for key, values in reps.items():
+        v = np.asarray(values, dtype=np.float64)
+        finite = v[np.isfinite(v)]
+        out[f"{key}_err"] = float(finite.std(ddof=1)) if len(finite) > 1 else None
+        if key != "auc":
+            out[f"{key}_n_inf"] = int(np.sum(np.isinf(v)))
+            out[f"{key}_ci68"] = ([float(np.percentile(finite, 16)), float(np.percentile(finite, 84))]
+                                  if len(finite) > 1 else None)
+    if not has_pem:
+        for key in (f"pem_rejection_at_{tag}", f"rejection_ratio_at_{tag}"):
+            out[f"{key}_err"] = out[f"{key}_ci68"] = None
+    return out
+
+
 def classification_metrics(labels, scores, pem_scores, e_em, bins=DEFAULT_E_BINS,
-                           pipm_eff: float = 0.9) -> dict:
-    """The flat metrics dictionary of design.md section 11 for a classifier.
+                           pipm_eff: float = 0.9, n_boot: int = N_BOOTSTRAP) -> dict:
+    """The flat metrics dictionary of design.md section 11 for a classifier, with bootstrap
+    uncertainties (``*_err``, ``*_ci68``: :func:`bootstrap_uncertainties`; ``n_boot=0``
+    skips them).
 
     When the baseline scores are unavailable (any NaN, e.g. a dataset made without LCW
     tables) the ``pem_*`` and ratio entries are None.
@@ -172,11 +225,13 @@ def classification_metrics(labels, scores, pem_scores, e_em, bins=DEFAULT_E_BINS
     has_pem = baseline_available(pem_scores)
     pem_rej = pi0_rejection_at(labels, pem_scores, pipm_eff) if has_pem else None
     tag = f"eff{round(100 * pipm_eff)}"
+    errors = bootstrap_uncertainties(labels, scores, pem_scores, pipm_eff, n_boot) if n_boot else {}
     return {
         "n_clusters": int(len(labels)), "n_pi0": int(np.sum(labels)),
         "n_pipm": int(len(labels) - np.sum(labels)),
         "auc": auc(labels, scores), "pem_auc": auc(labels, pem_scores) if has_pem else None,
         f"rejection_at_{tag}": rej, f"pem_rejection_at_{tag}": pem_rej,
         f"rejection_ratio_at_{tag}": rejection_ratio(rej, pem_rej) if has_pem else None,
+        **errors,
         "bins_E_em": binned_table(labels, scores, pem_scores, e_em, bins, pipm_eff),
     }

@@ -45,10 +45,17 @@ def rejection_on_grid(curve: RocCurve, grid=EFF_GRID) -> np.ndarray:
         return 1.0 / eff
 
 
-def plot_rejection(ax, curve: RocCurve, label: str, **kw):
-    """pi0 rejection (log scale) vs pi+- efficiency (seed 002 Fig. 8, top panel)."""
+def plot_rejection(ax, curve: RocCurve, label: str, n_pi0: int | None = None, **kw):
+    """pi0 rejection (log scale) vs pi+- efficiency (seed 002 Fig. 8, top panel). With
+    ``n_pi0`` (the pi0 count of the sample) a band shows the binomial standard deviation of
+    the pi0 efficiency, sqrt(eff (1 - eff) / n_pi0), carried to the rejection."""
     ok = (curve.pipm_eff > 0) & (curve.pi0_eff > 0)
     (line,) = ax.plot(curve.pipm_eff[ok], 1.0 / curve.pi0_eff[ok], label=label, **kw)
+    if n_pi0:
+        eff = curve.pi0_eff[ok]
+        sig = np.sqrt(eff * (1 - eff) / n_pi0)
+        ax.fill_between(curve.pipm_eff[ok], 1.0 / (eff + sig), 1.0 / np.maximum(eff - sig, 1.0 / n_pi0 / 10),
+                        color=line.get_color(), alpha=0.2, lw=0)
     ax.set_yscale("log")
     ax.set_xlim(0, 1)
     ax.set_xlabel(r"$\pi^{\pm}$ efficiency")

@@ -55,12 +55,17 @@ class ClassifyTask(Task):
                                       table["E_em"], DEFAULT_E_BINS)
 
     def summary(self, m: dict) -> str:
-        def fmt(x):
-            return "n/a" if x is None else f"{float(x):.3g}"
+        def fmt(key, digits=3):
+            x, err = m.get(key), m.get(f"{key}_err")
+            if x is None:
+                return "n/a"
+            text = f"{float(x):.{digits}g}"
+            return text + (f" +- {err:.2g}" if err is not None else "")
 
-        return (f"AUC {m['auc']:.4f}, pi0 rejection at 90% pi+- efficiency "
-                f"{fmt(m['rejection_at_eff90'])} (pem {fmt(m['pem_rejection_at_eff90'])}, "
-                f"ratio {fmt(m['rejection_ratio_at_eff90'])})")
+        return (f"AUC {fmt('auc', 4)}, pi0 rejection at 90% pi+- efficiency "
+                f"{fmt('rejection_at_eff90')} (pem {fmt('pem_rejection_at_eff90')}, "
+                f"ratio {fmt('rejection_ratio_at_eff90')}); statistical uncertainties from "
+                f"{m.get('n_bootstrap', 0)} bootstrap replicas")
 
     def plots(self, folder, name: str, table: dict, dataset, progress: bool = False) -> list:
         from pionml.evaluate.classification import draw_run_plots
