@@ -35,7 +35,10 @@ def run_evaluate(args) -> int:
     results = evaluate(args.runs, data=args.data, out=args.out, progress=not args.no_progress,
                        device=args.device, split=args.split, plots=not args.no_plots)
     if len(results) > 1:
-        print(metrics_table([{"run": r, **m} for r, m in zip(args.runs, results)]))
+        keys = ["run", "model", "n_clusters", "auc", "auc_err", "rejection_at_eff90",
+                "rejection_at_eff90_err", "rejection_ratio_at_eff90",
+                "rejection_ratio_at_eff90_err"] if all(m.get("task") == "classify" for m in results) else None
+        print(metrics_table([{"run": r, **m} for r, m in zip(args.runs, results)], keys))
     return 0
 
 

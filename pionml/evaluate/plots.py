@@ -28,14 +28,21 @@ def use_atlas_style() -> None:
     plt.style.use(mplhep.style.ATLAS)
 
 
-def plot_training_curve(ax, history: dict, label: str = ""):
-    """Training and validation loss per epoch."""
-    a = ax.plot(history["epoch"], history["train_loss"], "o-", label=f"{label} train".strip())
+def plot_training_curve(ax, history: dict, label: str = "", loss_name: str = "loss",
+                        best_epoch: int | None = None):
+    """Training and validation loss per epoch, the best (kept) epoch marked."""
+    a = ax.plot(history["epoch"], history["train_loss"], "o-", label=f"{label} training".strip())
     b = ax.plot(history["epoch"], history["val_loss"], "s--", label=f"{label} validation".strip())
+    artists = a + b
+    if best_epoch and best_epoch in history["epoch"]:
+        i = history["epoch"].index(best_epoch)
+        artists.append(ax.axvline(best_epoch, color="grey", ls=":", lw=1))
+        artists += ax.plot([best_epoch], [history["val_loss"][i]], "*", ms=14, color="C3",
+                           label=f"best epoch {best_epoch} (weights kept)")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
+    ax.set_ylabel(loss_name)
     ax.legend()
-    return a + b
+    return artists
 
 
 def rejection_on_grid(curve: RocCurve, grid=EFF_GRID) -> np.ndarray:
@@ -88,16 +95,37 @@ def plot_rejection_ratio(ax, curve: RocCurve, baseline: RocCurve, label: str, gr
     return line
 
 
+def layer_extent(name: str, shape) -> tuple[float, float, float, float]:
+    """(eta_lo, eta_hi, phi_lo, phi_hi) of a layer image centred on the cluster, from the
+    layer's granularity in the geometry table."""
+    from pionml.geometry import layer_by_name
+
+    layer = layer_by_name(name)
+    h, w = shape
+    half_eta = 0.5 * h * (0.4 / h)  # the image window is 0.4 in eta (design.md section 5)
+    half_phi = 0.5 * w * layer.dphi
+    return (-half_eta, half_eta, -half_phi, half_phi)
+
+
 def plot_layer_image(ax, image: np.ndarray, title: str = "", extent=None, cmap="viridis",
-                     vmin=None, vmax=None, colorbar: bool = True):
-    """One layer image (eta x phi array) with eta along x and phi along y."""
+                     vmin=None, vmax=None, colorbar: bool = True, cbar_label: str = "",
+                     eta_zoom: float | None = None):
+    """One layer image (eta x phi array) with eta along x and phi along y; ``extent`` in
+    (delta eta, delta phi) from :func:`layer_extent`; ``eta_zoom`` limits the eta axis to
+    +-eta_zoom (the central strips of EMB1, whose 128 x 4 cells would otherwise be drawn as a
+    thin line)."""
     im = ax.imshow(np.asarray(image).T, origin="lower", aspect="auto", cmap=cmap, vmin=vmin,
                    vmax=vmax, extent=extent, interpolation="nearest")
+    if eta_zoom is not None:
+        ax.set_xlim(-eta_zoom, eta_zoom)
     ax.set_xlabel(r"$\Delta\eta$ bin" if extent is None else r"$\Delta\eta$")
     ax.set_ylabel(r"$\Delta\phi$ bin" if extent is None else r"$\Delta\phi$")
     if title:
         ax.set_title(title, fontsize="small")
     artists = [im]
     if colorbar:
-        artists.append(ax.figure.colorbar(im, ax=ax))
+        cb = ax.figure.colorbar(im, ax=ax)
+        if cbar_label:
+            cb.set_label(cbar_label, fontsize="small")
+        artists.append(cb)
     return artists

@@ -40,8 +40,9 @@ def evaluate(run_dirs, data=None, out=None, progress: bool = False, device: str 
              plots: bool = True, split: str = "test") -> list[dict]:
     """Evaluate each run of ``run_dirs`` on ``split`` ('test', 'val', 'train' or 'all') of its
     dataset (or of ``data``); returns their metrics dicts. Results go to :func:`eval_folder`.
-    ``out``: the folder of the comparison plots when there are several runs (default
-    ``<first eval folder>/compare``); ``plots=False`` writes the numbers only."""
+    ``out``: the folder of the comparison plots and table when there are several runs
+    (default ``compare_<models>_<split>`` beside the first run); ``plots=False`` writes the
+    numbers only."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -84,15 +85,18 @@ def evaluate(run_dirs, data=None, out=None, progress: bool = False, device: str 
         results.append({"run": str(run_dir), "name": run.name, "task": run.task.name,
                         "table": table, "metrics": metrics})
     if len(results) > 1:
-        cmp_dir = Path(out) if out else eval_folder(run_dirs[0], data, split) / "compare"
+        names = "_".join(dict.fromkeys(r["name"] for r in results))
+        cmp_dir = Path(out) if out else Path(run_dirs[0]).parent / f"compare_{names}_{split}"
         cmp_dir.mkdir(parents=True, exist_ok=True)
         if plots and all(r["task"] == "classify" for r in results):
             from pionml.evaluate.classification import draw_comparison
 
             draw_comparison(cmp_dir, results)
-        write_json(cmp_dir / "summary.json", [
-            {"run": r["run"], **{k: v for k, v in r["metrics"].items() if not isinstance(v, list)}}
-            for r in results])
+        summary = [{"run": r["run"], **{k: v for k, v in r["metrics"].items()
+                                        if not isinstance(v, list)}} for r in results]
+        write_json(cmp_dir / "summary.json", summary)
+        (cmp_dir / "summary.txt").write_text(metrics_table(summary) + "\n")
+        logger.info("comparison of %d runs: %s", len(results), cmp_dir)
     return [r["metrics"] for r in results]
 
 

@@ -63,6 +63,8 @@ class Task:
     columns: dict = {}
     #: accepted options and their defaults
     defaults: dict = {}
+    #: what the training loss is, for the training-curve axis
+    loss_name: str = "loss"
 
     def __init__(self, **options):
         unknown = set(options) - set(self.defaults)

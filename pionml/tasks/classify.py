@@ -25,6 +25,7 @@ class ClassifyTask(Task):
     select_fields = ("label",)
     metric_fields = ("p_em",)
     columns = {"score": "%.7g"}
+    loss_name = "binary cross-entropy"
 
     def select(self, clusters: dict, where: str = "") -> np.ndarray:
         """Every row; a label other than 0 or 1 is an error, never trained on."""

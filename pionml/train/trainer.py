@@ -498,11 +498,13 @@ def train_run(data_path, model_name: str, out_dir, task: str = "classify",
         }
         runfiles.write_json(out / runfiles.CARD_FILE, card)
         if history["epoch"]:
-            _save_curve(out / runfiles.CURVE_FILE, history, model_name)
+            _save_curve(out / runfiles.CURVE_FILE, history, model_name, task_obj.loss_name,
+                        trainer.best_epoch)
     return out
 
 
-def _save_curve(path: Path, history: dict, label: str) -> None:
+def _save_curve(path: Path, history: dict, label: str, loss_name: str = "loss",
+                best_epoch: int | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -511,7 +513,9 @@ def _save_curve(path: Path, history: dict, label: str) -> None:
     from pionml.evaluate.plots import plot_training_curve
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    plot_training_curve(ax, history, label=label)
+    plot_training_curve(ax, history, label=label, loss_name=f"{loss_name} (per cluster)",
+                        best_epoch=best_epoch)
+    ax.set_title(f"{label}: training and validation loss", fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
