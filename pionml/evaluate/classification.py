@@ -287,7 +287,12 @@ def draw_image_figures(folder: Path, name: str, stats: dict) -> list:
         for ax_, lay in zip(axes.ravel(), layers):
             shape = stats["shapes"][lay]
             r = st.correlation(lay).reshape(shape) if st.n > 2 else np.zeros(shape)
-            lim = max(float(np.abs(r).max()), 1e-3)  # the scale of this layer's correlations
+            if not np.any(r):  # no pixel of this layer ever holds energy in this sample
+                ax_.text(0.5, 0.5, f"{lay}\nno energy in this sample", ha="center",
+                         va="center", transform=ax_.transAxes, fontsize="small")
+                ax_.set_axis_off()
+                continue
+            lim = float(np.abs(r).max())  # the scale of this layer's correlations
             plot_layer_image(ax_, r, lay, extent=layer_extent(lay, shape), cmap="RdBu_r",
                              vmin=-lim, vmax=lim, eta_zoom=EMB1_ZOOM if lay == "EMB1" else None,
                              cbar_label="Pearson $r$")

@@ -37,11 +37,15 @@ def plot_training_curve(ax, history: dict, label: str = "", loss_name: str = "lo
     if best_epoch and best_epoch in history["epoch"]:
         i = history["epoch"].index(best_epoch)
         artists.append(ax.axvline(best_epoch, color="grey", ls=":", lw=1))
-        artists += ax.plot([best_epoch], [history["val_loss"][i]], "*", ms=14, color="C3",
+        artists += ax.plot([best_epoch], [history["val_loss"][i]], "*", ms=14, color="k",
                            label=f"best epoch {best_epoch} (weights kept)")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlim(0.5, max(history["epoch"]) + 0.5)
     ax.set_xlabel("epoch")
-    ax.set_ylabel(loss_name)
-    ax.legend()
+    ax.set_ylabel(loss_name, fontsize="small")
+    ax.legend(fontsize="small")
     return artists
 
 
@@ -118,6 +122,8 @@ def plot_layer_image(ax, image: np.ndarray, title: str = "", extent=None, cmap="
                    vmax=vmax, extent=extent, interpolation="nearest")
     if eta_zoom is not None:
         ax.set_xlim(-eta_zoom, eta_zoom)
+        ax.set_xticks(np.round(np.linspace(-0.8 * eta_zoom, 0.8 * eta_zoom, 3), 4))
+        ax.xaxis.get_major_formatter().set_scientific(False)
     ax.set_xlabel(r"$\Delta\eta$ bin" if extent is None else r"$\Delta\eta$")
     ax.set_ylabel(r"$\Delta\phi$ bin" if extent is None else r"$\Delta\phi$")
     if title:

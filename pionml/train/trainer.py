@@ -512,10 +512,9 @@ def _save_curve(path: Path, history: dict, label: str, loss_name: str = "loss",
 
     from pionml.evaluate.plots import plot_training_curve
 
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig, ax = plt.subplots(figsize=(7, 5))
     plot_training_curve(ax, history, label=label, loss_name=f"{loss_name} (per cluster)",
                         best_epoch=best_epoch)
     ax.set_title(f"{label}: training and validation loss", fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
