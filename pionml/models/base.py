@@ -18,6 +18,7 @@ from torch import nn
 
 from pionml.errors import ConfigError
 from pionml.models.heads import check_head_spec, make_head
+from pionml.registry import Registry
 
 #: The heads of a classifier (the default when no task says otherwise).
 CLASSIFY_HEADS = {"logit": {"kind": "linear"}}
@@ -90,23 +91,11 @@ def check_hyper(model: str, defaults: dict, hyper: dict) -> None:
             bad(key, value, "a string")
 
 
-MODELS: dict[str, type["ClusterModel"]] = {}
-
-
-def register(cls: type["ClusterModel"]) -> type["ClusterModel"]:
-    """Class decorator: add a model family to the registry under ``cls.name``."""
-    if not cls.name or cls.name in MODELS:
-        raise ConfigError(f"model class {cls.__name__}: name {cls.name!r} empty or registered twice")
-    MODELS[cls.name] = cls
-    return cls
-
-
-def model_class(name: str) -> type["ClusterModel"]:
-    """The class registered as ``name``; an unknown name raises ConfigError listing the choices."""
-    try:
-        return MODELS[name]
-    except KeyError:
-        raise ConfigError(f"unknown model '{name}' (choices: {', '.join(sorted(MODELS))})") from None
+MODELS = Registry("model")
+#: Class decorator: add a model family to the registry under ``cls.name``.
+register = MODELS.register
+#: The class registered as ``name``; an unknown name raises ConfigError listing the choices.
+model_class = MODELS.lookup
 
 
 class ClusterModel(nn.Module):

@@ -15,6 +15,7 @@ import logging
 import numpy as np
 
 from pionml.errors import CheckpointError, ConfigError, DataError
+from pionml.registry import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -23,20 +24,11 @@ TABLE_FIELDS = ("event", "cluster_index", "label", "E_em", "eta", "E_true")
 _TABLE_FORMATS = {"event": "%d", "cluster_index": "%d", "label": "%d", "E_em": "%.6g",
                   "eta": "%.6g", "E_true": "%.6g"}
 
-TASKS: dict[str, type["Task"]] = {}
-
-
-def register_task(cls: type["Task"]) -> type["Task"]:
-    """Class decorator: add a task to the registry under ``cls.name``."""
-    TASKS[cls.name] = cls
-    return cls
-
-
-def task_class(name: str) -> type["Task"]:
-    try:
-        return TASKS[name]
-    except KeyError:
-        raise ConfigError(f"unknown task '{name}' (choices: {', '.join(sorted(TASKS))})") from None
+TASKS = Registry("task")
+#: Class decorator: add a task to the registry under ``cls.name``.
+register_task = TASKS.register
+#: The class registered as ``name``; an unknown name raises ConfigError listing the choices.
+task_class = TASKS.lookup
 
 
 def make_task(name: str, **options) -> "Task":
