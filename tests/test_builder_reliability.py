@@ -132,6 +132,21 @@ def test_cellgeo_with_nan_radii_or_positions(tmp_path, geo_file):
         assert not (tmp_path / "out.h5").exists()
 
 
+def test_cellgeo_with_permuted_ids_warns(tmp_path, caplog):
+    from pionml.geometry import CellGeometry
+    from pionml.io.root import write_cellgeo
+
+    write_events(tmp_path / "in.root", events(), None)
+    a = {k: np.array(v) for k, v in GEO.to_arrays().items()}
+    a["cell_geo_ID"] = np.random.default_rng(0).permutation(a["cell_geo_ID"])
+    write_cellgeo(tmp_path / "perm.root", CellGeometry.from_arrays(a))
+    s = build(tmp_path, tmp_path / "perm.root", "in.root")
+    assert s.image_energy_fraction < 0.1 and len(s.warnings) == 1
+    assert "CellGeo positions" in caplog.text and "WARNING: the images hold only" in s.format()
+    a, _ = attrs(tmp_path)
+    assert a["counts"]["warnings"] == s.warnings
+
+
 # --- 6: --skip-bad at the smallest bad unit ----------------------------------------------------
 def test_event_goes_only_when_the_event_is_bad(tmp_path, geo_file):
     def change(e):

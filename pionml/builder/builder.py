@@ -59,6 +59,9 @@ EVENT_REASONS = ("length_mismatch", "no_truth_particle", "bad_truth", "unknown_p
 #: |energy| above this (GeV) is bad data: 100 TeV, beyond any LHC collision (and what a file in
 #: MeV would show). Applies to cluster_E, ENG_CALIB_TOT, E_LCCalib, cell and truth energies.
 ENERGY_MAX = 1.0e5
+#: Below this energy-weighted fraction of the cluster energy inside the images (seed 002: ~95 %)
+#: the build warns: cells placed far from their cluster, e.g. a CellGeo with permuted IDs.
+MIN_IMAGE_FRACTION = 0.5
 #: Values stored as float32 (moments, EM probability) must be finite after the cast.
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -89,6 +92,7 @@ class BuildSummary:
     events_skipped: dict = field(default_factory=lambda: {k: 0 for k in EVENT_REASONS})
     skipped_files: list = field(default_factory=list)
     duplicate_inputs: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)
     per_split: dict = field(default_factory=lambda: {"train": 0, "val": 0, "test": 0})
     per_label: dict = field(default_factory=lambda: {"pi0": 0, "pipm": 0})
     image_energy_fraction: float = float("nan")  # sum imaged / sum E_EM (seed 002: ~95%)
@@ -139,6 +143,8 @@ class BuildSummary:
         lines.append("accounting: " + self.accounting())
         for f in self.skipped_files:
             lines.append(f"file skipped: {f['file']}: {f['reason']}")
+        for w in self.warnings:
+            lines.append(f"WARNING: {w}")
         for d in self.duplicate_inputs:
             lines.append(f"input not built twice: {d['file']} has the same content (sha256) as "
                          f"{d['same_as']}")
@@ -335,6 +341,12 @@ class _Builder:
                 s.image_energy_fraction = self.energy_in_images_sum / self.cluster_energy_sum
                 s.image_energy_fraction_mean = float(fr.mean())
                 s.image_energy_fraction_median = float(np.median(fr))
+                if s.image_energy_fraction < MIN_IMAGE_FRACTION:
+                    w = (f"the images hold only {100 * s.image_energy_fraction:.2f} % of the "
+                         f"cluster energy (about 95 % expected): are the CellGeo positions "
+                         f"those of these files' cell IDs?")
+                    logger.warning("%s", w)
+                    s.warnings.append(w)
             self.writer.close(config=self._config(), sources=self._sources(), counts=s.counts())
             os.replace(self.tmp, self.out)
         except BaseException:
