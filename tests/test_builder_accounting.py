@@ -110,6 +110,7 @@ def test_accounting_identity_over_random_damage(tmp_path, geo_file):
         assert s.clusters_read == (s.clusters_kept + sum(s.dropped.values())
                                    + sum(s.skipped.values())), what
         assert s.balanced() and "DOES NOT ADD UP" not in s.format(), what
+        assert sum(s.events_skipped.values()) <= s.events_read, what
         with open_dataset(out) as ds:
             c = ds.attrs["counts"]
             assert len(ds) == s.clusters_kept and c["accounting_ok"], what

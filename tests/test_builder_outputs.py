@@ -83,6 +83,18 @@ def test_failed_build_leaves_nothing_and_keeps_the_old_output(tmp_path, root_in,
     assert out.read_bytes() == b"old dataset" and _leftovers(tmp_path) == []
 
 
+def test_interrupted_build_leaves_nothing(tmp_path, root_in, geo_file, monkeypatch):
+    import pionml.builder.builder as builder
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(builder, "rasterise", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        build_dataset([root_in], tmp_path / "o.h5", geometry=geo_file, progress=False)
+    assert not (tmp_path / "o.h5").exists() and _leftovers(tmp_path) == []
+
+
 def test_temporary_names_are_unique_and_beside_the_output(tmp_path, root_in, geo_file):
     a, b = temp_path(tmp_path / "o.h5"), temp_path(tmp_path / "o.h5")
     assert a != b and a.parent == b.parent == tmp_path and a.name.endswith(".part")

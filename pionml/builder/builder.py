@@ -479,6 +479,7 @@ class _Builder:
         ev_of_clus = np.repeat(np.arange(n_ev), n_clus_ev)
         first_of_ev = np.concatenate(([0], np.cumsum(n_clus_ev)))[:-1]
         bad = np.zeros(n, dtype=bool)  # clusters already counted under a bad-data reason
+        ev_bad = np.zeros(n_ev, dtype=bool)  # events already counted as bad
 
         def mark(reason, mask, message):
             """Clusters in ``mask`` (not yet bad) are bad for ``reason``: raise, or count."""
@@ -497,8 +498,8 @@ class _Builder:
                 return
             if self.on_error == "raise":
                 raise DataError(message(_first_bad(ev_mask)))
-            ev_of_bad = np.flatnonzero(ev_mask)
-            s.events_skipped[reason] += int(len(ev_of_bad))
+            s.events_skipped[reason] += int((ev_mask & ~ev_bad).sum())  # each event once
+            ev_bad[ev_mask] = True
             mark(reason, np.repeat(ev_mask, n_clus_ev), lambda k: "")
 
         def cl_where(branch, k):
