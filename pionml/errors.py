@@ -40,3 +40,7 @@ def where(file=None, tree=None, branch=None, entry=None, **more) -> str:
         parts.append(f"entry {entry}")
     parts.extend(f"{k} {v}" for k, v in more.items() if v is not None)
     return ", ".join(parts)
+
+
+class OutputError(PionmlError):
+    """An output path that cannot be written: a directory, an unwritable folder, an input."""

@@ -78,9 +78,10 @@ def test_nan_energy(tmp_path, geo_file):
     with pytest.raises(DataError, match=r"in\.root.*cluster_cell_E.*entry 1"):
         build(tmp_path, geo_file, "in.root")
     s = build(tmp_path, geo_file, "in.root", skip=True)
-    assert sum(s.skipped_entries.values()) == 1  # the reader skips the event, counted
+    # the bad cluster alone goes (issue 11): the event's other cluster is kept
+    assert s.skipped["bad_energy"] == 1 and s.clusters_kept == 7 and s.events_read == 4
     c, n = counts(tmp_path)
-    assert n == 6 and sum(c["skipped_entries"].values()) == 1
+    assert n == 7 and c["skipped"]["bad_energy"] == 1 and c["accounting_ok"]
 
 
 def test_nan_cluster_eta(tmp_path, geo_file):
@@ -90,7 +91,7 @@ def test_nan_cluster_eta(tmp_path, geo_file):
     with pytest.raises(DataError, match=r"in\.root.*cluster_Eta.*entry 3.*cluster 0"):
         build(tmp_path, geo_file, "in.root")
     s = build(tmp_path, geo_file, "in.root", skip=True)
-    assert s.skipped["nan_energy"] == 1 and s.clusters_kept == 7
+    assert s.skipped["bad_kinematics"] == 1 and s.clusters_kept == 7
 
 
 def test_empty_cluster(tmp_path, geo_file):
@@ -98,14 +99,13 @@ def test_empty_cluster(tmp_path, geo_file):
     evs[0]["cluster_cell_ID"][1] = []
     evs[0]["cluster_cell_E"][1] = []
     write_events(tmp_path / "in.root", evs, None)
-    with pytest.raises(DataError, match=r"in\.root.*cluster_cell_ID.*entry 0"):
-        build(tmp_path, geo_file, "in.root")
-    s = build(tmp_path, geo_file, "in.root", skip=True)
-    # the reader drops the whole event (2 clusters) and counts it
-    assert s.skipped_entries == {"in.root: empty cluster": 1}
-    assert s.clusters_kept == 6 and s.events_read == 3
-    c, n = counts(tmp_path)
-    assert n == 6 and c["skipped_entries"] == {"in.root: empty cluster": 1}
+    # legal data (design.md 4: real files do not write cells below 5 MeV): a counted drop,
+    # never an error and never the event's other cluster (issue 11)
+    for skip in (False, True):
+        s = build(tmp_path, geo_file, "in.root", skip=skip)
+        assert s.dropped["no_cells"] == 1 and s.clusters_kept == 7 and s.events_read == 4
+        c, n = counts(tmp_path)
+        assert n == 7 and c["dropped"]["no_cells"] == 1 and c["accounting_ok"]
 
 
 def test_cell_length_mismatch(tmp_path, geo_file):

@@ -70,8 +70,9 @@ def test_make_dataset_with_a_stand_in_simulation(tmp_path, monkeypatch):
     (tmp_path / "small.toml").write_text(SMALL)
     out = recipe.make_dataset(tmp_path / "small.toml", progress=False)
     assert out == tmp_path / "small.h5"
-    assert calls == [("pi0.root.part", 20, "pi0", 5), ("piplus.root.part", 10, "pi+", 6),
-                     ("piminus.root.part", 10, "pi-", 7)]
+    # simulate_to_root itself writes through a unique temporary file (issue 11)
+    assert calls == [("pi0.root", 20, "pi0", 5), ("piplus.root", 10, "pi+", 6),
+                     ("piminus.root", 10, "pi-", 7)]
     with open_dataset(out) as ds:
         cl = ds.read_clusters(["pdg", "file_index"])
         attrs = ds.attrs
@@ -91,3 +92,20 @@ def test_make_dataset_with_the_simulation(tmp_path):
     assert set(np.unique(cl["pdg"])) <= {111, 211, -211}
     np.testing.assert_array_equal(cl["label"], (cl["pdg"] == 111).astype(np.int8))
     assert (cl["E_em"] > 0).all()
+
+
+def test_make_dataset_checks_output_and_split_before_simulating(tmp_path, monkeypatch):
+    """Issue 11: a bad output or split fails at once, not after the (long) simulation."""
+    from pionml.errors import ConfigError, OutputError
+
+    monkeypatch.setattr(recipe, "_simulate_to_root", lambda *a, **k: pytest.fail("simulated"))
+    (tmp_path / "small.toml").write_text(SMALL)
+    (tmp_path / "adir").mkdir()
+    with pytest.raises(OutputError, match="make-dataset --out '.*adir' is a directory"):
+        recipe.make_dataset(tmp_path / "small.toml", out=tmp_path / "adir", progress=False)
+    with pytest.raises(OutputError, match="is the input file"):
+        recipe.make_dataset(tmp_path / "small.toml", out=tmp_path / "small.toml", force=True,
+                            progress=False)
+    (tmp_path / "bad.toml").write_text(SMALL.replace("[0.5, 0.25, 0.25]", "[0.5, 0.5, 0.5]"))
+    with pytest.raises(ConfigError, match=r"bad\.toml.*fractions 0.5 0.5 0.5.*sum to 1.5"):
+        recipe.make_dataset(tmp_path / "bad.toml", progress=False)

@@ -41,13 +41,67 @@ CASES = [
     (["train", "--data", "missing.h5", "--out", "r2"], 1, ["missing.h5", "does not exist"]),
     (["evaluate", "no_such_run"], 1, ["run folder 'no_such_run' does not exist"]),
     (["build", "missing.root", "--out", "o.h5"], 1, ["missing.root"]),
+    # issue 11, files and the builder: checked before any work, one line naming what and where
+    (["build", "{good}", "--out", "{good}"], 1, ["--out", "good.root", "is the input file"]),
+    (["build", "{good}", "--out", "."], 1, ["--out '.'", "not a file name"]),
+    (["build", "{good}", "--out", "{folder}"], 1, ["--out", "is a directory"]),
+    (["build", "{good}", "--out", "{good}/o.h5"], 1, ["--out", "good.root' is not a directory"]),
+    (["build", "{good}", "--geometry", "nogeo.root", "--out", "o.h5"], 1,
+     ["--geometry file not found", "nogeo.root"]),
+    (["build", "{good}", "--split", "0.5", "0.5", "0.5", "--out", "o.h5"], 1,
+     ["--split 0.5 0.5 0.5", "sum to 1.5", "must sum to 1"]),
+    (["build", "{good}", "--split", "0", "0", "0", "--out", "o.h5"], 1, ["--split", "sum to 0"]),
+    (["build", "{good}", "--split", "nan", "nan", "nan", "--out", "o.h5"], 2,
+     ["--split", "finite"]),
+    (["build", "{good}", "--split", "inf", "1", "1", "--out", "o.h5"], 2, ["--split", "finite"]),
+    (["build", "{good}", "--step-size", "0", "--out", "o.h5"], 2, ["--step-size", ">= 1"]),
+    (["build", "{good}", "--step-size", "-5", "--out", "o.h5"], 2, ["--step-size", ">= 1"]),
+    (["build", "{nanmom}", "--out", "o.h5"], 1,
+     ["moment value nan", "nanmom.root", "cluster_CENTER_MAG", "entry 1", "cluster 0"]),
+    (["simulate", "--events", "3", "--out", "{folder}"], 1, ["simulate --out", "is a directory"]),
+    (["simulate", "--events", "3", "--energy-min", "5", "--energy-max", "1", "--out", "{good}"],
+     1, ["--energy-min 5.0 must be below --energy-max 1.0"]),
+    (["simulate", "--events", "3", "--energy", "0", "--out", "{good}"], 2, ["--energy", "> 0"]),
 ]
 
 
-@pytest.mark.parametrize("args,code,words", CASES, ids=[" ".join(c[0][:3]) for c in CASES])
-def test_one_clear_line_no_traceback(tmp_path, fake, args, code, words):
-    args = [a.format(fake=fake) for a in args]
+@pytest.fixture(scope="module")
+def roots(tmp_path_factory):
+    """A sound MLTree file and one with a NaN moment (issue 11), and a folder."""
+    import numpy as np
+
+    from pionml.geometry import barrel_geometry
+    from pionml.testing.mltree import cell_at, make_event, write_events
+
+    d = tmp_path_factory.mktemp("roots")
+    geo = barrel_geometry()
+    cells = [cell_at(geo, 2, 0.1 + 0.025 * k, 0.2) for k in range(3)]
+    cl = dict(cell_ID=[int(geo.id[c]) for c in cells], cell_E=[1.0] * 3, E=3.0, eta=0.1,
+              phi=0.2, moments={"CENTER_MAG": 1500.0})
+    evs = [make_event([dict(cl)], event_number=i) for i in range(3)]
+    write_events(d / "good.root", evs, geo)
+    evs[1]["cluster_CENTER_MAG"] = [float(np.nan)]
+    write_events(d / "nanmom.root", evs, geo)
+    (d / "folder").mkdir()
+    return {"good": str(d / "good.root"), "nanmom": str(d / "nanmom.root"),
+            "folder": str(d / "folder")}
+
+
+def _ids(c):
+    return " ".join(a.split("/")[-1].strip("{}") for a in c[0][:4])
+
+
+@pytest.mark.parametrize("args,code,words", CASES, ids=[_ids(c) for c in CASES])
+def test_one_clear_line_no_traceback(tmp_path, fake, roots, args, code, words):
+    args = [a.format(fake=fake, **roots) for a in args]
+    before = {k: open(v, "rb").read() for k, v in roots.items() if k != "folder"}
     res = _run(args, tmp_path)
+    # no input file changed, nothing left in the folder, no temporary beside the inputs
+    assert before == {k: open(v, "rb").read() for k, v in roots.items() if k != "folder"}
+    import os
+
+    assert os.listdir(roots["folder"]) == []
+    assert not [f for f in os.listdir(os.path.dirname(roots["good"])) if f.endswith(".part")]
     assert res.returncode == code, res.stderr
     assert "Traceback" not in res.stderr and "Traceback" not in res.stdout
     errors = [ln for ln in res.stderr.splitlines() if "error" in ln.lower()]

@@ -5,12 +5,20 @@ split), the six layer images (seed 002 section 4.1, :mod:`pionml.builder.images`
 point cloud of its cells (:mod:`pionml.builder.pointcloud`). Files are read in chunks of events
 and written incrementally, so the output can be larger than memory.
 
-Selection (each a counted drop reason, in this order): ``|cluster eta| < eta_max`` ("eta"),
-``ENG_CALIB_TOT > min_calib`` ("calib"), ``E_EM > min_em`` ("em_energy"). Bad data (NaN/inf
-energies, clusters without cells, cell IDs unknown to CellGeo, a truth PDG id other than 111 or
-+-211, jagged length mismatches) raises a :class:`~pionml.errors.DataError` naming file, tree,
-branch, entry and cluster, or with ``on_error="skip"`` is a counted skip (summary and file
-attributes). Labels: the event's truth particle labels all its clusters (seed 002 section 4.1):
+Selection (each a counted drop reason, in this order): a cluster with no written cell
+("no_cells": legal data, design.md 4), ``|cluster eta| < eta_max`` ("eta"),
+``ENG_CALIB_TOT > min_calib`` ("calib"), ``E_EM > min_em`` ("em_energy"). Bad data raises a
+:class:`~pionml.errors.DataError` naming file, tree, branch, entry and cluster, or with
+``on_error="skip"`` is a counted skip at the smallest bad unit (:data:`SKIP_REASONS`): a bad
+cluster goes alone (NaN/inf or beyond :data:`ENERGY_MAX` energies, non-finite eta/phi, moments
+not finite in float32, fewer ``cluster_nCells`` than written cells, a cell ID twice, a cell ID
+unknown to CellGeo, cell branches of different lengths), an event goes only when the event is
+bad (:data:`EVENT_REASONS`: bad or missing truth, a PDG id other than 111 or +-211, per-cluster
+vectors of the wrong length). Every cluster read is counted exactly once, so
+``clusters read = kept + each drop reason + each skip reason`` holds and is printed and stored
+(``counts`` attribute, ``accounting``). Inputs are de-duplicated by sha256. The output is checked
+before any work and written to a unique temporary file beside it, renamed at the end.
+Labels: the event's truth particle labels all its clusters (seed 002 section 4.1):
 pi0 (111) -> 1, pi+- (+-211) -> 0. The train/val/test split is drawn per event from a seeded
 hash of (file index, event number), so the clusters of one event never straddle splits.
 """
@@ -42,8 +50,20 @@ OPTIONAL_CLUSTER = ("cluster_E_LCCalib", "cluster_EM_PROBABILITY")
 PDG_BRANCHES = ("truthPartPdgId", "pdgId")
 USED_BRANCHES = {"runNumber", "eventNumber", "nCluster", "nTruthPart", "truthPartPdgId",
                  "truthPartE", "cluster_cell_ID", "cluster_cell_E", "cluster_cell_weight"}
-SKIP_REASONS = ("length_mismatch", "nan_energy", "empty_cluster", "unknown_cell_id",
-                "no_truth_particle", "unknown_pdg")
+#: Bad-data reasons, each counted in clusters (``on_error="skip"``). Cluster-level: the cluster
+#: alone goes; event-level (``EVENT_REASONS``): the event's clusters go, the event is counted too.
+SKIP_REASONS = ("length_mismatch", "bad_energy", "bad_kinematics", "bad_moment",
+                "ncells_mismatch", "duplicate_cell", "unknown_cell_id", "no_truth_particle",
+                "bad_truth", "unknown_pdg")
+EVENT_REASONS = ("length_mismatch", "no_truth_particle", "bad_truth", "unknown_pdg")
+#: |energy| above this (GeV) is bad data: 100 TeV, beyond any LHC collision (and what a file in
+#: MeV would show). Applies to cluster_E, ENG_CALIB_TOT, E_LCCalib, cell and truth energies.
+ENERGY_MAX = 1.0e5
+#: Below this energy-weighted fraction of the cluster energy inside the images (seed 002: ~95 %)
+#: the build warns: cells placed far from their cluster, e.g. a CellGeo with permuted IDs.
+MIN_IMAGE_FRACTION = 0.5
+#: Values stored as float32 (moments, EM probability) must be finite after the cast.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True)
@@ -66,10 +86,13 @@ class BuildSummary:
     clusters_read: int = 0
     clusters_kept: int = 0
     events_read: int = 0
-    dropped: dict = field(default_factory=lambda: {"eta": 0, "calib": 0, "em_energy": 0})
+    dropped: dict = field(default_factory=lambda: {"no_cells": 0, "eta": 0, "calib": 0,
+                                                    "em_energy": 0})
     skipped: dict = field(default_factory=lambda: {k: 0 for k in SKIP_REASONS})
-    skipped_entries: dict = field(default_factory=dict)
+    events_skipped: dict = field(default_factory=lambda: {k: 0 for k in EVENT_REASONS})
     skipped_files: list = field(default_factory=list)
+    duplicate_inputs: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)
     per_split: dict = field(default_factory=lambda: {"train": 0, "val": 0, "test": 0})
     per_label: dict = field(default_factory=lambda: {"pi0": 0, "pipm": 0})
     image_energy_fraction: float = float("nan")  # sum imaged / sum E_EM (seed 002: ~95%)
@@ -80,11 +103,28 @@ class BuildSummary:
     seconds: float = 0.0
 
     def counts(self) -> dict:
-        """The per-reason counts stored in the file's ``counts`` attribute (no timing)."""
+        """The per-reason counts stored in the file's ``counts`` attribute (no timing), with the
+        accounting identity as text (``accounting``) and its check (``accounting_ok``)."""
         d = asdict(self)
         d.pop("out")
         d.pop("seconds")
+        d["accounting"] = self.accounting()
+        d["accounting_ok"] = self.balanced()
         return d
+
+    def balanced(self) -> bool:
+        """clusters read = kept + each drop reason + each skip reason."""
+        return self.clusters_read == (self.clusters_kept + sum(self.dropped.values())
+                                      + sum(self.skipped.values()))
+
+    def accounting(self) -> str:
+        """The accounting identity, written out: ``clusters read N = kept K + dropped ... +
+        skipped ...`` (every reason, zeros included)."""
+        drop = " + ".join(f"{k} {v}" for k, v in self.dropped.items())
+        skip = " + ".join(f"{k} {v}" for k, v in self.skipped.items())
+        ok = "" if self.balanced() else "  (DOES NOT ADD UP)"
+        return (f"clusters read {self.clusters_read} = kept {self.clusters_kept}"
+                f" + dropped [{drop}] + skipped [{skip}]{ok}")
 
     def format(self) -> str:
         lines = [
@@ -97,11 +137,17 @@ class BuildSummary:
             "skipped as bad data: " + (", ".join(f"{k} {v}" for k, v in self.skipped.items() if v)
                                        or "none"),
         ]
-        if self.skipped_entries:
-            lines.append("events skipped by the reader: "
-                         + ", ".join(f"{k} {v}" for k, v in self.skipped_entries.items()))
+        if any(self.events_skipped.values()):
+            lines.append("events whose clusters were all skipped (event-level bad data): "
+                         + ", ".join(f"{k} {v}" for k, v in self.events_skipped.items() if v))
+        lines.append("accounting: " + self.accounting())
         for f in self.skipped_files:
             lines.append(f"file skipped: {f['file']}: {f['reason']}")
+        for w in self.warnings:
+            lines.append(f"WARNING: {w}")
+        for d in self.duplicate_inputs:
+            lines.append(f"input not built twice: {d['file']} has the same content (sha256) as "
+                         f"{d['same_as']}")
         lines.append(f"fraction of the cluster energy inside the images: "
                      f"{self.image_energy_fraction:.4f} energy-weighted (sum over clusters), "
                      f"per cluster mean {self.image_energy_fraction_mean:.4f}, median "
@@ -140,13 +186,24 @@ def split_of_events(file_index, event_number, seed: int, fractions=(0.7, 0.15, 0
     return np.minimum(np.searchsorted(edges, u, side="right"), 2).astype(np.int8)
 
 
-def _check_split(split) -> tuple[float, float, float]:
-    s = tuple(float(x) for x in split)
-    if len(s) != 3 or any(x < 0 for x in s) or sum(s) <= 0:
-        raise ConfigError(f"split must be three non-negative fractions (train, val, test), "
-                          f"got {split}")
+def check_split(split, what: str = "split") -> tuple[float, float, float]:
+    """Three finite, non-negative fractions (train, val, test) that sum to 1 (within 1e-6);
+    anything else is a :class:`ConfigError` that gives the sum (never renormalised)."""
+    try:
+        s = tuple(float(x) for x in split)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{what} must be three numbers (train, val, test), got {split!r}")
+    if len(s) != 3 or not all(np.isfinite(s)) or any(x < 0 for x in s):
+        raise ConfigError(f"{what} must be three finite non-negative fractions (train, val, "
+                          f"test), got {split!r}")
     tot = sum(s)
-    return tuple(x / tot for x in s)
+    if abs(tot - 1.0) > 1e-6:
+        raise ConfigError(f"{what} {' '.join(f'{x:g}' for x in s)}: the fractions sum to "
+                          f"{tot:g}, they must sum to 1")
+    return s
+
+
+_check_split = check_split
 
 
 def _np(arr, dtype=None) -> np.ndarray:
@@ -173,6 +230,8 @@ class _Builder:
                  compression, specs):
         if on_error not in ("raise", "skip"):
             raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        if int(step_size) < 1:
+            raise ConfigError(f"step_size must be >= 1 event, got {step_size}")
         self.out = Path(out)
         self.geometry_arg = geometry
         self.selection = selection
@@ -221,9 +280,10 @@ class _Builder:
         return s
 
     def _open_writer(self):
+        from pionml.io import temp_path
         from pionml.io.hdf5 import DatasetWriter
 
-        self.tmp = self.out.with_name(self.out.name + ".part")
+        self.tmp = temp_path(self.out)  # unique: two builds to one --out never share it
         self.writer = DatasetWriter(self.tmp, self._schema(), compression=self.compression)
 
     # -- errors
@@ -242,40 +302,63 @@ class _Builder:
 
         from pionml.io.root import MLTreeReader, read_cellgeo
 
+        from pionml.io import check_output
+
         t0 = time.perf_counter()
         inputs = [Path(p) for p in inputs]
         if not inputs:
             raise ConfigError("build: no input files")
+        # inputs, geometry and output checked before anything is read or opened for writing
         for p in inputs:
+            if p.is_dir():
+                raise PionmlError(f"build: input is a directory, not a ROOT file: {where(file=p)}")
             if not p.is_file():
                 raise PionmlError(f"build: input file not found: {where(file=p)}")
         geometry = self.geometry_arg
+        geo_path = None
         if isinstance(geometry, (str, os.PathLike)):
-            self.geometry_source = file_info(geometry)
-            geometry = read_cellgeo(geometry)
-        self.sources = [file_info(p) for p in inputs]
+            geo_path = Path(geometry)
+            if not geo_path.is_file():
+                raise PionmlError(f"build: --geometry file not found: {where(file=geo_path)}")
+        check_output(self.out, inputs + ([geo_path] if geo_path else []), what="build --out")
+        inputs = self._unique_inputs(inputs)
+        if geo_path is not None:
+            self.geometry_source = file_info(geo_path)
+            geometry = read_cellgeo(geo_path)
         bar = progress_bar(total=None, unit=" events", desc="build", progress=self.progress)
         try:
             for fi, path in enumerate(inputs):
                 self._run_file(fi, path, geometry, MLTreeReader, bar)
+            bar.close()
+            if self.writer is None:  # nothing readable: still write a valid, empty dataset
+                self.moments = []
+                self._open_writer()
+            s = self.summary
+            if not s.balanced():  # a bug, never bad input: refuse to write a dataset
+                raise PionmlError(f"build: internal accounting error: {s.accounting()}")
+            if s.clusters_kept:
+                fr = np.concatenate(self.fractions)
+                s.image_energy_fraction = self.energy_in_images_sum / self.cluster_energy_sum
+                s.image_energy_fraction_mean = float(fr.mean())
+                s.image_energy_fraction_median = float(np.median(fr))
+                if s.image_energy_fraction < MIN_IMAGE_FRACTION:
+                    w = (f"the images hold only {100 * s.image_energy_fraction:.2f} % of the "
+                         f"cluster energy (about 95 % expected): are the CellGeo positions "
+                         f"those of these files' cell IDs?")
+                    logger.warning("%s", w)
+                    s.warnings.append(w)
+            self.writer.close(config=self._config(), sources=self._sources(), counts=s.counts())
+            os.replace(self.tmp, self.out)
         except BaseException:
             bar.close()
             if self.writer is not None:
                 self.writer.abort()
             raise
-        bar.close()
-        if self.writer is None:  # nothing readable: still write a valid, empty dataset
-            self.moments = []
-            self._open_writer()
-        s = self.summary
-        if s.clusters_kept:
-            fr = np.concatenate(self.fractions)
-            s.image_energy_fraction = self.energy_in_images_sum / self.cluster_energy_sum
-            s.image_energy_fraction_mean = float(fr.mean())
-            s.image_energy_fraction_median = float(np.median(fr))
-        self.writer.close(config=self._config(), sources=self._sources(), counts=s.counts())
-        os.replace(self.tmp, self.out)
         s.seconds = time.perf_counter() - t0
+        if any(s.skipped.values()):
+            logger.warning("skipped as bad data: %s", ", ".join(
+                f"{k} {v}" for k, v in s.skipped.items() if v))
+        logger.info("accounting: %s", s.accounting())
         logger.info("build finished: %d of %d clusters kept, written to %s (%.1f s)",
                     s.clusters_kept, s.clusters_read, self.out, s.seconds)
         logger.debug("build summary\n%s", s.format())
@@ -301,7 +384,29 @@ class _Builder:
         }
 
     def _sources(self) -> dict:
-        return {"inputs": self.sources, "geometry": self.geometry_source}
+        return {"inputs": self.sources, "geometry": self.geometry_source,
+                "duplicates_not_built": self.summary.duplicate_inputs}
+
+    def _unique_inputs(self, inputs: list[Path]) -> list[Path]:
+        """Inputs de-duplicated by content (sha256): the same file listed twice, or a renamed
+        copy, is built once (else its clusters would be split independently and land in train
+        and test alike); each duplicate is logged and recorded."""
+        self.sources = []
+        seen: dict[str, Path] = {}
+        unique = []
+        for p in inputs:
+            info = file_info(p)
+            first = seen.get(info["sha256"])
+            if first is not None:
+                logger.warning("input %s has the same content (sha256 %s) as %s: built once",
+                               p, info["sha256"][:16], first)
+                self.summary.duplicate_inputs.append(
+                    {"file": str(p), "same_as": str(first), "sha256": info["sha256"]})
+                continue
+            seen[info["sha256"]] = p
+            unique.append(p)
+            self.sources.append(info)
+        return unique
 
     def _run_file(self, fi, path, geometry, MLTreeReader, bar):
         entry0 = 0
@@ -312,7 +417,8 @@ class _Builder:
                                   branches=_wanted_branch, check_cells=False)
             bar.total = (bar.total or 0) + len(reader)
             bar.refresh()
-            for chunk in reader.iterate(on_error=self.on_error):
+            # the builder checks every value itself, cluster by cluster (the smallest bad unit)
+            for chunk in reader.iterate(on_error=self.on_error, validate=False):
                 n_ev = len(chunk)
                 self._process_chunk(fi, path, chunk, reader.geometry, entry0)
                 entry0 += n_ev
@@ -325,11 +431,6 @@ class _Builder:
             logger.warning("skipping the rest of %s: %s", path, exc)
             self.summary.skipped_files.append(
                 {"file": path.name, "reason": str(exc), "entries_read": entry0})
-        if reader is not None:
-            for reason, n in reader.skipped.items():
-                key = f"{path.name}: {reason}"
-                self.summary.skipped_entries[key] = (self.summary.skipped_entries.get(key, 0)
-                                                     + int(n))
 
     def _field(self, path, chunk, name, ndim):
         import awkward as ak
@@ -376,81 +477,138 @@ class _Builder:
         entry = (_np(chunk["entry"], np.int64) if "entry" in fields
                  else entry0 + np.arange(n_ev, dtype=np.int64))
         ev_of_clus = np.repeat(np.arange(n_ev), n_clus_ev)
-        bad = np.zeros(n, dtype=bool)
+        first_of_ev = np.concatenate(([0], np.cumsum(n_clus_ev)))[:-1]
+        bad = np.zeros(n, dtype=bool)  # clusters already counted under a bad-data reason
+        ev_bad = np.zeros(n_ev, dtype=bool)  # events already counted as bad
 
         def mark(reason, mask, message):
+            """Clusters in ``mask`` (not yet bad) are bad for ``reason``: raise, or count."""
             new = mask & ~bad
             self._bad(reason, new, message)
             bad[new] = True
 
+        def ev_where(branch, e):
+            return where(file=path, tree=TREE, branch=branch, entry=int(entry[e]))
+
+        def ev_mark(reason, ev_mask, message):
+            """Events in ``ev_mask`` are bad as a whole: raise (``message(event)``), or count the
+            events and skip their clusters under ``reason``."""
+            ev_mask = np.asarray(ev_mask, dtype=bool)
+            if not ev_mask.any():
+                return
+            if self.on_error == "raise":
+                raise DataError(message(_first_bad(ev_mask)))
+            s.events_skipped[reason] += int((ev_mask & ~ev_bad).sum())  # each event once
+            ev_bad[ev_mask] = True
+            mark(reason, np.repeat(ev_mask, n_clus_ev), lambda k: "")
+
         def cl_where(branch, k):
             e = int(ev_of_clus[k])
-            first = int(np.concatenate(([0], np.cumsum(n_clus_ev)))[e])
             return where(file=path, tree=TREE, branch=branch, entry=int(entry[e]),
-                         cluster=k - first)
+                         cluster=k - int(first_of_ev[e]))
 
-        # per-cluster branches: shape and length
+        # event-level: declared number of clusters
+        if "nCluster" in fields and chunk["nCluster"].ndim == 1:
+            declared = _np(chunk["nCluster"], np.int64)
+            ev_mark("length_mismatch", declared != n_clus_ev, lambda e: (
+                f"nCluster = {declared[e]}, but cluster_E has {n_clus_ev[e]} clusters: "
+                f"{ev_where('nCluster', e)}"))
+
+        # per-cluster branches: shape and length (a wrong length costs the event: which cluster
+        # a value belongs to is unknown)
         per_cluster = {}
-        for name in REQUIRED[:4] + tuple(b for b in OPTIONAL_CLUSTER if b in fields) + tuple(
-                f"cluster_{m}" for m in self.moments):
+        names = REQUIRED[:4] + tuple(b for b in OPTIONAL_CLUSTER if b in fields) + tuple(
+            f"cluster_{m}" for m in self.moments)
+        if "cluster_nCells" in fields:
+            names += ("cluster_nCells",)
+        for name in names:
             arr = self._field(path, chunk, name, 2)
             counts = _np(ak.num(arr, axis=1), np.int64)
             if (counts != n_clus_ev).any():
-                e = _first_bad(counts != n_clus_ev)
-                msg = (f"branch has {counts[e]} clusters, cluster_E has {n_clus_ev[e]}: "
-                       f"{where(file=path, tree=TREE, branch=name, entry=int(entry[e]))}")
-                if self.on_error == "raise":
-                    raise DataError(msg)
-                evbad = np.repeat(counts != n_clus_ev, n_clus_ev)
-                mark("length_mismatch", evbad, lambda k: msg)
+                ev_mark("length_mismatch", counts != n_clus_ev, lambda e, c=counts, b=name: (
+                    f"branch has {c[e]} clusters, cluster_E has {n_clus_ev[e]}: "
+                    f"{ev_where(b, e)}"))
                 per_cluster[name] = self._padded(arr, n_clus_ev)
                 continue
             per_cluster[name] = _np(ak.flatten(arr), np.float64)
+
+        # cells: the two cell branches must agree, event by event and cluster by cluster
         ids_aw = self._field(path, chunk, "cluster_cell_ID", 3)
         ecell_aw = self._field(path, chunk, "cluster_cell_E", 3)
         n_cl_ids = _np(ak.num(ids_aw, axis=1), np.int64)
         n_cl_e = _np(ak.num(ecell_aw, axis=1), np.int64)
         ev_ok = (n_cl_ids == n_clus_ev) & (n_cl_e == n_clus_ev)
-        cells_differ = np.zeros(n_ev, dtype=bool)
-        if ev_ok.all() and np.array_equal(_np(ak.flatten(ak.num(ids_aw, axis=2))),
-                                          _np(ak.flatten(ak.num(ecell_aw, axis=2)))):
-            pass  # fast path: every cluster has as many cell energies as cell IDs
-        elif ev_ok.any():  # same number of cells in the two cell branches, cluster by cluster
-            same = ak.all(ak.num(ids_aw[ev_ok], axis=2) == ak.num(ecell_aw[ev_ok], axis=2), axis=1)
-            cells_differ[ev_ok] = ~_np(same, bool)
-            ev_ok &= ~cells_differ
         if not ev_ok.all():
-            e = _first_bad(~ev_ok)
-            if cells_differ[e]:
-                msg = (f"cluster_cell_E and cluster_cell_ID differ in their number of cells: "
-                       + where(file=path, tree=TREE, branch="cluster_cell_E",
-                               entry=int(entry[e])))
-            else:
+            def ev_msg(e):
                 br = "cluster_cell_ID" if n_cl_ids[e] != n_clus_ev[e] else "cluster_cell_E"
-                msg = (f"branch has {n_cl_ids[e] if br == 'cluster_cell_ID' else n_cl_e[e]} "
-                       f"clusters, cluster_E has {n_clus_ev[e]}: "
-                       f"{where(file=path, tree=TREE, branch=br, entry=int(entry[e]))}")
-            if self.on_error == "raise":
-                raise DataError(msg)
-            mark("length_mismatch", np.repeat(~ev_ok, n_clus_ev), lambda k: msg)
+                got = n_cl_ids[e] if br == "cluster_cell_ID" else n_cl_e[e]
+                return (f"branch has {got} clusters, cluster_E has {n_clus_ev[e]}: "
+                        f"{ev_where(br, e)}")
+            ev_mark("length_mismatch", ~ev_ok, ev_msg)
             ids_aw = ids_aw[ev_ok]
             ecell_aw = ecell_aw[ev_ok]
-        cells_per_cluster = np.zeros(n, dtype=np.int64)
-        cells_per_cluster[np.repeat(ev_ok, n_clus_ev)] = _np(ak.flatten(ak.num(ids_aw, axis=2)),
-                                                             np.int64)
-        ids = _np(ak.flatten(ids_aw, axis=None), np.uint64)
-        ecell = _np(ak.flatten(ecell_aw, axis=None), np.float64)
+        in_ok = np.repeat(ev_ok, n_clus_ev)  # clusters of events whose cell branches line up
+        nid = _np(ak.flatten(ak.num(ids_aw, axis=2)), np.int64)
+        ne = _np(ak.flatten(ak.num(ecell_aw, axis=2)), np.int64)
+        n_ids_c = np.zeros(n, dtype=np.int64)
+        n_e_c = np.zeros(n, dtype=np.int64)
+        n_ids_c[in_ok] = nid
+        n_e_c[in_ok] = ne
+        differ = in_ok & (n_ids_c != n_e_c)
+        mark("length_mismatch", differ, lambda k: (
+            f"cluster_cell_E has {n_e_c[k]} cells, cluster_cell_ID {n_ids_c[k]}: "
+            f"{cl_where('cluster_cell_E', k)}"))
+        good_cells = in_ok & ~differ
+        ids = _np(ak.flatten(ids_aw, axis=None), np.uint64)[np.repeat(good_cells[in_ok], nid)]
+        ecell = _np(ak.flatten(ecell_aw, axis=None), np.float64)[np.repeat(good_cells[in_ok], ne)]
+        cells_per_cluster = np.where(good_cells, n_ids_c, 0)
         clus_of_cell = np.repeat(np.arange(n), cells_per_cluster)
 
-        # bad values
-        for name in ("cluster_E", "cluster_ENG_CALIB_TOT", "cluster_Eta", "cluster_Phi"):
-            mark("nan_energy", ~np.isfinite(per_cluster[name]),
-                 lambda k, name=name: f"NaN/inf value: {cl_where(name, k)}")
-        cell_bad = np.bincount(clus_of_cell[~np.isfinite(ecell)], minlength=n) > 0
-        mark("nan_energy", cell_bad,
-             lambda k: f"NaN/inf cell energy: {cl_where('cluster_cell_E', k)}")
-        mark("empty_cluster", (cells_per_cluster == 0) & ~bad,
-             lambda k: f"cluster has no cells: {cl_where('cluster_cell_ID', k)}")
+        # bad values, cluster by cluster
+        def beyond(x, limit):
+            with np.errstate(invalid="ignore"):
+                return ~np.isfinite(x) | (np.abs(x) > limit)
+
+        for name in ("cluster_E", "cluster_ENG_CALIB_TOT", "cluster_E_LCCalib"):
+            if name in per_cluster:
+                v = per_cluster[name]
+                mark("bad_energy", beyond(v, ENERGY_MAX), lambda k, name=name, v=v: (
+                    f"energy {v[k]:g} GeV is not finite or beyond {ENERGY_MAX:g} GeV (is the "
+                    f"file in MeV?): {cl_where(name, k)}"))
+        cell_bad_mask = beyond(ecell, ENERGY_MAX)
+        cell_bad = np.bincount(clus_of_cell[cell_bad_mask], minlength=n) > 0
+        mark("bad_energy", cell_bad, lambda k: (
+            f"cell energy {ecell[cell_bad_mask & (clus_of_cell == k)][0]:g} GeV is not finite or "
+            f"beyond {ENERGY_MAX:g} GeV: {cl_where('cluster_cell_E', k)}"))
+        for name in ("cluster_Eta", "cluster_Phi"):
+            v = per_cluster[name]
+            mark("bad_kinematics", ~np.isfinite(v), lambda k, name=name, v=v: (
+                f"value {v[k]} is not finite: {cl_where(name, k)}"))
+        for m in self.moments:
+            name = f"cluster_{m}"
+            if name not in per_cluster:
+                continue  # a missing moment branch is a schema error, raised below
+            v = per_cluster[name]
+            mark("bad_moment", beyond(v, FLOAT32_MAX), lambda k, name=name, v=v: (
+                f"moment value {v[k]:g} is not finite or beyond the float32 range: "
+                f"{cl_where(name, k)}"))
+        if "cluster_nCells" in per_cluster:
+            # real MLTree files write cluster->size() but not the cells below 5 MeV, so fewer
+            # written cells than nCells is legal; more is not
+            nc = per_cluster["cluster_nCells"]
+            with np.errstate(invalid="ignore"):
+                wrong = ~np.isfinite(nc) | (nc < cells_per_cluster)
+            mark("ncells_mismatch", wrong, lambda k: (
+                f"cluster_nCells = {nc[k]:g}, but the cluster has {cells_per_cluster[k]} cells "
+                f"in cluster_cell_ID: {cl_where('cluster_nCells', k)}"))
+        if len(ids):
+            order = np.lexsort((ids, clus_of_cell))
+            sc, si = clus_of_cell[order], ids[order]
+            dup = (sc[1:] == sc[:-1]) & (si[1:] == si[:-1])
+            dup_clus = np.bincount(sc[1:][dup], minlength=n) > 0
+            mark("duplicate_cell", dup_clus, lambda k: (
+                f"cell ID {int(si[1:][dup & (sc[1:] == k)][0])} appears twice in the cluster: "
+                f"{cl_where('cluster_cell_ID', k)}"))
         gidx = geo.index_of_id(ids)
         unknown = gidx < 0
         unk_clus = np.bincount(clus_of_cell[unknown], minlength=n) > 0
@@ -458,7 +616,7 @@ class _Builder:
             f"cell ID {int(ids[unknown & (clus_of_cell == k)][0])} is not in CellGeo: "
             f"{cl_where('cluster_cell_ID', k)}"))
 
-        # truth
+        # truth (event-level: it labels all the event's clusters)
         pdg_branch = next((b for b in PDG_BRANCHES if b in fields), None)
         if pdg_branch is None:
             raise SchemaError("missing branch: "
@@ -471,24 +629,44 @@ class _Builder:
         else:
             has_truth = np.ones(n_ev, dtype=bool)
             pdg_ev = _np(pdg_aw, np.int64)
+        truth_ok_len = np.ones(n_ev, dtype=bool)
         if "truthPartE" in fields and chunk["truthPartE"].ndim == 2:
             truth_E_ev = _np(ak.fill_none(ak.firsts(chunk["truthPartE"]), np.nan), np.float64)
+            if pdg_aw.ndim == 2:
+                truth_ok_len = (_np(ak.num(chunk["truthPartE"], axis=1), np.int64)
+                                == _np(ak.num(pdg_aw, axis=1), np.int64))
         elif "truthPartE" in fields:
             truth_E_ev = _np(chunk["truthPartE"], np.float64)
         else:
-            truth_E_ev = np.full(n_ev, np.nan)
+            truth_E_ev = None
         event_no = (_np(chunk["eventNumber"], np.int64) if "eventNumber" in fields
                     else entry.copy())
-        mark("no_truth_particle", np.repeat(~has_truth, n_clus_ev),
-             lambda k: f"event has no truth particle: {cl_where(pdg_branch, k)}")
+        ev_mark("no_truth_particle", ~has_truth, lambda e: (
+            f"event has no truth particle: {ev_where(pdg_branch, e)}"))
+        ev_mark("length_mismatch", has_truth & ~truth_ok_len, lambda e: (
+            f"truthPartE and {pdg_branch} differ in length: {ev_where('truthPartE', e)}"))
+        if truth_E_ev is not None:
+            with np.errstate(invalid="ignore"):
+                bad_t = has_truth & (~np.isfinite(truth_E_ev) | (truth_E_ev < 0)
+                                     | (truth_E_ev > ENERGY_MAX))
+            ev_mark("bad_truth", bad_t, lambda e: (
+                f"truth particle energy {truth_E_ev[e]:g} GeV is not finite, negative or beyond "
+                f"{ENERGY_MAX:g} GeV: {ev_where('truthPartE', e)}"))
+        else:
+            truth_E_ev = np.full(n_ev, np.nan)
         known_pdg = np.isin(pdg_ev, list(PDG_LABEL))
-        mark("unknown_pdg", np.repeat(has_truth & ~known_pdg, n_clus_ev),
-             lambda k: (f"truth PDG id {int(pdg_ev[ev_of_clus[k]])} is neither pi0 (111) nor "
-                        f"pi+- (+-211): {cl_where(pdg_branch, k)}"))
+        ev_mark("unknown_pdg", has_truth & ~known_pdg, lambda e: (
+            f"truth PDG id {int(pdg_ev[e])} is neither pi0 (111) nor pi+- (+-211): "
+            f"{ev_where(pdg_branch, e)}"))
 
         # selection (on clusters with good data only)
         sel = self.selection
         good = ~bad
+        # a cluster without any written cell (a soft or negative one: real files do not write
+        # cells below 5 MeV) is legal data, dropped and counted, never an error (design.md 4)
+        cut_cells = good & (cells_per_cluster == 0)
+        s.dropped["no_cells"] += int(cut_cells.sum())
+        good &= ~cut_cells
         cut_eta = good & ~(np.abs(per_cluster["cluster_Eta"]) < sel.eta_max)
         cut_calib = good & ~cut_eta & ~(per_cluster["cluster_ENG_CALIB_TOT"] > sel.min_calib)
         cut_em = good & ~cut_eta & ~cut_calib & ~(per_cluster["cluster_E"] > sel.min_em)
@@ -517,11 +695,17 @@ class _Builder:
         s.pixel_collisions += batch.collisions
         weight = None
         if "cluster_cell_weight" in fields:
-            weight = _np(ak.flatten(chunk["cluster_cell_weight"], axis=None), np.float32)
-            weight = weight[cell_keep] if len(weight) == len(cell_keep) else None
+            w_aw = chunk["cluster_cell_weight"]
+            try:  # only where it lines up with cluster_cell_ID, cluster by cluster
+                if (np.array_equal(_np(ak.num(w_aw, axis=1), np.int64), n_clus_ev)
+                        and np.array_equal(_np(ak.flatten(ak.num(w_aw[ev_ok], axis=2)), np.int64),
+                                           nid)):
+                    w = _np(ak.flatten(w_aw[ev_ok], axis=None), np.float32)
+                    weight = w[np.repeat(good_cells[in_ok], nid)][cell_keep]
+            except Exception:  # a malformed optional branch: no weights (1), as without it
+                weight = None
         cells = point_clouds(kg, kE, geo, weight)
         kev = ev_of_clus[kidx]
-        first_of_ev = np.concatenate(([0], np.cumsum(n_clus_ev)))[:-1]
         split = split_of_events(fi, event_no, self.seed, self.split)[kev]
         pdg = pdg_ev[kev]
         label = np.where(pdg == 111, 1, 0).astype(np.int8)
@@ -594,8 +778,10 @@ def build_dataset(
     ENG_CALIB_TOT > 0.2 GeV, E_EM > 0). ``split``: train/val/test fractions, drawn per event with
     ``seed``. ``on_error``: "raise" (bad data is an error naming file, branch, entry, cluster)
     or "skip" (counted skip, recorded in the summary and the ``counts`` attribute).
-    ``step_size``: events per chunk. Returns a :class:`BuildSummary`. The file is written to
-    ``out + '.part'`` and renamed at the end, so a failed build leaves no partial dataset.
+    ``step_size``: events per chunk. Returns a :class:`BuildSummary`. ``out`` is checked before
+    anything is read (not a directory, a writable folder, not an input or the geometry), the file
+    is written to a unique temporary path beside it and renamed at the end, so a failed or
+    interrupted build leaves no partial dataset and two builds to one ``out`` never collide.
     """
     b = _Builder(out, geometry, selection or Selection(), _check_split(split), seed, on_error,
                  step_size, progress, compression, specs or image_specs())

@@ -34,11 +34,9 @@ def add_build_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_build(args) -> int:
-    from pionml.builder.builder import Selection, build_dataset
-    from pionml.errors import ConfigError
+    from pionml.builder.builder import Selection, build_dataset, check_split
 
-    if sum(args.split) <= 0:
-        raise ConfigError(f"--split {' '.join(map(str, args.split))}: the fractions must not all be 0")
+    check_split(args.split, what="--split")  # before any file is read or written
 
     summary = build_dataset(
         args.inputs, args.out, geometry=args.geometry,

@@ -76,6 +76,9 @@ def load_recipe(path) -> Recipe:
     fractions = tuple(float(x) for x in split.get("fractions", (0.7, 0.15, 0.15)))
     if len(fractions) != 3:
         raise ConfigError(f"recipe '{path}': [split] fractions needs three numbers")
+    from pionml.builder.builder import check_split
+
+    check_split(fractions, what=f"recipe '{path}': [split] fractions")  # before any simulation
     base = path.resolve().parent
     stem = path.stem
     return Recipe(
@@ -110,12 +113,14 @@ def make_dataset(recipe_path="datasets/default.toml", out=None, force: bool = Fa
     and build them into the HDF5 dataset. Returns the dataset path; an existing dataset is
     returned as is unless ``force``."""
     from pionml.builder.builder import Selection, build_dataset
+    from pionml.io import check_output
 
     r = load_recipe(recipe_path)
     out = Path(out) if out is not None else r.output
-    if out.exists() and not force:
+    if out.exists() and not out.is_dir() and not force:
         logger.info("dataset %s exists; not rebuilt (force=True to rebuild)", out)
         return out
+    check_output(out, [r.path], what="make-dataset --out")  # before the (long) simulation
     r.workdir.mkdir(parents=True, exist_ok=True)
     files = []
     for i, sp in enumerate(SPECIES):
@@ -124,10 +129,9 @@ def make_dataset(recipe_path="datasets/default.toml", out=None, force: bool = Fa
         path = r.workdir / root_file_name(sp)
         if force or not path.exists():
             logger.info("simulating %d %s events into %s", r.events[sp], sp, path)
-            tmp = path.with_name(path.name + ".part")
-            _simulate_to_root(tmp, r.events[sp], sp, r.energy_min, r.energy_max, r.seed + i,
+            # simulate_to_root writes a unique temporary file and renames it only on success
+            _simulate_to_root(path, r.events[sp], sp, r.energy_min, r.energy_max, r.seed + i,
                               progress)
-            tmp.replace(path)
         files.append(path)
     build_dataset(files, out, geometry=None, selection=Selection(**r.selection), split=r.split,
                   seed=r.split_seed, progress=progress)

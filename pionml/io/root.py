@@ -199,11 +199,21 @@ def read_cellgeo(path, tree: str = CELLGEO_TREE) -> CellGeometry:
     if not np.issubdtype(out["cell_geo_ID"].dtype, np.integer):
         raise SchemaError(f"{where(file=path, tree=tree, branch='cell_geo_ID')}: expected "
                           f"integer cell IDs, found {out['cell_geo_ID'].dtype}")
-    for b in ("cell_geo_eta", "cell_geo_phi", "cell_geo_sigma"):
+    # every position/size the images and point clouds use: a NaN would give NaN point clouds
+    for b in ("cell_geo_eta", "cell_geo_phi", "cell_geo_rPerp", "cell_geo_deta",
+              "cell_geo_dphi", "cell_geo_sigma", "cell_geo_volume"):
+        if b not in out:
+            continue
+        if not np.issubdtype(out[b].dtype, np.number):
+            raise SchemaError(f"{where(file=path, tree=tree, branch=b)}: expected numbers, "
+                              f"found {out[b].dtype}")
         bad = ~np.isfinite(out[b])
         if bad.any():
             raise DataError(f"{where(file=path, tree=tree, branch=b, entry=0)}: "
-                            f"non-finite value for cell {int(np.flatnonzero(bad)[0])}")
+                            f"{int(bad.sum())} non-finite values, the first for cell "
+                            f"{int(np.flatnonzero(bad)[0])} (ID "
+                            f"{int(out['cell_geo_ID'][np.flatnonzero(bad)[0]])}): the geometry "
+                            f"file is unusable")
     out["cell_geo_ID"] = out["cell_geo_ID"].astype(np.uint64)
     try:
         return CellGeometry.from_arrays(out)
@@ -363,8 +373,12 @@ class MLTreeReader:
         return ak.zip(fields, depth_limit=1)
 
     def iterate(self, on_error: str = "raise", step_size: int | None = None,
-                entry_start: int = 0, entry_stop: int | None = None) -> Iterator:
-        """Yield validated chunks (awkward record arrays). ``on_error``: "raise" or "skip"."""
+                entry_start: int = 0, entry_stop: int | None = None,
+                validate: bool = True) -> Iterator:
+        """Yield validated chunks (awkward record arrays). ``on_error``: "raise" or "skip"
+        (whole bad events dropped and counted in ``skipped``). ``validate=False``: chunks as
+        read, for a caller that checks every value itself at a finer grain (the builder skips
+        single clusters)."""
         import awkward as ak
 
         if on_error not in ("raise", "skip"):
@@ -375,7 +389,8 @@ class MLTreeReader:
             end = min(start + step, stop)
             chunk = self._read(start, end)
             entries = np.arange(start, end)
-            bad_reason = self.validate(chunk, entries, raise_errors=(on_error == "raise"))
+            bad_reason = (self.validate(chunk, entries, raise_errors=(on_error == "raise"))
+                          if validate else None)
             self.n_read += end - start
             if bad_reason is not None:
                 keep = np.array([r is None for r in bad_reason])

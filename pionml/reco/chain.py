@@ -174,20 +174,38 @@ def simulate_to_root(path, n_events: int, particle: str = "mix", energy: float |
     Events are made in batches of ``batch_size`` with seeds derived from ``seed`` and the
     batch number, so a given (seed, batch_size) always gives the same file.
     """
-    import uproot
-    from pionml.progress import progress_bar
-
-    from pionml.io.root import MLTreeWriter, write_cellgeo_tree
-    from pionml.sim import simulate_events
+    from pionml.io import check_output, remove_quietly, temp_path
 
     if n_events <= 0:
         raise ValueError(f"n_events must be positive, not {n_events}")
+    check_output(path)  # before any work; written to a unique temporary file, renamed at the end
     geo = geometry or barrel_geometry()
     if isinstance(lcw, str):
         lcw = LCWTables.default()
     summary = ProductionSummary()
     t0 = time.perf_counter()
     Path(os.fspath(path)).parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path)
+    try:
+        _simulate_into(tmp, n_events, particle, energy, energy_min, energy_max, seed, lcw,
+                       batch_size, progress, geo, summary)
+        os.replace(tmp, os.fspath(path))
+    except BaseException:  # error or interrupt: nothing at the final path, no temporary left
+        remove_quietly(tmp)
+        raise
+    summary.seconds = time.perf_counter() - t0
+    logger.info("wrote %s: %s", path, summary)
+    return summary
+
+
+def _simulate_into(path, n_events, particle, energy, energy_min, energy_max, seed, lcw,
+                   batch_size, progress, geo, summary):
+    import uproot
+    from pionml.progress import progress_bar
+
+    from pionml.io.root import MLTreeWriter, write_cellgeo_tree
+    from pionml.sim import simulate_events
+
     with uproot.recreate(os.fspath(path)) as f, progress_bar(
             total=n_events, unit="event", desc="simulate", progress=progress) as bar:
         writer = MLTreeWriter(f)
@@ -204,9 +222,6 @@ def simulate_to_root(path, n_events: int, particle: str = "mix", energy: float |
                 summary.per_species[int(pdg)] = summary.per_species.get(int(pdg), 0) + int(count)
             bar.update(n)
         write_cellgeo_tree(f, geo)
-    summary.seconds = time.perf_counter() - t0
-    logger.info("wrote %s: %s", path, summary)
-    return summary
 
 
 def derive_lcw_tables(n_events: int = 20000, seed: int = 1, energy_min: float = 0.2,
