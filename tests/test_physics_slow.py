@@ -29,8 +29,15 @@ def test_non_compensation_and_lcw_move_response_towards_one():
 
 
 def test_low_energy_over_calibration_and_charged_under_calibration():
-    """Seed 002 sec 5.3 (R1, R4; Figs 12a, 13a) on the default spectrum and on low-energy
-    charged pions, with the 2018-condition thresholds (issue 13)."""
+    """Seed 002 sec 5.3 (Figs 12a, 13a) on the default spectrum and on low-energy charged pions,
+    with the 2018-condition thresholds (issue 13): what pionml does reproduce.
+
+    The threshold selection bias over-calibrates the clusters of both species near the seed
+    threshold (ENG_CALIB_TOT below 0.3 GeV; medians over seeds 9/41/101/202/303: pi0 1.18-1.29
+    at 0.1-0.2 GeV and 1.03-1.09 at 0.2-0.3 GeV, pi+- 1.12-1.24 and 1.19-1.25, the latter
+    from the primaries' MIP track segments, mip/e = 1.43), pi0 sit at the EM scale above and
+    pi+- are under-calibrated from a few GeV up. The acceptance's stronger statement (the whole
+    0.2-1 GeV bin clearly above 1) does not hold: see the xfail test below."""
     from pionml.geometry import barrel_geometry
     from pionml.reco.chain import reconstruct
     from pionml.reco.validate import cluster_bins, low_energy_table
@@ -39,13 +46,18 @@ def test_low_energy_over_calibration_and_charged_under_calibration():
     table = low_energy_table(n_events=3000, seed=41)
     pi0 = {r["bin"]: r for r in table["pi0"]}
     pic = {r["bin"]: r for r in table["pi+-"]}
-    # R4: pi0 over-calibrated below 1 GeV (in pionml only by 0.5-2.5 %, seed to seed: the
-    # threshold selection bias acts through the sampling fluctuations alone) ...
-    assert pi0["0.2-1"]["median_r"] > 1.0
     for b in ("3-10", "10-30", "30-100", ">100"):
-        assert abs(pi0[b]["median_r"] - 1) < 0.02  # ... and right at the EM scale above
-        assert pic[b]["median_r"] < 0.92  # R1: pi+- under-calibrated from a few GeV up
-    # R1 below 1 GeV: the clusters of low-energy charged pions (0.2-5 GeV) over-respond
+        assert abs(pi0[b]["median_r"] - 1) < 0.02  # pi0 right at the EM scale above 3 GeV
+        assert pic[b]["median_r"] < 0.92  # pi+- under-calibrated from a few GeV up
+    # pi0 clusters at 0.2-1 GeV: at the EM scale within a few per cent (0.993-1.033 by seed)
+    assert abs(pi0["0.2-1"]["median_r"] - 1) < 0.05
+    # over-calibration of both species near the threshold (ENG_CALIB_TOT < 0.3 GeV)
+    fine = low_energy_table(n_events=3000, seed=41, edges=(0.1, 0.2, 0.3))
+    for species in ("pi0", "pi+-"):
+        rows = {r["bin"]: r for r in fine[species]}
+        assert rows["0.1-0.2"]["median_r"] > 1.10
+        assert rows["0.2-0.3"]["median_r"] > 1.0
+    # the clusters of low-energy charged pions (0.2-5 GeV) over-respond below 0.5 GeV
     geo = barrel_geometry()
     ev = simulate_events(4000, particle="pi+", energy_min=0.2, energy_max=5.0, seed=43)
     reco = reconstruct(ev, geo, None)
@@ -53,3 +65,18 @@ def test_low_energy_over_calibration_and_charged_under_calibration():
     low = cluster_bins(ev.pdg, ev.truth_E, reco.batch.cluster_event(), m["E"],
                        m["ENG_CALIB_TOT"], m["nCells"], edges=(0.2, 0.5, 1.0))["pi+-"]
     assert low[0]["median_r"] > 1.05
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "seed 002 R1 as the issue-13 acceptance states it does not hold in pionml: median "
+    "E^EM/ENG_CALIB_TOT of the 0.2-1 GeV clusters pi0 0.993-1.033, pi+- 0.81-0.84 by seed. "
+    "Two thirds of those pi+- clusters lie at 0.3-1 GeV (median 0.68-0.83), mostly halo "
+    "fragments of >20 GeV showers whose mean signal is h/e (0.61-0.65); the threshold bias "
+    "reaches only ENG_CALIB_TOT < 0.3 GeV"))
+def test_acceptance_r1_whole_bin_clearly_above_one():
+    from pionml.reco.validate import low_energy_table
+
+    table = low_energy_table(n_events=3000, seed=41)
+    for species in ("pi0", "pi+-"):
+        row = {r["bin"]: r for r in table[species]}["0.2-1"]
+        assert row["median_r"] > 1.03

@@ -159,9 +159,9 @@ def cluster_bins(pdg, truth_e, cluster_event, e_em, calib, n_cells, edges=CALIB_
     return out
 
 
-def low_energy_table(n_events=3000, seed=9):
+def low_energy_table(n_events=3000, seed=9, edges=CALIB_BINS):
     """:func:`cluster_bins` on ``n_events`` pi0 and ``n_events`` pi+- (half each charge) over the
-    default spectrum (log-uniform 0.2-2000 GeV, |eta| < 0.7)."""
+    default spectrum (log-uniform 0.2-2000 GeV, |eta| < 0.7), in bins ``edges`` (GeV)."""
     parts = [_sample(p, n, seed + j, lcw=None)
              for j, (p, n) in enumerate((("pi0", n_events), ("pi+", n_events // 2),
                                          ("pi-", n_events - n_events // 2)))]
@@ -177,7 +177,7 @@ def low_energy_table(n_events=3000, seed=9):
         cols["cells"].append(m["nCells"])
         base += ev.n_events
     c = {k: np.concatenate(v) for k, v in cols.items()}
-    return cluster_bins(c["pdg"], c["E"], c["ev"], c["em"], c["calib"], c["cells"])
+    return cluster_bins(c["pdg"], c["E"], c["ev"], c["em"], c["calib"], c["cells"], edges=edges)
 
 
 def format_low_energy(table) -> str:
