@@ -24,6 +24,8 @@ def main() -> int:
     ap.add_argument("--data", default=None, help="dataset file (its train split); default: fake")
     ap.add_argument("--clusters", type=int, default=4000, help="rows of the fake dataset")
     ap.add_argument("--source", choices=("memory", "stream"), default="memory")
+    ap.add_argument("--task", choices=("classify", "regress"), default="classify",
+                    help="classifiers, or the regressors (charged pions)")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--batches", type=int, default=12, help="timed training batches per model")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -46,24 +48,29 @@ def main() -> int:
     tmp = tempfile.TemporaryDirectory()
     path = Path(args.data) if args.data else make_fake_dataset(
         Path(tmp.name) / "bench.h5", n_clusters=args.clusters, seed=0, split_fractions=(1.0, 0.0, 0.0))
-    task = make_task("classify")
+    task = make_task(args.task, **({"species": "charged"} if args.task == "regress" else {}))
     with DatasetFile(path) as ds:
         rows = task.rows(ds, "train")
-        norm = Normalisation.fit(ds, rows)
+        task.fit(ds, rows)
         spec = data_spec(ds)
+        norms = {mode: Normalisation.fit(ds, rows, image_mode=mode)
+                 for mode in ("fraction", "log", "standardise")}
         n_cells = (ds.offsets[rows + 1] - ds.offsets[rows]).mean()
-    print(f"# {len(rows)} clusters of {path if args.data else 'a fake dataset'}, {n_cells:.1f} "
+    print(f"# task {args.task}, {len(rows)} clusters of {path if args.data else 'a fake dataset'}, {n_cells:.1f} "
           f"cells per cluster, {args.source} source, batch {args.batch_size}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
     print(f"{'model':10s} {'params':>9s} {'train clusters/s':>17s} {'loader 1st epoch':>17s} "
           f"{'loader 2nd epoch':>17s} {'loader/model':>13s}")
     ratios = {}
     for name, cls in MODELS.items():
+        if task.model_variant not in cls.variants:
+            continue
         torch.manual_seed(0)
-        model = build_model(name, spec, heads=task.heads)
-        config = DataConfig(source=args.source, **cls.data_defaults)
-        builder = BatchBuilder(norm, model.inputs, fields=task.fields + model.cluster_fields,
-                               knn_k=config.knn_k)
+        model = build_model(name, spec, heads=task.heads, variant=task.model_variant,
+                            scalars=task.scalars and cls.trainable)
+        config = DataConfig(source=args.source, **cls.data_options(task.model_variant))
+        builder = BatchBuilder(norms[config.image_mode], model.inputs,
+                               fields=task.fields + model.cluster_fields, knn_k=config.knn_k)
         source = make_source(path, rows, builder, config)
         first = loader_rate(source, args.batch_size, epoch=0)
         lrate = loader_rate(source, args.batch_size, epoch=1)

@@ -22,35 +22,71 @@ def batch_and_spec(tmp_path_factory):
     with DatasetFile(path) as ds:
         rows = ds.split_rows("train")
         norm = Normalisation.fit(ds, rows)
-        block = ds.read_rows(rows[:6], clusters=("label", "p_em", "E_em", "eta", "phi"),
+        block = ds.read_rows(rows[:6], clusters=("label", "p_em", "E_em", "E_lcw", "eta", "phi"),
                              images=True, cells=CLOUD_CELL_FIELDS)
         spec = data_spec(ds)
-    builder = BatchBuilder(norm, ("images", "cloud", "scalars"), fields=("label", "p_em"), knn_k=4)
+    builder = BatchBuilder(norm, ("images", "cloud", "scalars"), fields=("label", "p_em", "E_em", "E_lcw"), knn_k=4)
     return builder(block), spec
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
-def test_forward_backward(name, batch_and_spec):
+CASES = [(n, v) for n in sorted(MODELS) for v in MODELS[n].variants]
+
+
+@pytest.mark.parametrize("name,variant", CASES, ids=[f"{n}-{v}" for n, v in CASES])
+def test_forward_backward(name, variant, batch_and_spec):
     batch, spec = batch_and_spec
     torch.manual_seed(0)
-    model = build_model(name, spec)
+    cls = model_class(name)
+    heads = {"logit": {"kind": "linear"}} if variant == "classify" else {"value": {"kind": "linear"}}
+    model = build_model(name, spec, heads=heads, variant=variant,
+                        scalars=variant == "regress" and cls.trainable)
     out = model(batch)
-    assert set(out) == {"logit"} and out["logit"].shape == (6,)
-    assert torch.isfinite(out["logit"]).all()
-    if not model.trainable:
-        assert name == "pem" and not list(model.parameters())
-        torch.testing.assert_close(torch.sigmoid(out["logit"]), batch.clusters["p_em"], atol=1e-5, rtol=1e-5)
+    if not model.trainable:  # the baselines read their answer from the batch
+        assert not list(model.parameters())
+        if name == "pem":
+            torch.testing.assert_close(torch.sigmoid(out["logit"]), batch.clusters["p_em"], atol=1e-5, rtol=1e-5)
+        else:
+            field = {"em": "E_em", "lcw": "E_lcw"}[name]
+            assert out["E_pred"] is batch.clusters[field]
         return
-    loss = torch.nn.functional.binary_cross_entropy_with_logits(out["logit"], batch.clusters["label"])
+    key = "logit" if variant == "classify" else "value"
+    assert set(out) == {key} and out[key].shape == (6,)
+    assert torch.isfinite(out[key]).all()
+    loss = torch.nn.functional.mse_loss(out[key], batch.clusters["label"])
     loss.backward()
     grads = [q.grad for q in model.parameters() if q.requires_grad]
     assert all(g is not None for g in grads)
     assert any(g.abs().sum() > 0 for g in grads)
     # rebuilding from the config gives the same architecture
     clone = model_class(name).from_config(model.config())
+    assert clone.variant == variant
     clone.load_state_dict(model.state_dict())
     model.eval(), clone.eval()
-    torch.testing.assert_close(clone(batch)["logit"], model(batch)["logit"])
+    torch.testing.assert_close(clone(batch)[key], model(batch)[key])
+
+
+def test_regressor_bodies_differ_from_the_classifiers(batch_and_spec):
+    _, spec = batch_and_spec
+    for name in ("dnn", "cnn"):
+        c = build_model(name, spec)
+        r = build_model(name, spec, heads={"value": {"kind": "linear"}}, variant="regress")
+        assert set(c.state_dict()) != set(r.state_dict())
+    with pytest.raises(ConfigError, match="'em' is an energy-calibration baseline"):
+        build_model("em", spec)
+
+
+def test_upscaling_keeps_each_channels_energy():
+    from pionml.models.images import upscale_group
+
+    g = torch.Generator().manual_seed(0)
+    imgs = {"EMB1": torch.rand(3, 128, 4, generator=g), "Tile2": torch.rand(3, 2, 4, generator=g)}
+    x = upscale_group(imgs, ["EMB1", "Tile2"], (16, 16))  # EMB1: 8 strips summed, phi x4
+    assert x.shape == (3, 2, 16, 16)
+    torch.testing.assert_close(x.sum(dim=(2, 3)), torch.stack([imgs["EMB1"].sum((1, 2)),
+                                                                imgs["Tile2"].sum((1, 2))], 1))
+    torch.testing.assert_close(x[:, 0, 0, 0] * 4, imgs["EMB1"][:, :8, 0].sum(1))
+    logs = upscale_group(imgs, ["Tile2"], (16, 16), conserve=False)  # values repeated
+    torch.testing.assert_close(logs[:, 0, :8, :4], imgs["Tile2"][:, :1, :1].expand(3, 8, 4))
 
 
 @pytest.mark.parametrize("name", ["dnn", "cnn", "gnn", "pfn"])
@@ -127,4 +163,4 @@ def test_registry_takes_a_new_family_and_lists_choices(batch_and_spec):
     with pytest.raises(ConfigError, match="unknown model 'resnet'.*cnn.*densenet.*gnn"):
         model_class("resnet")
     with pytest.raises(ConfigError, match="classifier baseline"):
-        build_model("pem", DataSpec(), heads={"value": {"kind": "linear"}})
+        build_model("pem", DataSpec(), heads={"value": {"kind": "linear"}}, variant="regress")

@@ -199,7 +199,7 @@ class BatchBuilder:
         norm = self.normalisation
         if "images" in self.inputs:
             e_em = block.clusters["E_em"].astype(np.float32)
-            batch.images = {k: torch.as_tensor(norm.images(v, e_em)) for k, v in block.images.items()}
+            batch.images = {k: torch.as_tensor(norm.images(v, e_em, k)) for k, v in block.images.items()}
         if "scalars" in self.inputs:
             batch.scalars = torch.as_tensor(norm.scalars.transform(raw_scalars(block)))
         if "cloud" in self.inputs:

@@ -3,7 +3,8 @@ JSON, invertible, applied per batch.
 
 Images: a loader option (design.md section 5): ``fraction`` of the cluster EM-scale energy
 (classifiers, seed 002 section 4.2: "cell information normalized to the total cluster
-energy"), ``log`` (log of the energy), or ``none``.
+energy"), ``log`` (log of the energy; the DenseNet regressor), ``standardise`` (each pixel's
+energy standardised with its training mean and spread; the DNN regressor), or ``none``.
 Point clouds (design.md section 6): continuous cell features standardised, layer one-hot.
 Cluster scalars (log E_em, eta): standardised.
 """
@@ -20,7 +21,7 @@ from pionml.errors import CheckpointError, ConfigError
 from pionml.geometry import wrap_phi
 from pionml.io.hdf5 import CLOUD_CELL_FIELDS
 
-IMAGE_MODES = ("fraction", "log", "none")
+IMAGE_MODES = ("fraction", "log", "standardise", "none")
 #: Continuous per-cell features, before standardisation (design.md section 6).
 CLOUD_FEATURES = ("E_frac", "log_E", "deta", "dphi", "rperp", "cell_deta", "cell_dphi")
 #: Cluster scalars given to models that declare the "scalars" input.
@@ -106,7 +107,13 @@ class Standardiser:
         return cls(mean=x.mean(axis=0), std=np.where(std > 0, std, 1.0))
 
     def transform(self, x: np.ndarray) -> np.ndarray:
-        return ((x - self.mean) / self.std).astype(np.float32)
+        """float32 in, float32 out (the batch path: no float64 copy of a batch of images)."""
+        if not hasattr(self, "_f32"):
+            self._f32 = (self.mean.astype(np.float32), (1.0 / self.std).astype(np.float32))
+        mean, inv = self._f32
+        out = np.subtract(np.asarray(x, dtype=np.float32), mean)
+        out *= inv
+        return out
 
     def inverse(self, z: np.ndarray) -> np.ndarray:
         return (np.asarray(z, dtype=np.float64) * self.std + self.mean).astype(np.float32)
@@ -129,6 +136,8 @@ class Normalisation:
     #: the cloud / scalar feature names the standardisers were fitted on (from the saved file)
     cloud_features: tuple = CLOUD_FEATURES
     scalar_features: tuple = SCALAR_FEATURES
+    #: per-pixel standardisers of each layer (image_mode "standardise" only)
+    pixels: dict | None = None
 
     def check_features(self, inputs) -> None:
         """Raise CheckpointError when a standardiser that ``inputs`` need was fitted on other
@@ -157,7 +166,10 @@ class Normalisation:
         cloud = RunningMoments(len(CLOUD_FEATURES))
         scalars = RunningMoments(len(SCALAR_FEATURES))
         need_cloud, need_scalars = "cloud" in inputs, "scalars" in inputs
-        if need_cloud or need_scalars:
+        need_pixels = "images" in inputs and image_mode == "standardise"
+        pixels = {k: RunningMoments(h * w) for k, (h, w) in dataset.image_shapes.items()} \
+            if need_pixels else {}
+        if need_cloud or need_scalars or need_pixels:
             cells = CLOUD_CELL_FIELDS if need_cloud else ()
             starts = np.searchsorted(rows, np.arange(0, dataset.n + span_rows, span_rows))
             bar = progress_bar(total=len(rows), desc="fit normalisation", progress=progress,
@@ -167,25 +179,42 @@ class Normalisation:
                     continue
                 keep = rows[i0:i1]
                 block = dataset.read_span(int(keep[0]), int(keep[-1]) + 1, keep=keep,
-                                          clusters=FEATURE_CLUSTER_FIELDS, cells=cells)
+                                          clusters=FEATURE_CLUSTER_FIELDS, cells=cells,
+                                          images=need_pixels)
+                for k, m in pixels.items():
+                    m.update(block.images[k].reshape(len(keep), -1))
                 if need_cloud:
                     cloud.update(raw_cloud_features(block))
                 if need_scalars:
                     scalars.update(raw_scalars(block))
                 bar.update(len(keep))
             bar.close()
-        return cls(image_mode=image_mode, cloud=cloud.standardiser(), scalars=scalars.standardiser())
+        return cls(image_mode=image_mode, cloud=cloud.standardiser(), scalars=scalars.standardiser(),
+                   pixels={k: m.standardiser() for k, m in pixels.items()} or None)
 
     # images -------------------------------------------------------------------------------
-    def images(self, image: np.ndarray, e_em: np.ndarray) -> np.ndarray:
-        """(n, h, w) GeV -> normalised float32; ``e_em`` (n,) the cluster EM-scale energy."""
+    def images(self, image: np.ndarray, e_em: np.ndarray, layer: str | None = None) -> np.ndarray:
+        """(n, h, w) GeV -> normalised float32; ``e_em`` (n,) the cluster EM-scale energy;
+        ``layer`` names the layer (needed by ``standardise``)."""
+        if self.image_mode == "standardise":
+            st = self._pixel_standardiser(layer)
+            return st.transform(image.reshape(len(image), -1)).reshape(image.shape)
         if self.image_mode == "fraction":
             return (image / np.maximum(e_em, 1e-6)[:, None, None]).astype(np.float32)
         if self.image_mode == "log":
             return np.log(np.maximum(image, 0) + LOG_FLOOR_GEV).astype(np.float32)
         return image.astype(np.float32)
 
-    def invert_images(self, z: np.ndarray, e_em: np.ndarray) -> np.ndarray:
+    def _pixel_standardiser(self, layer):
+        if not self.pixels or layer not in self.pixels:
+            raise CheckpointError(f"normalisation: no pixel standardisation for layer {layer!r} "
+                                  "(image_mode 'standardise' needs one fitted per layer)")
+        return self.pixels[layer]
+
+    def invert_images(self, z: np.ndarray, e_em: np.ndarray, layer: str | None = None) -> np.ndarray:
+        if self.image_mode == "standardise":
+            st = self._pixel_standardiser(layer)
+            return st.inverse(z.reshape(len(z), -1)).reshape(z.shape)
         if self.image_mode == "fraction":
             return (z * np.maximum(e_em, 1e-6)[:, None, None]).astype(np.float32)
         if self.image_mode == "log":
@@ -194,16 +223,21 @@ class Normalisation:
 
     # I/O ----------------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return {"image_mode": self.image_mode,
-                "cloud": {"features": list(self.cloud_features), **self.cloud.to_dict()},
-                "scalars": {"features": list(self.scalar_features), **self.scalars.to_dict()}}
+        d = {"image_mode": self.image_mode,
+             "cloud": {"features": list(self.cloud_features), **self.cloud.to_dict()},
+             "scalars": {"features": list(self.scalar_features), **self.scalars.to_dict()}}
+        if self.pixels:
+            d["pixels"] = {k: v.to_dict() for k, v in self.pixels.items()}
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "Normalisation":
         return cls(image_mode=d["image_mode"], cloud=Standardiser.from_dict(d["cloud"]),
                    scalars=Standardiser.from_dict(d["scalars"]),
                    cloud_features=tuple(d["cloud"].get("features", CLOUD_FEATURES)),
-                   scalar_features=tuple(d["scalars"].get("features", SCALAR_FEATURES)))
+                   scalar_features=tuple(d["scalars"].get("features", SCALAR_FEATURES)),
+                   pixels={k: Standardiser.from_dict(v) for k, v in d["pixels"].items()}
+                   if d.get("pixels") else None)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2))

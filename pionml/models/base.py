@@ -116,9 +116,19 @@ class ClusterModel(nn.Module):
     data_defaults: dict = {}
     train_defaults: dict = {}
     trainable: bool = True
+    #: body variants of the family: "classify" (seed 002's classifiers), "regress" (its
+    #: regressors, where they differ); a task names the variant it wants
+    variants: tuple[str, ...] = ("classify", "regress")
+    #: data options per variant on top of ``data_defaults`` (e.g. the regressors' image mode)
+    variant_data_defaults: dict = {}
 
-    def __init__(self, spec: DataSpec, heads: dict | None = None, scalars: bool = False, **hyper):
+    def __init__(self, spec: DataSpec, heads: dict | None = None, scalars: bool = False,
+                 variant: str = "classify", **hyper):
         super().__init__()
+        if variant not in self.variants:
+            raise ConfigError(f"model '{self.name}' has no {variant} variant "
+                              f"(it has: {', '.join(self.variants)})")
+        self.variant = variant
         unknown = set(hyper) - set(self.defaults)
         if unknown:
             raise ConfigError(f"model '{self.name}': unknown hyper-parameter(s) {sorted(unknown)} "
@@ -172,23 +182,29 @@ class ClusterModel(nn.Module):
 
     def config(self) -> dict:
         """Everything needed to rebuild the model (saved as model.json in the run folder)."""
-        return {"model": self.name, "hyper": dict(self.hyper), "heads": self.head_specs,
-                "scalars": self.use_scalars, "spec": self.spec.to_dict(),
-                "inputs": list(self.inputs)}
+        return {"model": self.name, "variant": self.variant, "hyper": dict(self.hyper),
+                "heads": self.head_specs, "scalars": self.use_scalars,
+                "spec": self.spec.to_dict(), "inputs": list(self.inputs)}
 
     @classmethod
     def from_config(cls, config: dict) -> "ClusterModel":
         return cls(DataSpec.from_dict(config["spec"]), heads=config["heads"],
-                   scalars=bool(config.get("scalars", False)), **config["hyper"])
+                   scalars=bool(config.get("scalars", False)),
+                   variant=config.get("variant", "classify"), **config["hyper"])
+
+    @classmethod
+    def data_options(cls, variant: str) -> dict:
+        """The family's data options for ``variant``."""
+        return {**cls.data_defaults, **cls.variant_data_defaults.get(variant, {})}
 
 
 def build_model(name: str, spec: DataSpec, heads: dict | None = None, scalars: bool = False,
-                **hyper) -> ClusterModel:
+                variant: str = "classify", **hyper) -> ClusterModel:
     """Instantiate model ``name`` with input sizes ``spec``, heads and hyper-parameters; values
     the layers reject (a zero width, a string where a number goes) raise ConfigError."""
     cls = model_class(name)
     try:
-        return cls(spec, heads=heads, scalars=scalars, **hyper)
+        return cls(spec, heads=heads, scalars=scalars, variant=variant, **hyper)
     except ConfigError:
         raise
     except (ValueError, TypeError, RuntimeError, ZeroDivisionError, IndexError, KeyError) as exc:

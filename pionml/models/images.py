@@ -20,51 +20,87 @@ from pionml.models.heads import ScaledTanhHead
 GROUPS = IMAGE_GROUPS
 
 
-def upscale_group(batch_images: dict, names, size) -> torch.Tensor:
-    """Stack layers ``names`` as channels at ``size`` (the first layer's grid).
+def _resample(x: torch.Tensor, size: int, axis: int, conserve: bool) -> torch.Tensor:
+    """Bring ``axis`` of (B, 1, h, w) to ``size`` cells: repeat each cell k times (divided by k
+    when ``conserve``), or sum k neighbouring cells (averaged unless ``conserve``)."""
+    n = x.shape[axis]
+    if n == size:
+        return x
+    if size % n == 0:
+        k = size // n
+        x = x.repeat_interleave(k, dim=axis)
+        return x / k if conserve else x
+    if n % size == 0:
+        k = n // size
+        shape = list(x.shape)
+        shape[axis:axis + 1] = [size, k]
+        x = x.reshape(shape).sum(dim=axis + 1)
+        return x if conserve else x / k
+    raise ValueError(f"cannot bring {n} cells to {size}: not a multiple")
 
-    Coarser layers are up-scaled by nearest-neighbour repetition and divided by the number of
-    copies, so that the energy sum of each channel is conserved. Output (B, C, h, w).
+
+def upscale_group(batch_images: dict, names, size, conserve: bool = True) -> torch.Tensor:
+    """Stack layers ``names`` as channels on the grid ``size``.
+
+    Each axis is brought to the grid by repeating cells (finer grid) or summing neighbours
+    (coarser grid, e.g. EMB1's 128 strips onto 16 eta cells). With ``conserve`` (energies,
+    energy fractions) repeated cells share their energy, so each channel keeps its energy sum;
+    without it (log energies) values are repeated or averaged. Output (B, C, h, w).
     """
     chans = []
     for name in names:
         x = batch_images[name].unsqueeze(1)  # (B, 1, h_i, w_i)
-        if tuple(x.shape[-2:]) != tuple(size):
-            scale = (size[0] * size[1]) / (x.shape[-2] * x.shape[-1])
-            x = F.interpolate(x, size=tuple(size), mode="nearest") / scale
-        chans.append(x)
+        x = _resample(x, size[0], 2, conserve)
+        chans.append(_resample(x, size[1], 3, conserve))
     return torch.cat(chans, dim=1)
 
 
 @register
 class DNN(ClusterModel):
-    """Merged fully connected network (seed 002 section 4.2.1, Fig. 3).
+    """Fully connected networks of seed 002 section 4.2.1.
 
-    Each layer, flattened, feeds its own branch of three hidden layers with dropout 0.2; the six
-    branch outputs are concatenated and followed by another hidden layer with dropout.
+    Classifier (Fig. 3): each layer, flattened, feeds its own branch of three hidden layers with
+    dropout 0.2; the six branch outputs are concatenated and followed by another hidden layer.
+    Regressor (Fig. 4): all 936 pixels together, each standardised (image mode
+    ``standardise``), through three hidden layers with dropout 0.2; E and eta come in through
+    the shared scalar branch.
     """
 
     name = "dnn"
     inputs = ("images",)
     defaults = {"hidden": (128, 64, 32), "merged": 64, "dropout": 0.2}
     train_defaults = {"epochs": 30, "batch_size": 256, "lr": 1e-3, "patience": 5}
+    variant_data_defaults = {"regress": {"image_mode": "standardise"}}
 
     def build_body(self, spec: DataSpec, hidden, merged, dropout) -> int:
         self.layer_names = list(spec.image_shapes)
+        if self.variant == "regress":
+            n_pix = sum(h * w for h, w in spec.image_shapes.values())
+            self.all_pixels = mlp((n_pix, *hidden), dropout)
+            return hidden[-1]
         self.branches = nn.ModuleDict({
             name: mlp((h * w, *hidden), dropout) for name, (h, w) in spec.image_shapes.items()})
         self.merge = mlp((hidden[-1] * len(self.layer_names), merged), dropout)
         return merged
 
     def body_forward(self, batch) -> torch.Tensor:
+        if self.variant == "regress":  # (B, 936)
+            return self.all_pixels(torch.cat([batch.images[n].flatten(1) for n in self.layer_names], 1))
         feats = [self.branches[n](batch.images[n].flatten(1)) for n in self.layer_names]
         return self.merge(torch.cat(feats, dim=1))
 
 
 def _conv_stack(in_ch: int, channels, kernel, pool) -> nn.Sequential:
+    """Convolution-ReLU(-MaxPool) layers keeping the grid size ('same' padding; an even
+    kernel, e.g. the 4x4 of the CNN regressor, is padded one cell more after than before)."""
     layers = []
+    kh, kw = kernel
     for ch in channels:
-        layers += [nn.Conv2d(in_ch, ch, kernel, padding="same"), nn.ReLU()]
+        if kh % 2 == 0 or kw % 2 == 0:
+            layers += [nn.ZeroPad2d(((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2)),
+                       nn.Conv2d(in_ch, ch, kernel), nn.ReLU()]
+        else:
+            layers += [nn.Conv2d(in_ch, ch, kernel, padding="same"), nn.ReLU()]
         if pool is not None:
             layers.append(nn.MaxPool2d(pool))
         in_ch = ch
@@ -73,9 +109,10 @@ def _conv_stack(in_ch: int, channels, kernel, pool) -> nn.Sequential:
 
 @register
 class CNN(ClusterModel):
-    """Convolutional classifier (seed 002 section 4.2.2, Fig. 5).
+    """Convolutional networks of seed 002 section 4.2.2: the classifier (Fig. 5) and, as the
+    ``regress`` variant, the regressor (Fig. 6, :meth:`_build_regressor`).
 
-    Three branches: EMB1 alone (its fine eta strips); EMB2 and EMB3 with shared filters, EMB3
+    Classifier, three branches: EMB1 alone (its fine eta strips); EMB2 and EMB3 with shared filters, EMB3
     up-scaled to the EMB2 grid (16x16); the three Tile layers up-scaled to the Tile0 grid (4x4).
     Each branch: convolutions, flatten, dense; concatenated; dense layers with dropout.
     """
@@ -88,6 +125,8 @@ class CNN(ClusterModel):
     def build_body(self, spec: DataSpec, channels, dense, dropout) -> int:
         shapes = spec.image_shapes
         self.sizes = [shapes[g[0]] for g in GROUPS]
+        if self.variant == "regress":
+            return self._build_regressor(shapes, channels, dense, dropout)
         # EMB1 (128x4): pool along eta only; EMB2+EMB3 (16x16): 2x2 pools; Tile (4x4): no pool
         self.emb1 = _conv_stack(1, channels, (5, 3), (2, 1))
         self.emb23 = _conv_stack(2, channels, (3, 3), (2, 2))
@@ -100,7 +139,26 @@ class CNN(ClusterModel):
         self.merge = mlp((3 * dense, dense), dropout)
         return dense
 
+    def _build_regressor(self, shapes, channels, dense, dropout) -> int:
+        """Seed 002 Fig. 6: all six layers on the 16x16 grid (4x4 convolutions), a flattened
+        EMB1 branch, and (E, eta) through the shared scalar branch; concatenated, dense."""
+        self.layer_names = list(shapes)
+        self.grid = shapes[GROUPS[1][0]]  # EMB2's 16x16
+        self.all_layers = _conv_stack(len(shapes), channels, (4, 4), (2, 2))
+        n = len(channels)
+        flat = channels[-1] * (self.grid[0] // 2 ** n) * (self.grid[1] // 2 ** n)
+        h1, w1 = shapes[GROUPS[0][0]]
+        self.dense_all = mlp((flat, dense), dropout)
+        self.emb1_flat = mlp((h1 * w1, dense), dropout)
+        self.merge = mlp((2 * dense, dense), dropout)
+        return dense
+
     def body_forward(self, batch) -> torch.Tensor:
+        if self.variant == "regress":
+            x = upscale_group(batch.images, self.layer_names, self.grid)  # (B, 6, 16, 16)
+            a = self.dense_all(self.all_layers(x).flatten(1))
+            b = self.emb1_flat(batch.images[GROUPS[0][0]].flatten(1))  # (B, 512)
+            return self.merge(torch.cat([a, b], dim=1))
         x1 = upscale_group(batch.images, GROUPS[0], self.sizes[0])  # (B, 1, 128, 4)
         x2 = upscale_group(batch.images, GROUPS[1], self.sizes[1])  # (B, 2, 16, 16)
         x3 = upscale_group(batch.images, GROUPS[2], self.sizes[2])  # (B, 3, 4, 4)
@@ -168,6 +226,7 @@ class DenseNet(ClusterModel):
     inputs = ("images",)
     defaults = {"n_layers": 13, "growth": 4, "transition": 8, "dense": 64, "dropout": 0.2,
                 "norm": "group"}
+    variant_data_defaults = {"regress": {"image_mode": "log"}}  # log cell energies (4.2.3)
     train_defaults = {"epochs": 20, "batch_size": 256, "lr": 1e-3, "patience": 4}
 
     def build_body(self, spec: DataSpec, n_layers, growth, transition, dense, dropout, norm) -> int:
@@ -199,6 +258,7 @@ class DenseNet(ClusterModel):
         return super().make_head(name, spec, width)
 
     def body_forward(self, batch) -> torch.Tensor:
-        feats = [d(branch(upscale_group(batch.images, g, s))) for d, branch, g, s in
+        conserve = self.variant != "regress"  # the regressor reads log energies
+        feats = [d(branch(upscale_group(batch.images, g, s, conserve))) for d, branch, g, s in
                  zip(self.dense, self.branches, GROUPS, self.sizes)]
         return self.merge(torch.cat(feats, dim=1))

@@ -45,6 +45,8 @@ class Task:
     heads: dict = {}
     #: whether the model reads the cluster scalars (E_EM, eta) through its scalar branch
     scalars: bool = False
+    #: the body variant of the model families this task wants (pionml.models.base)
+    model_variant: str = "classify"
     #: per-cluster fields the loss needs in every training batch
     fields: tuple = ()
     #: per-cluster fields :meth:`select` reads

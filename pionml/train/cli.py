@@ -21,8 +21,14 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     from pionml.cli import non_negative_float, non_negative_int, positive_float, positive_int
 
     p.add_argument("--task", default="classify",
-                   help="classify: pi0 vs pi+- (output P(pi0)) (default classify)")
-    p.add_argument("--model", default="cnn", help="model name (dnn, cnn, densenet, gnn, pfn, pem)")
+                   help="classify: pi0 vs pi+- (output P(pi0)); regress: the cluster's true "
+                        "energy, one model per --species (default classify)")
+    p.add_argument("--model", default="cnn",
+                   help="model name (dnn, cnn, densenet, gnn, pfn; baselines pem for classify, "
+                        "em and lcw for regress)")
+    p.add_argument("--species", choices=("pi0", "charged", "both"), default=None,
+                   help="regress: the species of the clusters (charged = pi+ and pi-); both "
+                        "trains the two runs one after the other (default charged)")
     p.add_argument("--data", default=None,
                    help=f"HDF5 dataset (default: {DEFAULT_DATASET}, built when missing)")
     p.add_argument("--epochs", type=positive_int, default=None,
@@ -66,6 +72,8 @@ def check_train_arguments(args) -> dict:
 
     model_class(args.model)
     task_class(args.task)
+    if args.species and args.task != "regress":
+        raise ConfigError(f"--species is an option of --task regress, not of '{args.task}'")
     pick_device(args.device)
     if args.resume and not args.out:
         raise ConfigError("--resume needs --out RUN (the run folder to continue)")
@@ -125,8 +133,9 @@ def run_train(args) -> int:
     if not data.is_file():
         raise ConfigError(f"dataset '{data}' does not exist" if not data.exists()
                           else f"dataset '{data}' is not a file")
-    out = Path(args.out) if args.out else Path("models") / f"{args.task}_{args.model}_{time.strftime('%Y%m%d-%H%M%S')}"
-    out = distributed.broadcast(out)  # one run folder for every process
+    species = ([None] if args.task != "regress" else
+               ["pi0", "charged"] if args.species == "both" else [args.species or "charged"])
+    stamp = time.strftime('%Y%m%d-%H%M%S')
     config = default_config(args.model, epochs=args.epochs, batch_size=args.batch_size,
                             lr=args.lr, patience=args.patience, seed=args.seed,
                             device=args.device, scheduler=args.scheduler,
@@ -134,24 +143,34 @@ def run_train(args) -> int:
     data_options = {"source": args.source, "memory_budget_gb": args.memory_budget}
     if args.workers is not None:
         data_options["num_workers"] = args.workers
-    logger.info("pionml train: model %s, task %s, data %s, out %s, seed %d", args.model, args.task,
-                data, out, args.seed)
-    try:
-        run_dir = train_run(data, args.model, out, task=args.task, config=config, hyper=hyper,
-                            data_options=data_options, progress=progress, resume=args.resume)
-    except KeyboardInterrupt:
-        if (out / "checkpoint.pt").is_file():
-            logger.error("interrupted; continue with: pionml train --task %s --model %s --data %s "
-                         "--out %s --resume", args.task, args.model, data, out)
-        raise
-    if not args.no_eval and dist.is_main:
-        evaluate([run_dir], progress=progress, device=args.device)
-    logger.info("run folder: %s", run_dir)
+    for sp in species:
+        tag = f"{args.task}_{args.model}" + (f"_{sp}" if sp else "")
+        if args.out:
+            out = Path(args.out) if len(species) == 1 else Path(args.out) / sp
+        else:
+            out = Path("models") / f"{tag}_{stamp}"
+        out = distributed.broadcast(out)  # one run folder for every process
+        logger.info("pionml train: model %s, task %s%s, data %s, out %s, seed %d", args.model,
+                    args.task, f" ({sp})" if sp else "", data, out, args.seed)
+        try:
+            run_dir = train_run(data, args.model, out, task=args.task, config=config, hyper=hyper,
+                                data_options=data_options, progress=progress, resume=args.resume,
+                                task_options={"species": sp} if sp else None)
+        except KeyboardInterrupt:
+            if (out / "checkpoint.pt").is_file():
+                logger.error("interrupted; continue with: pionml train --task %s --model %s%s "
+                             "--data %s --out %s --resume", args.task, args.model,
+                             f" --species {sp}" if sp else "", data, out)
+            raise
+        if not args.no_eval and dist.is_main:
+            evaluate([run_dir], progress=progress, device=args.device)
+        logger.info("run folder: %s", run_dir)
     return 0
 
 
 COMMANDS = {
-    "train": ("train a model for a task (classify: pi0 vs pi+-) and evaluate it",
+    "train": ("train a model for a task (classify: pi0 vs pi+-; regress: cluster energy) and "
+              "evaluate it",
               add_train_arguments, run_train),
 }
 

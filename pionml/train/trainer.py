@@ -391,9 +391,10 @@ def prepare_folder(out: Path, resume: bool) -> None:
 def train_run(data_path, model_name: str, out_dir, task: str = "classify",
               config: TrainConfig | None = None, hyper: dict | None = None,
               data_options: dict | None = None, progress: bool = True, resume: bool = False,
-              hooks=()) -> Path:
+              hooks=(), task_options: dict | None = None) -> Path:
     """Train ``model_name`` for ``task`` on ``data_path`` into the run folder ``out_dir``.
 
+    ``task_options`` go to the task (e.g. ``{"species": "pi0"}`` for ``regress``);
     ``data_options`` override the data configuration (:class:`~pionml.data.sources.DataConfig`;
     the model's ``data_defaults`` come first). With ``resume`` the run continues from its
     checkpoint, with the saved normalisation, target transforms and data options, on the same
@@ -429,9 +430,12 @@ def train_run(data_path, model_name: str, out_dir, task: str = "classify",
             norm = Normalisation.load(out / runfiles.NORMALISATION_FILE)
             if task_obj.name != task:
                 raise CheckpointError(f"run '{out}' was trained for task '{task_obj.name}', not '{task}'")
+            if task_options and any(task_obj.options.get(k) != v for k, v in task_options.items()):
+                raise CheckpointError(f"run '{out}' was trained with task options {task_obj.options}")
         else:
-            task_obj = make_task(task)
-            data_config = DataConfig.from_dict({**cls.data_defaults, **(data_options or {})})
+            task_obj = make_task(task, **(task_options or {}))
+            data_config = DataConfig.from_dict({**cls.data_options(task_obj.model_variant),
+                                                **(data_options or {})})
         train_rows = task_obj.rows(ds, "train")
         val_rows = task_obj.rows(ds, "val")
         if len(train_rows) == 0 or len(val_rows) == 0:
@@ -439,8 +443,9 @@ def train_run(data_path, model_name: str, out_dir, task: str = "classify",
                               f"validation ({len(val_rows)}) split for task '{task}'")
         if hasattr(task_obj, "check_rows"):
             task_obj.check_rows(ds, train_rows, "train")
-        model = build_model(model_name, data_spec(ds),
-                            heads=task_obj.heads, scalars=task_obj.scalars, **hyper)
+        model = build_model(model_name, data_spec(ds), heads=task_obj.heads,
+                            scalars=task_obj.scalars and model_class(model_name).trainable,
+                            variant=task_obj.model_variant, **hyper)
         if not model.trainable:
             for name in model.cluster_fields:
                 ds.require(clusters=(name,))
@@ -483,7 +488,8 @@ def train_run(data_path, model_name: str, out_dir, task: str = "classify",
     history = trainer.fit(train_src, val_src)
     if dist.is_main:
         card = {
-            "model": model_name, "task": task, "hyper": model.hyper, "inputs": list(model.inputs),
+            "model": model_name, "task": task, "task_options": task_obj.options,
+            "variant": model.variant, "hyper": model.hyper, "inputs": list(model.inputs),
             "heads": model.head_specs,
             "n_parameters": int(sum(p.numel() for p in model.parameters())),
             "data": {"path": str(data_path.resolve()), "sha256": sha,

@@ -1,0 +1,177 @@
+"""Energy-regression metrics and figures (design.md section 8; ATL-PHYS-PUB-2020-018 section
+5.3, Figs. 12-15; the smallest-interval resolution of the moment-based calibrations).
+
+Response R = E_pred / E_true per cluster; in bins of E_true (or of E_EM): the median response,
+``iqr_resolution`` = half the 16-84 % inter-quantile range over the median (seed 002), and
+``s68_resolution`` = the shortest interval holding 68 % of the responses over twice the median
+(seeds 000/001); each with a bootstrap error. Every method (a run, the EM scale, LCW) is
+summarised the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+#: E_true bins (GeV) of the regression tables: three per decade from 0.2 GeV.
+DEFAULT_TRUE_BINS = (0.2, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0)
+
+
+def iqr_resolution(r: np.ndarray) -> float:
+    """Half the 16-84 % inter-quantile range over the median (a Gaussian gives sigma / mu)."""
+    r = np.asarray(r, dtype=np.float64)
+    q16, q50, q84 = np.percentile(r, [15.865525, 50.0, 84.134475])
+    return float(0.5 * (q84 - q16) / q50) if q50 != 0 else float("nan")
+
+
+def shortest_interval(r: np.ndarray, fraction: float = 0.6826894921) -> float:
+    """Width of the shortest interval holding ``fraction`` of the values (a Gaussian: 2 sigma)."""
+    r = np.sort(np.asarray(r, dtype=np.float64))
+    n = len(r)
+    m = int(np.ceil(fraction * n))
+    if m < 2:
+        return float("nan")
+    widths = r[m - 1:] - r[: n - m + 1]
+    return float(widths.min())
+
+
+def s68_resolution(r: np.ndarray) -> float:
+    """The shortest 68 % interval over twice the median (seeds 000/001: sigma_rel)."""
+    med = float(np.median(r))
+    return shortest_interval(r) / (2 * med) if med != 0 else float("nan")
+
+
+def response_table(e_pred, e_true, bins=DEFAULT_TRUE_BINS, against=None, n_boot: int = 100,
+                   seed: int = 0, min_count: int = 10) -> list[dict]:
+    """Per bin of ``against`` (default ``e_true``): counts, the median response and both
+    resolutions with bootstrap errors. Bins with fewer than ``min_count`` clusters give None."""
+    e_pred = np.asarray(e_pred, dtype=np.float64)
+    e_true = np.asarray(e_true, dtype=np.float64)
+    x = e_true if against is None else np.asarray(against, dtype=np.float64)
+    r = e_pred / e_true
+    rng = np.random.default_rng(seed)
+    rows = []
+    for lo, hi in zip(bins[:-1], bins[1:]):
+        sel = (x >= lo) & (x < hi) & np.isfinite(r)
+        row = {"lo": float(lo), "hi": float(hi), "n": int(sel.sum()), "median_response": None,
+               "iqr_resolution": None, "s68_resolution": None}
+        if row["n"] >= min_count:
+            rs = r[sel]
+            funcs = {"median_response": lambda a: float(np.median(a)),
+                     "iqr_resolution": iqr_resolution, "s68_resolution": s68_resolution}
+            for key, f in funcs.items():
+                row[key] = f(rs)
+                reps = [f(rs[rng.integers(0, len(rs), len(rs))]) for _ in range(n_boot)]
+                row[f"{key}_err"] = float(np.std(reps, ddof=1)) if n_boot > 1 else None
+        rows.append(row)
+    return rows
+
+
+def regression_metrics(table: dict, bins=DEFAULT_TRUE_BINS, n_boot: int = 100) -> dict:
+    """The metrics dictionary of a regression run: its binned tables in E_true and in E_EM,
+    and the EM-scale and LCW tables beside them (computed on the same clusters)."""
+    e_true = table["E_true"]
+    methods = {"model": table["E_pred"], "em": table["E_em"]}
+    if "E_lcw" in table and np.all(np.isfinite(table["E_lcw"])):
+        methods["lcw"] = table["E_lcw"]
+    out = {"n_clusters": int(len(e_true))}
+    r = np.asarray(table["E_pred"], np.float64) / np.asarray(e_true, np.float64)
+    out["median_response"] = float(np.median(r)) if len(r) else None
+    out["iqr_resolution"] = iqr_resolution(r) if len(r) else None
+    out["s68_resolution"] = s68_resolution(r) if len(r) > 2 else None
+    for name, e in methods.items():
+        out[f"bins_E_true_{name}"] = response_table(e, e_true, bins, n_boot=n_boot)
+        out[f"bins_E_em_{name}"] = response_table(e, e_true, bins, against=table["E_em"],
+                                                  n_boot=n_boot)
+    return out
+
+
+METHOD_STYLE = {"em": ("EM scale", "k", "s"), "lcw": ("LCW", "grey", "D")}
+
+
+def _centres(rows):
+    return np.array([np.sqrt(r["lo"] * r["hi"]) for r in rows])
+
+
+def draw_regression_plots(folder: Path, name: str, species: str, table: dict, metrics: dict) -> list:
+    """Seed 002 Figs. 12-15 for one run: the 2-D response vs E_true with the median for the
+    run, EM and LCW; the median response of the three on one plot; both resolutions with a
+    ratio-to-LCW panel. Returns the files written."""
+    import matplotlib.pyplot as plt
+
+    folder = Path(folder)
+    written = []
+    e_true = np.asarray(table["E_true"], np.float64)
+    what = {"pi0": r"$\pi^0$", "charged": r"$\pi^\pm$"}.get(species, species)
+    methods = [("model", name, "C0", "o")] + [
+        (m, *METHOD_STYLE[m]) for m in ("em", "lcw") if f"bins_E_true_{m}" in metrics and m != name]
+    energies = {"model": table["E_pred"], "em": table["E_em"], "lcw": table.get("E_lcw")}
+
+    # Figs. 12/13: 2-D response vs E_true, one panel per method, with the median
+    fig, axes = plt.subplots(1, len(methods), figsize=(5.5 * len(methods), 4.8), squeeze=False)
+    xbins = np.logspace(np.log10(max(e_true.min(), 0.1)), np.log10(e_true.max() * 1.01), 40)
+    for ax, (key, label, color, marker) in zip(axes[0], methods):
+        r = np.asarray(energies[key], np.float64) / e_true
+        ax.hist2d(e_true, np.clip(r, 0, 3), bins=[xbins, np.linspace(0, 3, 61)], cmin=1,
+                  cmap="viridis", norm="log")
+        rows = metrics[f"bins_E_true_{key}"]
+        ok = [i for i, row in enumerate(rows) if row["median_response"] is not None]
+        ax.plot(_centres(rows)[ok], [rows[i]["median_response"] for i in ok], "o-", color="r",
+                label="median")
+        ax.axhline(1, color="w", ls=":", lw=1)
+        ax.set_xscale("log")
+        ax.set_xlabel(r"$E_{true}$ = ENG_CALIB_TOT [GeV]")
+        ax.set_ylabel(r"response $E/E_{true}$")
+        ax.set_title(f"{what}: {label}", fontsize="small")
+        ax.legend(fontsize="x-small", loc="upper right")
+    fig.tight_layout()
+    fig.savefig(folder / "response_2d.png", dpi=100)
+    plt.close(fig)
+    written.append(folder / "response_2d.png")
+
+    # Fig. 14: median response of every method
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for key, label, color, marker in methods:
+        rows = metrics[f"bins_E_true_{key}"]
+        ok = [i for i, row in enumerate(rows) if row["median_response"] is not None]
+        ax.errorbar(_centres(rows)[ok], [rows[i]["median_response"] for i in ok],
+                    yerr=[rows[i]["median_response_err"] for i in ok], fmt=marker + "-",
+                    color=color, label=label, capsize=2)
+    ax.axhline(1, color="grey", ls=":", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel(r"$E_{true}$ = ENG_CALIB_TOT [GeV]")
+    ax.set_ylabel("median response")
+    ax.set_title(f"{what} clusters, test sample", fontsize="small")
+    ax.legend(fontsize="small")
+    fig.savefig(folder / "median_response.png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    written.append(folder / "median_response.png")
+
+    # Fig. 15: resolution (both definitions) with the ratio to LCW
+    for res in ("iqr_resolution", "s68_resolution"):
+        fig, (ax, rax) = plt.subplots(2, 1, figsize=(7, 7), sharex=True,
+                                      gridspec_kw={"height_ratios": [3, 1], "hspace": 0.05})
+        ref = metrics.get("bins_E_true_lcw")
+        for key, label, color, marker in methods:
+            rows = metrics[f"bins_E_true_{key}"]
+            ok = [i for i, row in enumerate(rows) if row[res] is not None]
+            x = _centres(rows)[ok]
+            y = np.array([rows[i][res] for i in ok])
+            ax.errorbar(x, y, yerr=[rows[i][f"{res}_err"] for i in ok], fmt=marker + "-",
+                        color=color, label=label, capsize=2)
+            if ref is not None:
+                den = np.array([ref[i][res] if ref[i][res] else np.nan for i in ok])
+                rax.plot(x, y / den, marker + "-", color=color)
+        ax.set_xscale("log")
+        ax.set_ylabel("half 16-84 % width / median" if res == "iqr_resolution"
+                      else "shortest 68 % / (2 median)")
+        ax.set_title(f"{what} clusters, test sample", fontsize="small")
+        ax.legend(fontsize="small")
+        rax.axhline(1, color="grey", ls=":", lw=1)
+        rax.set_ylabel("ratio to LCW", fontsize="small")
+        rax.set_xlabel(r"$E_{true}$ = ENG_CALIB_TOT [GeV]")
+        fig.savefig(folder / f"{res}.png", dpi=120, bbox_inches="tight")
+        plt.close(fig)
+        written.append(folder / f"{res}.png")
+    return written
