@@ -1,4 +1,4 @@
-"""Speed of the dataset builder (issue 5): clusters per second on one core, ROOT reading
+"""Speed of the dataset builder: clusters per second on one core, ROOT reading
 included, next to a straightforward per-cell Python-loop rasteriser on the same clusters.
 
     python benchmarks/bench_build.py [--events 20000] [--cells 60] [--loop-clusters 4000]

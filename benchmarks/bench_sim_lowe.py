@@ -1,4 +1,4 @@
-"""Bookkeeping of the low-energy clusters (issue 13, seed 002 R1): why their EM-scale response
+"""Bookkeeping of the low-energy clusters: why their EM-scale response
 E^EM / ENG_CALIB_TOT is what it is.
 
 For truth-matched clusters in bins of ENG_CALIB_TOT it prints, per species over the default

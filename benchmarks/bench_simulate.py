@@ -1,7 +1,7 @@
 """Throughput of ``pionml simulate`` on one core: showers, clustering, moments, LCW, writing.
 
 Prints events per second over the default spectrum (0.2-2000 GeV log-uniform, pi0:pi+:pi- =
-1:1:1) for the whole chain and for each stage. Target (issue 4): >= 200 events/s.
+1:1:1) for the whole chain and for each stage. Target: >= 200 events/s.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_simulate.py [--events 3000]
 """

@@ -1,4 +1,4 @@
-"""Property test of the builder's accounting (issue 11): over randomly damaged MLTree files,
+"""Property test of the builder's accounting: over randomly damaged MLTree files,
 clusters read = kept + each drop reason + each skip reason, always; and without ``--skip-bad``
 a damaged file is a clear error (DataError naming the file), never anything else."""
 

@@ -78,7 +78,7 @@ def test_nan_energy(tmp_path, geo_file):
     with pytest.raises(DataError, match=r"in\.root.*cluster_cell_E.*entry 1"):
         build(tmp_path, geo_file, "in.root")
     s = build(tmp_path, geo_file, "in.root", skip=True)
-    # the bad cluster alone goes (issue 11): the event's other cluster is kept
+    # the bad cluster alone goes: the event's other cluster is kept
     assert s.skipped["bad_energy"] == 1 and s.clusters_kept == 7 and s.events_read == 4
     c, n = counts(tmp_path)
     assert n == 7 and c["skipped"]["bad_energy"] == 1 and c["accounting_ok"]
@@ -100,7 +100,7 @@ def test_empty_cluster(tmp_path, geo_file):
     evs[0]["cluster_cell_E"][1] = []
     write_events(tmp_path / "in.root", evs, None)
     # legal data (design.md 4: real files do not write cells below 5 MeV): a counted drop,
-    # never an error and never the event's other cluster (issue 11)
+    # never an error and never the event's other cluster
     for skip in (False, True):
         s = build(tmp_path, geo_file, "in.root", skip=skip)
         assert s.dropped["no_cells"] == 1 and s.clusters_kept == 7 and s.events_read == 4

@@ -1,5 +1,5 @@
 """Known-answer tests of the dataset builder: hand-made MLTree ROOT files -> HDF5
-(design.md 4, 5, 6, 10; seed 002 section 4.1)."""
+(design.md 4, 5, 6, 10; ATL-PHYS-PUB-2020-018 section 4.1)."""
 
 import hashlib
 import math

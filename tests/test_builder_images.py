@@ -1,4 +1,4 @@
-"""Known-answer tests of the image rasteriser (design.md 5, seed 002 section 4.1)."""
+"""Known-answer tests of the image rasteriser (design.md 5, ATL-PHYS-PUB-2020-018 section 4.1)."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Output files of build and simulate (issue 11, finding 2 and the output tracebacks of 8):
+"""Output files of build and simulate:
 checked before any work, never an input, written to a unique temporary path in the output's
 folder and renamed only on success."""
 

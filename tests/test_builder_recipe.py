@@ -70,7 +70,7 @@ def test_make_dataset_with_a_stand_in_simulation(tmp_path, monkeypatch):
     (tmp_path / "small.toml").write_text(SMALL)
     out = recipe.make_dataset(tmp_path / "small.toml", progress=False)
     assert out == tmp_path / "small.h5"
-    # simulate_to_root itself writes through a unique temporary file (issue 11)
+    # simulate_to_root itself writes through a unique temporary file
     assert calls == [("pi0.root", 20, "pi0", 5), ("piplus.root", 10, "pi+", 6),
                      ("piminus.root", 10, "pi-", 7)]
     with open_dataset(out) as ds:

@@ -1,4 +1,4 @@
-"""The builder's findings of issue 11: duplicate inputs (3), bad values stored without a word (5),
+"""The builder's bad-input findings: duplicate inputs (3), bad values stored without a word (5),
 ``--skip-bad`` at the smallest bad unit with an exact accounting (6), nonsense split options (7).
 Each test makes its own small MLTree file."""
 

@@ -41,7 +41,7 @@ CASES = [
     (["train", "--data", "missing.h5", "--out", "r2"], 1, ["missing.h5", "does not exist"]),
     (["evaluate", "no_such_run"], 1, ["run folder 'no_such_run' does not exist"]),
     (["build", "missing.root", "--out", "o.h5"], 1, ["missing.root"]),
-    # issue 11, files and the builder: checked before any work, one line naming what and where
+    # files and the builder: checked before any work, one line naming what and where
     (["build", "{good}", "--out", "{good}"], 1, ["--out", "good.root", "is the input file"]),
     (["build", "{good}", "--out", "."], 1, ["--out '.'", "not a file name"]),
     (["build", "{good}", "--out", "{folder}"], 1, ["--out", "is a directory"]),
@@ -67,7 +67,7 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def roots(tmp_path_factory):
-    """A sound MLTree file and one with a NaN moment (issue 11), and a folder."""
+    """A sound MLTree file and one with a NaN moment, and a folder."""
     import numpy as np
 
     from pionml.geometry import barrel_geometry

@@ -29,8 +29,8 @@ def test_non_compensation_and_lcw_move_response_towards_one():
 
 
 def test_low_energy_over_calibration_and_charged_under_calibration():
-    """Seed 002 sec 5.3 (Figs 12a, 13a) on the default spectrum and on low-energy charged pions,
-    with the 2018-condition thresholds (issue 13): what pionml does reproduce.
+    """ATL-PHYS-PUB-2020-018 sec 5.3 (Figs 12a, 13a) on the default spectrum and on low-energy charged pions,
+    with the 2018-condition thresholds: what pionml does reproduce.
 
     The threshold selection bias over-calibrates the clusters of both species near the seed
     threshold (ENG_CALIB_TOT below 0.3 GeV; medians over seeds 9/41/101/202/303: pi0 1.18-1.29
@@ -68,7 +68,7 @@ def test_low_energy_over_calibration_and_charged_under_calibration():
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "seed 002 R1 as the issue-13 acceptance states it does not hold in pionml: median "
+    "ATL-PHYS-PUB-2020-018 sec 5.3 over-calibration of the whole 0.2-1 GeV bin does not hold in pionml: median "
     "E^EM/ENG_CALIB_TOT of the 0.2-1 GeV clusters pi0 0.993-1.033, pi+- 0.81-0.84 by seed. "
     "Two thirds of those pi+- clusters lie at 0.3-1 GeV (median 0.68-0.83), mostly halo "
     "fragments of >20 GeV showers whose mean signal is h/e (0.61-0.65); the threshold bias "

@@ -176,7 +176,7 @@ def test_cluster_time_and_its_second_moment():
     ta_cells = np.array([1.0, 3.0, 5.0, -1.0])
     ta = (wa * ta_cells).sum() / wa.sum()
     assert m["time"][0] == pytest.approx(ta)
-    # seed 001 Eq. 24-25: Var = <t^2> - t_clus^2
+    # arXiv:2412.04370 Eq. 24-25: Var = <t^2> - t_clus^2
     assert m["SECOND_TIME"][0] == pytest.approx((wa * ta_cells**2).sum() / wa.sum() - ta**2)
 
 

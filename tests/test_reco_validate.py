@@ -1,4 +1,4 @@
-"""Known answers for the issue-13 low-energy rows of validate-sim (pionml.reco.validate)."""
+"""Known answers for the per-species low-energy rows of validate-sim (pionml.reco.validate)."""
 
 import numpy as np
 

@@ -1,7 +1,7 @@
 """Dataset builder: images and point clouds from MLTree ROOT files to HDF5 (design.md 5, 6, 10).
 
 - :func:`pionml.builder.builder.build_dataset`: MLTree ROOT files -> HDF5 dataset.
-- :func:`pionml.builder.images.rasterise`: the layer images of seed 002 section 4.1.
+- :func:`pionml.builder.images.rasterise`: the layer images of ATL-PHYS-PUB-2020-018 section 4.1.
 - :func:`pionml.builder.pointcloud.point_clouds`: the per-cell point-cloud features (CSR).
 - :func:`pionml.builder.recipe.make_dataset`: simulate + build from a recipe (``datasets/``).
 """

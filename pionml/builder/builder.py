@@ -1,7 +1,7 @@
 """The dataset builder: MLTree ROOT files -> HDF5 dataset (design.md sections 4, 5, 6, 10).
 
 One row per topo-cluster: the cluster table (truth, kinematics, moments, LCW quantities,
-split), the six layer images (seed 002 section 4.1, :mod:`pionml.builder.images`) and the
+split), the six layer images (ATL-PHYS-PUB-2020-018 section 4.1, :mod:`pionml.builder.images`) and the
 point cloud of its cells (:mod:`pionml.builder.pointcloud`). Files are read in chunks of events
 and written incrementally, so the output can be larger than memory.
 
@@ -18,7 +18,7 @@ vectors of the wrong length). Every cluster read is counted exactly once, so
 ``clusters read = kept + each drop reason + each skip reason`` holds and is printed and stored
 (``counts`` attribute, ``accounting``). Inputs are de-duplicated by sha256. The output is checked
 before any work and written to a unique temporary file beside it, renamed at the end.
-Labels: the event's truth particle labels all its clusters (seed 002 section 4.1):
+Labels: the event's truth particle labels all its clusters (ATL-PHYS-PUB-2020-018 section 4.1):
 pi0 (111) -> 1, pi+- (+-211) -> 0. The train/val/test split is drawn per event from a seeded
 hash of (file index, event number), so the clusters of one event never straddle splits.
 """
@@ -59,7 +59,7 @@ EVENT_REASONS = ("length_mismatch", "no_truth_particle", "bad_truth", "unknown_p
 #: |energy| above this (GeV) is bad data: 100 TeV, beyond any LHC collision (and what a file in
 #: MeV would show). Applies to cluster_E, ENG_CALIB_TOT, E_LCCalib, cell and truth energies.
 ENERGY_MAX = 1.0e5
-#: Below this energy-weighted fraction of the cluster energy inside the images (seed 002: ~95 %)
+#: Below this energy-weighted fraction of the cluster energy inside the images (ATL-PHYS-PUB-2020-018: ~95 %)
 #: the build warns: cells placed far from their cluster, e.g. a CellGeo with permuted IDs.
 MIN_IMAGE_FRACTION = 0.5
 #: Values stored as float32 (moments, EM probability) must be finite after the cast.
@@ -68,7 +68,7 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 @dataclass(frozen=True)
 class Selection:
-    """Cluster selection (design.md 4; issue 5): |eta| < eta_max, ENG_CALIB_TOT > min_calib GeV,
+    """Cluster selection (design.md 4): |eta| < eta_max, ENG_CALIB_TOT > min_calib GeV,
     E_EM > min_em GeV."""
 
     eta_max: float = 0.7
@@ -95,7 +95,7 @@ class BuildSummary:
     warnings: list = field(default_factory=list)
     per_split: dict = field(default_factory=lambda: {"train": 0, "val": 0, "test": 0})
     per_label: dict = field(default_factory=lambda: {"pi0": 0, "pipm": 0})
-    image_energy_fraction: float = float("nan")  # sum imaged / sum E_EM (seed 002: ~95%)
+    image_energy_fraction: float = float("nan")  # sum imaged / sum E_EM (ATL-PHYS-PUB-2020-018: ~95%)
     image_energy_fraction_mean: float = float("nan")  # mean over clusters of imaged / E_EM
     image_energy_fraction_median: float = float("nan")
     pixel_collisions: int = 0

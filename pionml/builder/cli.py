@@ -1,4 +1,4 @@
-"""``pionml build`` and ``pionml make-dataset`` (design.md section 2; issue 5).
+"""``pionml build`` and ``pionml make-dataset`` (design.md section 2).
 
 Heavy imports (uproot, h5py, awkward) happen inside ``run``, never at import time.
 """

@@ -1,10 +1,10 @@
-"""Topo-cluster images: a compiled rasteriser (design.md section 5, seed 002 section 4.1).
+"""Topo-cluster images: a compiled rasteriser (design.md section 5, ATL-PHYS-PUB-2020-018 section 4.1).
 
 Per imaged layer (EMB1, EMB2, EMB3, Tile0, Tile1, Tile2; the presampler is not imaged) a
 window in (eta, phi) centred on the cluster centroid, at the layer's own granularity
 (deta, dphi). A cell of the cluster is imaged when
 
-* it has ``E > 0`` and ``E >= 1%`` of the cluster energy (noise suppression, seed 002 4.1),
+* it has ``E > 0`` and ``E >= 1%`` of the cluster energy (noise suppression, ATL-PHYS-PUB-2020-018 4.1),
 * its barycentre lies inside the window (phi differences wrapped into [-pi, pi)).
 
 Pixel convention. The window of a layer with image shape ``(n_eta, n_phi)`` is the pixel grid
@@ -36,7 +36,7 @@ from numba import njit
 
 logger = logging.getLogger(__name__)
 
-#: Minimum cell energy as a fraction of the cluster energy (seed 002 section 4.1).
+#: Minimum cell energy as a fraction of the cluster energy (ATL-PHYS-PUB-2020-018 section 4.1).
 MIN_CELL_FRACTION = 0.01
 #: Added to the pixel coordinate before the floor: a barycentre within 1e-9 pixel of a pixel
 #: edge lies on that edge, which belongs to the pixel above it. When the centroid sits exactly
@@ -140,7 +140,7 @@ def rasterise(
     specs: tuple[ImageSpec, ...] | None = None,
     min_fraction: float = MIN_CELL_FRACTION,
 ) -> ImageBatch:
-    """Rasterise the cells of N clusters into per-layer images (seed 002 section 4.1).
+    """Rasterise the cells of N clusters into per-layer images (ATL-PHYS-PUB-2020-018 section 4.1).
 
     Parameters are flat per-cell arrays (``cluster_of_cell`` in 0..N-1, barycentre eta/phi,
     EM-scale energy in GeV, ``cell_layer`` = index into ``pionml.geometry.LAYERS``) and per-cluster

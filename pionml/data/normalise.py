@@ -2,7 +2,7 @@
 JSON, invertible, applied per batch.
 
 Images: a loader option (design.md section 5): ``fraction`` of the cluster EM-scale energy
-(classifiers, seed 002 section 4.2: "cell information normalized to the total cluster
+(classifiers, ATL-PHYS-PUB-2020-018 section 4.2: "cell information normalized to the total cluster
 energy"), ``log`` (log of the energy; the DenseNet regressor), ``standardise`` (each pixel's
 energy standardised with its training mean and spread; the DNN regressor), or ``none``.
 Point clouds (design.md section 6): continuous cell features standardised, layer one-hot.
@@ -41,7 +41,7 @@ def raw_cloud_features(block) -> np.ndarray:
     cells with E <= 0 stay finite), eta and phi relative to the cluster centroid (phi wrapped),
     rperp (mm), cell size in eta and phi (design.md section 6: "energy, (eta, phi) relative to
     the centroid, radius, cell size"). The absolute cell energy carries the cluster energy
-    scale, which the fraction alone loses (P_EM uses the cluster energy too, seed 002 4.1)."""
+    scale, which the fraction alone loses (P_EM uses the cluster energy too, ATL-PHYS-PUB-2020-018 4.1)."""
     counts = np.diff(block.cell_offsets)
     owner = np.repeat(np.arange(len(counts)), counts)
     c, cl = block.cells, block.clusters

@@ -1,4 +1,4 @@
-"""The classification figures of ATL-PHYS-PUB-2020-018 (seed 002): Fig. 8 (pi0 rejection vs
+"""The classification figures of ATL-PHYS-PUB-2020-018: Fig. 8 (pi0 rejection vs
 pi+- efficiency with the P_EM baseline and a ratio panel), Fig. 9 (the same in bins of cluster
 E_EM), the rejection at 90 % pi+- efficiency vs cluster energy with its uncertainties, Figs. 1-2
 (average pi0 and pi+- images), Figs. 10-11 (pixel correlation with the output). Each figure is
@@ -168,7 +168,7 @@ def draw_rejection_vs_energy(ax, rax, table: dict, bins, name: str, color="C0"):
 def draw_run_plots(folder: Path, name: str, table: dict, stats: dict | None, bins) -> list:
     """The per-run figures of a classifier: Fig. 8, Fig. 9, the rejection vs energy, and
     (with ``stats`` from :func:`pionml.evaluate.images.image_statistics`) Figs. 1-2 and 10-11
-    of seed 002. ``table``: label, score, p_em, E_em per test cluster. Returns the files."""
+    of ATL-PHYS-PUB-2020-018. ``table``: label, score, p_em, E_em per test cluster. Returns the files."""
     import matplotlib.pyplot as plt
 
     from pionml.evaluate.plots import plot_rejection, plot_rejection_ratio

@@ -1,6 +1,6 @@
 """Per-pixel statistics of the images of many clusters, accumulated block by block.
 
-For seed 002 Figs. 1-2 (average pi0 and pi+- images) and Figs. 10-11 (Pearson correlation of
+For ATL-PHYS-PUB-2020-018 Figs. 1-2 (average pi0 and pi+- images) and Figs. 10-11 (Pearson correlation of
 each pixel with the classifier output): sums over rows read in spans from the dataset file,
 so a test split of any size is summarised in bounded memory.
 """

@@ -1,6 +1,6 @@
 """Classification metrics (design.md section 8), numpy only.
 
-Convention (seed 002 section 5, Fig. 8: "pi0 rejection (defined as the inverse of the pi0
+Convention (ATL-PHYS-PUB-2020-018 section 5, Fig. 8: "pi0 rejection (defined as the inverse of the pi0
 selection efficiency) as a function of the pi+ selection efficiency"). The score is
 P(pi0) (like the LCW EM probability). A cluster with ``score < threshold`` is selected as
 pi+- (hadronic). Then, at each threshold:
@@ -22,7 +22,7 @@ import numpy as np
 
 from pionml.errors import PionmlError
 
-#: Cluster EM-scale energy bins (GeV) of the per-bin tables (seed 002 Fig. 9 style).
+#: Cluster EM-scale energy bins (GeV) of the per-bin tables (ATL-PHYS-PUB-2020-018 Fig. 9 style).
 DEFAULT_E_BINS = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 1000.0)
 
 

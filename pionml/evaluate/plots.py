@@ -1,7 +1,7 @@
-"""Plot functions (style.md pattern 7, hist/mplhep style): each takes an ``ax`` and returns its
+"""Plot functions (hist/mplhep style): each takes an ``ax`` and returns its
 artists; no style is set here (the entry point applies ``mplhep.style.ATLAS``).
 
-Figures reproduced: seed 002 Fig. 8 (pi0 rejection vs pi+- efficiency with the P_EM baseline
+Figures reproduced: ATL-PHYS-PUB-2020-018 Fig. 8 (pi0 rejection vs pi+- efficiency with the P_EM baseline
 and a ratio panel), Fig. 9 (the same in bins of cluster energy), Figs. 1-2 (average pi0 and
 pi+- images and their difference), Figs. 10-11 (per-pixel Pearson correlation with the output).
 Efficiency conventions: see :mod:`pionml.evaluate.metrics`.
@@ -18,7 +18,7 @@ EFF_GRID = np.linspace(0.05, 0.99, 95)
 
 
 def use_atlas_style() -> None:
-    """The entry point sets the plot style once (style.md: mplhep ATLAS)."""
+    """The entry point sets the plot style once (mplhep's ATLAS style)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -57,7 +57,7 @@ def rejection_on_grid(curve: RocCurve, grid=EFF_GRID) -> np.ndarray:
 
 
 def plot_rejection(ax, curve: RocCurve, label: str, n_pi0: int | None = None, **kw):
-    """pi0 rejection (log scale) vs pi+- efficiency (seed 002 Fig. 8, top panel). With
+    """pi0 rejection (log scale) vs pi+- efficiency (ATL-PHYS-PUB-2020-018 Fig. 8, top panel). With
     ``n_pi0`` (the pi0 count of the sample) a band shows the binomial standard deviation of
     the pi0 efficiency, sqrt(eff (1 - eff) / n_pi0), carried to the rejection."""
     ok = (curve.pipm_eff > 0) & (curve.pi0_eff > 0)
@@ -75,7 +75,7 @@ def plot_rejection(ax, curve: RocCurve, label: str, n_pi0: int | None = None, **
 
 
 def plot_rejection_ratio(ax, curve: RocCurve, baseline: RocCurve, label: str, grid=EFF_GRID, **kw):
-    """Ratio of the pi0 rejection to the baseline's (seed 002 Fig. 8 bottom, Fig. 9b)."""
+    """Ratio of the pi0 rejection to the baseline's (ATL-PHYS-PUB-2020-018 Fig. 8 bottom, Fig. 9b)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = rejection_on_grid(curve, grid) / rejection_on_grid(baseline, grid)
     ok = np.isfinite(ratio)

@@ -2,9 +2,9 @@
 5.3, Figs. 12-15; the smallest-interval resolution of the moment-based calibrations).
 
 Response R = E_pred / E_true per cluster; in bins of E_true (or of E_EM): the median response,
-``iqr_resolution`` = half the 16-84 % inter-quantile range over the median (seed 002), and
+``iqr_resolution`` = half the 16-84 % inter-quantile range over the median (ATL-PHYS-PUB-2020-018), and
 ``s68_resolution`` = the shortest interval holding 68 % of the responses over twice the median
-(seeds 000/001); each with a bootstrap error. Every method (a run, the EM scale, LCW) is
+(the ATLAS 2023 cluster-calibration note and arXiv:2412.04370); each with a bootstrap error. Every method (a run, the EM scale, LCW) is
 summarised the same way.
 """
 
@@ -37,7 +37,7 @@ def shortest_interval(r: np.ndarray, fraction: float = 0.6826894921) -> float:
 
 
 def s68_resolution(r: np.ndarray) -> float:
-    """The shortest 68 % interval over twice the median (seeds 000/001: sigma_rel)."""
+    """The shortest 68 % interval over twice the median (the ATLAS 2023 cluster-calibration note and arXiv:2412.04370: sigma_rel)."""
     med = float(np.median(r))
     return shortest_interval(r) / (2 * med) if med != 0 else float("nan")
 
@@ -95,7 +95,7 @@ def _centres(rows):
 
 
 def draw_regression_plots(folder: Path, name: str, species: str, table: dict, metrics: dict) -> list:
-    """Seed 002 Figs. 12-15 for one run: the 2-D response vs E_true with the median for the
+    """ATL-PHYS-PUB-2020-018 Figs. 12-15 for one run: the 2-D response vs E_true with the median for the
     run, EM and LCW; the median response of the three on one plot; both resolutions with a
     ratio-to-LCW panel. Returns the files written."""
     import matplotlib.pyplot as plt

@@ -97,7 +97,7 @@ class Layer:
     _r_in: Callable = field(repr=False, compare=False)
     _r_out: Callable = field(repr=False, compare=False)
     missing_rows: tuple[int, ...] = ()  # eta rows that do not exist (EMB1 strip 0)
-    #: Image input group of the CNN / DenseNet (seed 002 4.2.2-4.2.3): 0 = EMB1 alone,
+    #: Image input group of the CNN / DenseNet (ATL-PHYS-PUB-2020-018 4.2.2-4.2.3): 0 = EMB1 alone,
     #: 1 = EMB2 + EMB3, 2 = the Tile layers; None = not imaged.
     image_group: int | None = None
 
@@ -278,7 +278,7 @@ class NoiseConfig:
     ``sigma_gev``: the electronic noise sigma_el(eta) = sigma0 (1 + slope |eta|), the noise that
     is injected into the cells (the samples have no pile-up). ``threshold_sigma_gev``: the sigma
     of the topo-clustering thresholds (seed, growth, boundary) and of every significance. With
-    ``thresholds = "total"`` (default: the 2018 data-taking conditions of seed 002 section 3)
+    ``thresholds = "total"`` (default: the 2018 data-taking conditions of ATL-PHYS-PUB-2020-018 section 3)
     it is sigma_total = sqrt(sigma_el^2 + sigma_pu^2) = f_pu sigma_el with the pile-up factor
     f_pu per layer of ``pileup_factor``; with ``thresholds = "electronic"`` it is sigma_el.
     ``scale`` multiplies every layer (the x0.5 / x2 scans of physics.md 10.1).
@@ -293,7 +293,7 @@ class NoiseConfig:
     # f_pu = sigma_total / sigma_el for the 2018 conditions [E], physics.md 2.4 (which gives
     # f_pu ~ 2-3 in EMB2, PS and Tile A and ~ 1.5-2 in EMB1 and EMB3; the public per-layer noise
     # figures, arXiv:1603.02934 section 2.2.2 / Fig. 3, could not be read as numbers).
-    # TUNED (issue 13) to the low end of those ranges, against the clustered pi+- response
+    # TUNED to the low end of those ranges, against the clustered pi+- response
     # R_clus of physics.md 7.2(d) at 0.5-2 GeV (which rests on the E/p data of 7.2(a)): the
     # middles (2.5 / 1.75; TileBar1/2 1.5 / 1.25) left 29 / 60 / 88 % of the 0.5 / 1 / 2 GeV
     # pi+- with a cluster and R_clus 0.15 / 0.32 / 0.43 (targets 0.30 / 0.40 / 0.47 +- 0.05-0.07);

@@ -1,6 +1,6 @@
 """Shared base of every model: a body, an optional scalar branch, named heads, its loss.
 
-Design (style.md patterns 3-4; EnergyFlow ``archbase``; PyG ``basic_gnn``; weaver-core's
+Design (EnergyFlow ``archbase``; PyG ``basic_gnn``; weaver-core's
 ``get_loss``): a model is built from a :class:`DataSpec` (the input sizes, taken from the data),
 the head specs its task asks for (:mod:`pionml.models.heads`), whether it reads the cluster
 scalars (E_EM, eta) through the shared scalar branch, and named hyper-parameters; unknown
@@ -116,7 +116,7 @@ class ClusterModel(nn.Module):
     data_defaults: dict = {}
     train_defaults: dict = {}
     trainable: bool = True
-    #: body variants of the family: "classify" (seed 002's classifiers), "regress" (its
+    #: body variants of the family: "classify" (ATL-PHYS-PUB-2020-018's classifiers), "regress" (its
     #: regressors, where they differ); a task names the variant it wants
     variants: tuple[str, ...] = ("classify", "regress")
     #: data options per variant on top of ``data_defaults`` (e.g. the regressors' image mode)

@@ -1,7 +1,7 @@
 """Baselines that are models too, so evaluation treats everything alike: ``pem`` (the LCW EM
-probability P_EM as the classifier score; seed 002 section 4.2, Fig. 8; seed 004 "Baseline
+probability P_EM as the classifier score; ATL-PHYS-PUB-2020-018 section 4.2, Fig. 8; the ATLAS ML4Jets 2023 talk "Baseline
 cluster calibration P^EM_clus") and the energy calibrations ``em`` (the EM scale) and ``lcw``
-(the LCW hadronic weighting, ``cluster_E_LCCalib``) for the ``regress`` task (seed 002 5.3).
+(the LCW hadronic weighting, ``cluster_E_LCCalib``) for the ``regress`` task (ATL-PHYS-PUB-2020-018 5.3).
 No trainable weights: they read their answer from the dataset.
 """
 

@@ -1,4 +1,4 @@
-"""Point-cloud models (design.md sections 6-7; seed 004: "all point cloud methods significantly
+"""Point-cloud models (design.md sections 6-7; the ATLAS ML4Jets 2023 talk: "all point cloud methods significantly
 outperform the baseline P_EM"): a GNN on the kNN cell graph and a particle-flow network.
 
 Cell features (per design.md 6, standardised by the loader): E / E_cluster, log E, eta and
@@ -16,7 +16,7 @@ from pionml.models.base import ClusterModel, DataSpec, mlp, register
 
 @register
 class GNN(ClusterModel):
-    """Message passing on the cell graph (seed 004, "GNN"): a per-cell embedding, ``n_conv``
+    """Message passing on the cell graph (the ATLAS ML4Jets 2023 talk, "GNN"): a per-cell embedding, ``n_conv``
     graph convolutions (residual) on kNN edges in (eta, phi, r), then mean, max and sum pooling
     over the cells of each cluster, and a dense layer.
 
@@ -67,7 +67,7 @@ class GNN(ClusterModel):
 
 @register
 class PFN(ClusterModel):
-    """Particle-flow network / Deep Sets (seed 004, "PFN", "Deep Sets"; Komiske et al.):
+    """Particle-flow network / Deep Sets (the ATLAS ML4Jets 2023 talk, "PFN", "Deep Sets"; Komiske et al.):
     F(sum over cells of Phi(cell)). No edges."""
 
     name = "pfn"

@@ -6,7 +6,7 @@ family builds them on its body's features with :func:`make_head` (a family may o
 values). A head maps (B, width) features to one tensor:
 
 - ``linear``: ``n`` outputs, no activation; (B,) when n = 1 (a logit, a standardised value);
-- ``scaled_tanh``: ``scale * tanh(linear)``, (B,) (the DenseNet regressor of seed 002 4.2.3);
+- ``scaled_tanh``: ``scale * tanh(linear)``, (B,) (the DenseNet regressor of ATL-PHYS-PUB-2020-018 4.2.3);
 - ``gaussian_mixture``: ``k`` modes as (B, k, 3) = (weight, mean, width) with the weights a
   softmax and the widths softplus + ``min_width`` (the Gaussian-mixture likelihoods of the
   moment-based calibrations, seeds 001 and 003).

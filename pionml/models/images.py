@@ -1,4 +1,4 @@
-"""Image models of seed 002 (ATL-PHYS-PUB-2020-018) section 4.2: DNN, CNN, DenseNet.
+"""Image models of ATL-PHYS-PUB-2020-018 section 4.2: DNN, CNN, DenseNet.
 
 Images are the six layers EMB1 128x4, EMB2 16x16, EMB3 8x16, Tile0 4x4, Tile1 4x4, Tile2 2x4
 (design.md section 5), normalised by the loader (fraction of the cluster energy for
@@ -16,7 +16,7 @@ from pionml.geometry import IMAGE_GROUPS
 from pionml.models.base import ClusterModel, DataSpec, mlp, register
 from pionml.models.heads import ScaledTanhHead
 
-#: The three input groups of the CNN and DenseNet (seed 002 4.2.2, 4.2.3), from the geometry.
+#: The three input groups of the CNN and DenseNet (ATL-PHYS-PUB-2020-018 4.2.2, 4.2.3), from the geometry.
 GROUPS = IMAGE_GROUPS
 
 
@@ -57,7 +57,7 @@ def upscale_group(batch_images: dict, names, size, conserve: bool = True) -> tor
 
 @register
 class DNN(ClusterModel):
-    """Fully connected networks of seed 002 section 4.2.1.
+    """Fully connected networks of ATL-PHYS-PUB-2020-018 section 4.2.1.
 
     Classifier (Fig. 3): each layer, flattened, feeds its own branch of three hidden layers with
     dropout 0.2; the six branch outputs are concatenated and followed by another hidden layer.
@@ -109,7 +109,7 @@ def _conv_stack(in_ch: int, channels, kernel, pool) -> nn.Sequential:
 
 @register
 class CNN(ClusterModel):
-    """Convolutional networks of seed 002 section 4.2.2: the classifier (Fig. 5) and, as the
+    """Convolutional networks of ATL-PHYS-PUB-2020-018 section 4.2.2: the classifier (Fig. 5) and, as the
     ``regress`` variant, the regressor (Fig. 6, :meth:`_build_regressor`).
 
     Classifier, three branches: EMB1 alone (its fine eta strips); EMB2 and EMB3 with shared filters, EMB3
@@ -140,7 +140,7 @@ class CNN(ClusterModel):
         return dense
 
     def _build_regressor(self, shapes, channels, dense, dropout) -> int:
-        """Seed 002 Fig. 6: all six layers on the 16x16 grid (4x4 convolutions), a flattened
+        """ATL-PHYS-PUB-2020-018 Fig. 6: all six layers on the 16x16 grid (4x4 convolutions), a flattened
         EMB1 branch, and (E, eta) through the shared scalar branch; concatenated, dense."""
         self.layer_names = list(shapes)
         self.grid = shapes[GROUPS[1][0]]  # EMB2's 16x16
@@ -184,7 +184,7 @@ def make_norm(kind: str, channels: int) -> nn.Module:
 
 
 class DenseBlock(nn.Module):
-    """Dense block of Huang et al. (seed 002 Ref. [40]): each layer BN-ReLU-conv3x3 sees the
+    """Dense block of Huang et al. (ATL-PHYS-PUB-2020-018 Ref. [40]): each layer BN-ReLU-conv3x3 sees the
     concatenation of the block input and of every previous layer's output."""
 
     def __init__(self, in_ch: int, n_layers: int, growth: int, norm: str = "batch"):
@@ -204,7 +204,7 @@ class DenseBlock(nn.Module):
 
 @register
 class DenseNet(ClusterModel):
-    """DenseNet of seed 002 section 4.2.3 (Fig. 7): three inputs (EMB1; EMB2+EMB3 at 16x16;
+    """DenseNet of ATL-PHYS-PUB-2020-018 section 4.2.3 (Fig. 7): three inputs (EMB1; EMB2+EMB3 at 16x16;
     Tile0-2 at 4x4), a stem (3x3 conv + pooling of the fine grids), a dense block of 13 layers
     on each, a transition (1x1 conv + pooling),
     flatten and dense; concatenated, dense with dropout. Regression output: tanh scaled to +-5.
@@ -252,7 +252,7 @@ class DenseNet(ClusterModel):
         return dense
 
     def make_head(self, name: str, spec: dict, width: int) -> nn.Module:
-        """A regression value (``value`` head, linear) is tanh scaled to +-5 (seed 002 4.2.3)."""
+        """A regression value (``value`` head, linear) is tanh scaled to +-5 (ATL-PHYS-PUB-2020-018 4.2.3)."""
         if name == "value" and spec["kind"] == "linear" and spec.get("n", 1) == 1:
             return ScaledTanhHead(width, scale=5.0)
         return super().make_head(name, spec, width)

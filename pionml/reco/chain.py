@@ -1,6 +1,6 @@
 """Simulated production: showers -> topo-clusters -> moments -> LCW -> MLTree ROOT file.
 
-This is what ``pionml simulate`` runs (issue 4): the fast simulation of :mod:`pionml.sim`, the
+This is what ``pionml simulate`` runs: the fast simulation of :mod:`pionml.sim`, the
 ATLAS topo-clustering and moments of :mod:`pionml.reco.clustering` and the LCW calibration of
 :mod:`pionml.reco.lcw`, written with the exact MLTree branch names (design.md section 4) so that a
 simulated file and a real ATLAS ntuple are interchangeable. It also derives the LCW tables

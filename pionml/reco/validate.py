@@ -1,4 +1,4 @@
-"""Validation of the reconstructed (clustered, LCW-calibrated) simulation (issue 4).
+"""Validation of the reconstructed (clustered, LCW-calibrated) simulation.
 
 Prints, beside the targets of physics.md 7.2(d), 7.3 and 7.6:
 - the clustered EM-scale response R_clus = sum of truth-matched cluster E^EM / E_pi of pi+-;
@@ -8,7 +8,7 @@ Prints, beside the targets of physics.md 7.2(d), 7.3 and 7.6:
 - the fraction of clusters tagged EM (EM_PROBABILITY >= 0.5) per species, clusters > 5 GeV;
 - the ROC AUC of EM_PROBABILITY alone for pi0 vs pi+- clusters (|eta| < 0.7,
   ENG_CALIB_TOT > 0.2 GeV) over the default spectrum, and the best AUC of any single moment;
-- per species over the default spectrum (seed 002 Figs 12a/13a, issue 13): the median
+- per species over the default spectrum (ATL-PHYS-PUB-2020-018 Figs 12a/13a): the median
   E^EM / ENG_CALIB_TOT of truth-matched clusters in ENG_CALIB_TOT bins, the median number of
   cells per cluster in the same bins, and the mean number of truth-matched clusters per pion in
   bins of the pion energy with the same edges.
@@ -125,7 +125,7 @@ def _bin_labels(edges=CALIB_BINS):
 
 
 def cluster_bins(pdg, truth_e, cluster_event, e_em, calib, n_cells, edges=CALIB_BINS):
-    """The issue-13 rows of one sample: per bin of ENG_CALIB_TOT the number of truth-matched
+    """The per-species low-energy rows of one sample: per bin of ENG_CALIB_TOT the number of truth-matched
     clusters (ENG_CALIB_TOT > 0), their median E^EM / ENG_CALIB_TOT and median cell count; per
     bin of the pion energy (same edges) the number of pions and the mean number of clusters per
     pion that are truth-matched with E^EM > 0 (physics.md 6.4). Returns {species: rows}, species
@@ -181,7 +181,7 @@ def low_energy_table(n_events=3000, seed=9, edges=CALIB_BINS):
 
 
 def format_low_energy(table) -> str:
-    lines = ["== issue 13: clusters per species over the default spectrum (truth-matched: "
+    lines = ["== clusters per species over the default spectrum (truth-matched: "
              "ENG_CALIB_TOT > 0; bins of ENG_CALIB_TOT in GeV, clusters per pion in bins of "
              "the pion energy, clusters with E^EM > 0)",
              f"{'species':>7} {'bin GeV':>9} {'clusters':>8} {'med E/CALIB':>11}"
@@ -191,8 +191,8 @@ def format_low_energy(table) -> str:
             lines.append(f"{species:>7} {r['bin']:>9} {r['n_clus']:>8} {r['median_r']:>11.3f}"
                          f" {r['median_cells']:>9.0f} {r['n_pions']:>6} "
                          f"{r['clusters_per_pion']:>9.2f}")
-    lines.append("seed 002 R1/R4 (Figs 12a, 13a): median E/CALIB clearly above 1 below 1 GeV for "
-                 "both species; pi+- under-calibrated from a few GeV up, pi0 ~ 1 there")
+    lines.append("ATL-PHYS-PUB-2020-018 section 5.3 (Figs 12a, 13a): an over-calibration of both "
+                 "species below 1 GeV; pi+- under-calibrated from a few GeV up, pi0 ~ 1 there")
     return "\n".join(lines)
 
 

@@ -58,7 +58,7 @@ class SimParams:
     r_moliere_lar_mm: float = 38.0  # R_M,eff EMB [D] 1.3
     r_moliere_tile_mm: float = 20.0  # R_M,eff Tile [D] 1.3
     lateral_u_max: float = 0.995  # truncation of the 1/(r^2+R^2)^2 tail (r <= 14 R) [E]
-    # TUNED (new in the issue-4 tuning; before: no splitting, i.e. tail_spot_emax = inf):
+    # TUNED (new in the first tuning; before: no splitting, i.e. tail_spot_emax = inf):
     # lateral tail splitting (showers.em_showers): spots heavier than tail_spot_emax sampled
     # beyond tail_split_rm (Moliere units) are split into <= tail_split_max light spots drawn
     # from the same lateral law beyond tail_split_rm [E]. The capped heavy spots of TeV
@@ -76,14 +76,14 @@ class SimParams:
     mip_gev_per_lambda_lar: float = 0.203
     mip_gev_per_lambda_tile: float = 0.200
     mip_gev_per_lambda_dm: float = 0.156
-    # NEW (issue 13) [E], physics.md 2.2 ("mip/e ... E_ion(primary & long-range tracks)") and
+    # NEW [E], physics.md 2.2 ("mip/e ... E_ion(primary & long-range tracks)") and
     # 4.2: the leading charged pion of a low-energy interaction carries a share
     # x = lead_frac_max / (1 + K / lead_k_gev) of the kinetic energy K at the interaction on as
     # MIP-like ionisation (showers._leading_track). Before (lead_frac_max = 0) the whole K became
     # a hadron shower, with 35 % invisible energy and the hadronic response, even at K < 1 GeV
     # where f_em = 0; so the low-energy charged-pion clusters held little MIP-like signal (20 %
     # of their ENG_CALIB_TOT at 0.2-1 GeV) and their EM-scale response sat at 0.69-0.79
-    # instead of above 1 (seed 002 sec 5.3, R1). x = 0.33 / 0.25 / 0.12 / 0.05 at
+    # instead of above 1 (ATL-PHYS-PUB-2020-018 sec 5.3, Fig. 12a). x = 0.33 / 0.25 / 0.12 / 0.05 at
     # K = 0.5 / 1 / 3 / 10 GeV, < 1 % above 50 GeV
     lead_frac_max: float = 0.5
     lead_k_gev: float = 1.0
@@ -102,7 +102,7 @@ class SimParams:
     fem_k: float = 0.83  # k [M:Groom] [E] tunable 4.3
     # TUNED from 0.12 to 0.20: the event-by-event f_em fluctuation is the part of the pion
     # resolution that cell weighting corrects; with 0.12 (and the Tile sampling term carrying the
-    # Tile resolution) LCW could not narrow the pi+- response (physics.md 7.3, issue 4)
+    # Tile resolution) LCW could not narrow the pi+- response (physics.md 7.3)
     fem_sigma_max: float = 0.20  # [E] tunable 4.3
     fem_sigma_scale: float = 0.8  # sigma = min(fem_sigma_max, 0.8 sqrt(mu(1-mu))) [E] 4.3
     cex_p10: float = 0.03  # P_cex at 10 GeV [E] tunable 4.3
@@ -157,9 +157,9 @@ class SimParams:
     stoch_em_lar: float = 0.10  # sqrt(GeV): sigma^2 = s^2 mu [S:Aharrouche] [E] tunable 2.2
     stoch_em_tile: float = 0.28  # [M] [E] tunable 2.2
     stoch_had_lar: float = 0.20  # [E] tunable 2.2
-    # TUNED 0.35 -> 0.58 (issue 13; physics.md 2.2 sets this term so that the Tile-standalone
-    # pion resolution reaches 52.9 %/sqrt(E) (+) 5.7 %, 7.4). History: 0.58 in issue 3, back to
-    # 0.35 in issue 4 because LCW then widened the pi+- response (with fem_sigma_max 0.12, and
+    # TUNED 0.35 -> 0.58 (physics.md 2.2 sets this term so that the Tile-standalone
+    # pion resolution reaches 52.9 %/sqrt(E) (+) 5.7 %, 7.4). History: 0.58, back to
+    # 0.35 because LCW then widened the pi+- response (with fem_sigma_max 0.12, and
     # on 400-event samples). Re-measured with the 2018 thresholds on 3000 pi+- per point and
     # LCW tables derived for each value: 0.35 gives Tile standalone 37.4 %/sqrt(E) (+) 7.9 %,
     # clustered EM-scale sigma/R 0.079 at 100 GeV (physics.md 7.4: 0.08-0.11) and LCW gains
@@ -185,7 +185,7 @@ class SimParams:
 
     # ---- noise (physics.md 2.4; sigma per cell from pionml.geometry) --------------------------
     # The noise values and the pile-up factors f_pu of the clustering thresholds (2018
-    # conditions, TUNED in issue 13 to the low end of the physics.md 2.4 ranges) live in
+    # conditions, TUNED to the low end of the physics.md 2.4 ranges) live in
     # pionml.geometry.NoiseConfig, with their history.
     window_half_width: float = 0.7  # noise window |deta|,|dphi| <= 0.7 around the particle [E]
     tile_double_gauss: bool = False  # option: Tile double Gaussian [S:Artamonov-2G]

@@ -1,9 +1,9 @@
-"""``classify``: pi0 vs pi+- (seed 002 section 4.2; design.md sections 7-8).
+"""``classify``: pi0 vs pi+- (ATL-PHYS-PUB-2020-018 section 4.2; design.md sections 7-8).
 
 Label 1 = pi0, 0 = pi+-; one ``logit`` head trained with binary cross-entropy on the logit
-(seed 002 footnote 3); the physical output is ``score`` = P(pi0), like the LCW EM probability;
+(ATL-PHYS-PUB-2020-018 footnote 3); the physical output is ``score`` = P(pi0), like the LCW EM probability;
 metrics are the ROC, AUC and pi0 rejection at 90 % pi+- efficiency against ``pem`` (P_EM), in
-bins of cluster E_em too; figures are seed 002 Figs. 1-2 and 8-11.
+bins of cluster E_em too; figures are ATL-PHYS-PUB-2020-018 Figs. 1-2 and 8-11.
 """
 
 from __future__ import annotations

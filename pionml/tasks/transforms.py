@@ -4,7 +4,7 @@ A transform maps a physical target (a label, an energy in GeV, a response) to wh
 learns, and back: ``inverse(forward(x)) == x``. Each works on numpy arrays and torch tensors
 alike, so the loss transforms batch targets on the device and the predictor maps head outputs
 back to physical units. Specs are strings joined by ``+``, applied left to right, e.g.
-``"log+standardise"`` (the standardised log of the true cluster energy of the seed 002
+``"log+standardise"`` (the standardised log of the true cluster energy of the ATL-PHYS-PUB-2020-018
 regressors) or ``"log10"`` (log10 R of the moment-based calibrations).
 """
 

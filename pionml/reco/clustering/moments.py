@@ -99,7 +99,7 @@ def cluster_moments(batch: ClusterBatch, cell_index, E, sigma, geo_or_tables, *,
         ``E_escaped`` (GeV): gives ENG_CALIB_TOT, ENG_CALIB_OUT_{L,M,T}, ENG_CALIB_EMB0 and,
         with ``dead_material``, ENG_CALIB_DEAD_{EMB0,TILE0,LEAKAGE,TOT} (physics.md 6.3).
     time : optional flat per-cell time (ns): the cluster time ``time`` and ``SECOND_TIME``
-        (physics.md 6.2; seed 001 App. B.1 Eqs 24-25): (w E)^2-weighted first moment and
+        (physics.md 6.2; arXiv:2412.04370 App. B.1 Eqs 24-25): (w E)^2-weighted first moment and
         variance of the cell times over the cells with significance E/sigma above
         ``config.time_min_significance`` (2; signed, as the seeds define it). A cluster without
         such a cell gets 0 for both.
