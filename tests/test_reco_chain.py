@@ -195,4 +195,37 @@ def test_simulate_command_noise_thresholds(tmp_path):
     parser = argparse.ArgumentParser()
     add(parser)
     with pytest.raises(ConfigError, match="out-dir"):
-        run(parser.parse_args(["--events", "10", "--noise-thresholds", "electronic"]))
+        run(parser.parse_args(["--events", "10", "--noise-thresholds", "electronic", "--install"]))
+
+
+def test_lcw_derive_writes_a_new_folder_that_simulate_uses(tmp_path, monkeypatch):
+    """lcw-derive never replaces the shipped tables unless --install; its folder feeds
+    simulate --lcw-tables."""
+    import argparse
+
+    from pionml.errors import ConfigError
+    from pionml.reco.chain import CLASSIFICATION_TABLE, WEIGHT_TABLE
+    from pionml.reco.cli import COMMANDS
+
+    shipped = (CLASSIFICATION_TABLE.read_bytes(), WEIGHT_TABLE.read_bytes())
+    monkeypatch.chdir(tmp_path)
+
+    def cmd(name, argv):
+        _, add, run = COMMANDS[name]
+        parser = argparse.ArgumentParser()
+        add(parser)
+        return run(parser.parse_args(argv))
+
+    assert cmd("lcw-derive", ["--events", "40", "--no-progress"]) == 0
+    (folder,) = list(tmp_path.glob("lcw_tables_*"))
+    assert {p.name for p in folder.iterdir()} >= {CLASSIFICATION_TABLE.name, WEIGHT_TABLE.name}
+    assert (CLASSIFICATION_TABLE.read_bytes(), WEIGHT_TABLE.read_bytes()) == shipped
+    with pytest.raises(ConfigError, match="not empty"):
+        cmd("lcw-derive", ["--events", "40", "--no-progress", "--out-dir", str(folder)])
+    out = tmp_path / "s.root"
+    assert cmd("simulate", ["--events", "4", "--out", str(out), "--particle", "pi+", "--energy",
+                            "20", "--lcw-tables", str(folder), "--no-progress"]) == 0
+    assert out.is_file()
+    with pytest.raises(ConfigError, match="missing 'classification.npz'"):
+        cmd("simulate", ["--events", "4", "--out", str(tmp_path / "t.root"), "--lcw-tables",
+                         str(tmp_path), "--no-progress"])

@@ -57,6 +57,19 @@ class LCWTables:
         return cls(ClassificationTable.load(classification), WeightTable.load(weights))
 
     @classmethod
+    def from_dir(cls, folder) -> "LCWTables":
+        """The tables ``classification.npz`` and ``weights.npz`` of a folder (e.g. one written
+        by ``pionml lcw-derive``); a missing file is a ConfigError naming it."""
+        from pionml.errors import ConfigError
+
+        folder = Path(folder)
+        for name in (CLASSIFICATION_TABLE.name, WEIGHT_TABLE.name):
+            if not (folder / name).is_file():
+                raise ConfigError(f"LCW tables folder '{folder}': missing '{name}' "
+                                  "(pionml lcw-derive writes both)")
+        return cls.load(folder / CLASSIFICATION_TABLE.name, folder / WEIGHT_TABLE.name)
+
+    @classmethod
     def default(cls) -> "LCWTables | None":
         """The shipped tables, or None (with a warning) if they are absent."""
         if CLASSIFICATION_TABLE.exists() and WEIGHT_TABLE.exists():

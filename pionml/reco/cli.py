@@ -40,6 +40,8 @@ def _add_simulate(p):
     p.add_argument("--energy-max", type=positive_float, default=2000.0, help="log-uniform range, GeV")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-lcw", action="store_true", help="do not apply the LCW calibration")
+    p.add_argument("--lcw-tables", metavar="DIR", default=None,
+                   help="LCW tables written by 'pionml lcw-derive' (default: the shipped ones)")
     p.add_argument("--batch-size", type=positive_int, default=1000)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_thresholds(p)
@@ -54,7 +56,12 @@ def _run_simulate(args):
     if args.energy is None and args.energy_min >= args.energy_max:
         raise ConfigError(f"--energy-min {args.energy_min} must be below --energy-max "
                           f"{args.energy_max}")
-    if args.noise_thresholds != "total" and not args.no_lcw:
+    lcw = None if args.no_lcw else "default"
+    if args.lcw_tables and not args.no_lcw:
+        from pionml.reco.chain import LCWTables
+
+        lcw = LCWTables.from_dir(args.lcw_tables)
+    elif args.noise_thresholds != "total" and not args.no_lcw:
         logger.warning("the shipped LCW tables belong to the total-noise thresholds; with "
                        "--noise-thresholds %s derive matching ones (pionml lcw-derive "
                        "--noise-thresholds %s --out-dir ...) or pass --no-lcw",
@@ -62,7 +69,7 @@ def _run_simulate(args):
     summary = simulate_to_root(
         args.out, args.events, particle=args.particle, energy=args.energy,
         energy_min=args.energy_min, energy_max=args.energy_max, seed=args.seed,
-        lcw=None if args.no_lcw else "default", batch_size=args.batch_size,
+        lcw=lcw, batch_size=args.batch_size,
         progress=not args.no_progress, geometry=_geometry(args))
     logger.info("summary: %s", summary)
     return 0
@@ -74,22 +81,35 @@ def _add_lcw(p):
     p.add_argument("--events", type=positive_int, default=20000,
                    help="events per sample (pi0, and pi+- half each charge)")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--out-dir", help="where to write the tables (default: the shipped ones)")
+    p.add_argument("--out-dir", help="where to write the tables (default: a new folder "
+                                      "lcw_tables_<time>; the shipped tables change only with --install)")
+    p.add_argument("--install", action="store_true",
+                   help="replace the tables shipped with pionml (used by every simulate)")
     p.add_argument("--no-progress", action="store_true")
     _add_thresholds(p)
 
 
 def _run_lcw(args):
-    from pionml.reco.chain import TABLE_DIR, derive_lcw_tables
+    from pathlib import Path
 
     from pionml.errors import ConfigError
+    from pionml.reco.chain import TABLE_DIR, derive_lcw_tables
 
-    if args.noise_thresholds != "total" and not args.out_dir:
+    if args.install and args.out_dir:
+        raise ConfigError("give --install (replace the shipped tables) or --out-dir, not both")
+    if args.install and args.noise_thresholds != "total":
         raise ConfigError("the shipped LCW tables belong to the default total-noise thresholds: "
-                          f"give --out-dir for tables of --noise-thresholds "
-                          f"{args.noise_thresholds}")
-    derive_lcw_tables(args.events, seed=args.seed, out_dir=args.out_dir or TABLE_DIR,
-                      progress=not args.no_progress, geometry=_geometry(args))
+                          f"tables of --noise-thresholds {args.noise_thresholds} go to --out-dir")
+    out = TABLE_DIR if args.install else Path(args.out_dir or time.strftime("lcw_tables_%Y%m%d-%H%M%S"))
+    if not args.install and out.exists() and any(out.iterdir()):
+        raise ConfigError(f"--out-dir '{out}' exists and is not empty")
+    derive_lcw_tables(args.events, seed=args.seed, out_dir=out, progress=not args.no_progress,
+                      geometry=_geometry(args))
+    if args.install:
+        logger.info("the shipped LCW tables in %s were replaced", out)
+    else:
+        logger.info("LCW tables written to %s; use them with: pionml simulate ... --lcw-tables %s "
+                    "(or pionml lcw-derive --install to make them the default)", out, out)
     return 0
 
 
@@ -99,7 +119,7 @@ def _add_validate(p):
     p.add_argument("--events", type=positive_int, default=2000,
                    help="events per sample point (default 2000; runtime ~1 min)")
     p.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
-    p.add_argument("--progress", action="store_true", help="show progress bars")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--no-clusters", action="store_true",
                    help="skip the clustered / LCW tables (physics.md 7.2(d), 7.3, 7.6)")
     p.add_argument("--cluster-events", type=positive_int, default=1000,
@@ -111,13 +131,13 @@ def _run_validate(args):
 
     t0 = time.perf_counter()
     logger.info("validate-sim: events=%d seed=%d", args.events, args.seed)
-    tables = validate_sim(n_events=args.events, seed=args.seed, progress=args.progress)
+    tables = validate_sim(n_events=args.events, seed=args.seed, progress=not args.no_progress)
     print(format_tables(tables))
     if not args.no_clusters:
         from pionml.reco.validate import validate_reco
 
         print(validate_reco(n_events=args.cluster_events, seed=args.seed,
-                            progress=args.progress))
+                            progress=not args.no_progress))
     print(f"validate-sim: {time.perf_counter() - t0:.1f} s")
     return 0
 
