@@ -105,3 +105,16 @@ def test_per_field_filters(tmp_path, compression):
         assert f["cells/id"].shuffle == (compression is not None)
         assert f["images/EMB2"].compression == compression and not f["images/EMB2"].shuffle
         assert f["clusters/E_em"].compression == compression
+
+
+def test_fields_carry_units_and_conventions(tmp_path):
+    from pionml.testing.fake_dataset import make_fake_dataset
+
+    path = make_fake_dataset(tmp_path / "f.h5", n_clusters=20)
+    with h5py.File(path) as f:
+        assert f["images/EMB2"].attrs["units"] == "GeV"
+        assert f["clusters/label"].attrs["description"].startswith("1 = pi0")
+        assert "0 = training, 1 = validation, 2 = test" in f["clusters/split"].attrs["description"]
+        assert "NOT the particle's energy" in f["clusters/E_true"].attrs["description"]
+        assert f["cells/rperp"].attrs["units"] == "mm"
+        assert "CENTER_LAMBDA" in f["clusters/moment_CENTER_LAMBDA"].attrs["description"]

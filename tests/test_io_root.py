@@ -19,7 +19,7 @@ from pionml.io.root import (
     write_mltree,
 )
 
-TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata"
+TESTDATA = Path(__file__).resolve().parent / "data"
 
 
 @pytest.fixture(scope="module")
@@ -113,9 +113,7 @@ def test_separate_geometry_file(tmp_path, small_geo):
 
 
 def test_root_written_vector_vector_ttree():
-    path = TESTDATA / "uproot-vectorVectorDouble.root"
-    if not path.exists():
-        pytest.skip("shared/testdata is not beside this checkout")
+    path = TESTDATA / "uproot-vectorVectorDouble.root"  # written by ROOT (tests/data/README.md)
     arr = read_tree(path, "t", ["x"])
     assert arr["x"].tolist()[:4] == [[], [[], []], [[10.0], [], [10.0, 20.0]], [[20.0, -21.0, -22.0]]]
 

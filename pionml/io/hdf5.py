@@ -51,6 +51,51 @@ def gather_csr(offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.nd
     return pos, new_offsets
 
 
+#: Units and meaning of the fields (design.md section 10), written as HDF5 attributes
+#: ``units`` and ``description`` on every dataset the writer creates.
+FIELD_DESCRIPTIONS = {
+    "images/*": ("GeV", "EM-scale energy of the cluster's cells per pixel of a 0.4 x 0.4 "
+                        "(eta, phi) window around the cluster centre; axis 1 = eta, axis 2 = phi, "
+                        "both increasing"),
+    "clusters/label": ("", "1 = pi0 cluster, 0 = pi+- cluster"),
+    "clusters/split": ("", "0 = training, 1 = validation, 2 = test (drawn per event)"),
+    "clusters/pdg": ("", "PDG code of the simulated particle (111, 211, -211)"),
+    "clusters/E_em": ("GeV", "cluster energy at the EM scale (cluster_E)"),
+    "clusters/E_true": ("GeV", "ENG_CALIB_TOT: the true energy deposited in the cluster's cells "
+                               "(calibration hits: visible, invisible and escaped); NOT the "
+                               "particle's energy, which is truth_E"),
+    "clusters/E_lcw": ("GeV", "LCW-calibrated cluster energy (cluster_E_LCCalib)"),
+    "clusters/p_em": ("", "LCW EM probability P_EM of the cluster (cluster_EM_PROBABILITY)"),
+    "clusters/truth_E": ("GeV", "energy of the simulated particle (truthPartE)"),
+    "clusters/eta": ("", "pseudorapidity of the cluster centre"),
+    "clusters/phi": ("rad", "azimuth of the cluster centre"),
+    "clusters/event": ("", "event number of the cluster's event"),
+    "clusters/cluster_index": ("", "index of the cluster in its event"),
+    "cells/offsets": ("", "CSR offsets: the cells of row i are [offsets[i], offsets[i+1])"),
+    "cells/E": ("GeV", "EM-scale cell energy"),
+    "cells/eta": ("", "pseudorapidity of the cell centre"),
+    "cells/phi": ("rad", "azimuth of the cell centre"),
+    "cells/rperp": ("mm", "transverse distance of the cell centre from the beam axis"),
+    "cells/deta": ("", "cell size in eta"),
+    "cells/dphi": ("rad", "cell size in phi"),
+    "cells/layer": ("", "index of the cell's layer in pionml.geometry.LAYERS"),
+    "cells/sampling": ("", "ATLAS CaloSampling code of the cell's layer"),
+    "cells/id": ("", "cell identifier (cell_geo_ID)"),
+}
+
+
+def field_description(key: str) -> tuple[str, str]:
+    """(units, description) of a dataset ``group/name`` ('' where none is known)."""
+    group, name = key.split("/", 1)
+    if key in FIELD_DESCRIPTIONS:
+        return FIELD_DESCRIPTIONS[key]
+    if f"{group}/*" in FIELD_DESCRIPTIONS:
+        return FIELD_DESCRIPTIONS[f"{group}/*"]
+    if group == "clusters" and name.startswith("moment_"):
+        return "", f"cluster moment {name[len('moment_'):]} (cluster_{name[len('moment_'):]})"
+    return "", ""
+
+
 def _json(obj) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
@@ -100,6 +145,12 @@ class DatasetWriter:
             self._ds[key] = groups[group].create_dataset(
                 name, shape=(0,) + tail, maxshape=(None,) + tail, dtype=np.dtype(dtype),
                 chunks=(rows,) + tail, track_times=False, **filters(key))
+        for key, ds in self._ds.items():  # units and conventions travel with the file
+            units, description = field_description(key)
+            if units:
+                ds.attrs["units"] = units
+            if description:
+                ds.attrs["description"] = description
 
     def append(self, clusters: dict[str, np.ndarray], images: dict[str, np.ndarray],
                cells: dict[str, np.ndarray], cells_per_cluster: np.ndarray) -> None:
