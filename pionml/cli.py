@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     for name, (help_text, add_arguments, run) in _load_commands().items():
         p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("-v", "--verbose", dest="sub_verbose", action="store_true",
+                       help="debug logging (also accepted before the command)")
         add_arguments(p)
         p.set_defaults(_run=run)
     return parser
@@ -125,7 +127,7 @@ def main(argv=None) -> int:
         return 2
     if args.global_no_progress and hasattr(args, "no_progress"):
         args.no_progress = True
-    configure_logging(args.verbose)
+    configure_logging(args.verbose or getattr(args, "sub_verbose", False))
     from pionml.errors import PionmlError
 
     log = logging.getLogger("pionml")

@@ -97,3 +97,19 @@ def test_task_options_and_the_command_line(tmp_path, data):
         header = (tmp_path / "em" / sp / "eval" / "predictions.csv").read_text().splitlines()[0]
         assert header == "event,cluster_index,label,E_em,eta,E_true,E_pred"
     assert main(["train", "--species", "pi0", "--data", str(data), "--out", str(tmp_path / "x")]) == 1
+
+
+def test_several_regression_runs_on_one_plot(tmp_path, data, capsys):
+    from pionml.cli import main
+
+    runs = []
+    for name in ("em", "lcw"):
+        runs.append(train_run(data, name, tmp_path / name, task="regress", config=TrainConfig(),
+                              progress=False, task_options={"species": "charged"}))
+    capsys.readouterr()
+    assert main(["evaluate", *map(str, runs), "--out", str(tmp_path / "cmp"), "--no-progress",
+                 "-v"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:4] == ["run", "model", "species", "n_clusters"]
+    for f in ("median_response_charged.png", "iqr_resolution_charged.png", "s68_resolution_charged.png"):
+        assert (tmp_path / "cmp" / f).stat().st_size > 0

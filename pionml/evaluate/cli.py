@@ -35,9 +35,14 @@ def run_evaluate(args) -> int:
     results = evaluate(args.runs, data=args.data, out=args.out, progress=not args.no_progress,
                        device=args.device, split=args.split, plots=not args.no_plots)
     if len(results) > 1:
-        keys = ["run", "model", "n_clusters", "auc", "auc_err", "rejection_at_eff90",
-                "rejection_at_eff90_err", "rejection_ratio_at_eff90",
-                "rejection_ratio_at_eff90_err"] if all(m.get("task") == "classify" for m in results) else None
+        keys = None
+        if all(m.get("task") == "classify" for m in results):
+            keys = ["run", "model", "n_clusters", "auc", "auc_err", "rejection_at_eff90",
+                    "rejection_at_eff90_err", "rejection_ratio_at_eff90",
+                    "rejection_ratio_at_eff90_err"]
+        elif all(m.get("task") == "regress" for m in results):
+            keys = ["run", "model", "species", "n_clusters", "median_response", "iqr_resolution",
+                    "s68_resolution"]
         print(metrics_table([{"run": r, **m} for r, m in zip(args.runs, results)], keys))
     return 0
 

@@ -175,3 +175,49 @@ def draw_regression_plots(folder: Path, name: str, species: str, table: dict, me
         plt.close(fig)
         written.append(folder / f"{res}.png")
     return written
+
+
+def draw_regression_comparison(folder: Path, results: list[dict]) -> list:
+    """Several regression runs of one species on one plot each (seed 002 Figs. 14-15): the
+    median response and both resolutions of every run, with EM and LCW from the first run's
+    clusters and the ratio to LCW. ``results``: dicts with ``name`` and ``metrics``."""
+    import matplotlib.pyplot as plt
+
+    folder = Path(folder)
+    written = []
+    m0 = results[0]["metrics"]
+    species = m0.get("species", "")
+    what = {"pi0": r"$\pi^0$", "charged": r"$\pi^\pm$"}.get(species, species)
+    curves = [(r["name"], r["metrics"]["bins_E_true_model"], plt.cm.tab10(i % 10), "o")
+              for i, r in enumerate(results) if r["name"] not in ("em", "lcw")]
+    curves += [(METHOD_STYLE[m][0], m0[f"bins_E_true_{m}"], METHOD_STYLE[m][1], METHOD_STYLE[m][2])
+               for m in ("em", "lcw") if f"bins_E_true_{m}" in m0]
+    ref = m0.get("bins_E_true_lcw")
+    for key, ylabel, fname in (("median_response", "median response", "median_response"),
+                               ("iqr_resolution", "half 16-84 % width / median", "iqr_resolution"),
+                               ("s68_resolution", "shortest 68 % / (2 median)", "s68_resolution")):
+        fig, (ax, rax) = plt.subplots(2, 1, figsize=(7, 7), sharex=True,
+                                      gridspec_kw={"height_ratios": [3, 1], "hspace": 0.05})
+        for label, rows, color, marker in curves:
+            ok = [i for i, row in enumerate(rows) if row[key] is not None]
+            x = _centres(rows)[ok]
+            y = np.array([rows[i][key] for i in ok])
+            ax.errorbar(x, y, yerr=[rows[i][f"{key}_err"] for i in ok], fmt=marker + "-",
+                        color=color, label=label, capsize=2, ms=4)
+            if ref is not None:
+                den = np.array([ref[i][key] if ref[i][key] else np.nan for i in ok])
+                rax.plot(x, y / den, marker + "-", color=color, ms=4)
+        if key == "median_response":
+            ax.axhline(1, color="grey", ls=":", lw=1)
+        ax.set_xscale("log")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{what} clusters, test sample", fontsize="small")
+        ax.legend(fontsize="x-small", ncol=2)
+        rax.axhline(1, color="grey", ls=":", lw=1)
+        rax.set_ylabel("ratio to LCW", fontsize="small")
+        rax.set_xlabel(r"$E_{true}$ = ENG_CALIB_TOT [GeV]")
+        out = folder / f"{fname}_{species}.png"
+        fig.savefig(out, dpi=120, bbox_inches="tight")
+        plt.close(fig)
+        written.append(out)
+    return written

@@ -86,12 +86,20 @@ def evaluate(run_dirs, data=None, out=None, progress: bool = False, device: str 
                         "table": table, "metrics": metrics})
     if len(results) > 1:
         names = "_".join(dict.fromkeys(r["name"] for r in results))
+        if len(names) > 60:
+            names = f"{len(results)}runs"
         cmp_dir = Path(out) if out else Path(run_dirs[0]).parent / f"compare_{names}_{split}"
         cmp_dir.mkdir(parents=True, exist_ok=True)
         if plots and all(r["task"] == "classify" for r in results):
             from pionml.evaluate.classification import draw_comparison
 
             draw_comparison(cmp_dir, results)
+        elif plots and all(r["task"] == "regress" for r in results):
+            from pionml.evaluate.regression import draw_regression_comparison
+
+            for species in dict.fromkeys(r["metrics"]["species"] for r in results):
+                draw_regression_comparison(cmp_dir, [r for r in results
+                                                     if r["metrics"]["species"] == species])
         summary = [{"run": r["run"], **{k: v for k, v in r["metrics"].items()
                                         if not isinstance(v, list)}} for r in results]
         write_json(cmp_dir / "summary.json", summary)
