@@ -88,6 +88,8 @@ def draw_comparison(folder: Path, results: list[dict]) -> Path:
     names = [r["name"] for r in results]
     fig, ax, rax = _rejection_figure()
     for i, r in enumerate(results):
+        if r["name"] == "pem" and baseline_available(t0["p_em"]):
+            continue  # P_EM is drawn once, as the baseline
         t = r["table"]
         curve = roc_curve(t["label"], t["score"])
         name = r["name"] if names.count(r["name"]) == 1 else f"{r['name']} ({Path(r['run']).name})"
