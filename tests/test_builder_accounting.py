@@ -3,7 +3,6 @@ clusters read = kept + each drop reason + each skip reason, always; and without 
 a damaged file is a clear error (DataError naming the file), never anything else."""
 
 import numpy as np
-import pytest
 
 from pionml.builder.builder import build_dataset
 from pionml.errors import DataError

@@ -1,7 +1,6 @@
 """Model registry and heads: every model runs forward and backward on a tiny batch, heads keep
 their physical ranges, the scalar branch reads the cluster scalars (design.md section 7)."""
 
-import numpy as np
 import pytest
 import torch
 

@@ -252,7 +252,6 @@ class EdgeCache:
         scaled positions ``pos`` and batch offsets ``cell_offsets``."""
         from pionml.io.hdf5 import gather_csr
 
-        counts = np.diff(cell_offsets)
         todo = np.flatnonzero(~self.done[positions])
         if len(todo):
             cpos, coff = gather_csr(cell_offsets, todo)

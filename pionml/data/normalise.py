@@ -95,16 +95,11 @@ class RunningMoments:
 
 @dataclass
 class Standardiser:
-    """x -> (x - mean) / std per column; fitted on the training split (JetNet pattern)."""
+    """x -> (x - mean) / std per column; fitted on the training split by streaming
+    (:class:`RunningMoments`), invertible (JetNet pattern)."""
 
     mean: np.ndarray
     std: np.ndarray
-
-    @classmethod
-    def fit(cls, x: np.ndarray) -> "Standardiser":
-        x = np.asarray(x, dtype=np.float64)
-        std = x.std(axis=0)
-        return cls(mean=x.mean(axis=0), std=np.where(std > 0, std, 1.0))
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         """float32 in, float32 out (the batch path: no float64 copy of a batch of images)."""

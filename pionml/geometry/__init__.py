@@ -562,7 +562,7 @@ class CellGeometry:
     def _overlaps(self, la: int, lb: int) -> tuple[np.ndarray, np.ndarray]:
         """Pairs (cell of layer la, cell of layer lb) whose eta-phi rectangles overlap by a
         strictly positive area (physics.md 5.2)."""
-        A, B = LAYERS[la], LAYERS[lb]
+        B = LAYERS[lb]
         ia = np.flatnonzero(self.layer == la)
         if len(ia) == 0 or not (self.layer == lb).any():
             return np.zeros(0, np.int64), np.zeros(0, np.int64)

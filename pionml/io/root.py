@@ -13,7 +13,6 @@ import logging
 import os
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np

@@ -8,7 +8,6 @@ classifiers). Shapes are taken from the data (:class:`DataSpec`), never hard-cod
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from pionml.errors import ConfigError

@@ -253,7 +253,6 @@ def _sigma32(geo: CellGeometry) -> tuple[np.ndarray, np.ndarray]:
 def _simulate_batch(rng, p: SimParams, geo: CellGeometry, pdg, energy, eta, phi, noise: bool,
                     hw, strip: int, fluctuate: bool) -> SimEvents:
     n = len(pdg)
-    ev = np.arange(n)
     nan2 = np.full((n, 2), np.nan)
     gamma_e, gamma_eta, gamma_phi, conv_r = nan2.copy(), nan2.copy(), nan2.copy(), nan2.copy()
     # --- EM particles: pi0 photons (physics.md 3.1), photons, electrons

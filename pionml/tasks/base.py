@@ -14,7 +14,7 @@ import logging
 
 import numpy as np
 
-from pionml.errors import CheckpointError, ConfigError, DataError
+from pionml.errors import CheckpointError, ConfigError
 from pionml.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -140,11 +140,3 @@ class Task:
     def plots(self, folder, name: str, table: dict, dataset, progress: bool = False) -> list:
         """Draw the task's figures into ``folder``; returns the files written."""
         return []
-
-
-def check_finite(name: str, values: np.ndarray, where: str) -> None:
-    """DataError naming the field, the count and where, if any value is NaN or inf."""
-    bad = ~np.isfinite(np.asarray(values, dtype=np.float64))
-    if bad.any():
-        raise DataError(f"{where}: '{name}' is NaN or inf in {int(bad.sum())} rows "
-                        f"(first at position {int(np.argmax(bad))})")
