@@ -67,7 +67,7 @@ def main() -> int:
             continue
         torch.manual_seed(0)
         model = build_model(name, spec, heads=task.heads, variant=task.model_variant,
-                            scalars=task.scalars and cls.trainable)
+                            scalars=task.scalars)
         config = DataConfig(source=args.source, **cls.data_options(task.model_variant))
         builder = BatchBuilder(norms[config.image_mode], model.inputs,
                                fields=task.fields + model.cluster_fields, knn_k=config.knn_k)

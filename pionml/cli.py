@@ -45,36 +45,23 @@ def finite_float(text: str) -> float:
     return _number(text, float)
 
 
-def positive_int(text: str) -> int:
-    """An integer >= 1."""
-    value = _number(text, int)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def _at_least(kind, low, strict: bool, doc: str):
+    """A converter: a number of ``kind`` above ``low`` (``strict``) or at least ``low``."""
+
+    def convert(text: str):
+        value = _number(text, kind)
+        if value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {low}, got {value:g}")
+        return value
+
+    convert.__doc__ = doc
+    return convert
 
 
-def non_negative_int(text: str) -> int:
-    """An integer >= 0."""
-    value = _number(text, int)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """A finite number > 0."""
-    value = _number(text, float)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value:g}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    """A finite number >= 0."""
-    value = _number(text, float)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value:g}")
-    return value
+positive_int = _at_least(int, 1, False, "An integer >= 1.")
+non_negative_int = _at_least(int, 0, False, "An integer >= 0.")
+positive_float = _at_least(float, 0, True, "A finite number > 0.")
+non_negative_float = _at_least(float, 0, False, "A finite number >= 0.")
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -278,3 +278,20 @@ def test_pionml_help_imports_nothing_heavy():
             "names = set(p._subparsers._group_actions[0].choices); "
             "assert {'build', 'train', 'simulate', 'geometry', 'evaluate'} <= names, names")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_evaluation_hashes_the_training_file_only_when_it_changed(tmp_path, data, monkeypatch):
+    import os
+
+    import pionml.io
+
+    run = train_run(data, "pem", tmp_path / "pem", config=CFG, progress=False)
+    calls = []
+    real = pionml.io.file_sha256
+    monkeypatch.setattr(pionml.io, "file_sha256", lambda p, *a: calls.append(p) or real(p, *a))
+    evaluate([run], plots=False)
+    assert calls == []  # the card's sha256 still describes the untouched file
+    st = os.stat(data)
+    os.utime(data, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    evaluate([run], plots=False)
+    assert len(calls) == 1

@@ -19,7 +19,8 @@ import torch
 from numba import njit
 
 from pionml.data.normalise import (CLOUD_FEATURES, FEATURE_CLUSTER_FIELDS, Normalisation,
-                                   n_layers, raw_cloud_features, raw_scalars)
+                                   cloud_feature_width, n_layers, raw_cloud_features,
+                                   raw_scalars)
 from pionml.errors import DataError
 from pionml.io.hdf5 import CLOUD_CELL_FIELDS, ClusterBlock
 
@@ -185,7 +186,7 @@ class BatchBuilder:
 
     @property
     def n_cloud_features(self) -> int:
-        return len(CLOUD_FEATURES) + n_layers()
+        return cloud_feature_width()
 
     def __call__(self, block: ClusterBlock, edge_cache: "EdgeCache | None" = None,
                  positions=None) -> ClusterBatch:

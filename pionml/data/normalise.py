@@ -36,6 +36,11 @@ def n_layers() -> int:
     return len(LAYERS)
 
 
+def cloud_feature_width() -> int:
+    """Width of a point-cloud node: the continuous features and the layer one-hot."""
+    return len(CLOUD_FEATURES) + n_layers()
+
+
 def raw_cloud_features(block) -> np.ndarray:
     """(n_cells, 7) float32: E / E_em(cluster), log(E / GeV) (floored at 1 MeV, so that noise
     cells with E <= 0 stay finite), eta and phi relative to the cluster centroid (phi wrapped),

@@ -46,7 +46,7 @@ def evaluate(run_dirs, data=None, out=None, progress: bool = False, device: str 
     import matplotlib
 
     matplotlib.use("Agg")
-    from pionml.io import file_sha256
+    from pionml.io import file_sha256, unchanged_since
     from pionml.io.hdf5 import DatasetFile
     from pionml.runs import CARD_FILE, EVAL_DIR, Run, write_json
     from pionml.device import pick_device
@@ -58,8 +58,11 @@ def evaluate(run_dirs, data=None, out=None, progress: bool = False, device: str 
     for run_dir in run_dirs:
         run = Run.load(run_dir, device=device)
         path = run.data_path(data)
-        sha = run.card.get("data", {}).get("sha256")
-        if sha and file_sha256(path) != sha:
+        record = run.card.get("data", {})
+        sha = record.get("sha256")
+        # the training's own file, untouched since: its recorded hash holds, no second hashing
+        own = Path(record.get("path", "")) == path.resolve() and unchanged_since(path, record)
+        if sha and not own and file_sha256(path) != sha:
             logger.warning("run %s was trained on a file with sha256 %s; evaluating on %s (different)",
                            run_dir, sha[:12], path)
         table = run.predict(path, split=None if split == "all" else split, device=device,

@@ -18,6 +18,20 @@ def file_sha256(path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def file_stamp(path) -> dict:
+    """Size and modification time of a file: enough to tell that a file recorded earlier was
+    not touched since, without hashing it again (gigabytes take tens of seconds)."""
+    st = Path(path).stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def unchanged_since(path, record: dict) -> bool:
+    """True when ``path`` has the size and modification time ``record`` holds
+    (:func:`file_stamp`), i.e. its recorded sha256 still describes it."""
+    return all(k in record for k in ("size", "mtime_ns")) and file_stamp(path) == {
+        "size": record["size"], "mtime_ns": record["mtime_ns"]}
+
+
 def file_info(path) -> dict:
     """Name, size and sha256 of a file (provenance attributes; no directory, so the record does
     not depend on where the file was read from)."""

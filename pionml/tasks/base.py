@@ -86,6 +86,9 @@ class Task:
             rows = rows[keep]
         return rows
 
+    def check_rows(self, dataset, rows, split: str) -> None:
+        """Refuse rows the task cannot learn from (e.g. a single class); nothing by default."""
+
     def selection_text(self) -> str:
         return "all rows"
 

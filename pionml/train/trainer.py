@@ -351,11 +351,10 @@ class Trainer:
 
 def data_spec(dataset):
     """Input sizes taken from the data: image shapes, cloud feature width, scalar width."""
-    from pionml.data.normalise import CLOUD_FEATURES, SCALAR_FEATURES, n_layers
+    from pionml.data.normalise import SCALAR_FEATURES, cloud_feature_width
     from pionml.models import DataSpec
 
-    return DataSpec(image_shapes=dataset.image_shapes,
-                    n_cloud_features=len(CLOUD_FEATURES) + n_layers(),
+    return DataSpec(image_shapes=dataset.image_shapes, n_cloud_features=cloud_feature_width(),
                     n_scalars=len(SCALAR_FEATURES))
 
 
@@ -403,7 +402,7 @@ def train_run(data_path, model_name: str, out_dir, task: str = "classify",
     from pionml.data.batch import BatchBuilder
     from pionml.data.normalise import Normalisation
     from pionml.data.sources import DataConfig, make_source, source_kind
-    from pionml.io import file_sha256
+    from pionml.io import file_sha256, file_stamp
     from pionml.io.hdf5 import DatasetFile
     from pionml.models import build_model, model_class
     from pionml.tasks import Task, make_task
@@ -441,30 +440,21 @@ def train_run(data_path, model_name: str, out_dir, task: str = "classify",
         if len(train_rows) == 0 or len(val_rows) == 0:
             raise ConfigError(f"dataset '{data_path}': empty train ({len(train_rows)}) or "
                               f"validation ({len(val_rows)}) split for task '{task}'")
-        if hasattr(task_obj, "check_rows"):
-            task_obj.check_rows(ds, train_rows, "train")
+        task_obj.check_rows(ds, train_rows, "train")
         model = build_model(model_name, data_spec(ds), heads=task_obj.heads,
-                            scalars=task_obj.scalars and model_class(model_name).trainable,
-                            variant=task_obj.model_variant, **hyper)
-        if not model.trainable:
-            for name in model.cluster_fields:
-                ds.require(clusters=(name,))
-                values = ds.read_rows(val_rows, clusters=(name,)).clusters[name]
-                if not np.all(np.isfinite(values)):
-                    raise ConfigError(f"model '{model_name}' scores with {name}, which is NaN in "
-                                      f"'{data_path}' (dataset built without LCW tables?)")
+                            scalars=task_obj.scalars, variant=task_obj.model_variant, **hyper)
         if not resume:
             task_obj.fit(ds, train_rows)
             norm = Normalisation.fit(ds, train_rows, inputs=model.inputs,
                                      image_mode=data_config.image_mode, progress=progress and dist.is_main)
+        fields_needed = tuple(task_obj.fields) + tuple(model.cluster_fields)
+        builder = BatchBuilder(norm, model.inputs, fields=fields_needed, knn_k=data_config.knn_k)
+        # the per-cluster inputs are checked up front (a baseline's p_em or E_lcw too)
+        check_finite_fields(ds, np.concatenate([train_rows, val_rows]), builder.cluster_fields)
+        # one choice of source for both splits: the memory budget is the run's
+        kind = source_kind(ds, len(train_rows) + len(val_rows), builder, data_config)
     logger.info("train %s (task %s) on %s -> %s, device %s, config %s, hyper %s, data %s",
                 model_name, task, data_path, out, device, asdict(config), hyper, data_config.to_dict())
-    fields_needed = tuple(task_obj.fields) + tuple(model.cluster_fields)
-    builder = BatchBuilder(norm, model.inputs, fields=fields_needed, knn_k=data_config.knn_k)
-    with DatasetFile(data_path) as ds:  # the per-cluster inputs are checked up front
-        check_finite_fields(ds, np.concatenate([train_rows, val_rows]), builder.cluster_fields)
-    with DatasetFile(data_path) as ds:  # one choice for both splits: the budget is the run's
-        kind = source_kind(ds, len(train_rows) + len(val_rows), builder, data_config)
     train_src = make_source(data_path, train_rows, builder, data_config, what="train", kind=kind)
     val_src = make_source(data_path, val_rows, builder, data_config, what="validation", kind=kind)
     if dist.is_main:
@@ -493,6 +483,7 @@ def train_run(data_path, model_name: str, out_dir, task: str = "classify",
             "heads": model.head_specs,
             "n_parameters": int(sum(p.numel() for p in model.parameters())),
             "data": {"path": str(data_path.resolve()), "sha256": sha,
+                     **file_stamp(data_path),
                      "n_train": len(train_rows), "n_val": len(val_rows),
                      "source": train_src.kind, "options": data_config.to_dict()},
             "package_version": pionml.__version__, "torch_version": torch.__version__,
