@@ -113,3 +113,40 @@ def test_several_regression_runs_on_one_plot(tmp_path, data, capsys):
     assert table[0].split()[:4] == ["run", "model", "species", "n_clusters"]
     for f in ("median_response_charged.png", "iqr_resolution_charged.png", "s68_resolution_charged.png"):
         assert (tmp_path / "cmp" / f).stat().st_size > 0
+
+
+def test_response_target_round_trips_and_trains(tmp_path, data):
+    """target='response': the head learns log(E_true/E_EM); the exact head output gives E_true
+    back, a zero output gives E_EM x the training rows' geometric-mean ratio; a run keeps it."""
+    import torch
+    from types import SimpleNamespace
+
+    from pionml.cli import main
+
+    task = make_task("regress", species="charged", target="response")
+    with DatasetFile(data) as ds:
+        rows = task.rows(ds, "train")
+        task.fit(ds, rows)
+        cl = ds.read_rows(rows, clusters=("E_true", "E_em", "label")).clusters
+    assert np.all(cl["E_em"] > 0) and np.all(cl["label"] == 0)
+    e_true = torch.tensor(cl["E_true"], dtype=torch.float64)
+    e_em = torch.tensor(cl["E_em"], dtype=torch.float64)
+    batch = SimpleNamespace(clusters={"E_true": e_true, "E_em": e_em})
+    value = task.target.forward(e_true / e_em)
+    np.testing.assert_allclose(task.physical({"value": value}, batch)["E_pred"], cl["E_true"], rtol=1e-5)
+    gmean = np.exp(np.mean(np.log(cl["E_true"] / cl["E_em"])))
+    np.testing.assert_allclose(task.physical({"value": torch.zeros(len(rows))}, batch)["E_pred"],
+                               cl["E_em"] * gmean, rtol=1e-5)
+    assert float(task.loss({"value": value.float()}, batch)) < 1e-10
+    with pytest.raises(ConfigError, match="unknown target 'mass'"):
+        make_task("regress", target="mass")
+
+    assert main(["train", "--task", "regress", "--species", "charged", "--target", "response",
+                 "--model", "dnn", "--epochs", "1", "--data", str(data), "--out",
+                 str(tmp_path / "r"), "--no-progress", "--no-eval"]) == 0
+    run = Run.load(tmp_path / "r")
+    assert run.task.options["target"] == "response"
+    table = run.predict(data)
+    assert np.all(np.isfinite(table["E_pred"])) and 0.2 < np.median(table["E_pred"] / table["E_true"]) < 5
+    assert main(["train", "--task", "classify", "--target", "response", "--data", str(data),
+                 "--out", str(tmp_path / "c")]) == 1

@@ -97,7 +97,7 @@ class MeanWidthTask(Task):
         y = self.target.forward(batch.clusters["E_true"])
         return torch.mean((outputs["mean"].float() - y) ** 2)
 
-    def physical(self, outputs):
+    def physical(self, outputs, batch=None):
         mean, width = outputs["mean"].double(), torch.exp(outputs["log_width"].double())
         e = self.target.inverse(mean)
         # width of the standardised log: sigma_E / E = width * std of log E

@@ -221,14 +221,16 @@ class Run:
             ds.require(clusters=fields)
             table = {"rows": rows, **ds.read_rows(rows, clusters=fields).clusters}
         builder = BatchBuilder(self.normalisation, self.model.inputs,
-                               fields=self.model.cluster_fields, knn_k=self.data_config.knn_k)
+                               fields=tuple(self.task.fields) + tuple(self.model.cluster_fields),
+                               knn_k=self.data_config.knn_k)
         source = make_source(path, rows, builder, self.data_config, what=f"predict {self.name}")
         loader = source.loader(batch_size, shuffle=False, num_workers=num_workers,
                                pin_memory=device.type == "cuda")
         got_rows, outs = [], {}
         for batch in progress_bar(loader, desc=f"predict {self.name}", progress=progress,
                                   leave=False, total=-(-len(rows) // batch_size)):
-            phys = self.task.physical(self.model(batch.to(device)))
+            batch = batch.to(device)
+            phys = self.task.physical(self.model(batch), batch)
             got_rows.append(batch.rows.numpy())
             for k, v in phys.items():
                 outs.setdefault(k, []).append(v.float().cpu().numpy())

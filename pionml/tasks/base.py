@@ -122,8 +122,9 @@ class Task:
     def loss(self, outputs: dict, batch, **options):  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def physical(self, outputs: dict) -> dict:  # pragma: no cover - abstract
-        """Head outputs (tensors) -> physical quantities (tensors), keys = ``columns``."""
+    def physical(self, outputs: dict, batch=None) -> dict:  # pragma: no cover - abstract
+        """Head outputs (tensors) -> physical quantities (tensors), keys = ``columns``; ``batch``
+        (the model's input batch) carries the per-cluster ``fields`` a conversion may need."""
         raise NotImplementedError
 
     # evaluation -----------------------------------------------------------------------------

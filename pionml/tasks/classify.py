@@ -48,7 +48,7 @@ class ClassifyTask(Task):
     def loss(self, outputs: dict, batch, **options) -> torch.Tensor:
         return F.binary_cross_entropy_with_logits(outputs["logit"].float(), batch.clusters["label"])
 
-    def physical(self, outputs: dict) -> dict:
+    def physical(self, outputs: dict, batch=None) -> dict:
         return {"score": torch.sigmoid(outputs["logit"].float())}
 
     def metrics(self, table: dict) -> dict:

@@ -5,7 +5,14 @@ Species ``pi0`` (label 1) or ``charged`` (pi+ and pi-, label 0). Target: the tru
 deposited in the cluster, ``E_true`` (= ENG_CALIB_TOT), as its standardised log (transform
 fitted on the species' training rows and saved with the run); one ``value`` head, mean squared
 error; the model reads the cluster's E_EM and eta through its scalar branch besides the cells.
-The physical output is ``E_pred`` in GeV. Baselines ``em`` and ``lcw`` give ``E_pred``
+The physical output is ``E_pred`` in GeV.
+
+Option ``target``: ``energy`` (the seed-002 recipe above) or ``response``: the head learns the
+standardised log of E_true / E_EM and E_pred = E_EM x the predicted ratio. A network that
+outputs the training mean then reproduces the EM scale up to a constant, so the EM-scale
+resolution is where it starts rather than what it must rediscover from the standardised log
+energy (a pionml option, not in the seeds; the moment calibrations of seeds 000/001 target the
+response for the same reason). Clusters with E_EM <= 0 cannot use it and are left out, counted. Baselines ``em`` and ``lcw`` give ``E_pred``
 directly. Metrics: median response and two resolutions in bins of E_true and of E_EM, beside the
 EM scale and LCW (:mod:`pionml.evaluate.regression`).
 """
@@ -34,7 +41,9 @@ class RegressTask(Task):
     select_fields = ("label", "E_true")
     metric_fields = ("E_lcw",)
     columns = {"E_pred": "%.6g"}
-    defaults = {"species": "charged", "transform": "log+standardise"}
+    defaults = {"species": "charged", "target": "energy", "transform": "log+standardise"}
+    #: target option -> what the head learns (before the transform)
+    TARGETS = {"energy": "E_true", "response": "E_true / E_EM"}
     loss_name = "mean squared error of the standardised log E_true"
 
     def __init__(self, **options):
@@ -42,7 +51,22 @@ class RegressTask(Task):
         if self.options["species"] not in SPECIES:
             raise ConfigError(f"task 'regress': unknown species '{self.options['species']}' "
                               f"(choices: {', '.join(SPECIES)})")
+        if self.options["target"] not in self.TARGETS:
+            raise ConfigError(f"task 'regress': unknown target '{self.options['target']}' "
+                              f"(choices: {', '.join(self.TARGETS)})")
         self.target = TargetTransform(self.options["transform"])
+        if self.by_response:
+            self.fields = ("E_true", "E_em")
+            self.select_fields = ("label", "E_true", "E_em")
+            self.loss_name = "mean squared error of the standardised log E_true/E_EM"
+
+    @property
+    def by_response(self) -> bool:
+        return self.options["target"] == "response"
+
+    def _goal(self, e_true, e_em):
+        """What the head learns, before the transform: E_true, or E_true / E_EM."""
+        return e_true / e_em if self.by_response else e_true
 
     @property
     def species(self) -> str:
@@ -50,13 +74,18 @@ class RegressTask(Task):
 
     def select(self, clusters: dict, where: str = "") -> np.ndarray:
         e = np.asarray(clusters["E_true"], dtype=np.float64)
-        return (np.asarray(clusters["label"]) == SPECIES[self.species]) & np.isfinite(e) & (e > 0)
+        keep = (np.asarray(clusters["label"]) == SPECIES[self.species]) & np.isfinite(e) & (e > 0)
+        if self.by_response:
+            keep &= np.asarray(clusters["E_em"], dtype=np.float64) > 0
+        return keep
 
     def selection_text(self) -> str:
-        return f"{self.species} clusters with E_true > 0"
+        return f"{self.species} clusters with E_true > 0" + (" and E_EM > 0" if self.by_response else "")
 
     def fit(self, dataset, rows) -> None:
-        self.target.fit(dataset.read_rows(rows, clusters=("E_true",)).clusters["E_true"])
+        cl = dataset.read_rows(rows, clusters=self.fields).clusters
+        self.target.fit(self._goal(cl["E_true"].astype(np.float64),
+                                   cl["E_em"].astype(np.float64) if self.by_response else None))
 
     def state(self) -> dict:
         return {"target": self.target.to_dict()}
@@ -66,13 +95,19 @@ class RegressTask(Task):
             self.target = TargetTransform.from_dict(state["target"])
 
     def loss(self, outputs: dict, batch, **options) -> torch.Tensor:
-        y = self.target.forward(batch.clusters["E_true"].double()).float()
-        return F.mse_loss(outputs["value"].float(), y)
+        c = batch.clusters
+        goal = self._goal(c["E_true"].double(), c["E_em"].double() if self.by_response else None)
+        return F.mse_loss(outputs["value"].float(), self.target.forward(goal).float())
 
-    def physical(self, outputs: dict) -> dict:
+    def physical(self, outputs: dict, batch=None) -> dict:
         if "E_pred" in outputs:  # a baseline that gives the energy itself
             return {"E_pred": outputs["E_pred"].float()}
-        return {"E_pred": self.target.inverse(outputs["value"].double()).float()}
+        e = self.target.inverse(outputs["value"].double())
+        if self.by_response:
+            if batch is None or "E_em" not in batch.clusters:
+                raise ValueError("regress with target 'response' needs the batch's E_em")
+            e = e * batch.clusters["E_em"].double()
+        return {"E_pred": e.float()}
 
     def metrics(self, table: dict) -> dict:
         from pionml.evaluate.regression import regression_metrics

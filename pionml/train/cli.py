@@ -29,6 +29,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--species", choices=("pi0", "charged", "both"), default=None,
                    help="regress: the species of the clusters (charged = pi+ and pi-); both "
                         "trains the two runs one after the other (default charged)")
+    p.add_argument("--target", choices=("energy", "response"), default=None,
+                   help="regress: what the network learns: energy = the standardised log of "
+                        "E_true (ATL-PHYS-PUB-2020-018); response = the standardised log of "
+                        "E_true/E_EM, E_pred = E_EM x the ratio (default energy)")
     p.add_argument("--data", default=None,
                    help=f"HDF5 dataset (default: {DEFAULT_DATASET}, built when missing)")
     p.add_argument("--epochs", type=positive_int, default=None,
@@ -72,8 +76,9 @@ def check_train_arguments(args) -> dict:
 
     model_class(args.model)
     task_class(args.task)
-    if args.species and args.task != "regress":
-        raise ConfigError(f"--species is an option of --task regress, not of '{args.task}'")
+    for opt in ("species", "target"):
+        if getattr(args, opt) and args.task != "regress":
+            raise ConfigError(f"--{opt} is an option of --task regress, not of '{args.task}'")
     pick_device(args.device)
     if args.resume and not args.out:
         raise ConfigError("--resume needs --out RUN (the run folder to continue)")
@@ -107,6 +112,11 @@ def ensure_default_dataset(path: Path, progress: bool, recipe: Path = DEFAULT_RE
     if not built.is_file():
         raise ConfigError(f"make_dataset did not produce '{built}'")
     return built
+
+
+def regress_options(species: str, target: str | None) -> dict:
+    """The regress task's options from the command line (the task's defaults otherwise)."""
+    return {"species": species, **({"target": target} if target else {})}
 
 
 def run_train(args) -> int:
@@ -155,7 +165,7 @@ def run_train(args) -> int:
         try:
             run_dir = train_run(data, args.model, out, task=args.task, config=config, hyper=hyper,
                                 data_options=data_options, progress=progress, resume=args.resume,
-                                task_options={"species": sp} if sp else None)
+                                task_options=regress_options(sp, args.target) if sp else None)
         except KeyboardInterrupt:
             if (out / "checkpoint.pt").is_file():
                 logger.error("interrupted; continue with: pionml train --task %s --model %s%s "
