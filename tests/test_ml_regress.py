@@ -150,3 +150,24 @@ def test_response_target_round_trips_and_trains(tmp_path, data):
     assert np.all(np.isfinite(table["E_pred"])) and 0.2 < np.median(table["E_pred"] / table["E_true"]) < 5
     assert main(["train", "--task", "classify", "--target", "response", "--data", str(data),
                  "--out", str(tmp_path / "c")]) == 1
+
+
+def test_flat_spectrum_weights_equalise_log_bins():
+    """weight='flat': the weighted training spectrum is flat in log10 E_true (two decades with
+    3:1 counts get equal total weight), the mean weight is 1, and the state round-trips."""
+    from pionml.tasks.transforms import SpectrumWeights
+
+    rng = np.random.default_rng(2)
+    e = 10 ** np.concatenate([rng.uniform(0, 1, 3000), rng.uniform(1, 2, 1000)])
+    w = SpectrumWeights(bins=10).fit(e)
+    we = w(e)
+    assert we.mean() == pytest.approx(1.0)
+    low, high = we[e < 10].sum(), we[e >= 10].sum()
+    assert low / high == pytest.approx(1.0, abs=0.1)  # unweighted: 3.0
+    back = SpectrumWeights.from_dict(json.loads(json.dumps(w.to_dict())))
+    np.testing.assert_allclose(back(e), we)
+
+    import torch
+    np.testing.assert_allclose(w(torch.tensor(e)).numpy(), we)
+    with pytest.raises(ConfigError, match="unknown weight 'steep'"):
+        make_task("regress", weight="steep")

@@ -12,7 +12,11 @@ standardised log of E_true / E_EM and E_pred = E_EM x the predicted ratio. A net
 outputs the training mean then reproduces the EM scale up to a constant, so the EM-scale
 resolution is where it starts rather than what it must rediscover from the standardised log
 energy (a pionml option, not in the seeds; the moment calibrations of seeds 000/001 target the
-response for the same reason). Clusters with E_EM <= 0 cannot use it and are left out, counted. Baselines ``em`` and ``lcw`` give ``E_pred``
+response for the same reason). Clusters with E_EM <= 0 cannot use it and are left out, counted.
+
+Option ``weight``: ``none`` (seed 002) or ``flat``: each training cluster weighted by the inverse
+of the training spectrum in log10 E_true (:class:`~pionml.tasks.transforms.SpectrumWeights`), so
+that the falling spectrum of soft clusters does not pull the predictions of a bin of E_true down. Baselines ``em`` and ``lcw`` give ``E_pred``
 directly. Metrics: median response and two resolutions in bins of E_true and of E_EM, beside the
 EM scale and LCW (:mod:`pionml.evaluate.regression`).
 """
@@ -25,7 +29,7 @@ import torch.nn.functional as F
 
 from pionml.errors import ConfigError
 from pionml.tasks.base import Task, register_task
-from pionml.tasks.transforms import TargetTransform
+from pionml.tasks.transforms import SpectrumWeights, TargetTransform
 
 #: Species -> the label its clusters carry (1 = pi0).
 SPECIES = {"pi0": 1, "charged": 0}
@@ -41,7 +45,9 @@ class RegressTask(Task):
     select_fields = ("label", "E_true")
     metric_fields = ("E_lcw",)
     columns = {"E_pred": "%.6g"}
-    defaults = {"species": "charged", "target": "energy", "transform": "log+standardise"}
+    defaults = {"species": "charged", "target": "energy", "weight": "none",
+                "transform": "log+standardise"}
+    WEIGHTS = ("none", "flat")
     #: target option -> what the head learns (before the transform)
     TARGETS = {"energy": "E_true", "response": "E_true / E_EM"}
     loss_name = "mean squared error of the standardised log E_true"
@@ -54,7 +60,11 @@ class RegressTask(Task):
         if self.options["target"] not in self.TARGETS:
             raise ConfigError(f"task 'regress': unknown target '{self.options['target']}' "
                               f"(choices: {', '.join(self.TARGETS)})")
+        if self.options["weight"] not in self.WEIGHTS:
+            raise ConfigError(f"task 'regress': unknown weight '{self.options['weight']}' "
+                              f"(choices: {', '.join(self.WEIGHTS)})")
         self.target = TargetTransform(self.options["transform"])
+        self.weights = SpectrumWeights() if self.options["weight"] == "flat" else None
         if self.by_response:
             self.fields = ("E_true", "E_em")
             self.select_fields = ("label", "E_true", "E_em")
@@ -86,18 +96,29 @@ class RegressTask(Task):
         cl = dataset.read_rows(rows, clusters=self.fields).clusters
         self.target.fit(self._goal(cl["E_true"].astype(np.float64),
                                    cl["E_em"].astype(np.float64) if self.by_response else None))
+        if self.weights is not None:
+            self.weights.fit(cl["E_true"])
 
     def state(self) -> dict:
-        return {"target": self.target.to_dict()}
+        out = {"target": self.target.to_dict()}
+        if self.weights is not None:
+            out["weights"] = self.weights.to_dict()
+        return out
 
     def load_state(self, state: dict) -> None:
         if "target" in state:
             self.target = TargetTransform.from_dict(state["target"])
+        if self.weights is not None and "weights" in state:
+            self.weights = SpectrumWeights.from_dict(state["weights"])
 
     def loss(self, outputs: dict, batch, **options) -> torch.Tensor:
         c = batch.clusters
         goal = self._goal(c["E_true"].double(), c["E_em"].double() if self.by_response else None)
-        return F.mse_loss(outputs["value"].float(), self.target.forward(goal).float())
+        y = self.target.forward(goal).float()
+        if self.weights is None:
+            return F.mse_loss(outputs["value"].float(), y)
+        w = self.weights(c["E_true"].double()).float()
+        return (w * (outputs["value"].float() - y) ** 2).sum() / w.sum()
 
     def physical(self, outputs: dict, batch=None) -> dict:
         if "E_pred" in outputs:  # a baseline that gives the energy itself

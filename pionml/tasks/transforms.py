@@ -168,3 +168,66 @@ class TargetTransform:
         for step, state in zip(t.steps, states):
             step.load_state(state)
         return t
+
+
+class SpectrumWeights:
+    """Training weights that make the spectrum of a positive quantity flat in its log10: the
+    inverse of the training rows' histogram (``bins`` equal bins between the 0.5 and 99.5 %
+    quantiles, the outer ones extended to the edges), normalised to a mean of 1 over the training
+    rows and capped at ``cap``. Used by ``regress --weight flat``: with a falling E_true spectrum a
+    mean-squared-error regressor is pulled towards the many soft clusters (the prior), which
+    biases its response low in bins of E_true; equal weight per log E_true bin removes that pull."""
+
+    def __init__(self, bins: int = 20, cap: float = 20.0):
+        self.bins, self.cap = int(bins), float(cap)
+        self.edges = np.zeros(0)
+        self.values = np.zeros(0)
+
+    def fit(self, x: np.ndarray) -> "SpectrumWeights":
+        lx = _log(np.asarray(x, dtype=np.float64), 10.0)
+        if lx.size == 0:
+            raise ConfigError("cannot fit spectrum weights on no rows")
+        lo, hi = np.quantile(lx, [0.005, 0.995])
+        if not hi > lo:
+            hi = lo + 1e-6
+        self.edges = np.linspace(lo, hi, self.bins + 1)
+        counts = np.bincount(self._bin(lx), minlength=self.bins).astype(np.float64)
+        w = np.where(counts > 0, 1.0 / np.maximum(counts, 1.0), 0.0)
+        w = np.minimum(w / (w[self._bin(lx)].mean()), self.cap)
+        self.values = w / w[self._bin(lx)].mean()
+        return self
+
+    def _bin(self, lx):
+        inner = self.edges[1:-1]
+        if _is_torch(lx):
+            import torch
+
+            return torch.bucketize(lx, torch.as_tensor(inner, dtype=lx.dtype, device=lx.device),
+                                   right=True)
+        return np.searchsorted(inner, lx, side="right")
+
+    def __call__(self, x):
+        """The weight of each value of ``x`` (numpy array or tensor)."""
+        idx = self._bin(_log(x, 10.0))
+        if _is_torch(x):
+            import torch
+
+            return torch.as_tensor(self.values, dtype=x.dtype, device=x.device)[idx]
+        return self.values[idx]
+
+    def to_dict(self) -> dict:
+        return {"bins": self.bins, "cap": self.cap, "edges": self.edges.tolist(),
+                "values": self.values.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SpectrumWeights":
+        try:
+            w = cls(d["bins"], d["cap"])
+            w.edges = np.asarray(d["edges"], dtype=np.float64)
+            w.values = np.asarray(d["values"], dtype=np.float64)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"spectrum weights: bad saved form ({exc!r})") from exc
+        if len(w.edges) != w.bins + 1 or len(w.values) != w.bins:
+            raise CheckpointError(f"spectrum weights: {len(w.edges)} edges and {len(w.values)} "
+                                  f"values for {w.bins} bins")
+        return w

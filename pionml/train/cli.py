@@ -33,6 +33,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="regress: what the network learns: energy = the standardised log of "
                         "E_true (ATL-PHYS-PUB-2020-018); response = the standardised log of "
                         "E_true/E_EM, E_pred = E_EM x the ratio (default energy)")
+    p.add_argument("--weight", choices=("none", "flat"), default=None,
+                   help="regress: training weights; flat = equal weight per log E_true bin, "
+                        "against the pull of the soft clusters (default none)")
     p.add_argument("--data", default=None,
                    help=f"HDF5 dataset (default: {DEFAULT_DATASET}, built when missing)")
     p.add_argument("--epochs", type=positive_int, default=None,
@@ -76,7 +79,7 @@ def check_train_arguments(args) -> dict:
 
     model_class(args.model)
     task_class(args.task)
-    for opt in ("species", "target"):
+    for opt in ("species", "target", "weight"):
         if getattr(args, opt) and args.task != "regress":
             raise ConfigError(f"--{opt} is an option of --task regress, not of '{args.task}'")
     pick_device(args.device)
@@ -114,9 +117,10 @@ def ensure_default_dataset(path: Path, progress: bool, recipe: Path = DEFAULT_RE
     return built
 
 
-def regress_options(species: str, target: str | None) -> dict:
+def regress_options(species: str, target: str | None, weight: str | None) -> dict:
     """The regress task's options from the command line (the task's defaults otherwise)."""
-    return {"species": species, **({"target": target} if target else {})}
+    return {"species": species, **({"target": target} if target else {}),
+            **({"weight": weight} if weight else {})}
 
 
 def run_train(args) -> int:
@@ -165,7 +169,7 @@ def run_train(args) -> int:
         try:
             run_dir = train_run(data, args.model, out, task=args.task, config=config, hyper=hyper,
                                 data_options=data_options, progress=progress, resume=args.resume,
-                                task_options=regress_options(sp, args.target) if sp else None)
+                                task_options=regress_options(sp, args.target, args.weight) if sp else None)
         except KeyboardInterrupt:
             if (out / "checkpoint.pt").is_file():
                 logger.error("interrupted; continue with: pionml train --task %s --model %s%s "
