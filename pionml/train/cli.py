@@ -32,10 +32,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", choices=("energy", "response"), default=None,
                    help="regress: what the network learns: energy = the standardised log of "
                         "E_true (ATL-PHYS-PUB-2020-018); response = the standardised log of "
-                        "E_true/E_EM, E_pred = E_EM x the ratio (default energy)")
+                        "E_true/E_EM, E_pred = E_EM x the ratio (default response)")
     p.add_argument("--weight", choices=("none", "flat"), default=None,
                    help="regress: training weights; flat = equal weight per log E_true bin, "
-                        "against the pull of the soft clusters (default none)")
+                        "against the pull of the soft clusters (default flat; ATL-PHYS-PUB-2020-018: "
+                        "--target energy --weight none)")
     p.add_argument("--data", default=None,
                    help=f"HDF5 dataset (default: {DEFAULT_DATASET}, built when missing)")
     p.add_argument("--epochs", type=positive_int, default=None,
