@@ -6,8 +6,13 @@ point cloud of its cells (:mod:`pionml.builder.pointcloud`). Files are read in c
 and written incrementally, so the output can be larger than memory.
 
 Selection (each a counted drop reason, in this order): a cluster with no written cell
-("no_cells": legal data, design.md 4), ``|cluster eta| < eta_max`` ("eta"),
-``ENG_CALIB_TOT > min_calib`` ("calib"), ``E_EM > min_em`` ("em_energy"). Bad data raises a
+("no_cells": legal data, design.md 4), ``|cluster eta| < eta_max`` ("eta"), a cluster none of
+whose written cells lies in pionml's barrel layers ("not_in_barrel": outside the imaged
+acceptance, e.g. an endcap cluster of a full-calorimeter CellGeo), ``ENG_CALIB_TOT > min_calib``
+("calib"), ``E_EM > min_em`` ("em_energy"). A kept cluster's cells in other CaloSamplings
+(endcap, HEC, FCAL, Tile gap/extended barrel: a cluster near |eta| = 1.4) are neither imaged nor
+in its point cloud (whose ``layer`` one-hot covers the barrel layers only); they are counted
+(``cells_outside_barrel``). Bad data raises a
 :class:`~pionml.errors.DataError` naming file, tree, branch, entry and cluster, or with
 ``on_error="skip"`` is a counted skip at the smallest bad unit (:data:`SKIP_REASONS`): a bad
 cluster goes alone (NaN/inf or beyond :data:`ENERGY_MAX` energies, non-finite eta/phi, moments
@@ -86,8 +91,8 @@ class BuildSummary:
     clusters_read: int = 0
     clusters_kept: int = 0
     events_read: int = 0
-    dropped: dict = field(default_factory=lambda: {"no_cells": 0, "eta": 0, "calib": 0,
-                                                    "em_energy": 0})
+    dropped: dict = field(default_factory=lambda: {"no_cells": 0, "eta": 0, "not_in_barrel": 0,
+                                                    "calib": 0, "em_energy": 0})
     skipped: dict = field(default_factory=lambda: {k: 0 for k in SKIP_REASONS})
     events_skipped: dict = field(default_factory=lambda: {k: 0 for k in EVENT_REASONS})
     skipped_files: list = field(default_factory=list)
@@ -100,6 +105,10 @@ class BuildSummary:
     image_energy_fraction_median: float = float("nan")
     pixel_collisions: int = 0
     cells_kept: int = 0
+    #: cells of kept clusters in samplings other than pionml's barrel layers (not imaged, not in
+    #: the point clouds), and the kept clusters that have such cells
+    cells_outside_barrel: int = 0
+    clusters_with_cells_outside_barrel: int = 0
     seconds: float = 0.0
 
     def counts(self) -> dict:
@@ -153,6 +162,10 @@ class BuildSummary:
                      f"per cluster mean {self.image_energy_fraction_mean:.4f}, median "
                      f"{self.image_energy_fraction_median:.4f}")
         lines.append(f"pixels that received more than one cell: {self.pixel_collisions}")
+        if self.cells_outside_barrel:
+            lines.append(f"cells outside pionml's barrel layers (not imaged, not in the point "
+                         f"clouds): {self.cells_outside_barrel} in "
+                         f"{self.clusters_with_cells_outside_barrel} kept clusters")
         rate = self.clusters_read / self.seconds if self.seconds > 0 else float("nan")
         lines.append(f"time: {self.seconds:.1f} s ({rate:.0f} clusters/s read)")
         return "\n".join(lines)
@@ -204,6 +217,33 @@ def check_split(split, what: str = "split") -> tuple[float, float, float]:
 
 
 _check_split = check_split
+
+
+def expand_inputs(inputs) -> list[Path]:
+    """Input paths as given, with wildcards expanded (``'user.*.root'``, quoted so that the
+    shell leaves it to pionml: sorted, a pattern matching nothing is an error) and ``@LIST``
+    files read (one path or pattern a line; blank lines and ``#`` comments ignored)."""
+    import glob
+
+    out: list[Path] = []
+    for item in inputs:
+        item = os.fspath(item)
+        if item.startswith("@") and not os.path.exists(item):
+            listed = Path(item[1:])
+            if not listed.is_file():
+                raise PionmlError(f"build: input list not found: {where(file=listed)}")
+            lines = [ln.split("#", 1)[0].strip() for ln in listed.read_text().splitlines()]
+            base = listed.parent
+            out += expand_inputs([ln if os.path.isabs(ln) else str(base / ln)
+                                  for ln in lines if ln])
+        elif glob.has_magic(item) and not os.path.exists(item):
+            found = sorted(glob.glob(item))
+            if not found:
+                raise PionmlError(f"build: no input file matches the pattern '{item}'")
+            out += [Path(p) for p in found]
+        else:
+            out.append(Path(item))
+    return out
 
 
 def _np(arr, dtype=None) -> np.ndarray:
@@ -305,7 +345,7 @@ class _Builder:
         from pionml.io import check_output
 
         t0 = time.perf_counter()
-        inputs = [Path(p) for p in inputs]
+        inputs = expand_inputs(inputs)
         if not inputs:
             raise ConfigError("build: no input files")
         # inputs, geometry and output checked before anything is read or opened for writing
@@ -668,18 +708,31 @@ class _Builder:
         s.dropped["no_cells"] += int(cut_cells.sum())
         good &= ~cut_cells
         cut_eta = good & ~(np.abs(per_cluster["cluster_Eta"]) < sel.eta_max)
-        cut_calib = good & ~cut_eta & ~(per_cluster["cluster_ENG_CALIB_TOT"] > sel.min_calib)
-        cut_em = good & ~cut_eta & ~cut_calib & ~(per_cluster["cluster_E"] > sel.min_em)
+        good &= ~cut_eta
+        # cells in pionml's barrel layers (a full-calorimeter CellGeo has others: layer -1)
+        in_barrel = np.where(gidx >= 0, geo.layer[np.maximum(gidx, 0)], -1) >= 0
+        barrel_cells = np.bincount(clus_of_cell[in_barrel], minlength=n)
+        cut_barrel = good & (barrel_cells == 0)
+        good &= ~cut_barrel
+        cut_calib = good & ~(per_cluster["cluster_ENG_CALIB_TOT"] > sel.min_calib)
+        cut_em = good & ~cut_calib & ~(per_cluster["cluster_E"] > sel.min_em)
         s.dropped["eta"] += int(cut_eta.sum())
+        s.dropped["not_in_barrel"] += int(cut_barrel.sum())
         s.dropped["calib"] += int(cut_calib.sum())
         s.dropped["em_energy"] += int(cut_em.sum())
-        keep = good & ~cut_eta & ~cut_calib & ~cut_em
+        keep = good & ~cut_calib & ~cut_em
         kidx = np.flatnonzero(keep)
         nk = len(kidx)
         if nk == 0:
             return
-        cell_keep = np.repeat(keep, cells_per_cluster)
-        kcpc = cells_per_cluster[kidx]
+        # the point cloud and the images take the kept clusters' barrel cells
+        cell_keep = np.repeat(keep, cells_per_cluster) & in_barrel
+        outside = int(cells_per_cluster[kidx].sum() - barrel_cells[kidx].sum())
+        if outside:
+            s.cells_outside_barrel += outside
+            s.clusters_with_cells_outside_barrel += int(
+                (barrel_cells[kidx] < cells_per_cluster[kidx]).sum())
+        kcpc = barrel_cells[kidx]
         kclus_of_cell = np.repeat(np.arange(nk), kcpc)
         kg = gidx[cell_keep]
         kE = ecell[cell_keep]

@@ -14,7 +14,9 @@ logger = logging.getLogger(__name__)
 def add_build_arguments(p: argparse.ArgumentParser) -> None:
     from pionml.cli import finite_float, non_negative_float, positive_float, positive_int
 
-    p.add_argument("inputs", nargs="+", metavar="FILE.root", help="MLTree ROOT files (EventTree)")
+    p.add_argument("inputs", nargs="+", metavar="FILE.root",
+                   help="MLTree ROOT files (EventTree, or the image-format ClusterTree); "
+                        "wildcards in quotes ('user.*.root') and @LIST.txt (a path a line) work")
     p.add_argument("--geometry", metavar="CELLGEO.root", default=None,
                    help="file holding the CellGeo tree (default: the CellGeo of each input file)")
     p.add_argument("--out", required=True, metavar="DATASET.h5", help="output HDF5 dataset")
