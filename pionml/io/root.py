@@ -579,26 +579,69 @@ def _first_bad_value(values, item: str = "cell") -> str:
 CLUSTER_TREE_IMAGES = {layer.image_name: (layer.name, layer.image_shape) for layer in IMAGE_LAYERS}
 
 
+#: ClusterTree scalars -> pionml's cluster-table names; the first name present is read (older
+#: files name the cluster energy ``clusterE`` or ``cluster_E``).
+CLUSTER_TREE_SCALARS = {
+    "E_em": ("clusterE", "cluster_E"),
+    "E_lcw": ("clusterECalib", "cluster_E_LCCalib"),
+    "E_true": ("cluster_ENG_CALIB_TOT",),
+    "p_em": ("cluster_EM_PROBABILITY",),
+    "eta": ("clusterEta", "cluster_Eta"),
+    "phi": ("clusterPhi", "cluster_Phi"),
+    "event": ("eventNumber",),
+    "cluster_index": ("clusterIndex", "cluster_Index"),
+    "truth_E": ("truthE", "truthPartE"),
+    "pdg": ("truthPdgId", "truthPartPdgId", "pdgId"),
+    "n_cells": ("cluster_nCells",),
+}
+#: Scalars of a ClusterTree that are not moments (everything else ``cluster_<X>`` is one).
+_CLUSTER_TREE_NOT_MOMENTS = {n for names in CLUSTER_TREE_SCALARS.values() for n in names} | {
+    "cluster_Pt", "cluster_sumCellE", "cluster_nCells_tot"}
+
+
+def cluster_tree_layout(path, tree: str = CLUSTER_TREE) -> dict:
+    """What a ``ClusterTree`` holds: ``images`` (pionml image name -> branch), ``scalars``
+    (pionml cluster-table name -> branch, those present) and ``moments`` (moment name -> branch:
+    every other one-number ``cluster_<X>`` branch). Raises SchemaError for a missing image."""
+    f = _open(path)
+    t = _get_tree(f, path, tree)
+    keys = set(t.keys())
+    images = {}
+    for img, (atlas_name, _shape) in CLUSTER_TREE_IMAGES.items():
+        name = atlas_name if atlas_name in keys else img if img in keys else None
+        if name is None:
+            raise SchemaError(f"{where(file=path, tree=tree, branch=atlas_name)}: missing image "
+                              f"branch")
+        images[img] = name
+    scalars = {k: next(n for n in names if n in keys)
+               for k, names in CLUSTER_TREE_SCALARS.items() if any(n in keys for n in names)}
+    moments = {}
+    for b in sorted(keys):
+        if b.startswith("cluster_") and b not in _CLUSTER_TREE_NOT_MOMENTS \
+                and not b.startswith("cluster_cell_"):
+            typ = str(getattr(t[b], "typename", ""))
+            if typ in ("float", "double", "int32_t", "int64_t", "uint32_t", "int16_t"):
+                moments[b[len("cluster_"):]] = b
+    return {"images": images, "scalars": scalars, "moments": moments,
+            "entries": int(t.num_entries)}
+
+
 def read_cluster_tree(path, tree: str = CLUSTER_TREE, step_size: int = 10000,
                       scalars=("clusterE", "clusterECalib", "cluster_ENG_CALIB_TOT",
                                "cluster_EM_PROBABILITY")) -> Iterator[dict]:
     """Iterate over a ``ClusterTree`` (one entry per cluster) in chunks.
 
     Yields dicts with the images under pionml's names (``EMB1`` ... ``Tile2``), shaped
-    (n, eta, phi) float32, and the requested scalars that are present, plus ``entry``.
-    Image branches are named ``EMB1`` ... ``TileBar2`` in the files.
+    (n, eta, phi) float32, and the requested scalars that are present (branch names), plus
+    ``entry``. Image branches are named ``EMB1`` ... ``TileBar2`` in the files. A non-finite
+    pixel is a DataError naming the entry.
     """
+    layout = cluster_tree_layout(path, tree)
     f = _open(path)
     t = _get_tree(f, path, tree)
     keys = set(t.keys())
-    image_branch = {}
-    for img, (atlas_name, shape) in CLUSTER_TREE_IMAGES.items():
-        name = atlas_name if atlas_name in keys else img if img in keys else None
-        if name is None:
-            raise SchemaError(f"{where(file=path, tree=tree, branch=atlas_name)}: missing image "
-                              f"branch")
-        image_branch[img] = name
-    present_scalars = [s for s in scalars if s in keys]
+    image_branch = layout["images"]
+    present_scalars = list(dict.fromkeys(s for s in scalars if s in keys))
     names = list(image_branch.values()) + present_scalars
     for start in range(0, t.num_entries, step_size):
         stop = min(start + step_size, t.num_entries)
