@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
+from numba import njit
 
 from pionml.errors import DataError, SchemaError, where
 from pionml.geometry import IMAGE_LAYERS, CellGeometry
@@ -129,12 +130,104 @@ def _get_tree(f, path, tree):
 
 
 def _arrays(tree, names, start, stop, path, tree_name):
+    import awkward as ak
+
+    names = list(names)
     try:
-        return tree.arrays(list(names), entry_start=start, entry_stop=stop)
+        fast = {}
+        if hasattr(tree, "branches"):  # a TTree: vector<vector<T>> branches decoded by numba
+            for n in names:
+                arr = _read_vector_vector(tree[n], start, stop)
+                if arr is not None:
+                    fast[n] = arr
+        if not fast:
+            return tree.arrays(names, entry_start=start, entry_stop=stop)
+        rest = [n for n in names if n not in fast]
+        other = tree.arrays(rest, entry_start=start, entry_stop=stop) if rest else None
+        return ak.zip({n: fast[n] if n in fast else other[n] for n in names}, depth_limit=1)
     except Exception as exc:
         raise DataError(f"{where(file=path, tree=tree_name, entry=start)}: reading entries "
                         f"{start}-{stop} failed, the file may be truncated or corrupt "
                         f"({type(exc).__name__}: {exc})") from exc
+
+
+@njit(cache=True)
+def _decode_vector_vector(data, offsets, itemsize, outer, inner, values):
+    """Decode ROOT's streamed ``std::vector<std::vector<T>>`` entries (object-wise, not
+    member-wise): per entry a 4-byte byte count, a 2-byte version, the outer length, then per
+    inner vector its length and its values (big-endian). Called once with empty ``inner`` and
+    ``values`` to count (returns the numbers of inner vectors and values), then to fill.
+    Returns (-1, -1) on anything unexpected: the caller falls back to uproot's reader."""
+    fill = len(values) > 0 or len(inner) > 0
+    n_inner = 0
+    n_bytes = 0
+    for e in range(len(offsets) - 1):
+        p = offsets[e]
+        end = offsets[e + 1]
+        if p == end:  # an entry without bytes: an empty outer vector
+            outer[e] = 0
+            continue
+        if p + 10 > end:
+            return -1, -1
+        count = ((data[p] & 0x3F) << 24) | (data[p + 1] << 16) | (data[p + 2] << 8) | data[p + 3]
+        version = (data[p + 4] << 8) | data[p + 5]
+        if (data[p] & 0x40) == 0 or count + 4 != end - p or (version & 0x4000) != 0:
+            return -1, -1
+        p += 6
+        n = (data[p] << 24) | (data[p + 1] << 16) | (data[p + 2] << 8) | data[p + 3]
+        p += 4
+        outer[e] = n
+        for _ in range(n):
+            if p + 4 > end:
+                return -1, -1
+            m = (data[p] << 24) | (data[p + 1] << 16) | (data[p + 2] << 8) | data[p + 3]
+            p += 4
+            nb = m * itemsize
+            if p + nb > end:
+                return -1, -1
+            if fill:
+                inner[n_inner] = m
+                values[n_bytes:n_bytes + nb] = data[p:p + nb]
+            n_inner += 1
+            n_bytes += nb
+            p += nb
+        if p != end:
+            return -1, -1
+    return n_inner, n_bytes
+
+
+def _read_vector_vector(branch, start, stop):
+    """A TTree branch of ``std::vector<std::vector<number>>`` (the cell branches of real MLTree
+    files) as an awkward array, decoded from the raw entry bytes by a compiled loop: uproot's
+    generic object reader is several times slower. None when the branch is anything else (or
+    its bytes are not the expected layout): then uproot reads it."""
+    import awkward as ak
+    import uproot
+
+    model = getattr(getattr(branch, "interpretation", None), "model", None)
+    if not (isinstance(model, uproot.containers.AsVector) and model.header
+            and isinstance(model.values, uproot.containers.AsVector)
+            and not model.values.header and isinstance(model.values.values, np.dtype)):
+        return None
+    dtype = model.values.values
+    raw = branch.array(uproot.interpretation.jagged.AsJagged(
+        uproot.interpretation.numerical.AsDtype("u1")), entry_start=start, entry_stop=stop,
+        library="ak")
+    layout = ak.to_layout(raw)
+    offsets = np.asarray(layout.offsets.data, dtype=np.int64)
+    data = np.asarray(layout.content.data, dtype=np.uint8)
+    offsets = offsets - offsets[0]
+    outer = np.zeros(len(offsets) - 1, dtype=np.int64)
+    n_inner, n_bytes = _decode_vector_vector(data, offsets, dtype.itemsize, outer,
+                                             np.zeros(0, np.int64), np.zeros(0, np.uint8))
+    if n_inner < 0:
+        return None
+    inner = np.zeros(n_inner, dtype=np.int64)
+    values = np.zeros(n_bytes, dtype=np.uint8)
+    if n_inner:
+        _decode_vector_vector(data, offsets, dtype.itemsize, outer, inner, values)
+    flat = values.view(dtype).astype(dtype.newbyteorder("="))
+    return ak.unflatten(ak.unflatten(flat, inner), outer)
 
 
 def _leaf_type(array):
@@ -397,6 +490,42 @@ class MLTreeReader:
         fields = {b: arr[self._file_names[b]] for b in self.branches}
         return ak.zip(fields, depth_limit=1)
 
+    def _chunks(self, start: int, stop: int, step: int):
+        """(first entry, end, record array) per ``step`` entries. A TTree's branches are read
+        through one uproot iteration, which carries a basket that straddles two chunks over
+        instead of reading and decompressing it again for each (the per-cluster branches of an
+        MLTree file hold thousands of events a basket); its vector<vector> cell branches are
+        decoded by :func:`_read_vector_vector`."""
+        import awkward as ak
+
+        names = list(self._file_names.values())
+        if not hasattr(self._tree, "branches") or start >= stop:
+            for lo in range(start, stop, step):
+                yield lo, min(lo + step, stop), self._read(lo, min(lo + step, stop))
+            return
+        probe = min(start + 1, stop)
+        vv = [n for n in names if _read_vector_vector(self._tree[n], start, probe) is not None]
+        rest = [n for n in names if n not in vv]
+        it = (self._tree.iterate(rest, step_size=step, entry_start=start, entry_stop=stop)
+              if rest else None)
+        lo = start
+        while lo < stop:
+            hi = min(lo + step, stop)
+            try:
+                other = next(it) if it is not None else None
+                arrays = {n: other[n] for n in rest}
+                for n in vv:
+                    arrays[n] = _read_vector_vector(self._tree[n], lo, hi)
+                    if arrays[n] is None:  # not the expected layout in this range: uproot
+                        arrays[n] = self._tree[n].array(entry_start=lo, entry_stop=hi)
+            except Exception as exc:
+                raise DataError(f"{where(file=self.path, tree=self.tree_name, entry=lo)}: reading "
+                                f"entries {lo}-{hi} failed, the file may be truncated or corrupt "
+                                f"({type(exc).__name__}: {exc})") from exc
+            yield lo, hi, ak.zip({b: arrays[self._file_names[b]] for b in self.branches},
+                                 depth_limit=1)
+            lo = hi
+
     def iterate(self, on_error: str = "raise", step_size: int | None = None,
                 entry_start: int = 0, entry_stop: int | None = None,
                 validate: bool = True) -> Iterator:
@@ -416,9 +545,7 @@ class MLTreeReader:
             raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
         step = int(step_size or self.step_size)
         stop = self.num_entries if entry_stop is None else min(entry_stop, self.num_entries)
-        for start in range(entry_start, stop, step):
-            end = min(start + step, stop)
-            chunk = self._read(start, end)
+        for start, end, chunk in self._chunks(entry_start, stop, step):
             entries = np.arange(start, end)
             self.n_read += end - start
             if not validate:

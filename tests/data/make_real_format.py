@@ -170,8 +170,9 @@ def convert(source: Path, outdir: Path, root_python: str, split: bool, cluster_t
     d["eventNumber"] = np.asarray(arr["eventNumber"], np.int64)
     d["truth_off"] = np.concatenate(([0], np.cumsum(ak.to_numpy(ak.num(arr["truthPartE"])))))
     d["truthPartPdgId"] = _flat(arr, "truthPartPdgId", np.int32)
-    for b in TRUTH:
-        d[b] = _flat(arr, b, np.float32)
+    truth_e = _flat(arr, "truthPartE", np.float32)
+    for b in TRUTH:  # a source without truthPartPt/Eta/Phi (synthetic events): zeros
+        d[b] = _flat(arr, b, np.float32) if b in arr.fields else np.zeros_like(truth_e)
     ncl = ak.to_numpy(ak.num(arr["cluster_E"]))
     cluster_names = [f for f in arr.fields if f.startswith("cluster_") and arr[f].ndim == 2]
     clus = {b: _flat(arr, b, np.int32 if b == "cluster_nCells" else np.float32)
