@@ -265,6 +265,13 @@ def test_cellgeo_errors(tmp_path, small_geo):
     back = read_cellgeo(path)
     assert np.array_equal(back.sigma, small_geo.sigma)
     assert np.array_equal(back.sigma_el, small_geo.sigma_el)
+    samp = small_geo.sampling.astype(np.int32)
+    samp[2] = -1
+    arrays["cell_geo_sampling"] = samp
+    write_geo(arrays)
+    with pytest.raises(DataError, match=r"branch 'cell_geo_sampling', entry 0: cell 2 .ID \d+. has "
+                       r"sampling -1, not a CaloSampling code .0-28."):
+        read_cellgeo(path)
 
 
 def test_cluster_tree_round_trip(tmp_path):

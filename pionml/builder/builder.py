@@ -630,8 +630,7 @@ class _Builder:
             "E_lcw": v["E_lcw"][kidx],
             "p_em": v["p_em"][kidx],
             "truth_E": v["truth_E"][kidx],
-            "n_cells": (np.asarray(chunk[sc["n_cells"]], dtype=np.int32)[kidx]
-                        if "n_cells" in sc else np.zeros(nk, np.int32)),
+            "n_cells": np.zeros(nk, np.int32),  # cells stored: none (no point clouds)
             "image_E_fraction": frac,
         }
         for m, x in moments.items():

@@ -20,7 +20,7 @@ import numpy as np
 from numba import njit
 
 from pionml.errors import DataError, SchemaError, where
-from pionml.geometry import IMAGE_LAYERS, CellGeometry
+from pionml.geometry import CALO_SAMPLINGS, IMAGE_LAYERS, CellGeometry
 
 logger = logging.getLogger(__name__)
 
@@ -319,6 +319,13 @@ def read_cellgeo(path, tree: str = CELLGEO_TREE) -> CellGeometry:
                             f"file is unusable")
     out["cell_geo_ID"] = out["cell_geo_ID"].astype(np.uint64)
     out["cell_geo_sigma"] = out[sigma_branch]
+    samp = out["cell_geo_sampling"]
+    bad = (samp < 0) | (samp > max(CALO_SAMPLINGS))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{where(file=path, tree=tree, branch='cell_geo_sampling', entry=0)}: "
+                        f"cell {i} (ID {int(out['cell_geo_ID'][i])}) has sampling {samp[i]}, not "
+                        f"a CaloSampling code (0-{max(CALO_SAMPLINGS)})")
     try:
         return CellGeometry.from_arrays(out)
     except ValueError as exc:
