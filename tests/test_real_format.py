@@ -199,3 +199,33 @@ def test_vector_vector_decoder_matches_uproot():
     assert [len(c) for c in small] == [5, 5, 2]
     for name in ("cluster_E", "cluster_cell_ID", "cluster_cell_E", "eventNumber"):
         assert ak.to_list(ak.concatenate([c[name] for c in small])) == ak.to_list(full[name])
+
+
+def test_command_line(tmp_path):
+    import subprocess
+    import sys
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "pionml.cli", "build", *args,
+                               "--no-progress"], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=300)
+
+    res = run(str(DATA / "mltree-real-*.root"), "--geometry", str(GEO), "--out", "r.h5")
+    assert res.returncode == 0, res.stderr
+    assert "events read: 24, clusters read: 44, kept: 35" in res.stdout
+    assert "not_in_barrel 1" in res.stdout and "no_cells 1" in res.stdout
+    assert "cells outside pionml's barrel layers (not imaged, not in the point clouds): 2 in 1" \
+        in res.stdout
+    for args, code, words in (
+            ([str(DATA / "clustertree-pi0.root"), "--out", "c.h5"], 1,
+             ["has no PDG id branch", "--cluster-tree-pdg"]),
+            ([str(DATA / "clustertree-pi0.root"), "--out", "c.h5", "--cluster-tree-pdg", "*=22"],
+             2, ["expected PATTERN=PDG with PDG 111, 211 or -211"]),
+            ([str(tmp_path / "user.*.root"), "--out", "c.h5"], 1,
+             ["no input file matches the pattern"])):
+        res = run(*args)
+        assert res.returncode == code, res.stderr
+        assert "Traceback" not in res.stderr
+        errors = [ln for ln in res.stderr.splitlines() if "error" in ln.lower()]
+        assert len(errors) == 1 and all(w in errors[0] for w in words), res.stderr
+    assert not (tmp_path / "c.h5").exists()
