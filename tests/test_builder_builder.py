@@ -138,7 +138,8 @@ def test_cluster_table(known):
     # counts: 7 clusters read, 4 kept, one per cut dropped
     counts = attrs["counts"]
     assert counts["clusters_read"] == 7 and counts["clusters_kept"] == 4
-    assert counts["dropped"] == {"no_cells": 0, "eta": 1, "calib": 1, "em_energy": 1}
+    assert counts["dropped"] == {"no_cells": 0, "eta": 1, "not_in_barrel": 0, "calib": 1,
+                                 "em_energy": 1}
     assert counts["accounting_ok"] and counts["accounting"].startswith("clusters read 7 = kept 4")
     assert all(v == 0 for v in counts["skipped"].values())
     assert summary.clusters_kept == 4 and summary.dropped["eta"] == 1

@@ -168,7 +168,8 @@ def test_event_goes_only_when_the_event_is_bad(tmp_path, geo_file):
                                 "unknown_pdg": 0}
     assert s.clusters_read == 12 and s.balanced()
     text = s.format()
-    assert ("accounting: clusters read 12 = kept 4 + dropped [no_cells 1 + eta 0 + calib 0 + "
+    assert ("accounting: clusters read 12 = kept 4 + dropped [no_cells 1 + eta 0 + not_in_barrel 0 "
+            "+ calib 0 + "
             "em_energy 0] + skipped [length_mismatch 2 + bad_energy 1 +") in text
     a, _ = attrs(tmp_path)
     assert a["counts"]["accounting"] == s.accounting() and a["counts"]["accounting_ok"]

@@ -15,6 +15,8 @@ from pionml.geometry import (
     encode_cell_id,
     layer_by_name,
     layer_by_sampling,
+    sampling_name,
+    CALO_SAMPLINGS,
     material_segments,
 )
 
@@ -232,9 +234,35 @@ def test_geometry_from_arrays_round_trip(geo):
 
 
 def test_geometry_rejects_bad_cells():
-    with pytest.raises(ValueError, match="sampling 7"):
-        CellGeometry(sampling=[7], eta=[0.0], phi=[0.0], deta=[0.1], dphi=[0.1], r_in=[1], r_out=[2],
-                     sigma=[0.1])
-    with pytest.raises(ValueError, match="outside layer EMB3"):
-        CellGeometry(sampling=[3], eta=[1.37], phi=[0.0], deta=[0.05], dphi=[0.02], r_in=[1],
+    with pytest.raises(ValueError, match="sampling 29, not a CaloSampling code"):
+        CellGeometry(sampling=[29], eta=[0.0], phi=[0.0], deta=[0.1], dphi=[0.1], r_in=[1],
                      r_out=[2], sigma=[0.1])
+
+
+def test_calo_samplings_follow_athena():
+    # athena CaloGeoHelpers/CaloSampling.def order
+    assert [CALO_SAMPLINGS[c] for c in (0, 3, 4, 7, 8, 11, 12, 14, 15, 17, 18, 20, 21, 23, 24, 27,
+                                         28)] == [
+        "PreSamplerB", "EMB3", "PreSamplerE", "EME3", "HEC0", "HEC3", "TileBar0", "TileBar2",
+        "TileGap1", "TileGap3", "TileExt0", "TileExt2", "FCAL0", "FCAL2", "MINIFCAL0",
+        "MINIFCAL3", "Unknown"]
+    assert sampling_name(6) == "EME2"
+    with pytest.raises(KeyError, match="EME2 .6. is not one of pionml's barrel layers"):
+        layer_by_sampling(6)
+
+
+def test_full_calorimeter_geometry():
+    """Cells of every sampling are accepted: non-barrel ones get layer -1 and no grid, barrel
+    cells beyond pionml's grid (EMB2 reaches |eta| 1.475 in ATLAS) stay in their layer, off-grid."""
+    g = CellGeometry(sampling=[2, 6, 9, 23, 2, 13], eta=[0.0125, 1.6, 2.0, 3.5, 1.4375, 0.05],
+                     phi=[0.01, 0.0, 0.0, 0.0, 0.01, 0.05], deta=[0.025, 0.025, 0.1, 0.2, 0.025, 0.1],
+                     dphi=[2 * np.pi / 256, 0.025, 0.1, 0.2, 2 * np.pi / 256, 2 * np.pi / 64],
+                     r_in=[1600] * 6, r_out=[1700] * 6, sigma=[0.1] * 6,
+                     cell_id=np.array([5, 7, 9, 11, 13, 15], dtype=np.uint64))
+    assert g.layer.tolist() == [2, -1, -1, -1, 2, 5]
+    assert g.ieta[[1, 2, 3, 4]].tolist() == [-1, -1, -1, -1] and g.ieta[0] >= 0
+    assert g.n_not_barrel == 3 and g.n_off_grid == 1
+    assert g.counts_per_sampling() == {"EMB2": 2, "EME2": 1, "HEC1": 1, "FCAL2": 1, "TileBar1": 1}
+    assert g.find_cells(2, [1.4375], [0.01]).tolist() == [-1]  # not on pionml's grid
+    assert g.find_cells(2, [0.0125], [0.01]).tolist() == [0]
+    assert g.neighbours.row(1).tolist() == [] and g.index_of_id([9, 4]).tolist() == [2, -1]

@@ -188,24 +188,34 @@ def test_ncluster_mismatch(tmp_path, small_geo):
 
 def test_cell_length_mismatch(tmp_path, small_geo):
     path = write(tmp_path, small_geo, cluster_cell_E=[[[0.5], [2.25]], [], [[3.0]]])
-    with pytest.raises(DataError, match="branch 'cluster_cell_E', entry 0: per-cell vector lengths"):
+    with pytest.raises(DataError, match="branch 'cluster_cell_E', entry 0, cluster 0: 1 values in "
+                       "cluster_cell_E, but 2 cells"):
         list(MLTreeReader(path).iterate())
+    # skipped alone: the event keeps its other cluster
+    reader = MLTreeReader(path)
+    chunk = next(reader.iterate(on_error="skip"))
+    assert chunk["cluster_number"].tolist() == [[1], [], [0]]
+    assert chunk["nCluster"].tolist() == [1, 0, 1]
+    assert chunk["cluster_E"][0].tolist() == [2.25]
+    assert reader.skipped == {"length mismatch": 1} and not reader.skipped_events
 
 
 def test_nan_energy_error_and_skip(tmp_path, small_geo):
     path = write(tmp_path, small_geo, cluster_cell_E=[[[0.5, 1.0], [2.25]], [], [[np.nan]]])
-    with pytest.raises(DataError, match=r"branch 'cluster_cell_E', entry 2: cluster 0, cell 0: energy is nan"):
+    with pytest.raises(DataError, match=r"branch 'cluster_cell_E', entry 2, cluster 0: cell 0: energy is nan"):
         list(MLTreeReader(path).iterate())
     reader = MLTreeReader(path)
     chunks = list(reader.iterate(on_error="skip"))
-    assert chunks[0]["eventNumber"].tolist() == [10, 11]
-    assert reader.skipped == {"non-finite energy": 1}
+    # the bad cluster goes, its event stays (the smallest bad unit)
+    assert chunks[0]["eventNumber"].tolist() == [10, 11, 12]
+    assert ak.num(chunks[0]["cluster_E"]).tolist() == [2, 0, 0]
+    assert reader.skipped == {"non-finite energy": 1} and not reader.skipped_events
     assert reader.n_read == 3
 
 
 def test_inf_cluster_energy(tmp_path, small_geo):
     path = write(tmp_path, small_geo, cluster_E=[[1.5, np.inf], [], [3.0]])
-    with pytest.raises(DataError, match=r"branch 'cluster_E', entry 0: value 1 is inf"):
+    with pytest.raises(DataError, match=r"branch 'cluster_E', entry 0, cluster 1: energy is inf"):
         list(MLTreeReader(path).iterate())
 
 
@@ -213,10 +223,12 @@ def test_unknown_cell_id(tmp_path, small_geo):
     ids = small_geo.id
     path = write(tmp_path, small_geo,
                  cluster_cell_ID=[[[ids[0], ids[1]], [ids[2]]], [], [[np.uint64(77)]]])
-    with pytest.raises(DataError, match=r"entry 2: cell ID 77 is not in CellGeo"):
+    with pytest.raises(DataError, match=r"entry 2, cluster 0: cell ID 77 is not in CellGeo"):
         list(MLTreeReader(path).iterate())
     reader = MLTreeReader(path)
-    assert sum(len(c) for c in reader.iterate(on_error="skip")) == 2
+    chunks = list(reader.iterate(on_error="skip"))
+    assert sum(len(c) for c in chunks) == 3  # no event lost
+    assert sum(ak.sum(ak.num(c["cluster_E"])) for c in chunks) == 2
     assert reader.skipped == {"cell ID not in CellGeo": 1}
 
 
@@ -226,19 +238,39 @@ def test_empty_cluster(tmp_path, small_geo):
                  cluster_cell_ID=[[[ids[0], ids[1]], []], [], [[ids[3]]]],
                  cluster_cell_E=[[[0.5, 1.0], []], [], [[3.0]]],
                  cluster_cell_hitsE_EM=[[[0.5, 1.0], []], [], [[3.0]]])
-    with pytest.raises(DataError, match="entry 0: cluster 1 has no cell"):
-        list(MLTreeReader(path).iterate())
+    # legal data (MLTree writes no cell below 5 MeV): read as it is, never an error
+    chunk = next(MLTreeReader(path).iterate())
+    assert ak.num(chunk["cluster_cell_ID"], axis=2).tolist() == [[2, 0], [], [1]]
 
 
 def test_cellgeo_errors(tmp_path, small_geo):
     path = tmp_path / "badgeo.root"
     arrays = small_geo.to_arrays()
-    del arrays["cell_geo_sigma"]
-    with uproot.recreate(path) as f:
-        f.mktree("CellGeo", {k: f"var * {v.dtype.name}" for k, v in arrays.items()},
-                 counter_name=lambda _: "n")
-        f["CellGeo"].extend({k: ak.unflatten(v, [len(v)]) for k, v in arrays.items()})
-    with pytest.raises(SchemaError, match="branch 'cell_geo_sigma': missing branch"):
+    del arrays["cell_geo_sigma"], arrays["cell_geo_electronicNoise"]
+
+    def write_geo(arrays):
+        with uproot.recreate(path) as f:
+            f.mktree("CellGeo", {k: f"var * {v.dtype.name}" for k, v in arrays.items()},
+                     counter_name=lambda _: "n")
+            f["CellGeo"].extend({k: ak.unflatten(v, [len(v)]) for k, v in arrays.items()})
+
+    write_geo(arrays)
+    with pytest.raises(SchemaError, match="branch 'cell_geo_sigma': missing branch .nor "
+                       "cell_geo_totalNoise / cell_geo_electronicNoise"):
+        read_cellgeo(path)
+    # productions that name the noise cell_geo_totalNoise (and electronicNoise): aliases
+    arrays["cell_geo_totalNoise"] = small_geo.sigma
+    arrays["cell_geo_electronicNoise"] = small_geo.sigma_el
+    write_geo(arrays)
+    back = read_cellgeo(path)
+    assert np.array_equal(back.sigma, small_geo.sigma)
+    assert np.array_equal(back.sigma_el, small_geo.sigma_el)
+    samp = small_geo.sampling.astype(np.int32)
+    samp[2] = -1
+    arrays["cell_geo_sampling"] = samp
+    write_geo(arrays)
+    with pytest.raises(DataError, match=r"branch 'cell_geo_sampling', entry 0: cell 2 .ID \d+. has "
+                       r"sampling -1, not a CaloSampling code .0-28."):
         read_cellgeo(path)
 
 

@@ -6,8 +6,13 @@ point cloud of its cells (:mod:`pionml.builder.pointcloud`). Files are read in c
 and written incrementally, so the output can be larger than memory.
 
 Selection (each a counted drop reason, in this order): a cluster with no written cell
-("no_cells": legal data, design.md 4), ``|cluster eta| < eta_max`` ("eta"),
-``ENG_CALIB_TOT > min_calib`` ("calib"), ``E_EM > min_em`` ("em_energy"). Bad data raises a
+("no_cells": legal data, design.md 4), ``|cluster eta| < eta_max`` ("eta"), a cluster none of
+whose written cells lies in pionml's barrel layers ("not_in_barrel": outside the imaged
+acceptance, e.g. an endcap cluster of a full-calorimeter CellGeo), ``ENG_CALIB_TOT > min_calib``
+("calib"), ``E_EM > min_em`` ("em_energy"). A kept cluster's cells in other CaloSamplings
+(endcap, HEC, FCAL, Tile gap/extended barrel: a cluster near |eta| = 1.4) are neither imaged nor
+in its point cloud (whose ``layer`` one-hot covers the barrel layers only); they are counted
+(``cells_outside_barrel``). Bad data raises a
 :class:`~pionml.errors.DataError` naming file, tree, branch, entry and cluster, or with
 ``on_error="skip"`` is a counted skip at the smallest bad unit (:data:`SKIP_REASONS`): a bad
 cluster goes alone (NaN/inf or beyond :data:`ENERGY_MAX` energies, non-finite eta/phi, moments
@@ -86,8 +91,8 @@ class BuildSummary:
     clusters_read: int = 0
     clusters_kept: int = 0
     events_read: int = 0
-    dropped: dict = field(default_factory=lambda: {"no_cells": 0, "eta": 0, "calib": 0,
-                                                    "em_energy": 0})
+    dropped: dict = field(default_factory=lambda: {"no_cells": 0, "eta": 0, "not_in_barrel": 0,
+                                                    "calib": 0, "em_energy": 0})
     skipped: dict = field(default_factory=lambda: {k: 0 for k in SKIP_REASONS})
     events_skipped: dict = field(default_factory=lambda: {k: 0 for k in EVENT_REASONS})
     skipped_files: list = field(default_factory=list)
@@ -100,6 +105,10 @@ class BuildSummary:
     image_energy_fraction_median: float = float("nan")
     pixel_collisions: int = 0
     cells_kept: int = 0
+    #: cells of kept clusters in samplings other than pionml's barrel layers (not imaged, not in
+    #: the point clouds), and the kept clusters that have such cells
+    cells_outside_barrel: int = 0
+    clusters_with_cells_outside_barrel: int = 0
     seconds: float = 0.0
 
     def counts(self) -> dict:
@@ -153,6 +162,10 @@ class BuildSummary:
                      f"per cluster mean {self.image_energy_fraction_mean:.4f}, median "
                      f"{self.image_energy_fraction_median:.4f}")
         lines.append(f"pixels that received more than one cell: {self.pixel_collisions}")
+        if self.cells_outside_barrel:
+            lines.append(f"cells outside pionml's barrel layers (not imaged, not in the point "
+                         f"clouds): {self.cells_outside_barrel} in "
+                         f"{self.clusters_with_cells_outside_barrel} kept clusters")
         rate = self.clusters_read / self.seconds if self.seconds > 0 else float("nan")
         lines.append(f"time: {self.seconds:.1f} s ({rate:.0f} clusters/s read)")
         return "\n".join(lines)
@@ -206,6 +219,47 @@ def check_split(split, what: str = "split") -> tuple[float, float, float]:
 _check_split = check_split
 
 
+def expand_inputs(inputs) -> list[Path]:
+    """Input paths as given, with wildcards expanded (``'user.*.root'``, quoted so that the
+    shell leaves it to pionml: sorted, a pattern matching nothing is an error) and ``@LIST``
+    files read (one path or pattern a line; blank lines and ``#`` comments ignored)."""
+    import glob
+
+    out: list[Path] = []
+    for item in inputs:
+        item = os.fspath(item)
+        if item.startswith("@") and not os.path.exists(item):
+            listed = Path(item[1:])
+            if not listed.is_file():
+                raise PionmlError(f"build: input list not found: {where(file=listed)}")
+            lines = [ln.split("#", 1)[0].strip() for ln in listed.read_text().splitlines()]
+            base = listed.parent
+            out += expand_inputs([ln if os.path.isabs(ln) else str(base / ln)
+                                  for ln in lines if ln])
+        elif glob.has_magic(item) and not os.path.exists(item):
+            found = sorted(glob.glob(item))
+            if not found:
+                raise PionmlError(f"build: no input file matches the pattern '{item}'")
+            out += [Path(p) for p in found]
+        else:
+            out.append(Path(item))
+    return out
+
+
+def _input_kind(path) -> str | None:
+    """'EventTree' (MLTree, cells), 'ClusterTree' (image format, no cells) or None (unreadable
+    or neither: the EventTree reader then names the problem)."""
+    from pionml.io.root import CLUSTER_TREE, EVENT_TREE, _open
+
+    try:
+        keys = set(_open(path).keys(cycle=False))
+    except PionmlError:
+        return None
+    if EVENT_TREE not in keys and CLUSTER_TREE in keys:
+        return "ClusterTree"
+    return "EventTree"
+
+
 def _np(arr, dtype=None) -> np.ndarray:
     import awkward as ak
 
@@ -227,7 +281,7 @@ def _wanted_branch(name: str) -> bool:
 # ------------------------------------------------------------------------------------ builder
 class _Builder:
     def __init__(self, out, geometry, selection, split, seed, on_error, step_size, progress,
-                 compression, specs):
+                 compression, specs, cluster_tree_pdg=None):
         if on_error not in ("raise", "skip"):
             raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         if int(step_size) < 1:
@@ -250,6 +304,8 @@ class _Builder:
         self.fractions: list[np.ndarray] = []
         self.geometry_source = None
         self._type_checked: set = set()
+        self.cluster_tree_pdg = dict(cluster_tree_pdg or {})  # file-name pattern -> PDG id
+        self.cluster_tree_input = False  # image-format inputs: no point clouds
 
     # -- schema
     def _schema(self) -> dict:
@@ -305,7 +361,7 @@ class _Builder:
         from pionml.io import check_output
 
         t0 = time.perf_counter()
-        inputs = [Path(p) for p in inputs]
+        inputs = expand_inputs(inputs)
         if not inputs:
             raise ConfigError("build: no input files")
         # inputs, geometry and output checked before anything is read or opened for writing
@@ -325,10 +381,19 @@ class _Builder:
         if geo_path is not None:
             self.geometry_source = file_info(geo_path)
             geometry = read_cellgeo(geo_path)
+        kinds = [_input_kind(p) for p in inputs]
+        self.cluster_tree_input = "ClusterTree" in kinds
+        if self.cluster_tree_input and "EventTree" in kinds:
+            raise ConfigError("build: the inputs mix MLTree EventTree files (cells, point clouds) "
+                              "and image-format ClusterTree files (no cells): build them into "
+                              "separate datasets")
         bar = progress_bar(total=None, unit=" events", desc="build", progress=self.progress)
         try:
-            for fi, path in enumerate(inputs):
-                self._run_file(fi, path, geometry, MLTreeReader, bar)
+            for fi, (path, kind) in enumerate(zip(inputs, kinds)):
+                if kind == "ClusterTree":
+                    self._run_cluster_tree_file(fi, path, bar)
+                else:
+                    self._run_file(fi, path, geometry, MLTreeReader, bar)
             bar.close()
             if self.writer is None:  # nothing readable: still write a valid, empty dataset
                 self.moments = []
@@ -378,6 +443,8 @@ class _Builder:
             "images": {s.name: {"layer_index": s.layer_index, "deta": s.deta, "dphi": s.dphi,
                                 "shape": list(s.shape)} for s in self.specs},
             "label": {"111": 1, "211": 0, "-211": 0},
+            "point_clouds": not self.cluster_tree_input,
+            "input_format": "ClusterTree" if self.cluster_tree_input else "EventTree",
             "geometry": "from the input files" if self.geometry_arg is None else
                         (self.geometry_source["name"] if self.geometry_source else "given object"),
             "compression": self.compression,
@@ -431,6 +498,150 @@ class _Builder:
             logger.warning("skipping the rest of %s: %s", path, exc)
             self.summary.skipped_files.append(
                 {"file": path.name, "reason": str(exc), "entries_read": entry0})
+
+    # -- the image-format ClusterTree: one entry per cluster, images given, no cells
+    def _pdg_of_file(self, path: Path) -> int:
+        import fnmatch
+
+        for pattern, pdg in self.cluster_tree_pdg.items():
+            if fnmatch.fnmatch(path.name, pattern) or fnmatch.fnmatch(str(path), pattern):
+                return int(pdg)
+        raise ConfigError(f"build: {where(file=path, tree='ClusterTree')} has no PDG id branch "
+                          f"(truthPdgId / pdgId): name its particle with --cluster-tree-pdg "
+                          f"PATTERN=PDG, e.g. --cluster-tree-pdg '*pi0*=111'")
+
+    def _run_cluster_tree_file(self, fi, path, bar):
+        from pionml.io.root import CLUSTER_TREE_SCALARS, cluster_tree_layout, read_cluster_tree
+
+        done = 0
+        try:
+            layout = cluster_tree_layout(path)
+            sc = layout["scalars"]
+            missing = [k for k in ("E_em", "E_true", "eta", "phi") if k not in sc]
+            if missing:
+                raise SchemaError(f"missing branch: {where(file=path, tree='ClusterTree', branch=CLUSTER_TREE_SCALARS[missing[0]][0])}"
+                                  f" (the cluster table needs {', '.join(missing)})")
+            pdg_fixed = None if "pdg" in sc else self._pdg_of_file(path)
+            if self.moments is None:  # fixed by the first file
+                self.moments = sorted(layout["moments"])
+                self._open_writer()
+            absent = [m for m in self.moments if m not in layout["moments"]]
+            if absent:
+                raise SchemaError(f"missing branch (present in the first file): "
+                                  f"{where(file=path, tree='ClusterTree', branch='cluster_' + absent[0])}")
+            branches = list(sc.values()) + [layout["moments"][m] for m in self.moments]
+            bar.total = (bar.total or 0) + layout["entries"]
+            bar.refresh()
+            events: set = set()
+            for chunk in read_cluster_tree(path, scalars=branches, step_size=self.step_size):
+                self._process_cluster_tree_chunk(fi, path, chunk, sc, layout["moments"],
+                                                 pdg_fixed, events)
+                done += len(chunk["entry"])
+                bar.update(len(chunk["entry"]))
+        except (SchemaError, DataError) as exc:
+            if self.on_error == "raise":
+                raise
+            logger.warning("skipping the rest of %s: %s", path, exc)
+            self.summary.skipped_files.append(
+                {"file": path.name, "reason": str(exc), "entries_read": done})
+
+    def _process_cluster_tree_chunk(self, fi, path, chunk, sc, moment_branch, pdg_fixed, events):
+        s = self.summary
+        entry = chunk["entry"]
+        n = len(entry)
+        s.clusters_read += n
+        bad = np.zeros(n, dtype=bool)
+
+        def col(key):
+            return (np.asarray(chunk[sc[key]], dtype=np.float64) if key in sc
+                    else np.full(n, np.nan))
+
+        def at(key, k):
+            return where(file=path, tree="ClusterTree", branch=sc.get(key, key),
+                         entry=int(entry[k]))
+
+        def mark(reason, mask, message):
+            new = mask & ~bad
+            self._bad(reason, new, message)
+            bad[new] = True
+
+        def beyond(x, limit):
+            with np.errstate(invalid="ignore"):
+                return ~np.isfinite(x) | (np.abs(x) > limit)
+
+        v = {k: col(k) for k in ("E_em", "E_true", "E_lcw", "eta", "phi", "p_em", "truth_E")}
+        for key in ("E_em", "E_true"):
+            mark("bad_energy", beyond(v[key], ENERGY_MAX), lambda k, key=key: (
+                f"energy {v[key][k]:g} GeV is not finite or beyond {ENERGY_MAX:g} GeV: "
+                f"{at(key, k)}"))
+        for key in ("eta", "phi"):
+            mark("bad_kinematics", ~np.isfinite(v[key]), lambda k, key=key: (
+                f"value {v[key][k]} is not finite: {at(key, k)}"))
+        moments = {m: np.asarray(chunk[moment_branch[m]], dtype=np.float64) for m in self.moments}
+        for m, x in moments.items():
+            mark("bad_moment", beyond(x, FLOAT32_MAX), lambda k, m=m, x=x: (
+                f"moment value {x[k]:g} is not finite or beyond the float32 range: "
+                f"{where(file=path, tree='ClusterTree', branch=moment_branch[m], entry=int(entry[k]))}"))
+        pdg = (np.full(n, pdg_fixed, dtype=np.int64) if pdg_fixed is not None
+               else np.asarray(chunk[sc["pdg"]], dtype=np.int64))
+        mark("unknown_pdg", ~np.isin(pdg, list(PDG_LABEL)), lambda k: (
+            f"truth PDG id {int(pdg[k])} is neither pi0 (111) nor pi+- (+-211): {at('pdg', k)}"))
+        event_no = (np.asarray(chunk[sc["event"]], dtype=np.int64) if "event" in sc
+                    else entry.astype(np.int64))
+        new_events = set(event_no.tolist()) - events
+        s.events_read += len(new_events)
+        events |= new_events
+        sel = self.selection
+        good = ~bad
+        cut_eta = good & ~(np.abs(v["eta"]) < sel.eta_max)
+        good &= ~cut_eta
+        cut_calib = good & ~(v["E_true"] > sel.min_calib)
+        cut_em = good & ~cut_calib & ~(v["E_em"] > sel.min_em)
+        s.dropped["eta"] += int(cut_eta.sum())
+        s.dropped["calib"] += int(cut_calib.sum())
+        s.dropped["em_energy"] += int(cut_em.sum())
+        kidx = np.flatnonzero(good & ~cut_calib & ~cut_em)
+        nk = len(kidx)
+        if nk == 0:
+            return
+        images = {spec.name: chunk[spec.name][kidx] for spec in self.specs}
+        in_images = sum(im.reshape(nk, -1).sum(axis=1, dtype=np.float64)
+                        for im in images.values())
+        cE = v["E_em"][kidx]
+        frac = in_images / cE
+        self.energy_in_images_sum += float(in_images.sum())
+        self.cluster_energy_sum += float(cE.sum())
+        self.fractions.append(frac.astype(np.float32))
+        split = split_of_events(fi, event_no[kidx], self.seed, self.split)
+        label = np.where(pdg[kidx] == 111, 1, 0).astype(np.int8)
+        clusters = {
+            "event": event_no[kidx],
+            "file_index": np.full(nk, fi, dtype=np.int16),
+            "entry": entry[kidx].astype(np.int64),
+            "cluster_index": (np.asarray(chunk[sc["cluster_index"]], dtype=np.int32)[kidx]
+                              if "cluster_index" in sc else np.zeros(nk, np.int32)),
+            "pdg": pdg[kidx].astype(np.int32),
+            "label": label,
+            "split": split,
+            "E_em": cE,
+            "eta": v["eta"][kidx],
+            "phi": v["phi"][kidx],
+            "E_true": v["E_true"][kidx],
+            "E_lcw": v["E_lcw"][kidx],
+            "p_em": v["p_em"][kidx],
+            "truth_E": v["truth_E"][kidx],
+            "n_cells": np.zeros(nk, np.int32),  # cells stored: none (no point clouds)
+            "image_E_fraction": frac,
+        }
+        for m, x in moments.items():
+            clusters[f"moment_{m}"] = x[kidx]
+        cells = {name: np.zeros(0, dtype=dt) for name, dt in CELL_FIELDS.items()}
+        self.writer.append(clusters, images, cells, np.zeros(nk, dtype=np.int64))
+        s.clusters_kept += nk
+        for code, name in enumerate(("train", "val", "test")):
+            s.per_split[name] += int((split == code).sum())
+        s.per_label["pi0"] += int(label.sum())
+        s.per_label["pipm"] += int(nk - label.sum())
 
     def _field(self, path, chunk, name, ndim):
         import awkward as ak
@@ -668,18 +879,31 @@ class _Builder:
         s.dropped["no_cells"] += int(cut_cells.sum())
         good &= ~cut_cells
         cut_eta = good & ~(np.abs(per_cluster["cluster_Eta"]) < sel.eta_max)
-        cut_calib = good & ~cut_eta & ~(per_cluster["cluster_ENG_CALIB_TOT"] > sel.min_calib)
-        cut_em = good & ~cut_eta & ~cut_calib & ~(per_cluster["cluster_E"] > sel.min_em)
+        good &= ~cut_eta
+        # cells in pionml's barrel layers (a full-calorimeter CellGeo has others: layer -1)
+        in_barrel = np.where(gidx >= 0, geo.layer[np.maximum(gidx, 0)], -1) >= 0
+        barrel_cells = np.bincount(clus_of_cell[in_barrel], minlength=n)
+        cut_barrel = good & (barrel_cells == 0)
+        good &= ~cut_barrel
+        cut_calib = good & ~(per_cluster["cluster_ENG_CALIB_TOT"] > sel.min_calib)
+        cut_em = good & ~cut_calib & ~(per_cluster["cluster_E"] > sel.min_em)
         s.dropped["eta"] += int(cut_eta.sum())
+        s.dropped["not_in_barrel"] += int(cut_barrel.sum())
         s.dropped["calib"] += int(cut_calib.sum())
         s.dropped["em_energy"] += int(cut_em.sum())
-        keep = good & ~cut_eta & ~cut_calib & ~cut_em
+        keep = good & ~cut_calib & ~cut_em
         kidx = np.flatnonzero(keep)
         nk = len(kidx)
         if nk == 0:
             return
-        cell_keep = np.repeat(keep, cells_per_cluster)
-        kcpc = cells_per_cluster[kidx]
+        # the point cloud and the images take the kept clusters' barrel cells
+        cell_keep = np.repeat(keep, cells_per_cluster) & in_barrel
+        outside = int(cells_per_cluster[kidx].sum() - barrel_cells[kidx].sum())
+        if outside:
+            s.cells_outside_barrel += outside
+            s.clusters_with_cells_outside_barrel += int(
+                (barrel_cells[kidx] < cells_per_cluster[kidx]).sum())
+        kcpc = barrel_cells[kidx]
         kclus_of_cell = np.repeat(np.arange(nk), kcpc)
         kg = gidx[cell_keep]
         kE = ecell[cell_keep]
@@ -770,6 +994,7 @@ def build_dataset(
     progress: bool = True,
     compression: str | None = "gzip",
     specs: tuple[ImageSpec, ...] | None = None,
+    cluster_tree_pdg: dict | None = None,
 ) -> BuildSummary:
     """Build the HDF5 dataset of design.md section 10 from MLTree ROOT files.
 
@@ -778,11 +1003,15 @@ def build_dataset(
     ENG_CALIB_TOT > 0.2 GeV, E_EM > 0). ``split``: train/val/test fractions, drawn per event with
     ``seed``. ``on_error``: "raise" (bad data is an error naming file, branch, entry, cluster)
     or "skip" (counted skip, recorded in the summary and the ``counts`` attribute).
-    ``step_size``: events per chunk. Returns a :class:`BuildSummary`. ``out`` is checked before
+    ``step_size``: events per chunk. Inputs may instead be image-format ``ClusterTree`` files
+    (one entry per cluster, the six images given): the dataset then takes the images and the
+    cluster table from the file and has no point clouds (``config["point_clouds"]`` false);
+    ``cluster_tree_pdg`` maps file-name patterns to the PDG id of files without a PDG branch
+    (``{"*pi0*": 111}``). Returns a :class:`BuildSummary`. ``out`` is checked before
     anything is read (not a directory, a writable folder, not an input or the geometry), the file
     is written to a unique temporary path beside it and renamed at the end, so a failed or
     interrupted build leaves no partial dataset and two builds to one ``out`` never collide.
     """
     b = _Builder(out, geometry, selection or Selection(), _check_split(split), seed, on_error,
-                 step_size, progress, compression, specs or image_specs())
+                 step_size, progress, compression, specs or image_specs(), cluster_tree_pdg)
     return b.run(inputs)

@@ -14,7 +14,9 @@ logger = logging.getLogger(__name__)
 def add_build_arguments(p: argparse.ArgumentParser) -> None:
     from pionml.cli import finite_float, non_negative_float, positive_float, positive_int
 
-    p.add_argument("inputs", nargs="+", metavar="FILE.root", help="MLTree ROOT files (EventTree)")
+    p.add_argument("inputs", nargs="+", metavar="FILE.root",
+                   help="MLTree ROOT files (EventTree, or the image-format ClusterTree); "
+                        "wildcards in quotes ('user.*.root') and @LIST.txt (a path a line) work")
     p.add_argument("--geometry", metavar="CELLGEO.root", default=None,
                    help="file holding the CellGeo tree (default: the CellGeo of each input file)")
     p.add_argument("--out", required=True, metavar="DATASET.h5", help="output HDF5 dataset")
@@ -30,7 +32,24 @@ def add_build_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--step-size", type=positive_int, default=1000, help="events per chunk (1000)")
     p.add_argument("--compression", default="gzip", choices=("gzip", "lzf", "none"),
                    help="HDF5 compression (gzip)")
+    p.add_argument("--cluster-tree-pdg", action="append", default=[], metavar="PATTERN=PDG",
+                   type=_pattern_pdg,
+                   help="PDG id (111, 211, -211) of the image-format ClusterTree inputs whose "
+                        "file name matches PATTERN (they carry no PDG branch), e.g. '*pi0*=111'; "
+                        "repeatable")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _pattern_pdg(text: str) -> tuple[str, int]:
+    pattern, sep, pdg = text.rpartition("=")
+    try:
+        code = int(pdg)
+    except ValueError:
+        code = None
+    if not sep or not pattern or code not in (111, 211, -211):
+        raise argparse.ArgumentTypeError(f"'{text}': expected PATTERN=PDG with PDG 111, 211 or "
+                                         f"-211, e.g. '*pi0*=111'")
+    return pattern, code
 
 
 def run_build(args) -> int:
@@ -43,7 +62,8 @@ def run_build(args) -> int:
         selection=Selection(eta_max=args.eta_max, min_calib=args.min_calib, min_em=args.min_em),
         split=tuple(args.split), seed=args.seed, on_error="skip" if args.skip_bad else "raise",
         step_size=args.step_size, progress=not args.no_progress,
-        compression=None if args.compression == "none" else args.compression)
+        compression=None if args.compression == "none" else args.compression,
+        cluster_tree_pdg=dict(args.cluster_tree_pdg))
     print(summary.format())
     return 0
 

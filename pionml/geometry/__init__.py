@@ -20,6 +20,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 __all__ = [
+    "CALO_SAMPLINGS",
     "CSR",
     "CellGeometry",
     "Layer",
@@ -38,6 +39,7 @@ __all__ = [
     "layer_by_name",
     "layer_by_sampling",
     "material_segments",
+    "sampling_name",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -203,13 +205,42 @@ def layer_by_name(name: str) -> Layer:
 
 
 def layer_by_sampling(sampling: int) -> Layer:
-    """The layer with ATLAS CaloSampling code ``sampling``."""
+    """The layer with ATLAS CaloSampling code ``sampling`` (one of pionml's barrel layers)."""
     try:
         return _BY_SAMPLING[int(sampling)]
     except KeyError:
-        raise KeyError(
-            f"unknown CaloSampling {sampling}; the barrel has {sorted(_BY_SAMPLING)}"
-        ) from None
+        what = (f"{sampling_name(sampling)} ({int(sampling)}) is not one of pionml's barrel "
+                f"layers" if int(sampling) in CALO_SAMPLINGS else f"unknown CaloSampling "
+                f"{sampling}")
+        raise KeyError(f"{what}; the barrel layers have {sorted(_BY_SAMPLING)}") from None
+
+
+#: Every ATLAS CaloSampling code and its name, in the order of athena's ``CaloSampling.def``
+#: (CaloGeoHelpers): the codes a real MLTree ``cell_geo_sampling`` holds. pionml simulates and
+#: images only the barrel layers of :data:`LAYERS` (0-3, 12-14); a CellGeo may describe the
+#: whole calorimeter, and the cells of the other samplings are read, kept in the geometry with
+#: ``layer = -1`` and counted wherever they are left out (design.md 4, docs/real-data.md).
+CALO_SAMPLINGS: dict[int, str] = dict(enumerate((
+    "PreSamplerB", "EMB1", "EMB2", "EMB3",  # LAr EM barrel
+    "PreSamplerE", "EME1", "EME2", "EME3",  # LAr EM endcap
+    "HEC0", "HEC1", "HEC2", "HEC3",  # LAr hadronic endcap
+    "TileBar0", "TileBar1", "TileBar2",  # Tile barrel
+    "TileGap1", "TileGap2", "TileGap3",  # Tile gap (ITC and scintillators)
+    "TileExt0", "TileExt1", "TileExt2",  # Tile extended barrel
+    "FCAL0", "FCAL1", "FCAL2",  # forward calorimeter
+    "MINIFCAL0", "MINIFCAL1", "MINIFCAL2", "MINIFCAL3",  # mini-FCAL (upgrade studies)
+    "Unknown",
+)))
+assert all(CALO_SAMPLINGS[la.sampling] == la.name for la in LAYERS)
+
+
+def sampling_name(sampling: int) -> str:
+    """The ATLAS name of a CaloSampling code (``'EME2'`` for 6)."""
+    try:
+        return CALO_SAMPLINGS[int(sampling)]
+    except KeyError:
+        raise KeyError(f"unknown CaloSampling {sampling}: the codes are 0-"
+                       f"{max(CALO_SAMPLINGS)}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -428,12 +459,14 @@ class CellGeometry:
             if len(getattr(self, name)) != n:
                 raise ValueError(f"CellGeometry: '{name}' has {len(getattr(self, name))} "
                                  f"entries, 'eta' has {n}")
-        known = set(_BY_SAMPLING)
-        bad = ~np.isin(self.sampling, list(known))
+        # A CellGeo may describe the whole calorimeter (CaloSampling 0-28): cells outside
+        # pionml's barrel layers get layer -1 (not simulated, not imaged, not on a grid)
+        bad = self.sampling > max(CALO_SAMPLINGS)
         if bad.any():
             raise ValueError(f"CellGeometry: cell {int(np.flatnonzero(bad)[0])} has sampling "
-                             f"{int(self.sampling[bad][0])}, not a barrel sampling {sorted(known)}")
-        lookup = np.full(max(known) + 1, -1, dtype=np.int8)
+                             f"{int(self.sampling[bad][0])}, not a CaloSampling code (0-"
+                             f"{max(CALO_SAMPLINGS)})")
+        lookup = np.full(max(CALO_SAMPLINGS) + 1, -1, dtype=np.int8)
         for layer in LAYERS:
             lookup[layer.sampling] = layer.index
         self.layer = lookup[self.sampling]
@@ -441,17 +474,17 @@ class CellGeometry:
         self.x = self.rperp * np.cos(self.phi)
         self.y = self.rperp * np.sin(self.phi)
         self.z = self.rperp * np.sinh(self.eta)
-        # Row/column of each cell within its layer's grid.
+        # Row/column of each cell within its layer's grid; -1 for the cells of other samplings
+        # and for barrel cells beyond pionml's grid (real EMB1/EMB2 reach |eta| = 1.475, the
+        # grid 1.4): those are imaged from their own eta/phi but not simulated or clustered.
         self.ieta = np.full(n, -1, dtype=np.int32)
         self.iphi = np.full(n, -1, dtype=np.int32)
         for layer in LAYERS:
             sel = self.layer == layer.index
             self.ieta[sel] = layer.eta_row(self.eta[sel])
             self.iphi[sel] = layer.phi_column(self.phi[sel])
-        if (self.ieta < 0).any():
-            i = int(np.flatnonzero(self.ieta < 0)[0])
-            raise ValueError(f"CellGeometry: cell {i} at eta {self.eta[i]:.4f} lies outside "
-                             f"layer {LAYERS[self.layer[i]].name}")
+        self.iphi[self.ieta < 0] = -1
+        on_grid = self.ieta >= 0
         self.id = (encode_cell_id(self.sampling, self.ieta, self.iphi) if cell_id is None
                    else np.asarray(cell_id, dtype=np.uint64))
         if len(self.id) != n:
@@ -463,7 +496,7 @@ class CellGeometry:
         self._grid = {}
         for layer in LAYERS:
             grid = np.full((layer.n_eta, layer.nphi), -1, dtype=np.int64)
-            sel = np.flatnonzero(self.layer == layer.index)
+            sel = np.flatnonzero((self.layer == layer.index) & on_grid)
             grid[self.ieta[sel], self.iphi[sel]] = sel
             self._grid[layer.index] = grid
         self._neighbours = None
@@ -504,6 +537,21 @@ class CellGeometry:
 
     def counts_per_layer(self) -> dict[str, int]:
         return {layer.name: int((self.layer == layer.index).sum()) for layer in LAYERS}
+
+    def counts_per_sampling(self) -> dict[str, int]:
+        """Cells per CaloSampling present (ATLAS names), barrel and non-barrel alike."""
+        codes, counts = np.unique(self.sampling, return_counts=True)
+        return {sampling_name(c): int(k) for c, k in zip(codes, counts)}
+
+    @property
+    def n_not_barrel(self) -> int:
+        """Cells outside pionml's barrel layers (endcap, HEC, FCAL, Tile gap/extended ...)."""
+        return int((self.layer < 0).sum())
+
+    @property
+    def n_off_grid(self) -> int:
+        """Barrel-layer cells beyond pionml's cell grid (e.g. EMB2 at 1.4 < |eta| < 1.475)."""
+        return int(((self.layer >= 0) & (self.ieta < 0)).sum())
 
     def cells_in_window(self, eta, phi, half_width: float = 0.7) -> np.ndarray:
         """Indices of all cells whose centre lies within |deta|, |dphi| <= half_width."""
@@ -699,7 +747,7 @@ def _half_depth(arrays: dict) -> np.ndarray:
         return 0.5 * np.asarray(arrays["cell_geo_depth"], dtype=float)
     sampling = np.asarray(arrays["cell_geo_sampling"])
     eta = np.asarray(arrays["cell_geo_eta"], dtype=float)
-    half = np.zeros(len(eta))
+    half = np.zeros(len(eta))  # other samplings: no depth known, a point at rPerp
     for layer in LAYERS:
         sel = sampling == layer.sampling
         half[sel] = 0.5 * (layer.r_out(eta[sel]) - layer.r_in(eta[sel]))

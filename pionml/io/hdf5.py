@@ -384,6 +384,10 @@ class DatasetFile:
             if name not in self._file["images"]:
                 raise SchemaError(f"{where(file=self.path)}: missing dataset '/images/{name}' "
                                   "(design.md section 10)")
+        if cells and not self.has_point_clouds:
+            raise SchemaError(f"{where(file=self.path)}: the dataset has no point clouds (built "
+                              f"from image-format ClusterTree files): use an image model "
+                              f"(dnn, cnn, densenet) or build it from MLTree EventTree files")
         for name in cells:
             if name not in self._file["cells"]:
                 raise SchemaError(f"{where(file=self.path)}: missing dataset '/cells/{name}' "
@@ -392,6 +396,11 @@ class DatasetFile:
                 raise SchemaError(f"{where(file=self.path)}: '/cells/{name}' has "
                                   f"{len(self._file['cells'][name])} entries, '/cells/offsets' "
                                   f"ends at {self.offsets[-1]}")
+
+    @property
+    def has_point_clouds(self) -> bool:
+        """False for a dataset built from image-format ClusterTree files (images only)."""
+        return bool(self.attrs.get("config", {}).get("point_clouds", True))
 
     @property
     def offsets(self) -> np.ndarray:

@@ -4,7 +4,8 @@ Reading goes through uproot and works on TTrees (real ATLAS files, ``std::vector
 branches) and RNTuples (what pionml writes, because uproot cannot write vectors of vectors into
 a TTree) alike. The schema is checked up front; every chunk is checked for jagged-length
 mismatches, NaN/inf energies and cell IDs absent from CellGeo. Errors name the file, tree,
-branch and entry; with ``on_error="skip"`` bad events are dropped and counted instead.
+branch, entry and cluster; with ``on_error="skip"`` the smallest bad unit (a cluster, or an event
+when the event itself is bad) is dropped and counted instead.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
+from numba import njit
 
 from pionml.errors import DataError, SchemaError, where
-from pionml.geometry import IMAGE_LAYERS, CellGeometry
+from pionml.geometry import CALO_SAMPLINGS, IMAGE_LAYERS, CellGeometry
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +74,12 @@ REQUIRED = (
 )
 CELLGEO_REQUIRED = (
     "cell_geo_ID", "cell_geo_sampling", "cell_geo_eta", "cell_geo_phi", "cell_geo_rPerp",
-    "cell_geo_deta", "cell_geo_dphi", "cell_geo_sigma",
+    "cell_geo_deta", "cell_geo_dphi",
 )
+#: The noise sigma of the clustering thresholds, under the names productions give it (the first
+#: present is used): ``cell_geo_sigma``, else the total noise, else the electronic noise. The
+#: electronic noise (``cell_geo_electronicNoise``) is read as such when present.
+CELLGEO_SIGMA = ("cell_geo_sigma", "cell_geo_totalNoise", "cell_geo_electronicNoise")
 
 
 def spec_for(name: str) -> BranchSpec:
@@ -124,12 +130,104 @@ def _get_tree(f, path, tree):
 
 
 def _arrays(tree, names, start, stop, path, tree_name):
+    import awkward as ak
+
+    names = list(names)
     try:
-        return tree.arrays(list(names), entry_start=start, entry_stop=stop)
+        fast = {}
+        if hasattr(tree, "branches"):  # a TTree: vector<vector<T>> branches decoded by numba
+            for n in names:
+                arr = _read_vector_vector(tree[n], start, stop)
+                if arr is not None:
+                    fast[n] = arr
+        if not fast:
+            return tree.arrays(names, entry_start=start, entry_stop=stop)
+        rest = [n for n in names if n not in fast]
+        other = tree.arrays(rest, entry_start=start, entry_stop=stop) if rest else None
+        return ak.zip({n: fast[n] if n in fast else other[n] for n in names}, depth_limit=1)
     except Exception as exc:
         raise DataError(f"{where(file=path, tree=tree_name, entry=start)}: reading entries "
                         f"{start}-{stop} failed, the file may be truncated or corrupt "
                         f"({type(exc).__name__}: {exc})") from exc
+
+
+@njit(cache=True)
+def _decode_vector_vector(data, offsets, itemsize, outer, inner, values):
+    """Decode ROOT's streamed ``std::vector<std::vector<T>>`` entries (object-wise, not
+    member-wise): per entry a 4-byte byte count, a 2-byte version, the outer length, then per
+    inner vector its length and its values (big-endian). Called once with empty ``inner`` and
+    ``values`` to count (returns the numbers of inner vectors and values), then to fill.
+    Returns (-1, -1) on anything unexpected: the caller falls back to uproot's reader."""
+    fill = len(values) > 0 or len(inner) > 0
+    n_inner = 0
+    n_bytes = 0
+    for e in range(len(offsets) - 1):
+        p = offsets[e]
+        end = offsets[e + 1]
+        if p == end:  # an entry without bytes: an empty outer vector
+            outer[e] = 0
+            continue
+        if p + 10 > end:
+            return -1, -1
+        count = ((data[p] & 0x3F) << 24) | (data[p + 1] << 16) | (data[p + 2] << 8) | data[p + 3]
+        version = (data[p + 4] << 8) | data[p + 5]
+        if (data[p] & 0x40) == 0 or count + 4 != end - p or (version & 0x4000) != 0:
+            return -1, -1
+        p += 6
+        n = (data[p] << 24) | (data[p + 1] << 16) | (data[p + 2] << 8) | data[p + 3]
+        p += 4
+        outer[e] = n
+        for _ in range(n):
+            if p + 4 > end:
+                return -1, -1
+            m = (data[p] << 24) | (data[p + 1] << 16) | (data[p + 2] << 8) | data[p + 3]
+            p += 4
+            nb = m * itemsize
+            if p + nb > end:
+                return -1, -1
+            if fill:
+                inner[n_inner] = m
+                values[n_bytes:n_bytes + nb] = data[p:p + nb]
+            n_inner += 1
+            n_bytes += nb
+            p += nb
+        if p != end:
+            return -1, -1
+    return n_inner, n_bytes
+
+
+def _read_vector_vector(branch, start, stop):
+    """A TTree branch of ``std::vector<std::vector<number>>`` (the cell branches of real MLTree
+    files) as an awkward array, decoded from the raw entry bytes by a compiled loop: uproot's
+    generic object reader is several times slower. None when the branch is anything else (or
+    its bytes are not the expected layout): then uproot reads it."""
+    import awkward as ak
+    import uproot
+
+    model = getattr(getattr(branch, "interpretation", None), "model", None)
+    if not (isinstance(model, uproot.containers.AsVector) and model.header
+            and isinstance(model.values, uproot.containers.AsVector)
+            and not model.values.header and isinstance(model.values.values, np.dtype)):
+        return None
+    dtype = model.values.values
+    raw = branch.array(uproot.interpretation.jagged.AsJagged(
+        uproot.interpretation.numerical.AsDtype("u1")), entry_start=start, entry_stop=stop,
+        library="ak")
+    layout = ak.to_layout(raw)
+    offsets = np.asarray(layout.offsets.data, dtype=np.int64)
+    data = np.asarray(layout.content.data, dtype=np.uint8)
+    offsets = offsets - offsets[0]
+    outer = np.zeros(len(offsets) - 1, dtype=np.int64)
+    n_inner, n_bytes = _decode_vector_vector(data, offsets, dtype.itemsize, outer,
+                                             np.zeros(0, np.int64), np.zeros(0, np.uint8))
+    if n_inner < 0:
+        return None
+    inner = np.zeros(n_inner, dtype=np.int64)
+    values = np.zeros(n_bytes, dtype=np.uint8)
+    if n_inner:
+        _decode_vector_vector(data, offsets, dtype.itemsize, outer, inner, values)
+    flat = values.view(dtype).astype(dtype.newbyteorder("="))
+    return ak.unflatten(ak.unflatten(flat, inner), outer)
 
 
 def _leaf_type(array):
@@ -180,15 +278,21 @@ def read_cellgeo(path, tree: str = CELLGEO_TREE) -> CellGeometry:
     if missing:
         raise SchemaError(f"{where(file=path, tree=tree, branch=missing[0])}: missing branch "
                           f"(all missing: {missing})")
+    sigma_branch = next((b for b in CELLGEO_SIGMA if b in keys), None)
+    if sigma_branch is None:
+        raise SchemaError(f"{where(file=path, tree=tree, branch=CELLGEO_SIGMA[0])}: missing "
+                          f"branch (nor {' / '.join(CELLGEO_SIGMA[1:])}): no cell noise")
     if t.num_entries < 1:
         raise DataError(f"{where(file=path, tree=tree)}: the tree has no entry")
-    names = [b for b in keys if b.startswith("cell_geo_")]
+    # the neighbour branches (cell_geo_prevInPhi ...) are not needed: pionml derives its own
+    names = [b for b in keys if b.startswith("cell_geo_")
+             and not b.startswith(("cell_geo_prev", "cell_geo_next"))]
     arr = _arrays(t, names, 0, 1, path, tree)
     out = {}
     n = None
     for b in names:
         col = np.asarray(arr[b][0])
-        if b in CELLGEO_REQUIRED:
+        if b in CELLGEO_REQUIRED or b in CELLGEO_SIGMA:
             if n is None:
                 n = len(col)
             if len(col) != n:
@@ -200,7 +304,7 @@ def read_cellgeo(path, tree: str = CELLGEO_TREE) -> CellGeometry:
                           f"integer cell IDs, found {out['cell_geo_ID'].dtype}")
     # every position/size the images and point clouds use: a NaN would give NaN point clouds
     for b in ("cell_geo_eta", "cell_geo_phi", "cell_geo_rPerp", "cell_geo_deta",
-              "cell_geo_dphi", "cell_geo_sigma", "cell_geo_volume"):
+              "cell_geo_dphi", sigma_branch, "cell_geo_volume"):
         if b not in out:
             continue
         if not np.issubdtype(out[b].dtype, np.number):
@@ -214,6 +318,14 @@ def read_cellgeo(path, tree: str = CELLGEO_TREE) -> CellGeometry:
                             f"{int(out['cell_geo_ID'][np.flatnonzero(bad)[0]])}): the geometry "
                             f"file is unusable")
     out["cell_geo_ID"] = out["cell_geo_ID"].astype(np.uint64)
+    out["cell_geo_sigma"] = out[sigma_branch]
+    samp = out["cell_geo_sampling"]
+    bad = (samp < 0) | (samp > max(CALO_SAMPLINGS))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{where(file=path, tree=tree, branch='cell_geo_sampling', entry=0)}: "
+                        f"cell {i} (ID {int(out['cell_geo_ID'][i])}) has sampling {samp[i]}, not "
+                        f"a CaloSampling code (0-{max(CALO_SAMPLINGS)})")
     try:
         return CellGeometry.from_arrays(out)
     except ValueError as exc:
@@ -316,7 +428,8 @@ class MLTreeReader:
         self.path = os.fspath(path)
         self.tree_name = tree
         self.step_size = int(step_size)
-        self.skipped: Counter = Counter()
+        self.skipped: Counter = Counter()  # clusters per reason
+        self.skipped_events: Counter = Counter()  # whole events per (event-level) reason
         self.n_read = 0
         self._file = _open(self.path)
         self._tree = _get_tree(self._file, self.path, tree)
@@ -344,9 +457,22 @@ class MLTreeReader:
         self.check_cells = check_cells
         self._geometry = geometry
         self._geo = None
-        # Up-front type check on the first entry.
+        # Up-front type check on the first entry. A branch picked by name pattern only (not a
+        # known MLTree branch, not asked for by name) that is not one number per cluster is not
+        # a moment: real files carry e.g. cluster_hitsTruthIndex (a vector per cluster); it is
+        # left out, not an error.
         if self.num_entries:
             first = self._read(0, 1)
+            asked = set(required) | (set(branches) if isinstance(branches, (list, tuple)) else set())
+            guessed = [b for b in self.branches if b not in BRANCHES and b not in asked]
+            for b in guessed:
+                try:
+                    _check_type(b, first[b], self.path, self.tree_name)
+                except SchemaError:
+                    logger.debug("%s: branch %s is not one number per cluster: not read",
+                                 self.path, b)
+                    self.branches.remove(b)
+                    del self._file_names[b]
             for b in self.branches:
                 _check_type(b, first[b], self.path, self.tree_name)
 
@@ -371,41 +497,103 @@ class MLTreeReader:
         fields = {b: arr[self._file_names[b]] for b in self.branches}
         return ak.zip(fields, depth_limit=1)
 
+    def _chunks(self, start: int, stop: int, step: int):
+        """(first entry, end, record array) per ``step`` entries. A TTree's branches are read
+        through one uproot iteration, which carries a basket that straddles two chunks over
+        instead of reading and decompressing it again for each (the per-cluster branches of an
+        MLTree file hold thousands of events a basket); its vector<vector> cell branches are
+        decoded by :func:`_read_vector_vector`."""
+        import awkward as ak
+
+        names = list(self._file_names.values())
+        if not hasattr(self._tree, "branches") or start >= stop:
+            for lo in range(start, stop, step):
+                yield lo, min(lo + step, stop), self._read(lo, min(lo + step, stop))
+            return
+        probe = min(start + 1, stop)
+        vv = [n for n in names if _read_vector_vector(self._tree[n], start, probe) is not None]
+        rest = [n for n in names if n not in vv]
+        it = (self._tree.iterate(rest, step_size=step, entry_start=start, entry_stop=stop)
+              if rest else None)
+        lo = start
+        while lo < stop:
+            hi = min(lo + step, stop)
+            try:
+                other = next(it) if it is not None else None
+                arrays = {n: other[n] for n in rest}
+                for n in vv:
+                    arrays[n] = _read_vector_vector(self._tree[n], lo, hi)
+                    if arrays[n] is None:  # not the expected layout in this range: uproot
+                        arrays[n] = self._tree[n].array(entry_start=lo, entry_stop=hi)
+            except Exception as exc:
+                raise DataError(f"{where(file=self.path, tree=self.tree_name, entry=lo)}: reading "
+                                f"entries {lo}-{hi} failed, the file may be truncated or corrupt "
+                                f"({type(exc).__name__}: {exc})") from exc
+            yield lo, hi, ak.zip({b: arrays[self._file_names[b]] for b in self.branches},
+                                 depth_limit=1)
+            lo = hi
+
     def iterate(self, on_error: str = "raise", step_size: int | None = None,
                 entry_start: int = 0, entry_stop: int | None = None,
                 validate: bool = True) -> Iterator:
-        """Yield validated chunks (awkward record arrays). ``on_error``: "raise" or "skip"
-        (whole bad events dropped and counted in ``skipped``). ``validate=False``: chunks as
-        read, for a caller that checks every value itself at a finer grain (the builder skips
-        single clusters)."""
+        """Yield validated chunks (awkward record arrays). ``on_error``: "raise" or "skip":
+        the smallest bad unit is dropped and counted. A bad cluster (non-finite energy, a cell ID
+        absent from CellGeo, cell branches of different lengths) goes alone, counted in
+        ``skipped`` (clusters per reason); its event stays with its other clusters, and the
+        chunk's ``cluster_number`` field gives each remaining cluster's index in the file (and
+        ``nCluster`` is updated). An event goes only when the event is bad (per-cluster vectors
+        of different lengths, bad truth), counted in ``skipped_events`` (events per reason) and
+        its clusters in ``skipped``. A cluster with no written cell is legal data (MLTree
+        writes no cell below 5 MeV), never an error. ``validate=False``: chunks as read, for a
+        caller that checks every value itself at a finer grain (the builder)."""
         import awkward as ak
 
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
         step = int(step_size or self.step_size)
         stop = self.num_entries if entry_stop is None else min(entry_stop, self.num_entries)
-        for start in range(entry_start, stop, step):
-            end = min(start + step, stop)
-            chunk = self._read(start, end)
+        for start, end, chunk in self._chunks(entry_start, stop, step):
             entries = np.arange(start, end)
-            bad_reason = (self.validate(chunk, entries, raise_errors=(on_error == "raise"))
-                          if validate else None)
             self.n_read += end - start
-            if bad_reason is not None:
-                keep = np.array([r is None for r in bad_reason])
-                for r in bad_reason:
-                    if r is not None:
-                        self.skipped[r] += 1
-                if not keep.all():
-                    logger.warning("%s: skipped %d bad entries in %d-%d", self.path,
-                                   int((~keep).sum()), start, end)
-                chunk = chunk[keep]
-                entries = entries[keep]
+            if not validate:
+                yield ak.with_field(chunk, entries, "entry")
+                continue
+            ev_reasons, clus_reasons = self.validate(chunk, entries,
+                                                     raise_errors=(on_error == "raise"))
+            nclus = ak.num(chunk["cluster_E"], axis=1).to_numpy()
+            ev_keep = np.array([r is None for r in ev_reasons], dtype=bool)
+            for e in np.flatnonzero(~ev_keep):
+                self.skipped_events[ev_reasons[e]] += 1
+                self.skipped[ev_reasons[e]] += int(nclus[e])
+            chunk, entries, nclus = chunk[ev_keep], entries[ev_keep], nclus[ev_keep]
+            keep = np.array([r is None for r in clus_reasons], dtype=bool)
+            for r in clus_reasons[~keep]:
+                self.skipped[r] += 1
+            index = ak.local_index(chunk["cluster_E"], axis=1)
+            if not keep.all():
+                mask = ak.unflatten(keep, nclus)
+                fields = {}
+                for b in chunk.fields:
+                    spec = spec_for(b) if b in self.branches else None
+                    if spec is not None and spec.level >= 1 and spec.group in ("cluster", "cell"):
+                        fields[b] = chunk[b][mask]
+                    else:
+                        fields[b] = chunk[b]
+                if "nCluster" in fields:
+                    fields["nCluster"] = ak.values_astype(ak.sum(mask, axis=1),
+                                                          np.asarray(chunk["nCluster"]).dtype)
+                chunk = ak.zip(fields, depth_limit=1)
+                index = index[mask]
+            if (~ev_keep).any() or not keep.all():
+                logger.warning("%s: skipped %d bad events and %d bad clusters in entries %d-%d",
+                               self.path, int((~ev_keep).sum()), int((~keep).sum()), start, end)
+            chunk = ak.with_field(chunk, index, "cluster_number")
             yield ak.with_field(chunk, entries, "entry")
 
     def validate(self, chunk, entries, raise_errors=True):
-        """Check one chunk. Raises on the first problem, or returns a per-entry list of reasons
-        (None = good) when ``raise_errors`` is False."""
+        """Check one chunk. Raises on the first problem (``raise_errors``), or returns
+        ``(event_reasons, cluster_reasons)``: a reason (or None) per event, and an object array
+        with a reason (or None) per cluster of the events without a reason."""
         import awkward as ak
 
         n = len(chunk)
@@ -422,6 +610,7 @@ class MLTreeReader:
                 if reasons[i] is None:
                     reasons[i] = reason
 
+        # -- event-level: which value belongs to which cluster is unknown, or the truth is bad
         cluster_branches = [b for b in self.branches if spec_for(b).level >= 1
                             and spec_for(b).group in ("cluster", "cell")]
         ref = "cluster_E"
@@ -443,68 +632,79 @@ class MLTreeReader:
                 m = ak.num(chunk[b], axis=1).to_numpy()
                 flag(m != nt, "length mismatch", b,
                      lambda i, m=m, b=b: f"{m[i]} values, but {truth[0]} has {nt[i]}")
-        # Cell-level branches: same number of cells per cluster as cluster_cell_ID.
+        for b in truth:
+            if spec_for(b).energy:
+                bad = ak.to_numpy(ak.any(~np.isfinite(chunk[b]), axis=1))
+                flag(bad, "non-finite energy", b,
+                     lambda i, b=b: _first_bad_value(chunk[b][i], "truth particle"))
+
+        # -- cluster-level, on the events whose cluster branches line up
+        ev_ok = np.array([r is None for r in reasons], dtype=bool)
+        sub, ents, ncl = chunk[ev_ok], entries[ev_ok], nclus[ev_ok]
+        first = np.concatenate(([0], np.cumsum(ncl)))[:-1]
+        ev_of = np.repeat(np.arange(len(sub)), ncl)
+        creasons = np.full(int(ncl.sum()), None, dtype=object)
+
+        def cflag(mask, reason, branch, detail):
+            mask = np.asarray(mask, dtype=bool)
+            if not mask.any():
+                return
+            if raise_errors:
+                k = int(np.flatnonzero(mask)[0])
+                e = int(ev_of[k])
+                raise DataError(f"{where(file=self.path, tree=self.tree_name, branch=branch, entry=int(ents[e]), cluster=k - int(first[e]))}: "
+                                f"{detail(k)}")
+            creasons[mask & (creasons == None)] = reason  # noqa: E711
+
         cells = [b for b in self.branches if spec_for(b).level == 2]
-        ok_len = np.ones(n, dtype=bool)
+        ncell = None
         if "cluster_cell_ID" in cells:
-            ncell = ak.num(chunk["cluster_cell_ID"], axis=2)
+            ncell = ak.flatten(ak.num(sub["cluster_cell_ID"], axis=2))
             for b in cells:
                 if b == "cluster_cell_ID":
                     continue
-                same = ak.all(ak.num(chunk[b], axis=2) == ncell, axis=1)
-                same = ak.to_numpy(ak.fill_none(same, False)) if n else np.ones(0, bool)
-                flag(~same, "length mismatch", b,
-                     lambda i, b=b: "per-cell vector lengths differ from cluster_cell_ID's")
-                ok_len &= same
-        # Non-finite energies.
-        for b in self.branches:
+                other = ak.flatten(ak.num(sub[b], axis=2))
+                differ = ak.to_numpy(other != ncell)
+                cflag(differ, "length mismatch", b,
+                      lambda k, b=b, o=other: f"{int(o[k])} values in {b}, but "
+                      f"{int(ncell[k])} cells in cluster_cell_ID")
+        for b in cluster_branches:
             spec = spec_for(b)
             if not spec.energy:
                 continue
-            vals = chunk[b]
-            flat_ok = np.isfinite(ak.to_numpy(ak.flatten(vals, axis=None)))
-            if flat_ok.all():
+            vals = ak.flatten(sub[b], axis=1)
+            if np.isfinite(ak.to_numpy(ak.flatten(vals, axis=None))).all():
                 continue
-            depth = spec.level
             bad = ~np.isfinite(vals)
-            for _ in range(depth):
-                bad = ak.any(bad, axis=-1)
-            bad = ak.to_numpy(bad)
-            flag(bad, "non-finite energy", b, lambda i, b=b: _first_bad_value(chunk[b][i]))
-        # Empty clusters (no cell at all).
-        if "cluster_cell_ID" in self.branches:
-            empty = ak.to_numpy(ak.any(ak.num(chunk["cluster_cell_ID"], axis=2) == 0, axis=1))
-            flag(empty, "empty cluster", "cluster_cell_ID",
-                 lambda i: f"cluster {int(np.flatnonzero(ak.to_numpy(ak.num(chunk['cluster_cell_ID'][i], axis=1)) == 0)[0])} has no cell")
-        # Cell IDs unknown to CellGeo.
-        if self.check_cells and "cluster_cell_ID" in self.branches and n:
-            ids = chunk["cluster_cell_ID"]
-            flat = ak.to_numpy(ak.flatten(ids, axis=None)).astype(np.uint64)
+            if spec.level == 2:
+                bad = ak.any(bad, axis=1)
+            cflag(ak.to_numpy(bad), "non-finite energy", b,
+                  lambda k, v=vals: _first_bad_value(v[k]))
+        # Cell IDs unknown to CellGeo (a cluster with no written cell is legal data).
+        if self.check_cells and ncell is not None and len(sub):
+            flat = ak.to_numpy(ak.flatten(sub["cluster_cell_ID"], axis=None)).astype(np.uint64)
             idx = self.geometry.index_of_id(flat)
             if (idx < 0).any():
-                per_event = ak.to_numpy(ak.sum(ak.num(ids, axis=2), axis=1))
-                ev = np.repeat(np.arange(n), per_event)
-                bad = np.zeros(n, dtype=bool)
-                bad[ev[idx < 0]] = True
-                first_id = {}
-                for e, cid in zip(ev[idx < 0][::-1], flat[idx < 0][::-1]):
-                    first_id[e] = cid
-                flag(bad, "cell ID not in CellGeo", "cluster_cell_ID",
-                     lambda i: f"cell ID {int(first_id[i])} is not in CellGeo")
-        return None if raise_errors else reasons
+                clus_of_cell = np.repeat(np.arange(len(creasons)), ak.to_numpy(ncell))
+                bad = np.zeros(len(creasons), dtype=bool)
+                bad[clus_of_cell[idx < 0]] = True
+                cflag(bad, "cell ID not in CellGeo", "cluster_cell_ID",
+                      lambda k: f"cell ID {int(flat[(idx < 0) & (clus_of_cell == k)][0])} is "
+                      f"not in CellGeo")
+        return reasons, creasons
 
 
-def _first_bad_value(event_values) -> str:
+def _first_bad_value(values, item: str = "cell") -> str:
+    """Where the first non-finite value of one cluster's cells (or one event's truth
+    particles) is."""
     import awkward as ak
 
-    arr = ak.to_list(event_values)
-    for c, v in enumerate(arr):
-        if isinstance(v, list):
-            for k, x in enumerate(v):
-                if not np.isfinite(x):
-                    return f"cluster {c}, cell {k}: energy is {x}"
-        elif not np.isfinite(v):
-            return f"value {c} is {v}"
+    arr = ak.to_list(values)
+    if not isinstance(arr, list):
+        return f"energy is {arr}"
+    for k, x in enumerate(arr):
+        if not np.isfinite(x):
+            return f"{item} {k}: energy is {x}"
     return "non-finite value"
 
 
@@ -513,26 +713,69 @@ def _first_bad_value(event_values) -> str:
 CLUSTER_TREE_IMAGES = {layer.image_name: (layer.name, layer.image_shape) for layer in IMAGE_LAYERS}
 
 
+#: ClusterTree scalars -> pionml's cluster-table names; the first name present is read (older
+#: files name the cluster energy ``clusterE`` or ``cluster_E``).
+CLUSTER_TREE_SCALARS = {
+    "E_em": ("clusterE", "cluster_E"),
+    "E_lcw": ("clusterECalib", "cluster_E_LCCalib"),
+    "E_true": ("cluster_ENG_CALIB_TOT",),
+    "p_em": ("cluster_EM_PROBABILITY",),
+    "eta": ("clusterEta", "cluster_Eta"),
+    "phi": ("clusterPhi", "cluster_Phi"),
+    "event": ("eventNumber",),
+    "cluster_index": ("clusterIndex", "cluster_Index"),
+    "truth_E": ("truthE", "truthPartE"),
+    "pdg": ("truthPdgId", "truthPartPdgId", "pdgId"),
+    "n_cells": ("cluster_nCells",),
+}
+#: Scalars of a ClusterTree that are not moments (everything else ``cluster_<X>`` is one).
+_CLUSTER_TREE_NOT_MOMENTS = {n for names in CLUSTER_TREE_SCALARS.values() for n in names} | {
+    "cluster_Pt", "cluster_sumCellE", "cluster_nCells_tot"}
+
+
+def cluster_tree_layout(path, tree: str = CLUSTER_TREE) -> dict:
+    """What a ``ClusterTree`` holds: ``images`` (pionml image name -> branch), ``scalars``
+    (pionml cluster-table name -> branch, those present) and ``moments`` (moment name -> branch:
+    every other one-number ``cluster_<X>`` branch). Raises SchemaError for a missing image."""
+    f = _open(path)
+    t = _get_tree(f, path, tree)
+    keys = set(t.keys())
+    images = {}
+    for img, (atlas_name, _shape) in CLUSTER_TREE_IMAGES.items():
+        name = atlas_name if atlas_name in keys else img if img in keys else None
+        if name is None:
+            raise SchemaError(f"{where(file=path, tree=tree, branch=atlas_name)}: missing image "
+                              f"branch")
+        images[img] = name
+    scalars = {k: next(n for n in names if n in keys)
+               for k, names in CLUSTER_TREE_SCALARS.items() if any(n in keys for n in names)}
+    moments = {}
+    for b in sorted(keys):
+        if b.startswith("cluster_") and b not in _CLUSTER_TREE_NOT_MOMENTS \
+                and not b.startswith("cluster_cell_"):
+            typ = str(getattr(t[b], "typename", ""))
+            if typ in ("float", "double", "int32_t", "int64_t", "uint32_t", "int16_t"):
+                moments[b[len("cluster_"):]] = b
+    return {"images": images, "scalars": scalars, "moments": moments,
+            "entries": int(t.num_entries)}
+
+
 def read_cluster_tree(path, tree: str = CLUSTER_TREE, step_size: int = 10000,
                       scalars=("clusterE", "clusterECalib", "cluster_ENG_CALIB_TOT",
                                "cluster_EM_PROBABILITY")) -> Iterator[dict]:
     """Iterate over a ``ClusterTree`` (one entry per cluster) in chunks.
 
     Yields dicts with the images under pionml's names (``EMB1`` ... ``Tile2``), shaped
-    (n, eta, phi) float32, and the requested scalars that are present, plus ``entry``.
-    Image branches are named ``EMB1`` ... ``TileBar2`` in the files.
+    (n, eta, phi) float32, and the requested scalars that are present (branch names), plus
+    ``entry``. Image branches are named ``EMB1`` ... ``TileBar2`` in the files. A non-finite
+    pixel is a DataError naming the entry.
     """
+    layout = cluster_tree_layout(path, tree)
     f = _open(path)
     t = _get_tree(f, path, tree)
     keys = set(t.keys())
-    image_branch = {}
-    for img, (atlas_name, shape) in CLUSTER_TREE_IMAGES.items():
-        name = atlas_name if atlas_name in keys else img if img in keys else None
-        if name is None:
-            raise SchemaError(f"{where(file=path, tree=tree, branch=atlas_name)}: missing image "
-                              f"branch")
-        image_branch[img] = name
-    present_scalars = [s for s in scalars if s in keys]
+    image_branch = layout["images"]
+    present_scalars = list(dict.fromkeys(s for s in scalars if s in keys))
     names = list(image_branch.values()) + present_scalars
     for start in range(0, t.num_entries, step_size):
         stop = min(start + step_size, t.num_entries)
