@@ -55,6 +55,8 @@ class Task:
     metric_fields: tuple = ()
     #: physical output columns (name -> printf format) written to predictions.csv
     columns: dict = {}
+    #: what each output column is, with its unit (the exported ONNX graph's JSON)
+    column_doc: dict = {}
     #: accepted options and their defaults
     defaults: dict = {}
     #: what the training loss is, for the training-curve axis
@@ -125,6 +127,10 @@ class Task:
     def physical(self, outputs: dict) -> dict:  # pragma: no cover - abstract
         """Head outputs (tensors) -> physical quantities (tensors), keys = ``columns``."""
         raise NotImplementedError
+
+    def output_meaning(self, column: str) -> str:
+        """What the physical output ``column`` is, with its unit."""
+        return self.column_doc.get(column, column)
 
     # evaluation -----------------------------------------------------------------------------
     def table_fields(self) -> tuple:

@@ -34,6 +34,7 @@ class RegressTask(Task):
     select_fields = ("label", "E_true")
     metric_fields = ("E_lcw",)
     columns = {"E_pred": "%.6g"}
+    column_doc = {"E_pred": "predicted true cluster energy (ENG_CALIB_TOT) in GeV"}
     defaults = {"species": "charged", "transform": "log+standardise"}
     loss_name = "mean squared error of the standardised log E_true"
 
