@@ -248,6 +248,8 @@ class _Builder:
         self.energy_in_images_sum = 0.0
         self.cluster_energy_sum = 0.0
         self.fractions: list[np.ndarray] = []
+        self.chunk_energy: list[tuple[float, float]] = []  # per written chunk: imaged, E_EM sums
+        self.chunk_rows: list[int] = []  # per written chunk: rows appended
         self.geometry_source = None
         self._type_checked: set = set()
 
@@ -300,11 +302,29 @@ class _Builder:
     def run(self, inputs) -> BuildSummary:
         from pionml.progress import progress_bar
 
-        from pionml.io.root import MLTreeReader, read_cellgeo
-
-        from pionml.io import check_output
+        from pionml.io.root import MLTreeReader
 
         t0 = time.perf_counter()
+        inputs, geometry = self.prepare(inputs)
+        bar = progress_bar(total=None, unit=" events", desc="build", progress=self.progress)
+        try:
+            for fi, path in enumerate(inputs):
+                self._run_file(fi, path, geometry, MLTreeReader, bar)
+            bar.close()
+            self.finish()
+        except BaseException:
+            bar.close()
+            if self.writer is not None:
+                self.writer.abort()
+            raise
+        return self.report(t0)
+
+    def prepare(self, inputs) -> tuple[list[Path], object]:
+        """Inputs, geometry and output checked before anything is read or opened for writing;
+        returns the de-duplicated inputs and the geometry (None: each file's CellGeo)."""
+        from pionml.io import check_output
+        from pionml.io.root import read_cellgeo
+
         inputs = [Path(p) for p in inputs]
         if not inputs:
             raise ConfigError("build: no input files")
@@ -325,35 +345,33 @@ class _Builder:
         if geo_path is not None:
             self.geometry_source = file_info(geo_path)
             geometry = read_cellgeo(geo_path)
-        bar = progress_bar(total=None, unit=" events", desc="build", progress=self.progress)
-        try:
-            for fi, path in enumerate(inputs):
-                self._run_file(fi, path, geometry, MLTreeReader, bar)
-            bar.close()
-            if self.writer is None:  # nothing readable: still write a valid, empty dataset
-                self.moments = []
-                self._open_writer()
-            s = self.summary
-            if not s.balanced():  # a bug, never bad input: refuse to write a dataset
-                raise PionmlError(f"build: internal accounting error: {s.accounting()}")
-            if s.clusters_kept:
-                fr = np.concatenate(self.fractions)
-                s.image_energy_fraction = self.energy_in_images_sum / self.cluster_energy_sum
-                s.image_energy_fraction_mean = float(fr.mean())
-                s.image_energy_fraction_median = float(np.median(fr))
-                if s.image_energy_fraction < MIN_IMAGE_FRACTION:
-                    w = (f"the images hold only {100 * s.image_energy_fraction:.2f} % of the "
-                         f"cluster energy (about 95 % expected): are the CellGeo positions "
-                         f"those of these files' cell IDs?")
-                    logger.warning("%s", w)
-                    s.warnings.append(w)
-            self.writer.close(config=self._config(), sources=self._sources(), counts=s.counts())
-            os.replace(self.tmp, self.out)
-        except BaseException:
-            bar.close()
-            if self.writer is not None:
-                self.writer.abort()
-            raise
+        return inputs, geometry
+
+    def finish(self) -> None:
+        """The image-energy figures, the accounting check, the attributes; the dataset is
+        renamed to ``out``."""
+        if self.writer is None:  # nothing readable: still write a valid, empty dataset
+            self.moments = []
+            self._open_writer()
+        s = self.summary
+        if not s.balanced():  # a bug, never bad input: refuse to write a dataset
+            raise PionmlError(f"build: internal accounting error: {s.accounting()}")
+        if s.clusters_kept:
+            fr = np.concatenate(self.fractions)
+            s.image_energy_fraction = self.energy_in_images_sum / self.cluster_energy_sum
+            s.image_energy_fraction_mean = float(fr.mean())
+            s.image_energy_fraction_median = float(np.median(fr))
+            if s.image_energy_fraction < MIN_IMAGE_FRACTION:
+                w = (f"the images hold only {100 * s.image_energy_fraction:.2f} % of the "
+                     f"cluster energy (about 95 % expected): are the CellGeo positions "
+                     f"those of these files' cell IDs?")
+                logger.warning("%s", w)
+                s.warnings.append(w)
+        self.writer.close(config=self._config(), sources=self._sources(), counts=s.counts())
+        os.replace(self.tmp, self.out)
+
+    def report(self, t0: float) -> BuildSummary:
+        s = self.summary
         s.seconds = time.perf_counter() - t0
         if any(s.skipped.values()):
             logger.warning("skipped as bad data: %s", ", ".join(
@@ -408,17 +426,21 @@ class _Builder:
             self.sources.append(info)
         return unique
 
-    def _run_file(self, fi, path, geometry, MLTreeReader, bar):
-        entry0 = 0
+    def _run_file(self, fi, path, geometry, MLTreeReader, bar, entries=None):
+        """Build file ``path`` (file index ``fi``), or only its entries ``entries`` = (start,
+        stop) (a part of a parallel build; start a multiple of the step size)."""
+        entry0 = 0 if entries is None else int(entries[0])
         reader = None
         try:
             # read only what the dataset needs (not the truth split of the cell energies)
             reader = MLTreeReader(path, geometry=geometry, step_size=self.step_size,
                                   branches=_wanted_branch, check_cells=False)
-            bar.total = (bar.total or 0) + len(reader)
+            stop = len(reader) if entries is None else min(int(entries[1]), len(reader))
+            bar.total = (bar.total or 0) + max(0, stop - entry0)
             bar.refresh()
             # the builder checks every value itself, cluster by cluster (the smallest bad unit)
-            for chunk in reader.iterate(on_error=self.on_error, validate=False):
+            for chunk in reader.iterate(on_error=self.on_error, validate=False,
+                                        entry_start=entry0, entry_stop=stop):
                 n_ev = len(chunk)
                 self._process_chunk(fi, path, chunk, reader.geometry, entry0)
                 entry0 += n_ev
@@ -689,8 +711,9 @@ class _Builder:
         batch = rasterise(kclus_of_cell, geo.eta[kg], geo.phi[kg], kE, geo.layer[kg],
                           c_eta, c_phi, cE, specs=self.specs)
         frac = batch.energy_in_images / cE
-        self.energy_in_images_sum += float(batch.energy_in_images.sum())
-        self.cluster_energy_sum += float(cE.sum())
+        self.chunk_energy.append((float(batch.energy_in_images.sum()), float(cE.sum())))
+        self.energy_in_images_sum += self.chunk_energy[-1][0]
+        self.cluster_energy_sum += self.chunk_energy[-1][1]
         self.fractions.append(frac.astype(np.float32))
         s.pixel_collisions += batch.collisions
         weight = None
@@ -737,6 +760,7 @@ class _Builder:
                                   f"{where(file=path, tree=TREE, branch=name)}")
             clusters[f"moment_{m}"] = per_cluster[name][kidx]
         self.writer.append(clusters, batch.images, cells, kcpc)
+        self.chunk_rows.append(nk)
         s.clusters_kept += nk
         s.cells_kept += int(kcpc.sum())
         for code, name in enumerate(("train", "val", "test")):
@@ -770,6 +794,7 @@ def build_dataset(
     progress: bool = True,
     compression: str | None = "gzip",
     specs: tuple[ImageSpec, ...] | None = None,
+    jobs: int = 1,
 ) -> BuildSummary:
     """Build the HDF5 dataset of design.md section 10 from MLTree ROOT files.
 
@@ -782,7 +807,13 @@ def build_dataset(
     anything is read (not a directory, a writable folder, not an input or the geometry), the file
     is written to a unique temporary path beside it and renamed at the end, so a failed or
     interrupted build leaves no partial dataset and two builds to one ``out`` never collide.
+    ``jobs`` > 1: parts of the inputs are built in that many processes
+    (:mod:`pionml.builder.parallel`); the dataset is the same.
     """
     b = _Builder(out, geometry, selection or Selection(), _check_split(split), seed, on_error,
                  step_size, progress, compression, specs or image_specs())
+    if jobs > 1:
+        from pionml.builder.parallel import build_parallel
+
+        return build_parallel(b, inputs, jobs)
     return b.run(inputs)

@@ -14,7 +14,8 @@ logger = logging.getLogger(__name__)
 def add_build_arguments(p: argparse.ArgumentParser) -> None:
     from pionml.cli import finite_float, non_negative_float, positive_float, positive_int
 
-    p.add_argument("inputs", nargs="+", metavar="FILE.root", help="MLTree ROOT files (EventTree)")
+    p.add_argument("inputs", nargs="+", metavar="FILE.root",
+                   help="MLTree ROOT files (EventTree), or built datasets (.h5) to merge into one")
     p.add_argument("--geometry", metavar="CELLGEO.root", default=None,
                    help="file holding the CellGeo tree (default: the CellGeo of each input file)")
     p.add_argument("--out", required=True, metavar="DATASET.h5", help="output HDF5 dataset")
@@ -30,36 +31,53 @@ def add_build_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--step-size", type=positive_int, default=1000, help="events per chunk (1000)")
     p.add_argument("--compression", default="gzip", choices=("gzip", "lzf", "none"),
                    help="HDF5 compression (gzip)")
+    p.add_argument("--jobs", type=positive_int, default=1,
+                   help="worker processes; the dataset is the same for any number (1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run_build(args) -> int:
     from pionml.builder.builder import Selection, build_dataset, check_split
+    from pionml.builder.parallel import is_hdf5, merge_datasets
+    from pionml.errors import ConfigError
 
     check_split(args.split, what="--split")  # before any file is read or written
+    kinds = {is_hdf5(p) for p in args.inputs}
+    if kinds == {True}:  # built datasets: merged
+        summary = merge_datasets(args.inputs, args.out, progress=not args.no_progress,
+                                 compression=None if args.compression == "none" else args.compression)
+        print(summary.format())
+        return 0
+    if len(kinds) > 1:
+        raise ConfigError("build: give MLTree ROOT files or built datasets (.h5), not both")
 
     summary = build_dataset(
         args.inputs, args.out, geometry=args.geometry,
         selection=Selection(eta_max=args.eta_max, min_calib=args.min_calib, min_em=args.min_em),
         split=tuple(args.split), seed=args.seed, on_error="skip" if args.skip_bad else "raise",
         step_size=args.step_size, progress=not args.no_progress,
-        compression=None if args.compression == "none" else args.compression)
+        compression=None if args.compression == "none" else args.compression, jobs=args.jobs)
     print(summary.format())
     return 0
 
 
 def add_make_dataset_arguments(p: argparse.ArgumentParser) -> None:
+    from pionml.cli import positive_int
+
     p.add_argument("--recipe", default="datasets/default.toml", help="recipe TOML file")
     p.add_argument("--out", default=None,
                    help="output HDF5 (default: the recipe's 'output', next to the recipe)")
     p.add_argument("--force", action="store_true", help="rebuild even if the output exists")
+    p.add_argument("--jobs", type=positive_int, default=1,
+                   help="worker processes for simulate and build; the same dataset for any number (1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run_make_dataset(args) -> int:
     from pionml.builder.recipe import make_dataset
 
-    out = make_dataset(args.recipe, args.out, force=args.force, progress=not args.no_progress)
+    out = make_dataset(args.recipe, args.out, force=args.force, progress=not args.no_progress,
+                       jobs=args.jobs)
     print(f"dataset: {out}")
     return 0
 
