@@ -26,7 +26,7 @@ COMMAND_MODULES = (
     "pionml.builder.cli",
     "pionml.train.cli",
     "pionml.evaluate.cli",
-    "pionml.runs.cli",
+    "pionml.export.cli",
 )
 
 

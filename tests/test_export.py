@@ -18,7 +18,7 @@ import pionml.tasks  # noqa: E402
 from pionml.cli import main  # noqa: E402
 from pionml.models.base import MODELS  # noqa: E402
 from pionml.runs import Run  # noqa: E402
-from pionml.runs.export import (ExportError, batch_feed, example_inputs, input_specs,  # noqa: E402
+from pionml.export.onnx import (ExportError, batch_feed, example_inputs, input_specs,  # noqa: E402
                                 session)
 from pionml.tasks.base import TASKS  # noqa: E402
 from pionml.testing.fake_dataset import make_fake_dataset  # noqa: E402
@@ -96,7 +96,7 @@ def test_onnx_runtime_reproduces_the_run(tmp_path, data, task, name, caplog):
         if "cloud" in run.model.inputs and b > 1:
             assert len(set(np.diff(batch.cloud.ptr.numpy()))) > 1  # cell counts differ
     if "cloud" in run.model.inputs:  # cell counts from 1 to 400 per cluster
-        from pionml.runs.export import ExportModule, torch_outputs
+        from pionml.export.onnx import ExportModule, torch_outputs
 
         module = ExportModule(run.model, run.task, specs).eval()
         for counts in ([1], [2, 400], [1, 3, 30, 120, 5, 1, 64]):
@@ -155,6 +155,17 @@ def test_missing_onnx_gives_the_install_hint(tmp_path, data, monkeypatch, capsys
     monkeypatch.setattr(importlib, "import_module",
                         lambda name, *a: no_onnx(name) if name == "onnx" else real(name))
     with pytest.raises(ExportError, match=r"pip install 'pionml\[export\]'"):
-        from pionml.runs.export import require
+        from pionml.export.onnx import require
 
         require("onnx")
+
+
+def test_the_command_line_stays_light():
+    """Registering ``pionml export`` must not import torch or onnx for every command."""
+    import subprocess
+    import sys
+
+    code = ("import sys, pionml.cli; pionml.cli.build_parser(); "
+            "print(sorted(m for m in ('torch', 'onnx', 'onnxruntime') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -213,6 +213,30 @@ def _np(arr, dtype=None) -> np.ndarray:
     return out if dtype is None else out.astype(dtype, copy=False)
 
 
+def _jagged(arr, dtype) -> tuple[list[np.ndarray], np.ndarray]:
+    """The counts per level and the flat values of a jagged awkward array (``arr.ndim - 1``
+    levels): ``([per event], values)`` for a per-cluster branch, ``([per event, per cluster],
+    values)`` for a per-cell one. Read straight from the offsets of the list layouts (what the
+    ROOT reader gives); any other layout goes through awkward. Same result as ``ak.num`` at each
+    level and ``ak.flatten(arr, axis=None)``, without the per-call dispatch of awkward."""
+    import awkward as ak
+
+    counts = []
+    node = arr.layout
+    lo, hi = 0, len(node)
+    while isinstance(node, ak.contents.ListOffsetArray):
+        off = np.asarray(node.offsets.data)[lo:hi + 1]
+        counts.append(np.diff(off).astype(np.int64, copy=False))
+        lo, hi = int(off[0]), int(off[-1])
+        node = node.content
+    if isinstance(node, ak.contents.NumpyArray) and len(counts) == arr.ndim - 1:
+        return counts, np.asarray(node.data)[lo:hi].astype(dtype, copy=False)
+    counts = [_np(ak.num(arr, axis=1), np.int64)]  # another layout: the general route
+    if arr.ndim == 3:
+        counts.append(_np(ak.flatten(ak.num(arr, axis=2)), np.int64))
+    return counts, _np(ak.flatten(arr, axis=None), dtype)
+
+
 def _first_bad(mask: np.ndarray) -> int:
     return int(np.flatnonzero(mask)[0])
 
@@ -545,20 +569,20 @@ class _Builder:
             names += ("cluster_nCells",)
         for name in names:
             arr = self._field(path, chunk, name, 2)
-            counts = _np(ak.num(arr, axis=1), np.int64)
+            (counts,), flat = _jagged(arr, np.float64)
             if (counts != n_clus_ev).any():
                 ev_mark("length_mismatch", counts != n_clus_ev, lambda e, c=counts, b=name: (
                     f"branch has {c[e]} clusters, cluster_E has {n_clus_ev[e]}: "
                     f"{ev_where(b, e)}"))
                 per_cluster[name] = self._padded(arr, n_clus_ev)
                 continue
-            per_cluster[name] = _np(ak.flatten(arr), np.float64)
+            per_cluster[name] = flat
 
         # cells: the two cell branches must agree, event by event and cluster by cluster
         ids_aw = self._field(path, chunk, "cluster_cell_ID", 3)
         ecell_aw = self._field(path, chunk, "cluster_cell_E", 3)
-        n_cl_ids = _np(ak.num(ids_aw, axis=1), np.int64)
-        n_cl_e = _np(ak.num(ecell_aw, axis=1), np.int64)
+        (n_cl_ids, nid), ids_flat = _jagged(ids_aw, np.uint64)
+        (n_cl_e, ne), ecell_flat = _jagged(ecell_aw, np.float64)
         ev_ok = (n_cl_ids == n_clus_ev) & (n_cl_e == n_clus_ev)
         if not ev_ok.all():
             def ev_msg(e):
@@ -569,9 +593,9 @@ class _Builder:
             ev_mark("length_mismatch", ~ev_ok, ev_msg)
             ids_aw = ids_aw[ev_ok]
             ecell_aw = ecell_aw[ev_ok]
+            (_, nid), ids_flat = _jagged(ids_aw, np.uint64)
+            (_, ne), ecell_flat = _jagged(ecell_aw, np.float64)
         in_ok = np.repeat(ev_ok, n_clus_ev)  # clusters of events whose cell branches line up
-        nid = _np(ak.flatten(ak.num(ids_aw, axis=2)), np.int64)
-        ne = _np(ak.flatten(ak.num(ecell_aw, axis=2)), np.int64)
         n_ids_c = np.zeros(n, dtype=np.int64)
         n_e_c = np.zeros(n, dtype=np.int64)
         n_ids_c[in_ok] = nid
@@ -581,8 +605,8 @@ class _Builder:
             f"cluster_cell_E has {n_e_c[k]} cells, cluster_cell_ID {n_ids_c[k]}: "
             f"{cl_where('cluster_cell_E', k)}"))
         good_cells = in_ok & ~differ
-        ids = _np(ak.flatten(ids_aw, axis=None), np.uint64)[np.repeat(good_cells[in_ok], nid)]
-        ecell = _np(ak.flatten(ecell_aw, axis=None), np.float64)[np.repeat(good_cells[in_ok], ne)]
+        ids = ids_flat[np.repeat(good_cells[in_ok], nid)]
+        ecell = ecell_flat[np.repeat(good_cells[in_ok], ne)]
         cells_per_cluster = np.where(good_cells, n_ids_c, 0)
         clus_of_cell = np.repeat(np.arange(n), cells_per_cluster)
 

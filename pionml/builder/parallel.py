@@ -87,8 +87,17 @@ def _build_part(part: _Part) -> _PartResult:
         def update(self, n):
             pass
 
+    geometry = w["geometry"]
+    if geometry is None:  # each file's own CellGeo, read once per worker (and its ID table)
+        from pionml.io.root import read_cellgeo
+
+        cache = w.setdefault("geometries", {})
+        try:
+            geometry = cache.get(part.path) or cache.setdefault(part.path, read_cellgeo(part.path))
+        except Exception:  # unreadable: the reader below reports it as one process does
+            geometry = None
     try:
-        b._run_file(part.fi, Path(part.path), w["geometry"], MLTreeReader, _Quiet(),
+        b._run_file(part.fi, Path(part.path), geometry, MLTreeReader, _Quiet(),
                     entries=(part.start, part.stop))
     except BaseException:
         if b.writer is not None:

@@ -1,4 +1,4 @@
-"""Subcommand ``pionml export``: a trained run to ONNX (:mod:`pionml.runs.export`).
+"""Subcommand ``pionml export``: a trained run to ONNX (:mod:`pionml.export.onnx`).
 
 Nothing heavy is imported here at import time.
 """
@@ -17,7 +17,7 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_export(args) -> int:
-    from pionml.runs.export import export_run
+    from pionml.export.onnx import export_run
 
     export_run(args.run, args.out, check=not args.no_check)
     return 0
