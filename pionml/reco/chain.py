@@ -262,6 +262,9 @@ def _simulate_into(path, n_events, particle, energy, energy_min, energy_max, see
     tasks = [(k, k * batch_size, min(batch_size, n_events - k * batch_size))
              for k in shard_units(n_batches, shard)]
     total = sum(t[2] for t in tasks)
+    if jobs > 1:  # load the compiled functions once here: the forked workers inherit them
+        _init_batches(geo, lcw, particle, energy, energy_min, energy_max, seed)
+        _simulate_batch((0, 0, 1))
     with uproot.recreate(os.fspath(path)) as f, progress_bar(
             total=total, unit="event", desc="simulate", progress=progress) as bar:
         writer = MLTreeWriter(f)
