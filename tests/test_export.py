@@ -139,25 +139,22 @@ def test_refusals_are_one_line(tmp_path, data, caplog, monkeypatch):
             in _one_line(caplog))
 
 
-def test_missing_onnx_gives_the_install_hint(tmp_path, data, monkeypatch, capsys):
-    import builtins
-
-    real = builtins.__import__
-
-    def no_onnx(name, *a, **k):
-        if name == "onnx" or name.startswith("onnx."):
-            raise ImportError(name)
-        return real(name, *a, **k)
-
-    monkeypatch.setattr(builtins, "__import__", no_onnx)
+def test_missing_onnx_gives_the_install_hint(monkeypatch):
     import importlib
 
-    monkeypatch.setattr(importlib, "import_module",
-                        lambda name, *a: no_onnx(name) if name == "onnx" else real(name))
-    with pytest.raises(ExportError, match=r"pip install 'pionml\[export\]'"):
-        from pionml.export.onnx import require
+    from pionml.export.onnx import require
 
-        require("onnx")
+    real = importlib.import_module
+
+    def no_onnx(name, *args):
+        if name in ("onnx", "onnxruntime"):
+            raise ImportError(f"No module named '{name}'")
+        return real(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", no_onnx)
+    for name in ("onnx", "onnxruntime"):
+        with pytest.raises(ExportError, match=rf"needs the package '{name}': pip install 'pionml\[export\]'"):
+            require(name)
 
 
 def test_the_command_line_stays_light():
