@@ -164,3 +164,22 @@ def test_build_merges_built_datasets(tmp_path, one_job, caplog):
     # ROOT files and datasets together: one line
     assert main(["build", str(one_job), str(parts[0]), "--out", str(tmp_path / "x.h5")]) == 1
     assert "not both" in caplog.text
+
+
+def test_jagged_reads_offsets_like_awkward():
+    """The builder's offset reader gives ak.num per level and ak.flatten for the layouts the
+    reader gives (list offsets, also sliced), and for others (masked: list arrays)."""
+    import awkward as ak
+
+    from pionml.builder.builder import _jagged
+
+    two = ak.Array([[1.0, 2.0], [], [3.0], [4.0, 5.0, 6.0]])
+    three = ak.Array([[[1, 2], [3]], [], [[4], [], [5, 6, 7]]])
+    for arr in (two, two[1:], two[[True, False, True, True]], three, three[1:],
+                three[[True, False, True]]):
+        counts, flat = _jagged(arr, np.float64)
+        np.testing.assert_array_equal(counts[0], ak.to_numpy(ak.num(arr, axis=1)))
+        if arr.ndim == 3:
+            np.testing.assert_array_equal(counts[1], ak.to_numpy(ak.flatten(ak.num(arr, axis=2))))
+        np.testing.assert_array_equal(flat, ak.to_numpy(ak.flatten(arr, axis=None)).astype(np.float64))
+        assert flat.dtype == np.float64
