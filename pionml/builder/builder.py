@@ -744,11 +744,12 @@ class _Builder:
         if "cluster_cell_weight" in fields:
             w_aw = chunk["cluster_cell_weight"]
             try:  # only where it lines up with cluster_cell_ID, cluster by cluster
-                if (np.array_equal(_np(ak.num(w_aw, axis=1), np.int64), n_clus_ev)
-                        and np.array_equal(_np(ak.flatten(ak.num(w_aw[ev_ok], axis=2)), np.int64),
-                                           nid)):
-                    w = _np(ak.flatten(w_aw[ev_ok], axis=None), np.float32)
-                    weight = w[np.repeat(good_cells[in_ok], nid)][cell_keep]
+                (w_ev, w_cl), w = _jagged(w_aw, np.float32)
+                if np.array_equal(w_ev, n_clus_ev):
+                    if not ev_ok.all():
+                        (_, w_cl), w = _jagged(w_aw[ev_ok], np.float32)
+                    if np.array_equal(w_cl, nid):
+                        weight = w[np.repeat(good_cells[in_ok], nid)][cell_keep]
             except Exception:  # a malformed optional branch: no weights (1), as without it
                 weight = None
         cells = point_clouds(kg, kE, geo, weight)
