@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "pionml.builder.cli",
     "pionml.train.cli",
     "pionml.evaluate.cli",
+    "pionml.export.cli",
 )
 
 

@@ -60,7 +60,7 @@ def test_make_dataset_with_a_stand_in_simulation(tmp_path, monkeypatch):
     geo = barrel_geometry()
     pdg = {"pi0": 111, "pi+": 211, "pi-": -211}
 
-    def fake(path, n_events, particle, energy_min, energy_max, seed, progress):
+    def fake(path, n_events, particle, energy_min, energy_max, seed, progress, jobs=1):
         calls.append((Path(path).name, n_events, particle, seed))
         br = synthetic_branches(n_events, geo, clusters_per_event=1, cells_per_cluster=6, seed=seed)
         br["truthPartPdgId"] = [[pdg[particle]]] * n_events
@@ -92,6 +92,13 @@ def test_make_dataset_with_the_simulation(tmp_path):
     assert set(np.unique(cl["pdg"])) <= {111, 211, -211}
     np.testing.assert_array_equal(cl["label"], (cl["pdg"] == 111).astype(np.int8))
     assert (cl["E_em"] > 0).all()
+    # two processes (simulate and build): the same dataset (the simulated ROOT files differ in
+    # their bytes, a UUID and a time stamp, so their sha256 in 'sources' differ)
+    from pionml.io.digest import hdf5_digest
+
+    two = recipe.make_dataset(tmp_path / "small.toml", out=tmp_path / "two.h5", force=True,
+                              progress=False, jobs=2)
+    assert hdf5_digest(two, skip_attributes=("sources",)) == hdf5_digest(out, skip_attributes=("sources",))
 
 
 def test_make_dataset_checks_output_and_split_before_simulating(tmp_path, monkeypatch):

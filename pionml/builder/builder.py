@@ -267,6 +267,30 @@ def _np(arr, dtype=None) -> np.ndarray:
     return out if dtype is None else out.astype(dtype, copy=False)
 
 
+def _jagged(arr, dtype) -> tuple[list[np.ndarray], np.ndarray]:
+    """The counts per level and the flat values of a jagged awkward array (``arr.ndim - 1``
+    levels): ``([per event], values)`` for a per-cluster branch, ``([per event, per cluster],
+    values)`` for a per-cell one. Read straight from the offsets of the list layouts (what the
+    ROOT reader gives); any other layout goes through awkward. Same result as ``ak.num`` at each
+    level and ``ak.flatten(arr, axis=None)``, without the per-call dispatch of awkward."""
+    import awkward as ak
+
+    counts = []
+    node = arr.layout
+    lo, hi = 0, len(node)
+    while isinstance(node, ak.contents.ListOffsetArray):
+        off = np.asarray(node.offsets.data)[lo:hi + 1]
+        counts.append(np.diff(off).astype(np.int64, copy=False))
+        lo, hi = int(off[0]), int(off[-1])
+        node = node.content
+    if isinstance(node, ak.contents.NumpyArray) and len(counts) == arr.ndim - 1:
+        return counts, np.asarray(node.data)[lo:hi].astype(dtype, copy=False)
+    counts = [_np(ak.num(arr, axis=1), np.int64)]  # another layout: the general route
+    if arr.ndim == 3:
+        counts.append(_np(ak.flatten(ak.num(arr, axis=2)), np.int64))
+    return counts, _np(ak.flatten(arr, axis=None), dtype)
+
+
 def _first_bad(mask: np.ndarray) -> int:
     return int(np.flatnonzero(mask)[0])
 
@@ -302,6 +326,8 @@ class _Builder:
         self.energy_in_images_sum = 0.0
         self.cluster_energy_sum = 0.0
         self.fractions: list[np.ndarray] = []
+        self.chunk_energy: list[tuple[float, float]] = []  # per written chunk: imaged, E_EM sums
+        self.chunk_rows: list[int] = []  # per written chunk: rows appended
         self.geometry_source = None
         self._type_checked: set = set()
         self.cluster_tree_pdg = dict(cluster_tree_pdg or {})  # file-name pattern -> PDG id
@@ -356,11 +382,33 @@ class _Builder:
     def run(self, inputs) -> BuildSummary:
         from pionml.progress import progress_bar
 
-        from pionml.io.root import MLTreeReader, read_cellgeo
-
-        from pionml.io import check_output
+        from pionml.io.root import MLTreeReader
 
         t0 = time.perf_counter()
+        inputs, geometry = self.prepare(inputs)
+        bar = progress_bar(total=None, unit=" events", desc="build", progress=self.progress)
+        try:
+            for fi, (path, kind) in enumerate(zip(inputs, self.input_kinds)):
+                if kind == "ClusterTree":
+                    self._run_cluster_tree_file(fi, path, bar)
+                else:
+                    self._run_file(fi, path, geometry, MLTreeReader, bar)
+            bar.close()
+            self.finish()
+        except BaseException:
+            bar.close()
+            if self.writer is not None:
+                self.writer.abort()
+            raise
+        return self.report(t0)
+
+    def prepare(self, inputs) -> tuple[list[Path], object]:
+        """Inputs (wildcards and @lists expanded), geometry and output checked before anything
+        is read or opened for writing; returns the de-duplicated inputs and the geometry (None:
+        each file's CellGeo). Sets ``input_kinds`` (EventTree or ClusterTree per input)."""
+        from pionml.io import check_output
+        from pionml.io.root import read_cellgeo
+
         inputs = expand_inputs(inputs)
         if not inputs:
             raise ConfigError("build: no input files")
@@ -381,44 +429,39 @@ class _Builder:
         if geo_path is not None:
             self.geometry_source = file_info(geo_path)
             geometry = read_cellgeo(geo_path)
-        kinds = [_input_kind(p) for p in inputs]
-        self.cluster_tree_input = "ClusterTree" in kinds
-        if self.cluster_tree_input and "EventTree" in kinds:
+        self.input_kinds = [_input_kind(p) for p in inputs]
+        self.cluster_tree_input = "ClusterTree" in self.input_kinds
+        if self.cluster_tree_input and "EventTree" in self.input_kinds:
             raise ConfigError("build: the inputs mix MLTree EventTree files (cells, point clouds) "
                               "and image-format ClusterTree files (no cells): build them into "
                               "separate datasets")
-        bar = progress_bar(total=None, unit=" events", desc="build", progress=self.progress)
-        try:
-            for fi, (path, kind) in enumerate(zip(inputs, kinds)):
-                if kind == "ClusterTree":
-                    self._run_cluster_tree_file(fi, path, bar)
-                else:
-                    self._run_file(fi, path, geometry, MLTreeReader, bar)
-            bar.close()
-            if self.writer is None:  # nothing readable: still write a valid, empty dataset
-                self.moments = []
-                self._open_writer()
-            s = self.summary
-            if not s.balanced():  # a bug, never bad input: refuse to write a dataset
-                raise PionmlError(f"build: internal accounting error: {s.accounting()}")
-            if s.clusters_kept:
-                fr = np.concatenate(self.fractions)
-                s.image_energy_fraction = self.energy_in_images_sum / self.cluster_energy_sum
-                s.image_energy_fraction_mean = float(fr.mean())
-                s.image_energy_fraction_median = float(np.median(fr))
-                if s.image_energy_fraction < MIN_IMAGE_FRACTION:
-                    w = (f"the images hold only {100 * s.image_energy_fraction:.2f} % of the "
-                         f"cluster energy (about 95 % expected): are the CellGeo positions "
-                         f"those of these files' cell IDs?")
-                    logger.warning("%s", w)
-                    s.warnings.append(w)
-            self.writer.close(config=self._config(), sources=self._sources(), counts=s.counts())
-            os.replace(self.tmp, self.out)
-        except BaseException:
-            bar.close()
-            if self.writer is not None:
-                self.writer.abort()
-            raise
+        return inputs, geometry
+
+    def finish(self) -> None:
+        """The image-energy figures, the accounting check, the attributes; the dataset is
+        renamed to ``out``."""
+        if self.writer is None:  # nothing readable: still write a valid, empty dataset
+            self.moments = []
+            self._open_writer()
+        s = self.summary
+        if not s.balanced():  # a bug, never bad input: refuse to write a dataset
+            raise PionmlError(f"build: internal accounting error: {s.accounting()}")
+        if s.clusters_kept:
+            fr = np.concatenate(self.fractions)
+            s.image_energy_fraction = self.energy_in_images_sum / self.cluster_energy_sum
+            s.image_energy_fraction_mean = float(fr.mean())
+            s.image_energy_fraction_median = float(np.median(fr))
+            if s.image_energy_fraction < MIN_IMAGE_FRACTION:
+                w = (f"the images hold only {100 * s.image_energy_fraction:.2f} % of the "
+                     f"cluster energy (about 95 % expected): are the CellGeo positions "
+                     f"those of these files' cell IDs?")
+                logger.warning("%s", w)
+                s.warnings.append(w)
+        self.writer.close(config=self._config(), sources=self._sources(), counts=s.counts())
+        os.replace(self.tmp, self.out)
+
+    def report(self, t0: float) -> BuildSummary:
+        s = self.summary
         s.seconds = time.perf_counter() - t0
         if any(s.skipped.values()):
             logger.warning("skipped as bad data: %s", ", ".join(
@@ -475,17 +518,21 @@ class _Builder:
             self.sources.append(info)
         return unique
 
-    def _run_file(self, fi, path, geometry, MLTreeReader, bar):
-        entry0 = 0
+    def _run_file(self, fi, path, geometry, MLTreeReader, bar, entries=None):
+        """Build file ``path`` (file index ``fi``), or only its entries ``entries`` = (start,
+        stop) (a part of a parallel build; start a multiple of the step size)."""
+        entry0 = 0 if entries is None else int(entries[0])
         reader = None
         try:
             # read only what the dataset needs (not the truth split of the cell energies)
             reader = MLTreeReader(path, geometry=geometry, step_size=self.step_size,
                                   branches=_wanted_branch, check_cells=False)
-            bar.total = (bar.total or 0) + len(reader)
+            stop = len(reader) if entries is None else min(int(entries[1]), len(reader))
+            bar.total = (bar.total or 0) + max(0, stop - entry0)
             bar.refresh()
             # the builder checks every value itself, cluster by cluster (the smallest bad unit)
-            for chunk in reader.iterate(on_error=self.on_error, validate=False):
+            for chunk in reader.iterate(on_error=self.on_error, validate=False,
+                                        entry_start=entry0, entry_stop=stop):
                 n_ev = len(chunk)
                 self._process_chunk(fi, path, chunk, reader.geometry, entry0)
                 entry0 += n_ev
@@ -734,20 +781,20 @@ class _Builder:
             names += ("cluster_nCells",)
         for name in names:
             arr = self._field(path, chunk, name, 2)
-            counts = _np(ak.num(arr, axis=1), np.int64)
+            (counts,), flat = _jagged(arr, np.float64)
             if (counts != n_clus_ev).any():
                 ev_mark("length_mismatch", counts != n_clus_ev, lambda e, c=counts, b=name: (
                     f"branch has {c[e]} clusters, cluster_E has {n_clus_ev[e]}: "
                     f"{ev_where(b, e)}"))
                 per_cluster[name] = self._padded(arr, n_clus_ev)
                 continue
-            per_cluster[name] = _np(ak.flatten(arr), np.float64)
+            per_cluster[name] = flat
 
         # cells: the two cell branches must agree, event by event and cluster by cluster
         ids_aw = self._field(path, chunk, "cluster_cell_ID", 3)
         ecell_aw = self._field(path, chunk, "cluster_cell_E", 3)
-        n_cl_ids = _np(ak.num(ids_aw, axis=1), np.int64)
-        n_cl_e = _np(ak.num(ecell_aw, axis=1), np.int64)
+        (n_cl_ids, nid), ids_flat = _jagged(ids_aw, np.uint64)
+        (n_cl_e, ne), ecell_flat = _jagged(ecell_aw, np.float64)
         ev_ok = (n_cl_ids == n_clus_ev) & (n_cl_e == n_clus_ev)
         if not ev_ok.all():
             def ev_msg(e):
@@ -758,9 +805,9 @@ class _Builder:
             ev_mark("length_mismatch", ~ev_ok, ev_msg)
             ids_aw = ids_aw[ev_ok]
             ecell_aw = ecell_aw[ev_ok]
+            (_, nid), ids_flat = _jagged(ids_aw, np.uint64)
+            (_, ne), ecell_flat = _jagged(ecell_aw, np.float64)
         in_ok = np.repeat(ev_ok, n_clus_ev)  # clusters of events whose cell branches line up
-        nid = _np(ak.flatten(ak.num(ids_aw, axis=2)), np.int64)
-        ne = _np(ak.flatten(ak.num(ecell_aw, axis=2)), np.int64)
         n_ids_c = np.zeros(n, dtype=np.int64)
         n_e_c = np.zeros(n, dtype=np.int64)
         n_ids_c[in_ok] = nid
@@ -770,8 +817,8 @@ class _Builder:
             f"cluster_cell_E has {n_e_c[k]} cells, cluster_cell_ID {n_ids_c[k]}: "
             f"{cl_where('cluster_cell_E', k)}"))
         good_cells = in_ok & ~differ
-        ids = _np(ak.flatten(ids_aw, axis=None), np.uint64)[np.repeat(good_cells[in_ok], nid)]
-        ecell = _np(ak.flatten(ecell_aw, axis=None), np.float64)[np.repeat(good_cells[in_ok], ne)]
+        ids = ids_flat[np.repeat(good_cells[in_ok], nid)]
+        ecell = ecell_flat[np.repeat(good_cells[in_ok], ne)]
         cells_per_cluster = np.where(good_cells, n_ids_c, 0)
         clus_of_cell = np.repeat(np.arange(n), cells_per_cluster)
 
@@ -913,19 +960,21 @@ class _Builder:
         batch = rasterise(kclus_of_cell, geo.eta[kg], geo.phi[kg], kE, geo.layer[kg],
                           c_eta, c_phi, cE, specs=self.specs)
         frac = batch.energy_in_images / cE
-        self.energy_in_images_sum += float(batch.energy_in_images.sum())
-        self.cluster_energy_sum += float(cE.sum())
+        self.chunk_energy.append((float(batch.energy_in_images.sum()), float(cE.sum())))
+        self.energy_in_images_sum += self.chunk_energy[-1][0]
+        self.cluster_energy_sum += self.chunk_energy[-1][1]
         self.fractions.append(frac.astype(np.float32))
         s.pixel_collisions += batch.collisions
         weight = None
         if "cluster_cell_weight" in fields:
             w_aw = chunk["cluster_cell_weight"]
             try:  # only where it lines up with cluster_cell_ID, cluster by cluster
-                if (np.array_equal(_np(ak.num(w_aw, axis=1), np.int64), n_clus_ev)
-                        and np.array_equal(_np(ak.flatten(ak.num(w_aw[ev_ok], axis=2)), np.int64),
-                                           nid)):
-                    w = _np(ak.flatten(w_aw[ev_ok], axis=None), np.float32)
-                    weight = w[np.repeat(good_cells[in_ok], nid)][cell_keep]
+                (w_ev, w_cl), w = _jagged(w_aw, np.float32)
+                if np.array_equal(w_ev, n_clus_ev):
+                    if not ev_ok.all():
+                        (_, w_cl), w = _jagged(w_aw[ev_ok], np.float32)
+                    if np.array_equal(w_cl, nid):
+                        weight = w[np.repeat(good_cells[in_ok], nid)][cell_keep]
             except Exception:  # a malformed optional branch: no weights (1), as without it
                 weight = None
         cells = point_clouds(kg, kE, geo, weight)
@@ -961,6 +1010,7 @@ class _Builder:
                                   f"{where(file=path, tree=TREE, branch=name)}")
             clusters[f"moment_{m}"] = per_cluster[name][kidx]
         self.writer.append(clusters, batch.images, cells, kcpc)
+        self.chunk_rows.append(nk)
         s.clusters_kept += nk
         s.cells_kept += int(kcpc.sum())
         for code, name in enumerate(("train", "val", "test")):
@@ -995,6 +1045,7 @@ def build_dataset(
     compression: str | None = "gzip",
     specs: tuple[ImageSpec, ...] | None = None,
     cluster_tree_pdg: dict | None = None,
+    jobs: int = 1,
 ) -> BuildSummary:
     """Build the HDF5 dataset of design.md section 10 from MLTree ROOT files.
 
@@ -1011,7 +1062,13 @@ def build_dataset(
     anything is read (not a directory, a writable folder, not an input or the geometry), the file
     is written to a unique temporary path beside it and renamed at the end, so a failed or
     interrupted build leaves no partial dataset and two builds to one ``out`` never collide.
+    ``jobs`` > 1: parts of the inputs are built in that many processes
+    (:mod:`pionml.builder.parallel`); the dataset is the same.
     """
     b = _Builder(out, geometry, selection or Selection(), _check_split(split), seed, on_error,
                  step_size, progress, compression, specs or image_specs(), cluster_tree_pdg)
+    if jobs > 1:
+        from pionml.builder.parallel import build_parallel
+
+        return build_parallel(b, inputs, jobs)
     return b.run(inputs)

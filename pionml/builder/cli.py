@@ -15,8 +15,9 @@ def add_build_arguments(p: argparse.ArgumentParser) -> None:
     from pionml.cli import finite_float, non_negative_float, positive_float, positive_int
 
     p.add_argument("inputs", nargs="+", metavar="FILE.root",
-                   help="MLTree ROOT files (EventTree, or the image-format ClusterTree); "
-                        "wildcards in quotes ('user.*.root') and @LIST.txt (a path a line) work")
+                   help="MLTree ROOT files (EventTree, or the image-format ClusterTree), or "
+                        "built datasets (.h5) to merge into one; wildcards in quotes "
+                        "('user.*.root') and @LIST.txt (a path a line) work")
     p.add_argument("--geometry", metavar="CELLGEO.root", default=None,
                    help="file holding the CellGeo tree (default: the CellGeo of each input file)")
     p.add_argument("--out", required=True, metavar="DATASET.h5", help="output HDF5 dataset")
@@ -37,6 +38,8 @@ def add_build_arguments(p: argparse.ArgumentParser) -> None:
                    help="PDG id (111, 211, -211) of the image-format ClusterTree inputs whose "
                         "file name matches PATTERN (they carry no PDG branch), e.g. '*pi0*=111'; "
                         "repeatable")
+    p.add_argument("--jobs", type=positive_int, default=1,
+                   help="worker processes; the dataset is the same for any number (1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -53,9 +56,20 @@ def _pattern_pdg(text: str) -> tuple[str, int]:
 
 
 def run_build(args) -> int:
-    from pionml.builder.builder import Selection, build_dataset, check_split
+    from pionml.builder.builder import Selection, build_dataset, check_split, expand_inputs
+    from pionml.builder.parallel import is_hdf5, merge_datasets
+    from pionml.errors import ConfigError
 
     check_split(args.split, what="--split")  # before any file is read or written
+    inputs = expand_inputs(args.inputs)
+    kinds = {is_hdf5(p) for p in inputs}
+    if kinds == {True}:  # built datasets: merged
+        summary = merge_datasets(inputs, args.out, progress=not args.no_progress,
+                                 compression=None if args.compression == "none" else args.compression)
+        print(summary.format())
+        return 0
+    if len(kinds) > 1:
+        raise ConfigError("build: give MLTree ROOT files or built datasets (.h5), not both")
 
     summary = build_dataset(
         args.inputs, args.out, geometry=args.geometry,
@@ -63,23 +77,28 @@ def run_build(args) -> int:
         split=tuple(args.split), seed=args.seed, on_error="skip" if args.skip_bad else "raise",
         step_size=args.step_size, progress=not args.no_progress,
         compression=None if args.compression == "none" else args.compression,
-        cluster_tree_pdg=dict(args.cluster_tree_pdg))
+        cluster_tree_pdg=dict(args.cluster_tree_pdg), jobs=args.jobs)
     print(summary.format())
     return 0
 
 
 def add_make_dataset_arguments(p: argparse.ArgumentParser) -> None:
+    from pionml.cli import positive_int
+
     p.add_argument("--recipe", default="datasets/default.toml", help="recipe TOML file")
     p.add_argument("--out", default=None,
                    help="output HDF5 (default: the recipe's 'output', next to the recipe)")
     p.add_argument("--force", action="store_true", help="rebuild even if the output exists")
+    p.add_argument("--jobs", type=positive_int, default=1,
+                   help="worker processes for simulate and build; the same dataset for any number (1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run_make_dataset(args) -> int:
     from pionml.builder.recipe import make_dataset
 
-    out = make_dataset(args.recipe, args.out, force=args.force, progress=not args.no_progress)
+    out = make_dataset(args.recipe, args.out, force=args.force, progress=not args.no_progress,
+                       jobs=args.jobs)
     print(f"dataset: {out}")
     return 0
 

@@ -95,12 +95,12 @@ def load_recipe(path) -> Recipe:
     )
 
 
-def _simulate_to_root(path, n_events, particle, energy_min, energy_max, seed, progress):
+def _simulate_to_root(path, n_events, particle, energy_min, energy_max, seed, progress, jobs=1):
     """The one call into the simulated production (:func:`pionml.reco.chain.simulate_to_root`)."""
     from pionml.reco.chain import simulate_to_root
 
     return simulate_to_root(path, n_events=n_events, particle=particle, energy_min=energy_min,
-                            energy_max=energy_max, seed=seed, progress=progress)
+                            energy_max=energy_max, seed=seed, progress=progress, jobs=jobs)
 
 
 def root_file_name(particle: str) -> str:
@@ -108,10 +108,10 @@ def root_file_name(particle: str) -> str:
 
 
 def make_dataset(recipe_path="datasets/default.toml", out=None, force: bool = False,
-                 progress: bool = True) -> Path:
+                 progress: bool = True, jobs: int = 1) -> Path:
     """Simulate the recipe's species into ROOT files (reused when present, unless ``force``)
-    and build them into the HDF5 dataset. Returns the dataset path; an existing dataset is
-    returned as is unless ``force``."""
+    and build them into the HDF5 dataset, with ``jobs`` processes (the same files for any
+    number). Returns the dataset path; an existing dataset is returned as is unless ``force``."""
     from pionml.builder.builder import Selection, build_dataset
     from pionml.io import check_output
 
@@ -131,8 +131,8 @@ def make_dataset(recipe_path="datasets/default.toml", out=None, force: bool = Fa
             logger.info("simulating %d %s events into %s", r.events[sp], sp, path)
             # simulate_to_root writes a unique temporary file and renames it only on success
             _simulate_to_root(path, r.events[sp], sp, r.energy_min, r.energy_max, r.seed + i,
-                              progress)
+                              progress, jobs)
         files.append(path)
     build_dataset(files, out, geometry=None, selection=Selection(**r.selection), split=r.split,
-                  seed=r.split_seed, progress=progress)
+                  seed=r.split_seed, progress=progress, jobs=jobs)
     return out

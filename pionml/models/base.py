@@ -121,6 +121,8 @@ class ClusterModel(nn.Module):
     variants: tuple[str, ...] = ("classify", "regress")
     #: data options per variant on top of ``data_defaults`` (e.g. the regressors' image mode)
     variant_data_defaults: dict = {}
+    #: why the family cannot be exported to ONNX (``pionml export``); empty when it can
+    export_note: str = ""
 
     def __init__(self, spec: DataSpec, heads: dict | None = None, scalars: bool = False,
                  variant: str = "classify", **hyper):
@@ -167,6 +169,15 @@ class ClusterModel(nn.Module):
         """The training loss; the task's unless a family overrides it (weaver-core pattern).
         ``options`` come from the training stage (e.g. the step of a two-step training)."""
         return task.loss(outputs, batch, **options)
+
+    def for_export(self) -> nn.Module:
+        """The module ``pionml export`` traces (called on the loaded run, in eval mode): this
+        model by default. A family whose training module does not trace to ONNX returns an
+        equivalent one (weaver-core's ``for_inference`` pattern), e.g. an ensemble as one module;
+        it must take a :class:`~pionml.data.batch.ClusterBatch` and return the heads as
+        ``forward`` does, and take the number of clusters from tensors (``batch.rows``), not
+        from ``len(batch)``."""
+        return self
 
     # --------------------------------------------------------------------------------------
     def features(self, batch) -> torch.Tensor:

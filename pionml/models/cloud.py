@@ -12,6 +12,7 @@ from torch import nn
 
 from pionml.errors import ConfigError
 from pionml.models.base import ClusterModel, DataSpec, mlp, register
+from pionml.models.pooling import cluster_max, cluster_mean, cluster_sum
 
 
 @register
@@ -53,15 +54,12 @@ class GNN(ClusterModel):
         return 2 * hidden
 
     def body_forward(self, batch) -> torch.Tensor:
-        from torch_geometric.nn import global_add_pool, global_max_pool, global_mean_pool
-
         g = batch.cloud
-        size = len(batch)
         h = self.embed(g.x)  # (n_cells, hidden)
         for conv in self.convs:
             h = h + torch.relu(conv(h, g.edge_index))
-        pooled = torch.cat([global_mean_pool(h, g.batch, size), global_max_pool(h, g.batch, size),
-                            global_add_pool(h, g.batch, size) / 10.0], dim=1)  # (B, 3 hidden)
+        pooled = torch.cat([cluster_mean(h, g.batch, batch.rows), cluster_max(h, g.batch, batch.rows),
+                            cluster_sum(h, g.batch, batch.rows) / 10.0], dim=1)  # (B, 3 hidden)
         return self.post(pooled)
 
 
@@ -82,8 +80,6 @@ class PFN(ClusterModel):
         return f[-1]
 
     def body_forward(self, batch) -> torch.Tensor:
-        from torch_geometric.nn import global_add_pool
-
         g = batch.cloud
-        latent = global_add_pool(self.phi(g.x), g.batch, len(batch))  # (B, phi[-1])
+        latent = cluster_sum(self.phi(g.x), g.batch, batch.rows)  # (B, phi[-1])
         return self.f(latent)

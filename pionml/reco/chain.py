@@ -180,18 +180,31 @@ class ProductionSummary:
 def simulate_to_root(path, n_events: int, particle: str = "mix", energy: float | None = None,
                      energy_min: float = 0.2, energy_max: float = 2000.0, seed: int = 0,
                      lcw: LCWTables | None | str = "default", batch_size: int = 1000,
-                     progress: bool = True, geometry: CellGeometry | None = None
-                     ) -> ProductionSummary:
+                     progress: bool = True, geometry: CellGeometry | None = None,
+                     jobs: int = 1, shard: tuple[int, int] | None = None) -> ProductionSummary:
     """Simulate ``n_events`` single pions and write EventTree + CellGeo to ``path``.
 
     Events are made in batches of ``batch_size`` with seeds derived from ``seed`` and the
-    batch number, so a given (seed, batch_size) always gives the same file.
+    batch number, and numbered from 0 across the whole sample, so a given (seed, batch_size)
+    always gives the same events: with ``jobs`` worker processes (batches made in parallel,
+    written in order) the file holds what one process writes, and ``shard`` = (i, N) writes only
+    the i-th of N contiguous ranges of batches, so the N shard files of N independent jobs
+    together hold the events of the one-job file, in order, with the same numbers.
     """
     from pionml.io import check_output, remove_quietly, temp_path
 
     if n_events <= 0:
         raise ValueError(f"n_events must be positive, not {n_events}")
     check_output(path)  # before any work; written to a unique temporary file, renamed at the end
+    if shard is not None:
+        from pionml.errors import ConfigError
+        from pionml.parallel import shard_units
+
+        n_batches = -(-n_events // batch_size)
+        if len(shard_units(n_batches, shard)) == 0:
+            raise ConfigError(f"shard {shard[0]}/{shard[1]} holds no events: {n_events} events "
+                              f"make {n_batches} batches of {batch_size}; use at most "
+                              f"{n_batches} shards or a smaller --batch-size")
     geo = geometry or barrel_geometry()
     if isinstance(lcw, str):
         lcw = LCWTables.default()
@@ -201,7 +214,7 @@ def simulate_to_root(path, n_events: int, particle: str = "mix", energy: float |
     tmp = temp_path(path)
     try:
         _simulate_into(tmp, n_events, particle, energy, energy_min, energy_max, seed, lcw,
-                       batch_size, progress, geo, summary)
+                       batch_size, progress, geo, summary, jobs, shard)
         os.replace(tmp, os.fspath(path))
     except BaseException:  # error or interrupt: nothing at the final path, no temporary left
         remove_quietly(tmp)
@@ -211,27 +224,57 @@ def simulate_to_root(path, n_events: int, particle: str = "mix", energy: float |
     return summary
 
 
+_WORKER: dict = {}
+
+
+def _init_batches(geo, lcw, particle, energy, energy_min, energy_max, seed):
+    """Per process: what every batch of one production shares."""
+    _WORKER.update(geo=geo, lcw=lcw, particle=particle, energy=energy, energy_min=energy_min,
+                   energy_max=energy_max, seed=seed)
+
+
+def _simulate_batch(task):
+    """Batch ``k`` (events ``start .. start + n``): its EventTree branches, cluster count and
+    events per PDG id. Its seed comes from (seed, k) alone, whichever process runs it."""
+    from pionml.sim import simulate_events
+
+    k, start, n = task
+    w = _WORKER
+    batch_seed = np.random.SeedSequence([w["seed"], k]).generate_state(1)[0]
+    ev = simulate_events(n, particle=w["particle"], energy=w["energy"],
+                         energy_min=w["energy_min"], energy_max=w["energy_max"],
+                         seed=int(batch_seed), geometry=w["geo"])
+    reco = reconstruct(ev, w["geo"], w["lcw"])
+    branches = mltree_branches(ev, reco, w["geo"], first_event=start, run_number=w["seed"])
+    pdg, count = np.unique(ev.pdg, return_counts=True)
+    return n, branches, reco.batch.n_clusters, dict(zip(pdg.tolist(), count.tolist()))
+
+
 def _simulate_into(path, n_events, particle, energy, energy_min, energy_max, seed, lcw,
-                   batch_size, progress, geo, summary):
+                   batch_size, progress, geo, summary, jobs=1, shard=None):
     import uproot
     from pionml.progress import progress_bar
 
     from pionml.io.root import MLTreeWriter, write_cellgeo_tree
-    from pionml.sim import simulate_events
+    from pionml.parallel import ordered_map, shard_units
 
+    n_batches = -(-n_events // batch_size)
+    tasks = [(k, k * batch_size, min(batch_size, n_events - k * batch_size))
+             for k in shard_units(n_batches, shard)]
+    total = sum(t[2] for t in tasks)
+    if jobs > 1:  # load the compiled functions once here: the forked workers inherit them
+        _init_batches(geo, lcw, particle, energy, energy_min, energy_max, seed)
+        _simulate_batch((0, 0, 1))
     with uproot.recreate(os.fspath(path)) as f, progress_bar(
-            total=n_events, unit="event", desc="simulate", progress=progress) as bar:
+            total=total, unit="event", desc="simulate", progress=progress) as bar:
         writer = MLTreeWriter(f)
-        for k, start in enumerate(range(0, n_events, batch_size)):
-            n = min(batch_size, n_events - start)
-            batch_seed = np.random.SeedSequence([seed, k]).generate_state(1)[0]
-            ev = simulate_events(n, particle=particle, energy=energy, energy_min=energy_min,
-                                 energy_max=energy_max, seed=int(batch_seed), geometry=geo)
-            reco = reconstruct(ev, geo, lcw)
-            writer.write(mltree_branches(ev, reco, geo, first_event=start, run_number=seed))
+        for n, branches, n_clusters, per_pdg in ordered_map(
+                _simulate_batch, tasks, jobs, _init_batches,
+                (geo, lcw, particle, energy, energy_min, energy_max, seed)):
+            writer.write(branches)
             summary.events += n
-            summary.clusters += reco.batch.n_clusters
-            for pdg, count in zip(*np.unique(ev.pdg, return_counts=True)):
+            summary.clusters += n_clusters
+            for pdg, count in per_pdg.items():
                 summary.per_species[int(pdg)] = summary.per_species.get(int(pdg), 0) + int(count)
             bar.update(n)
         write_cellgeo_tree(f, geo)

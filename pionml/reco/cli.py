@@ -42,9 +42,22 @@ def _add_simulate(p):
     p.add_argument("--no-lcw", action="store_true", help="do not apply the LCW calibration")
     p.add_argument("--lcw-tables", metavar="DIR", default=None,
                    help="LCW tables written by 'pionml lcw-derive' (default: the shipped ones)")
-    p.add_argument("--batch-size", type=positive_int, default=1000)
+    p.add_argument("--batch-size", type=positive_int, default=1000,
+                   help="events per batch; each batch has its own seed from --seed (1000)")
+    p.add_argument("--jobs", type=positive_int, default=1,
+                   help="worker processes; the file is the same for any number (1)")
+    p.add_argument("--shard", type=shard_arg, default=None, metavar="i/N",
+                   help="write only the i-th of N parts of the --events sample (0 <= i < N), "
+                        "for N independent batch jobs: together the N files hold the events of "
+                        "the one-job file, with the same seeds and event numbers")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_thresholds(p)
+
+
+def shard_arg(text):
+    from pionml.parallel import shard_arg as convert
+
+    return convert(text)
 
 
 def _run_simulate(args):
@@ -70,7 +83,8 @@ def _run_simulate(args):
         args.out, args.events, particle=args.particle, energy=args.energy,
         energy_min=args.energy_min, energy_max=args.energy_max, seed=args.seed,
         lcw=lcw, batch_size=args.batch_size,
-        progress=not args.no_progress, geometry=_geometry(args))
+        progress=not args.no_progress, geometry=_geometry(args), jobs=args.jobs,
+        shard=args.shard)
     logger.info("summary: %s", summary)
     return 0
 

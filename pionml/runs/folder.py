@@ -221,7 +221,7 @@ class Run:
             ds.require(clusters=fields)
             table = {"rows": rows, **ds.read_rows(rows, clusters=fields).clusters}
         builder = BatchBuilder(self.normalisation, self.model.inputs,
-                               fields=tuple(self.task.fields) + tuple(self.model.cluster_fields),
+                               fields=tuple(self.task.physical_fields) + tuple(self.model.cluster_fields),
                                knn_k=self.data_config.knn_k)
         source = make_source(path, rows, builder, self.data_config, what=f"predict {self.name}")
         loader = source.loader(batch_size, shuffle=False, num_workers=num_workers,

@@ -49,12 +49,16 @@ class Task:
     model_variant: str = "classify"
     #: per-cluster fields the loss needs in every training batch
     fields: tuple = ()
+    #: per-cluster fields :meth:`physical` reads from the batch (e.g. E_em for a response)
+    physical_fields: tuple = ()
     #: per-cluster fields :meth:`select` reads
     select_fields: tuple = ()
     #: per-cluster fields the metrics need in the prediction table besides TABLE_FIELDS
     metric_fields: tuple = ()
     #: physical output columns (name -> printf format) written to predictions.csv
     columns: dict = {}
+    #: what each output column is, with its unit (the exported ONNX graph's JSON)
+    column_doc: dict = {}
     #: accepted options and their defaults
     defaults: dict = {}
     #: what the training loss is, for the training-curve axis
@@ -126,6 +130,10 @@ class Task:
         """Head outputs (tensors) -> physical quantities (tensors), keys = ``columns``; ``batch``
         (the model's input batch) carries the per-cluster ``fields`` a conversion may need."""
         raise NotImplementedError
+
+    def output_meaning(self, column: str) -> str:
+        """What the physical output ``column`` is, with its unit."""
+        return self.column_doc.get(column, column)
 
     # evaluation -----------------------------------------------------------------------------
     def table_fields(self) -> tuple:

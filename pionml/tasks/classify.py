@@ -25,6 +25,7 @@ class ClassifyTask(Task):
     select_fields = ("label",)
     metric_fields = ("p_em",)
     columns = {"score": "%.7g"}
+    column_doc = {"score": "P(pi0) = sigmoid(logit), between 0 (pi+-) and 1 (pi0)"}
     loss_name = "binary cross-entropy"
 
     def select(self, clusters: dict, where: str = "") -> np.ndarray:

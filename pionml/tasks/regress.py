@@ -45,6 +45,7 @@ class RegressTask(Task):
     select_fields = ("label", "E_true")
     metric_fields = ("E_lcw",)
     columns = {"E_pred": "%.6g"}
+    column_doc = {"E_pred": "predicted true cluster energy (ENG_CALIB_TOT) in GeV"}
     # target 'energy' with weight 'none' is the seed-002 recipe; the defaults measured better
     # (docs/models.md, the regress task)
     defaults = {"species": "charged", "target": "response", "weight": "flat",
@@ -69,6 +70,7 @@ class RegressTask(Task):
         self.weights = SpectrumWeights() if self.options["weight"] == "flat" else None
         if self.by_response:
             self.fields = ("E_true", "E_em")
+            self.physical_fields = ("E_em",)
             self.select_fields = ("label", "E_true", "E_em")
             self.loss_name = "mean squared error of the standardised log E_true/E_EM"
 

@@ -208,10 +208,20 @@ class Trainer:
         else:
             self.scheduler = None
 
-    def _loss(self, batch, stage: Stage) -> torch.Tensor:
+    def _loss(self, batch, stage: Stage, net=None) -> torch.Tensor:
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            outputs = self.net(batch)
+            outputs = (net or self.net)(batch)
             return self.model.get_loss(outputs, batch, self.task, **stage.options)
+
+    def _join(self):
+        """Uneven inputs under DDP: the ranks' rows differ by one at most, but their batch
+        counts can differ (a streamed rank's last partial batch, its workers' shares); a rank
+        that runs out shadows the others' gradient all-reduces instead of hanging them."""
+        import contextlib
+
+        if self.net is self.model:
+            return contextlib.nullcontext()
+        return self.net.join()
 
     def train_epoch(self, source, stage: Stage, epoch: int) -> float:
         d = self.dist
@@ -225,23 +235,24 @@ class Trainer:
         bar = progress_bar(loader, desc=f"{self.model.name} {stage.name} epoch {epoch + 1}",
                            progress=self.progress and d.is_main, leave=False, total=n_batches)
         total, n = 0.0, 0
-        for i, batch in enumerate(bar):
-            batch = batch.to(self.device)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss = self._loss(batch, stage)
-            if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"model '{self.model.name}': the training loss became {float(loss)} at "
-                    f"epoch {epoch + 1}, batch {i + 1} (stage {stage.name}); check the inputs "
-                    f"for NaN or inf and the learning rate. The weights of the last finite "
-                    f"epoch are in '{self.folder / runfiles.CHECKPOINT_FILE}'")
-            loss.backward()
-            if self.config.clip_grad:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad)
-            self.optimizer.step()
-            total += float(loss.detach()) * len(batch)
-            n += len(batch)
-            bar.set_postfix(loss=f"{total / n:.4f}")
+        with self._join():
+            for i, batch in enumerate(bar):
+                batch = batch.to(self.device)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss = self._loss(batch, stage)
+                if not torch.isfinite(loss):
+                    raise TrainingError(
+                        f"model '{self.model.name}': the training loss became {float(loss)} at "
+                        f"epoch {epoch + 1}, batch {i + 1} (stage {stage.name}); check the inputs "
+                        f"for NaN or inf and the learning rate. The weights of the last finite "
+                        f"epoch are in '{self.folder / runfiles.CHECKPOINT_FILE}'")
+                loss.backward()
+                if self.config.clip_grad:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad)
+                self.optimizer.step()
+                total += float(loss.detach()) * len(batch)
+                n += len(batch)
+                bar.set_postfix(loss=f"{total / n:.4f}")
         total, n = distributed.all_reduce_sum([total, n], device=self.device)
         return total / max(n, 1)
 
@@ -252,9 +263,9 @@ class Trainer:
         loader = source.loader(4 * self.config.batch_size, shuffle=False, rank=d.rank,
                                world=d.world_size, num_workers=self.num_workers)
         total, n = 0.0, 0
-        for batch in loader:
+        for batch in loader:  # the bare model: no collective per batch, so counts may differ
             batch = batch.to(self.device)
-            total += float(self._loss(batch, stage)) * len(batch)
+            total += float(self._loss(batch, stage, net=self.model)) * len(batch)
             n += len(batch)
         total, n = distributed.all_reduce_sum([total, n], device=self.device)
         if n and not math.isfinite(total):

@@ -1,0 +1,328 @@
+"""``pionml build --jobs N`` and ``pionml build DATASET.h5 ... --out MERGED.h5``.
+
+A parallel build cuts the inputs into parts of whole chunks (``step_size`` events, on the chunk
+boundaries of a one-process build), builds each part in a worker process into an uncompressed
+part file, and the main process appends the parts' rows to the output chunk by chunk, in input
+order, adding their counts and image-energy sums in the same order. The output is the one-process
+dataset: same rows, same attributes, same bytes (the writer receives the same appends). Errors
+come out as in one process: the first bad part in input order raises its error; with
+``on_error="skip"`` a file that fails is skipped from there on, as one process skips the rest of it.
+
+Merging datasets (many batch jobs each building their shard) concatenates their rows, offsets
+``file_index`` so that it indexes the merged ``sources``, and adds their counts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+from pionml.builder.builder import BuildSummary, ConfigError, SchemaError, TREE, _Builder, where
+from pionml.builder.pointcloud import CELL_FIELDS
+
+logger = logging.getLogger(__name__)
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def is_hdf5(path) -> bool:
+    """Whether ``path`` starts with the HDF5 signature (a built dataset, not a ROOT file)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(8) == HDF5_SIGNATURE
+    except OSError:
+        return False
+
+
+# --------------------------------------------------------------------------- parallel build
+@dataclass
+class _Part:
+    fi: int
+    path: str
+    start: int
+    stop: int
+    out: str
+
+
+@dataclass
+class _PartResult:
+    part: _Part
+    file: str | None  # the part's dataset (None when nothing was written)
+    summary: BuildSummary
+    moments: list | None
+    chunk_rows: list = field(default_factory=list)
+    chunk_energy: list = field(default_factory=list)
+    fractions: list = field(default_factory=list)
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(kwargs):
+    _WORKER.clear()
+    _WORKER.update(kwargs)
+
+
+def _build_part(part: _Part) -> _PartResult:
+    """Build one part (its file's entries start..stop) into an uncompressed part dataset."""
+    from pionml.io.root import MLTreeReader
+
+    w = _WORKER
+    b = _Builder(part.out, w["geometry"], w["selection"], w["split"], w["seed"], w["on_error"],
+                 w["step_size"], False, None, w["specs"])
+
+    class _Quiet:  # the main process shows the progress
+        total = 0
+
+        def refresh(self):
+            pass
+
+        def update(self, n):
+            pass
+
+    geometry = w["geometry"]
+    if geometry is None:  # each file's own CellGeo, read once per worker (and its ID table)
+        from pionml.io.root import read_cellgeo
+
+        cache = w.setdefault("geometries", {})
+        try:
+            geometry = cache.get(part.path) or cache.setdefault(part.path, read_cellgeo(part.path))
+        except Exception:  # unreadable: the reader below reports it as one process does
+            geometry = None
+    try:
+        b._run_file(part.fi, Path(part.path), geometry, MLTreeReader, _Quiet(),
+                    entries=(part.start, part.stop))
+    except BaseException:
+        if b.writer is not None:
+            b.writer.abort()
+        raise
+    file = None
+    if b.writer is not None:
+        b.writer.close(config={}, sources=[], counts={})
+        file = str(b.tmp)
+    return _PartResult(part, file, b.summary, b.moments, b.chunk_rows, b.chunk_energy, b.fractions)
+
+
+def _parts(inputs, step: int, jobs: int, folder: Path) -> list[_Part]:
+    """Parts of whole chunks, about four per job (at least one chunk each), in input order."""
+    import uproot
+
+    chunks = []  # (fi, path, start, stop) per chunk
+    for fi, path in enumerate(inputs):
+        try:
+            with uproot.open(str(path)) as f:
+                n = int(f[TREE].num_entries)
+        except Exception:  # unreadable or no tree: one part, whose worker reports it as build does
+            n = 1
+        chunks += [(fi, str(path), a, min(a + step, n)) for a in range(0, max(n, 1), step)]
+    per_part = max(1, -(-len(chunks) // (4 * jobs)))
+    parts = []
+    i = 0
+    while i < len(chunks):
+        group = [c for c in chunks[i:i + per_part] if c[0] == chunks[i][0]]  # one file per part
+        fi, path, start, _ = group[0]
+        parts.append(_Part(fi, path, start, group[-1][3] if group[-1][3] > start else start + step,
+                           str(folder / f"part{len(parts):05d}.h5")))
+        i += len(group)
+    return parts
+
+
+def _add_counts(dst: BuildSummary, src: BuildSummary) -> None:
+    for name in ("clusters_read", "clusters_kept", "events_read", "pixel_collisions", "cells_kept"):
+        setattr(dst, name, getattr(dst, name) + getattr(src, name))
+    for name in ("dropped", "skipped", "events_skipped", "per_split", "per_label"):
+        d, s = getattr(dst, name), getattr(src, name)
+        for k, v in s.items():
+            d[k] = d.get(k, 0) + v
+
+
+def _append_rows(writer, source: Path, blocks, moments, fi_offset: int = 0) -> None:
+    """Append the rows of dataset ``source`` to ``writer`` in blocks of ``blocks`` rows (the
+    schema's moments only), ``file_index`` shifted by ``fi_offset``."""
+    from pionml.io.hdf5 import DatasetFile
+
+    with DatasetFile(source) as ds:
+        names = [f for f in ds.cluster_fields
+                 if not f.startswith("moment_") or f[len("moment_"):] in moments]
+        lo = 0
+        for n in blocks:
+            block = ds.read_span(lo, lo + n, clusters=names, images=True, cells=tuple(CELL_FIELDS))
+            if fi_offset:
+                block.clusters["file_index"] = block.clusters["file_index"] + fi_offset
+            writer.append(block.clusters, block.images, block.cells, np.diff(block.cell_offsets))
+            lo += n
+
+
+def _warm_up() -> None:
+    """Load the builder's compiled (numba) functions in this process before the workers fork
+    from it, so that each worker does not load them again."""
+    from pionml.builder.images import rasterise
+    from pionml.geometry.idlookup import IdLookup
+
+    IdLookup(np.arange(1, 3, dtype=np.uint64))(np.arange(3, dtype=np.uint64))
+    z = np.zeros(1)
+    rasterise(np.zeros(1, np.int64), z, z, np.ones(1), np.ones(1, np.int64), z, z, np.ones(1))
+
+
+def build_parallel(builder: _Builder, inputs, jobs: int) -> BuildSummary:
+    """``builder.run(inputs)`` with ``jobs`` worker processes (see the module doc)."""
+    from pionml.parallel import ordered_map
+    from pionml.progress import progress_bar
+
+    t0 = time.perf_counter()
+    inputs, geometry = builder.prepare(inputs)
+    if builder.cluster_tree_input:  # image-format files are read whole: one process
+        logger.info("build: image-format ClusterTree inputs are built in one process (--jobs ignored)")
+        return builder.run(inputs)
+    folder = Path(tempfile.mkdtemp(prefix=".pionml-build-parts-", dir=builder.out.parent))
+    parts = _parts(inputs, builder.step_size, jobs, folder)
+    kwargs = dict(geometry=geometry, selection=builder.selection, split=builder.split,
+                  seed=builder.seed, on_error=builder.on_error, step_size=builder.step_size,
+                  specs=builder.specs)
+    _warm_up()
+    s = builder.summary
+    failed_files: set = set()
+    bar = progress_bar(total=len(parts), unit=" parts", desc=f"build ({jobs} jobs)",
+                       progress=builder.progress)
+    try:
+        for r in ordered_map(_build_part, parts, jobs, _init_worker, (kwargs,)):
+            bar.update(1)
+            if r.part.fi in failed_files:  # one process stopped reading this file before
+                continue
+            _add_counts(s, r.summary)
+            if r.summary.skipped_files:
+                failed_files.add(r.part.fi)
+                s.skipped_files += r.summary.skipped_files
+            if r.file is None:
+                continue
+            if builder.moments is None:  # fixed by the first chunk read, as in one process
+                builder.moments = r.moments
+                builder._open_writer()
+            if r.chunk_rows:
+                missing = [m for m in builder.moments if m not in r.moments]
+                if missing:
+                    raise SchemaError(f"missing branch (present in the first file): "
+                                      f"{where(file=r.part.path, tree=TREE, branch='cluster_' + missing[0])}")
+                _append_rows(builder.writer, Path(r.file), r.chunk_rows, builder.moments)
+            for e_img, e_clus in r.chunk_energy:
+                builder.energy_in_images_sum += e_img
+                builder.cluster_energy_sum += e_clus
+            builder.fractions += r.fractions
+            Path(r.file).unlink(missing_ok=True)
+        bar.close()
+        builder.finish()
+    except BaseException:
+        bar.close()
+        if builder.writer is not None:
+            builder.writer.abort()
+        raise
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return builder.report(t0)
+
+
+# --------------------------------------------------------------------------- merging datasets
+def merge_datasets(inputs, out, compression: str | None = "gzip", progress: bool = True,
+                   block_rows: int = 8192) -> BuildSummary:
+    """One dataset from several built ones (same images, selection and moments): rows in input
+    order, ``file_index`` indexing the merged ``sources``, counts added, ``config`` of the first
+    with the others' split seeds listed under ``merged_from``."""
+    from pionml.io import check_output, file_info, temp_path
+    from pionml.io.hdf5 import DatasetFile, DatasetWriter
+    from pionml.progress import progress_bar
+
+    t0 = time.perf_counter()
+    inputs = [Path(p) for p in inputs]
+    out = Path(out)
+    check_output(out, inputs, what="build --out")
+    heads = []
+    for p in inputs:
+        with DatasetFile(p) as ds:
+            attrs = ds.attrs
+            heads.append((p, len(ds), ds.image_shapes, [f for f in ds.cluster_fields],
+                          attrs.get("config", {}), attrs.get("sources", {}), attrs.get("counts", {})))
+    first = heads[0]
+    for p, _, shapes, cols, config, _, _ in heads[1:]:
+        for what, a, b in (("images", shapes, first[2]), ("cluster columns", cols, first[3]),
+                           ("selection", config.get("selection"), first[4].get("selection"))):
+            if a != b:
+                raise ConfigError(f"build: '{p}' has other {what} than '{first[0]}' ({a} vs {b}): "
+                                  "datasets merge only when built alike")
+    summary = BuildSummary(out=str(out))
+    names = {f.name for f in fields(BuildSummary)}
+    sources, merged_from = [], []
+    moments = [c[len("moment_"):] for c in first[3] if c.startswith("moment_")]
+    config = dict(first[4])
+    tmp = temp_path(out)
+    schema = _schema_of(inputs[0], moments)
+    writer = DatasetWriter(tmp, schema, compression=compression)
+    bar = progress_bar(total=sum(h[1] for h in heads), unit=" clusters", desc="merge",
+                       progress=progress)
+    try:
+        for p, n, _, _, cfg, src, counts in heads:
+            part = BuildSummary(out=str(p), **{k: v for k, v in counts.items()
+                                               if k in names and k not in ("out", "seconds")})
+            _add_counts(summary, part)
+            for key in ("skipped_files", "duplicate_inputs", "warnings"):
+                getattr(summary, key).extend(getattr(part, key))
+            blocks = [min(block_rows, n - lo) for lo in range(0, n, block_rows)]
+            _append_rows(writer, p, blocks, moments, fi_offset=len(sources))
+            sources += src.get("inputs", []) if isinstance(src, dict) else []
+            merged_from.append({"file": file_info(p), "split": cfg.get("split"), "seed": cfg.get("seed")})
+            bar.update(n)
+        bar.close()
+        _image_figures(summary, inputs)
+        writer.close(config={**config, "merged_from": merged_from},
+                     sources={"inputs": sources, "geometry": first[5].get("geometry")
+                              if isinstance(first[5], dict) else None},
+                     counts=json.loads(json.dumps(summary.counts(), default=float)))
+        Path(tmp).replace(out)
+    except BaseException:
+        bar.close()
+        writer.abort()
+        raise
+    summary.seconds = time.perf_counter() - t0
+    logger.info("merged %d datasets into %s: %d clusters (%.1f s)", len(inputs), out,
+                summary.clusters_kept, summary.seconds)
+    return summary
+
+
+def _schema_of(path: Path, moments) -> dict:
+    """The writer schema of a built dataset (its fields, dtypes and image shapes, in order)."""
+    import h5py
+
+    schema = {}
+    with h5py.File(path, "r") as f:
+        for group in ("clusters", "images", "cells"):
+            for name, ds in f[group].items():
+                if group == "cells" and name == "offsets":
+                    continue
+                if group == "clusters" and name.startswith("moment_") and name[7:] not in moments:
+                    continue
+                schema[f"{group}/{name}"] = (ds.dtype, ds.shape[1:])
+    return schema
+
+
+def _image_figures(summary: BuildSummary, inputs) -> None:
+    """The image-energy figures of the merged rows (energy-weighted, mean, median)."""
+    from pionml.io.hdf5 import DatasetFile
+
+    fr, e = [], []
+    for p in inputs:
+        with DatasetFile(p) as ds:
+            if len(ds):
+                cl = ds.read_clusters(["image_E_fraction", "E_em"])
+                fr.append(cl["image_E_fraction"].astype(np.float64))
+                e.append(cl["E_em"].astype(np.float64))
+    if fr:
+        fr, e = np.concatenate(fr), np.concatenate(e)
+        summary.image_energy_fraction = float(np.sum(fr * e) / np.sum(e))
+        summary.image_energy_fraction_mean = float(fr.mean())
+        summary.image_energy_fraction_median = float(np.median(fr))
