@@ -41,11 +41,9 @@ def _train(data, tmp_path, task, name):
 
 def _feed(run, data, rows):
     """The graph inputs of ``rows`` as pionml's loader builds them for this run."""
-    from pionml.data.batch import BatchBuilder
     from pionml.io.hdf5 import DatasetFile
 
-    builder = BatchBuilder(run.normalisation, run.model.inputs, fields=run.model.cluster_fields,
-                           knn_k=run.data_config.knn_k)
+    builder = run.batch_builder()
     with DatasetFile(data) as ds:
         block = ds.read_rows(rows, clusters=builder.cluster_fields, images=builder.read_images,
                              cells=builder.cell_fields)

@@ -195,6 +195,15 @@ class Run:
             raise ConfigError(f"run '{self.folder}': its dataset '{path}' is gone; pass --data")
         return path
 
+    def batch_builder(self):
+        """The :class:`~pionml.data.batch.BatchBuilder` of this run's model inputs, with the
+        per-cluster fields the model and its task's conversion to physical units read."""
+        from pionml.data.batch import BatchBuilder
+
+        return BatchBuilder(self.normalisation, self.model.inputs,
+                            fields=tuple(self.model.cluster_fields) + tuple(self.task.physical_fields),
+                            knn_k=self.data_config.knn_k)
+
     @torch.no_grad()
     def predict(self, data=None, split: str | None = "test", rows=None, batch_size: int = 1024,
                 device: str | torch.device | None = None, progress: bool = False,
@@ -203,7 +212,6 @@ class Run:
         of ``data`` (default: the run's dataset): ``{"rows", the cluster fields of the table
         (event, cluster_index, label, E_em, eta, E_true, ...), the task's output columns}``,
         ordered by row. The source (in memory or streamed) follows the run's data options."""
-        from pionml.data.batch import BatchBuilder
         from pionml.data.sources import make_source
         from pionml.io.hdf5 import DatasetFile
         from pionml.progress import progress_bar
@@ -220,9 +228,7 @@ class Run:
             fields = self.task.table_fields()
             ds.require(clusters=fields)
             table = {"rows": rows, **ds.read_rows(rows, clusters=fields).clusters}
-        builder = BatchBuilder(self.normalisation, self.model.inputs,
-                               fields=tuple(self.task.physical_fields) + tuple(self.model.cluster_fields),
-                               knn_k=self.data_config.knn_k)
+        builder = self.batch_builder()
         source = make_source(path, rows, builder, self.data_config, what=f"predict {self.name}")
         loader = source.loader(batch_size, shuffle=False, num_workers=num_workers,
                                pin_memory=device.type == "cuda")
