@@ -176,8 +176,10 @@ def test_pionml_combine_end_to_end(runs, tmp_path, capsys):
     plots = {p.name for p in (out / "plots").iterdir()}
     assert {"response_2d.png", "median_response.png", "iqr_resolution.png", "s68_resolution.png",
             "routing_accuracy.png", "misrouted_response.png", "threshold.png"} <= plots
-    # a fixed threshold routes by that value
-    assert main(args[:7] + ["--out", str(tmp_path / "fixed"), "--threshold-method", "fixed",
+    # a fixed threshold routes by that value; train.py forwards 'combine'
+    from pionml.train.cli import main as train_py_main
+
+    assert train_py_main(args[:7] + ["--out", str(tmp_path / "fixed"), "--threshold-method", "fixed",
                             "--threshold", "0.615", "--no-plots", "--bootstrap", "0"]) == 0
     m = json.loads((tmp_path / "fixed" / "metrics.json").read_text())
     assert m["threshold"]["threshold"] == 0.615 and "fixed" in m["threshold"]["rules"]
