@@ -210,14 +210,14 @@ def choose_threshold(scores, is_pi0, method: str = "ml", value: float | None = N
     return _span_midpoint(lower, upper, obj >= obj.max() - 1e-12 * max(1.0, abs(obj.max())))
 
 
-def routing_efficiencies(scores, is_pi0, threshold: float) -> dict:
-    """Fractions of pi0 routed to the pi0 regressor and of pi+- to the charged one."""
-    s = np.asarray(scores, np.float64)
+def routing_efficiencies(to_pi0, is_pi0) -> dict:
+    """Fractions of pi0 routed to the pi0 regressor and of pi+- to the charged one, and of all
+    clusters routed correctly."""
+    r = np.asarray(to_pi0).astype(bool)
     y = np.asarray(is_pi0).astype(bool)
-    to_pi0 = s >= threshold
-    return {"eff_pi0": float(np.mean(to_pi0[y])) if y.any() else None,
-            "eff_pipm": float(np.mean(~to_pi0[~y])) if (~y).any() else None,
-            "accuracy": float(np.mean(to_pi0 == y)) if len(y) else None}
+    return {"eff_pi0": float(np.mean(r[y])) if y.any() else None,
+            "eff_pipm": float(np.mean(~r[~y])) if (~y).any() else None,
+            "accuracy": float(np.mean(r == y)) if len(y) else None}
 
 
 def threshold_report(scores, is_pi0, method: str, value: float | None = None,
@@ -237,7 +237,7 @@ def threshold_report(scores, is_pi0, method: str, value: float | None = None,
             i = rng.integers(0, len(s), len(s))
             if y[i].any() and not y[i].all():
                 reps.append(choose_threshold(s[i], y[i], m))
-        out["rules"][m] = {"threshold": t, **routing_efficiencies(s, y, t),
+        out["rules"][m] = {"threshold": t, **routing_efficiencies(route(s, t), y),
                            "threshold_err": float(np.std(reps, ddof=1)) if len(reps) > 1 else None}
     out["threshold"] = out["rules"][method]["threshold"]
     return out
@@ -345,6 +345,94 @@ def also_names(runs) -> list[str]:
     return names
 
 
+@dataclass
+class CombineRuns:
+    """The runs of a combination, checked: their roles, the extra runs' row names, and the one
+    dataset they come from."""
+
+    classifier: object
+    pi0: object
+    charged: object
+    also: list
+    names: list
+    data: Path
+
+    def roles(self) -> dict:
+        return {"classifier": self.classifier, "pi0": self.pi0, "charged": self.charged}
+
+
+def load_runs(classifier, pi0, charged, also=(), data=None, device=None) -> CombineRuns:
+    """Load the run folders, check each one's role (:func:`_check_role`) and that all come from
+    the dataset ``data`` (default theirs: :func:`check_same_dataset`)."""
+    from pionml.runs import Run
+
+    runs = {role: Run.load(folder, device=device or "cpu")
+            for role, folder in (("classifier", classifier), ("pi0", pi0), ("charged", charged))}
+    extra = [Run.load(folder, device=device or "cpu") for folder in also]
+    for role, run in runs.items():
+        _check_role(run, role)
+    for run in extra:
+        _check_role(run, "also")
+    names = also_names(extra)
+    path = check_same_dataset({**runs, **{f"--also {n}": r for n, r in zip(names, extra)}}, data)
+    return CombineRuns(**runs, also=extra, names=names, data=path)
+
+
+def routed_table(runs: CombineRuns, rows, score, threshold: float, device=None,
+                 progress: bool = False) -> dict:
+    """The clusters ``rows`` (sorted) with their classifier ``score``: the cluster fields,
+    ``pdg``, ``E_lcw``, both regressors' energies, the routing decision (``to_pi0``,
+    ``routed_correctly``), ``E_combined``, ``E_oracle``, ``E_soft`` and ``E_<name>`` of every
+    extra run."""
+    from pionml.io.hdf5 import DatasetFile
+
+    def predict(run):
+        return run.predict(runs.data, rows=rows, device=device, progress=progress)["E_pred"]
+
+    fields = ("event", "cluster_index", "label", "pdg", "E_em", "eta", "E_true", "E_lcw")
+    with DatasetFile(runs.data) as ds:
+        ds.require(clusters=fields)
+        table = {"rows": np.asarray(rows), **ds.read_rows(rows, clusters=fields).clusters}
+    table["score"] = np.asarray(score, np.float64)
+    table["E_pi0"], table["E_charged"] = predict(runs.pi0), predict(runs.charged)
+    is_pi0 = table["label"] == 1
+    to_pi0 = route(table["score"], threshold)
+    table["to_pi0"] = to_pi0.astype(np.int8)
+    table["routed_correctly"] = (to_pi0 == is_pi0).astype(np.int8)
+    table["E_combined"] = routed_energy(to_pi0, table["E_pi0"], table["E_charged"])
+    table["E_oracle"] = routed_energy(is_pi0, table["E_pi0"], table["E_charged"])
+    table["E_soft"] = soft_energy(table["score"], table["E_pi0"], table["E_charged"])
+    for name, run in zip(runs.names, runs.also):
+        table[f"E_{name}"] = predict(run)
+    return table
+
+
+def combine_metrics(table: dict, names, n_boot: int = 100, seed: int = 0) -> dict:
+    """From a :func:`routed_table`: the routing efficiencies (pi+ and pi- apart too; in bins of
+    E_EM), and per method (em, lcw, combined, oracle, soft, the extra runs) the inclusive median
+    response and the tables in bins of E_true; the misrouted clusters' tables apart."""
+    from pionml.evaluate.regression import response_table
+
+    is_pi0 = table["label"] == 1
+    to_pi0 = table["to_pi0"] == 1
+    methods = {"em": "E_em", "lcw": "E_lcw", **{m: f"E_{m}" for m in ROUTED},
+               **{n: f"E_{n}" for n in names}}
+    m = {"routing": {**routing_efficiencies(to_pi0, is_pi0),
+                     **{f"eff_{s}": float(np.mean(~to_pi0[table["pdg"] == c]))
+                        for s, c in (("piplus", 211), ("piminus", -211))},
+                     "bins_E_em": routing_table(is_pi0, to_pi0, table["E_em"])},
+         "methods": list(methods), "n_clusters": int(len(is_pi0))}
+    e_true = np.asarray(table["E_true"], np.float64)
+    for name, col in methods.items():
+        m[f"median_response_{name}"] = float(np.median(np.asarray(table[col], np.float64) / e_true))
+        m[f"bins_E_true_{name}"] = response_table(table[col], e_true, n_boot=n_boot, seed=seed)
+    for key, sel in (("pi0_to_charged", is_pi0 & ~to_pi0), ("charged_to_pi0", ~is_pi0 & to_pi0)):
+        m[f"n_misrouted_{key}"] = int(sel.sum())
+        m[f"bins_E_true_misrouted_{key}"] = response_table(
+            table["E_combined"][sel], e_true[sel], n_boot=n_boot, seed=seed)
+    return m
+
+
 def combine(classifier, pi0, charged, also=(), data=None, out=None, method: str = "ml",
             threshold: float | None = None, seed: int = 0, per_decade: int = 10,
             flat_energy: bool = False, n_boot: int = 100, device=None, progress: bool = False,
@@ -356,104 +444,58 @@ def combine(classifier, pi0, charged, also=(), data=None, out=None, method: str 
     figures into ``out`` (default ``combine_<classifier>_<pi0>_<charged>`` beside the
     classifier's run). Returns the metrics."""
     from pionml.device import pick_device
-    from pionml.evaluate.regression import response_table
     from pionml.io.hdf5 import DatasetFile
-    from pionml.runs import Run, write_json
+    from pionml.runs import write_json
 
     if method == "fixed" and threshold is None:
         raise ConfigError("--threshold-method fixed needs --threshold VALUE")
     if method != "fixed" and threshold is not None:
         raise ConfigError(f"--threshold {threshold:g} is the value of --threshold-method fixed, "
                           f"not of '{method}'")
-    roles = {"classifier": classifier, "pi0": pi0, "charged": charged}
     device = pick_device(device)
-    runs = {role: Run.load(folder, device=device) for role, folder in roles.items()}
-    extra = [Run.load(folder, device=device) for folder in also]
-    for role, run in runs.items():
-        _check_role(run, role)
-    for run in extra:
-        _check_role(run, "also")
-    names = also_names(extra)
-    path = check_same_dataset({**runs, **{f"--also {n}": r for n, r in zip(names, extra)}}, data)
+    runs = load_runs(classifier, pi0, charged, also, data, device)
     out = Path(out) if out else Path(classifier).parent / (
-        f"combine_{runs['classifier'].name}_{runs['pi0'].name}_{runs['charged'].name}")
+        f"combine_{runs.classifier.name}_{runs.pi0.name}_{runs.charged.name}")
 
-    with DatasetFile(path) as ds:
+    with DatasetFile(runs.data) as ds:
         test_rows, mix = mixed_sample(ds, "test", seed=seed, per_decade=per_decade,
                                       flat_energy=flat_energy)
         val_rows, val_mix = mixed_sample(ds, "val", edges=mix.edges, seed=seed,
                                          flat_energy=flat_energy)
-        ds.require(clusters=("E_lcw",))
     logger.info("mixed sample: %d test clusters (%s), %d validation clusters; left out of the "
                 "test split: %s", len(test_rows), _species_text(mix), len(val_rows),
                 ", ".join(f"{v} {k}" for k, v in mix.left_out.items() if v) or "none")
 
-    def predict(run, rows):
-        return run.predict(path, rows=rows, device=device, progress=progress)
-
-    both = np.union1d(val_rows, test_rows)
-    cls = predict(runs["classifier"], both)
-    score = dict(zip(("val", "test"), (cls["score"][np.searchsorted(both, r)]
-                                       for r in (val_rows, test_rows))))
-    val_label = cls["label"][np.searchsorted(both, val_rows)]
-    thr = threshold_report(score["val"], val_label == 1, method, threshold, n_boot=n_boot, seed=seed)
-    t = thr["threshold"]
-    logger.info("threshold (%s, on %d validation clusters): %.4f; %s", method, len(val_rows), t,
-                ", ".join(f"{m} {r['threshold']:.4f}" for m, r in thr["rules"].items()))
-
-    table = {k: v[np.searchsorted(both, test_rows)] for k, v in cls.items()}
-    with DatasetFile(path) as ds:
-        table.update(ds.read_rows(test_rows, clusters=("pdg", "E_lcw")).clusters)
-    table["E_pi0"] = predict(runs["pi0"], test_rows)["E_pred"]
-    table["E_charged"] = predict(runs["charged"], test_rows)["E_pred"]
-    is_pi0 = table["label"] == 1
-    to_pi0 = route(table["score"], t)
-    table["to_pi0"] = to_pi0.astype(np.int8)
-    table["routed_correctly"] = (to_pi0 == is_pi0).astype(np.int8)
-    table["E_combined"] = routed_energy(to_pi0, table["E_pi0"], table["E_charged"])
-    table["E_oracle"] = routed_energy(is_pi0, table["E_pi0"], table["E_charged"])
-    table["E_soft"] = soft_energy(table["score"], table["E_pi0"], table["E_charged"])
-    for name, run in zip(names, extra):
-        table[f"E_{name}"] = predict(run, test_rows)["E_pred"]
-
-    methods = {"em": "E_em", "lcw": "E_lcw", **{m: f"E_{m}" for m in ROUTED},
-               **{n: f"E_{n}" for n in names}}
-    routing = {**routing_efficiencies(table["score"], is_pi0, t),
-               **{f"eff_{s}": float(np.mean(~to_pi0[table["pdg"] == c]))
-                  for s, c in (("piplus", 211), ("piminus", -211))},
-               "bins_E_em": routing_table(is_pi0, to_pi0, table["E_em"])}
+    both = np.union1d(val_rows, test_rows)  # one pass of the classifier
+    cls = runs.classifier.predict(runs.data, rows=both, device=device, progress=progress)
+    val, test = np.searchsorted(both, val_rows), np.searchsorted(both, test_rows)
+    val_pi0 = cls["label"][val] == 1
+    thr = threshold_report(cls["score"][val], val_pi0, method, threshold, n_boot=n_boot, seed=seed)
+    logger.info("threshold (%s, on %d validation clusters): %.4f; %s", method, len(val_rows),
+                thr["threshold"], ", ".join(f"{m} {r['threshold']:.4f}"
+                                            for m, r in thr["rules"].items()))
+    table = routed_table(runs, test_rows, cls["score"][test], thr["threshold"], device, progress)
     metrics = {
-        "task": "combine", "data": str(path), "sha256": runs["classifier"].card["data"]["sha256"],
+        "task": "combine", "data": str(runs.data), "sha256": runs.classifier.card["data"]["sha256"],
         "runs": {**{role: {"folder": str(r.folder), "model": r.name, "task": r.task.name,
-                           "options": r.task.options} for role, r in runs.items()},
+                           "options": r.task.options} for role, r in runs.roles().items()},
                  "also": [{"name": n, "folder": str(r.folder), "model": r.name,
-                           "task": r.task.name} for n, r in zip(names, extra)]},
+                           "task": r.task.name} for n, r in zip(runs.names, runs.also)]},
         "mix": {"seed": seed, "bins_per_decade": per_decade, "flat_energy": flat_energy,
                 "test": mix.summary(), "val": val_mix.summary()},
         "threshold": {**thr, "chosen_on": "val"},
-        "routing": routing,
-        "methods": list(methods),
-        "n_clusters": int(len(test_rows)),
+        **combine_metrics(table, runs.names, n_boot=n_boot, seed=seed),
     }
-    e_true = table["E_true"]
-    for m, col in methods.items():
-        r = np.asarray(table[col], np.float64) / e_true
-        metrics[f"median_response_{m}"] = float(np.median(r))
-        metrics[f"bins_E_true_{m}"] = response_table(table[col], e_true, n_boot=n_boot, seed=seed)
-    for key, sel in (("pi0_to_charged", is_pi0 & ~to_pi0), ("charged_to_pi0", ~is_pi0 & to_pi0)):
-        metrics[f"n_misrouted_{key}"] = int(sel.sum())
-        metrics[f"bins_E_true_misrouted_{key}"] = response_table(
-            table["E_combined"][sel], e_true[sel], n_boot=n_boot, seed=seed)
 
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "metrics.json", metrics)
     write_mix_csv(out / "mixed_sample.csv", {"test": mix, "val": val_mix})
-    write_combined_predictions(out / "predictions.csv", table, names)
+    write_combined_predictions(out / "predictions.csv", table, runs.names)
     if plots:
         from pionml.evaluate.combine_plots import draw_combine_plots
 
         (out / "plots").mkdir(exist_ok=True)
-        draw_combine_plots(out / "plots", table, metrics, score["val"], val_label == 1)
+        draw_combine_plots(out / "plots", table, metrics, cls["score"][val], val_pi0)
     logger.info("combine: %s", combine_summary(metrics))
     logger.info("combine results: %s", out)
     return metrics
