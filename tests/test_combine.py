@@ -82,6 +82,8 @@ def test_the_ml_threshold_of_two_gaussians_is_where_they_cross():
         assert special.logit(t) == pytest.approx(crossing, abs=0.05)
         # equal widths: the equal-error point is the same crossing
         assert special.logit(choose_threshold(s, y, "eer")) == pytest.approx(crossing, abs=0.05)
+        rep = threshold_report(s[::20], y[::20], "ml", n_boot=0)  # the density cross-check
+        assert special.logit(rep["ml_density_crossing"]) == pytest.approx(crossing, abs=0.1)
     # map at priors 1:3: p0 f0 = p1 f1 moves the cut by sigma^2 ln(p1/p0) / (mu0 - mu1)
     t_map = choose_threshold(s, y, "map")
     assert special.logit(t_map) == pytest.approx(crossing + np.log(3) / 1.9, abs=0.06)

@@ -220,10 +220,33 @@ def routing_efficiencies(to_pi0, is_pi0) -> dict:
             "accuracy": float(np.mean(r == y)) if len(y) else None}
 
 
+def density_crossing(scores, is_pi0, near: float, n_grid: int = 2001) -> float | None:
+    """Cross-check of the ``ml`` threshold: where kernel-density estimates of the two
+    class-normalised score densities (in logit(score), where a sigmoid output is smooth) cross,
+    the crossing nearest ``near``; None if they never cross."""
+    from scipy.special import expit, logit
+    from scipy.stats import gaussian_kde
+
+    y = np.asarray(is_pi0).astype(bool)
+    x = logit(np.clip(np.asarray(scores, np.float64), 1e-7, 1 - 1e-7))
+    if min(len(np.unique(x[y])), len(np.unique(x[~y]))) < 2:
+        return None
+    grid = np.linspace(x.min(), x.max(), n_grid)
+    diff = gaussian_kde(x[y])(grid) - gaussian_kde(x[~y])(grid)
+    k = np.flatnonzero(np.sign(diff[1:]) != np.sign(diff[:-1]))
+    if len(k) == 0:
+        return None
+    # linear interpolation of the sign change in each cell
+    cross = grid[k] - diff[k] * (grid[k + 1] - grid[k]) / (diff[k + 1] - diff[k])
+    near_x = logit(np.clip(near, 1e-7, 1 - 1e-7))
+    return float(expit(cross[np.argmin(np.abs(cross - near_x))]))
+
+
 def threshold_report(scores, is_pi0, method: str, value: float | None = None,
                      n_boot: int = 100, seed: int = 0) -> dict:
     """Every rule's threshold on these clusters, side by side, with the efficiencies it gives
-    and its bootstrap spread; ``chosen``: the ``method`` one."""
+    and its bootstrap spread; ``threshold``: the ``method`` one; ``ml_density_crossing``:
+    :func:`density_crossing` near the ``ml`` threshold."""
     s = np.asarray(scores, np.float64)
     y = np.asarray(is_pi0).astype(bool)
     rng = np.random.default_rng(seed)
@@ -240,6 +263,7 @@ def threshold_report(scores, is_pi0, method: str, value: float | None = None,
         out["rules"][m] = {"threshold": t, **routing_efficiencies(route(s, t), y),
                            "threshold_err": float(np.std(reps, ddof=1)) if len(reps) > 1 else None}
     out["threshold"] = out["rules"][method]["threshold"]
+    out["ml_density_crossing"] = density_crossing(s, y, out["rules"]["ml"]["threshold"])
     return out
 
 
@@ -471,9 +495,11 @@ def combine(classifier, pi0, charged, also=(), data=None, out=None, method: str 
     val, test = np.searchsorted(both, val_rows), np.searchsorted(both, test_rows)
     val_pi0 = cls["label"][val] == 1
     thr = threshold_report(cls["score"][val], val_pi0, method, threshold, n_boot=n_boot, seed=seed)
-    logger.info("threshold (%s, on %d validation clusters): %.4f; %s", method, len(val_rows),
-                thr["threshold"], ", ".join(f"{m} {r['threshold']:.4f}"
-                                            for m, r in thr["rules"].items()))
+    logger.info("threshold (%s, on %d validation clusters): %.4f; %s; score densities cross "
+                "at %s", method, len(val_rows), thr["threshold"],
+                ", ".join(f"{m} {r['threshold']:.4f} +- {r['threshold_err'] or 0:.4f}"
+                          for m, r in thr["rules"].items()),
+                "never" if thr["ml_density_crossing"] is None else f"{thr['ml_density_crossing']:.4f}")
     table = routed_table(runs, test_rows, cls["score"][test], thr["threshold"], device, progress)
     metrics = {
         "task": "combine", "data": str(runs.data), "sha256": runs.classifier.card["data"]["sha256"],
