@@ -78,12 +78,13 @@ def test_the_ml_threshold_of_two_gaussians_is_where_they_cross():
     crossing = 0.25  # midpoint of the two means (1.2 and -0.7) in x
     for n0, n1 in ((200_000, 200_000), (100_000, 300_000)):  # independent of the priors
         s, y = _gaussian_scores(n0, n1)
-        t = choose_threshold(s, y, "ml")
+        t = choose_threshold(s, y, "balanced")
         assert special.logit(t) == pytest.approx(crossing, abs=0.05)
         # equal widths: the equal-error point is the same crossing
         assert special.logit(choose_threshold(s, y, "eer")) == pytest.approx(crossing, abs=0.05)
-        rep = threshold_report(s[::20], y[::20], "ml", n_boot=0)  # the density cross-check
-        assert special.logit(rep["ml_density_crossing"]) == pytest.approx(crossing, abs=0.1)
+        # the density estimates cross there too (a subsample: the estimates are slow)
+        t = choose_threshold(s[::10], y[::10], "ml")
+        assert special.logit(t) == pytest.approx(crossing, abs=0.05)
     # map at priors 1:3: p0 f0 = p1 f1 moves the cut by sigma^2 ln(p1/p0) / (mu0 - mu1)
     t_map = choose_threshold(s, y, "map")
     assert special.logit(t_map) == pytest.approx(crossing + np.log(3) / 1.9, abs=0.06)
@@ -93,7 +94,8 @@ def test_the_ml_threshold_of_two_gaussians_is_where_they_cross():
 def test_thresholds_of_separated_classes_and_bad_input():
     s = np.array([0.1, 0.2, 0.3, 0.7, 0.8])
     y = np.array([0, 0, 0, 1, 1], bool)
-    assert choose_threshold(s, y, "ml") == pytest.approx(0.5)  # middle of the gap
+    assert choose_threshold(s, y, "balanced") == pytest.approx(0.5)  # middle of the gap
+    assert 0.3 < choose_threshold(s, y, "ml") < 0.7  # where the two density estimates cross
     rep = threshold_report(s, y, "ml", n_boot=5)
     assert rep["rules"]["ml"]["eff_pi0"] == 1 and rep["rules"]["ml"]["eff_pipm"] == 1
     assert "fixed" not in rep["rules"]
@@ -154,7 +156,8 @@ def test_pionml_combine_end_to_end(runs, tmp_path, capsys):
     m = json.loads((out / "metrics.json").read_text())
     assert m["methods"] == ["em", "lcw", "combined", "oracle", "soft", "lcw_regress_charged",
                             "em_regress_pi0"]
-    assert m["threshold"]["chosen_on"] == "val" and set(m["threshold"]["rules"]) == {"ml", "eer", "map"}
+    assert m["threshold"]["chosen_on"] == "val"
+    assert set(m["threshold"]["rules"]) == {"ml", "balanced", "eer", "map"}
     test = m["mix"]["test"]
     assert len(set(test["n_per_species"].values())) == 1
     assert sum(test["left_out"].values()) + test["n_drawn"] == test["n_input"]

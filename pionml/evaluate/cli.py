@@ -121,9 +121,11 @@ def add_combine_arguments(p: argparse.ArgumentParser) -> None:
                    help="dataset (default: the runs'); it must be the file they were trained on")
     p.add_argument("--out", default=None,
                    help="results folder (default: combine_<models> beside the classifier run)")
-    p.add_argument("--threshold-method", choices=("ml", "eer", "map", "fixed"), default="ml",
-                   help="ml: where the pi0 and pi+- score densities cross (max. sum of the two "
-                        "correct-routing rates; default); eer: equal error rates; map: maximum "
+    p.add_argument("--threshold-method", choices=("ml", "balanced", "eer", "map", "fixed"),
+                   default="ml",
+                   help="ml: where the pi0 and pi+- score densities cross (default); balanced: "
+                        "the cut maximising the sum of the two correct-routing rates (the same "
+                        "point in theory, noisier); eer: equal error rates; map: maximum "
                         "accuracy at the mixed sample's priors; fixed: --threshold. Chosen on "
                         "the validation split")
     p.add_argument("--threshold", type=finite_float, default=None, metavar="T",

@@ -6,9 +6,9 @@ an energy each. On a **mixed sample** (test clusters, pi0 : pi+ : pi- = 1:1:1 in
 E_EM, drawn with a seed: :func:`draw_mixed`) the cluster goes to the pi0 regressor when
 P(pi0) >= t, else to the charged one. The **threshold** t is chosen on the validation split's
 mixed sample, never the test split (:func:`choose_threshold`): by default the maximum-likelihood
-point (where the two class-normalised score densities cross, i.e. the cut maximising the sum
-of the two correct-routing rates), or the equal-error point, the maximum accuracy at the
-sample's own priors, or a fixed value (0.615 reproduces the note). Beside the routed energy:
+point (where the two class-normalised score densities cross, in theory also the cut maximising
+the sum of the two correct-routing rates, selectable as ``balanced``), or the equal-error point,
+the maximum accuracy at the sample's own priors, or a fixed value (0.615 reproduces the note). Beside the routed energy:
 oracle routing (the true species picks the regressor: the upper bound), soft routing
 (p E_pi0 + (1 - p) E_charged, as LCW weights its two calibrations with P_EM), the EM scale, LCW
 (``E_lcw``: the simulation's LCW is the classification and hadronic-weighting steps, no
@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 #: The species of the mixed sample and their PDG codes.
 MIX_SPECIES = {"pi0": 111, "pi+": 211, "pi-": -211}
 #: Threshold rules (see :func:`choose_threshold`).
-THRESHOLD_METHODS = ("ml", "eer", "map", "fixed")
+THRESHOLD_METHODS = ("ml", "balanced", "eer", "map", "fixed")
 #: The routed energies every report has, in drawing order, with their labels.
 ROUTED = {"combined": "classify + regress", "oracle": "oracle routing", "soft": "soft routing"}
 #: Cluster E_EM bins (GeV) of the routing-accuracy table (the classification tables' bins).
@@ -185,8 +185,12 @@ def choose_threshold(scores, is_pi0, method: str = "ml", value: float | None = N
     """The routing threshold on P(pi0) by ``method``:
 
     - ``ml``: the maximum-likelihood point, where the class-normalised score densities of pi0
-      and pi+- cross = the cut maximising eff_pi0 + eff_pipm (balanced accuracy, Youden J);
-      independent of the class priors;
+      and pi+- cross (:func:`density_crossing`, the crossing nearest the ``balanced`` cut; that
+      cut itself where the estimates never cross); independent of the class priors;
+    - ``balanced``: the cut maximising eff_pi0 + eff_pipm (balanced accuracy, Youden J), in
+      theory the same point; but the empirical sum is flat and noisy near its maximum (its
+      bootstrap spread is several times that of the density crossing on a few thousand
+      clusters), hence not the default;
     - ``eer``: the equal-error point, eff_pi0 = eff_pipm;
     - ``map``: maximum accuracy at the priors of the sample given (the mixed sample's
       pi0 : pi+- = 1:2);
@@ -201,13 +205,17 @@ def choose_threshold(scores, is_pi0, method: str = "ml", value: float | None = N
             raise ConfigError("threshold method 'fixed' needs a finite value")
         return float(value)
     lower, upper, e0, e1, n0, n1 = cut_scan(scores, is_pi0, weights)
-    if method == "ml":
+    if method in ("ml", "balanced"):
         obj = e0 + e1
     elif method == "eer":
         obj = -np.abs(e0 - e1)
     else:
         obj = n0 + n1
-    return _span_midpoint(lower, upper, obj >= obj.max() - 1e-12 * max(1.0, abs(obj.max())))
+    t = _span_midpoint(lower, upper, obj >= obj.max() - 1e-12 * max(1.0, abs(obj.max())))
+    if method == "ml":
+        crossing = density_crossing(scores, is_pi0, near=t, weights=weights)
+        return t if crossing is None else crossing
+    return t
 
 
 def routing_efficiencies(to_pi0, is_pi0) -> dict:
@@ -220,19 +228,21 @@ def routing_efficiencies(to_pi0, is_pi0) -> dict:
             "accuracy": float(np.mean(r == y)) if len(y) else None}
 
 
-def density_crossing(scores, is_pi0, near: float, n_grid: int = 2001) -> float | None:
-    """Cross-check of the ``ml`` threshold: where kernel-density estimates of the two
-    class-normalised score densities (in logit(score), where a sigmoid output is smooth) cross,
-    the crossing nearest ``near``; None if they never cross."""
+def density_crossing(scores, is_pi0, near: float, weights=None,
+                     n_grid: int = 2001) -> float | None:
+    """Where Gaussian kernel-density estimates (Scott's bandwidth) of the two class-normalised
+    score densities cross, in logit(score) (where a sigmoid output is smooth): the crossing
+    nearest ``near``; None if they never cross or a class has fewer than two distinct scores."""
     from scipy.special import expit, logit
     from scipy.stats import gaussian_kde
 
     y = np.asarray(is_pi0).astype(bool)
     x = logit(np.clip(np.asarray(scores, np.float64), 1e-7, 1 - 1e-7))
+    w = np.ones(len(x)) if weights is None else np.asarray(weights, np.float64)
     if min(len(np.unique(x[y])), len(np.unique(x[~y]))) < 2:
         return None
     grid = np.linspace(x.min(), x.max(), n_grid)
-    diff = gaussian_kde(x[y])(grid) - gaussian_kde(x[~y])(grid)
+    diff = gaussian_kde(x[y], weights=w[y])(grid) - gaussian_kde(x[~y], weights=w[~y])(grid)
     k = np.flatnonzero(np.sign(diff[1:]) != np.sign(diff[:-1]))
     if len(k) == 0:
         return None
@@ -245,8 +255,7 @@ def density_crossing(scores, is_pi0, near: float, n_grid: int = 2001) -> float |
 def threshold_report(scores, is_pi0, method: str, value: float | None = None,
                      n_boot: int = 100, seed: int = 0) -> dict:
     """Every rule's threshold on these clusters, side by side, with the efficiencies it gives
-    and its bootstrap spread; ``threshold``: the ``method`` one; ``ml_density_crossing``:
-    :func:`density_crossing` near the ``ml`` threshold."""
+    and its bootstrap spread; ``threshold``: the ``method`` one."""
     s = np.asarray(scores, np.float64)
     y = np.asarray(is_pi0).astype(bool)
     rng = np.random.default_rng(seed)
@@ -263,7 +272,6 @@ def threshold_report(scores, is_pi0, method: str, value: float | None = None,
         out["rules"][m] = {"threshold": t, **routing_efficiencies(route(s, t), y),
                            "threshold_err": float(np.std(reps, ddof=1)) if len(reps) > 1 else None}
     out["threshold"] = out["rules"][method]["threshold"]
-    out["ml_density_crossing"] = density_crossing(s, y, out["rules"]["ml"]["threshold"])
     return out
 
 
@@ -495,11 +503,9 @@ def combine(classifier, pi0, charged, also=(), data=None, out=None, method: str 
     val, test = np.searchsorted(both, val_rows), np.searchsorted(both, test_rows)
     val_pi0 = cls["label"][val] == 1
     thr = threshold_report(cls["score"][val], val_pi0, method, threshold, n_boot=n_boot, seed=seed)
-    logger.info("threshold (%s, on %d validation clusters): %.4f; %s; score densities cross "
-                "at %s", method, len(val_rows), thr["threshold"],
-                ", ".join(f"{m} {r['threshold']:.4f} +- {r['threshold_err'] or 0:.4f}"
-                          for m, r in thr["rules"].items()),
-                "never" if thr["ml_density_crossing"] is None else f"{thr['ml_density_crossing']:.4f}")
+    logger.info("threshold (%s, on %d validation clusters): %.4f; %s", method, len(val_rows),
+                thr["threshold"], ", ".join(f"{m} {r['threshold']:.4f} +- {r['threshold_err'] or 0:.4f}"
+                                            for m, r in thr["rules"].items()))
     table = routed_table(runs, test_rows, cls["score"][test], thr["threshold"], device, progress)
     metrics = {
         "task": "combine", "data": str(runs.data), "sha256": runs.classifier.card["data"]["sha256"],
