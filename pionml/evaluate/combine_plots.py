@@ -13,16 +13,18 @@ import numpy as np
 
 from pionml.evaluate.combine import ROUTED
 
-#: Label, colour, marker of the fixed methods; extra runs take the next tab10 colours.
+#: Label, colour, marker of the fixed methods (named colours: the ATLAS style's cycle has
+#: near-identical neighbours); extra runs take the other tab10 colours.
 STYLE = {"em": ("EM scale", "k", "s"), "lcw": ("LCW", "grey", "D"),
-         "combined": (ROUTED["combined"], "C3", "o"), "oracle": (ROUTED["oracle"], "C2", "^"),
-         "soft": (ROUTED["soft"], "C0", "v")}
+         "combined": (ROUTED["combined"], "tab:red", "o"),
+         "oracle": (ROUTED["oracle"], "tab:green", "^"), "soft": (ROUTED["soft"], "tab:blue", "v")}
+EXTRA_COLOURS = ("tab:purple", "tab:orange", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
 TITLE = r"mixed $\pi^0:\pi^+:\pi^-$ = 1:1:1, test sample"
 
 
 def _style(methods):
-    extra = iter(range(4, 10))
-    return {m: STYLE.get(m) or (m, f"C{next(extra, 9)}", "P") for m in methods}
+    extra = iter(EXTRA_COLOURS * len(methods))
+    return {m: STYLE.get(m) or (m, next(extra), "P") for m in methods}
 
 
 def draw_combine_plots(folder: Path, table: dict, metrics: dict, val_scores, val_is_pi0) -> list:
@@ -45,8 +47,8 @@ def draw_combine_plots(folder: Path, table: dict, metrics: dict, val_scores, val
     # routing accuracy vs E_EM
     fig, ax = plt.subplots(figsize=(7, 5))
     rows = metrics["routing"]["bins_E_em"]
-    for name, label, color in (("pi0", r"$\pi^0$ to the $\pi^0$ regressor", "C3"),
-                               ("pipm", r"$\pi^\pm$ to the $\pi^\pm$ regressor", "C0")):
+    for name, label, color in (("pi0", r"$\pi^0$ to the $\pi^0$ regressor", "tab:red"),
+                               ("pipm", r"$\pi^\pm$ to the $\pi^\pm$ regressor", "tab:blue")):
         ok = [r for r in rows if r[f"eff_{name}"] is not None]
         x = [np.sqrt(max(r["E_lo"], 0.1) * r["E_hi"]) for r in ok]
         xerr = np.array([[xi - max(r["E_lo"], 0.1), r["E_hi"] - xi] for xi, r in zip(x, ok)]).T
@@ -70,8 +72,8 @@ def draw_combine_plots(folder: Path, table: dict, metrics: dict, val_scores, val
     r = table["E_combined"] / table["E_true"]
     bins = np.linspace(0, 3, 61)
     for ax, (cls, name) in zip(axes, ((is_pi0, r"$\pi^0$"), (~is_pi0, r"$\pi^\pm$"))):
-        for sel, label, color in ((cls & (to_pi0 == cls), "routed correctly", "C2"),
-                                  (cls & (to_pi0 != cls), "misrouted", "C3")):
+        for sel, label, color in ((cls & (to_pi0 == cls), "routed correctly", "tab:green"),
+                                  (cls & (to_pi0 != cls), "misrouted", "tab:red")):
             n = int(sel.sum())
             med = f", median {np.median(r[sel]):.3f}" if n else ""
             ax.hist(np.clip(r[sel], 0, 3), bins=bins, histtype="step", color=color, density=n > 0,
@@ -90,10 +92,10 @@ def draw_combine_plots(folder: Path, table: dict, metrics: dict, val_scores, val
     s = np.asarray(val_scores, np.float64)
     y = np.asarray(val_is_pi0, bool)
     sb = np.linspace(0, 1, 51)
-    ax.hist(s[y], bins=sb, histtype="step", density=True, color="C3", label=r"$\pi^0$")
-    ax.hist(s[~y], bins=sb, histtype="step", density=True, color="C0", label=r"$\pi^\pm$")
-    for i, (m, rule) in enumerate(metrics["threshold"]["rules"].items()):
-        ax.axvline(rule["threshold"], color=f"C{4 + i}", ls="-" if m == metrics["threshold"]["method"]
+    ax.hist(s[y], bins=sb, histtype="step", density=True, color="tab:red", label=r"$\pi^0$")
+    ax.hist(s[~y], bins=sb, histtype="step", density=True, color="tab:blue", label=r"$\pi^\pm$")
+    for colour, (m, rule) in zip(EXTRA_COLOURS, metrics["threshold"]["rules"].items()):
+        ax.axvline(rule["threshold"], color=colour, ls="-" if m == metrics["threshold"]["method"]
                    else ":", label=f"{m}: {rule['threshold']:.3f}")
     ax.set_yscale("log")
     ax.set_xlabel(r"classifier P($\pi^0$)")
