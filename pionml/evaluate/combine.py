@@ -8,13 +8,14 @@ P(pi0) >= t, else to the charged one. The **threshold** t is chosen on the valid
 mixed sample, never the test split (:func:`choose_threshold`): by default the maximum-likelihood
 point (where the two class-normalised score densities cross, in theory also the cut maximising
 the sum of the two correct-routing rates, selectable as ``balanced``), or the equal-error point,
-the maximum accuracy at the sample's own priors, or a fixed value (0.615 reproduces the note). Beside the routed energy:
-oracle routing (the true species picks the regressor: the upper bound), soft routing
-(p E_pi0 + (1 - p) E_charged, as LCW weights its two calibrations with P_EM), the EM scale, LCW
-(``E_lcw``: the simulation's LCW is the classification and hadronic-weighting steps, no
-out-of-cluster or dead-material correction) and any further run whose prediction is ``E_pred``
-in GeV (``also``: regressors, moment-based calibrations), each summarised by
-:func:`pionml.evaluate.regression.response_table` in bins of E_true.
+the maximum accuracy at the sample's own priors, or a fixed value (0.615 reproduces the note).
+
+Beside the routed energy: oracle routing (the true species picks the regressor: the upper
+bound), soft routing (p E_pi0 + (1 - p) E_charged, as LCW weights its two calibrations with
+P_EM), the EM scale, LCW (``E_lcw`` = cluster_E_LCCalib; in pionml's simulation the
+classification and hadronic-weighting steps only, as the note's LCW) and any further run whose
+prediction is ``E_pred`` in GeV (``also``: regressors, moment-based calibrations), each
+summarised by :func:`pionml.evaluate.regression.response_table` in bins of E_true.
 
 :func:`combine` does the whole step from run folders and writes ``metrics.json``,
 ``predictions.csv``, ``mixed_sample.csv`` and the plots into one folder.
@@ -496,7 +497,7 @@ def combine(classifier, pi0, charged, also=(), data=None, out=None, method: str 
                                          flat_energy=flat_energy)
     logger.info("mixed sample: %d test clusters (%s), %d validation clusters; left out of the "
                 "test split: %s", len(test_rows), _species_text(mix), len(val_rows),
-                ", ".join(f"{v} {k}" for k, v in mix.left_out.items() if v) or "none")
+                "; ".join(f"{k}: {v}" for k, v in mix.left_out.items() if v) or "none")
 
     both = np.union1d(val_rows, test_rows)  # one pass of the classifier
     cls = runs.classifier.predict(runs.data, rows=both, device=device, progress=progress)
