@@ -196,6 +196,12 @@ def test_mismatched_runs_and_arguments_fail_with_one_line(runs, data, tmp_path, 
     other = make_fake_dataset(tmp_path / "other.h5", n_clusters=300, seed=99)
     stranger = train_run(other, "em", tmp_path / "em_other", task="regress",
                          config=TrainConfig(epochs=1), progress=False, task_options={"species": "pi0"})
+    import shutil
+
+    unknown = shutil.copytree(runs["pi0"], tmp_path / "no_hash")
+    card = json.loads((unknown / "card.json").read_text())
+    del card["data"]["sha256"]
+    (unknown / "card.json").write_text(json.dumps(card))
     base = ["combine", "--classifier", str(runs["classifier"]), "--charged", str(runs["charged"]),
             "--out", str(tmp_path / "x"), "--no-progress", "--no-plots"]
     cases = [
@@ -206,6 +212,7 @@ def test_mismatched_runs_and_arguments_fail_with_one_line(runs, data, tmp_path, 
         (["--pi0", str(runs["pi0"]), "--threshold-method", "fixed"], "needs --threshold"),
         (["--pi0", str(runs["pi0"]), "--threshold", "0.5"], "is the value of --threshold-method fixed"),
         (["--pi0", str(tmp_path / "nothing")], "does not exist"),
+        (["--pi0", str(unknown)], "its card records no dataset hash"),
     ]
     for extra, message in cases:
         caplog.clear()
