@@ -9,8 +9,8 @@ from scipy import special
 
 from pionml.errors import ConfigError, DataError
 from pionml.evaluate.combine import (MIX_SPECIES, choose_threshold, draw_mixed, mix_edges,
-                                     mixed_sample, route, routed_energy, routing_table,
-                                     soft_energy, threshold_report)
+                                     mixed_sample, route, routed_energy, routing_groups,
+                                     routing_table, soft_energy, threshold_report)
 from pionml.io.hdf5 import DatasetFile
 from pionml.testing.fake_dataset import make_fake_dataset
 from pionml.train.trainer import TrainConfig, train_run
@@ -122,6 +122,12 @@ def test_a_perfect_classifier_gives_the_oracle_and_soft_routing_with_hard_p_is_h
     p = rng.integers(0, 2, n).astype(float)
     assert np.array_equal(soft_energy(p, e0, e1), routed_energy(route(p, 0.5), e0, e1))
     assert np.allclose(soft_energy(np.full(n, 0.25), e0, e1), 0.25 * e0 + 0.75 * e1)
+    guess = rng.random(n) < 0.5
+    groups = routing_groups(is_pi0, guess)
+    assert np.array_equal(groups["correct_pi0"], is_pi0 & guess)
+    assert np.array_equal(groups["misrouted_pi0_to_charged"], is_pi0 & ~guess)
+    assert np.array_equal(groups["correct_charged"], ~is_pi0 & ~guess)
+    assert np.array_equal(groups["misrouted_charged_to_pi0"], ~is_pi0 & guess)
     rows = routing_table(is_pi0, route(perfect, t), rng.uniform(0.1, 100, n), bins=(0, 1, 1000))
     assert all(r["eff_pi0"] == 1 and r["eff_pipm"] == 1 for r in rows if r["n_pi0"])
     assert sum(r["n_pi0"] + r["n_pipm"] for r in rows) == n
@@ -162,6 +168,8 @@ def test_pionml_combine_end_to_end(runs, tmp_path, capsys):
     assert len(set(test["n_per_species"].values())) == 1
     assert sum(test["left_out"].values()) + test["n_drawn"] == test["n_input"]
     r = m["routing"]
+    assert m["n_correct_pi0"] + m["n_misrouted_pi0_to_charged"] == test["n_per_species"]["pi0"]
+    assert m["n_misrouted_pi0_to_charged"] == round((1 - r["eff_pi0"]) * test["n_per_species"]["pi0"])
     assert 0 <= r["eff_pi0"] <= 1 and 0 <= r["eff_pipm"] <= 1 and len(r["bins_E_em"]) == 8
     lines = (out / "predictions.csv").read_text().splitlines()
     head = lines[0].split(",")

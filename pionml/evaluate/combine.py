@@ -295,6 +295,15 @@ def soft_energy(p_pi0, e_pi0, e_charged) -> np.ndarray:
     return p * np.asarray(e_pi0, np.float64) + (1.0 - p) * np.asarray(e_charged, np.float64)
 
 
+def routing_groups(is_pi0, to_pi0) -> dict:
+    """Masks of the four routing outcomes: pi0 and pi+- each routed correctly or misrouted
+    (``misrouted_pi0_to_charged``: a pi0 sent to the charged regressor, and the reverse)."""
+    y = np.asarray(is_pi0).astype(bool)
+    r = np.asarray(to_pi0).astype(bool)
+    return {"correct_pi0": y & r, "misrouted_pi0_to_charged": y & ~r,
+            "correct_charged": ~y & ~r, "misrouted_charged_to_pi0": ~y & r}
+
+
 def routing_table(is_pi0, to_pi0, e_em, bins=ROUTING_E_BINS) -> list[dict]:
     """Per E_EM bin: the counts and the fractions of pi0 and of pi+- routed correctly, each
     with its binomial error."""
@@ -459,10 +468,12 @@ def combine_metrics(table: dict, names, n_boot: int = 100, seed: int = 0) -> dic
     for name, col in methods.items():
         m[f"median_response_{name}"] = float(np.median(np.asarray(table[col], np.float64) / e_true))
         m[f"bins_E_true_{name}"] = response_table(table[col], e_true, n_boot=n_boot, seed=seed)
-    for key, sel in (("pi0_to_charged", is_pi0 & ~to_pi0), ("charged_to_pi0", ~is_pi0 & to_pi0)):
-        m[f"n_misrouted_{key}"] = int(sel.sum())
-        m[f"bins_E_true_misrouted_{key}"] = response_table(
-            table["E_combined"][sel], e_true[sel], n_boot=n_boot, seed=seed)
+    for key, sel in routing_groups(is_pi0, to_pi0).items():
+        m[f"n_{key}"] = int(sel.sum())
+        m[f"median_response_{key}"] = float(np.median(
+            table["E_combined"][sel] / e_true[sel])) if sel.any() else None
+        m[f"bins_E_true_{key}"] = response_table(table["E_combined"][sel], e_true[sel],
+                                                 n_boot=n_boot, seed=seed)
     return m
 
 

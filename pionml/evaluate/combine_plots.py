@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pionml.evaluate.combine import ROUTED
+from pionml.evaluate.combine import ROUTED, routing_groups
 
 #: Label, colour, marker of the fixed methods (named colours: the ATLAS style's cycle has
 #: near-identical neighbours); extra runs take the other tab10 colours.
@@ -67,20 +67,20 @@ def draw_combine_plots(folder: Path, table: dict, metrics: dict, val_scores, val
 
     # the response of misrouted clusters, apart from the correctly routed ones
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
-    is_pi0 = table["label"] == 1
-    to_pi0 = table["to_pi0"] == 1
+    groups = routing_groups(table["label"] == 1, table["to_pi0"] == 1)
     r = table["E_combined"] / table["E_true"]
     bins = np.linspace(0, 3, 61)
-    for ax, (cls, name) in zip(axes, ((is_pi0, r"$\pi^0$"), (~is_pi0, r"$\pi^\pm$"))):
-        for sel, label, color in ((cls & (to_pi0 == cls), "routed correctly", "tab:green"),
-                                  (cls & (to_pi0 != cls), "misrouted", "tab:red")):
-            n = int(sel.sum())
-            med = f", median {np.median(r[sel]):.3f}" if n else ""
+    for ax, (name, species) in zip(axes, (("pi0", r"$\pi^0$"), ("charged", r"$\pi^\pm$"))):
+        for key, label, color in (("correct", "routed correctly", "tab:green"),
+                                  ("misrouted", "misrouted", "tab:red")):
+            key = next(k for k in groups if k.startswith(f"{key}_{name}"))
+            sel = groups[key]
+            n, med = metrics[f"n_{key}"], metrics[f"median_response_{key}"]
             ax.hist(np.clip(r[sel], 0, 3), bins=bins, histtype="step", color=color, density=n > 0,
-                    label=f"{label} ({n}{med})")
+                    label=f"{label} ({n}" + (f", median {med:.3f})" if n else ")"))
         ax.set_xlabel(r"response $E_{combined}/E_{true}$")
         ax.set_ylabel("normalised")
-        ax.set_title(f"{name} clusters", fontsize="small")
+        ax.set_title(f"{species} clusters", fontsize="small")
         ax.legend(fontsize="x-small")
     fig.tight_layout()
     fig.savefig(folder / "misrouted_response.png", dpi=110)
