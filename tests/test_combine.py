@@ -8,9 +8,10 @@ import pytest
 from scipy import special
 
 from pionml.errors import ConfigError, DataError
-from pionml.evaluate.combine import (MIX_SPECIES, choose_threshold, draw_mixed, mix_edges,
-                                     mixed_sample, route, routed_energy, routing_groups,
-                                     routing_table, soft_energy, threshold_report)
+from pionml.evaluate.combine import (MIX_SPECIES, check_finite, choose_threshold, draw_mixed,
+                                     mix_edges, mixed_sample, route, routed_energy,
+                                     routing_groups, routing_table, soft_energy,
+                                     threshold_report)
 from pionml.io.hdf5 import DatasetFile
 from pionml.testing.fake_dataset import make_fake_dataset
 from pionml.train.trainer import TrainConfig, train_run
@@ -131,6 +132,12 @@ def test_a_perfect_classifier_gives_the_oracle_and_soft_routing_with_hard_p_is_h
     rows = routing_table(is_pi0, route(perfect, t), rng.uniform(0.1, 100, n), bins=(0, 1, 1000))
     assert all(r["eff_pi0"] == 1 and r["eff_pipm"] == 1 for r in rows if r["n_pi0"])
     assert sum(r["n_pi0"] + r["n_pipm"] for r in rows) == n
+
+
+def test_a_nan_energy_or_score_is_an_error_not_a_dropped_cluster():
+    assert np.array_equal(check_finite([1.0, 2.0], "x"), [1.0, 2.0])
+    with pytest.raises(DataError, match=r"run 'r': E_pred: 2 of 4 values .* NaN or inf \(first at position 1\)"):
+        check_finite([1.0, np.nan, 3.0, np.inf], "run 'r': E_pred")
 
 
 # --- from run folders, and the command line --------------------------------------------------

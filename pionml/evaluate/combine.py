@@ -420,6 +420,17 @@ def load_runs(classifier, pi0, charged, also=(), data=None, device=None) -> Comb
     return CombineRuns(**runs, also=extra, names=names, data=path)
 
 
+def check_finite(values, what: str) -> np.ndarray:
+    """``values``, or a DataError saying how many of ``what`` are NaN or inf (a cluster is
+    never dropped silently from the comparison)."""
+    values = np.asarray(values)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        raise DataError(f"{what}: {int(bad.sum())} of {len(values)} values on the mixed sample "
+                        f"are NaN or inf (first at position {int(np.argmax(bad))})")
+    return values
+
+
 def routed_table(runs: CombineRuns, rows, score, threshold: float, device=None,
                  progress: bool = False) -> dict:
     """The clusters ``rows`` (sorted) with their classifier ``score``: the cluster fields,
@@ -429,7 +440,8 @@ def routed_table(runs: CombineRuns, rows, score, threshold: float, device=None,
     from pionml.io.hdf5 import DatasetFile
 
     def predict(run):
-        return run.predict(runs.data, rows=rows, device=device, progress=progress)["E_pred"]
+        e = run.predict(runs.data, rows=rows, device=device, progress=progress)["E_pred"]
+        return check_finite(e, f"run '{run.folder}': E_pred")
 
     fields = ("event", "cluster_index", "label", "pdg", "E_em", "eta", "E_true", "E_lcw")
     with DatasetFile(runs.data) as ds:
@@ -512,6 +524,7 @@ def combine(classifier, pi0, charged, also=(), data=None, out=None, method: str 
 
     both = np.union1d(val_rows, test_rows)  # one pass of the classifier
     cls = runs.classifier.predict(runs.data, rows=both, device=device, progress=progress)
+    check_finite(cls["score"], f"classifier '{runs.classifier.folder}': P(pi0)")
     val, test = np.searchsorted(both, val_rows), np.searchsorted(both, test_rows)
     val_pi0 = cls["label"][val] == 1
     thr = threshold_report(cls["score"][val], val_pi0, method, threshold, n_boot=n_boot, seed=seed)
