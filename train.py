@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Train a model: ``python train.py --task classify --model cnn`` (the same as ``pionml train``)."""
+"""Train a model: ``python train.py --task classify --model cnn`` (the same as ``pionml train``);
+then ``python train.py combine --classifier RUN --pi0 RUN --charged RUN`` (``pionml combine``)."""
 
 import sys
 

@@ -246,7 +246,7 @@ def test_training_options_are_checked():
 def test_cli_help_does_not_import_torch():
     code = ("import sys, pionml.train.cli as c, pionml.evaluate.cli as e; "
             "assert 'torch' not in sys.modules; "
-            "assert set(c.COMMANDS) == {'train'} and set(e.COMMANDS) == {'evaluate', 'predict'}")
+            "assert set(c.COMMANDS) == {'train'} and set(e.COMMANDS) == {'evaluate', 'predict', 'combine'}")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -106,9 +106,64 @@ def run_predict(args) -> int:
     return 0
 
 
+def add_combine_arguments(p: argparse.ArgumentParser) -> None:
+    from pionml.cli import finite_float, non_negative_int, positive_int
+
+    p.add_argument("--classifier", required=True, metavar="RUN",
+                   help="classifier run (any: cnn, pem, ...): its score P(pi0) routes a cluster")
+    p.add_argument("--pi0", required=True, metavar="RUN", help="regressor run of pi0 clusters")
+    p.add_argument("--charged", required=True, metavar="RUN",
+                   help="regressor run of pi+- clusters")
+    p.add_argument("--also", nargs="+", default=[], metavar="RUN",
+                   help="further runs predicting E_pred (regressors, calibrations): one more "
+                        "row each, applied to every cluster")
+    p.add_argument("--data", default=None,
+                   help="dataset (default: the runs'); it must be the file they were trained on")
+    p.add_argument("--out", default=None,
+                   help="results folder (default: combine_<models> beside the classifier run)")
+    p.add_argument("--threshold-method", choices=("ml", "balanced", "eer", "map", "fixed"),
+                   default="ml",
+                   help="ml: where the pi0 and pi+- score densities cross (default); balanced: "
+                        "the cut maximising the sum of the two correct-routing rates (the same "
+                        "point in theory, noisier); eer: equal error rates; map: maximum "
+                        "accuracy at the mixed sample's priors; fixed: --threshold. Chosen on "
+                        "the validation split")
+    p.add_argument("--threshold", type=finite_float, default=None, metavar="T",
+                   help="the cut of --threshold-method fixed (0.615 reproduces the note)")
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="seed of the 1:1:1 draw and the bootstrap (default 0)")
+    p.add_argument("--bins-per-decade", type=positive_int, default=10,
+                   help="E_EM bins per decade of the 1:1:1 mix (default 10)")
+    p.add_argument("--flat-energy", action="store_true",
+                   help="also the same number of clusters in every E_EM bin")
+    p.add_argument("--bootstrap", type=non_negative_int, default=100,
+                   help="bootstrap replicas of the errors (default 100)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--no-plots", action="store_true", help="numbers only")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def run_combine(args) -> int:
+    from pionml.evaluate.combine import combine, combine_table
+    from pionml.evaluate.plots import use_atlas_style
+
+    use_atlas_style()
+    m = combine(args.classifier, args.pi0, args.charged, also=args.also, data=args.data,
+                out=args.out, method=args.threshold_method, threshold=args.threshold,
+                seed=args.seed, per_decade=args.bins_per_decade, flat_energy=args.flat_energy,
+                n_boot=args.bootstrap, device=args.device, progress=not args.no_progress,
+                plots=not args.no_plots)
+    for key in ("median_response", "iqr_resolution", "s68_resolution"):
+        print(f"{key} in bins of E_true:\n{combine_table(m, key)}\n")
+    return 0
+
+
 COMMANDS = {
     "evaluate": ("evaluate trained run folder(s): metrics, predictions and plots",
                  add_evaluate_arguments, run_evaluate),
     "predict": ("apply a trained run to an HDF5 dataset or MLTree ROOT files: one CSV row per "
                 "cluster", add_predict_arguments, run_predict),
+    "combine": ("classify, then regress: route the clusters of a mixed pi0:pi+:pi- = 1:1:1 "
+                "test sample to a pi0 or a pi+- regressor by a classifier's score; against "
+                "EM, LCW, oracle and soft routing", add_combine_arguments, run_combine),
 }

@@ -94,6 +94,92 @@ def _centres(rows):
     return np.array([np.sqrt(r["lo"] * r["hi"]) for r in rows])
 
 
+def plot_response_2d(ax, e_true, e, rows, title: str):
+    """The response E / E_true vs E_true as a 2-D histogram (log colour) with the median of
+    each bin of ``rows`` (a :func:`response_table`) overlaid (seed 002 Figs. 12-13, 16)."""
+    e_true = np.asarray(e_true, np.float64)
+    r = np.asarray(e, np.float64) / e_true
+    xbins = np.logspace(np.log10(max(e_true.min(), 0.1)), np.log10(e_true.max() * 1.01), 40)
+    artists = [ax.hist2d(e_true, np.clip(r, 0, 3), bins=[xbins, np.linspace(0, 3, 61)], cmin=1,
+                         cmap="viridis", norm="log")[-1]]
+    ok = [i for i, row in enumerate(rows) if row["median_response"] is not None]
+    artists += ax.plot(_centres(rows)[ok], [rows[i]["median_response"] for i in ok], "o-",
+                       color="r", label="median")
+    artists.append(ax.axhline(1, color="w", ls=":", lw=1))
+    ax.set_xscale("log")
+    ax.set_xlabel(r"$E_{true}$ = ENG_CALIB_TOT [GeV]")
+    ax.set_ylabel(r"response $E/E_{true}$")
+    ax.set_title(title, fontsize="small")
+    ax.legend(fontsize="x-small", loc="upper right")
+    return artists
+
+
+def draw_response_2d(path: Path, e_true, panels: list) -> Path:
+    """One figure of :func:`plot_response_2d` panels side by side; ``panels``: (energies,
+    per-bin rows, title) per method. Returns ``path``."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.8), squeeze=False)
+    for ax, (e, rows, title) in zip(axes[0], panels):
+        plot_response_2d(ax, e_true, e, rows, title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_binned(ax, rows, key: str, label: str, color, marker: str = "o", **kw):
+    """A per-bin quantity ``key`` of ``rows`` (a :func:`response_table`) with its bootstrap
+    error against the bin centres; empty bins are skipped."""
+    ok = [i for i, row in enumerate(rows) if row[key] is not None]
+    return ax.errorbar(_centres(rows)[ok], [rows[i][key] for i in ok],
+                       yerr=[rows[i].get(f"{key}_err") for i in ok], fmt=marker + "-",
+                       color=color, label=label, capsize=2, **kw)
+
+
+#: The binned quantities drawn for several methods: key, axis label, file name.
+CURVES = (("median_response", "median response", "median_response"),
+          ("iqr_resolution", "half 16-84 % width / median", "iqr_resolution"),
+          ("s68_resolution", "shortest 68 % / (2 median)", "s68_resolution"))
+
+
+def draw_method_curves(folder: Path, curves: list, ref, title: str, suffix: str = "",
+                       ratio_to: str = "LCW", keys=None) -> list:
+    """The median response and both resolutions of several methods, one figure each, with a
+    ratio panel to ``ref`` (the per-bin rows of the reference method, LCW; None: no ratio).
+    ``curves``: (label, per-bin rows, colour, marker); ``keys``: the quantities of
+    :data:`CURVES` to draw (default all). Writes ``<quantity><suffix>.png``."""
+    import matplotlib.pyplot as plt
+
+    written = []
+    for key, ylabel, fname in CURVES:
+        if keys is not None and key not in keys:
+            continue
+        fig, (ax, rax) = plt.subplots(2, 1, figsize=(7, 7), sharex=True,
+                                      gridspec_kw={"height_ratios": [3, 1], "hspace": 0.05})
+        for label, rows, color, marker in curves:
+            plot_binned(ax, rows, key, label, color, marker, ms=4)
+            if ref is not None:
+                ok = [i for i, row in enumerate(rows) if row[key] is not None]
+                den = np.array([ref[i][key] if ref[i][key] else np.nan for i in ok])
+                rax.plot(_centres(rows)[ok], np.array([rows[i][key] for i in ok]) / den,
+                         marker + "-", color=color, ms=4)
+        if key == "median_response":
+            ax.axhline(1, color="grey", ls=":", lw=1)
+        ax.set_xscale("log")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title, fontsize="small")
+        ax.legend(fontsize="x-small", ncol=2)
+        rax.axhline(1, color="grey", ls=":", lw=1)
+        rax.set_ylabel(f"ratio to {ratio_to}", fontsize="small")
+        rax.set_xlabel(r"$E_{true}$ = ENG_CALIB_TOT [GeV]")
+        out = Path(folder) / f"{fname}{suffix}.png"
+        fig.savefig(out, dpi=120, bbox_inches="tight")
+        plt.close(fig)
+        written.append(out)
+    return written
+
+
 def draw_regression_plots(folder: Path, name: str, species: str, table: dict, metrics: dict) -> list:
     """ATL-PHYS-PUB-2020-018 Figs. 12-15 for one run: the 2-D response vs E_true with the median for the
     run, EM and LCW; the median response of the three on one plot; both resolutions with a
@@ -101,43 +187,20 @@ def draw_regression_plots(folder: Path, name: str, species: str, table: dict, me
     import matplotlib.pyplot as plt
 
     folder = Path(folder)
-    written = []
-    e_true = np.asarray(table["E_true"], np.float64)
     what = {"pi0": r"$\pi^0$", "charged": r"$\pi^\pm$"}.get(species, species)
     methods = [("model", name, "C0", "o")] + [
         (m, *METHOD_STYLE[m]) for m in ("em", "lcw") if f"bins_E_true_{m}" in metrics and m != name]
     energies = {"model": table["E_pred"], "em": table["E_em"], "lcw": table.get("E_lcw")}
 
     # Figs. 12/13: 2-D response vs E_true, one panel per method, with the median
-    fig, axes = plt.subplots(1, len(methods), figsize=(5.5 * len(methods), 4.8), squeeze=False)
-    xbins = np.logspace(np.log10(max(e_true.min(), 0.1)), np.log10(e_true.max() * 1.01), 40)
-    for ax, (key, label, color, marker) in zip(axes[0], methods):
-        r = np.asarray(energies[key], np.float64) / e_true
-        ax.hist2d(e_true, np.clip(r, 0, 3), bins=[xbins, np.linspace(0, 3, 61)], cmin=1,
-                  cmap="viridis", norm="log")
-        rows = metrics[f"bins_E_true_{key}"]
-        ok = [i for i, row in enumerate(rows) if row["median_response"] is not None]
-        ax.plot(_centres(rows)[ok], [rows[i]["median_response"] for i in ok], "o-", color="r",
-                label="median")
-        ax.axhline(1, color="w", ls=":", lw=1)
-        ax.set_xscale("log")
-        ax.set_xlabel(r"$E_{true}$ = ENG_CALIB_TOT [GeV]")
-        ax.set_ylabel(r"response $E/E_{true}$")
-        ax.set_title(f"{what}: {label}", fontsize="small")
-        ax.legend(fontsize="x-small", loc="upper right")
-    fig.tight_layout()
-    fig.savefig(folder / "response_2d.png", dpi=100)
-    plt.close(fig)
-    written.append(folder / "response_2d.png")
+    written = [draw_response_2d(folder / "response_2d.png", table["E_true"],
+                                [(energies[key], metrics[f"bins_E_true_{key}"], f"{what}: {label}")
+                                 for key, label, _, _ in methods])]
 
     # Fig. 14: median response of every method
     fig, ax = plt.subplots(figsize=(7, 5))
     for key, label, color, marker in methods:
-        rows = metrics[f"bins_E_true_{key}"]
-        ok = [i for i, row in enumerate(rows) if row["median_response"] is not None]
-        ax.errorbar(_centres(rows)[ok], [rows[i]["median_response"] for i in ok],
-                    yerr=[rows[i]["median_response_err"] for i in ok], fmt=marker + "-",
-                    color=color, label=label, capsize=2)
+        plot_binned(ax, metrics[f"bins_E_true_{key}"], "median_response", label, color, marker)
     ax.axhline(1, color="grey", ls=":", lw=1)
     ax.set_xscale("log")
     ax.set_xlabel(r"$E_{true}$ = ENG_CALIB_TOT [GeV]")
@@ -149,31 +212,11 @@ def draw_regression_plots(folder: Path, name: str, species: str, table: dict, me
     written.append(folder / "median_response.png")
 
     # Fig. 15: resolution (both definitions) with the ratio to LCW
-    for res in ("iqr_resolution", "s68_resolution"):
-        fig, (ax, rax) = plt.subplots(2, 1, figsize=(7, 7), sharex=True,
-                                      gridspec_kw={"height_ratios": [3, 1], "hspace": 0.05})
-        ref = metrics.get("bins_E_true_lcw")
-        for key, label, color, marker in methods:
-            rows = metrics[f"bins_E_true_{key}"]
-            ok = [i for i, row in enumerate(rows) if row[res] is not None]
-            x = _centres(rows)[ok]
-            y = np.array([rows[i][res] for i in ok])
-            ax.errorbar(x, y, yerr=[rows[i][f"{res}_err"] for i in ok], fmt=marker + "-",
-                        color=color, label=label, capsize=2)
-            if ref is not None:
-                den = np.array([ref[i][res] if ref[i][res] else np.nan for i in ok])
-                rax.plot(x, y / den, marker + "-", color=color)
-        ax.set_xscale("log")
-        ax.set_ylabel("half 16-84 % width / median" if res == "iqr_resolution"
-                      else "shortest 68 % / (2 median)")
-        ax.set_title(f"{what} clusters, test sample", fontsize="small")
-        ax.legend(fontsize="small")
-        rax.axhline(1, color="grey", ls=":", lw=1)
-        rax.set_ylabel("ratio to LCW", fontsize="small")
-        rax.set_xlabel(r"$E_{true}$ = ENG_CALIB_TOT [GeV]")
-        fig.savefig(folder / f"{res}.png", dpi=120, bbox_inches="tight")
-        plt.close(fig)
-        written.append(folder / f"{res}.png")
+    curves = [(label, metrics[f"bins_E_true_{key}"], color, marker)
+              for key, label, color, marker in methods]
+    written += draw_method_curves(folder, curves, metrics.get("bins_E_true_lcw"),
+                                  f"{what} clusters, test sample",
+                                  keys=("iqr_resolution", "s68_resolution"))
     return written
 
 
@@ -183,8 +226,6 @@ def draw_regression_comparison(folder: Path, results: list[dict]) -> list:
     clusters and the ratio to LCW. ``results``: dicts with ``name`` and ``metrics``."""
     import matplotlib.pyplot as plt
 
-    folder = Path(folder)
-    written = []
     m0 = results[0]["metrics"]
     species = m0.get("species", "")
     what = {"pi0": r"$\pi^0$", "charged": r"$\pi^\pm$"}.get(species, species)
@@ -192,32 +233,5 @@ def draw_regression_comparison(folder: Path, results: list[dict]) -> list:
               for i, r in enumerate(results) if r["name"] not in ("em", "lcw")]
     curves += [(METHOD_STYLE[m][0], m0[f"bins_E_true_{m}"], METHOD_STYLE[m][1], METHOD_STYLE[m][2])
                for m in ("em", "lcw") if f"bins_E_true_{m}" in m0]
-    ref = m0.get("bins_E_true_lcw")
-    for key, ylabel, fname in (("median_response", "median response", "median_response"),
-                               ("iqr_resolution", "half 16-84 % width / median", "iqr_resolution"),
-                               ("s68_resolution", "shortest 68 % / (2 median)", "s68_resolution")):
-        fig, (ax, rax) = plt.subplots(2, 1, figsize=(7, 7), sharex=True,
-                                      gridspec_kw={"height_ratios": [3, 1], "hspace": 0.05})
-        for label, rows, color, marker in curves:
-            ok = [i for i, row in enumerate(rows) if row[key] is not None]
-            x = _centres(rows)[ok]
-            y = np.array([rows[i][key] for i in ok])
-            ax.errorbar(x, y, yerr=[rows[i][f"{key}_err"] for i in ok], fmt=marker + "-",
-                        color=color, label=label, capsize=2, ms=4)
-            if ref is not None:
-                den = np.array([ref[i][key] if ref[i][key] else np.nan for i in ok])
-                rax.plot(x, y / den, marker + "-", color=color, ms=4)
-        if key == "median_response":
-            ax.axhline(1, color="grey", ls=":", lw=1)
-        ax.set_xscale("log")
-        ax.set_ylabel(ylabel)
-        ax.set_title(f"{what} clusters, test sample", fontsize="small")
-        ax.legend(fontsize="x-small", ncol=2)
-        rax.axhline(1, color="grey", ls=":", lw=1)
-        rax.set_ylabel("ratio to LCW", fontsize="small")
-        rax.set_xlabel(r"$E_{true}$ = ENG_CALIB_TOT [GeV]")
-        out = folder / f"{fname}_{species}.png"
-        fig.savefig(out, dpi=120, bbox_inches="tight")
-        plt.close(fig)
-        written.append(out)
-    return written
+    return draw_method_curves(folder, curves, m0.get("bins_E_true_lcw"),
+                              f"{what} clusters, test sample", suffix=f"_{species}")

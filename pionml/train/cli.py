@@ -190,8 +190,15 @@ COMMANDS = {
 }
 
 
+#: Steps after training that ``train.py`` also runs: ``python train.py combine ...``.
+FORWARDED = ("combine",)
+
+
 def main(argv=None) -> int:
-    """``train.py``: the same as ``pionml train``."""
+    """``train.py``: the same as ``pionml train``; ``train.py combine ...`` is ``pionml combine``."""
     from pionml.cli import main as pionml_main
 
-    return pionml_main(["train", *(argv if argv is not None else __import__("sys").argv[1:])])
+    argv = list(argv if argv is not None else __import__("sys").argv[1:])
+    if argv and argv[0] in FORWARDED:
+        return pionml_main(argv)
+    return pionml_main(["train", *argv])
