@@ -148,11 +148,14 @@ class BuildSummary:
         for d in self.duplicate_inputs:
             lines.append(f"input not built twice: {d['file']} has the same content (sha256) as "
                          f"{d['same_as']}")
-        lines.append(f"fraction of the cluster energy inside the images: "
-                     f"{self.image_energy_fraction:.4f} energy-weighted (sum over clusters), "
-                     f"per cluster mean {self.image_energy_fraction_mean:.4f}, median "
-                     f"{self.image_energy_fraction_median:.4f}")
-        lines.append(f"pixels that received more than one cell: {self.pixel_collisions}")
+        if self.clusters_kept and np.isnan(self.image_energy_fraction):
+            lines.append("images: none written (cluster table only)")
+        else:
+            lines.append(f"fraction of the cluster energy inside the images: "
+                         f"{self.image_energy_fraction:.4f} energy-weighted (sum over clusters), "
+                         f"per cluster mean {self.image_energy_fraction_mean:.4f}, median "
+                         f"{self.image_energy_fraction_median:.4f}")
+            lines.append(f"pixels that received more than one cell: {self.pixel_collisions}")
         rate = self.clusters_read / self.seconds if self.seconds > 0 else float("nan")
         lines.append(f"time: {self.seconds:.1f} s ({rate:.0f} clusters/s read)")
         return "\n".join(lines)
@@ -227,7 +230,7 @@ def _wanted_branch(name: str) -> bool:
 # ------------------------------------------------------------------------------------ builder
 class _Builder:
     def __init__(self, out, geometry, selection, split, seed, on_error, step_size, progress,
-                 compression, specs):
+                 compression, specs, cells: bool = True):
         if on_error not in ("raise", "skip"):
             raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         if int(step_size) < 1:
@@ -242,6 +245,7 @@ class _Builder:
         self.progress = progress
         self.compression = compression
         self.specs = specs
+        self.cells = bool(cells)
         self.summary = BuildSummary(out=str(self.out))
         self.writer = None
         self.moments: list[str] | None = None
@@ -275,7 +279,7 @@ class _Builder:
             s[f"clusters/moment_{m}"] = (np.float32, ())
         for spec in self.specs:
             s[f"images/{spec.name}"] = (np.float32, spec.shape)
-        for name, dt in CELL_FIELDS.items():
+        for name, dt in (CELL_FIELDS.items() if self.cells else ()):
             s[f"cells/{name}"] = (dt, ())
         return s
 
@@ -336,7 +340,7 @@ class _Builder:
             s = self.summary
             if not s.balanced():  # a bug, never bad input: refuse to write a dataset
                 raise PionmlError(f"build: internal accounting error: {s.accounting()}")
-            if s.clusters_kept:
+            if s.clusters_kept and self.specs:
                 fr = np.concatenate(self.fractions)
                 s.image_energy_fraction = self.energy_in_images_sum / self.cluster_energy_sum
                 s.image_energy_fraction_mean = float(fr.mean())
@@ -375,6 +379,7 @@ class _Builder:
             "seed": self.seed,
             "on_error": self.on_error,
             "min_cell_fraction": MIN_CELL_FRACTION,
+            "cells": self.cells,
             "images": {s.name: {"layer_index": s.layer_index, "deta": s.deta, "dphi": s.dphi,
                                 "shape": list(s.shape)} for s in self.specs},
             "label": {"111": 1, "211": 0, "-211": 0},
@@ -686,25 +691,32 @@ class _Builder:
         cE = per_cluster["cluster_E"][kidx]
         c_eta = per_cluster["cluster_Eta"][kidx]
         c_phi = per_cluster["cluster_Phi"][kidx]
-        batch = rasterise(kclus_of_cell, geo.eta[kg], geo.phi[kg], kE, geo.layer[kg],
-                          c_eta, c_phi, cE, specs=self.specs)
-        frac = batch.energy_in_images / cE
-        self.energy_in_images_sum += float(batch.energy_in_images.sum())
-        self.cluster_energy_sum += float(cE.sum())
-        self.fractions.append(frac.astype(np.float32))
-        s.pixel_collisions += batch.collisions
-        weight = None
-        if "cluster_cell_weight" in fields:
-            w_aw = chunk["cluster_cell_weight"]
-            try:  # only where it lines up with cluster_cell_ID, cluster by cluster
-                if (np.array_equal(_np(ak.num(w_aw, axis=1), np.int64), n_clus_ev)
-                        and np.array_equal(_np(ak.flatten(ak.num(w_aw[ev_ok], axis=2)), np.int64),
-                                           nid)):
-                    w = _np(ak.flatten(w_aw[ev_ok], axis=None), np.float32)
-                    weight = w[np.repeat(good_cells[in_ok], nid)][cell_keep]
-            except Exception:  # a malformed optional branch: no weights (1), as without it
-                weight = None
-        cells = point_clouds(kg, kE, geo, weight)
+        if self.specs:
+            batch = rasterise(kclus_of_cell, geo.eta[kg], geo.phi[kg], kE, geo.layer[kg],
+                              c_eta, c_phi, cE, specs=self.specs)
+            frac = batch.energy_in_images / cE
+            self.energy_in_images_sum += float(batch.energy_in_images.sum())
+            self.cluster_energy_sum += float(cE.sum())
+            self.fractions.append(frac.astype(np.float32))
+            s.pixel_collisions += batch.collisions
+            images = batch.images
+        else:  # a cluster-table-only build: no images, so no imaged fraction
+            frac, images = np.full(nk, np.nan), {}
+        cells, written = {}, np.zeros(nk, dtype=np.int64)
+        if self.cells:
+            weight = None
+            if "cluster_cell_weight" in fields:
+                w_aw = chunk["cluster_cell_weight"]
+                try:  # only where it lines up with cluster_cell_ID, cluster by cluster
+                    per_clus = _np(ak.flatten(ak.num(w_aw[ev_ok], axis=2)), np.int64)
+                    if (np.array_equal(_np(ak.num(w_aw, axis=1), np.int64), n_clus_ev)
+                            and np.array_equal(per_clus, nid)):
+                        w = _np(ak.flatten(w_aw[ev_ok], axis=None), np.float32)
+                        weight = w[np.repeat(good_cells[in_ok], nid)][cell_keep]
+                except Exception:  # a malformed optional branch: no weights (1), as without it
+                    weight = None
+            cells = point_clouds(kg, kE, geo, weight)
+            written = kcpc
         kev = ev_of_clus[kidx]
         split = split_of_events(fi, event_no, self.seed, self.split)[kev]
         pdg = pdg_ev[kev]
@@ -736,9 +748,9 @@ class _Builder:
                 raise SchemaError(f"missing branch (present in the first file): "
                                   f"{where(file=path, tree=TREE, branch=name)}")
             clusters[f"moment_{m}"] = per_cluster[name][kidx]
-        self.writer.append(clusters, batch.images, cells, kcpc)
+        self.writer.append(clusters, images, cells, written)
         s.clusters_kept += nk
-        s.cells_kept += int(kcpc.sum())
+        s.cells_kept += int(written.sum())
         for code, name in enumerate(("train", "val", "test")):
             s.per_split[name] += int((split == code).sum())
         s.per_label["pi0"] += int(label.sum())
@@ -770,6 +782,8 @@ def build_dataset(
     progress: bool = True,
     compression: str | None = "gzip",
     specs: tuple[ImageSpec, ...] | None = None,
+    images: bool = True,
+    cells: bool = True,
 ) -> BuildSummary:
     """Build the HDF5 dataset of design.md section 10 from MLTree ROOT files.
 
@@ -782,7 +796,11 @@ def build_dataset(
     anything is read (not a directory, a writable folder, not an input or the geometry), the file
     is written to a unique temporary path beside it and renamed at the end, so a failed or
     interrupted build leaves no partial dataset and two builds to one ``out`` never collide.
+    ``images=False`` and ``cells=False`` make a cluster-table-only dataset (the moment-based
+    calibrations read nothing else): no ``/images``, no ``/cells`` fields besides ``offsets``
+    (all zero), ``image_E_fraction`` NaN; the cells are still read and checked.
     """
     b = _Builder(out, geometry, selection or Selection(), _check_split(split), seed, on_error,
-                 step_size, progress, compression, specs or image_specs())
+                 step_size, progress, compression,
+                 (specs or image_specs()) if images else (), cells=cells)
     return b.run(inputs)

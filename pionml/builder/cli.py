@@ -30,6 +30,9 @@ def add_build_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--step-size", type=positive_int, default=1000, help="events per chunk (1000)")
     p.add_argument("--compression", default="gzip", choices=("gzip", "lzf", "none"),
                    help="HDF5 compression (gzip)")
+    p.add_argument("--no-images", action="store_true",
+                   help="write no layer images (a cluster-table dataset for the moment models)")
+    p.add_argument("--no-cells", action="store_true", help="write no point clouds (/cells)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -43,7 +46,8 @@ def run_build(args) -> int:
         selection=Selection(eta_max=args.eta_max, min_calib=args.min_calib, min_em=args.min_em),
         split=tuple(args.split), seed=args.seed, on_error="skip" if args.skip_bad else "raise",
         step_size=args.step_size, progress=not args.no_progress,
-        compression=None if args.compression == "none" else args.compression)
+        compression=None if args.compression == "none" else args.compression,
+        images=not args.no_images, cells=not args.no_cells)
     print(summary.format())
     return 0
 
