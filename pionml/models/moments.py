@@ -245,6 +245,8 @@ class LGK(MomentModel):
         sizes = (n_in, *widths)
         self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.out = nn.Linear(sizes[-1], 1)
+        with torch.no_grad():  # start at R = 1, inside the kernel (h = 0.1) for most clusters
+            self.out.bias.fill_(math.atanh(-0.5))
 
     def net_forward(self, x):
         for layer in self.hidden:

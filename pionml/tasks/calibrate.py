@@ -43,8 +43,10 @@ class CalibrateTask(Task):
     columns = {"R_pred": "%.6g", "E_pred": "%.6g", "sigma": "%.5g", "sigma_stat": "%.5g",
                "sigma_syst": "%.5g", "sigma_log": "%.5g"}
     #: min_E_dep, min_E_em: the cuts (GeV); resistant_R: R_EM above which a cluster is counted as
-    #: "training resistant" (seed 001 sec 4.2.3) in the report (never dropped)
-    defaults = {"min_E_dep": 0.3, "min_E_em": 0.0, "resistant_R": 5.0}
+    #: "training resistant" (seed 001 sec 4.2.3) in the report (never dropped); max_train: train
+    #: on a random subset of at most this many selected training clusters (0 = all; the
+    #: training-size scan of seed 001 Fig. 10)
+    defaults = {"min_E_dep": 0.3, "min_E_em": 0.0, "resistant_R": 5.0, "max_train": 0}
     loss_name = "loss"
 
     def __init__(self, **options):
@@ -55,6 +57,9 @@ class CalibrateTask(Task):
                 raise ConfigError(f"task 'calibrate': option {key} must be a finite number, got {v!r}")
         if self.options["resistant_R"] <= 0:
             raise ConfigError("task 'calibrate': resistant_R must be > 0")
+        m = self.options["max_train"]
+        if m < 0 or int(m) != m:
+            raise ConfigError(f"task 'calibrate': max_train must be a whole number >= 0, got {m!r}")
         self.n_train = 0
         self.selection: dict = {}
 
@@ -82,11 +87,19 @@ class CalibrateTask(Task):
         keep = ~np.any(np.stack(list(cuts.values())), axis=0) if len(rows) else np.zeros(0, bool)
         counts = {"read": int(len(rows)), "kept": int(keep.sum()),
                   **{f"dropped_{k}": int(v.sum()) for k, v in cuts.items()}}
+        rows = rows[keep]
+        m = int(self.options["max_train"])
+        if split == "train" and 0 < m < len(rows):  # a fixed random subset, counted
+            rows = np.sort(np.random.default_rng(12345).choice(rows, m, replace=False))
+            counts["subset_max_train"] = len(rows)
         self.selection[str(split)] = counts
         logger.info("task calibrate, %s split: %d of %d clusters kept (%s)", split, counts["kept"],
                     counts["read"], self.selection_text() + "; dropped: " + ", ".join(
                         f"{k[8:]} {v}" for k, v in counts.items() if k.startswith("dropped_")))
-        return rows[keep]
+        if "subset_max_train" in counts:
+            logger.info("task calibrate: training on a random subset of %d of them (max_train)",
+                        len(rows))
+        return rows
 
     def selection_text(self) -> str:
         return (f"E_dep > {self.options['min_E_dep']:g} GeV and E_EM > "
@@ -141,6 +154,13 @@ class CalibrateTask(Task):
         return {k: v.float() for k, v in out.items()}
 
     # evaluation -------------------------------------------------------------------------------
+    def csv_columns(self) -> dict:
+        """The cluster fields, E_lcw (so that every comparison can be recomputed from the file)
+        and the outputs."""
+        base = super().csv_columns()
+        out = {k: v for k, v in base.items() if k not in self.columns}
+        return {**out, "E_lcw": "%.6g", **self.columns}
+
     def metrics(self, table: dict) -> dict:
         from pionml.evaluate.calibration import calibration_metrics
 

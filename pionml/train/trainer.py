@@ -442,6 +442,9 @@ def train_run(data_path, model_name: str, out_dir, task: str = "classify",
             task_obj = make_task(task, **(task_options or {}))
             data_config = DataConfig.from_dict({**cls.data_options(task_obj.model_variant),
                                                 **(data_options or {})})
+        if task_obj.model_variant not in cls.variants:  # before any row is read
+            raise ConfigError(f"model '{model_name}' has no {task_obj.model_variant} variant (it "
+                              f"has: {', '.join(cls.variants)}): not a model for task '{task}'")
         train_rows = task_obj.rows(ds, "train")
         val_rows = task_obj.rows(ds, "val")
         if len(train_rows) == 0 or len(val_rows) == 0:
