@@ -101,10 +101,12 @@ def mixture_mode(mixture: torch.Tensor, n_starts: int = 8, iterations: int = 60,
     y = mu
     if y.shape[1] > n_starts:
         y = torch.gather(mu, 1, log_density(mu).topk(n_starts, dim=1).indices)
+    inv, mu_inv = (1.0 / sig)[:, None, :], (mu / sig)[:, None, :]
+    c, mu3 = (logw - 3 * logsig)[:, None, :], mu[:, :, None]
     for _ in range(iterations):
-        z = (y[..., None] - mu[:, None, :]) / sig[:, None, :]
-        r = torch.softmax(logw[:, None] - 3 * logsig[:, None] - 0.5 * z * z, dim=-1)
-        y_new = (r * mu[:, None, :]).sum(-1)
+        z = y[..., None] * inv - mu_inv  # (B, P, K)
+        r = torch.softmax(c - 0.5 * z * z, dim=-1)
+        y_new = torch.bmm(r, mu3).squeeze(-1)
         done = (y_new - y).abs().max() < tol
         y = y_new
         if done:
