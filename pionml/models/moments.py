@@ -101,16 +101,23 @@ def mixture_mode(mixture: torch.Tensor, n_starts: int = 8, iterations: int = 60,
     y = mu
     if y.shape[1] > n_starts:
         y = torch.gather(mu, 1, log_density(mu).topk(n_starts, dim=1).indices)
-    inv, mu_inv = (1.0 / sig)[:, None, :], (mu / sig)[:, None, :]
-    c, mu3 = (logw - 3 * logsig)[:, None, :], mu[:, :, None]
+    # the (cluster, start) pairs still moving are iterated; most settle in a few steps
+    p = y.shape[1]
+    owner = torch.arange(b, device=y.device).repeat_interleave(p)
+    inv, mu_inv, c = 1.0 / sig, mu / sig, logw - 3 * logsig
+    flat = y.reshape(-1).clone()
+    active = torch.arange(len(flat), device=y.device)
     for _ in range(iterations):
-        z = y[..., None] * inv - mu_inv  # (B, P, K)
-        r = torch.softmax(c - 0.5 * z * z, dim=-1)
-        y_new = torch.bmm(r, mu3).squeeze(-1)
-        done = (y_new - y).abs().max() < tol
-        y = y_new
-        if done:
+        o = owner[active]
+        z = flat[active, None] * inv[o] - mu_inv[o]  # (n_active, K)
+        r = torch.softmax(c[o] - 0.5 * z * z, dim=-1)
+        new = (r * mu[o]).sum(-1)
+        moving = (new - flat[active]).abs() >= tol
+        flat[active] = new
+        active = active[moving]
+        if len(active) == 0:
             break
+    y = flat.reshape(b, p)
     best = log_density(y).argmax(dim=1, keepdim=True)
     return torch.gather(y, 1, best).squeeze(1)
 
