@@ -439,7 +439,7 @@ def draw_calibration_comparison(folder: Path, results: list[dict], comparison: d
                - np.asarray(a["table"]["sigma"], np.float64)[ia]) / np.asarray(a["table"]["sigma"], np.float64)[ia]
         axes[1].hist(np.clip(rel, -1, 1), bins=100, range=(-1, 1), histtype="step")
         axes[1].axvspan(-0.1, 0.1, color="grey", alpha=0.15, lw=0)
-        axes[1].set_xlabel(f"($\\sigma_{{{b['name']}}} - \\sigma_{{{a['name']}}}$) / $\\sigma_{{{a['name']}}}$")
+        axes[1].set_xlabel(f"($\\sigma$ {b['name']} - $\\sigma$ {a['name']}) / $\\sigma$ {a['name']}")
         axes[1].set_title(f"median {pair['median_sigma_rel_diff']:+.3f}, within 10 %: "
                           f"{pair['fraction_sigma_within_10pc']:.2f}", fontsize="small")
         ta, tb = pulls(a["table"])["t_log"][ia], pulls(b["table"])["t_log"][ib]
