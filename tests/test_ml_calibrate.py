@@ -306,14 +306,19 @@ def test_several_runs_are_compared(fake, tmp_path, one_thread):
     from pionml.train.trainer import default_config, train_run
 
     runs = []
-    for model, hyper in (("hgm", {}), ("bnn", {"n_samples": 4})):
-        runs.append(train_run(fake, model, tmp_path / model, task="calibrate", hyper=hyper,
+    for name, model, hyper, opts in (("hgm", "hgm", {}, None), ("bnn", "bnn", {"n_samples": 4}, None),
+                                     ("bnn_small", "bnn", {"n_samples": 4}, {"max_train": 100})):
+        runs.append(train_run(fake, model, tmp_path / name, task="calibrate", hyper=hyper,
                               config=default_config(model, epochs=1, batch_size=128),
-                              progress=False))
-    evaluate(runs, out=tmp_path / "cmp", plots=False)
+                              progress=False, task_options=opts))
+    evaluate(runs, out=tmp_path / "cmp")
     c = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
-    (pair,) = c["pairs"]
-    assert pair["first"] == "hgm" and pair["second"] == "bnn"
+    assert {"median_dE.png", "sigma_rel.png", "uncertainty_hgm_vs_bnn.png"} <= {
+        p.name for p in (tmp_path / "cmp").iterdir()}
+    pair = c["pairs"][0]
+    assert pair["first"] == "hgm" and pair["second"] == "bnn" and len(c["pairs"]) == 3
+    assert [r["n_train"] for r in c["size_scan"]["bnn"]] == [100, c["size_scan"]["bnn"][1]["n_train"]]
+    assert (tmp_path / "cmp" / "size_scan.png").is_file()
     assert {"median_R_ratio", "median_sigma_rel_diff", "fraction_sigma_within_10pc",
             "t_log_correlation"} <= set(pair)
 
