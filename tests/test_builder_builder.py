@@ -238,3 +238,30 @@ def test_two_files_and_cli(tmp_path, geo_file):
     # eta < 0.8 now keeps the eta = 0.75 cluster: 5 + 3 clusters
     np.testing.assert_array_equal(cl["file_index"], [0] * 5 + [1] * 3)
     assert cfg["selection"]["eta_max"] == 0.8 and cfg["seed"] == 5
+
+
+def test_cluster_table_only_build(tmp_path, geo_file):
+    """--no-images --no-cells: the same cluster table, no images, no point clouds."""
+    from pionml.builder.cli import COMMANDS
+    import argparse
+
+    write_events(tmp_path / "in.root", known_events(), None)
+    full = build_dataset([tmp_path / "in.root"], tmp_path / "full.h5", geometry=geo_file,
+                         progress=False, seed=7)
+    _, add_args, run = COMMANDS["build"]
+    p = argparse.ArgumentParser()
+    add_args(p)
+    args = p.parse_args([str(tmp_path / "in.root"), "--geometry", str(geo_file), "--out",
+                         str(tmp_path / "table.h5"), "--no-progress", "--seed", "7",
+                         "--no-images", "--no-cells"])
+    assert run(args) == 0
+    with open_dataset(tmp_path / "full.h5") as a, open_dataset(tmp_path / "table.h5") as b:
+        assert b.image_names == [] and b.cell_fields == [] and b.n == a.n == full.clusters_kept
+        assert np.all(b.offsets == 0) and not b.attrs["config"]["cells"]
+        fa, fb = a.read_clusters(a.cluster_fields), b.read_clusters(b.cluster_fields)
+        assert set(fa) == set(fb)
+        for k in fa:
+            if k == "image_E_fraction":
+                assert np.all(np.isnan(fb[k]))
+            else:
+                np.testing.assert_array_equal(fa[k], fb[k], err_msg=k)

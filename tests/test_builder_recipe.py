@@ -38,6 +38,13 @@ def test_default_recipe_parses():
     assert r.selection == {"eta_max": 0.7, "min_calib": 0.2, "min_em": 0.0}
     assert r.output == ROOT / "datasets" / "default.h5"
     assert abs(sum(r.split) - 1) < 1e-9 and 0 < r.energy_min < r.energy_max
+    assert r.images and r.cells
+
+
+def test_calibration_recipe_is_a_cluster_table():
+    r = recipe.load_recipe(ROOT / "datasets" / "calibration.toml")
+    assert not r.images and not r.cells
+    assert sum(r.events.values()) >= 100000 and set(r.events) == {"pi0", "pi+", "pi-"}
 
 
 @pytest.mark.parametrize("text, match", [
@@ -46,6 +53,7 @@ def test_default_recipe_parses():
     ("[simulation]\nevents = { kaon = 3 }\n", "unknown species"),
     ("[simulation]\nevents = { pi0 = 3 }\nenergy_min = 5.0\nenergy_max = 1.0\n", "energy_min"),
     ("[simulation\n", "not valid TOML"),
+    ("[simulation]\nevents = { pi0 = 3 }\n[build]\nimages = 0\n", "true or false"),
 ])
 def test_bad_recipes(tmp_path, text, match):
     (tmp_path / "r.toml").write_text(text)

@@ -157,11 +157,14 @@ class BuildSummary:
         for d in self.duplicate_inputs:
             lines.append(f"input not built twice: {d['file']} has the same content (sha256) as "
                          f"{d['same_as']}")
-        lines.append(f"fraction of the cluster energy inside the images: "
-                     f"{self.image_energy_fraction:.4f} energy-weighted (sum over clusters), "
-                     f"per cluster mean {self.image_energy_fraction_mean:.4f}, median "
-                     f"{self.image_energy_fraction_median:.4f}")
-        lines.append(f"pixels that received more than one cell: {self.pixel_collisions}")
+        if self.clusters_kept and np.isnan(self.image_energy_fraction):
+            lines.append("images: none written (cluster table only)")
+        else:
+            lines.append(f"fraction of the cluster energy inside the images: "
+                         f"{self.image_energy_fraction:.4f} energy-weighted (sum over clusters), "
+                         f"per cluster mean {self.image_energy_fraction_mean:.4f}, median "
+                         f"{self.image_energy_fraction_median:.4f}")
+            lines.append(f"pixels that received more than one cell: {self.pixel_collisions}")
         if self.cells_outside_barrel:
             lines.append(f"cells outside pionml's barrel layers (not imaged, not in the point "
                          f"clouds): {self.cells_outside_barrel} in "
@@ -305,7 +308,7 @@ def _wanted_branch(name: str) -> bool:
 # ------------------------------------------------------------------------------------ builder
 class _Builder:
     def __init__(self, out, geometry, selection, split, seed, on_error, step_size, progress,
-                 compression, specs, cluster_tree_pdg=None):
+                 compression, specs, cluster_tree_pdg=None, cells: bool = True):
         if on_error not in ("raise", "skip"):
             raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         if int(step_size) < 1:
@@ -320,6 +323,7 @@ class _Builder:
         self.progress = progress
         self.compression = compression
         self.specs = specs
+        self.cells = bool(cells)
         self.summary = BuildSummary(out=str(self.out))
         self.writer = None
         self.moments: list[str] | None = None
@@ -357,7 +361,7 @@ class _Builder:
             s[f"clusters/moment_{m}"] = (np.float32, ())
         for spec in self.specs:
             s[f"images/{spec.name}"] = (np.float32, spec.shape)
-        for name, dt in CELL_FIELDS.items():
+        for name, dt in (CELL_FIELDS.items() if self.cells else ()):
             s[f"cells/{name}"] = (dt, ())
         return s
 
@@ -446,7 +450,7 @@ class _Builder:
         s = self.summary
         if not s.balanced():  # a bug, never bad input: refuse to write a dataset
             raise PionmlError(f"build: internal accounting error: {s.accounting()}")
-        if s.clusters_kept:
+        if s.clusters_kept and self.specs:
             fr = np.concatenate(self.fractions)
             s.image_energy_fraction = self.energy_in_images_sum / self.cluster_energy_sum
             s.image_energy_fraction_mean = float(fr.mean())
@@ -483,6 +487,7 @@ class _Builder:
             "seed": self.seed,
             "on_error": self.on_error,
             "min_cell_fraction": MIN_CELL_FRACTION,
+            "cells": self.cells,
             "images": {s.name: {"layer_index": s.layer_index, "deta": s.deta, "dphi": s.dphi,
                                 "shape": list(s.shape)} for s in self.specs},
             "label": {"111": 1, "211": 0, "-211": 0},
@@ -957,27 +962,34 @@ class _Builder:
         cE = per_cluster["cluster_E"][kidx]
         c_eta = per_cluster["cluster_Eta"][kidx]
         c_phi = per_cluster["cluster_Phi"][kidx]
-        batch = rasterise(kclus_of_cell, geo.eta[kg], geo.phi[kg], kE, geo.layer[kg],
-                          c_eta, c_phi, cE, specs=self.specs)
-        frac = batch.energy_in_images / cE
-        self.chunk_energy.append((float(batch.energy_in_images.sum()), float(cE.sum())))
-        self.energy_in_images_sum += self.chunk_energy[-1][0]
-        self.cluster_energy_sum += self.chunk_energy[-1][1]
-        self.fractions.append(frac.astype(np.float32))
-        s.pixel_collisions += batch.collisions
-        weight = None
-        if "cluster_cell_weight" in fields:
-            w_aw = chunk["cluster_cell_weight"]
-            try:  # only where it lines up with cluster_cell_ID, cluster by cluster
-                (w_ev, w_cl), w = _jagged(w_aw, np.float32)
-                if np.array_equal(w_ev, n_clus_ev):
-                    if not ev_ok.all():
-                        (_, w_cl), w = _jagged(w_aw[ev_ok], np.float32)
-                    if np.array_equal(w_cl, nid):
-                        weight = w[np.repeat(good_cells[in_ok], nid)][cell_keep]
-            except Exception:  # a malformed optional branch: no weights (1), as without it
-                weight = None
-        cells = point_clouds(kg, kE, geo, weight)
+        if self.specs:
+            batch = rasterise(kclus_of_cell, geo.eta[kg], geo.phi[kg], kE, geo.layer[kg],
+                              c_eta, c_phi, cE, specs=self.specs)
+            frac = batch.energy_in_images / cE
+            self.chunk_energy.append((float(batch.energy_in_images.sum()), float(cE.sum())))
+            self.energy_in_images_sum += self.chunk_energy[-1][0]
+            self.cluster_energy_sum += self.chunk_energy[-1][1]
+            self.fractions.append(frac.astype(np.float32))
+            s.pixel_collisions += batch.collisions
+            images = batch.images
+        else:  # a cluster-table-only build: no images, so no imaged fraction
+            frac, images = np.full(nk, np.nan), {}
+        cells, written = {}, np.zeros(nk, dtype=np.int64)
+        if self.cells:
+            weight = None
+            if "cluster_cell_weight" in fields:
+                w_aw = chunk["cluster_cell_weight"]
+                try:  # only where it lines up with cluster_cell_ID, cluster by cluster
+                    (w_ev, w_cl), w = _jagged(w_aw, np.float32)
+                    if np.array_equal(w_ev, n_clus_ev):
+                        if not ev_ok.all():
+                            (_, w_cl), w = _jagged(w_aw[ev_ok], np.float32)
+                        if np.array_equal(w_cl, nid):
+                            weight = w[np.repeat(good_cells[in_ok], nid)][cell_keep]
+                except Exception:  # a malformed optional branch: no weights (1), as without it
+                    weight = None
+            cells = point_clouds(kg, kE, geo, weight)
+            written = kcpc
         kev = ev_of_clus[kidx]
         split = split_of_events(fi, event_no, self.seed, self.split)[kev]
         pdg = pdg_ev[kev]
@@ -1009,10 +1021,10 @@ class _Builder:
                 raise SchemaError(f"missing branch (present in the first file): "
                                   f"{where(file=path, tree=TREE, branch=name)}")
             clusters[f"moment_{m}"] = per_cluster[name][kidx]
-        self.writer.append(clusters, batch.images, cells, kcpc)
+        self.writer.append(clusters, images, cells, written)
         self.chunk_rows.append(nk)
         s.clusters_kept += nk
-        s.cells_kept += int(kcpc.sum())
+        s.cells_kept += int(written.sum())
         for code, name in enumerate(("train", "val", "test")):
             s.per_split[name] += int((split == code).sum())
         s.per_label["pi0"] += int(label.sum())
@@ -1046,6 +1058,8 @@ def build_dataset(
     specs: tuple[ImageSpec, ...] | None = None,
     cluster_tree_pdg: dict | None = None,
     jobs: int = 1,
+    images: bool = True,
+    cells: bool = True,
 ) -> BuildSummary:
     """Build the HDF5 dataset of design.md section 10 from MLTree ROOT files.
 
@@ -1064,9 +1078,13 @@ def build_dataset(
     interrupted build leaves no partial dataset and two builds to one ``out`` never collide.
     ``jobs`` > 1: parts of the inputs are built in that many processes
     (:mod:`pionml.builder.parallel`); the dataset is the same.
+    ``images=False`` and ``cells=False`` make a cluster-table-only dataset (the moment-based
+    calibrations read nothing else): no ``/images``, no ``/cells`` fields besides ``offsets``
+    (all zero), ``image_E_fraction`` NaN; the cells are still read and checked.
     """
     b = _Builder(out, geometry, selection or Selection(), _check_split(split), seed, on_error,
-                 step_size, progress, compression, specs or image_specs(), cluster_tree_pdg)
+                 step_size, progress, compression,
+                 (specs or image_specs()) if images else (), cluster_tree_pdg, cells=cells)
     if jobs > 1:
         from pionml.builder.parallel import build_parallel
 

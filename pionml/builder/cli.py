@@ -40,6 +40,9 @@ def add_build_arguments(p: argparse.ArgumentParser) -> None:
                         "repeatable")
     p.add_argument("--jobs", type=positive_int, default=1,
                    help="worker processes; the dataset is the same for any number (1)")
+    p.add_argument("--no-images", action="store_true",
+                   help="write no layer images (a cluster-table dataset for the moment models)")
+    p.add_argument("--no-cells", action="store_true", help="write no point clouds (/cells)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -77,7 +80,8 @@ def run_build(args) -> int:
         split=tuple(args.split), seed=args.seed, on_error="skip" if args.skip_bad else "raise",
         step_size=args.step_size, progress=not args.no_progress,
         compression=None if args.compression == "none" else args.compression,
-        cluster_tree_pdg=dict(args.cluster_tree_pdg), jobs=args.jobs)
+        cluster_tree_pdg=dict(args.cluster_tree_pdg), jobs=args.jobs,
+        images=not args.no_images, cells=not args.no_cells)
     print(summary.format())
     return 0
 

@@ -76,7 +76,7 @@ def _build_part(part: _Part) -> _PartResult:
 
     w = _WORKER
     b = _Builder(part.out, w["geometry"], w["selection"], w["split"], w["seed"], w["on_error"],
-                 w["step_size"], False, None, w["specs"])
+                 w["step_size"], False, None, w["specs"], cells=w["cells"])
 
     class _Quiet:  # the main process shows the progress
         total = 0
@@ -185,7 +185,7 @@ def build_parallel(builder: _Builder, inputs, jobs: int) -> BuildSummary:
     parts = _parts(inputs, builder.step_size, jobs, folder)
     kwargs = dict(geometry=geometry, selection=builder.selection, split=builder.split,
                   seed=builder.seed, on_error=builder.on_error, step_size=builder.step_size,
-                  specs=builder.specs)
+                  specs=builder.specs, cells=builder.cells)
     _warm_up()
     s = builder.summary
     failed_files: set = set()

@@ -23,6 +23,7 @@ _KEYS = {
     "simulation": {"seed", "events", "energy_min", "energy_max"},
     "selection": {"eta_max", "min_calib", "min_em"},
     "split": {"fractions", "seed"},
+    "build": {"images", "cells"},
 }
 
 
@@ -40,6 +41,9 @@ class Recipe:
     selection: dict = field(default_factory=dict)
     split: tuple[float, float, float] = (0.7, 0.15, 0.15)
     split_seed: int = 0
+    #: what the build writes besides the cluster table (``[build]``; both by default)
+    images: bool = True
+    cells: bool = True
 
 
 def load_recipe(path) -> Recipe:
@@ -79,6 +83,10 @@ def load_recipe(path) -> Recipe:
     from pionml.builder.builder import check_split
 
     check_split(fractions, what=f"recipe '{path}': [split] fractions")  # before any simulation
+    build = raw.get("build", {})
+    for key, value in build.items():
+        if not isinstance(value, bool):
+            raise ConfigError(f"recipe '{path}': [build] {key} must be true or false")
     base = path.resolve().parent
     stem = path.stem
     return Recipe(
@@ -92,6 +100,8 @@ def load_recipe(path) -> Recipe:
         selection=dict(sel),
         split=fractions,
         split_seed=int(split.get("seed", 0)),
+        images=build.get("images", True),
+        cells=build.get("cells", True),
     )
 
 
@@ -134,5 +144,5 @@ def make_dataset(recipe_path="datasets/default.toml", out=None, force: bool = Fa
                               progress, jobs)
         files.append(path)
     build_dataset(files, out, geometry=None, selection=Selection(**r.selection), split=r.split,
-                  seed=r.split_seed, progress=progress, jobs=jobs)
+                  seed=r.split_seed, progress=progress, jobs=jobs, images=r.images, cells=r.cells)
     return out

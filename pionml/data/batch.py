@@ -26,7 +26,7 @@ from pionml.io.hdf5 import CLOUD_CELL_FIELDS, ClusterBlock
 
 logger = logging.getLogger(__name__)
 
-INPUTS = ("images", "cloud", "scalars")
+INPUTS = ("images", "cloud", "scalars", "moments")
 #: Scales of the kNN metric: distance^2 = (deta/0.05)^2 + (dphi/0.05)^2 + (dr/300 mm)^2.
 KNN_SCALES = (0.05, 0.05, 300.0)
 _DETA, _DPHI = CLOUD_FEATURES.index("deta"), CLOUD_FEATURES.index("dphi")
@@ -39,7 +39,8 @@ class ClusterBatch:
     ``clusters``: field -> (B,) float32 tensor (e.g. ``label`` 1 = pi0, ``p_em``, ``E_true``);
     ``rows`` (B,) int64: the rows in the dataset file; ``images``: name -> (B, h, w);
     ``cloud``: torch_geometric Batch (x (n, F), edge_index (2, E), batch (n,));
-    ``scalars`` (B, 2): standardised (log E_em, eta).
+    ``scalars`` (B, 2): standardised (log E_em, eta); ``moments`` (B, F): the transformed
+    moment features (:class:`pionml.data.features.MomentTransform`).
     """
 
     rows: torch.Tensor
@@ -47,6 +48,7 @@ class ClusterBatch:
     images: dict[str, torch.Tensor] = field(default_factory=dict)
     cloud: object = None
     scalars: torch.Tensor | None = None
+    moments: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -58,7 +60,8 @@ class ClusterBatch:
             clusters={k: v.to(device, non_blocking=nb) for k, v in self.clusters.items()},
             images={k: v.to(device, non_blocking=nb) for k, v in self.images.items()},
             cloud=None if self.cloud is None else self.cloud.to(device),
-            scalars=None if self.scalars is None else self.scalars.to(device, non_blocking=nb))
+            scalars=None if self.scalars is None else self.scalars.to(device, non_blocking=nb),
+            moments=None if self.moments is None else self.moments.to(device, non_blocking=nb))
 
     def pin_memory(self) -> "ClusterBatch":
         """Called by the DataLoader (``pin_memory=True``) for faster host-to-GPU copies."""
@@ -66,6 +69,8 @@ class ClusterBatch:
         self.images = {k: v.pin_memory() for k, v in self.images.items()}
         if self.scalars is not None:
             self.scalars = self.scalars.pin_memory()
+        if self.moments is not None:
+            self.moments = self.moments.pin_memory()
         if self.cloud is not None:
             self.cloud = self.cloud.pin_memory()
         return self
@@ -167,6 +172,7 @@ class BatchBuilder:
         self.fields = tuple(dict.fromkeys(fields))
         self.knn_k = int(knn_k)
         normalisation.check_features(self.inputs)
+        normalisation.check_moments(self.inputs)
 
     # what to read from the file
     @property
@@ -174,6 +180,8 @@ class BatchBuilder:
         need = list(self.fields)
         if self.inputs:
             need += FEATURE_CLUSTER_FIELDS
+        if "moments" in self.inputs:
+            need += self.normalisation.moments.columns
         return tuple(dict.fromkeys(need))
 
     @property
@@ -205,6 +213,8 @@ class BatchBuilder:
             batch.scalars = torch.as_tensor(norm.scalars.transform(raw_scalars(block)))
         if "cloud" in self.inputs:
             batch.cloud = self._cloud(block, edge_cache, positions)
+        if "moments" in self.inputs:
+            batch.moments = torch.as_tensor(norm.moments.transform(block.clusters))
         return batch
 
     def _cloud(self, block: ClusterBlock, edge_cache=None, positions=None):

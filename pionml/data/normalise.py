@@ -7,6 +7,8 @@ energy"), ``log`` (log of the energy; the DenseNet regressor), ``standardise`` (
 energy standardised with its training mean and spread; the DNN regressor), or ``none``.
 Point clouds (design.md section 6): continuous cell features standardised, layer one-hot.
 Cluster scalars (log E_em, eta): standardised.
+Cluster moments (the moment-based calibrations): the seed 001 Table 2 transforms of the named
+feature set (:class:`pionml.data.features.MomentTransform`), constant or absent features dropped.
 """
 
 from __future__ import annotations
@@ -138,6 +140,8 @@ class Normalisation:
     scalar_features: tuple = SCALAR_FEATURES
     #: per-pixel standardisers of each layer (image_mode "standardise" only)
     pixels: dict | None = None
+    #: the fitted moment-feature transform (models reading "moments" only)
+    moments: object = None
 
     def check_features(self, inputs) -> None:
         """Raise CheckpointError when a standardiser that ``inputs`` need was fitted on other
@@ -155,7 +159,8 @@ class Normalisation:
 
     @classmethod
     def fit(cls, dataset, rows, inputs=("images", "cloud", "scalars"), image_mode: str = "fraction",
-            span_rows: int = 32768, progress: bool = False) -> "Normalisation":
+            span_rows: int = 32768, progress: bool = False,
+            moment_time: str = "maxabs") -> "Normalisation":
         """Fit on ``rows`` (the training rows) of ``dataset`` (a
         :class:`~pionml.io.hdf5.DatasetFile`), read in spans of at most ``span_rows`` file rows:
         memory stays bounded whatever the size of the split. Only the standardisers that
@@ -189,8 +194,10 @@ class Normalisation:
                     scalars.update(raw_scalars(block))
                 bar.update(len(keep))
             bar.close()
+        moments = fit_moments(dataset, rows, moment_time) if "moments" in inputs else None
         return cls(image_mode=image_mode, cloud=cloud.standardiser(), scalars=scalars.standardiser(),
-                   pixels={k: m.standardiser() for k, m in pixels.items()} or None)
+                   pixels={k: m.standardiser() for k, m in pixels.items()} or None,
+                   moments=moments)
 
     # images -------------------------------------------------------------------------------
     def images(self, image: np.ndarray, e_em: np.ndarray, layer: str | None = None) -> np.ndarray:
@@ -228,6 +235,8 @@ class Normalisation:
              "scalars": {"features": list(self.scalar_features), **self.scalars.to_dict()}}
         if self.pixels:
             d["pixels"] = {k: v.to_dict() for k, v in self.pixels.items()}
+        if self.moments is not None:
+            d["moments"] = self.moments.to_dict()
         return d
 
     @classmethod
@@ -237,10 +246,16 @@ class Normalisation:
                    cloud_features=tuple(d["cloud"].get("features", CLOUD_FEATURES)),
                    scalar_features=tuple(d["scalars"].get("features", SCALAR_FEATURES)),
                    pixels={k: Standardiser.from_dict(v) for k, v in d["pixels"].items()}
-                   if d.get("pixels") else None)
+                   if d.get("pixels") else None,
+                   moments=_moments_from_dict(d["moments"]) if d.get("moments") else None)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+
+    def check_moments(self, inputs) -> None:
+        if "moments" in inputs and self.moments is None:
+            raise CheckpointError("normalisation: the model reads cluster moments but no moment "
+                                  "transform was saved")
 
     @classmethod
     def load(cls, path: str | Path) -> "Normalisation":
@@ -248,3 +263,27 @@ class Normalisation:
             return cls.from_dict(json.loads(Path(path).read_text()))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise CheckpointError(f"normalisation file '{path}': unreadable ({exc})") from exc
+
+
+def fit_moments(dataset, rows, time_transform: str = "maxabs"):
+    """The moment-feature transform fitted on ``rows`` (the training rows) of ``dataset``: only
+    the feature columns are read (a few floats per cluster)."""
+    from pionml.data.features import MOMENT_FEATURES, MomentTransform, available_features
+    from pionml.errors import DataError
+
+    present, _ = available_features(dataset.cluster_fields)
+    cols = [f.column for f in present]
+    clusters = dataset.read_rows(np.sort(np.asarray(rows, dtype=np.int64)), clusters=cols).clusters
+    try:
+        return MomentTransform(MOMENT_FEATURES, time_transform).fit(clusters)
+    except ValueError as exc:
+        raise DataError(f"file '{dataset.path}': {exc}") from exc
+
+
+def _moments_from_dict(d):
+    from pionml.data.features import MomentTransform
+
+    try:
+        return MomentTransform.from_dict(d)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"normalisation: bad moment transform ({exc})") from exc

@@ -52,6 +52,8 @@ class DataConfig:
     block_rows: int = 4096
     buffer_rows: int = 32768
     num_workers: int | None = None
+    #: t_clus transform of the moment models: "maxabs" (seed 001) or "cbrt_std" (seed 000)
+    moment_time: str = "maxabs"
 
     def __post_init__(self):
         if self.source not in SOURCES:
@@ -63,6 +65,11 @@ class DataConfig:
             raise ConfigError(f"memory budget must be >= 0 GB, got {self.memory_budget_gb}")
         if self.knn_k < 0:
             raise ConfigError(f"knn_k must be >= 0, got {self.knn_k}")
+        from pionml.data.features import TIME_TRANSFORMS
+
+        if self.moment_time not in TIME_TRANSFORMS:
+            raise ConfigError(f"unknown moment_time '{self.moment_time}' "
+                              f"(choices: {', '.join(TIME_TRANSFORMS)})")
         if self.num_workers is not None and self.num_workers < 0:
             raise ConfigError(f"num_workers must be >= 0, got {self.num_workers}")
 

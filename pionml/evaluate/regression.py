@@ -25,15 +25,23 @@ def iqr_resolution(r: np.ndarray) -> float:
     return float(0.5 * (q84 - q16) / q50) if q50 != 0 else float("nan")
 
 
-def shortest_interval(r: np.ndarray, fraction: float = 0.6826894921) -> float:
-    """Width of the shortest interval holding ``fraction`` of the values (a Gaussian: 2 sigma)."""
+def shortest_interval_bounds(r: np.ndarray, fraction: float = 0.6826894921) -> tuple[float, float]:
+    """(left, right) of the shortest interval holding ``fraction`` of the values: sorted x,
+    k = ceil(fraction n), the smallest x[i + k - 1] - x[i] (seed 001 Eqs 37-38); the first
+    such interval when several tie. NaN, NaN for fewer than two values in it."""
     r = np.sort(np.asarray(r, dtype=np.float64))
     n = len(r)
     m = int(np.ceil(fraction * n))
     if m < 2:
-        return float("nan")
-    widths = r[m - 1:] - r[: n - m + 1]
-    return float(widths.min())
+        return float("nan"), float("nan")
+    i = int(np.argmin(r[m - 1:] - r[: n - m + 1]))
+    return float(r[i]), float(r[i + m - 1])
+
+
+def shortest_interval(r: np.ndarray, fraction: float = 0.6826894921) -> float:
+    """Width of the shortest interval holding ``fraction`` of the values (a Gaussian: 2 sigma)."""
+    lo, hi = shortest_interval_bounds(r, fraction)
+    return hi - lo
 
 
 def s68_resolution(r: np.ndarray) -> float:

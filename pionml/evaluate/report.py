@@ -86,7 +86,8 @@ def evaluate(run_dirs, data=None, out=None, progress: bool = False, device: str 
                            "built without LCW tables?)", run_dir, path)
         logger.info("%s: %s", run_dir, run.task.summary(metrics))
         results.append({"run": str(run_dir), "name": run.name, "task": run.task.name,
-                        "table": table, "metrics": metrics})
+                        "table": table, "metrics": metrics,
+                        "n_train": run.card.get("data", {}).get("n_train")})
     if len(results) > 1:
         names = "_".join(dict.fromkeys(r["name"] for r in results))
         if len(names) > 60:
@@ -103,8 +104,16 @@ def evaluate(run_dirs, data=None, out=None, progress: bool = False, device: str 
             for species in dict.fromkeys(r["metrics"]["species"] for r in results):
                 draw_regression_comparison(cmp_dir, [r for r in results
                                                      if r["metrics"]["species"] == species])
+        elif all(r["task"] == "calibrate" for r in results):
+            from pionml.evaluate.calibration import compare_calibrations, draw_calibration_comparison
+
+            named = [{**r, "model": r["name"], "name": Path(r["run"]).name} for r in results]
+            comparison = compare_calibrations(named)
+            write_json(cmp_dir / "comparison.json", comparison)
+            if plots:
+                draw_calibration_comparison(cmp_dir, named, comparison)
         summary = [{"run": r["run"], **{k: v for k, v in r["metrics"].items()
-                                        if not isinstance(v, list)}} for r in results]
+                                        if not isinstance(v, (list, dict))}} for r in results]
         write_json(cmp_dir / "summary.json", summary)
         (cmp_dir / "summary.txt").write_text(metrics_table(summary) + "\n")
         logger.info("comparison of %d runs: %s", len(results), cmp_dir)

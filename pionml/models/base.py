@@ -33,6 +33,7 @@ class DataSpec:
     image_shapes: dict[str, tuple[int, int]] = field(default_factory=dict)
     n_cloud_features: int = 0
     n_scalars: int = 0
+    n_moments: int = 0
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -42,7 +43,8 @@ class DataSpec:
     @classmethod
     def from_dict(cls, d: dict) -> "DataSpec":
         return cls(image_shapes={k: tuple(v) for k, v in d["image_shapes"].items()},
-                   n_cloud_features=int(d["n_cloud_features"]), n_scalars=int(d["n_scalars"]))
+                   n_cloud_features=int(d["n_cloud_features"]), n_scalars=int(d["n_scalars"]),
+                   n_moments=int(d.get("n_moments", 0)))
 
 
 def mlp(sizes, dropout: float = 0.0, last_activation: bool = True) -> nn.Sequential:
@@ -144,7 +146,7 @@ class ClusterModel(nn.Module):
                       for k, v in {**self.defaults, **hyper}.items()}
         self.head_specs = {name: check_head_spec(name, s) for name, s in heads.items()}
         self.use_scalars = bool(scalars)
-        self.inputs = type(self).inputs + (("scalars",) if self.use_scalars else ())
+        self.inputs = self.model_inputs(self.use_scalars)
         width = self.build_body(spec, **self.hyper)
         if self.use_scalars:
             if spec.n_scalars < 1:
@@ -153,6 +155,11 @@ class ClusterModel(nn.Module):
             width += SCALAR_WIDTH
         self.heads = nn.ModuleDict({n: self.make_head(n, s, width)
                                     for n, s in self.head_specs.items()})
+
+    @classmethod
+    def model_inputs(cls, scalars: bool) -> tuple:
+        """What a model of this family reads: its body's inputs, and the scalars if asked."""
+        return tuple(cls.inputs) + (("scalars",) if scalars else ())
 
     # hooks ----------------------------------------------------------------------------------
     def build_body(self, spec: DataSpec, **hyper) -> int:  # pragma: no cover - abstract

@@ -25,6 +25,10 @@ class PEM(ClusterModel):
     trainable = False
     variants = ("classify",)
 
+    @classmethod
+    def model_inputs(cls, scalars: bool) -> tuple:
+        return ()
+
     def __init__(self, spec: DataSpec, heads: dict | None = None, scalars: bool = False,
                  variant: str = "classify", **hyper):
         if (heads is not None and dict(heads) != CLASSIFY_HEADS) or variant != "classify":
@@ -51,6 +55,10 @@ class _EnergyBaseline(ClusterModel):
     defaults = {}
     trainable = False
     variants = ("regress",)
+
+    @classmethod
+    def model_inputs(cls, scalars: bool) -> tuple:
+        return ()
 
     def __init__(self, spec: DataSpec, heads: dict | None = None, scalars: bool = False,
                  variant: str = "regress", **hyper):

@@ -52,11 +52,17 @@ class GaussianMixtureHead(nn.Module):
         self.linear = nn.Linear(width, 3 * self.k)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        raw = self.linear(h).view(-1, self.k, 3)  # (B, k, 3)
-        weights = torch.softmax(raw[..., 0], dim=-1)
-        means = raw[..., 1]
-        widths = F.softplus(raw[..., 2]) + self.min_width
-        return torch.stack([weights, means, widths], dim=-1)
+        return gaussian_mixture(self.linear(h), self.k, self.min_width)
+
+
+def gaussian_mixture(raw: torch.Tensor, k: int, min_width: float = 1e-3) -> torch.Tensor:
+    """(..., 3k) raw outputs -> (..., k, 3) mixture = (weight, mean, width) per mode: the
+    weights a softmax over the modes, the widths softplus + ``min_width`` (the output order and
+    the positivity transform the seeds leave open, calibration-spec section 3.4.1)."""
+    raw = raw.reshape(*raw.shape[:-1], k, 3)
+    weights = torch.softmax(raw[..., 0], dim=-1)
+    widths = F.softplus(raw[..., 2]) + min_width
+    return torch.stack([weights, raw[..., 1], widths], dim=-1)
 
 
 _KINDS = {"linear": (LinearHead, {"n"}), "scaled_tanh": (ScaledTanhHead, {"scale"}),

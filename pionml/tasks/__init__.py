@@ -6,6 +6,6 @@ evaluation use; tasks register by name (:func:`register_task`). Target transform
 """
 
 from pionml.tasks.base import TABLE_FIELDS, TASKS, Task, make_task, register_task, task_class
-from pionml.tasks import classify, regress  # noqa: F401  (register the tasks)
+from pionml.tasks import calibrate, classify, regress  # noqa: F401  (register the tasks)
 
 __all__ = ["TABLE_FIELDS", "TASKS", "Task", "make_task", "register_task", "task_class"]

@@ -18,7 +18,10 @@ logger = logging.getLogger(__name__)
 #: Fraction of the energy per image layer (EMB1, EMB2, EMB3, Tile0, Tile1, Tile2).
 _PI0_PROFILE = np.array([0.30, 0.60, 0.06, 0.03, 0.01, 0.0])
 _PIPM_PROFILE = np.array([0.10, 0.30, 0.10, 0.30, 0.15, 0.05])
-_MOMENTS = ("CENTER_LAMBDA", "FIRST_ENG_DENS", "ENG_FRAC_EM", "SECOND_R")
+#: moment columns: the named feature set of pionml.data.features (a few tied to the species, as
+#: in showers, so that the moment models have something to learn) and SECOND_R
+_MOMENTS = ("CENTER_LAMBDA", "FIRST_ENG_DENS", "ENG_FRAC_EM", "SECOND_R", "SIGNIFICANCE",
+            "SECOND_TIME", "CENTER_MAG", "LONGITUDINAL", "LATERAL", "PTD", "ISOLATION", "time")
 
 
 def _fake_block(rng, start: int, n: int, separation: float, split_fractions):
@@ -82,6 +85,17 @@ def _fake_block(rng, start: int, n: int, separation: float, split_fractions):
     }
     for m in _MOMENTS:
         clusters[f"moment_{m}"] = rng.random(n).astype(np.float32)
+    pi0 = label == 1
+    clusters["moment_ENG_FRAC_EM"] = np.clip(np.where(pi0, 0.95, 0.4) + rng.normal(0, 0.05, n),
+                                             0, 1).astype(np.float32)
+    clusters["moment_CENTER_LAMBDA"] = (np.where(pi0, 150.0, 600.0) * rng.uniform(0.7, 1.3, n)
+                                        ).astype(np.float32)
+    clusters["moment_SIGNIFICANCE"] = (e_em / 0.05).astype(np.float32)
+    clusters["moment_SECOND_TIME"] = np.where(rng.random(n) < 0.1, 0.0, rng.exponential(2.0, n)
+                                              ).astype(np.float32)  # zeros, as for one-cell clusters
+    clusters["moment_CENTER_MAG"] = rng.uniform(1500, 4000, n).astype(np.float32)
+    clusters["moment_FIRST_ENG_DENS"] = (1e-6 * np.exp(rng.normal(0, 1, n))).astype(np.float32)
+    clusters["moment_time"] = rng.normal(0, 2.0, n).astype(np.float32)
     cells.pop("row")
     cells["weight"] = np.ones(len(cells["E"]), np.float32)
     return clusters, images, cells, counts

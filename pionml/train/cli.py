@@ -22,7 +22,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--task", default="classify",
                    help="classify: pi0 vs pi+- (output P(pi0)); regress: the cluster's true "
-                        "energy, one model per --species (default classify)")
+                        "energy, one model per --species; calibrate: the EM-scale response from "
+                        "the cluster moments (models lgk, hgm, bnn, re) (default classify)")
     p.add_argument("--model", default="cnn",
                    help="model name (dnn, cnn, densenet, gnn, pfn; baselines pem for classify, "
                         "em and lcw for regress)")
@@ -64,6 +65,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--memory-budget", type=non_negative_float, default=2.0, metavar="GB",
                    help="largest split read into memory by --source auto (default 2 GB)")
     p.add_argument("--hyper", default=None, help='model hyper-parameters as JSON, e.g. \'{"growth": 8}\'')
+    p.add_argument("--task-options", default=None, metavar="JSON",
+                   help='task options as JSON, e.g. \'{"min_E_dep": 0.3}\' for calibrate')
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its checkpoint (same data)")
     p.add_argument("--no-eval", action="store_true", help="do not evaluate at the end")
@@ -86,13 +89,25 @@ def check_train_arguments(args) -> dict:
     pick_device(args.device)
     if args.resume and not args.out:
         raise ConfigError("--resume needs --out RUN (the run folder to continue)")
-    try:
-        hyper = json.loads(args.hyper) if args.hyper else {}
-    except ValueError as exc:
-        raise ConfigError(f"--hyper is not valid JSON: {exc}") from exc
-    if not isinstance(hyper, dict):
-        raise ConfigError(f"--hyper must be a JSON object, got {args.hyper!r}")
+    hyper = _json_object(args.hyper, "--hyper")
+    task_options = _json_object(getattr(args, "task_options", None), "--task-options")
+    if task_options:
+        from pionml.tasks import make_task
+
+        make_task(args.task, **task_options)  # unknown or bad options: one line, before any work
     return hyper
+
+
+def _json_object(text, flag: str) -> dict:
+    from pionml.errors import ConfigError
+
+    try:
+        value = json.loads(text) if text else {}
+    except ValueError as exc:
+        raise ConfigError(f"{flag} is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise ConfigError(f"{flag} must be a JSON object, got {text!r}")
+    return value
 
 
 def ensure_default_dataset(path: Path, progress: bool, recipe: Path = DEFAULT_RECIPE) -> Path:
@@ -170,7 +185,9 @@ def run_train(args) -> int:
         try:
             run_dir = train_run(data, args.model, out, task=args.task, config=config, hyper=hyper,
                                 data_options=data_options, progress=progress, resume=args.resume,
-                                task_options=regress_options(sp, args.target, args.weight) if sp else None)
+                                task_options={**_json_object(args.task_options, "--task-options"),
+                                              **(regress_options(sp, args.target, args.weight)
+                                                 if sp else {})} or None)
         except KeyboardInterrupt:
             if (out / "checkpoint.pt").is_file():
                 logger.error("interrupted; continue with: pionml train --task %s --model %s%s "

@@ -118,6 +118,10 @@ def default_config(model_name: str, **overrides) -> TrainConfig:
     if unknown:
         raise ConfigError(f"unknown training option(s) {sorted(unknown)} (accepted: {sorted(names)})")
     values = {**cls.train_defaults, **{k: v for k, v in overrides.items() if v is not None}}
+    if values.get("stages"):  # a staged training: epochs, lr, patience given apply to each stage
+        per_stage = {k: overrides[k] for k in ("epochs", "lr", "patience")
+                     if overrides.get(k) is not None}
+        values["stages"] = [{**s, **per_stage} for s in values["stages"]]
     return TrainConfig(**values)
 
 
@@ -360,13 +364,16 @@ class Trainer:
         return self.history
 
 
-def data_spec(dataset):
-    """Input sizes taken from the data: image shapes, cloud feature width, scalar width."""
+def data_spec(dataset, normalisation=None):
+    """Input sizes taken from the data: image shapes, cloud feature width, scalar width, and
+    the number of moment features the fitted ``normalisation`` kept."""
     from pionml.data.normalise import SCALAR_FEATURES, cloud_feature_width
     from pionml.models import DataSpec
 
+    moments = getattr(normalisation, "moments", None)
     return DataSpec(image_shapes=dataset.image_shapes, n_cloud_features=cloud_feature_width(),
-                    n_scalars=len(SCALAR_FEATURES))
+                    n_scalars=len(SCALAR_FEATURES),
+                    n_moments=len(moments.features) if moments is not None else 0)
 
 
 def check_finite_fields(dataset, rows, fields) -> None:
@@ -446,18 +453,23 @@ def train_run(data_path, model_name: str, out_dir, task: str = "classify",
             task_obj = make_task(task, **(task_options or {}))
             data_config = DataConfig.from_dict({**cls.data_options(task_obj.model_variant),
                                                 **(data_options or {})})
+        if task_obj.model_variant not in cls.variants:  # before any row is read
+            raise ConfigError(f"model '{model_name}' has no {task_obj.model_variant} variant (it "
+                              f"has: {', '.join(cls.variants)}): not a model for task '{task}'")
         train_rows = task_obj.rows(ds, "train")
         val_rows = task_obj.rows(ds, "val")
         if len(train_rows) == 0 or len(val_rows) == 0:
             raise ConfigError(f"dataset '{data_path}': empty train ({len(train_rows)}) or "
                               f"validation ({len(val_rows)}) split for task '{task}'")
         task_obj.check_rows(ds, train_rows, "train")
-        model = build_model(model_name, data_spec(ds), heads=task_obj.heads,
-                            scalars=task_obj.scalars, variant=task_obj.model_variant, **hyper)
-        if not resume:
+        if not resume:  # fitted first: the moment features it keeps size the model's input
             task_obj.fit(ds, train_rows)
-            norm = Normalisation.fit(ds, train_rows, inputs=model.inputs,
-                                     image_mode=data_config.image_mode, progress=progress and dist.is_main)
+            norm = Normalisation.fit(ds, train_rows, inputs=cls.model_inputs(task_obj.scalars),
+                                     image_mode=data_config.image_mode,
+                                     progress=progress and dist.is_main,
+                                     moment_time=data_config.moment_time)
+        model = build_model(model_name, data_spec(ds, norm), heads=task_obj.heads,
+                            scalars=task_obj.scalars, variant=task_obj.model_variant, **hyper)
         fields_needed = tuple(task_obj.fields) + tuple(model.cluster_fields)
         builder = BatchBuilder(norm, model.inputs, fields=fields_needed, knn_k=data_config.knn_k)
         # the per-cluster inputs are checked up front (a baseline's p_em or E_lcw too)
@@ -492,6 +504,7 @@ def train_run(data_path, model_name: str, out_dir, task: str = "classify",
             "model": model_name, "task": task, "task_options": task_obj.options,
             "variant": model.variant, "hyper": model.hyper, "inputs": list(model.inputs),
             "heads": model.head_specs,
+            **({"moment_features": norm.moments.card()} if norm.moments is not None else {}),
             "n_parameters": int(sum(p.numel() for p in model.parameters())),
             "data": {"path": str(data_path.resolve()), "sha256": sha,
                      **file_stamp(data_path),

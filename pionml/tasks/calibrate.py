@@ -1,0 +1,177 @@
+"""``calibrate``: the EM-scale response of a cluster from its moments, the moment-based
+calibrations of seeds 000, 001 and 003 (calibration-spec sections 0 and 3; models in
+:mod:`pionml.models.moments`).
+
+Target: R = E_EM / E_dep with E_dep = ENG_CALIB_TOT (``E_true``), on clusters with
+E_dep > ``min_E_dep`` (0.3 GeV, seeds 000 sec 3.2 and 001 sec 3.1.1) and E_EM > ``min_E_em``
+(0); every cut is counted and logged per split. The target transform is the model's: ``lgk``
+learns the linear R (its loss is its own), the mixture models log10 R with the Gaussian-mixture
+likelihood (this task's :meth:`loss`). The calibrated energy is E = E_EM / R_pred.
+
+Outputs per cluster (``predictions.csv``): ``R_pred``, ``E_pred`` (GeV, like a ``regress`` run,
+so that ``combine`` can add a calibration as a row), ``sigma`` = sigma_tot on R (linear, seed
+001 footnote 13: ln(10) R sigma_log), its parts ``sigma_stat`` and ``sigma_syst``, and
+``sigma_log`` (sigma_tot of log10 R); NaN for ``lgk``, which has none. Metrics and figures:
+:mod:`pionml.evaluate.calibration`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import torch
+
+from pionml.errors import ConfigError
+from pionml.tasks.base import Task, register_task
+
+logger = logging.getLogger(__name__)
+
+#: smallest response a prediction is taken at (the lgk output 2 (tanh + 1) can reach 0)
+MIN_RESPONSE = 1e-6
+
+
+@register_task
+class CalibrateTask(Task):
+    name = "calibrate"
+    heads = {"response": {"kind": "linear"}}  # nominal: the moment families own their output
+    model_variant = "calibrate"
+    fields = ("E_true", "E_em")
+    select_fields = ("E_true", "E_em")
+    metric_fields = ("E_lcw",)
+    columns = {"R_pred": "%.6g", "E_pred": "%.6g", "sigma": "%.5g", "sigma_stat": "%.5g",
+               "sigma_syst": "%.5g", "sigma_log": "%.5g"}
+    #: min_E_dep, min_E_em: the cuts (GeV); resistant_R: R_EM above which a cluster is counted as
+    #: "training resistant" (seed 001 sec 4.2.3) in the report (never dropped); max_train: train
+    #: on a random subset of at most this many selected training clusters (0 = all; the
+    #: training-size scan of seed 001 Fig. 10)
+    defaults = {"min_E_dep": 0.3, "min_E_em": 0.0, "resistant_R": 5.0, "max_train": 0}
+    loss_name = "loss"
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        for key in self.defaults:
+            v = self.options[key]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ConfigError(f"task 'calibrate': option {key} must be a finite number, got {v!r}")
+        if self.options["resistant_R"] <= 0:
+            raise ConfigError("task 'calibrate': resistant_R must be > 0")
+        m = self.options["max_train"]
+        if m < 0 or int(m) != m:
+            raise ConfigError(f"task 'calibrate': max_train must be a whole number >= 0, got {m!r}")
+        self.n_train = 0
+        self.selection: dict = {}
+
+    # rows -------------------------------------------------------------------------------------
+    def cuts(self, clusters: dict) -> dict:
+        """Boolean masks of the clusters each cut removes, in order (a cluster counts once)."""
+        e_dep = np.asarray(clusters["E_true"], dtype=np.float64)
+        e_em = np.asarray(clusters["E_em"], dtype=np.float64)
+        bad = ~(np.isfinite(e_dep) & np.isfinite(e_em))
+        low_dep = ~bad & ~(e_dep > self.options["min_E_dep"])
+        low_em = ~bad & ~low_dep & ~(e_em > self.options["min_E_em"])
+        return {"not_finite": bad, "E_dep": low_dep, "E_em": low_em}
+
+    def select(self, clusters: dict, where: str = "") -> np.ndarray:
+        cuts = self.cuts(clusters)
+        return ~np.any(np.stack(list(cuts.values())), axis=0)
+
+    def rows(self, dataset, split) -> np.ndarray:
+        """The split's rows passing the cuts; the count each cut removes is logged and kept in
+        ``selection`` (saved with the run)."""
+        rows = dataset.split_rows(split)
+        dataset.require(clusters=self.select_fields)
+        cl = dataset.read_rows(rows, clusters=self.select_fields).clusters
+        cuts = self.cuts(cl)
+        keep = ~np.any(np.stack(list(cuts.values())), axis=0) if len(rows) else np.zeros(0, bool)
+        counts = {"read": int(len(rows)), "kept": int(keep.sum()),
+                  **{f"dropped_{k}": int(v.sum()) for k, v in cuts.items()}}
+        rows = rows[keep]
+        m = int(self.options["max_train"])
+        if split == "train" and 0 < m < len(rows):  # a fixed random subset, counted
+            rows = np.sort(np.random.default_rng(12345).choice(rows, m, replace=False))
+            counts["subset_max_train"] = len(rows)
+        self.selection[str(split)] = counts
+        logger.info("task calibrate, %s split: %d of %d clusters kept (%s)", split, counts["kept"],
+                    counts["read"], self.selection_text() + "; dropped: " + ", ".join(
+                        f"{k[8:]} {v}" for k, v in counts.items() if k.startswith("dropped_")))
+        if "subset_max_train" in counts:
+            logger.info("task calibrate: training on a random subset of %d of them (max_train)",
+                        len(rows))
+        return rows
+
+    def selection_text(self) -> str:
+        return (f"E_dep > {self.options['min_E_dep']:g} GeV and E_EM > "
+                f"{self.options['min_E_em']:g} GeV")
+
+    # targets ----------------------------------------------------------------------------------
+    def fit(self, dataset, rows) -> None:
+        """Nothing to fit on the target (log10 R and R are used as they are); the training
+        size scales the BNN's KL and the ensemble's repulsion and prior."""
+        self.n_train = int(len(rows))
+
+    def state(self) -> dict:
+        return {"n_train": self.n_train, "selection": self.selection}
+
+    def load_state(self, state: dict) -> None:
+        self.n_train = int(state.get("n_train", 0))
+        self.selection = dict(state.get("selection", {}))
+
+    @staticmethod
+    def target_log10(batch) -> torch.Tensor:
+        """log10 R_EM of the batch's clusters."""
+        e_em, e_dep = batch.clusters["E_em"].double(), batch.clusters["E_true"].double()
+        return torch.log10(e_em / e_dep).float()
+
+    # learning ---------------------------------------------------------------------------------
+    def loss(self, outputs: dict, batch, **options) -> torch.Tensor:
+        """Gaussian-mixture negative log likelihood of log10 R_EM under the (averaged) mixture
+        (seed 001 Eq. 12, seed 003); the families add their own terms."""
+        from pionml.models.moments import mixture_nll
+
+        if "mixture" not in outputs:
+            raise ConfigError("task 'calibrate': this model gives no mixture; it must define "
+                              "its own loss")
+        return mixture_nll(outputs["mixture"].float(), self.target_log10(batch))
+
+    def physical(self, outputs: dict) -> dict:
+        e_em = outputs["E_em"].double()
+        if "R" in outputs:
+            r = outputs["R"].double().clamp_min(MIN_RESPONSE)
+            nan = torch.full_like(r, float("nan"))
+            out = {"R_pred": r, "sigma": nan, "sigma_stat": nan, "sigma_syst": nan,
+                   "sigma_log": nan}
+        else:
+            from pionml.models.moments import mixture_summary
+
+            s = mixture_summary(outputs["mixture"].double())
+            r = 10.0 ** s["mode"]
+            lin = math.log(10.0) * r
+            out = {"R_pred": r, "sigma": lin * s["tot"], "sigma_stat": lin * s["stat"],
+                   "sigma_syst": lin * s["syst"], "sigma_log": s["tot"]}
+        out["E_pred"] = e_em / out["R_pred"]
+        return {k: v.float() for k, v in out.items()}
+
+    # evaluation -------------------------------------------------------------------------------
+    def csv_columns(self) -> dict:
+        """The cluster fields, E_lcw (so that every comparison can be recomputed from the file)
+        and the outputs."""
+        base = super().csv_columns()
+        out = {k: v for k, v in base.items() if k not in self.columns}
+        return {**out, "E_lcw": "%.6g", **self.columns}
+
+    def metrics(self, table: dict) -> dict:
+        from pionml.evaluate.calibration import calibration_metrics
+
+        return calibration_metrics(table, resistant_R=self.options["resistant_R"])
+
+    def summary(self, m: dict) -> str:
+        from pionml.evaluate.calibration import summary_line
+
+        return summary_line(m)
+
+    def plots(self, folder, name: str, table: dict, dataset, progress: bool = False) -> list:
+        from pionml.evaluate.calibration import draw_calibration_plots
+
+        return draw_calibration_plots(folder, name, table, self.metrics(table))
