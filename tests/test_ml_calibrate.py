@@ -291,6 +291,10 @@ def test_train_predict_evaluate(fake, tmp_path, model, hyper, one_thread):
     assert np.all(np.isfinite(table["sigma"])) == (model != "lgk")
     if model in ("bnn", "re"):
         assert np.all(table["sigma_stat"] > 0)
+    if model == "bnn":  # the inference weight samples are seeded: the same networks every time
+        again = run.predict(split="test")
+        np.testing.assert_array_equal(again["R_pred"], table["R_pred"])
+        np.testing.assert_array_equal(again["sigma"], table["sigma"])
     (m,) = evaluate([out])
     assert m["task"] == "calibrate" and m["n_clusters"] == len(table["rows"])
     header = (out / "eval" / "predictions.csv").read_text().splitlines()[0].split(",")

@@ -100,6 +100,10 @@ def input_specs(model, knn_k: int, task=None) -> list[InputSpec]:
             specs.append(InputSpec("edge_index", "int64", (2, EDGES),
                                    "kNN edges (row 0 = source cell j, row 1 = target cell i), "
                                    "global cell indices; made by the 'knn' recipe"))
+    if "moments" in model.inputs:
+        specs.append(InputSpec("moments", "float32", (CLUSTERS, model.spec.n_moments),
+                               "the cluster moment features, transformed (see 'normalisation': "
+                               "the seed 001 Table 2 transforms)"))
     if "scalars" in model.inputs:
         specs.append(InputSpec("scalars", "float32", (CLUSTERS, model.spec.n_scalars),
                                f"standardised cluster scalars {', '.join(SCALAR_FEATURES)}"))
@@ -126,13 +130,14 @@ class ExportModule(nn.Module):
 
         x = dict(zip(self.names, tensors))
         # the cluster axis as a tensor (so that it stays dynamic in the graph)
-        first = next(v for k, v in x.items() if k.startswith(("image_", "scalars", "cluster_"))
+        first = next(v for k, v in x.items() if k.startswith(("image_", "scalars", "moments", "cluster_"))
                      or k == "n_cells")
         rows = torch.zeros_like(first.reshape(first.shape[0], -1)[:, 0], dtype=torch.long)
         batch = ClusterBatch(rows=rows)
         batch.images = {k[len("image_"):]: v for k, v in x.items() if k.startswith("image_")}
         batch.clusters = {k[len("cluster_"):]: v for k, v in x.items() if k.startswith("cluster_")}
         batch.scalars = x.get("scalars")
+        batch.moments = x.get("moments")
         if "cell_features" in x:
             from torch_geometric.data import Batch
 
@@ -188,6 +193,8 @@ def batch_feed(batch, specs: list[InputSpec]) -> dict:
             v = batch.clusters[s.name[len("cluster_"):]]
         elif s.name == "scalars":
             v = batch.scalars
+        elif s.name == "moments":
+            v = batch.moments
         elif s.name == "cell_features":
             v = batch.cloud.x
         elif s.name == "cell_cluster":

@@ -101,10 +101,19 @@ def mixture_mode(mixture: torch.Tensor, n_starts: int = 8, iterations: int = 60,
     y = mu
     if y.shape[1] > n_starts:
         y = torch.gather(mu, 1, log_density(mu).topk(n_starts, dim=1).indices)
+    inv, mu_inv, c = 1.0 / sig, mu / sig, logw - 3 * logsig
+    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        # an exported graph has no data-dependent shapes: every start takes every step (the
+        # points that settled stay at their fixed point, so the result is the same)
+        for _ in range(iterations):
+            z = y[..., None] * inv[:, None, :] - mu_inv[:, None, :]  # (B, P, K)
+            r = torch.softmax(c[:, None, :] - 0.5 * z * z, dim=-1)
+            y = (r * mu[:, None, :]).sum(-1)
+        best = log_density(y).argmax(dim=1, keepdim=True)
+        return torch.gather(y, 1, best).squeeze(1)
     # the (cluster, start) pairs still moving are iterated; most settle in a few steps
     p = y.shape[1]
     owner = torch.arange(b, device=y.device).repeat_interleave(p)
-    inv, mu_inv, c = 1.0 / sig, mu / sig, logw - 3 * logsig
     flat = y.reshape(-1).clone()
     active = torch.arange(len(flat), device=y.device)
     for _ in range(iterations):
@@ -178,10 +187,15 @@ class BayesLinear(nn.Module):
         self.b_mu = nn.Parameter(torch.empty(1, n_out).uniform_(-bound, bound))
         self.b_rho = nn.Parameter(torch.full((1, n_out), float(init_rho)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = x.shape[0]
-        w = self.w_mu + F.softplus(self.w_rho) * torch.randn((s,) + self.w_mu.shape, device=x.device)
-        b = self.b_mu + F.softplus(self.b_rho) * torch.randn((s,) + self.b_mu.shape, device=x.device)
+    def sample(self, s: int, generator: torch.Generator | None = None, device=None):
+        """``s`` weight and bias samples: (s, in, out) and (s, 1, out)."""
+        device = device if device is not None else self.w_mu.device
+        ew = torch.randn((s,) + self.w_mu.shape, generator=generator, device=device)
+        eb = torch.randn((s,) + self.b_mu.shape, generator=generator, device=device)
+        return (self.w_mu + F.softplus(self.w_rho) * ew, self.b_mu + F.softplus(self.b_rho) * eb)
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        w, b = self.sample(x.shape[0], generator, x.device)
         return torch.baddbmm(b, x, w)
 
     def kl(self, prior_sigma: float = 1.0) -> torch.Tensor:
@@ -304,21 +318,62 @@ class BNN(MomentModel):
         self.layers = nn.ModuleList(BayesLinear(a, b, init_sigma)
                                     for a, b in zip(sizes[:-1], sizes[1:]))
 
+    #: seed of the inference weight samples: the same ``n_samples`` networks for every batch,
+    #: so predictions are reproducible and the exported graph holds exactly those networks
+    INFERENCE_SEED = 20241205
+
+    def _generator(self, device) -> torch.Generator | None:
+        if self.training:
+            return None  # a fresh sample each training step
+        return torch.Generator(device=device).manual_seed(self.INFERENCE_SEED)
+
     def net_forward(self, x):
         s = 1 if self.training else self.hyper["n_samples"]
+        gen = self._generator(x.device)
         h = x.unsqueeze(0).expand(s, -1, -1)
         for i, layer in enumerate(self.layers):
-            h = layer(h)
+            h = layer(h, gen)
             if i < len(self.layers) - 1:
                 h = torch.relu(h)
         mix = gaussian_mixture(h, self.hyper["k"], self.hyper["min_width"])  # (S, B, k, 3)
         return {"mixture": mix.transpose(0, 1)}
+
+    def for_export(self) -> nn.Module:
+        """The ``n_samples`` inference networks, drawn as at inference, frozen into one batched
+        ensemble (no random-number op in the graph): the ONNX graph gives what ``predict`` gives."""
+        return _FrozenBNN(self)
 
     def kl(self) -> torch.Tensor:
         return sum(layer.kl(self.hyper["prior_sigma"]) for layer in self.layers)
 
     def get_loss(self, outputs, batch, task, **options):
         return task.loss(outputs, batch) + self.kl() / max(task.n_train, 1)
+
+
+class _FrozenBNN(nn.Module):
+    """A BNN's inference weight samples as fixed batched layers (see :meth:`BNN.for_export`)."""
+
+    def __init__(self, bnn: "BNN"):
+        super().__init__()
+        self.k, self.min_width = bnn.hyper["k"], bnn.hyper["min_width"]
+        gen = bnn._generator(bnn.layers[0].w_mu.device)
+        self.layers = nn.ModuleList()
+        with torch.no_grad():
+            for layer in bnn.layers:
+                w, b = layer.sample(bnn.hyper["n_samples"], gen)
+                frozen = BatchedLinear(w.shape[0], w.shape[1], w.shape[2])
+                frozen.weight.copy_(w)
+                frozen.bias.copy_(b)
+                self.layers.append(frozen)
+
+    def forward(self, batch) -> dict:
+        h = batch.moments.unsqueeze(0).expand(len(self.layers[0].weight), -1, -1)
+        for i, layer in enumerate(self.layers):
+            h = layer(h)
+            if i < len(self.layers) - 1:
+                h = torch.relu(h)
+        mix = gaussian_mixture(h, self.k, self.min_width)
+        return {"mixture": mix.transpose(0, 1), "E_em": batch.clusters["E_em"]}
 
 
 @register

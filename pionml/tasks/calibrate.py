@@ -135,7 +135,7 @@ class CalibrateTask(Task):
                               "its own loss")
         return mixture_nll(outputs["mixture"].float(), self.target_log10(batch))
 
-    def physical(self, outputs: dict) -> dict:
+    def physical(self, outputs: dict, batch=None) -> dict:
         e_em = outputs["E_em"].double()
         if "R" in outputs:
             r = outputs["R"].double().clamp_min(MIN_RESPONSE)
@@ -151,7 +151,7 @@ class CalibrateTask(Task):
             out = {"R_pred": r, "sigma": lin * s["tot"], "sigma_stat": lin * s["stat"],
                    "sigma_syst": lin * s["syst"], "sigma_log": s["tot"]}
         out["E_pred"] = e_em / out["R_pred"]
-        return {k: v.float() for k, v in out.items()}
+        return {k: out[k].float() for k in self.columns}
 
     # evaluation -------------------------------------------------------------------------------
     def csv_columns(self) -> dict:
