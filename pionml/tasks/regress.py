@@ -36,6 +36,7 @@ class RegressTask(Task):
     columns = {"E_pred": "%.6g"}
     defaults = {"species": "charged", "transform": "log+standardise"}
     loss_name = "mean squared error of the standardised log E_true"
+    head_loss = "squared_error"
 
     def __init__(self, **options):
         super().__init__(**options)
@@ -68,6 +69,9 @@ class RegressTask(Task):
     def loss(self, outputs: dict, batch, **options) -> torch.Tensor:
         y = self.target.forward(batch.clusters["E_true"].double()).float()
         return F.mse_loss(outputs["value"].float(), y)
+
+    def head_target(self, clusters: dict) -> np.ndarray:
+        return self.target.forward(np.asarray(clusters["E_true"], dtype=np.float64))
 
     def physical(self, outputs: dict) -> dict:
         if "E_pred" in outputs:  # a baseline that gives the energy itself

@@ -441,6 +441,9 @@ def train_run(data_path, model_name: str, out_dir, task: str = "classify",
             raise ConfigError(f"dataset '{data_path}': empty train ({len(train_rows)}) or "
                               f"validation ({len(val_rows)}) split for task '{task}'")
         task_obj.check_rows(ds, train_rows, "train")
+        model_notes = {}
+        if not resume:  # a resumed run's model config is compared with the saved one below
+            hyper, model_notes = cls.hyper_for_data(hyper, ds, train_rows)
         model = build_model(model_name, data_spec(ds), heads=task_obj.heads,
                             scalars=task_obj.scalars, variant=task_obj.model_variant, **hyper)
         if not resume:
@@ -453,6 +456,9 @@ def train_run(data_path, model_name: str, out_dir, task: str = "classify",
         check_finite_fields(ds, np.concatenate([train_rows, val_rows]), builder.cluster_fields)
         # one choice of source for both splits: the memory budget is the run's
         kind = source_kind(ds, len(train_rows) + len(val_rows), builder, data_config)
+        if model.fits_itself:  # a tree reads its columns whole: no batches
+            direct = [ds.read_rows(r, clusters=builder.cluster_fields).clusters
+                      for r in (train_rows, val_rows)]
     logger.info("train %s (task %s) on %s -> %s, device %s, config %s, hyper %s, data %s",
                 model_name, task, data_path, out, device, asdict(config), hyper, data_config.to_dict())
     train_src = make_source(data_path, train_rows, builder, data_config, what="train", kind=kind)
@@ -468,14 +474,23 @@ def train_run(data_path, model_name: str, out_dir, task: str = "classify",
         runfiles.write_json(out / runfiles.TASK_FILE, task_obj.to_dict())
         runfiles.write_json(out / runfiles.DATA_FILE, data_config.to_dict())
     model.to(device)
-    workers = data_config.num_workers
-    if workers is None:
-        workers = auto_workers(device, train_src.kind)
-    trainer = Trainer(model, task_obj, config, out, device, hooks=hooks, progress=progress,
-                      num_workers=workers, data_sha256=sha)
-    if resume and model.trainable:
-        trainer.resume(out / runfiles.CHECKPOINT_FILE)
-    history = trainer.fit(train_src, val_src)
+    if model.fits_itself:
+        if resume:
+            raise ConfigError(f"model '{model_name}' is fitted in one go: nothing to --resume")
+        history, best_epoch, best_val = model.fit_direct(*direct, task_obj, config, device,
+                                                         progress=progress and dist.is_main)
+        if dist.is_main:
+            model.save_files(out)
+    else:
+        workers = data_config.num_workers
+        if workers is None:
+            workers = auto_workers(device, train_src.kind)
+        trainer = Trainer(model, task_obj, config, out, device, hooks=hooks, progress=progress,
+                          num_workers=workers, data_sha256=sha)
+        if resume and model.trainable:
+            trainer.resume(out / runfiles.CHECKPOINT_FILE)
+        history = trainer.fit(train_src, val_src)
+        best_epoch, best_val = trainer.best_epoch, trainer.best_val
     if dist.is_main:
         card = {
             "model": model_name, "task": task, "task_options": task_obj.options,
@@ -488,20 +503,20 @@ def train_run(data_path, model_name: str, out_dir, task: str = "classify",
                      "source": train_src.kind, "options": data_config.to_dict()},
             "package_version": pionml.__version__, "torch_version": torch.__version__,
             "seed": config.seed, "train_config": asdict(config), "device": str(device),
-            "world_size": dist.world_size, "history": history, "best_epoch": trainer.best_epoch,
-            "best_val_loss": None if math.isinf(trainer.best_val) else trainer.best_val,
+            "world_size": dist.world_size, "history": history, "best_epoch": best_epoch,
+            "best_val_loss": None if math.isinf(best_val) else best_val, **model_notes,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "test_metrics": None,
         }
         runfiles.write_json(out / runfiles.CARD_FILE, card)
         if history["epoch"]:
             _save_curve(out / runfiles.CURVE_FILE, history, model_name, task_obj.loss_name,
-                        trainer.best_epoch)
+                        best_epoch, xlabel="boosting round" if model.fits_itself else "epoch")
     return out
 
 
 def _save_curve(path: Path, history: dict, label: str, loss_name: str = "loss",
-                best_epoch: int | None = None) -> None:
+                best_epoch: int | None = None, xlabel: str = "epoch") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -511,7 +526,7 @@ def _save_curve(path: Path, history: dict, label: str, loss_name: str = "loss",
 
     fig, ax = plt.subplots(figsize=(7, 5))
     plot_training_curve(ax, history, label=label, loss_name=f"{loss_name} (per cluster)",
-                        best_epoch=best_epoch)
+                        best_epoch=best_epoch, xlabel=xlabel)
     ax.set_title(f"{label}: training and validation loss", fontsize="small")
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
