@@ -102,8 +102,12 @@ class References:
         out = Path(self._tmp.name) / f"bdt_{len(self._fitted)}"
         options = {k: v for k, v in run.task.options.items() if k not in run.task.model_options}
         logger.info("%s: fitting the bdt reference on the training rows of %s", run.folder, data)
-        train_run(data, REFERENCE, out, task=run.task.name, config=default_config(REFERENCE),
-                  task_options=options, progress=self.progress)
+        try:
+            train_run(data, REFERENCE, out, task=run.task.name, config=default_config(REFERENCE),
+                      task_options=options, progress=self.progress)
+        except PionmlError as exc:  # e.g. a training split of one class: the run is still evaluated
+            logger.warning("%s: no bdt reference: %s", run.folder, exc)
+            return None
         return Run.load(out)
 
     def outputs(self, run, path, rows) -> dict:

@@ -119,6 +119,8 @@ class ClusterModel(nn.Module):
     defaults: dict = {}
     data_defaults: dict = {}
     train_defaults: dict = {}
+    #: recipe name (pionml.train.trainer.RECIPES) -> training options over ``train_defaults``
+    recipes: dict = {}
     trainable: bool = True
     #: fitted by its own :meth:`fit_direct` (a boosted decision tree) instead of the
     #: gradient-descent Trainer; its fitted state lives in files of its own (:meth:`save_files`)

@@ -60,6 +60,8 @@ class Task:
     #: options that concern the model's inputs, not the rows or targets (a reference model of
     #: the same task may differ in them)
     model_options: tuple = ()
+    #: recipe name (pionml.train.trainer.RECIPES) -> task options the recipe sets
+    recipes: dict = {}
     #: what the training loss is, for the training-curve axis
     loss_name: str = "loss"
     #: the per-cluster loss of the task's one head as a model that fits the head directly

@@ -31,6 +31,7 @@ class ClassifyTask(Task):
     #: the cells (the default); False is seed 002's classifier, which sees energy fractions only
     defaults = {"scalars": True}
     model_options = ("scalars",)
+    recipes = {"seed002": {"scalars": False}}
 
     def __init__(self, **options):
         super().__init__(**options)

@@ -36,6 +36,14 @@ from pionml.train import distributed
 logger = logging.getLogger(__name__)
 
 SCHEDULERS = ("none", "cosine", "plateau")
+#: Training-time augmentations: ``phi_reflect`` mirrors the images of a random half of every
+#: training batch in phi (the barrel is symmetric under phi -> -phi about the cluster centre).
+AUGMENTATIONS = ("none", "phi_reflect")
+#: Named recipes: ``default``, and ``seed002``, ATL-PHYS-PUB-2020-018's classifier recipe as
+#: seed 002 gives it (images as energy fractions only, no E_EM or eta; constant learning rate;
+#: no augmentation). A recipe sets the task options of :attr:`pionml.tasks.base.Task.recipes`
+#: and the training options of :attr:`pionml.models.base.ClusterModel.recipes`.
+RECIPES = ("default", "seed002")
 
 
 class TrainingError(PionmlError):
@@ -69,6 +77,8 @@ class TrainConfig:
     amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
     device: str | None = None  # None: cuda when available, else cpu
     stages: list | None = None  # list of Stage dicts; None = one stage from epochs/lr/patience
+    augment: str = "none"  # AUGMENTATIONS
+    recipe: str = "default"  # RECIPES: what the model's and the task's defaults follow
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "patience"):
@@ -80,6 +90,11 @@ class TrainConfig:
             raise ConfigError(f"weight decay must be >= 0, got {self.weight_decay}")
         if self.scheduler not in SCHEDULERS:
             raise ConfigError(f"unknown scheduler '{self.scheduler}' (choices: {', '.join(SCHEDULERS)})")
+        if self.recipe not in RECIPES:
+            raise ConfigError(f"unknown recipe '{self.recipe}' (choices: {', '.join(RECIPES)})")
+        if self.augment not in AUGMENTATIONS:
+            raise ConfigError(f"unknown augmentation '{self.augment}' (choices: "
+                              f"{', '.join(AUGMENTATIONS)})")
         if self.clip_grad is not None and not self.clip_grad > 0:
             raise ConfigError(f"gradient clipping norm must be > 0, got {self.clip_grad}")
 
@@ -101,24 +116,42 @@ class TrainConfig:
 
 #: Fields of :class:`TrainConfig` that a model may set in its ``train_defaults``.
 MODEL_TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "patience", "scheduler",
-                    "clip_grad", "stages")
+                    "clip_grad", "stages", "augment")
 
 
-def default_config(model_name: str, **overrides) -> TrainConfig:
+def default_config(model_name: str, recipe: str = "default", **overrides) -> TrainConfig:
     """The TrainConfig of ``model_name``: TrainConfig defaults, then the model's
-    ``train_defaults``, then ``overrides`` whose value is not None (e.g. CLI flags)."""
+    ``train_defaults``, then those of ``recipe`` (:data:`RECIPES`, the model's ``recipes``),
+    then ``overrides`` whose value is not None (e.g. CLI flags)."""
     from pionml.models import model_class
 
     cls = model_class(model_name)
-    bad = set(cls.train_defaults) - set(MODEL_TRAIN_KEYS)
+    if recipe not in RECIPES:
+        raise ConfigError(f"unknown recipe '{recipe}' (choices: {', '.join(RECIPES)})")
+    defaults = {**cls.train_defaults, **cls.recipes.get(recipe, {})}
+    bad = set(defaults) - set(MODEL_TRAIN_KEYS)
     if bad:  # a programming error in a model class
         raise ConfigError(f"model '{model_name}': unknown train_defaults {sorted(bad)}")
     names = {f.name for f in fields(TrainConfig)}
     unknown = set(overrides) - names
     if unknown:
         raise ConfigError(f"unknown training option(s) {sorted(unknown)} (accepted: {sorted(names)})")
-    values = {**cls.train_defaults, **{k: v for k, v in overrides.items() if v is not None}}
-    return TrainConfig(**values)
+    values = {**defaults, **{k: v for k, v in overrides.items() if v is not None}}
+    return TrainConfig(recipe=recipe, **values)
+
+
+def reflect_phi(batch):
+    """The batch with the images of a random half of its clusters mirrored in phi (the last
+    image axis, centred on the cluster), every layer of a cluster alike; other inputs as they
+    are (their features carry no phi orientation but the point clouds' dphi, so point-cloud
+    models are refused this augmentation by :meth:`Trainer.__init__`)."""
+    if not batch.images:
+        return batch
+    first = next(iter(batch.images.values()))
+    flip = (torch.rand(len(first)) < 0.5).to(first.device)  # the seeded, checkpointed CPU RNG
+    batch.images = {k: torch.where(flip[:, None, None], v.flip(-1), v)
+                    for k, v in batch.images.items()}
+    return batch
 
 
 def seed_everything(seed: int) -> None:
@@ -193,6 +226,9 @@ class Trainer:
             self.net = DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None)
         self.optimizer = self.scheduler = None
+        if config.augment == "phi_reflect" and "images" not in model.inputs:
+            raise ConfigError(f"augmentation phi_reflect mirrors images; model '{model.name}' "
+                              f"reads {', '.join(model.inputs) or 'no images'}")
         if model.trainable:
             self._new_optimizer(self.stages[0])
 
@@ -227,6 +263,8 @@ class Trainer:
         total, n = 0.0, 0
         for i, batch in enumerate(bar):
             batch = batch.to(self.device)
+            if self.config.augment == "phi_reflect":
+                batch = reflect_phi(batch)
             self.optimizer.zero_grad(set_to_none=True)
             loss = self._loss(batch, stage)
             if not torch.isfinite(loss):
@@ -431,8 +469,11 @@ def train_run(data_path, model_name: str, out_dir, task: str = "classify",
                 raise CheckpointError(f"run '{out}' was trained for task '{task_obj.name}', not '{task}'")
             if task_options and any(task_obj.options.get(k) != v for k, v in task_options.items()):
                 raise CheckpointError(f"run '{out}' was trained with task options {task_obj.options}")
-        else:
-            task_obj = make_task(task, **(task_options or {}))
+        else:  # the recipe's task options, then the caller's
+            from pionml.tasks import task_class
+
+            task_obj = make_task(task, **{**task_class(task).recipes.get(config.recipe, {}),
+                                          **(task_options or {})})
             data_config = DataConfig.from_dict({**cls.data_options(task_obj.model_variant),
                                                 **(data_options or {})})
         train_rows = task_obj.rows(ds, "train")
