@@ -89,6 +89,7 @@ class References:
         return self._fitted[key]
 
     def _fit(self, run):
+        from pionml.io import unchanged_since
         from pionml.runs import Run
         from pionml.train.trainer import default_config, train_run
 
@@ -102,9 +103,12 @@ class References:
         out = Path(self._tmp.name) / f"bdt_{len(self._fitted)}"
         options = {k: v for k, v in run.task.options.items() if k not in run.task.model_options}
         logger.info("%s: fitting the bdt reference on the training rows of %s", run.folder, data)
+        record = run.card.get("data", {})  # the run's own file, untouched: its hash holds
+        known = (record.get("sha256") if Path(record.get("path", "")) == data.resolve()
+                 and unchanged_since(data, record) else None)
         try:
             train_run(data, REFERENCE, out, task=run.task.name, config=default_config(REFERENCE),
-                      task_options=options, progress=self.progress)
+                      task_options=options, progress=self.progress, data_sha256=known)
         except PionmlError as exc:  # e.g. a training split of one class: the run is still evaluated
             logger.warning("%s: no bdt reference: %s", run.folder, exc)
             return None

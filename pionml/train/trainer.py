@@ -428,10 +428,12 @@ def prepare_folder(out: Path, resume: bool) -> None:
 def train_run(data_path, model_name: str, out_dir, task: str = "classify",
               config: TrainConfig | None = None, hyper: dict | None = None,
               data_options: dict | None = None, progress: bool = True, resume: bool = False,
-              hooks=(), task_options: dict | None = None) -> Path:
+              hooks=(), task_options: dict | None = None, data_sha256: str | None = None) -> Path:
     """Train ``model_name`` for ``task`` on ``data_path`` into the run folder ``out_dir``.
 
-    ``task_options`` go to the task (e.g. ``{"species": "pi0"}`` for ``regress``);
+    ``task_options`` go to the task (e.g. ``{"species": "pi0"}`` for ``regress``; the
+    recipe's come first); ``data_sha256``: the file's hash when the caller knows it (a card whose
+    stamp still matches the file), so that it is not hashed again;
     ``data_options`` override the data configuration (:class:`~pionml.data.sources.DataConfig`;
     the model's ``data_defaults`` come first). With ``resume`` the run continues from its
     checkpoint, with the saved normalisation, target transforms and data options, on the same
@@ -460,7 +462,7 @@ def train_run(data_path, model_name: str, out_dir, task: str = "classify",
     seed_everything(config.seed + dist.rank)
     data_path = Path(data_path)
     with DatasetFile(data_path) as ds:
-        sha = file_sha256(data_path)
+        sha = data_sha256 or file_sha256(data_path)
         if resume:
             task_obj = Task.from_dict(runfiles.read_json(out / runfiles.TASK_FILE))
             data_config = DataConfig.from_dict(runfiles.read_json(out / runfiles.DATA_FILE))
