@@ -16,7 +16,7 @@ from pionml.evaluate.metrics import baseline_available, binned_table, roc_curve
 PEM_LABEL = r"LCW $\mathcal{P}^{EM}_{clus}$"
 #: The bdt reference (:mod:`pionml.evaluate.reference`) as the figures name and draw it.
 BDT_LABEL = "BDT on the cluster moments"
-BDT_STYLE = {"color": "C3", "ls": "-.", "lw": 2}
+BDT_STYLE = {"color": "#7a0177", "ls": "-.", "lw": 2}  # outside the tab10 run colours
 #: Half-width in eta of the EMB1 zoom of the image figures (the central 32 of 128 strips).
 EMB1_ZOOM = 0.05
 WORKING_POINT = 0.9

@@ -91,7 +91,7 @@ def regression_metrics(table: dict, bins=DEFAULT_TRUE_BINS, n_boot: int = 100) -
 
 
 METHOD_STYLE = {"em": ("EM scale", "k", "s"), "lcw": ("LCW", "grey", "D"),
-                "bdt": ("BDT on the cluster moments", "C3", "^")}
+                "bdt": ("BDT on the cluster moments", "#7a0177", "^")}
 #: The reference methods drawn beside every run, in drawing order.
 REFERENCES = ("em", "lcw", "bdt")
 
