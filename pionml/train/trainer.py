@@ -504,8 +504,9 @@ def train_run(data_path, model_name: str, out_dir, task: str = "classify",
                       for r in (train_rows, val_rows)]
     logger.info("train %s (task %s) on %s -> %s, device %s, config %s, hyper %s, data %s",
                 model_name, task, data_path, out, device, asdict(config), hyper, data_config.to_dict())
-    train_src = make_source(data_path, train_rows, builder, data_config, what="train", kind=kind)
-    val_src = make_source(data_path, val_rows, builder, data_config, what="validation", kind=kind)
+    if not model.fits_itself:
+        train_src = make_source(data_path, train_rows, builder, data_config, what="train", kind=kind)
+        val_src = make_source(data_path, val_rows, builder, data_config, what="validation", kind=kind)
     if dist.is_main:
         if resume:
             saved = runfiles.read_json(out / runfiles.MODEL_FILE)
@@ -543,7 +544,8 @@ def train_run(data_path, model_name: str, out_dir, task: str = "classify",
             "data": {"path": str(data_path.resolve()), "sha256": sha,
                      **file_stamp(data_path),
                      "n_train": len(train_rows), "n_val": len(val_rows),
-                     "source": train_src.kind, "options": data_config.to_dict()},
+                     "source": "memory" if model.fits_itself else train_src.kind,
+                     "options": data_config.to_dict()},
             "package_version": pionml.__version__, "torch_version": torch.__version__,
             "seed": config.seed, "train_config": asdict(config), "device": str(device),
             "world_size": dist.world_size, "history": history, "best_epoch": best_epoch,
