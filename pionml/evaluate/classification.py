@@ -14,6 +14,9 @@ import numpy as np
 from pionml.evaluate.metrics import baseline_available, binned_table, roc_curve
 
 PEM_LABEL = r"LCW $\mathcal{P}^{EM}_{clus}$"
+#: The bdt reference (:mod:`pionml.evaluate.reference`) as the figures name and draw it.
+BDT_LABEL = "BDT on the cluster moments"
+BDT_STYLE = {"color": "#7a0177", "ls": "-.", "lw": 2}  # outside the tab10 run colours
 #: Half-width in eta of the EMB1 zoom of the image figures (the central 32 of 128 strips).
 EMB1_ZOOM = 0.05
 WORKING_POINT = 0.9
@@ -98,6 +101,14 @@ def draw_comparison(folder: Path, results: list[dict]) -> Path:
         _mark_working_point(ax, curve, n_pi0, color)
         if baseline_available(t["p_em"]):
             plot_rejection_ratio(rax, curve, roc_curve(t["label"], t["p_em"]), name, color=color)
+    ref = next((r["table"] for r in results if "bdt_score" in r["table"]), None)
+    if ref is not None and "bdt" not in names:  # the reference, once (a bdt run draws itself)
+        bdt = roc_curve(ref["label"], ref["bdt_score"])
+        plot_rejection(ax, bdt, BDT_LABEL, zorder=4, **BDT_STYLE)
+        _mark_working_point(ax, bdt, n_pi0, BDT_STYLE["color"])
+        if baseline_available(ref["p_em"]):
+            plot_rejection_ratio(rax, bdt, roc_curve(ref["label"], ref["p_em"]), BDT_LABEL,
+                                 **BDT_STYLE)
     if baseline_available(t0["p_em"]):  # drawn last, on top
         pem = roc_curve(t0["label"], t0["p_em"])
         plot_rejection(ax, pem, PEM_LABEL, color="k", ls="--", lw=2, zorder=4)
@@ -198,6 +209,12 @@ def draw_run_plots(folder: Path, name: str, table: dict, stats: dict | None, bin
         plot_rejection(ax, pem_curve, PEM_LABEL, n_pi0=n_pi0, color="k", ls="--")
         _mark_working_point(ax, pem_curve, n_pi0, "k")
         plot_rejection_ratio(rax, model_curve, pem_curve, name, color="C0")
+    if "bdt_score" in table:
+        bdt_curve = roc_curve(label, table["bdt_score"])
+        plot_rejection(ax, bdt_curve, BDT_LABEL, **BDT_STYLE)
+        _mark_working_point(ax, bdt_curve, n_pi0, BDT_STYLE["color"])
+        if has_pem:
+            plot_rejection_ratio(rax, bdt_curve, pem_curve, BDT_LABEL, **BDT_STYLE)
     ax.legend(loc="lower left")
     _finish_rejection(ax, rax, n_pi0)
     _label(ax, text)

@@ -23,6 +23,10 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
                    help="rows to evaluate (default test; 'all' for an independent file)")
     p.add_argument("--out", default=None, help="folder of the comparison plots (several runs)")
     p.add_argument("--device", default=None)
+    p.add_argument("--bdt", default="auto", metavar="auto|none|RUN",
+                   help="the bdt reference beside each run: a bdt run folder, 'auto' (a bdt run "
+                        "among RUNS for the same data and task, else one fitted on the fly on "
+                        "the run's training rows, seconds) or 'none' (default auto)")
     p.add_argument("--no-plots", action="store_true", help="numbers only")
     p.add_argument("--no-progress", action="store_true")
 
@@ -33,13 +37,15 @@ def run_evaluate(args) -> int:
 
     use_atlas_style()
     results = evaluate(args.runs, data=args.data, out=args.out, progress=not args.no_progress,
-                       device=args.device, split=args.split, plots=not args.no_plots)
+                       device=args.device, split=args.split, plots=not args.no_plots,
+                       bdt=args.bdt)
     if len(results) > 1:
         keys = None
         if all(m.get("task") == "classify" for m in results):
             keys = ["run", "model", "n_clusters", "auc", "auc_err", "rejection_at_eff90",
                     "rejection_at_eff90_err", "rejection_ratio_at_eff90",
-                    "rejection_ratio_at_eff90_err"]
+                    "rejection_ratio_at_eff90_err", "rejection_ratio_to_bdt_at_eff90",
+                    "rejection_ratio_to_bdt_at_eff90_err"]
         elif all(m.get("task") == "regress" for m in results):
             keys = ["run", "model", "species", "n_clusters", "median_response", "iqr_resolution",
                     "s68_resolution"]

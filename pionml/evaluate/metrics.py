@@ -235,3 +235,26 @@ def classification_metrics(labels, scores, pem_scores, e_em, bins=DEFAULT_E_BINS
         **errors,
         "bins_E_em": binned_table(labels, scores, pem_scores, e_em, bins, pipm_eff),
     }
+
+
+def reference_metrics(labels, scores, ref_scores, name: str = "bdt", pipm_eff: float = 0.9,
+                      n_boot: int = N_BOOTSTRAP) -> dict:
+    """A reference classifier (``bdt``) scored on the same clusters as the model: its AUC and
+    rejection at ``pipm_eff`` and the model's rejection over it, with bootstrap uncertainties
+    from the same replicas as the model's (paired, so the ratio's error keeps the correlation).
+    Keys ``<name>_auc``, ``<name>_rejection_at_eff90``, ``rejection_ratio_to_<name>_at_eff90``
+    and their ``_err`` (``_ci68`` for the rejections)."""
+    tag = f"eff{round(100 * pipm_eff)}"
+    rej = pi0_rejection_at(labels, scores, pipm_eff)
+    ref_rej = pi0_rejection_at(labels, ref_scores, pipm_eff)
+    out = {f"{name}_auc": auc(labels, ref_scores), f"{name}_rejection_at_{tag}": ref_rej,
+           f"rejection_ratio_to_{name}_at_{tag}": rejection_ratio(rej, ref_rej)}
+    if n_boot:
+        # the reference in the baseline's place: its rejection and the model's ratio to it
+        paired = bootstrap_uncertainties(labels, scores, ref_scores, pipm_eff, n_boot)
+        own = bootstrap_uncertainties(labels, ref_scores, None, pipm_eff, n_boot)
+        out[f"{name}_auc_err"] = own["auc_err"]
+        for suffix in ("_err", "_ci68"):
+            out[f"{name}_rejection_at_{tag}{suffix}"] = paired[f"pem_rejection_at_{tag}{suffix}"]
+        out[f"rejection_ratio_to_{name}_at_{tag}_err"] = paired[f"rejection_ratio_at_{tag}_err"]
+    return out

@@ -29,7 +29,7 @@ def use_atlas_style() -> None:
 
 
 def plot_training_curve(ax, history: dict, label: str = "", loss_name: str = "loss",
-                        best_epoch: int | None = None):
+                        best_epoch: int | None = None, xlabel: str = "epoch"):
     """Training and validation loss per epoch, the best (kept) epoch marked."""
     a = ax.plot(history["epoch"], history["train_loss"], "o-", label=f"{label} training".strip())
     b = ax.plot(history["epoch"], history["val_loss"], "s--", label=f"{label} validation".strip())
@@ -38,12 +38,12 @@ def plot_training_curve(ax, history: dict, label: str = "", loss_name: str = "lo
         i = history["epoch"].index(best_epoch)
         artists.append(ax.axvline(best_epoch, color="grey", ls=":", lw=1))
         artists += ax.plot([best_epoch], [history["val_loss"][i]], "*", ms=14, color="k",
-                           label=f"best epoch {best_epoch} (weights kept)")
+                           label=f"best {xlabel} {best_epoch} (kept)")
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlim(0.5, max(history["epoch"]) + 0.5)
-    ax.set_xlabel("epoch")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(loss_name, fontsize="small")
     ax.legend(fontsize="small")
     return artists

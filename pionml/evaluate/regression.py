@@ -78,11 +78,14 @@ def response_table(e_pred, e_true, bins=DEFAULT_TRUE_BINS, against=None, n_boot:
 
 def regression_metrics(table: dict, bins=DEFAULT_TRUE_BINS, n_boot: int = 100) -> dict:
     """The metrics dictionary of a regression run: its binned tables in E_true and in E_EM,
-    and the EM-scale and LCW tables beside them (computed on the same clusters)."""
+    and the EM-scale, LCW and (when the table holds it) bdt-reference tables beside them
+    (computed on the same clusters)."""
     e_true = table["E_true"]
     methods = {"model": table["E_pred"], "em": table["E_em"]}
     if "E_lcw" in table and np.all(np.isfinite(table["E_lcw"])):
         methods["lcw"] = table["E_lcw"]
+    if "bdt_E_pred" in table:  # the bdt reference (pionml.evaluate.reference)
+        methods["bdt"] = table["bdt_E_pred"]
     out = {"n_clusters": int(len(e_true))}
     r = np.asarray(table["E_pred"], np.float64) / np.asarray(e_true, np.float64)
     out["median_response"] = float(np.median(r)) if len(r) else None
@@ -95,7 +98,10 @@ def regression_metrics(table: dict, bins=DEFAULT_TRUE_BINS, n_boot: int = 100) -
     return out
 
 
-METHOD_STYLE = {"em": ("EM scale", "k", "s"), "lcw": ("LCW", "grey", "D")}
+METHOD_STYLE = {"em": ("EM scale", "k", "s"), "lcw": ("LCW", "grey", "D"),
+                "bdt": ("BDT on the cluster moments", "#7a0177", "^")}
+#: The reference methods drawn beside every run, in drawing order.
+REFERENCES = ("em", "lcw", "bdt")
 
 
 def _centres(rows):
@@ -197,8 +203,9 @@ def draw_regression_plots(folder: Path, name: str, species: str, table: dict, me
     folder = Path(folder)
     what = {"pi0": r"$\pi^0$", "charged": r"$\pi^\pm$"}.get(species, species)
     methods = [("model", name, "C0", "o")] + [
-        (m, *METHOD_STYLE[m]) for m in ("em", "lcw") if f"bins_E_true_{m}" in metrics and m != name]
-    energies = {"model": table["E_pred"], "em": table["E_em"], "lcw": table.get("E_lcw")}
+        (m, *METHOD_STYLE[m]) for m in REFERENCES if f"bins_E_true_{m}" in metrics and m != name]
+    energies = {"model": table["E_pred"], "em": table["E_em"], "lcw": table.get("E_lcw"),
+                "bdt": table.get("bdt_E_pred")}
 
     # Figs. 12/13: 2-D response vs E_true, one panel per method, with the median
     written = [draw_response_2d(folder / "response_2d.png", table["E_true"],
@@ -239,7 +246,12 @@ def draw_regression_comparison(folder: Path, results: list[dict]) -> list:
     what = {"pi0": r"$\pi^0$", "charged": r"$\pi^\pm$"}.get(species, species)
     curves = [(r["name"], r["metrics"]["bins_E_true_model"], plt.cm.tab10(i % 10), "o")
               for i, r in enumerate(results) if r["name"] not in ("em", "lcw")]
-    curves += [(METHOD_STYLE[m][0], m0[f"bins_E_true_{m}"], METHOD_STYLE[m][1], METHOD_STYLE[m][2])
-               for m in ("em", "lcw") if f"bins_E_true_{m}" in m0]
+    # EM and LCW from the first run's clusters; the bdt reference from the first run that
+    # has one, unless a bdt run is among the runs (it is drawn as a run)
+    with_bdt = next((r["metrics"] for r in results if "bins_E_true_bdt" in r["metrics"]), {})
+    tables = {"em": m0, "lcw": m0,
+              "bdt": {} if any(r["name"] == "bdt" for r in results) else with_bdt}
+    curves += [(METHOD_STYLE[m][0], tables[m][f"bins_E_true_{m}"], METHOD_STYLE[m][1],
+                METHOD_STYLE[m][2]) for m in REFERENCES if f"bins_E_true_{m}" in tables[m]]
     return draw_method_curves(folder, curves, m0.get("bins_E_true_lcw"),
                               f"{what} clusters, test sample", suffix=f"_{species}")

@@ -85,6 +85,10 @@ def check_hyper(model: str, defaults: dict, hyper: dict) -> None:
                 bad(key, value, "in [0, 1)")
             if key != "dropout" and value <= 0:
                 bad(key, value, "> 0")
+        elif isinstance(default, (tuple, list)) and default and all(isinstance(v, str) for v in default):
+            if not isinstance(value, (tuple, list)) or not value or not all(
+                    isinstance(v, str) for v in value):
+                bad(key, value, "a non-empty list of names")
         elif isinstance(default, (tuple, list)):
             if not isinstance(value, (tuple, list)) or not value or not all(
                     isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value):
@@ -117,7 +121,12 @@ class ClusterModel(nn.Module):
     defaults: dict = {}
     data_defaults: dict = {}
     train_defaults: dict = {}
+    #: recipe name (pionml.train.trainer.RECIPES) -> training options over ``train_defaults``
+    recipes: dict = {}
     trainable: bool = True
+    #: fitted by its own :meth:`fit_direct` (a boosted decision tree) instead of the
+    #: gradient-descent Trainer; its fitted state lives in files of its own (:meth:`save_files`)
+    fits_itself: bool = False
     #: body variants of the family: "classify" (ATL-PHYS-PUB-2020-018's classifiers), "regress" (its
     #: regressors, where they differ); a task names the variant it wants
     variants: tuple[str, ...] = ("classify", "regress")
@@ -185,6 +194,27 @@ class ClusterModel(nn.Module):
         ``forward`` does, and take the number of clusters from tensors (``batch.rows``), not
         from ``len(batch)``."""
         return self
+
+    @classmethod
+    def hyper_for_data(cls, hyper: dict, dataset, rows) -> tuple[dict, dict]:
+        """The hyper-parameters adapted to ``dataset`` (a DatasetFile) and its training
+        ``rows`` before the model is built, and notes for the model card (e.g. features whose
+        column the file lacks); unchanged by default."""
+        return hyper, {}
+
+    def fit_direct(self, train: dict, val: dict, task, config, device,
+                   progress: bool = False) -> tuple[dict, int, float]:
+        """Fit a ``fits_itself`` model on the cluster columns of the training and validation
+        rows (``{field: array}``: the task's fields and the model's ``cluster_fields``); returns
+        the history in the Trainer's form (its ``epoch`` = boosting round), the best epoch
+        and its validation loss."""  # pragma: no cover
+        raise NotImplementedError
+
+    def save_files(self, folder) -> None:
+        """Write fitted state that is not in the state_dict (nothing by default)."""
+
+    def load_files(self, folder) -> None:
+        """Read what :meth:`save_files` wrote (nothing by default)."""
 
     # --------------------------------------------------------------------------------------
     def features(self, batch) -> torch.Tensor:

@@ -120,6 +120,9 @@ class CNN(ClusterModel):
     inputs = ("images",)
     defaults = {"channels": (16, 32), "dense": 64, "dropout": 0.2}
     train_defaults = {"epochs": 25, "batch_size": 256, "lr": 1e-3, "patience": 5}
+    #: seed 002's training of the classifier (constant rate, early stopping, no augmentation)
+    recipes = {"seed002": {"epochs": 25, "batch_size": 256, "lr": 1e-3, "patience": 5,
+                           "scheduler": "none", "augment": "none"}}
 
     def build_body(self, spec: DataSpec, channels, dense, dropout) -> int:
         shapes = spec.image_shapes

@@ -164,6 +164,7 @@ class Run:
         model = build_from_config(folder)
         if model.trainable:
             load_state(model, load_tensors(folder / WEIGHTS_FILE), folder / WEIGHTS_FILE)
+        model.load_files(folder)
         task = Task.from_dict(read_json(folder / TASK_FILE))
         try:
             data_config = DataConfig.from_dict(read_json(folder / DATA_FILE))

@@ -61,8 +61,17 @@ class Task:
     column_doc: dict = {}
     #: accepted options and their defaults
     defaults: dict = {}
+    #: options that concern the model's inputs, not the rows or targets (a reference model of
+    #: the same task may differ in them)
+    model_options: tuple = ()
+    #: recipe name (pionml.train.trainer.RECIPES) -> task options the recipe sets
+    recipes: dict = {}
     #: what the training loss is, for the training-curve axis
     loss_name: str = "loss"
+    #: the per-cluster loss of the task's one head as a model that fits the head directly
+    #: (``bdt``) names it: "logistic" (binary cross-entropy on a logit), "squared_error";
+    #: None: the task has no such form
+    head_loss: str | None = None
 
     def __init__(self, **options):
         unknown = set(options) - set(self.defaults)
@@ -125,6 +134,18 @@ class Task:
     # learning -------------------------------------------------------------------------------
     def loss(self, outputs: dict, batch, **options):  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def head_target(self, clusters: dict) -> np.ndarray:
+        """What the task's one head learns per cluster, in head space (the target of
+        :meth:`loss`: a label, a transformed energy), from the ``fields`` columns; for models
+        that fit the head directly (``bdt``), with :attr:`head_loss`."""
+        raise ConfigError(f"task '{self.name}' gives no per-cluster head target: a model that "
+                          "fits its head directly (bdt) cannot learn it")
+
+    def head_weight(self, clusters: dict) -> np.ndarray | None:
+        """Per-cluster training weights of the head's loss (None: equal), for models that fit
+        the head directly."""
+        return None
 
     def physical(self, outputs: dict, batch=None) -> dict:  # pragma: no cover - abstract
         """Head outputs (tensors) -> physical quantities (tensors), keys = ``columns``; ``batch``

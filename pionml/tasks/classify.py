@@ -12,8 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pionml.errors import DataError
-from pionml.evaluate.metrics import DEFAULT_E_BINS, classification_metrics
+from pionml.errors import ConfigError, DataError
+from pionml.evaluate.metrics import DEFAULT_E_BINS, classification_metrics, reference_metrics
 from pionml.tasks.base import Task, register_task
 
 
@@ -27,6 +27,19 @@ class ClassifyTask(Task):
     columns = {"score": "%.7g"}
     column_doc = {"score": "P(pi0) = sigmoid(logit), between 0 (pi+-) and 1 (pi0)"}
     loss_name = "binary cross-entropy"
+    head_loss = "logistic"
+    #: ``scalars``: the model reads the cluster's E_EM and eta through its scalar branch beside
+    #: the cells (the default); False is seed 002's classifier, which sees energy fractions only
+    defaults = {"scalars": True}
+    model_options = ("scalars",)
+    recipes = {"seed002": {"scalars": False}}
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        if not isinstance(self.options["scalars"], bool):
+            raise ConfigError(f"task 'classify': option scalars must be true or false, got "
+                              f"{self.options['scalars']!r}")
+        self.scalars = self.options["scalars"]
 
     def select(self, clusters: dict, where: str = "") -> np.ndarray:
         """Every row; a label other than 0 or 1 is an error, never trained on."""
@@ -49,12 +62,20 @@ class ClassifyTask(Task):
     def loss(self, outputs: dict, batch, **options) -> torch.Tensor:
         return F.binary_cross_entropy_with_logits(outputs["logit"].float(), batch.clusters["label"])
 
+    def head_target(self, clusters: dict) -> np.ndarray:
+        return np.asarray(clusters["label"], dtype=np.float64)
+
     def physical(self, outputs: dict, batch=None) -> dict:
         return {"score": torch.sigmoid(outputs["logit"].float())}
 
     def metrics(self, table: dict) -> dict:
-        return classification_metrics(table["label"], table["score"], table["p_em"],
-                                      table["E_em"], DEFAULT_E_BINS)
+        """ROC metrics against pem, and against the bdt reference when the table holds its
+        scores (``bdt_score``, :mod:`pionml.evaluate.reference`)."""
+        m = classification_metrics(table["label"], table["score"], table["p_em"],
+                                   table["E_em"], DEFAULT_E_BINS)
+        if "bdt_score" in table:
+            m.update(reference_metrics(table["label"], table["score"], table["bdt_score"]))
+        return m
 
     def summary(self, m: dict) -> str:
         def fmt(key, digits=3):
@@ -66,8 +87,10 @@ class ClassifyTask(Task):
 
         return (f"AUC {fmt('auc', 4)}, pi0 rejection at 90% pi+- efficiency "
                 f"{fmt('rejection_at_eff90')} (pem {fmt('pem_rejection_at_eff90')}, "
-                f"ratio {fmt('rejection_ratio_at_eff90')}); statistical uncertainties from "
-                f"{m.get('n_bootstrap', 0)} bootstrap replicas")
+                f"ratio {fmt('rejection_ratio_at_eff90')}"
+                + (f"; bdt {fmt('bdt_rejection_at_eff90')}, AUC {fmt('bdt_auc', 4)}, ratio "
+                   f"{fmt('rejection_ratio_to_bdt_at_eff90')}" if "bdt_auc" in m else "")
+                + f"); statistical uncertainties from {m.get('n_bootstrap', 0)} bootstrap replicas")
 
     def plots(self, folder, name: str, table: dict, dataset, progress: bool = False) -> list:
         from pionml.evaluate.classification import draw_run_plots

@@ -54,6 +54,7 @@ class RegressTask(Task):
     #: target option -> what the head learns (before the transform)
     TARGETS = {"energy": "E_true", "response": "E_true / E_EM"}
     loss_name = "mean squared error of the standardised log E_true"
+    head_loss = "squared_error"
 
     def __init__(self, **options):
         super().__init__(**options)
@@ -123,6 +124,15 @@ class RegressTask(Task):
             return F.mse_loss(outputs["value"].float(), y)
         w = self.weights(c["E_true"].double()).float()
         return (w * (outputs["value"].float() - y) ** 2).sum() / w.sum()
+
+    def head_weight(self, clusters: dict) -> np.ndarray | None:
+        if self.weights is None:
+            return None
+        return self.weights(np.asarray(clusters["E_true"], dtype=np.float64))
+
+    def head_target(self, clusters: dict) -> np.ndarray:
+        e_em = np.asarray(clusters["E_em"], dtype=np.float64) if self.by_response else None
+        return self.target.forward(self._goal(np.asarray(clusters["E_true"], dtype=np.float64), e_em))
 
     def physical(self, outputs: dict, batch=None) -> dict:
         if "E_pred" in outputs:  # a baseline that gives the energy itself

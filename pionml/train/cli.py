@@ -49,6 +49,13 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="early-stopping patience in epochs (default: the model's)")
     p.add_argument("--scheduler", choices=("none", "cosine", "plateau"), default=None,
                    help="learning-rate schedule (default: the model's, none)")
+    p.add_argument("--recipe", choices=("default", "seed002"), default="default",
+                   help="seed002: ATL-PHYS-PUB-2020-018's classifier recipe as seed 002 gives it "
+                        "(images as energy fractions only, no E_EM/eta branch, constant learning "
+                        "rate, no augmentation); default: pionml's (see docs/models.md)")
+    p.add_argument("--augment", choices=("none", "phi_reflect"), default=None,
+                   help="training augmentation: phi_reflect mirrors the images of a random half "
+                        "of every batch in phi (image models; default: the model's)")
     p.add_argument("--clip-grad", type=positive_float, default=None, metavar="NORM",
                    help="clip the gradient norm to NORM (default: no clipping)")
     p.add_argument("--no-amp", action="store_true",
@@ -166,10 +173,12 @@ def run_train(args) -> int:
     species = ([None] if args.task != "regress" else
                ["pi0", "charged"] if args.species == "both" else [args.species or "charged"])
     stamp = time.strftime('%Y%m%d-%H%M%S')
-    config = default_config(args.model, epochs=args.epochs, batch_size=args.batch_size,
+    config = default_config(args.model, recipe=args.recipe, epochs=args.epochs,
+                            batch_size=args.batch_size,
                             lr=args.lr, patience=args.patience, seed=args.seed,
                             device=args.device, scheduler=args.scheduler,
-                            clip_grad=args.clip_grad, amp=False if args.no_amp else None)
+                            clip_grad=args.clip_grad, amp=False if args.no_amp else None,
+                            augment=args.augment)
     data_options = {"source": args.source, "memory_budget_gb": args.memory_budget}
     if args.workers is not None:
         data_options["num_workers"] = args.workers

@@ -36,6 +36,14 @@ from pionml.train import distributed
 logger = logging.getLogger(__name__)
 
 SCHEDULERS = ("none", "cosine", "plateau")
+#: Training-time augmentations: ``phi_reflect`` mirrors the images of a random half of every
+#: training batch in phi (the barrel is symmetric under phi -> -phi about the cluster centre).
+AUGMENTATIONS = ("none", "phi_reflect")
+#: Named recipes: ``default``, and ``seed002``, ATL-PHYS-PUB-2020-018's classifier recipe as
+#: seed 002 gives it (images as energy fractions only, no E_EM or eta; constant learning rate;
+#: no augmentation). A recipe sets the task options of :attr:`pionml.tasks.base.Task.recipes`
+#: and the training options of :attr:`pionml.models.base.ClusterModel.recipes`.
+RECIPES = ("default", "seed002")
 
 
 class TrainingError(PionmlError):
@@ -69,6 +77,8 @@ class TrainConfig:
     amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
     device: str | None = None  # None: cuda when available, else cpu
     stages: list | None = None  # list of Stage dicts; None = one stage from epochs/lr/patience
+    augment: str = "none"  # AUGMENTATIONS
+    recipe: str = "default"  # RECIPES: what the model's and the task's defaults follow
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "patience"):
@@ -80,6 +90,11 @@ class TrainConfig:
             raise ConfigError(f"weight decay must be >= 0, got {self.weight_decay}")
         if self.scheduler not in SCHEDULERS:
             raise ConfigError(f"unknown scheduler '{self.scheduler}' (choices: {', '.join(SCHEDULERS)})")
+        if self.recipe not in RECIPES:
+            raise ConfigError(f"unknown recipe '{self.recipe}' (choices: {', '.join(RECIPES)})")
+        if self.augment not in AUGMENTATIONS:
+            raise ConfigError(f"unknown augmentation '{self.augment}' (choices: "
+                              f"{', '.join(AUGMENTATIONS)})")
         if self.clip_grad is not None and not self.clip_grad > 0:
             raise ConfigError(f"gradient clipping norm must be > 0, got {self.clip_grad}")
 
@@ -101,28 +116,46 @@ class TrainConfig:
 
 #: Fields of :class:`TrainConfig` that a model may set in its ``train_defaults``.
 MODEL_TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "patience", "scheduler",
-                    "clip_grad", "stages")
+                    "clip_grad", "stages", "augment")
 
 
-def default_config(model_name: str, **overrides) -> TrainConfig:
+def default_config(model_name: str, recipe: str = "default", **overrides) -> TrainConfig:
     """The TrainConfig of ``model_name``: TrainConfig defaults, then the model's
-    ``train_defaults``, then ``overrides`` whose value is not None (e.g. CLI flags)."""
+    ``train_defaults``, then those of ``recipe`` (:data:`RECIPES`, the model's ``recipes``),
+    then ``overrides`` whose value is not None (e.g. CLI flags)."""
     from pionml.models import model_class
 
     cls = model_class(model_name)
-    bad = set(cls.train_defaults) - set(MODEL_TRAIN_KEYS)
+    if recipe not in RECIPES:
+        raise ConfigError(f"unknown recipe '{recipe}' (choices: {', '.join(RECIPES)})")
+    defaults = {**cls.train_defaults, **cls.recipes.get(recipe, {})}
+    bad = set(defaults) - set(MODEL_TRAIN_KEYS)
     if bad:  # a programming error in a model class
         raise ConfigError(f"model '{model_name}': unknown train_defaults {sorted(bad)}")
     names = {f.name for f in fields(TrainConfig)}
     unknown = set(overrides) - names
     if unknown:
         raise ConfigError(f"unknown training option(s) {sorted(unknown)} (accepted: {sorted(names)})")
-    values = {**cls.train_defaults, **{k: v for k, v in overrides.items() if v is not None}}
+    values = {**defaults, **{k: v for k, v in overrides.items() if v is not None}}
     if values.get("stages"):  # a staged training: epochs, lr, patience given apply to each stage
         per_stage = {k: overrides[k] for k in ("epochs", "lr", "patience")
                      if overrides.get(k) is not None}
         values["stages"] = [{**s, **per_stage} for s in values["stages"]]
-    return TrainConfig(**values)
+    return TrainConfig(recipe=recipe, **values)
+
+
+def reflect_phi(batch):
+    """The batch with the images of a random half of its clusters mirrored in phi (the last
+    image axis, centred on the cluster), every layer of a cluster alike; other inputs as they
+    are (their features carry no phi orientation but the point clouds' dphi, so point-cloud
+    models are refused this augmentation by :meth:`Trainer.__init__`)."""
+    if not batch.images:
+        return batch
+    first = next(iter(batch.images.values()))
+    flip = (torch.rand(len(first)) < 0.5).to(first.device)  # the seeded, checkpointed CPU RNG
+    batch.images = {k: torch.where(flip[:, None, None], v.flip(-1), v)
+                    for k, v in batch.images.items()}
+    return batch
 
 
 def seed_everything(seed: int) -> None:
@@ -197,6 +230,9 @@ class Trainer:
             self.net = DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None)
         self.optimizer = self.scheduler = None
+        if config.augment == "phi_reflect" and "images" not in model.inputs:
+            raise ConfigError(f"augmentation phi_reflect mirrors images; model '{model.name}' "
+                              f"reads {', '.join(model.inputs) or 'no images'}")
         if model.trainable:
             self._new_optimizer(self.stages[0])
 
@@ -242,6 +278,8 @@ class Trainer:
         with self._join():
             for i, batch in enumerate(bar):
                 batch = batch.to(self.device)
+                if self.config.augment == "phi_reflect":
+                    batch = reflect_phi(batch)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss = self._loss(batch, stage)
                 if not torch.isfinite(loss):
@@ -408,10 +446,12 @@ def prepare_folder(out: Path, resume: bool) -> None:
 def train_run(data_path, model_name: str, out_dir, task: str = "classify",
               config: TrainConfig | None = None, hyper: dict | None = None,
               data_options: dict | None = None, progress: bool = True, resume: bool = False,
-              hooks=(), task_options: dict | None = None) -> Path:
+              hooks=(), task_options: dict | None = None, data_sha256: str | None = None) -> Path:
     """Train ``model_name`` for ``task`` on ``data_path`` into the run folder ``out_dir``.
 
-    ``task_options`` go to the task (e.g. ``{"species": "pi0"}`` for ``regress``);
+    ``task_options`` go to the task (e.g. ``{"species": "pi0"}`` for ``regress``; the
+    recipe's come first); ``data_sha256``: the file's hash when the caller knows it (a card whose
+    stamp still matches the file), so that it is not hashed again;
     ``data_options`` override the data configuration (:class:`~pionml.data.sources.DataConfig`;
     the model's ``data_defaults`` come first). With ``resume`` the run continues from its
     checkpoint, with the saved normalisation, target transforms and data options, on the same
@@ -440,7 +480,7 @@ def train_run(data_path, model_name: str, out_dir, task: str = "classify",
     seed_everything(config.seed + dist.rank)
     data_path = Path(data_path)
     with DatasetFile(data_path) as ds:
-        sha = file_sha256(data_path)
+        sha = data_sha256 or file_sha256(data_path)
         if resume:
             task_obj = Task.from_dict(runfiles.read_json(out / runfiles.TASK_FILE))
             data_config = DataConfig.from_dict(runfiles.read_json(out / runfiles.DATA_FILE))
@@ -449,8 +489,11 @@ def train_run(data_path, model_name: str, out_dir, task: str = "classify",
                 raise CheckpointError(f"run '{out}' was trained for task '{task_obj.name}', not '{task}'")
             if task_options and any(task_obj.options.get(k) != v for k, v in task_options.items()):
                 raise CheckpointError(f"run '{out}' was trained with task options {task_obj.options}")
-        else:
-            task_obj = make_task(task, **(task_options or {}))
+        else:  # the recipe's task options, then the caller's
+            from pionml.tasks import task_class
+
+            task_obj = make_task(task, **{**task_class(task).recipes.get(config.recipe, {}),
+                                          **(task_options or {})})
             data_config = DataConfig.from_dict({**cls.data_options(task_obj.model_variant),
                                                 **(data_options or {})})
         if task_obj.model_variant not in cls.variants:  # before any row is read
@@ -462,7 +505,9 @@ def train_run(data_path, model_name: str, out_dir, task: str = "classify",
             raise ConfigError(f"dataset '{data_path}': empty train ({len(train_rows)}) or "
                               f"validation ({len(val_rows)}) split for task '{task}'")
         task_obj.check_rows(ds, train_rows, "train")
+        model_notes = {}
         if not resume:  # fitted first: the moment features it keeps size the model's input
+            hyper, model_notes = cls.hyper_for_data(hyper, ds, train_rows)
             task_obj.fit(ds, train_rows)
             norm = Normalisation.fit(ds, train_rows, inputs=cls.model_inputs(task_obj.scalars),
                                      image_mode=data_config.image_mode,
@@ -476,10 +521,14 @@ def train_run(data_path, model_name: str, out_dir, task: str = "classify",
         check_finite_fields(ds, np.concatenate([train_rows, val_rows]), builder.cluster_fields)
         # one choice of source for both splits: the memory budget is the run's
         kind = source_kind(ds, len(train_rows) + len(val_rows), builder, data_config)
+        if model.fits_itself:  # a tree reads its columns whole: no batches
+            direct = [ds.read_rows(r, clusters=builder.cluster_fields).clusters
+                      for r in (train_rows, val_rows)]
     logger.info("train %s (task %s) on %s -> %s, device %s, config %s, hyper %s, data %s",
                 model_name, task, data_path, out, device, asdict(config), hyper, data_config.to_dict())
-    train_src = make_source(data_path, train_rows, builder, data_config, what="train", kind=kind)
-    val_src = make_source(data_path, val_rows, builder, data_config, what="validation", kind=kind)
+    if not model.fits_itself:
+        train_src = make_source(data_path, train_rows, builder, data_config, what="train", kind=kind)
+        val_src = make_source(data_path, val_rows, builder, data_config, what="validation", kind=kind)
     if dist.is_main:
         if resume:
             saved = runfiles.read_json(out / runfiles.MODEL_FILE)
@@ -491,14 +540,23 @@ def train_run(data_path, model_name: str, out_dir, task: str = "classify",
         runfiles.write_json(out / runfiles.TASK_FILE, task_obj.to_dict())
         runfiles.write_json(out / runfiles.DATA_FILE, data_config.to_dict())
     model.to(device)
-    workers = data_config.num_workers
-    if workers is None:
-        workers = auto_workers(device, train_src.kind)
-    trainer = Trainer(model, task_obj, config, out, device, hooks=hooks, progress=progress,
-                      num_workers=workers, data_sha256=sha)
-    if resume and model.trainable:
-        trainer.resume(out / runfiles.CHECKPOINT_FILE)
-    history = trainer.fit(train_src, val_src)
+    if model.fits_itself:
+        if resume:
+            raise ConfigError(f"model '{model_name}' is fitted in one go: nothing to --resume")
+        history, best_epoch, best_val = model.fit_direct(*direct, task_obj, config, device,
+                                                         progress=progress and dist.is_main)
+        if dist.is_main:
+            model.save_files(out)
+    else:
+        workers = data_config.num_workers
+        if workers is None:
+            workers = auto_workers(device, train_src.kind)
+        trainer = Trainer(model, task_obj, config, out, device, hooks=hooks, progress=progress,
+                          num_workers=workers, data_sha256=sha)
+        if resume and model.trainable:
+            trainer.resume(out / runfiles.CHECKPOINT_FILE)
+        history = trainer.fit(train_src, val_src)
+        best_epoch, best_val = trainer.best_epoch, trainer.best_val
     if dist.is_main:
         card = {
             "model": model_name, "task": task, "task_options": task_obj.options,
@@ -509,23 +567,24 @@ def train_run(data_path, model_name: str, out_dir, task: str = "classify",
             "data": {"path": str(data_path.resolve()), "sha256": sha,
                      **file_stamp(data_path),
                      "n_train": len(train_rows), "n_val": len(val_rows),
-                     "source": train_src.kind, "options": data_config.to_dict()},
+                     "source": "memory" if model.fits_itself else train_src.kind,
+                     "options": data_config.to_dict()},
             "package_version": pionml.__version__, "torch_version": torch.__version__,
             "seed": config.seed, "train_config": asdict(config), "device": str(device),
-            "world_size": dist.world_size, "history": history, "best_epoch": trainer.best_epoch,
-            "best_val_loss": None if math.isinf(trainer.best_val) else trainer.best_val,
+            "world_size": dist.world_size, "history": history, "best_epoch": best_epoch,
+            "best_val_loss": None if math.isinf(best_val) else best_val, **model_notes,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "test_metrics": None,
         }
         runfiles.write_json(out / runfiles.CARD_FILE, card)
         if history["epoch"]:
             _save_curve(out / runfiles.CURVE_FILE, history, model_name, task_obj.loss_name,
-                        trainer.best_epoch)
+                        best_epoch, xlabel="boosting round" if model.fits_itself else "epoch")
     return out
 
 
 def _save_curve(path: Path, history: dict, label: str, loss_name: str = "loss",
-                best_epoch: int | None = None) -> None:
+                best_epoch: int | None = None, xlabel: str = "epoch") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -535,7 +594,7 @@ def _save_curve(path: Path, history: dict, label: str, loss_name: str = "loss",
 
     fig, ax = plt.subplots(figsize=(7, 5))
     plot_training_curve(ax, history, label=label, loss_name=f"{loss_name} (per cluster)",
-                        best_epoch=best_epoch)
+                        best_epoch=best_epoch, xlabel=xlabel)
     ax.set_title(f"{label}: training and validation loss", fontsize="small")
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
