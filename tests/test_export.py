@@ -116,6 +116,10 @@ def test_refusals_are_one_line(tmp_path, data, caplog, monkeypatch):
     pem = train_run(data, "pem", tmp_path / "pem", config=TrainConfig(epochs=1), progress=False)
     assert main(["export", str(pem)]) == 1
     assert "baseline" in _one_line(caplog)
+    bdt = train_run(data, "bdt", tmp_path / "bdt", config=TrainConfig(epochs=5, patience=2),
+                    progress=False)
+    assert main(["export", str(bdt)]) == 1
+    assert "cannot be exported to ONNX: its XGBoost trees" in _one_line(caplog)
     cnn = _train(data, tmp_path, "classify", "cnn")
     assert main(["export", str(cnn), "--out", str(tmp_path / "x.txt")]) == 1
     assert "must end in .onnx" in _one_line(caplog)

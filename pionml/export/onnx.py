@@ -290,11 +290,11 @@ def export_run(folder, out: Path | None = None, check: bool = True) -> Path:
     require("onnx")
     run = Run.load(folder)
     model = run.model
+    if model.export_note:
+        raise ExportError(f"model '{model.name}' cannot be exported to ONNX: {model.export_note}")
     if not model.trainable:
         raise ExportError(f"model '{model.name}' of run '{folder}' is a baseline without a network: "
                           "nothing to export (it is a formula of the cluster table)")
-    if model.export_note:
-        raise ExportError(f"model '{model.name}' cannot be exported to ONNX: {model.export_note}")
     out = Path(out) if out is not None else Path(folder) / "model.onnx"
     if out.suffix != ".onnx":
         raise ExportError(f"--out '{out}': the file name must end in .onnx")

@@ -101,7 +101,11 @@ class BDT(ClusterModel):
     train_defaults = {"epochs": 2000, "lr": 0.05, "patience": 50}
     trainable = False
     fits_itself = True
-    variants = ("classify", "regress", "calibrate")
+    # not calibrate: its LGK and mixture heads have no XGBoost objective (a squared-error fit of
+    # the mean response alone would be the way)
+    variants = ("classify", "regress")
+    export_note = ("its XGBoost trees are not a torch graph (convert bdt.json with onnxmltools "
+                   "if an ONNX file is needed)")
 
     def __init__(self, spec: DataSpec, heads: dict | None = None, scalars: bool = False,
                  variant: str = "classify", **hyper):
