@@ -545,11 +545,16 @@ class _Builder:
         except (SchemaError, DataError) as exc:
             # on_error="skip": the reader counts bad events itself, so what arrives here is a
             # file-level problem (missing tree/branch, unreadable or truncated file)
-            if self.on_error == "raise":
-                raise
-            logger.warning("skipping the rest of %s: %s", path, exc)
-            self.summary.skipped_files.append(
-                {"file": path.name, "reason": str(exc), "entries_read": entry0})
+            self._skip_file(path, exc, entry0)
+
+    def _skip_file(self, path: Path, exc: Exception, entries_read: int) -> None:
+        """A file-level problem: raised, or (on_error="skip") the rest of the file skipped and
+        recorded in the summary."""
+        if self.on_error == "raise":
+            raise exc
+        logger.warning("skipping the rest of %s: %s", path, exc)
+        self.summary.skipped_files.append(
+            {"file": path.name, "reason": str(exc), "entries_read": entries_read})
 
     # -- the image-format ClusterTree: one entry per cluster, images given, no cells
     def _pdg_of_file(self, path: Path) -> int:
@@ -591,11 +596,7 @@ class _Builder:
                 done += len(chunk["entry"])
                 bar.update(len(chunk["entry"]))
         except (SchemaError, DataError) as exc:
-            if self.on_error == "raise":
-                raise
-            logger.warning("skipping the rest of %s: %s", path, exc)
-            self.summary.skipped_files.append(
-                {"file": path.name, "reason": str(exc), "entries_read": done})
+            self._skip_file(path, exc, done)
 
     def _process_cluster_tree_chunk(self, fi, path, chunk, sc, moment_branch, pdg_fixed, events):
         s = self.summary
