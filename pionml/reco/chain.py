@@ -31,6 +31,10 @@ TRUTH_BRANCHES = {  # SimEvents field -> MLTree per-cell branch
     "E_invis": "cluster_cell_hitsE_Invisible",
     "E_escaped": "cluster_cell_hitsE_Escaped",
 }
+#: Events per simulation batch (each batch has its own seed, so it is part of a sample's
+#: definition). 250 rather than 1000: a batch of 1000 allocates ~1.4 GB, and the page faults of
+#: those allocations cost a third of the single-core time (benchmarks/bench_production.py).
+BATCH_SIZE = 250
 # Moments written as cluster_<NAME> (the kinematics E, Eta, Phi, Pt, nCells too).
 MOMENTS = (
     "E", "Eta", "Phi", "Pt", "nCells", "ENG_CALIB_TOT", "ENG_CALIB_OUT_T", "ENG_CALIB_OUT_M",
@@ -179,7 +183,7 @@ class ProductionSummary:
 
 def simulate_to_root(path, n_events: int, particle: str = "mix", energy: float | None = None,
                      energy_min: float = 0.2, energy_max: float = 2000.0, seed: int = 0,
-                     lcw: LCWTables | None | str = "default", batch_size: int = 1000,
+                     lcw: LCWTables | None | str = "default", batch_size: int = BATCH_SIZE,
                      progress: bool = True, geometry: CellGeometry | None = None,
                      jobs: int = 1, shard: tuple[int, int] | None = None) -> ProductionSummary:
     """Simulate ``n_events`` single pions and write EventTree + CellGeo to ``path``.

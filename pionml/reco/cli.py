@@ -30,6 +30,7 @@ def _geometry(args):
 
 def _add_simulate(p):
     from pionml.cli import positive_float, positive_int
+    from pionml.reco.chain import BATCH_SIZE
 
     p.add_argument("--particle", choices=PARTICLES, default="mix",
                    help="species; mix = pi0 : pi+ : pi- in equal thirds (default)")
@@ -42,8 +43,9 @@ def _add_simulate(p):
     p.add_argument("--no-lcw", action="store_true", help="do not apply the LCW calibration")
     p.add_argument("--lcw-tables", metavar="DIR", default=None,
                    help="LCW tables written by 'pionml lcw-derive' (default: the shipped ones)")
-    p.add_argument("--batch-size", type=positive_int, default=1000,
-                   help="events per batch; each batch has its own seed from --seed (1000)")
+    p.add_argument("--batch-size", type=positive_int, default=BATCH_SIZE,
+                   help=f"events per batch; each batch has its own seed from --seed, so the "
+                        f"batch size is part of the sample's definition ({BATCH_SIZE})")
     p.add_argument("--jobs", type=positive_int, default=1,
                    help="worker processes; the file is the same for any number (1)")
     p.add_argument("--shard", type=shard_arg, default=None, metavar="i/N",
