@@ -295,8 +295,12 @@ def test_train_predict_evaluate(fake, tmp_path, model, hyper, one_thread):
         again = run.predict(split="test")
         np.testing.assert_array_equal(again["R_pred"], table["R_pred"])
         np.testing.assert_array_equal(again["sigma"], table["sigma"])
-    (m,) = evaluate([out])
+    (m,) = evaluate([out], vs=("lambda_clus", "eta") if model == "lgk" else ())
     assert m["task"] == "calibrate" and m["n_clusters"] == len(table["rows"])
+    if model == "lgk":  # the study against features on request (--vs)
+        rows = m["bins_lambda_clus_model"]
+        assert sum(r["n"] for r in rows) == len(table["rows"]) and {"bins_eta_em", "bins_lambda_clus_lcw"} <= set(m)
+        assert (out / "eval" / "plots" / "vs_lambda_clus.png").is_file()
     header = (out / "eval" / "predictions.csv").read_text().splitlines()[0].split(",")
     assert {"R_pred", "E_pred", "sigma", "sigma_stat", "sigma_syst", "E_em", "E_true",
             "E_lcw"} <= set(header)
@@ -343,3 +347,29 @@ def test_calibrate_refuses_other_models_and_bad_options(fake, tmp_path):
         build_model("re", DataSpec(n_moments=3), variant="calibrate", kernel_on="x")
     with pytest.raises(ConfigError, match="reads the cluster moments"):
         build_model("lgk", DataSpec(), variant="calibrate")
+
+
+def test_metrics_vs_a_feature_known_answer():
+    """Clusters with feature 0 are calibrated exactly, those with feature 1 are 20 % high: two
+    bins of equal counts show median Delta_E 0 and 0.2 (and EM's own numbers beside)."""
+    from pionml.evaluate.calibration import metrics_vs, quantile_edges
+
+    n = 400
+    x = np.repeat([0.0, 1.0], n // 2)
+    e_dep = np.random.default_rng(1).uniform(1, 10, n)
+    table = {"E_true": e_dep, "E_pred": e_dep * np.where(x == 1, 1.2, 1.0), "E_em": 0.5 * e_dep}
+    m = metrics_vs(table, "x", x, n_bins=2, n_boot=0)
+    rows = m["bins_x_model"]
+    assert [r["n"] for r in rows] == [n // 2, n // 2]
+    assert rows[0]["median_dE"] == pytest.approx(0.0, abs=1e-12)
+    assert rows[1]["median_dE"] == pytest.approx(0.2)
+    assert rows[1]["sigma_rel"] == pytest.approx(0.0, abs=1e-12)
+    assert all(r["median_dE"] == pytest.approx(-0.5) for r in m["bins_x_em"])
+    edges = quantile_edges(np.arange(100.0), 4)
+    assert len(edges) == 5 and edges[0] == 0 and edges[-1] > 99
+    with pytest.raises(ValueError, match="3 values for 400 clusters"):
+        metrics_vs(table, "x", x[:3])
+    from pionml.tasks import make_task
+
+    with pytest.raises(ConfigError, match="--vs is for calibrate runs"):
+        make_task("classify").metrics_vs(table, "x", x)

@@ -179,6 +179,52 @@ def calibration_metrics(table: dict, resistant_R: float = 5.0, n_boot: int = 50)
     return out
 
 
+def quantile_edges(x: np.ndarray, n_bins: int = 10) -> np.ndarray:
+    """Bin edges holding about equal numbers of the finite values of ``x`` (duplicates merged,
+    the last edge just above the maximum so that it is inside)."""
+    x = np.asarray(x, np.float64)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return np.zeros(0)
+    edges = np.unique(np.quantile(x, np.linspace(0, 1, n_bins + 1)))
+    edges[-1] = np.nextafter(edges[-1], np.inf)
+    return edges
+
+
+def metrics_vs(table: dict, feature: str, values: np.ndarray, n_bins: int = 10,
+               n_boot: int = 50) -> dict:
+    """Median Delta_E, mean Delta_E, sigma_rel and K of every energy scale (the run, EM, LCW)
+    in ``n_bins`` quantile bins of ``values`` (one per cluster of ``table``): the calibration
+    as a function of one feature (seed 000 sec 5.2, seed 001 sec 4.2 study E_dep, E_EM and eta;
+    any feature on request). Keys ``bins_<feature>_<scale>``."""
+    values = np.asarray(values, np.float64)
+    if len(values) != len(table["E_true"]):
+        raise ValueError(f"feature '{feature}': {len(values)} values for {len(table['E_true'])} clusters")
+    e_dep = np.asarray(table["E_true"], np.float64)
+    edges = quantile_edges(values, n_bins)
+    return {f"bins_{feature}_{name}": binned(e, e_dep, values, edges, n_boot)
+            for name, e in energies(table).items()}
+
+
+def draw_metrics_vs(folder: Path, name: str, feature: str, metrics: dict) -> Path:
+    """Median Delta_E and sigma_rel of the run, EM and LCW vs ``feature`` (one figure)."""
+    import matplotlib.pyplot as plt
+
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for key, label, color, marker in _curves({f"bins_E_dep_{k}": 1 for k in METHODS
+                                              if f"bins_{feature}_{k}" in metrics}, name):
+        rows = metrics[f"bins_{feature}_{key}"]
+        _draw_binned(ax, rows, "median_dE", False, label, color, marker)
+        _draw_binned(bx, rows, "sigma_rel", False, label, color, marker)
+    ax.axhline(0, color="grey", ls=":", lw=1)
+    ax.set_ylabel(r"median $\Delta_E = E/E_{dep} - 1$")
+    bx.set_ylabel(r"$\sigma_{rel}$ (shortest 68 % / 2 median)")
+    for a in (ax, bx):
+        a.set_xlabel(f"{feature} (bins of equal counts)")
+    ax.legend(fontsize="small")
+    return _save(fig, Path(folder) / f"vs_{feature}.png")
+
+
 def summary_line(m: dict) -> str:
     parts = [f"median Delta_E {m['median_dE']:+.4f}, sigma_rel {m['sigma_rel']:.4f}"]
     for row in m.get("bins_E_dep_model", []):

@@ -23,6 +23,9 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
                    help="rows to evaluate (default test; 'all' for an independent file)")
     p.add_argument("--out", default=None, help="folder of the comparison plots (several runs)")
     p.add_argument("--device", default=None)
+    p.add_argument("--vs", nargs="+", default=(), metavar="FEATURE",
+                   help="calibrate runs: Delta_E and sigma_rel also in bins of these features "
+                        "(moment-set names such as lambda_clus, rho_clus, or /clusters columns)")
     p.add_argument("--bdt", default="auto", metavar="auto|none|RUN",
                    help="the bdt reference beside each run: a bdt run folder, 'auto' (a bdt run "
                         "among RUNS for the same data and task, else one fitted on the fly on "
@@ -38,7 +41,7 @@ def run_evaluate(args) -> int:
     use_atlas_style()
     results = evaluate(args.runs, data=args.data, out=args.out, progress=not args.no_progress,
                        device=args.device, split=args.split, plots=not args.no_plots,
-                       bdt=args.bdt)
+                       bdt=args.bdt, vs=tuple(args.vs))
     if len(results) > 1:
         keys = None
         if all(m.get("task") == "classify" for m in results):

@@ -37,13 +37,15 @@ def eval_folder(run_dir, data=None, split: str = "test") -> Path:
 
 
 def evaluate(run_dirs, data=None, out=None, progress: bool = False, device: str | None = None,
-             plots: bool = True, split: str = "test", bdt: str = "auto") -> list[dict]:
+             plots: bool = True, split: str = "test", bdt: str = "auto", vs=()) -> list[dict]:
     """Evaluate each run of ``run_dirs`` on ``split`` ('test', 'val', 'train' or 'all') of its
     dataset (or of ``data``); returns their metrics dicts. Results go to :func:`eval_folder`.
     ``out``: the folder of the comparison plots and table when there are several runs
     (default ``compare_<models>_<split>`` beside the first run); ``plots=False`` writes the
     numbers only. ``bdt``: the bdt reference beside each run (:mod:`pionml.evaluate.reference`:
-    "auto" = a bdt run among ``run_dirs``, else one fitted on the fly; a bdt run folder; "none")."""
+    "auto" = a bdt run among ``run_dirs``, else one fitted on the fly; a bdt run folder; "none").
+    ``vs``: features (names of the moment feature set, or cluster-table columns) to study the
+    calibration against, in bins of equal counts (calibrate runs; ``pionml evaluate --vs``)."""
     from pionml.device import pick_device
     from pionml.evaluate.reference import References
 
@@ -51,14 +53,22 @@ def evaluate(run_dirs, data=None, out=None, progress: bool = False, device: str 
         run_dirs = [run_dirs]
     device = pick_device(device)
     with References(bdt, run_dirs, progress=progress) as references:
-        results = [_evaluate_one(run_dir, data, split, device, plots, progress, references)
+        results = [_evaluate_one(run_dir, data, split, device, plots, progress, references, vs)
                    for run_dir in run_dirs]
     if len(results) > 1:
         _compare(results, run_dirs, out, split, plots)
     return [r["metrics"] for r in results]
 
 
-def _evaluate_one(run_dir, data, split, device, plots, progress, references) -> dict:
+def feature_column(name: str) -> str:
+    """The cluster-table column of ``name``: a feature of the named moment set
+    (:mod:`pionml.data.features`) or a column name as it is."""
+    from pionml.data.features import MOMENT_FEATURES
+
+    return next((f.column for f in MOMENT_FEATURES if f.name == name), name)
+
+
+def _evaluate_one(run_dir, data, split, device, plots, progress, references, vs=()) -> dict:
     """Predictions, metrics, files and plots of one run (see :func:`evaluate`)."""
     import matplotlib
 
@@ -83,6 +93,13 @@ def _evaluate_one(run_dir, data, split, device, plots, progress, references) -> 
     table.update(references.outputs(run, path, table["rows"]))
     metrics = {"model": run.name, "task": run.task.name, "data": str(path), "split": split,
                **run.task.metrics(table)}
+    if vs:
+        with DatasetFile(path) as ds:
+            columns = {f: feature_column(f) for f in vs}
+            ds.require(clusters=tuple(columns.values()))
+            values = ds.read_rows(table["rows"], clusters=tuple(columns.values())).clusters
+        for feature, column in columns.items():
+            metrics.update(run.task.metrics_vs(table, feature, values[column]))
     eval_dir = eval_folder(run_dir, data, split)
     (eval_dir / "plots").mkdir(parents=True, exist_ok=True)
     write_json(eval_dir / "metrics.json", metrics)
@@ -90,6 +107,8 @@ def _evaluate_one(run_dir, data, split, device, plots, progress, references) -> 
     if plots:
         with DatasetFile(path) as ds:
             run.task.plots(eval_dir / "plots", run.name, table, ds, progress=progress)
+        for feature in vs:
+            run.task.plots_vs(eval_dir / "plots", run.name, feature, metrics)
     if eval_dir.name == EVAL_DIR:  # the card holds the run's own test metrics only
         run.card["test_metrics"] = {k: v for k, v in metrics.items() if not isinstance(v, list)}
         write_json(Path(run_dir) / CARD_FILE, run.card)

@@ -167,6 +167,15 @@ class Task:
     def metrics(self, table: dict) -> dict:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def metrics_vs(self, table: dict, feature: str, values) -> dict:
+        """The task's metrics in bins of one more per-cluster quantity (``pionml evaluate --vs``);
+        a task without such a study says so."""
+        raise ConfigError(f"task '{self.name}' has no study against a feature (--vs is for "
+                          "calibrate runs)")
+
+    def plots_vs(self, folder, name: str, feature: str, metrics: dict) -> list:
+        return []
+
     def summary(self, metrics: dict) -> str:
         return ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float))
 

@@ -166,6 +166,16 @@ class CalibrateTask(Task):
 
         return calibration_metrics(table, resistant_R=self.options["resistant_R"])
 
+    def metrics_vs(self, table: dict, feature: str, values) -> dict:
+        from pionml.evaluate.calibration import metrics_vs
+
+        return metrics_vs(table, feature, values)
+
+    def plots_vs(self, folder, name: str, feature: str, metrics: dict) -> list:
+        from pionml.evaluate.calibration import draw_metrics_vs
+
+        return [draw_metrics_vs(folder, name, feature, metrics)]
+
     def summary(self, m: dict) -> str:
         from pionml.evaluate.calibration import summary_line
 
