@@ -127,6 +127,8 @@ class ClusterModel(nn.Module):
     #: fitted by its own :meth:`fit_direct` (a boosted decision tree) instead of the
     #: gradient-descent Trainer; its fitted state lives in files of its own (:meth:`save_files`)
     fits_itself: bool = False
+    #: whether the family can read the cluster scalars (E_EM, eta) through the scalar branch
+    reads_scalars: bool = True
     #: body variants of the family: "classify" (ATL-PHYS-PUB-2020-018's classifiers), "regress" (its
     #: regressors, where they differ); a task names the variant it wants
     variants: tuple[str, ...] = ("classify", "regress")
@@ -154,7 +156,7 @@ class ClusterModel(nn.Module):
         self.hyper = {k: (tuple(v) if isinstance(v, list) else v)
                       for k, v in {**self.defaults, **hyper}.items()}
         self.head_specs = {name: check_head_spec(name, s) for name, s in heads.items()}
-        self.use_scalars = bool(scalars)
+        self.use_scalars = bool(scalars) and self.reads_scalars
         self.inputs = self.model_inputs(self.use_scalars)
         width = self.build_body(spec, **self.hyper)
         if self.use_scalars:
@@ -167,8 +169,9 @@ class ClusterModel(nn.Module):
 
     @classmethod
     def model_inputs(cls, scalars: bool) -> tuple:
-        """What a model of this family reads: its body's inputs, and the scalars if asked."""
-        return tuple(cls.inputs) + (("scalars",) if scalars else ())
+        """What a model of this family reads: its body's inputs, and the scalars if asked and
+        the family has a scalar branch."""
+        return tuple(cls.inputs) + (("scalars",) if scalars and cls.reads_scalars else ())
 
     # hooks ----------------------------------------------------------------------------------
     def build_body(self, spec: DataSpec, **hyper) -> int:  # pragma: no cover - abstract

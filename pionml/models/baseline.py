@@ -23,17 +23,14 @@ class PEM(ClusterModel):
     cluster_fields = ("p_em",)
     defaults = {"eps": 1e-6}
     trainable = False
+    reads_scalars = False
     variants = ("classify",)
-
-    @classmethod
-    def model_inputs(cls, scalars: bool) -> tuple:
-        return ()
 
     def __init__(self, spec: DataSpec, heads: dict | None = None, scalars: bool = False,
                  variant: str = "classify", **hyper):
         if (heads is not None and dict(heads) != CLASSIFY_HEADS) or variant != "classify":
             raise ConfigError("model 'pem' is a classifier baseline: task must be 'classify'")
-        super().__init__(spec, heads=None, scalars=False, variant=variant, **hyper)
+        super().__init__(spec, heads=None, variant=variant, **hyper)
 
     def build_body(self, spec: DataSpec, eps) -> int:
         return 1
@@ -54,18 +51,15 @@ class _EnergyBaseline(ClusterModel):
     inputs = ()
     defaults = {}
     trainable = False
+    reads_scalars = False
     variants = ("regress",)
-
-    @classmethod
-    def model_inputs(cls, scalars: bool) -> tuple:
-        return ()
 
     def __init__(self, spec: DataSpec, heads: dict | None = None, scalars: bool = False,
                  variant: str = "regress", **hyper):
         if variant != "regress":
             raise ConfigError(f"model '{self.name}' is an energy-calibration baseline: task must be "
                               "'regress'")
-        super().__init__(spec, heads=heads, scalars=False, variant=variant, **hyper)
+        super().__init__(spec, heads=heads, variant=variant, **hyper)
 
     def build_body(self, spec: DataSpec) -> int:
         return 1

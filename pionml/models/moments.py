@@ -214,6 +214,7 @@ class MomentModel(ClusterModel):
 
     inputs = ("moments",)
     cluster_fields = ("E_em",)
+    reads_scalars = False
     variants = ("calibrate",)
     #: what the output describes: "log10" (log10 R, the mixtures) or "linear" (R, lgk)
     target = "log10"
@@ -223,11 +224,7 @@ class MomentModel(ClusterModel):
         if variant != "calibrate":
             raise ConfigError(f"model '{self.name}' is a moment-based calibration: task must be "
                               "'calibrate'")
-        super().__init__(spec, heads=CALIBRATE_HEADS, scalars=False, variant=variant, **hyper)
-
-    @classmethod
-    def model_inputs(cls, scalars: bool) -> tuple:
-        return tuple(cls.inputs)
+        super().__init__(spec, heads=CALIBRATE_HEADS, variant=variant, **hyper)
 
     def build_body(self, spec: DataSpec, **hyper) -> int:
         if spec.n_moments < 1:

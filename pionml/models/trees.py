@@ -100,6 +100,7 @@ class BDT(ClusterModel):
                 "min_child_weight": 1.0, "subsample": 0.8, "colsample": 0.8, "max_bin": 256}
     train_defaults = {"epochs": 2000, "lr": 0.05, "patience": 50}
     trainable = False
+    reads_scalars = False  # E_EM and eta are among its features
     fits_itself = True
     # not calibrate: its LGK and mixture heads have no XGBoost objective (a squared-error fit of
     # the mean response alone would be the way)
@@ -109,8 +110,7 @@ class BDT(ClusterModel):
 
     def __init__(self, spec: DataSpec, heads: dict | None = None, scalars: bool = False,
                  variant: str = "classify", **hyper):
-        # the trees read E_EM and eta among their features: no scalar branch
-        super().__init__(spec, heads=heads, scalars=False, variant=variant, **hyper)
+        super().__init__(spec, heads=heads, variant=variant, **hyper)
         self.booster = None
 
     def build_body(self, spec: DataSpec, features, max_depth, min_child_weight, subsample,
