@@ -384,12 +384,16 @@ class _Builder:
 
     # -- main
     def run(self, inputs) -> BuildSummary:
+        t0 = time.perf_counter()
+        inputs, geometry = self.prepare(inputs)
+        return self.run_prepared(inputs, geometry, t0)
+
+    def run_prepared(self, inputs, geometry, t0: float) -> BuildSummary:
+        """The one-process build of inputs that :meth:`prepare` has checked."""
         from pionml.progress import progress_bar
 
         from pionml.io.root import MLTreeReader
 
-        t0 = time.perf_counter()
-        inputs, geometry = self.prepare(inputs)
         bar = progress_bar(total=None, unit=" events", desc="build", progress=self.progress)
         try:
             for fi, (path, kind) in enumerate(zip(inputs, self.input_kinds)):

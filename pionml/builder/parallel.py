@@ -180,7 +180,7 @@ def build_parallel(builder: _Builder, inputs, jobs: int) -> BuildSummary:
     inputs, geometry = builder.prepare(inputs)
     if builder.cluster_tree_input:  # image-format files are read whole: one process
         logger.info("build: image-format ClusterTree inputs are built in one process (--jobs ignored)")
-        return builder.run(inputs)
+        return builder.run_prepared(inputs, geometry, t0)
     folder = Path(tempfile.mkdtemp(prefix=".pionml-build-parts-", dir=builder.out.parent))
     parts = _parts(inputs, builder.step_size, jobs, folder)
     kwargs = dict(geometry=geometry, selection=builder.selection, split=builder.split,
