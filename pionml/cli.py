@@ -127,7 +127,7 @@ def main(argv=None) -> int:
         text = str(exc).strip()
         if "Original Traceback" in text:
             text = text.splitlines()[-1].split(": ", 1)[-1]
-        log.error("%s", text)
+        log.error("%s", " ".join(text.split()))  # one line, whatever a library's text holds
         return 1
     except OSError as exc:  # unwritable folder, disk full, missing file opened by a library
         where = f" '{exc.filename}'" if getattr(exc, "filename", None) else ""

@@ -108,3 +108,17 @@ def test_one_clear_line_no_traceback(tmp_path, fake, roots, args, code, words):
     assert len(errors) == 1, res.stderr
     for w in words:
         assert w in errors[0], errors[0]
+
+
+def test_a_truncated_root_file_is_one_line(tmp_path, caplog):
+    """uproot's message for a truncated file spans lines; the user gets one."""
+    from pathlib import Path
+
+    from pionml.cli import main
+
+    src = Path(__file__).parent / "data" / "mltree-real-a.root"
+    bad = tmp_path / "trunc.root"
+    bad.write_bytes(src.read_bytes()[:20000])
+    assert main(["build", str(bad), "--out", str(tmp_path / "x.h5"), "--no-progress"]) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "\n" not in errors[0] and "trunc.root" in errors[0]
