@@ -210,7 +210,7 @@ def draw_metrics_vs(folder: Path, name: str, feature: str, metrics: dict) -> Pat
     """Median Delta_E and sigma_rel of the run, EM and LCW vs ``feature`` (one figure)."""
     import matplotlib.pyplot as plt
 
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.4), gridspec_kw={"wspace": 0.35})
     for key, label, color, marker in _curves({f"bins_E_dep_{k}": 1 for k in METHODS
                                               if f"bins_{feature}_{k}" in metrics}, name):
         rows = metrics[f"bins_{feature}_{key}"]
@@ -218,7 +218,7 @@ def draw_metrics_vs(folder: Path, name: str, feature: str, metrics: dict) -> Pat
         _draw_binned(bx, rows, "sigma_rel", False, label, color, marker)
     ax.axhline(0, color="grey", ls=":", lw=1)
     ax.set_ylabel(r"median $\Delta_E = E/E_{dep} - 1$")
-    bx.set_ylabel(r"$\sigma_{rel}$ (shortest 68 % / 2 median)")
+    bx.set_ylabel(r"$\sigma_{rel}$ = shortest 68 % / (2 median)", fontsize="small")
     for a in (ax, bx):
         a.set_xlabel(f"{feature} (bins of equal counts)")
     ax.legend(fontsize="small")
