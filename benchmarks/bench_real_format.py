@@ -2,7 +2,7 @@
 full-calorimeter CellGeo) against pionml's own file of the same events: clusters per second.
 
     python benchmarks/bench_real_format.py [--events 10000] [--pairs 5] \
-        [--root-python /work/rootenv/bin/python] [--keep DIR]
+        [--root-python rootenv/bin/python] [--keep DIR]
 
 Writes, into a temporary folder, ``events`` synthetic events (pionml.testing.mltree, cells below
 5 MeV removed so that both files hold the same cells) with pionml's writer (RNTuple EventTree +
@@ -61,7 +61,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--events", type=int, default=10000)
     ap.add_argument("--pairs", type=int, default=5)
-    ap.add_argument("--root-python", default="/work/rootenv/bin/python")
+    ap.add_argument("--root-python", default="rootenv/bin/python")
     ap.add_argument("--keep", default=None, help="folder for the files (default: a temp dir)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

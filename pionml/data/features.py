@@ -85,7 +85,7 @@ def feature_matrix(clusters: dict, features) -> np.ndarray:
 
 
 #: Feature options of the moment models: seed 000 sec 4.2 gives t_clus a signed cube root and
-#: a standardisation instead of seed 001's max-abs (calibration-spec section 0 item 6).
+#: a standardisation instead of seed 001's max-abs (docs/models.md, the calibrate task).
 TIME_TRANSFORMS = ("maxabs", "cbrt_std")
 
 

@@ -1,5 +1,5 @@
-"""Calibration metrics and figures of the moment-based calibrations (calibration-spec sections
-3.8-3.10; seed 000 sec 3.3 and 5, seed 001 sec 4-5 and App. D).
+"""Calibration metrics and figures of the moment-based calibrations (docs/models.md,
+the calibrate task; seed 000 sec 3.3 and 5, seed 001 sec 4-5 and App. D).
 
 Per cluster, for every energy scale kappa (``model`` = the run, ``em`` = the EM scale,
 ``lcw`` = the dataset's ``E_lcw``, which in pionml's simulation is the LCW hadronic step

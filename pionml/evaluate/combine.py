@@ -1,5 +1,5 @@
-"""Classify, then regress (ATL-PHYS-PUB-2020-018 section 5.4, Figs. 16-17; calibration-spec.md
-section 2): the calibrated energy of clusters whose species is unknown.
+"""Classify, then regress (ATL-PHYS-PUB-2020-018 section 5.4, Figs. 16-17; docs/design.md
+section 11): the calibrated energy of clusters whose species is unknown.
 
 A classifier run gives P(pi0) per cluster; a pi0 regressor and a charged-pion regressor give
 an energy each. On a **mixed sample** (test clusters, pi0 : pi+ : pi- = 1:1:1 in every bin of

@@ -1,5 +1,5 @@
 """Figures of ``pionml combine`` (ATL-PHYS-PUB-2020-018 Figs. 16-17 and the routing diagnostics
-of calibration-spec.md section 2.4), drawn from the numbers :func:`pionml.evaluate.combine.combine`
+of docs/figures.md), drawn from the numbers :func:`pionml.evaluate.combine.combine`
 computed: the 2-D response vs E_true per method, the median response and both resolutions of
 every method on one plot each (ratio to LCW), the routing accuracy vs E_EM, the response of
 misrouted clusters apart, and the validation score distributions with the threshold.

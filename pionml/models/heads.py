@@ -58,7 +58,7 @@ class GaussianMixtureHead(nn.Module):
 def gaussian_mixture(raw: torch.Tensor, k: int, min_width: float = 1e-3) -> torch.Tensor:
     """(..., 3k) raw outputs -> (..., k, 3) mixture = (weight, mean, width) per mode: the
     weights a softmax over the modes, the widths softplus + ``min_width`` (the output order and
-    the positivity transform the seeds leave open, calibration-spec section 3.4.1)."""
+    the positivity transform the seeds leave open: pionml's choice)."""
     raw = raw.reshape(*raw.shape[:-1], k, 3)
     weights = torch.softmax(raw[..., 0], dim=-1)
     widths = F.softplus(raw[..., 2]) + min_width

@@ -1,4 +1,4 @@
-"""The moment-based cluster calibrations (task ``calibrate``; calibration-spec section 3):
+"""The moment-based cluster calibrations (task ``calibrate``; docs/models.md):
 networks that read a cluster's moments (the named feature set of
 :mod:`pionml.data.features`, transformed by seed 001 Table 2) and predict its EM-scale response
 R = E_EM / E_dep, so that E = E_EM / R.
@@ -43,7 +43,8 @@ _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 # ----------------------------------------------------------------------------- losses and maths
 def lgk_loss(r_pred: torch.Tensor, r_em: torch.Tensor, h: float = 0.1, alpha: float = 0.05,
              leak: str = "linear") -> torch.Tensor:
-    """Leaky Gaussian kernel loss (seed 000 Eq. 8 and calibration-spec 3.3.3), batch mean of
+    """Leaky Gaussian kernel loss (seed 000 Eq. 8; its leak term is lost in the
+    extraction, so the leak's form is an option), batch mean of
     -exp(-x^2 / (2 h^2)) / (sqrt(2 pi) h) + alpha * leak(x), x = R_pred / R_EM - 1."""
     x = r_pred / r_em - 1.0
     gk = -torch.exp(-0.5 * (x / h) ** 2) / (math.sqrt(2 * math.pi) * h)
@@ -84,7 +85,7 @@ def mixture_mode(mixture: torch.Tensor, n_starts: int = 8, iterations: int = 60,
                  tol: float = 1e-7) -> torch.Tensor:
     """The mode of the average of the S mixtures (B, S, k, 3), per cluster (B,).
 
-    Gaussian-mixture mean shift (calibration-spec 3.7): from the component means of highest
+    Gaussian-mixture mean shift (Carreira-Perpinan, IEEE TPAMI 29 (2007) 767): from the component means of highest
     density (at most ``n_starts``), y <- sum_i r_i mu_i / sum_i r_i with
     r_i = alpha_i N(y | mu_i, sigma_i) / sigma_i^2, a fixed point at every stationary point of
     the density; the converged point of highest density is kept.
@@ -146,7 +147,7 @@ def rbf_repulsion(f: torch.Tensor) -> torch.Tensor:
     """Function-space repulsion of seed 001 Eq. 36 for members' outputs ``f`` (M, D):
     sum_j k(f_i, sg f_j) / sum_j k(sg f_i, sg f_j) per member (M,) (value 1, gradient pushing
     member i away from the others), k(f, g) = exp(-|f - g|^2 / h) with the median heuristic
-    h = med^2 / ln M over the pairwise distances (calibration-spec 3.6)."""
+    h = med^2 / ln M over the pairwise distances (seed 001 App. C.3)."""
     m = f.shape[0]
     g = f.detach()
     d2 = ((f[:, None, :] - g[None, :, :]) ** 2).sum(-1)  # (M, M), gradient through f_i only

@@ -1,5 +1,5 @@
 """``calibrate``: the EM-scale response of a cluster from its moments, the moment-based
-calibrations of seeds 000, 001 and 003 (calibration-spec sections 0 and 3; models in
+calibrations of seeds 000, 001 and 003 (docs/models.md; models in
 :mod:`pionml.models.moments`).
 
 Target: R = E_EM / E_dep with E_dep = ENG_CALIB_TOT (``E_true``), on clusters with

@@ -477,7 +477,7 @@ def main(argv=None) -> int:
     c = sub.add_parser("convert")
     c.add_argument("source", type=Path)
     c.add_argument("outdir", type=Path)
-    c.add_argument("--root-python", default="/work/rootenv/bin/python")
+    c.add_argument("--root-python", default="rootenv/bin/python")
     c.add_argument("--split", action="store_true")
     c.add_argument("--cluster-tree", action="store_true")
     c.add_argument("--seed", type=int, default=5)
