@@ -148,6 +148,10 @@ class SimParams:
     lambda_lar_mm: float = 390.5  # lambda_I EMB [D] 1.3 (lateral scale only)
     lambda_tile_mm: float = 205.0  # lambda_I Tile [D] 1.3 (lateral scale only)
     had_r_max_mm: float = 1500.0  # truncation of the lateral tail [E]
+    # halo splitting (showers._hadronic_packets): halo packets heavier than had_halo_emax are
+    # split into <= had_halo_split_max light packets, each drawn from the halo law [E]
+    had_halo_emax: float = 0.05  # GeV
+    had_halo_split_max: int = 256
 
     # ---- signal formation (physics.md 2.2) ----------------------------------------------------
     eh_lar: float = 1.74  # [S:Kulchitsky-EM-eh]

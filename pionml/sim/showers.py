@@ -397,8 +397,27 @@ def _hadronic_packets(rng, p: SimParams, axes: Axes, idx, s_int, e_sh, e_non, f_
     scale = np.where(core, p.had_core_rm * rm,
                      p.had_halo_lambda * lam * (1.0 + p.had_halo_growth * x))
     rr = np.minimum(rng.standard_gamma(2.0, m) * scale, p.had_r_max_mm)
-    psi = rng.uniform(0.0, 2 * math.pi, m)
     e_pk = (e_non / np.maximum(n_pk, 1))[rep]
+    # Halo splitting [E] (the hadronic twin of em_showers' tail splitting): the packet number
+    # is capped, so a TeV shower's packets weigh GeV each, and a halo packet is a point deposit
+    # tens of centimetres off the axis that seeds an isolated fragment cluster with the
+    # hadronic response. The halo is made of many soft particles (evaporation neutrons,
+    # spallation protons: tens of MeV each), so a halo packet heavier than had_halo_emax is
+    # replaced by k light packets at the same depth, each at its own radius and azimuth drawn
+    # from the halo law. The mean energy density is unchanged; only the lumpiness goes.
+    heavy = np.flatnonzero(~core & (e_pk > p.had_halo_emax))
+    if len(heavy):
+        k = np.clip(np.ceil(e_pk[heavy] / p.had_halo_emax), 1,
+                    p.had_halo_split_max).astype(np.int64)
+        sub = np.repeat(heavy, k)
+        rr_sub = np.minimum(rng.standard_gamma(2.0, len(sub)) * scale[sub], p.had_r_max_mm)
+        light = np.flatnonzero(~(~core & (e_pk > p.had_halo_emax)))
+        order = np.concatenate([light, sub])
+        rr = np.concatenate([rr[light], rr_sub])
+        e_pk = np.concatenate([e_pk[light], (e_pk[heavy] / k)[np.repeat(np.arange(len(heavy)), k)]])
+        trk, r, seg, rep = trk[order], r[order], seg[order], rep[order]
+        m = len(order)
+    psi = rng.uniform(0.0, 2 * math.pi, m)
     fi = f_inv[rep]
     packets.add(trk, r, seg, e_pk * (1 - fi), CAT_HAD, rr * np.cos(psi), rr * np.sin(psi),
                 e_inv=e_pk * fi)
