@@ -124,13 +124,15 @@ def _bin_labels(edges=CALIB_BINS):
     return [f"{a:g}-{b:g}" if np.isfinite(b) else f">{a:g}" for a, b in zip(edges[:-1], edges[1:])]
 
 
-def cluster_bins(pdg, truth_e, cluster_event, e_em, calib, n_cells, edges=CALIB_BINS):
+def cluster_bins(pdg, truth_e, cluster_event, e_em, calib, n_cells, edges=CALIB_BINS,
+                 below: float | None = None):
     """The per-species low-energy rows of one sample: per bin of ENG_CALIB_TOT the number of truth-matched
     clusters (ENG_CALIB_TOT > 0), their median E^EM / ENG_CALIB_TOT and median cell count; per
     bin of the pion energy (same edges) the number of pions and the mean number of clusters per
     pion that are truth-matched with E^EM > 0 (physics.md 6.4). Returns {species: rows}, species
     'pi0' and 'pi+-', each row a dict with keys bin, n_clus, median_r, median_cells, n_pions,
-    clusters_per_pion."""
+    clusters_per_pion. With ``below``, each species' first row (bin ``"<below"``) covers
+    0 < ENG_CALIB_TOT <= below (and pions with energy up to ``below``)."""
     pdg = np.asarray(pdg)
     truth_e = np.asarray(truth_e, float)
     cl_ev = np.asarray(cluster_event)
@@ -143,8 +145,11 @@ def cluster_bins(pdg, truth_e, cluster_event, e_em, calib, n_cells, edges=CALIB_
     for species, is_species in (("pi0", pdg == 111), ("pi+-", np.abs(pdg) == 211)):
         sel_cl = matched & is_species[cl_ev]
         rows = []
-        for k, label in enumerate(_bin_labels(edges)):
-            lo, hi = edges[k], edges[k + 1]
+        ranges = [(lo, hi, label) for lo, hi, label in zip(edges[:-1], edges[1:],
+                                                           _bin_labels(edges))]
+        if below is not None:
+            ranges.insert(0, (0.0, below, f"<{below:g}"))
+        for lo, hi, label in ranges:
             inb = sel_cl & (calib > lo) & (calib <= hi)
             pions = is_species & (truth_e > lo) & (truth_e <= hi)
             n = int(inb.sum())
@@ -159,9 +164,11 @@ def cluster_bins(pdg, truth_e, cluster_event, e_em, calib, n_cells, edges=CALIB_
     return out
 
 
-def low_energy_table(n_events=3000, seed=9, edges=CALIB_BINS):
+def low_energy_table(n_events=3000, seed=9, edges=CALIB_BINS, below: float | None = None):
     """:func:`cluster_bins` on ``n_events`` pi0 and ``n_events`` pi+- (half each charge) over the
-    default spectrum (log-uniform 0.2-2000 GeV, |eta| < 0.7), in bins ``edges`` (GeV)."""
+    default spectrum (log-uniform 0.2-2000 GeV, |eta| < 0.7), in bins ``edges`` (GeV). With
+    ``below``, a first row per species (bin ``"<below"``) holds every truth-matched cluster with
+    ENG_CALIB_TOT below that value (ATL-PHYS-PUB-2020-018 section 5.3: "at true energy below 1 GeV")."""
     parts = [_sample(p, n, seed + j, lcw=None)
              for j, (p, n) in enumerate((("pi0", n_events), ("pi+", n_events // 2),
                                          ("pi-", n_events - n_events // 2)))]
@@ -177,7 +184,8 @@ def low_energy_table(n_events=3000, seed=9, edges=CALIB_BINS):
         cols["cells"].append(m["nCells"])
         base += ev.n_events
     c = {k: np.concatenate(v) for k, v in cols.items()}
-    return cluster_bins(c["pdg"], c["E"], c["ev"], c["em"], c["calib"], c["cells"], edges=edges)
+    return cluster_bins(c["pdg"], c["E"], c["ev"], c["em"], c["calib"], c["cells"], edges=edges,
+                        below=below)
 
 
 def format_low_energy(table) -> str:
@@ -244,5 +252,5 @@ def format_reco_tables(rows, sep) -> str:
 def validate_reco(n_events=1000, seed=3, progress=False) -> str:
     rows = response_table(n_events, seed, progress=progress)
     sep = separation(max(3 * n_events, 3000), seed + 1)
-    low = low_energy_table(max(3 * n_events, 3000), seed + 2)
+    low = low_energy_table(max(3 * n_events, 3000), seed + 2, below=1.0)
     return format_reco_tables(rows, sep) + "\n" + format_low_energy(low)
