@@ -124,3 +124,58 @@ def test_make_dataset_checks_output_and_split_before_simulating(tmp_path, monkey
     (tmp_path / "bad.toml").write_text(SMALL.replace("[0.5, 0.25, 0.25]", "[0.5, 0.5, 0.5]"))
     with pytest.raises(ConfigError, match=r"bad\.toml.*fractions 0.5 0.5 0.5.*sum to 1.5"):
         recipe.make_dataset(tmp_path / "bad.toml", progress=False)
+
+
+def test_make_dataset_records_the_simulation_model_and_tells_a_stale_one(tmp_path, monkeypatch,
+                                                                         caplog):
+    """A recipe's dataset and ROOT files record the simulation model (pionml.reco.chain.
+    simulation_model); after a change of the model the dataset is reported stale (not rebuilt
+    unasked) and its ROOT files are simulated again when the dataset is remade."""
+    import logging
+
+    import pionml.reco.chain as chain
+
+    calls = []
+    geo = barrel_geometry()
+    pdg = {"pi0": 111, "pi+": 211, "pi-": -211}
+
+    def fake(path, n_events, particle, energy_min, energy_max, seed, progress, jobs=1):
+        calls.append(Path(path).name)
+        br = synthetic_branches(n_events, geo, clusters_per_event=1, cells_per_cluster=6, seed=seed)
+        br["truthPartPdgId"] = [[pdg[particle]]] * n_events
+        write_events(path, br, geo)
+
+    monkeypatch.setattr(recipe, "_simulate_to_root", fake)
+    monkeypatch.setattr(chain, "simulation_model", lambda: "model-a")
+    (tmp_path / "small.toml").write_text(SMALL)
+    out = recipe.make_dataset(tmp_path / "small.toml", progress=False)
+    assert recipe.recorded_simulation_model(out) == "model-a"
+    assert (tmp_path / "small_root" / recipe.MODEL_FILE).read_text().strip() == "model-a"
+    assert len(calls) == 3
+    # the same model: reused silently, nothing simulated
+    with caplog.at_level(logging.INFO, logger="pionml.builder.recipe"):
+        recipe.make_dataset(tmp_path / "small.toml", progress=False)
+    assert len(calls) == 3 and "remakes it" not in caplog.text
+    # another model: the dataset is kept but reported, in one line naming the fix
+    monkeypatch.setattr(chain, "simulation_model", lambda: "model-b")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pionml.builder.recipe"):
+        recipe.make_dataset(tmp_path / "small.toml", progress=False)
+    assert len(calls) == 3
+    assert "simulation model model-a" in caplog.text and "model-b" in caplog.text
+    assert "--force" in caplog.text
+    # remade (dataset gone): the stale ROOT files are simulated again, the new model recorded
+    out.unlink()
+    recipe.make_dataset(tmp_path / "small.toml", progress=False)
+    assert len(calls) == 6
+    assert recipe.recorded_simulation_model(out) == "model-b"
+
+
+def test_simulation_model_digest_follows_the_parameters(monkeypatch):
+    import pionml.reco.chain as chain
+    import pionml.sim.params as params
+
+    a = chain.simulation_model()
+    assert a == chain.simulation_model() and len(a) == 16
+    monkeypatch.setattr(params, "DEFAULT_PARAMS", params.DEFAULT_PARAMS.with_(had_halo_emax=0.1))
+    assert chain.simulation_model() != a

@@ -125,24 +125,65 @@ def make_dataset(recipe_path="datasets/default.toml", out=None, force: bool = Fa
     from pionml.builder.builder import Selection, build_dataset
     from pionml.io import check_output
 
+    from pionml.reco.chain import simulation_model
+
     r = load_recipe(recipe_path)
     out = Path(out) if out is not None else r.output
+    model = simulation_model()
     if out.exists() and not out.is_dir() and not force:
-        logger.info("dataset %s exists; not rebuilt (force=True to rebuild)", out)
+        made = recorded_simulation_model(out)
+        if made != model:
+            logger.warning("dataset %s was made by %s, this pionml simulates model %s: "
+                           "'pionml make-dataset --recipe %s --force' remakes it", out,
+                           f"simulation model {made}" if made else "an earlier pionml", model,
+                           r.path)
+        else:
+            logger.info("dataset %s exists; not rebuilt (force=True to rebuild)", out)
         return out
     check_output(out, [r.path], what="make-dataset --out")  # before the (long) simulation
     r.workdir.mkdir(parents=True, exist_ok=True)
+    marker = r.workdir / MODEL_FILE
+    kept = marker.read_text().strip() if marker.is_file() else None
+    stale = not force and kept != model
     files = []
     for i, sp in enumerate(SPECIES):
         if sp not in r.events:
             continue
         path = r.workdir / root_file_name(sp)
-        if force or not path.exists():
+        if stale and path.exists():
+            logger.info("%s was simulated by %s, this pionml simulates model %s: simulating "
+                        "it again", path, f"simulation model {kept}" if kept else
+                        "an earlier pionml", model)
+        if force or stale or not path.exists():
             logger.info("simulating %d %s events into %s", r.events[sp], sp, path)
             # simulate_to_root writes a unique temporary file and renames it only on success
             _simulate_to_root(path, r.events[sp], sp, r.energy_min, r.energy_max, r.seed + i,
                               progress, jobs)
         files.append(path)
+    marker.write_text(model + "\n")
     build_dataset(files, out, geometry=None, selection=Selection(**r.selection), split=r.split,
                   seed=r.split_seed, progress=progress, jobs=jobs, images=r.images, cells=r.cells)
+    import h5py
+
+    with h5py.File(out, "a") as f:
+        f.attrs[MODEL_ATTR] = model
     return out
+
+
+MODEL_FILE = "simulation_model.txt"  # in a recipe's workdir: the model its ROOT files come from
+MODEL_ATTR = "simulation_model"  # attribute of a recipe's dataset (pionml.reco.chain)
+
+
+def recorded_simulation_model(dataset) -> str | None:
+    """The simulation model a recipe's dataset was made by (None: not recorded, e.g. a dataset
+    of an earlier pionml or one built from other files)."""
+    import h5py
+
+    try:
+        with h5py.File(dataset, "r") as f:
+            value = f.attrs.get(MODEL_ATTR)
+    except OSError:
+        return None
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -83,6 +83,27 @@ class LCWTables:
         return None
 
 
+def simulation_model() -> str:
+    """A short digest of everything the default simulated production depends on: the shower
+    and response parameters (:data:`pionml.sim.params.DEFAULT_PARAMS`), the noise and
+    threshold configuration, the simulation batch size (it fixes the events of a seed) and
+    the shipped LCW tables. Two pionml installations with the same digest simulate the same
+    events for the same seed; a dataset recipe records it to tell a stale dataset."""
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    from pionml.geometry import NoiseConfig
+    from pionml.sim.params import DEFAULT_PARAMS
+
+    h = hashlib.sha256()
+    h.update(json.dumps({"params": asdict(DEFAULT_PARAMS), "noise": asdict(NoiseConfig()),
+                         "batch_size": BATCH_SIZE}, sort_keys=True, default=str).encode())
+    for table in (CLASSIFICATION_TABLE, WEIGHT_TABLE):
+        h.update(table.read_bytes() if table.exists() else b"none")
+    return h.hexdigest()[:16]
+
+
 @dataclass
 class Reconstructed:
     """Clusters of a batch of simulated events: CSR over events and over cells."""
