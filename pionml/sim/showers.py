@@ -405,16 +405,16 @@ def _hadronic_packets(rng, p: SimParams, axes: Axes, idx, s_int, e_sh, e_non, f_
     # spallation protons: tens of MeV each), so a halo packet heavier than had_halo_emax is
     # replaced by k light packets at the same depth, each at its own radius and azimuth drawn
     # from the halo law. The mean energy density is unchanged; only the lumpiness goes.
-    heavy = np.flatnonzero(~core & (e_pk > p.had_halo_emax))
-    if len(heavy):
+    split = ~core & (e_pk > p.had_halo_emax)
+    if split.any():
+        heavy, light = np.flatnonzero(split), np.flatnonzero(~split)
         k = np.clip(np.ceil(e_pk[heavy] / p.had_halo_emax), 1,
                     p.had_halo_split_max).astype(np.int64)
         sub = np.repeat(heavy, k)
         rr_sub = np.minimum(rng.standard_gamma(2.0, len(sub)) * scale[sub], p.had_r_max_mm)
-        light = np.flatnonzero(~(~core & (e_pk > p.had_halo_emax)))
         order = np.concatenate([light, sub])
         rr = np.concatenate([rr[light], rr_sub])
-        e_pk = np.concatenate([e_pk[light], (e_pk[heavy] / k)[np.repeat(np.arange(len(heavy)), k)]])
+        e_pk = np.concatenate([e_pk[light], np.repeat(e_pk[heavy] / k, k)])
         trk, r, seg, rep = trk[order], r[order], seg[order], rep[order]
         m = len(order)
     psi = rng.uniform(0.0, 2 * math.pi, m)
