@@ -160,17 +160,6 @@ def _append_rows(writer, source: Path, blocks, moments, fi_offset: int = 0) -> N
             lo += n
 
 
-def _warm_up() -> None:
-    """Load the builder's compiled (numba) functions in this process before the workers fork
-    from it, so that each worker does not load them again."""
-    from pionml.builder.images import rasterise
-    from pionml.geometry.idlookup import IdLookup
-
-    IdLookup(np.arange(1, 3, dtype=np.uint64))(np.arange(3, dtype=np.uint64))
-    z = np.zeros(1)
-    rasterise(np.zeros(1, np.int64), z, z, np.ones(1), np.ones(1, np.int64), z, z, np.ones(1))
-
-
 def build_parallel(builder: _Builder, inputs, jobs: int) -> BuildSummary:
     """``builder.run(inputs)`` with ``jobs`` worker processes (see the module doc)."""
     from pionml.parallel import ordered_map
@@ -186,7 +175,6 @@ def build_parallel(builder: _Builder, inputs, jobs: int) -> BuildSummary:
     kwargs = dict(geometry=geometry, selection=builder.selection, split=builder.split,
                   seed=builder.seed, on_error=builder.on_error, step_size=builder.step_size,
                   specs=builder.specs, cells=builder.cells)
-    _warm_up()
     s = builder.summary
     failed_files: set = set()
     bar = progress_bar(total=len(parts), unit=" parts", desc=f"build ({jobs} jobs)",
