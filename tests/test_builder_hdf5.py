@@ -118,3 +118,41 @@ def test_fields_carry_units_and_conventions(tmp_path):
         assert "NOT the particle's energy" in f["clusters/E_true"].attrs["description"]
         assert f["cells/rperp"].attrs["units"] == "mm"
         assert "CENTER_LAMBDA" in f["clusters/moment_CENTER_LAMBDA"].attrs["description"]
+
+
+@pytest.mark.parametrize("compression", ["gzip", "lzf", None])
+def test_stored_chunks_written_raw_equal_the_ordinary_appends(tmp_path, compression):
+    # the path of build --jobs: rows given as chunks compressed elsewhere, stored as they are
+    from pionml.io.digest import hdf5_digest
+    from pionml.io.hdf5 import compress_chunks
+
+    bl = blocks(1)
+    write(tmp_path / "appended.h5", bl, compression)
+    w = DatasetWriter(tmp_path / "raw.h5", SCHEMA, compression=compression, chunk_rows=8,
+                      chunk_cells=16)
+    counts = np.concatenate([b[3] for b in bl])
+    data = {f"clusters/{k}": np.concatenate([b[0][k] for b in bl]) for k in bl[0][0]}
+    data["images/EMB2"] = np.concatenate([b[1]["EMB2"] for b in bl])
+    data.update({f"cells/{k}": np.concatenate([b[2][k] for b in bl]) for k in bl[0][2]})
+    w.grow(counts[:11])
+    w.grow(counts[11:])
+    for key, layout in w.layouts.items():
+        a = data[key]
+        rows = layout["chunks"][0]
+        cut = rows * (len(a) // rows // 2)  # two stretches of whole chunks, the last one partial
+        w.write_chunks(key, compress_chunks(layout, a[cut:], cut // rows))
+        w.write_chunks(key, compress_chunks(layout, a[:cut], 0))
+    with pytest.raises(SchemaError, match="beyond"):
+        w.write_chunks("clusters/E_em", compress_chunks(w.layouts["clusters/E_em"],
+                                                        np.zeros(3, np.float32), 4))
+    w.close(config={"a": 1}, sources=[{"name": "x"}], counts={"kept": 3})
+    assert hdf5_digest(tmp_path / "raw.h5") == hdf5_digest(tmp_path / "appended.h5")
+    with h5py.File(tmp_path / "raw.h5") as f, h5py.File(tmp_path / "appended.h5") as g:
+        for key in data:
+            a, b = f[key], g[key]
+            assert (a.chunks, a.compression, a.shuffle) == (b.chunks, b.compression, b.shuffle)
+            n = b.id.get_num_chunks()
+            assert a.id.get_num_chunks() == n > 1
+            for i in range(n):
+                off = b.id.get_chunk_info(i).chunk_offset
+                assert a.id.read_direct_chunk(off) == b.id.read_direct_chunk(off)

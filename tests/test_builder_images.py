@@ -204,3 +204,17 @@ def test_cluster_index_out_of_range_is_an_error():
     with pytest.raises(ValueError, match="cluster_of_cell"):
         rasterise(np.array([0, 2]), [0.0, 0.0], [0.0, 0.0], [1.0, 1.0], np.array([2, 2]),
                   [0.0, 0.0], [0.0, 0.0], [1.0, 1.0])
+
+
+def test_pixel_sums_are_float32_in_cell_order_and_collisions_per_layer():
+    # 2^24 + 1 + 1 in float32, added one cell after the other, stays 2^24 (each +1 rounds to
+    # even); a float64 sum cast at the end would give 2^24 + 2: the file holds the former
+    big = float(2 ** 24)
+    b = one_cluster([(2, 0.001, 0.001, big), (2, 0.002, 0.002, 1.0), (2, 0.003, 0.003, 1.0),
+                     (3, 0.001, 0.001, 1.0), (3, 0.002, 0.002, 1.0),
+                     (1, 0.0, 0.0, 1.0)], c_E=1.0)
+    assert b.images["EMB2"][0][8, 8] == np.float32(big)
+    assert b.energy_in_images[0] == big + 5.0  # float64, in cell order
+    assert b.collisions == 2
+    assert b.collisions_per_layer == {"EMB1": 0, "EMB2": 1, "EMB3": 1, "Tile0": 0,
+                                      "Tile1": 0, "Tile2": 0}

@@ -78,18 +78,48 @@ def _build(inputs, out, **kw):
     return build_dataset(inputs, out, progress=False, **kw)
 
 
-def test_build_jobs_gives_the_one_process_dataset(tmp_path, one_job):
-    from pionml.io import file_sha256
+def stored_chunks(path) -> dict:
+    """Per dataset: its storage (dtype, shape, chunk shape, filters) and every chunk's stored
+    bytes and filter mask, as HDF5 keeps them."""
+    import h5py
 
+    out = {}
+    with h5py.File(path, "r") as f:
+        def visit(name, ds):
+            if isinstance(ds, h5py.Dataset):
+                chunks = []
+                for i in range(ds.id.get_num_chunks()):
+                    info = ds.id.get_chunk_info(i)
+                    chunks.append((info.chunk_offset, info.filter_mask,
+                                   ds.id.read_direct_chunk(info.chunk_offset)[1]))
+                out[name] = (ds.dtype.str, ds.shape, ds.chunks, ds.compression,
+                             ds.compression_opts, ds.shuffle, sorted(chunks))
+        f.visititems(visit)
+    return out
+
+
+@pytest.mark.parametrize("small_chunks", [False, True])
+def test_build_jobs_gives_the_one_process_dataset(tmp_path, one_job, small_chunks, monkeypatch):
+    from pionml.io import file_sha256
+    from pionml.io.hdf5 import DatasetWriter
+
+    if small_chunks:  # many chunks per part, chunks across parts: every path of the raw merge
+        monkeypatch.setattr(DatasetWriter.__init__, "__defaults__", ("gzip", 1, 16, 256))
     second = tmp_path / "second.root"
     simulate_to_root(second, 50, seed=9, batch_size=25, progress=False)
     inputs = [one_job, second]
     s1 = _build(inputs, tmp_path / "j1.h5", step_size=20)
     s2 = _build(inputs, tmp_path / "j2.h5", step_size=20, jobs=2)
     assert s1.counts() == s2.counts() and s1.clusters_kept > 0
-    # the same rows, attributes and bytes
+    # the same rows and attributes; the same chunk shapes, filters and stored chunk bytes
     assert hdf5_digest(tmp_path / "j1.h5") == hdf5_digest(tmp_path / "j2.h5")
-    assert file_sha256(tmp_path / "j1.h5") == file_sha256(tmp_path / "j2.h5")
+    one, two = stored_chunks(tmp_path / "j1.h5"), stored_chunks(tmp_path / "j2.h5")
+    assert one == two
+    n_chunks = len(one["clusters/E_em"][-1])
+    assert n_chunks > 4 if small_chunks else n_chunks == 1
+    # and a parallel build is deterministic to the byte
+    _build(inputs, tmp_path / "j2b.h5", step_size=20, jobs=2)
+    assert file_sha256(tmp_path / "j2.h5") == file_sha256(tmp_path / "j2b.h5")
     assert not list(tmp_path.glob(".pionml-build-parts-*"))  # part files removed
 
 

@@ -1,4 +1,4 @@
-"""Topo-cluster images: a compiled rasteriser (design.md section 5, ATL-PHYS-PUB-2020-018 section 4.1).
+"""Topo-cluster images: a vectorised rasteriser (design.md section 5, ATL-PHYS-PUB-2020-018 section 4.1).
 
 Per imaged layer (EMB1, EMB2, EMB3, Tile0, Tile1, Tile2; the presampler is not imaged) a
 window in (eta, phi) centred on the cluster centroid, at the layer's own granularity
@@ -32,7 +32,6 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from numba import njit
 
 logger = logging.getLogger(__name__)
 
@@ -94,38 +93,36 @@ class ImageBatch:
     collisions_per_layer: dict[str, int] = field(default_factory=dict)
 
 
-@njit(cache=True)
 def _rasterise_cells(clus, eta, phi, E, layer, c_eta, c_phi, c_E, slot_of_layer, deta, dphi,
-                     n_eta, n_phi, npix, block, min_fraction, edge, buf, hits, energy_in,
-                     collisions):
-    """The per-cell work of :func:`rasterise`, compiled: selection, pixel, fill, bookkeeping.
-    Same arithmetic as :func:`rasterise_reference`, float32 sums in cell order."""
+                     n_eta, n_phi, npix, block, min_fraction, edge, buf, energy_in, collisions):
+    """The per-cell work of :func:`rasterise`, vectorised: selection, pixel, fill, bookkeeping.
+    Same arithmetic as :func:`rasterise_reference`; the float32 pixel sums and the float64
+    imaged-energy sums are taken in cell order (``np.add.at`` and ``np.bincount`` add
+    sequentially), as a per-cell loop adds them."""
     two_pi = 2.0 * np.pi
     n_layers = len(slot_of_layer)
-    for j in range(len(E)):
-        lay = layer[j]
-        if lay < 0 or lay >= n_layers:
-            continue
-        k = slot_of_layer[lay]
-        if k < 0:
-            continue
-        c = clus[j]
-        e = E[j]
-        if not (e > 0.0 and e >= min_fraction * c_E[c]):
-            continue
-        rel_phi = phi[j] - c_phi[c]
-        rel_phi = (rel_phi + np.pi) % two_pi - np.pi  # wrapped into [-pi, pi)
-        fi = np.floor((eta[j] - c_eta[c]) / deta[k] + n_eta[k] / 2.0 + edge)
-        fj = np.floor(rel_phi / dphi[k] + n_phi[k] / 2.0 + edge)
-        if not (fi >= 0 and fi < n_eta[k] and fj >= 0 and fj < n_phi[k]):  # NaN fails too
-            continue
-        p = block[k] + c * npix[k] + np.int64(fi) * n_phi[k] + np.int64(fj)
-        if hits[p] == 1:  # a second cell in this pixel: one collision per pixel
-            collisions[k] += 1
-        if hits[p] < 2:
-            hits[p] += 1
-        buf[p] += np.float32(e)
-        energy_in[c] += e
+    lay = np.where((layer >= 0) & (layer < n_layers), layer, n_layers)
+    k = np.append(slot_of_layer, -1)[lay]
+    with np.errstate(invalid="ignore"):
+        sel = (k >= 0) & (E > 0.0) & (E >= min_fraction * c_E[clus])
+    j = np.flatnonzero(sel)
+    c, k, e = clus[j], k[j], E[j]
+    rel_phi = np.remainder(phi[j] - c_phi[c] + np.pi, two_pi) - np.pi  # wrapped into [-pi, pi)
+    ne, nph = n_eta[k], n_phi[k]
+    fi = np.floor((eta[j] - c_eta[c]) / deta[k] + ne / 2.0 + edge)
+    fj = np.floor(rel_phi / dphi[k] + nph / 2.0 + edge)
+    inside = (fi >= 0) & (fi < ne) & (fj >= 0) & (fj < nph)  # NaN fails too
+    c, k, e = c[inside], k[inside], e[inside]
+    p = block[k] + c * npix[k] + fi[inside].astype(np.int64) * nph[inside] + fj[inside].astype(np.int64)
+    np.add.at(buf, p, e.astype(np.float32))
+    energy_in += np.bincount(c, weights=e, minlength=len(energy_in))
+    if len(p) > 1:  # pixels that received more than one cell: counted once each, per layer
+        ps = np.sort(p)
+        second = np.flatnonzero(ps[1:] == ps[:-1]) + 1
+        if len(second):
+            first_of_run = second[np.r_[True, ps[second[1:]] != ps[second[:-1]]]]
+            layer_of = np.searchsorted(block, ps[first_of_run], side="right") - 1
+            collisions += np.bincount(layer_of, minlength=len(collisions))
 
 
 def rasterise(
@@ -145,8 +142,8 @@ def rasterise(
     Parameters are flat per-cell arrays (``cluster_of_cell`` in 0..N-1, barycentre eta/phi,
     EM-scale energy in GeV, ``cell_layer`` = index into ``pionml.geometry.LAYERS``) and per-cluster
     arrays (centroid eta/phi, cluster energy in GeV). ``specs`` defaults to :func:`image_specs`.
-    One compiled pass (numba) over the cells of all layers into a float32 buffer that holds
-    every layer's images; cells sharing a pixel are added and counted.
+    One vectorised pass over the cells of all layers into a float32 buffer that holds every
+    layer's images; cells sharing a pixel are added and counted.
     """
     if specs is None:
         specs = image_specs()
@@ -182,16 +179,15 @@ def rasterise(
     npix = n_eta * n_phi
     block = np.concatenate(([0], np.cumsum(npix * n))).astype(np.int64)  # layer block starts
 
-    # float32 buffer of every layer's images (np.zeros maps zero pages lazily) and a hit count
-    # per pixel, filled by one compiled pass over the cells
+    # float32 buffer of every layer's images (np.zeros maps zero pages lazily), filled by one
+    # vectorised pass over the cells
     buf = np.zeros(int(block[-1]), dtype=np.float32)
-    hits = np.zeros(int(block[-1]), dtype=np.uint8)
     energy_in = np.zeros(n, dtype=np.float64)
     collisions = np.zeros(len(specs), dtype=np.int64)
     _rasterise_cells(cluster_of_cell, cell_eta, cell_phi, cell_E,
                      cell_layer.astype(np.int64, copy=False), centroid_eta, centroid_phi,
                      cluster_E, slot_of_layer, deta, dphi, n_eta, n_phi, npix, block,
-                     float(min_fraction), EDGE_SNAP, buf, hits, energy_in, collisions)
+                     float(min_fraction), EDGE_SNAP, buf, energy_in, collisions)
     images = {spec.name: buf[block[i]:block[i + 1]].reshape(n, *spec.shape)
               for i, spec in enumerate(specs)}
     collisions_per_layer = {spec.name: int(collisions[i]) for i, spec in enumerate(specs)}

@@ -2,9 +2,13 @@
 
 A parallel build cuts the inputs into parts of whole chunks (``step_size`` events, on the chunk
 boundaries of a one-process build), builds each part in a worker process into an uncompressed
-part file, and the main process appends the parts' rows to the output chunk by chunk, in input
-order, adding their counts and image-energy sums in the same order. The output is the one-process
-dataset: same rows, same attributes, same bytes (the writer receives the same appends). Errors
+part file, and takes the parts in input order, adding their counts and image-energy sums in that
+order. The compression is parallel too: as the parts arrive, their rows are cut into whole
+chunks of the output (per dataset: its chunk shape and filters), which the workers compress
+with HDF5 itself (:func:`pionml.io.hdf5.compress_chunks`), and the main process stores them as
+they are (``write_direct_chunk``): its serial share is a raw copy. The output is the one-process
+dataset: the same rows, chunk shapes, filters and attributes, each chunk the same bytes (only
+where the chunks lie in the file may differ; the content digest is the same). Errors
 come out as in one process: the first bad part in input order raises its error; with
 ``on_error="skip"`` a file that fails is skipped from there on, as one process skips the rest of it.
 
@@ -96,8 +100,16 @@ def _build_part(part: _Part) -> _PartResult:
             geometry = cache.get(part.path) or cache.setdefault(part.path, read_cellgeo(part.path))
         except Exception:  # unreadable: the reader below reports it as one process does
             geometry = None
+    def reader(path, **kw):  # the worker's reader of this file, opened once (~0.3 s an opening)
+        key = (str(path), id(kw.get("geometry")))
+        cached = w.get("reader")
+        if cached is None or cached[0] != key:
+            w["reader"] = None
+            cached = w["reader"] = (key, MLTreeReader(path, **kw))
+        return cached[1]
+
     try:
-        b._run_file(part.fi, Path(part.path), geometry, MLTreeReader, _Quiet(),
+        b._run_file(part.fi, Path(part.path), geometry, reader, _Quiet(),
                     entries=(part.start, part.stop))
     except BaseException:
         if b.writer is not None:
@@ -160,20 +172,88 @@ def _append_rows(writer, source: Path, blocks, moments, fi_offset: int = 0) -> N
             lo += n
 
 
-def _warm_up() -> None:
-    """Load the builder's compiled (numba) functions in this process before the workers fork
-    from it, so that each worker does not load them again."""
-    from pionml.builder.images import rasterise
-    from pionml.geometry.idlookup import IdLookup
+@dataclass
+class _Pack:
+    """A compression task: for each output dataset, a stretch of its rows (whole chunks, but for
+    the last one) read from the part files, to be stored as chunks from ``first`` on."""
 
-    IdLookup(np.arange(1, 3, dtype=np.uint64))(np.arange(3, dtype=np.uint64))
-    z = np.zeros(1)
-    rasterise(np.zeros(1, np.int64), z, z, np.ones(1), np.ones(1, np.int64), z, z, np.ones(1))
+    items: list  # (key, layout, first chunk, [(part file, lo, hi), ...])
+
+
+def _compress_pack(pack: _Pack) -> list:
+    """The stored chunks of a pack: ``[(key, [(chunk index, filter mask, bytes), ...]), ...]``."""
+    import h5py
+
+    from pionml.io.hdf5 import compress_chunks
+
+    files: dict = {}
+    try:
+        out = []
+        for key, layout, first, segments in pack.items:
+            arrays = []
+            for path, lo, hi in segments:
+                if path not in files:
+                    files[path] = h5py.File(path, "r")
+                arrays.append(files[path][key][lo:hi])
+            data = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+            out.append((key, compress_chunks(layout, data, first)))
+        return out
+    finally:
+        for f in files.values():
+            f.close()
+
+
+class _ChunkPlanner:
+    """Cuts the rows of the part files, as they arrive in order, into packs of whole output
+    chunks per dataset; the rows of an unfinished chunk wait for the next part (or the end)."""
+
+    def __init__(self, layouts: dict):
+        self.layouts = layouts
+        self.done = {k: 0 for k in layouts}  # per key: elements already in a pack
+        self.pending = {k: [] for k in layouts}  # per key: [(file, lo, hi)] not yet packed
+        self.avail = {k: 0 for k in layouts}
+
+    def add(self, path: str, n_rows: int, n_cells: int) -> None:
+        for key in self.layouts:
+            n = n_cells if key.startswith("cells/") else n_rows
+            if n:
+                self.pending[key].append((path, 0, n))
+                self.avail[key] += n
+
+    def pack(self, final: bool = False) -> _Pack | None:
+        items = []
+        for key, layout in self.layouts.items():
+            rows = layout["chunks"][0]
+            end = self.avail[key] if final else (self.avail[key] // rows) * rows
+            want = end - self.done[key]
+            if want <= 0:
+                continue
+            take, rest = [], []
+            for path, lo, hi in self.pending[key]:
+                if want <= 0:
+                    rest.append((path, lo, hi))
+                    continue
+                n = min(want, hi - lo)
+                take.append((path, lo, lo + n))
+                if lo + n < hi:
+                    rest.append((path, lo + n, hi))
+                want -= n
+            items.append((key, layout, self.done[key] // rows, take))
+            self.pending[key] = rest
+            self.done[key] = end
+        return _Pack(items) if items else None
+
+    def files_pending(self) -> set:
+        return {seg[0] for segs in self.pending.values() for seg in segs}
 
 
 def build_parallel(builder: _Builder, inputs, jobs: int) -> BuildSummary:
     """``builder.run(inputs)`` with ``jobs`` worker processes (see the module doc)."""
-    from pionml.parallel import ordered_map
+    import multiprocessing
+    import os
+    from collections import deque
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
     from pionml.progress import progress_bar
 
     t0 = time.perf_counter()
@@ -186,36 +266,90 @@ def build_parallel(builder: _Builder, inputs, jobs: int) -> BuildSummary:
     kwargs = dict(geometry=geometry, selection=builder.selection, split=builder.split,
                   seed=builder.seed, on_error=builder.on_error, step_size=builder.step_size,
                   specs=builder.specs, cells=builder.cells)
-    _warm_up()
     s = builder.summary
     failed_files: set = set()
     bar = progress_bar(total=len(parts), unit=" parts", desc=f"build ({jobs} jobs)",
                        progress=builder.progress)
+    planner = None
+    refs: dict = {}  # part file -> packs in flight that read it
+
+    def release(paths):
+        for path in paths:
+            if refs.get(path, 0) == 0 and path not in planner.files_pending():
+                refs.pop(path, None)
+                Path(path).unlink(missing_ok=True)
+
+    def take_part(r: _PartResult):
+        """Counts, checks and the new rows of a part (in input order); returns a pack or None."""
+        nonlocal planner
+        bar.update(1)
+        if r.part.fi in failed_files:  # one process stopped reading this file before
+            return None
+        _add_counts(s, r.summary)
+        if r.summary.skipped_files:
+            failed_files.add(r.part.fi)
+            s.skipped_files += r.summary.skipped_files
+        if r.file is None:
+            return None
+        if builder.moments is None:  # fixed by the first chunk read, as in one process
+            builder.moments = r.moments
+            builder._open_writer()
+            planner = _ChunkPlanner(builder.writer.layouts)
+        pack = None
+        if r.chunk_rows:
+            missing = [m for m in builder.moments if m not in r.moments]
+            if missing:
+                raise SchemaError(f"missing branch (present in the first file): "
+                                  f"{where(file=r.part.path, tree=TREE, branch='cluster_' + missing[0])}")
+            import h5py
+
+            with h5py.File(r.file, "r") as f:
+                counts = np.diff(f["cells/offsets"][...])
+            builder.writer.grow(counts)
+            planner.add(r.file, len(counts), int(counts.sum()))
+            pack = planner.pack()
+        for e_img, e_clus in r.chunk_energy:
+            builder.energy_in_images_sum += e_img
+            builder.cluster_energy_sum += e_clus
+        builder.fractions += r.fractions
+        release([r.file])
+        return pack
+
+    ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
+    builds: deque = deque()
+    packs: deque = deque()  # (future, files it reads)
+    todo = deque(parts)
     try:
-        for r in ordered_map(_build_part, parts, jobs, _init_worker, (kwargs,)):
-            bar.update(1)
-            if r.part.fi in failed_files:  # one process stopped reading this file before
-                continue
-            _add_counts(s, r.summary)
-            if r.summary.skipped_files:
-                failed_files.add(r.part.fi)
-                s.skipped_files += r.summary.skipped_files
-            if r.file is None:
-                continue
-            if builder.moments is None:  # fixed by the first chunk read, as in one process
-                builder.moments = r.moments
-                builder._open_writer()
-            if r.chunk_rows:
-                missing = [m for m in builder.moments if m not in r.moments]
-                if missing:
-                    raise SchemaError(f"missing branch (present in the first file): "
-                                      f"{where(file=r.part.path, tree=TREE, branch='cluster_' + missing[0])}")
-                _append_rows(builder.writer, Path(r.file), r.chunk_rows, builder.moments)
-            for e_img, e_clus in r.chunk_energy:
-                builder.energy_in_images_sum += e_img
-                builder.cluster_energy_sum += e_clus
-            builder.fractions += r.fractions
-            Path(r.file).unlink(missing_ok=True)
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
+                                 initargs=(kwargs,)) as pool:
+            def submit(pack):
+                if pack is not None:
+                    paths = {seg[0] for item in pack.items for seg in item[3]}
+                    for path in paths:
+                        refs[path] = refs.get(path, 0) + 1
+                    packs.append((pool.submit(_compress_pack, pack), paths))
+
+            try:
+                while todo or builds or packs:
+                    while todo and len(builds) < 2 * jobs:  # parts in flight: bounded
+                        builds.append(pool.submit(_build_part, todo.popleft()))
+                    heads = [q[0] if q is builds else q[0][0] for q in (builds, packs) if q]
+                    wait(heads, return_when=FIRST_COMPLETED)
+                    if builds and builds[0].done():
+                        submit(take_part(builds.popleft().result()))
+                        if not todo and not builds and planner is not None:
+                            submit(planner.pack(final=True))
+                    elif packs and packs[0][0].done():
+                        future, paths = packs.popleft()
+                        for key, chunks in future.result():
+                            builder.writer.write_chunks(key, chunks)
+                        for path in paths:
+                            refs[path] -= 1
+                        release(paths)
+            except BaseException:
+                for f in list(builds) + [p[0] for p in packs]:
+                    f.cancel()
+                raise
         bar.close()
         builder.finish()
     except BaseException:

@@ -100,6 +100,42 @@ def _json(obj) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
+def dataset_filters(key: str, compression: str | None = "gzip",
+                    compression_opts: int | None = 1) -> dict:
+    """The h5py filter arguments of dataset ``group/name`` (:data:`FIELD_FILTERS`)."""
+    if compression is None:
+        return {}
+    base = {"compression": compression}
+    if compression == "gzip" and compression_opts is not None:
+        base["compression_opts"] = compression_opts
+    how = FIELD_FILTERS.get(key)
+    if how == "raw":
+        return {}
+    return dict(base, shuffle=True) if how == "shuffle" else base
+
+
+def compress_chunks(layout: dict, data: np.ndarray, first_chunk: int) -> list[tuple]:
+    """The stored chunks of ``data`` as a dataset with ``layout`` (a
+    :attr:`DatasetWriter.layouts` entry) holds them, ``data[0]`` being the first element of chunk
+    ``first_chunk``: ``[(chunk index, filter mask, bytes), ...]``, for
+    :meth:`DatasetWriter.write_chunks`. HDF5 itself filters them (an in-memory file with the
+    same chunk shape and filters), so they are the bytes the writer's own appends would store,
+    the last partial chunk padded with the fill value as HDF5 pads it."""
+    chunks = tuple(layout["chunks"])
+    data = np.asarray(data, dtype=np.dtype(layout["dtype"]))
+    if len(data) == 0:
+        return []
+    zeros = (0,) * (len(chunks) - 1)
+    with h5py.File(f"pionml-chunks-{id(data)}", "w", driver="core", backing_store=False) as f:
+        ds = f.create_dataset("d", data=data, chunks=chunks, maxshape=(None,) + chunks[1:],
+                              track_times=False, **layout["filters"])
+        out = []
+        for i, lo in enumerate(range(0, len(data), chunks[0])):
+            mask, raw = ds.id.read_direct_chunk((lo,) + zeros)
+            out.append((first_chunk + i, int(mask), bytes(raw)))
+    return out
+
+
 class DatasetWriter:
     """Writes a dataset incrementally.
 
@@ -117,23 +153,14 @@ class DatasetWriter:
         self.n_rows = 0
         self.n_cells = 0
         self._closed = False
-        base = {}
-        if compression is not None:
-            base["compression"] = compression
-            if compression == "gzip" and compression_opts is not None:
-                base["compression_opts"] = compression_opts
-
-        def filters(key):
-            how = FIELD_FILTERS.get(key) if compression is not None else None
-            if how == "raw":
-                return {}
-            return dict(base, shuffle=True) if how == "shuffle" else dict(base)
-
         self._ds: dict[str, h5py.Dataset] = {}
+        #: per dataset: its storage (dtype, chunk shape, filters), as :func:`compress_chunks` takes it
+        self.layouts: dict[str, dict] = {}
         groups = {g: self._file.create_group(g) for g in GROUPS}
         self._ds["cells/offsets"] = groups["cells"].create_dataset(
             "offsets", data=np.zeros(1, dtype=np.int64), maxshape=(None,),
-            chunks=(chunk_rows,), track_times=False, **filters("cells/offsets"))
+            chunks=(chunk_rows,), track_times=False,
+            **dataset_filters("cells/offsets", compression, compression_opts))
         for key, (dtype, tail) in schema.items():
             group, name = key.split("/", 1)
             if group not in groups:
@@ -142,9 +169,12 @@ class DatasetWriter:
             rows = chunk_cells if group == "cells" else chunk_rows
             if group == "images":  # aim at ~256 kB chunks whatever the image size
                 rows = max(16, min(chunk_rows, 65536 // max(1, int(np.prod(tail)))))
+            layout = {"dtype": np.dtype(dtype).str, "chunks": (rows,) + tail,
+                      "filters": dataset_filters(key, compression, compression_opts)}
+            self.layouts[key] = layout
             self._ds[key] = groups[group].create_dataset(
                 name, shape=(0,) + tail, maxshape=(None,) + tail, dtype=np.dtype(dtype),
-                chunks=(rows,) + tail, track_times=False, **filters(key))
+                chunks=layout["chunks"], track_times=False, **layout["filters"])
         for key, ds in self._ds.items():  # units and conventions travel with the file
             units, description = field_description(key)
             if units:
@@ -189,6 +219,36 @@ class DatasetWriter:
         off[self.n_rows + 1:] = self.n_cells + np.cumsum(counts)
         self.n_rows += n
         self.n_cells += m
+
+    def grow(self, cells_per_cluster: np.ndarray) -> None:
+        """Add rows whose values come as stored chunks (:meth:`write_chunks`): every dataset is
+        extended by ``len(cells_per_cluster)`` rows (per-cell ones by their sum) and
+        ``/cells/offsets`` is written, as :meth:`append` extends and writes them."""
+        counts = np.asarray(cells_per_cluster, dtype=np.int64)
+        n, m = len(counts), int(counts.sum())
+        if n == 0:
+            return
+        for key, ds in self._ds.items():
+            if key != "cells/offsets":
+                start = self.n_cells if key.startswith("cells/") else self.n_rows
+                ds.resize((start + (m if key.startswith("cells/") else n),) + ds.shape[1:])
+        off = self._ds["cells/offsets"]
+        off.resize((self.n_rows + n + 1,))
+        off[self.n_rows + 1:] = self.n_cells + np.cumsum(counts)
+        self.n_rows += n
+        self.n_cells += m
+
+    def write_chunks(self, key: str, chunks) -> None:
+        """Store chunks made by :func:`compress_chunks` as they are (no filtering here): the
+        rows must exist already (:meth:`grow`)."""
+        ds = self._ds[key]
+        rows = self.layouts[key]["chunks"][0]
+        zeros = (0,) * (ds.ndim - 1)
+        for index, mask, raw in chunks:
+            if index * rows >= ds.shape[0]:
+                raise SchemaError(f"DatasetWriter.write_chunks: chunk {index} of '{key}' lies "
+                                  f"beyond its {ds.shape[0]} rows")
+            ds.id.write_direct_chunk((index * rows,) + zeros, raw, filter_mask=mask)
 
     def close(self, config: dict, sources: list, counts: dict) -> None:
         """Write the root attributes (schema_version, config, sources, counts) and close."""

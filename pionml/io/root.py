@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
-from numba import njit
 
 from pionml.errors import DataError, SchemaError, where
 from pionml.geometry import CALO_SAMPLINGS, IMAGE_LAYERS, CellGeometry
@@ -151,8 +150,7 @@ def _arrays(tree, names, start, stop, path, tree_name):
                         f"({type(exc).__name__}: {exc})") from exc
 
 
-@njit(cache=True)
-def _decode_vector_vector(data, offsets, itemsize, outer, inner, values):
+def _decode_vector_vector_py(data, offsets, itemsize, outer, inner, values):
     """Decode ROOT's streamed ``std::vector<std::vector<T>>`` entries (object-wise, not
     member-wise): per entry a 4-byte byte count, a 2-byte version, the outer length, then per
     inner vector its length and its values (big-endian). Called once with empty ``inner`` and
@@ -194,6 +192,21 @@ def _decode_vector_vector(data, offsets, itemsize, outer, inner, values):
         if p != end:
             return -1, -1
     return n_inner, n_bytes
+
+
+_COMPILED: dict = {}
+
+
+def _decode_vector_vector(*args):
+    """:func:`_decode_vector_vector_py` compiled by numba, imported and loaded on the first
+    TTree ``vector<vector>`` branch only (an RNTuple file, what the simulator writes, never
+    pays numba's ~0.5 s of import and cache load)."""
+    fn = _COMPILED.get("vv")
+    if fn is None:
+        from numba import njit
+
+        fn = _COMPILED["vv"] = njit(cache=True)(_decode_vector_vector_py)
+    return fn(*args)
 
 
 def _read_vector_vector(branch, start, stop):
