@@ -15,6 +15,7 @@ from pionml.io.root import (
     read_cluster_tree,
     read_tree,
     write_cellgeo,
+    write_cellgeo_tree,
     write_cluster_tree,
     write_mltree,
 )
@@ -298,3 +299,24 @@ def test_file_provenance_known_answer(tmp_path):
     sha = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     assert file_sha256(f, chunk=2) == sha  # several blocks
     assert file_info(f) == {"name": "abc.bin", "size": 3, "sha256": sha}
+
+
+def test_count_entries_reads_the_footer(tmp_path, small_geo):
+    # count_entries (build --jobs plans its parts with it) gives uproot's num_entries, for an
+    # RNTuple of several cluster groups from the footer alone, and for a TTree
+    from pionml.io.root import MLTreeWriter, count_entries
+
+    path = tmp_path / "groups.root"
+    with uproot.recreate(path) as f:
+        writer = MLTreeWriter(f)
+        for _ in range(3):
+            writer.write(make_events(small_geo))
+        write_cellgeo_tree(f, small_geo)
+    with uproot.open(path) as f:
+        tree = f["EventTree"]
+        assert len(tree.footer.cluster_group_records) == 3
+        assert tree._page_list_envelopes in (None, [])  # not parsed to count
+        assert count_entries(tree) == 9
+        assert tree._page_list_envelopes in (None, [])
+        assert tree.num_entries == 9
+        assert count_entries(f["CellGeo"]) == 1

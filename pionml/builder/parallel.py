@@ -126,11 +126,13 @@ def _parts(inputs, step: int, jobs: int, folder: Path) -> list[_Part]:
     """Parts of whole chunks, about four per job (at least one chunk each), in input order."""
     import uproot
 
+    from pionml.io.root import count_entries
+
     chunks = []  # (fi, path, start, stop) per chunk
     for fi, path in enumerate(inputs):
         try:
             with uproot.open(str(path)) as f:
-                n = int(f[TREE].num_entries)
+                n = count_entries(f[TREE])
         except Exception:  # unreadable or no tree: one part, whose worker reports it as build does
             n = 1
         chunks += [(fi, str(path), a, min(a + step, n)) for a in range(0, max(n, 1), step)]

@@ -128,6 +128,16 @@ def _get_tree(f, path, tree):
                           f"({type(exc).__name__}: {exc})") from exc
 
 
+def count_entries(tree) -> int:
+    """The number of entries of an uproot TTree or RNTuple. An RNTuple's count is taken from the
+    footer's cluster groups (their entry spans), not from uproot's ``num_entries``, which parses
+    every page list first (~0.2 s per 40k events: a cost a caller that only counts need not pay)."""
+    records = getattr(getattr(tree, "footer", None), "cluster_group_records", None)
+    if records is not None:
+        return int(max((r.min_entry_num + r.entry_span for r in records), default=0))
+    return int(tree.num_entries)
+
+
 def _arrays(tree, names, start, stop, path, tree_name):
     import awkward as ak
 
