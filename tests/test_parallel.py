@@ -213,3 +213,33 @@ def test_jagged_reads_offsets_like_awkward():
             np.testing.assert_array_equal(counts[1], ak.to_numpy(ak.flatten(ak.num(arr, axis=2))))
         np.testing.assert_array_equal(flat, ak.to_numpy(ak.flatten(arr, axis=None)).astype(np.float64))
         assert flat.dtype == np.float64
+
+
+def test_raw_part_writer_round_trip(tmp_path):
+    # a worker's part: raw arrays per dataset, read back memory-mapped by row ranges; the same
+    # append checks as the HDF5 writer
+    from pionml.builder.parallel import _RawPartWriter, _raw_rows
+    from pionml.errors import SchemaError
+
+    schema = {"clusters/E_em": (np.float64, ()), "images/EMB2": (np.float32, (2, 3)),
+              "cells/id": (np.uint64, ())}
+    w = _RawPartWriter(tmp_path / "part", schema)
+    img = np.arange(5 * 6, dtype=np.float32).reshape(5, 2, 3)
+    w.append({"E_em": np.arange(2.0)}, {"EMB2": img[:2]}, {"id": np.arange(3)}, [1, 2])
+    w.append({"E_em": np.arange(2.0, 5.0)}, {"EMB2": img[2:]}, {"id": np.arange(3, 7)}, [0, 4, 0])
+    with pytest.raises(SchemaError, match="missing"):
+        w.append({"E_em": np.arange(1.0)}, {}, {"id": np.arange(1)}, [1])
+    with pytest.raises(SchemaError, match="expected 2"):
+        w.append({"E_em": np.arange(1.0)}, {"EMB2": img[:2]}, {"id": np.arange(1)}, [1, 0])
+    w.close()
+    assert (w.n_rows, w.n_cells) == (5, 7)
+    np.testing.assert_array_equal(np.concatenate(w.counts), [1, 2, 0, 4, 0])
+    lay = lambda dt, tail: {"dtype": np.dtype(dt).str, "chunks": (4,) + tail}  # noqa: E731
+    np.testing.assert_array_equal(_raw_rows(w.path, "images/EMB2", lay(np.float32, (2, 3)), 1, 4),
+                                  img[1:4])
+    np.testing.assert_array_equal(_raw_rows(w.path, "clusters/E_em", lay(np.float64, ()), 3, 5),
+                                  [3.0, 4.0])
+    np.testing.assert_array_equal(_raw_rows(w.path, "cells/id", lay(np.uint64, ()), 2, 7),
+                                  np.arange(2, 7))
+    w.abort()
+    assert not (tmp_path / "part").exists()

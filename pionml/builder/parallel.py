@@ -1,11 +1,12 @@
 """``pionml build --jobs N`` and ``pionml build DATASET.h5 ... --out MERGED.h5``.
 
 A parallel build cuts the inputs into parts of whole chunks (``step_size`` events, on the chunk
-boundaries of a one-process build), builds each part in a worker process into an uncompressed
-part file, and takes the parts in input order, adding their counts and image-energy sums in that
-order. The compression is parallel too: as the parts arrive, their rows are cut into whole
-chunks of the output (per dataset: its chunk shape and filters), which the workers compress
-with HDF5 itself (:func:`pionml.io.hdf5.compress_chunks`), and the main process stores them as
+boundaries of a one-process build), builds each part in a worker process into a folder of raw
+arrays (one file per dataset, no HDF5), and takes the parts in input order, adding their counts
+and image-energy sums in that order. The compression is parallel too: as the parts arrive, their
+rows are cut into whole chunks of the output (per dataset: its chunk shape and filters), which
+the workers compress (:func:`pionml.io.hdf5.compress_chunks`: numpy shuffle + zlib, the bytes
+HDF5 stores), reading the raw files memory-mapped, and the main process stores them as
 they are (``write_direct_chunk``): its serial share is a raw copy. The output is the one-process
 dataset: the same rows, chunk shapes, filters and attributes, each chunk the same bytes (only
 where the chunks lie in the file may differ; the content digest is the same). Errors
@@ -58,12 +59,82 @@ class _Part:
 @dataclass
 class _PartResult:
     part: _Part
-    file: str | None  # the part's dataset (None when nothing was written)
+    file: str | None  # the part's folder of raw arrays (None when nothing was written)
     summary: BuildSummary
     moments: list | None
     chunk_rows: list = field(default_factory=list)
     chunk_energy: list = field(default_factory=list)
     fractions: list = field(default_factory=list)
+    counts: np.ndarray | None = None  # cells per row of the part
+
+
+class _RawPartWriter:
+    """A part's rows as raw arrays, one file per dataset (``group__name.bin``, the schema's dtype,
+    rows in order) in the folder ``path``: what the compression tasks read back (memory-mapped)
+    to cut into the output's chunks. The stand-in for :class:`DatasetWriter` in a worker: the
+    same ``append`` checks, no HDF5 file, no chunking."""
+
+    def __init__(self, path, schema: dict):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.schema = {k: (np.dtype(dt), tuple(int(t) for t in tail))
+                       for k, (dt, tail) in schema.items()}
+        self.n_rows = self.n_cells = 0
+        self.counts: list[np.ndarray] = []
+        self._files = {k: open(_raw_file(self.path, k), "wb") for k in self.schema}
+
+    def append(self, clusters, images, cells, cells_per_cluster) -> None:
+        counts = np.asarray(cells_per_cluster, dtype=np.int64)
+        n, m = len(counts), int(counts.sum())
+        given = {f"clusters/{k}": v for k, v in clusters.items()}
+        given.update({f"images/{k}": v for k, v in images.items()})
+        given.update({f"cells/{k}": v for k, v in cells.items()})
+        extra = set(given) - set(self.schema)
+        if extra:
+            raise SchemaError(f"DatasetWriter.append: fields not in the schema: {sorted(extra)}")
+        for key in self.schema:
+            if key not in given:
+                raise SchemaError(f"DatasetWriter.append: field '{key}' missing")
+            want = m if key.startswith("cells/") else n
+            if len(given[key]) != want:
+                raise SchemaError(f"DatasetWriter.append: '{key}' has {len(given[key])} rows, "
+                                  f"expected {want}")
+        if n == 0:
+            return
+        for key, (dtype, _) in self.schema.items():
+            np.ascontiguousarray(given[key], dtype=dtype).tofile(self._files[key])
+        self.counts.append(counts)
+        self.n_rows += n
+        self.n_cells += m
+
+    def close(self, **_) -> None:
+        for f in self._files.values():
+            f.close()
+
+    def abort(self) -> None:
+        self.close()
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _raw_file(folder, key: str) -> Path:
+    return Path(folder) / (key.replace("/", "__") + ".bin")
+
+
+def _raw_rows(folder, key: str, layout: dict, lo: int, hi: int) -> np.ndarray:
+    """Rows ``lo:hi`` of dataset ``key`` of a part folder (memory-mapped, not read whole)."""
+    tail = tuple(layout["chunks"][1:])
+    dtype = np.dtype(layout["dtype"])
+    row = dtype.itemsize * int(np.prod(tail, dtype=np.int64))
+    return np.memmap(_raw_file(folder, key), dtype=dtype, mode="r", offset=lo * row,
+                     shape=(hi - lo,) + tail)
+
+
+class _PartBuilder(_Builder):
+    """A worker's builder: its rows go to a :class:`_RawPartWriter` (the folder ``out``)."""
+
+    def _open_writer(self):
+        self.tmp = self.out
+        self.writer = _RawPartWriter(self.out, self._schema())
 
 
 _WORKER: dict = {}
@@ -79,8 +150,8 @@ def _build_part(part: _Part) -> _PartResult:
     from pionml.io.root import MLTreeReader
 
     w = _WORKER
-    b = _Builder(part.out, w["geometry"], w["selection"], w["split"], w["seed"], w["on_error"],
-                 w["step_size"], False, None, w["specs"], cells=w["cells"])
+    b = _PartBuilder(part.out, w["geometry"], w["selection"], w["split"], w["seed"],
+                     w["on_error"], w["step_size"], False, None, w["specs"], cells=w["cells"])
 
     class _Quiet:  # the main process shows the progress
         total = 0
@@ -115,11 +186,14 @@ def _build_part(part: _Part) -> _PartResult:
         if b.writer is not None:
             b.writer.abort()
         raise
-    file = None
+    file, counts = None, None
     if b.writer is not None:
-        b.writer.close(config={}, sources=[], counts={})
+        b.writer.close()
         file = str(b.tmp)
-    return _PartResult(part, file, b.summary, b.moments, b.chunk_rows, b.chunk_energy, b.fractions)
+        counts = (np.concatenate(b.writer.counts) if b.writer.counts
+                  else np.zeros(0, dtype=np.int64))
+    return _PartResult(part, file, b.summary, b.moments, b.chunk_rows, b.chunk_energy, b.fractions,
+                       counts)
 
 
 def _parts(inputs, step: int, jobs: int, folder: Path) -> list[_Part]:
@@ -143,7 +217,7 @@ def _parts(inputs, step: int, jobs: int, folder: Path) -> list[_Part]:
         group = [c for c in chunks[i:i + per_part] if c[0] == chunks[i][0]]  # one file per part
         fi, path, start, _ = group[0]
         parts.append(_Part(fi, path, start, group[-1][3] if group[-1][3] > start else start + step,
-                           str(folder / f"part{len(parts):05d}.h5")))
+                           str(folder / f"part{len(parts):05d}")))
         i += len(group)
     return parts
 
@@ -184,25 +258,14 @@ class _Pack:
 
 def _compress_pack(pack: _Pack) -> list:
     """The stored chunks of a pack: ``[(key, [(chunk index, filter mask, bytes), ...]), ...]``."""
-    import h5py
-
     from pionml.io.hdf5 import compress_chunks
 
-    files: dict = {}
-    try:
-        out = []
-        for key, layout, first, segments in pack.items:
-            arrays = []
-            for path, lo, hi in segments:
-                if path not in files:
-                    files[path] = h5py.File(path, "r")
-                arrays.append(files[path][key][lo:hi])
-            data = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
-            out.append((key, compress_chunks(layout, data, first)))
-        return out
-    finally:
-        for f in files.values():
-            f.close()
+    out = []
+    for key, layout, first, segments in pack.items:
+        arrays = [_raw_rows(path, key, layout, lo, hi) for path, lo, hi in segments]
+        data = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+        out.append((key, compress_chunks(layout, data, first)))
+    return out
 
 
 class _ChunkPlanner:
@@ -279,7 +342,7 @@ def build_parallel(builder: _Builder, inputs, jobs: int) -> BuildSummary:
         for path in paths:
             if refs.get(path, 0) == 0 and path not in planner.files_pending():
                 refs.pop(path, None)
-                Path(path).unlink(missing_ok=True)
+                shutil.rmtree(path, ignore_errors=True)
 
     def take_part(r: _PartResult):
         """Counts, checks and the new rows of a part (in input order); returns a pack or None."""
@@ -303,10 +366,7 @@ def build_parallel(builder: _Builder, inputs, jobs: int) -> BuildSummary:
             if missing:
                 raise SchemaError(f"missing branch (present in the first file): "
                                   f"{where(file=r.part.path, tree=TREE, branch='cluster_' + missing[0])}")
-            import h5py
-
-            with h5py.File(r.file, "r") as f:
-                counts = np.diff(f["cells/offsets"][...])
+            counts = r.counts
             builder.writer.grow(counts)
             planner.add(r.file, len(counts), int(counts.sum()))
             pack = planner.pack()
