@@ -320,3 +320,30 @@ def test_count_entries_reads_the_footer(tmp_path, small_geo):
         assert tree._page_list_envelopes in (None, [])
         assert tree.num_entries == 9
         assert count_entries(f["CellGeo"]) == 1
+
+
+def test_page_lists_parsed_as_reads_need_them(tmp_path, small_geo):
+    # the reader lets uproot parse a cluster group's page list only when a read reaches it; the
+    # values, counts and cluster summaries are uproot's own
+    from pionml.io.root import MLTreeWriter, _lazy_page_lists
+
+    path = tmp_path / "groups.root"
+    with uproot.recreate(path) as f:
+        writer = MLTreeWriter(f)
+        for _ in range(4):
+            writer.write(make_events(small_geo))
+        write_cellgeo_tree(f, small_geo)
+    plain = uproot.open(path)["EventTree"]
+    lazy = uproot.open(path)["EventTree"]
+    assert _lazy_page_lists(lazy) and not _lazy_page_lists(lazy)  # once
+    names = ["eventNumber", "cluster_E", "cluster_cell_ID"]
+    got = lazy.arrays(names, entry_start=7, entry_stop=8)
+    assert sorted(lazy._page_link_list.parsed) == [2]  # the third group only
+    assert ak.to_list(got) == ak.to_list(plain.arrays(names, entry_start=7, entry_stop=8))
+    assert ak.to_list(lazy.arrays(names)) == ak.to_list(plain.arrays(names))
+    assert lazy.num_entries == plain.num_entries == 12
+    assert [(c.num_first_entry, c.num_entries) for c in lazy.cluster_summaries] == \
+        [(c.num_first_entry, c.num_entries) for c in plain.cluster_summaries]
+    reader = MLTreeReader(path, step_size=5)
+    assert [len(c) for c in reader.iterate()] == [5, 5, 2]
+    assert not _lazy_page_lists(uproot.open(path)["CellGeo"])  # a TTree: left alone

@@ -138,6 +138,55 @@ def count_entries(tree) -> int:
     return int(tree.num_entries)
 
 
+class _LazyPageLinks:
+    """An RNTuple's page links per cluster, each cluster group's page list parsed when a read
+    first needs it (uproot parses every page list of the file at the first read: ~0.2 s per
+    10k events, which each ``build --jobs`` worker would pay for the whole file while it reads
+    only its parts). Stands in for uproot's ``page_link_list`` (indexed by cluster)."""
+
+    def __init__(self, ntuple, records):
+        self.ntuple, self.records, self.parsed = ntuple, records, {}
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        i = range(len(self.records))[i]
+        if i not in self.parsed:
+            from uproot.models.RNTuple import PageLink
+
+            link = self.records[i].page_list_link
+            chunk, cursor = self.ntuple.read_locator(link.locator, link.env_uncomp_size)
+            self.parsed[i] = PageLink().read(chunk, cursor, {}).pagelinklist[0]
+        return self.parsed[i]
+
+
+def _lazy_page_lists(tree) -> bool:
+    """Let an uproot RNTuple parse its page lists per cluster group as reads need them. Done
+    only where every cluster group holds one cluster (as pionml and ROOT write them by default),
+    so that the cluster summaries (first entry, entries) are the footer's group records; any
+    other RNTuple, a TTree, or an uproot without these internals is left as it is."""
+    try:
+        records = tree.footer.cluster_group_records
+        untouched = tree._cluster_summaries is None and tree._page_link_list is None
+        if not untouched or not records or any(r.num_clusters != 1 for r in records):
+            return False
+        from types import SimpleNamespace
+
+        import uproot
+
+        flags = uproot.const.RNTupleClusterFlags(0)
+        summaries = [SimpleNamespace(num_first_entry=int(r.min_entry_num),
+                                     num_entries=int(r.entry_span), flags=flags) for r in records]
+        tree._page_link_list = _LazyPageLinks(tree, records)
+        tree._cluster_summaries = summaries
+        return True
+    except AttributeError:
+        return False
+
+
 def _arrays(tree, names, start, stop, path, tree_name):
     import awkward as ak
 
@@ -456,6 +505,7 @@ class MLTreeReader:
         self.n_read = 0
         self._file = _open(self.path)
         self._tree = _get_tree(self._file, self.path, tree)
+        _lazy_page_lists(self._tree)
         present = list(self._tree.keys())
         self._rename = {old: new for old, new in ALIASES.items()
                         if old in present and new not in present}
