@@ -146,11 +146,11 @@ def compress_chunks(layout: dict, data: np.ndarray, first_chunk: int) -> list[tu
             full = np.zeros(chunks, dtype=dtype)
             full[:len(block)] = block
             block = full
-        raw = np.ascontiguousarray(block).view(np.uint8)
+        raw = np.ascontiguousarray(block).view(np.uint8).reshape(-1)
         if shuffle and dtype.itemsize > 1:  # (elements, bytes) -> (bytes, elements)
-            raw = raw.reshape(-1, dtype.itemsize).T
-        raw = raw.tobytes()
-        out.append((first_chunk + i, 0, zlib.compress(raw, level) if level is not None else raw))
+            raw = np.ascontiguousarray(raw.reshape(-1, dtype.itemsize).T).reshape(-1)
+        out.append((first_chunk + i, 0, zlib.compress(raw, level) if level is not None
+                    else raw.tobytes()))
     return out
 
 
