@@ -301,17 +301,24 @@ def test_file_provenance_known_answer(tmp_path):
     assert file_info(f) == {"name": "abc.bin", "size": 3, "sha256": sha}
 
 
+def _rntuple_of_groups(path, geo, n_groups):
+    """An EventTree RNTuple written in ``n_groups`` cluster groups (3 events each), and CellGeo."""
+    from pionml.io.root import MLTreeWriter
+
+    with uproot.recreate(path) as f:
+        writer = MLTreeWriter(f)
+        for _ in range(n_groups):
+            writer.write(make_events(geo))
+        write_cellgeo_tree(f, geo)
+    return path
+
+
 def test_count_entries_reads_the_footer(tmp_path, small_geo):
     # count_entries (build --jobs plans its parts with it) gives uproot's num_entries, for an
     # RNTuple of several cluster groups from the footer alone, and for a TTree
-    from pionml.io.root import MLTreeWriter, count_entries
+    from pionml.io.root import count_entries
 
-    path = tmp_path / "groups.root"
-    with uproot.recreate(path) as f:
-        writer = MLTreeWriter(f)
-        for _ in range(3):
-            writer.write(make_events(small_geo))
-        write_cellgeo_tree(f, small_geo)
+    path = _rntuple_of_groups(tmp_path / "groups.root", small_geo, 3)
     with uproot.open(path) as f:
         tree = f["EventTree"]
         assert len(tree.footer.cluster_group_records) == 3
@@ -325,14 +332,9 @@ def test_count_entries_reads_the_footer(tmp_path, small_geo):
 def test_page_lists_parsed_as_reads_need_them(tmp_path, small_geo):
     # the reader lets uproot parse a cluster group's page list only when a read reaches it; the
     # values, counts and cluster summaries are uproot's own
-    from pionml.io.root import MLTreeWriter, _lazy_page_lists
+    from pionml.io.root import _lazy_page_lists
 
-    path = tmp_path / "groups.root"
-    with uproot.recreate(path) as f:
-        writer = MLTreeWriter(f)
-        for _ in range(4):
-            writer.write(make_events(small_geo))
-        write_cellgeo_tree(f, small_geo)
+    path = _rntuple_of_groups(tmp_path / "groups.root", small_geo, 4)
     plain = uproot.open(path)["EventTree"]
     lazy = uproot.open(path)["EventTree"]
     assert _lazy_page_lists(lazy) and not _lazy_page_lists(lazy)  # once
