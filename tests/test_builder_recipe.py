@@ -179,3 +179,28 @@ def test_simulation_model_digest_follows_the_parameters(monkeypatch):
     assert a == chain.simulation_model() and len(a) == 16
     monkeypatch.setattr(params, "DEFAULT_PARAMS", params.DEFAULT_PARAMS.with_(had_halo_emax=0.1))
     assert chain.simulation_model() != a
+
+
+def test_main_job_warns_on_a_default_dataset_of_another_model(tmp_path, caplog):
+    """train.py's default dataset, when present, is used as it is; made by another simulation
+    model (here: none recorded, as by an earlier pionml) it gets one warning line."""
+    import logging
+
+    import h5py
+
+    from pionml.reco.chain import simulation_model
+    from pionml.train.cli import ensure_default_dataset
+
+    old = tmp_path / "old.h5"
+    with h5py.File(old, "w") as f:
+        f.attrs["x"] = 1
+    current = tmp_path / "current.h5"
+    with h5py.File(current, "w") as f:
+        f.attrs[recipe.MODEL_ATTR] = simulation_model()
+    recipe_path = tmp_path / "default.toml"
+    with caplog.at_level(logging.WARNING, logger="pionml.builder.recipe"):
+        assert ensure_default_dataset(current, progress=False, recipe=recipe_path) == current
+        assert caplog.text == ""
+        assert ensure_default_dataset(old, progress=False, recipe=recipe_path) == old
+    assert "an earlier pionml" in caplog.text and "--force" in caplog.text
+    assert str(recipe_path) in caplog.text

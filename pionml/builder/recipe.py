@@ -131,13 +131,7 @@ def make_dataset(recipe_path="datasets/default.toml", out=None, force: bool = Fa
     out = Path(out) if out is not None else r.output
     model = simulation_model()
     if out.exists() and not out.is_dir() and not force:
-        made = recorded_simulation_model(out)
-        if made != model:
-            logger.warning("dataset %s was made by %s, this pionml simulates model %s: "
-                           "'pionml make-dataset --recipe %s --force' remakes it", out,
-                           f"simulation model {made}" if made else "an earlier pionml", model,
-                           r.path)
-        else:
+        if not warn_if_stale(out, r.path, model):
             logger.info("dataset %s exists; not rebuilt (force=True to rebuild)", out)
         return out
     check_output(out, [r.path], what="make-dataset --out")  # before the (long) simulation
@@ -172,6 +166,23 @@ def make_dataset(recipe_path="datasets/default.toml", out=None, force: bool = Fa
 
 MODEL_FILE = "simulation_model.txt"  # in a recipe's workdir: the model its ROOT files come from
 MODEL_ATTR = "simulation_model"  # attribute of a recipe's dataset (pionml.reco.chain)
+
+
+def warn_if_stale(dataset, recipe_path, model: str | None = None) -> bool:
+    """Warn in one line (and return True) when a recipe's ``dataset`` was made by another
+    simulation model than this pionml's (:func:`pionml.reco.chain.simulation_model`)."""
+    if model is None:
+        from pionml.reco.chain import simulation_model
+
+        model = simulation_model()
+    made = recorded_simulation_model(dataset)
+    if made == model:
+        return False
+    logger.warning("dataset %s was made by %s, this pionml simulates model %s: "
+                   "'pionml make-dataset --recipe %s --force' remakes it", dataset,
+                   f"simulation model {made}" if made else "an earlier pionml", model,
+                   recipe_path)
+    return True
 
 
 def recorded_simulation_model(dataset) -> str | None:

@@ -119,10 +119,15 @@ def _json_object(text, flag: str) -> dict:
 
 def ensure_default_dataset(path: Path, progress: bool, recipe: Path = DEFAULT_RECIPE) -> Path:
     """Build the default dataset from ``datasets/default.toml`` with
-    ``pionml.builder.recipe.make_dataset`` when it is missing (simulate + build)."""
+    ``pionml.builder.recipe.make_dataset`` when it is missing (simulate + build); an existing
+    one made by another simulation model is used with a warning naming the command that
+    remakes it."""
     from pionml.errors import ConfigError
 
     if path.is_file():
+        from pionml.builder.recipe import warn_if_stale
+
+        warn_if_stale(path, recipe)
         return path
     try:
         from pionml.builder.recipe import make_dataset
