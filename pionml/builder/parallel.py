@@ -84,21 +84,10 @@ class _RawPartWriter:
         self._files = {k: open(_raw_file(self.path, k), "wb") for k in self.schema}
 
     def append(self, clusters, images, cells, cells_per_cluster) -> None:
-        counts = np.asarray(cells_per_cluster, dtype=np.int64)
-        n, m = len(counts), int(counts.sum())
-        given = {f"clusters/{k}": v for k, v in clusters.items()}
-        given.update({f"images/{k}": v for k, v in images.items()})
-        given.update({f"cells/{k}": v for k, v in cells.items()})
-        extra = set(given) - set(self.schema)
-        if extra:
-            raise SchemaError(f"DatasetWriter.append: fields not in the schema: {sorted(extra)}")
-        for key in self.schema:
-            if key not in given:
-                raise SchemaError(f"DatasetWriter.append: field '{key}' missing")
-            want = m if key.startswith("cells/") else n
-            if len(given[key]) != want:
-                raise SchemaError(f"DatasetWriter.append: '{key}' has {len(given[key])} rows, "
-                                  f"expected {want}")
+        from pionml.io.hdf5 import append_block
+
+        given, counts, n, m = append_block(self.schema, clusters, images, cells,
+                                           cells_per_cluster)
         if n == 0:
             return
         for key, (dtype, _) in self.schema.items():

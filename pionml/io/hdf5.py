@@ -168,6 +168,28 @@ def _compress_chunks_hdf5(layout: dict, data: np.ndarray, first_chunk: int) -> l
     return out
 
 
+def append_block(keys, clusters: dict, images: dict, cells: dict, cells_per_cluster):
+    """The fields of one appended block by dataset key (``clusters/E_em``, ...), checked against
+    the schema's ``keys``: every field given, none extra, per-cluster fields of n rows and
+    per-cell fields of ``cells_per_cluster.sum()`` rows. Returns (fields, counts, n, m)."""
+    counts = np.asarray(cells_per_cluster, dtype=np.int64)
+    n, m = len(counts), int(counts.sum())
+    given = {f"clusters/{k}": v for k, v in clusters.items()}
+    given.update({f"images/{k}": v for k, v in images.items()})
+    given.update({f"cells/{k}": v for k, v in cells.items()})
+    for key in keys:
+        if key not in given:
+            raise SchemaError(f"DatasetWriter.append: field '{key}' missing")
+        want = m if key.startswith("cells/") else n
+        if len(given[key]) != want:
+            raise SchemaError(f"DatasetWriter.append: '{key}' has {len(given[key])} rows, "
+                              f"expected {want}")
+    extra = set(given) - set(keys)
+    if extra:
+        raise SchemaError(f"DatasetWriter.append: fields not in the schema: {sorted(extra)}")
+    return given, counts, n, m
+
+
 class DatasetWriter:
     """Writes a dataset incrementally.
 
@@ -218,25 +240,8 @@ class DatasetWriter:
                cells: dict[str, np.ndarray], cells_per_cluster: np.ndarray) -> None:
         """Append a block of rows: per-cluster arrays of equal length n, per-cell arrays of
         length ``cells_per_cluster.sum()``. Every schema field must be given."""
-        counts = np.asarray(cells_per_cluster, dtype=np.int64)
-        n = len(counts)
-        m = int(counts.sum())
-        given = {f"clusters/{k}": v for k, v in clusters.items()}
-        given.update({f"images/{k}": v for k, v in images.items()})
-        given.update({f"cells/{k}": v for k, v in cells.items()})
-        for key, ds in self._ds.items():
-            if key == "cells/offsets":
-                continue
-            if key not in given:
-                raise SchemaError(f"DatasetWriter.append: field '{key}' missing")
-            arr = np.asarray(given[key])
-            want = m if key.startswith("cells/") else n
-            if len(arr) != want:
-                raise SchemaError(f"DatasetWriter.append: '{key}' has {len(arr)} rows, "
-                                  f"expected {want}")
-        extra = set(given) - set(self._ds)
-        if extra:
-            raise SchemaError(f"DatasetWriter.append: fields not in the schema: {sorted(extra)}")
+        given, counts, n, m = append_block([k for k in self._ds if k != "cells/offsets"],
+                                           clusters, images, cells, cells_per_cluster)
         if n == 0:
             return
         for key, ds in self._ds.items():
