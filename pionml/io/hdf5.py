@@ -244,18 +244,12 @@ class DatasetWriter:
                                            clusters, images, cells, cells_per_cluster)
         if n == 0:
             return
+        rows, cells_at = self.n_rows, self.n_cells
+        self.grow(counts)
         for key, ds in self._ds.items():
-            if key == "cells/offsets":
-                continue
-            arr = np.asarray(given[key], dtype=ds.dtype)
-            start = self.n_cells if key.startswith("cells/") else self.n_rows
-            ds.resize((start + len(arr),) + ds.shape[1:])
-            ds[start:start + len(arr)] = arr
-        off = self._ds["cells/offsets"]
-        off.resize((self.n_rows + n + 1,))
-        off[self.n_rows + 1:] = self.n_cells + np.cumsum(counts)
-        self.n_rows += n
-        self.n_cells += m
+            if key != "cells/offsets":
+                start = cells_at if key.startswith("cells/") else rows
+                ds[start:start + len(given[key])] = np.asarray(given[key], dtype=ds.dtype)
 
     def grow(self, cells_per_cluster: np.ndarray) -> None:
         """Add rows whose values come as stored chunks (:meth:`write_chunks`): every dataset is
