@@ -527,8 +527,8 @@ class CellGeometry:
         return out
 
     def index_of_id(self, ids) -> np.ndarray:
-        """Position of each cell ID in this geometry; -1 for IDs it does not contain (a hash
-        table, :class:`pionml.geometry.idlookup.IdLookup`: the sorted IDs, built on the first call)."""
+        """Position of each cell ID in this geometry; -1 for IDs it does not contain (a binary
+        search, :class:`pionml.geometry.idlookup.IdLookup`, in the IDs sorted on the first call)."""
         if self._id_lookup is None:
             from pionml.geometry.idlookup import IdLookup
 

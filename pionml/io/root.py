@@ -10,6 +10,7 @@ when the event itself is bad) is dropped and counted instead.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections import Counter
@@ -253,19 +254,18 @@ def _decode_vector_vector_py(data, offsets, itemsize, outer, inner, values):
     return n_inner, n_bytes
 
 
-_COMPILED: dict = {}
+@functools.cache
+def _compiled_decoder():
+    from numba import njit
+
+    return njit(cache=True)(_decode_vector_vector_py)
 
 
 def _decode_vector_vector(*args):
     """:func:`_decode_vector_vector_py` compiled by numba, imported and loaded on the first
     TTree ``vector<vector>`` branch only (an RNTuple file, what the simulator writes, never
     pays numba's ~0.5 s of import and cache load)."""
-    fn = _COMPILED.get("vv")
-    if fn is None:
-        from numba import njit
-
-        fn = _COMPILED["vv"] = njit(cache=True)(_decode_vector_vector_py)
-    return fn(*args)
+    return _compiled_decoder()(*args)
 
 
 def _read_vector_vector(branch, start, stop):
