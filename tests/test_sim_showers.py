@@ -210,3 +210,27 @@ def test_photon_layer_fractions_match_physics_table():
     assert abs(frac[1] + s.dm_nocell.mean() / 10.0 - 0.356) < 0.02  # EMB1
     assert abs(frac[2] - 0.616) < 0.02  # EMB2
     assert frac[3] < 0.01  # EMB3
+
+
+def test_zero_energy_em_shower_warns_nothing_and_deposits_nothing():
+    """A zero-energy shower among others (hadronic showers can hand one to em_showers) gives no
+    numpy warning, deposits no energy, and leaves the other shower's spots unchanged."""
+    import warnings
+
+    from pionml.sim.showers import Packets, em_showers
+    from pionml.sim.tracks import make_axes
+
+    p = SimParams()
+    axes = make_axes([0, 1], [0.1, 0.1], [0.0, 0.0])
+
+    def spots(energies):
+        packets = Packets()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            em_showers(np.random.default_rng(7), p, axes, [0, 1], np.array(energies, float),
+                       np.zeros(2), packets)
+        return packets.concat()
+
+    both = spots([0.0, 10.0])
+    assert both["e"][both["trk"] == 0].sum() == 0.0
+    assert both["e"][both["trk"] == 1].sum() == pytest.approx(10.0, rel=1e-9)

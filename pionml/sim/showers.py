@@ -117,7 +117,10 @@ def em_showers(rng: np.random.Generator, p: SimParams, axes: Axes, trk, energy, 
     tr = trk[rep]
     r, seg = axes.radius_at(tr, np.asarray(t0_x0, float)[rep] + t, "x0")
     # lateral profile (physics.md 3.4), in Moliere units of the local material
-    rc, rt, pc = gflash_lateral(p, t / t_max[rep], np.log(energy)[rep])
+    # ln E of each shower; a zero-energy shower (its spots carry no energy) keeps ln 0 = -inf,
+    # as before, without numpy's divide-by-zero warning
+    ln_e = np.log(energy, out=np.full(energy.shape, -np.inf), where=energy > 0)
+    rc, rt, pc = gflash_lateral(p, t / t_max[rep], ln_e[rep])
     m = len(rep)
     core = rng.random(m) < pc
     u = rng.uniform(0.0, p.lateral_u_max, m)
