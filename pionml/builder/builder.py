@@ -80,6 +80,19 @@ class Selection:
     min_calib: float = 0.2
     min_em: float = 0.0
 
+    def __post_init__(self):
+        """Each cut checked by :data:`pionml.values.SELECTION` (the checks of the command line
+        and the recipes): a finite eta_max > 0, min_calib >= 0, min_em >= 0 (a cluster with
+        E_EM <= 0 is never kept)."""
+        from pionml.values import SELECTION
+
+        for key, check in SELECTION.items():
+            value = getattr(self, key)
+            try:
+                object.__setattr__(self, key, check(value))
+            except ValueError as exc:
+                raise ConfigError(f"selection {key} = {value!r}: {exc}") from None
+
 
 @dataclass
 class BuildSummary:
@@ -336,6 +349,7 @@ class _Builder:
         self._type_checked: set = set()
         self.cluster_tree_pdg = dict(cluster_tree_pdg or {})  # file-name pattern -> PDG id
         self.cluster_tree_input = False  # image-format inputs: no point clouds
+        self.attributes: dict = {}  # more root attributes (a recipe's simulation_model)
 
     # -- schema
     def _schema(self) -> dict:
@@ -370,7 +384,8 @@ class _Builder:
         from pionml.io.hdf5 import DatasetWriter
 
         self.tmp = temp_path(self.out)  # unique: two builds to one --out never share it
-        self.writer = DatasetWriter(self.tmp, self._schema(), compression=self.compression)
+        self.writer = DatasetWriter(self.tmp, self._schema(), compression=self.compression,
+                                    name=self.out)
 
     # -- errors
     def _bad(self, reason: str, mask: np.ndarray, message) -> np.ndarray:
@@ -465,7 +480,8 @@ class _Builder:
                      f"those of these files' cell IDs?")
                 logger.warning("%s", w)
                 s.warnings.append(w)
-        self.writer.close(config=self._config(), sources=self._sources(), counts=s.counts())
+        self.writer.close(config=self._config(), sources=self._sources(), counts=s.counts(),
+                          extra=self.attributes)
         os.replace(self.tmp, self.out)
 
     def report(self, t0: float) -> BuildSummary:
@@ -1065,6 +1081,7 @@ def build_dataset(
     jobs: int = 1,
     images: bool = True,
     cells: bool = True,
+    attributes: dict | None = None,
 ) -> BuildSummary:
     """Build the HDF5 dataset of design.md section 10 from MLTree ROOT files.
 
@@ -1086,10 +1103,13 @@ def build_dataset(
     ``images=False`` and ``cells=False`` make a cluster-table-only dataset (the moment-based
     calibrations read nothing else): no ``/images``, no ``/cells`` fields besides ``offsets``
     (all zero), ``image_E_fraction`` NaN; the cells are still read and checked.
+    ``attributes``: more root attributes (strings) written with the others, before the rename
+    (a recipe's ``simulation_model``).
     """
     b = _Builder(out, geometry, selection or Selection(), _check_split(split), seed, on_error,
                  step_size, progress, compression,
                  (specs or image_specs()) if images else (), cluster_tree_pdg, cells=cells)
+    b.attributes = dict(attributes or {})
     if jobs > 1:
         from pionml.builder.parallel import build_parallel
 
