@@ -458,6 +458,7 @@ class _Builder:
             raise ConfigError("build: the inputs mix MLTree EventTree files (cells, point clouds) "
                               "and image-format ClusterTree files (no cells): build them into "
                               "separate datasets")
+        self._check_cluster_tree_pdg(inputs)
         return inputs, geometry
 
     def finish(self) -> None:
@@ -578,14 +579,44 @@ class _Builder:
 
     # -- the image-format ClusterTree: one entry per cluster, images given, no cells
     def _pdg_of_file(self, path: Path) -> int:
+        """The PDG id of a ClusterTree file without a PDG branch, from the ``cluster_tree_pdg``
+        patterns matching its name (or path). Patterns that match it with different PDG ids are
+        refused, not resolved by their order or by a guess at the more specific one: the label
+        is the truth the classifier learns, and which of two globs is "more specific" is not
+        defined in general ('*pi0*' against 'user.*v2*'). The user names the file unambiguously
+        (e.g. '*piplus*=211', '*pi0*=111')."""
         import fnmatch
 
+        hits = {}
         for pattern, pdg in self.cluster_tree_pdg.items():
             if fnmatch.fnmatch(path.name, pattern) or fnmatch.fnmatch(str(path), pattern):
-                return int(pdg)
+                hits.setdefault(int(pdg), pattern)
+        if len(hits) > 1:
+            (p1, c1), (p2, c2) = [(pat, code) for code, pat in hits.items()][:2]
+            raise ConfigError(f"build: {where(file=path, tree='ClusterTree')} matches "
+                              f"--cluster-tree-pdg '{p1}={c1}' and '{p2}={c2}': its particle is "
+                              f"ambiguous; give patterns that match each file once")
+        if hits:
+            return next(iter(hits))
         raise ConfigError(f"build: {where(file=path, tree='ClusterTree')} has no PDG id branch "
                           f"(truthPdgId / pdgId): name its particle with --cluster-tree-pdg "
                           f"PATTERN=PDG, e.g. --cluster-tree-pdg '*pi0*=111'")
+
+    def _check_cluster_tree_pdg(self, inputs) -> None:
+        """Before any work: every ClusterTree input without a PDG branch has exactly one PDG id
+        from the ``cluster_tree_pdg`` patterns (:meth:`_pdg_of_file`). An unreadable file is
+        left to the build, which names (or with on_error="skip" counts) it."""
+        from pionml.io.root import cluster_tree_layout
+
+        for path, kind in zip(inputs, self.input_kinds):
+            if kind != "ClusterTree":
+                continue
+            try:
+                has_pdg = "pdg" in cluster_tree_layout(path)["scalars"]
+            except PionmlError:
+                continue
+            if not has_pdg:
+                self._pdg_of_file(path)
 
     def _run_cluster_tree_file(self, fi, path, bar):
         from pionml.io.root import CLUSTER_TREE_SCALARS, cluster_tree_layout, read_cluster_tree
@@ -610,7 +641,8 @@ class _Builder:
             bar.total = (bar.total or 0) + layout["entries"]
             bar.refresh()
             events: set = set()
-            for chunk in read_cluster_tree(path, scalars=branches, step_size=self.step_size):
+            for chunk in read_cluster_tree(path, scalars=branches, step_size=self.step_size,
+                                           check_pixels=False):  # checked cluster by cluster
                 self._process_cluster_tree_chunk(fi, path, chunk, sc, layout["moments"],
                                                  pdg_fixed, events)
                 done += len(chunk["entry"])
@@ -619,6 +651,8 @@ class _Builder:
             self._skip_file(path, exc, done)
 
     def _process_cluster_tree_chunk(self, fi, path, chunk, sc, moment_branch, pdg_fixed, events):
+        from pionml.io.root import CLUSTER_TREE_IMAGES
+
         s = self.summary
         entry = chunk["entry"]
         n = len(entry)
@@ -650,6 +684,14 @@ class _Builder:
         for key in ("eta", "phi"):
             mark("bad_kinematics", ~np.isfinite(v[key]), lambda k, key=key: (
                 f"value {v[key][k]} is not finite: {at(key, k)}"))
+        for img, (branch, _shape) in CLUSTER_TREE_IMAGES.items():
+            if img in chunk:  # a non-finite pixel: that cluster (the smallest bad unit)
+                pix = chunk[img].reshape(n, -1)
+                bad_pix = beyond(pix, ENERGY_MAX).any(axis=1)
+                mark("bad_energy", bad_pix, lambda k, pix=pix, branch=branch: (
+                    f"pixel energy {pix[k][beyond(pix[k], ENERGY_MAX)][0]:g} GeV is not finite "
+                    f"or beyond {ENERGY_MAX:g} GeV: "
+                    f"{where(file=path, tree='ClusterTree', branch=branch, entry=int(entry[k]))}"))
         moments = {m: np.asarray(chunk[moment_branch[m]], dtype=np.float64) for m in self.moments}
         for m, x in moments.items():
             mark("bad_moment", beyond(x, FLOAT32_MAX), lambda k, m=m, x=x: (
