@@ -38,6 +38,7 @@ positive_float = values.argparse_type(values.positive_float, "positive_float")
 non_negative_float = values.argparse_type(values.non_negative_float, "non_negative_float")
 seed = values.seed_arg
 energy = values.argparse_type(values.energy, "energy")
+event_count = values.argparse_type(values.event_count, "event_count")
 
 
 class OneLineParser(argparse.ArgumentParser):

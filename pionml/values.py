@@ -93,6 +93,13 @@ energy = _at_least(number, 0, True, f"A particle energy in GeV: > 0 and <= {ENER
                    high=ENERGY_MAX)
 
 
+#: Events of one simulation (one file): an event number fits 32 bits, and the list of event
+#: batches stays small.
+EVENTS_MAX = 2**31 - 1
+event_count = _at_least(integer, 1, False, f"A number of events: 1 to {EVENTS_MAX}.",
+                        high=EVENTS_MAX)
+
+
 def seed(value) -> int:
     """A random seed: an integer 0 <= seed <= 2**32 - 1."""
     v = integer(value)

@@ -117,7 +117,7 @@ def load_recipe(path) -> Recipe:
             raise ConfigError(f"recipe '{path}': unknown species '{sp}' in [simulation] events; "
                               f"valid: {list(SPECIES)}")
         try:
-            values.positive_int(n)
+            values.event_count(n)
         except ValueError as exc:
             raise bad("simulation", f"events.{sp}", n, exc) from None
     e_min = checked.get(("simulation", "energy_min"), 0.5)

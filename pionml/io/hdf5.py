@@ -217,7 +217,7 @@ class DatasetWriter:
 
     def __init__(self, path, schema: dict[str, tuple], compression: str | None = "gzip",
                  compression_opts: int | None = 1, chunk_rows: int = 1024,
-                 chunk_cells: int = 65536, name=None):
+                 chunk_cells: int = 65536, *, name=None):
         self.path = Path(path)
         #: the output this file becomes (named in a write error; the temporary path is not)
         self.name = Path(name) if name is not None else self.path

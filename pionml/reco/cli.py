@@ -30,12 +30,13 @@ def _geometry(args):
 
 
 def _add_simulate(p):
-    from pionml.cli import energy, positive_int, seed
+    from pionml.cli import energy, event_count, positive_int, seed
     from pionml.reco.chain import BATCH_SIZE
 
     p.add_argument("--particle", choices=PARTICLES, default="mix",
                    help="species; mix = pi0 : pi+ : pi- in equal thirds (default)")
-    p.add_argument("--events", type=positive_int, required=True, help="number of events")
+    p.add_argument("--events", type=event_count, required=True,
+                   help="number of events (at most 2**31 - 1)")
     p.add_argument("--out", required=True, metavar="FILE.root", help="output MLTree ROOT file")
     p.add_argument("--energy", type=energy, help="fixed particle energy (GeV, at most 1e5)")
     p.add_argument("--energy-min", type=energy, default=0.2, help="log-uniform range, GeV")
