@@ -119,12 +119,15 @@ def test_merge_adds_every_count_and_keeps_an_empty_part(files, tmp_path):
         assert set(fi[:len(a)]) == {0} and set(fi[len(a):]) == {2}
 
 
-@pytest.mark.parametrize("second", ["same", "dot", "copy"])
+@pytest.mark.parametrize("second", ["same", "dot", "copy", "link"])
 def test_merge_refuses_a_dataset_twice(files, tmp_path, caplog, second):
     a = files["a.h5"]
-    other = {"same": a, "dot": Path(os.path.relpath(a)), "copy": tmp_path / "copy.h5"}[second]
+    other = {"same": a, "dot": Path(os.path.relpath(a)), "copy": tmp_path / "copy.h5",
+             "link": tmp_path / "link.h5"}[second]
     if second == "copy":
         shutil.copy(a, other)
+    if second == "link":
+        other.symlink_to(a)
     out = tmp_path / "m.h5"
     assert build(a, other, "--out", out) == 1
     line = one_error_line(caplog.text)
@@ -285,6 +288,11 @@ def test_overlapping_cluster_tree_patterns_are_refused(tmp_path, caplog):
     line = one_error_line(caplog.text)  # was: every pi0 cluster labelled pi+, exit 0
     assert "clustertree-pi0.root" in line and "'*pi*=211'" in line and "'*pi0*=111'" in line
     assert not out.exists()
+    # one pattern given with two ids
+    caplog.clear()
+    assert build(pi0, "--out", out, "--cluster-tree-pdg", "*pi0*=111",
+                 "--cluster-tree-pdg", "*pi0*=211") == 1
+    assert "'*pi0*' is given as 111 and as 211" in one_error_line(caplog.text)
     # two patterns that agree on the particle are fine; patterns naming each file once too
     assert build(pi0, "--out", out, "--cluster-tree-pdg", "*pi0*=111",
                  "--cluster-tree-pdg", "clustertree-*=111") == 0
@@ -451,8 +459,10 @@ def test_recipe_files_that_are_not_recipes(tmp_path, caplog, no_simulation, cont
     ["lcw-derive", "--seed", "-3"],
 ])
 def test_bad_values_on_the_command_line_exit_2(tmp_path, capsys, argv):
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
+    from pionml.cli import build_parser
+
+    with pytest.raises(SystemExit) as exc:  # refused at parse time: nothing runs
+        build_parser().parse_args(argv)
     err = capsys.readouterr().err
     assert exc.value.code == 2 and err.count("\n") == 1 and "Traceback" not in err
 
@@ -572,6 +582,18 @@ def test_merge_of_a_merge_with_one_of_its_parts(files, tmp_path, caplog):
     assert build(files["a.h5"], files["b.h5"], "--out", m) == 0
     assert build(m, files["b.h5"], "--out", tmp_path / "mm.h5") == 1
     assert "both built from the ROOT file 'b.root'" in one_error_line(caplog.text)
+
+
+def test_merge_with_empty_parts_first_or_only(files, tmp_path):
+    # the schema comes from the first part with rows; empty parts add their counts
+    assert build(files["empty.h5"], files["a.h5"], "--out", tmp_path / "m.h5") == 0
+    with DatasetFile(tmp_path / "m.h5") as m, DatasetFile(files["a.h5"]) as a:
+        assert len(m) == len(a) and m.fields() == a.fields()
+    empty2 = tmp_path / "empty2.h5"
+    assert build(write_root(tmp_path / "empty2.root", 0, 5), "--out", empty2, "--skip-bad",
+                 "--eta-max", "0.4") == 0
+    assert build(files["empty.h5"], empty2, "--out", tmp_path / "e.h5") == 0
+    assert counts(tmp_path / "e.h5")["clusters_read"] == 0
 
 
 def test_merge_of_merges_adds_up(files, tmp_path):
