@@ -431,7 +431,8 @@ def test_recipe_values_refused_before_any_simulation(tmp_path, caplog, no_simula
 
 
 @pytest.mark.parametrize("content,words", [
-    ("[simulation]\nseed = 7\nevents = { \"pi0\" = 10 }\ncolour = 3\n", "unknown key(s) ['colour']"),
+    ("[simulation]\nseed = 7\nevents = { \"pi0\" = 10 }\ncolour = 3\n",
+     "unknown key(s) ['colour']"),
     ("[simulaton]\nseed = 7\n", "unknown section [simulaton]"),
     ("selection = 3\n[simulation]\nevents = { \"pi0\" = 10 }\n", "must be a table"),
     ("[simulation]\nevents = 10\n", "[simulation] events = 10"),

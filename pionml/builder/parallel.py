@@ -30,7 +30,6 @@ from pathlib import Path
 import numpy as np
 
 from pionml.builder.builder import BuildSummary, ConfigError, SchemaError, TREE, _Builder, where
-from pionml.builder.pointcloud import CELL_FIELDS
 
 logger = logging.getLogger(__name__)
 
@@ -502,7 +501,8 @@ def check_merge(parts: list[_MergePart]) -> None:
 
     for i, b in enumerate(parts):
         for a in parts[:i]:
-            same = os.path.abspath(a.path) == os.path.abspath(b.path) or os.path.samefile(a.path, b.path)
+            same = (os.path.abspath(a.path) == os.path.abspath(b.path)
+                    or os.path.samefile(a.path, b.path))
             if same or a.info["sha256"] == b.info["sha256"]:
                 how = "is the same file as" if same else "has the same content (sha256) as"
                 raise ConfigError(f"build: '{b.path}' {how} '{a.path}': merging a dataset twice "

@@ -128,8 +128,8 @@ def load_recipe(path) -> Recipe:
     seed = checked.get(("simulation", "seed"), 0)
     n_species = len(SPECIES)
     if seed + n_species - 1 > values.SEED_MAX:  # species i is simulated with seed + i
-        raise bad("simulation", "seed", seed, f"species are simulated with seed + 0..{n_species - 1}, "
-                  f"so it must be at most 2**32 - {n_species}")
+        raise bad("simulation", "seed", seed, f"species are simulated with seed + 0.."
+                  f"{n_species - 1}, so it must be at most 2**32 - {n_species}")
     fractions = split.get("fractions", [0.7, 0.15, 0.15])
     if (not isinstance(fractions, list) or len(fractions) != 3
             or any(isinstance(x, (bool, str)) for x in fractions)):
