@@ -14,10 +14,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import math
 import sys
 
-from pionml import __version__
+from pionml import __version__, values
 
 # Modules that provide subcommands, in the order of the data flow.
 COMMAND_MODULES = (
@@ -30,39 +29,16 @@ COMMAND_MODULES = (
 )
 
 
-# --- typed converters for argparse: a bad value is rejected at parse time with one line --------
-def _number(text: str, kind):
-    try:
-        value = kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not {'an integer' if kind is int else 'a number'}")
-    if kind is float and not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"'{text}' is not a finite number")
-    return value
-
-
-def finite_float(text: str) -> float:
-    """Any finite number."""
-    return _number(text, float)
-
-
-def _at_least(kind, low, strict: bool, doc: str):
-    """A converter: a number of ``kind`` above ``low`` (``strict``) or at least ``low``."""
-
-    def convert(text: str):
-        value = _number(text, kind)
-        if value < low or (strict and value == low):
-            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {low}, got {value:g}")
-        return value
-
-    convert.__doc__ = doc
-    return convert
-
-
-positive_int = _at_least(int, 1, False, "An integer >= 1.")
-non_negative_int = _at_least(int, 0, False, "An integer >= 0.")
-positive_float = _at_least(float, 0, True, "A finite number > 0.")
-non_negative_float = _at_least(float, 0, False, "A finite number >= 0.")
+# --- typed converters for argparse: a bad value is rejected at parse time with one line. The
+# checks themselves live in pionml.values, shared with the dataset recipes.
+finite_float = values.argparse_type(values.finite_float, "finite_float")
+positive_int = values.argparse_type(values.positive_int, "positive_int")
+non_negative_int = values.argparse_type(values.non_negative_int, "non_negative_int")
+positive_float = values.argparse_type(values.positive_float, "positive_float")
+non_negative_float = values.argparse_type(values.non_negative_float, "non_negative_float")
+seed = values.seed_arg
+energy = values.argparse_type(values.energy, "energy")
+event_count = values.argparse_type(values.event_count, "event_count")
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -20,7 +20,13 @@ def ordered_map(func, items, jobs: int = 1, initializer=None, initargs=(), ahead
     """``func(item)`` for every item, yielded in the order of ``items``. ``jobs`` > 1: in that
     many worker processes (``initializer(*initargs)`` runs once in each), with at most
     ``ahead * jobs`` results waiting, so memory stays bounded when the consumer is slower.
-    A worker's exception is raised here, at its item's turn."""
+    A worker's exception is raised here, at its item's turn. Never more processes than items
+    (:func:`pionml.values.cap_jobs`: one line logged when ``jobs`` is capped)."""
+    if jobs > 1:
+        from pionml.values import cap_jobs
+
+        items = list(items)
+        jobs = cap_jobs(jobs, len(items), "batches")
     if jobs <= 1:
         if initializer is not None:
             initializer(*initargs)

@@ -80,6 +80,19 @@ class Selection:
     min_calib: float = 0.2
     min_em: float = 0.0
 
+    def __post_init__(self):
+        """Each cut checked by :data:`pionml.values.SELECTION` (the checks of the command line
+        and the recipes): a finite eta_max > 0, min_calib >= 0, min_em >= 0 (a cluster with
+        E_EM <= 0 is never kept)."""
+        from pionml.values import SELECTION
+
+        for key, check in SELECTION.items():
+            value = getattr(self, key)
+            try:
+                object.__setattr__(self, key, check(value))
+            except ValueError as exc:
+                raise ConfigError(f"selection {key} = {value!r}: {exc}") from None
+
 
 @dataclass
 class BuildSummary:
@@ -336,6 +349,7 @@ class _Builder:
         self._type_checked: set = set()
         self.cluster_tree_pdg = dict(cluster_tree_pdg or {})  # file-name pattern -> PDG id
         self.cluster_tree_input = False  # image-format inputs: no point clouds
+        self.attributes: dict = {}  # more root attributes (a recipe's simulation_model)
 
     # -- schema
     def _schema(self) -> dict:
@@ -370,7 +384,8 @@ class _Builder:
         from pionml.io.hdf5 import DatasetWriter
 
         self.tmp = temp_path(self.out)  # unique: two builds to one --out never share it
-        self.writer = DatasetWriter(self.tmp, self._schema(), compression=self.compression)
+        self.writer = DatasetWriter(self.tmp, self._schema(), compression=self.compression,
+                                    name=self.out)
 
     # -- errors
     def _bad(self, reason: str, mask: np.ndarray, message) -> np.ndarray:
@@ -443,6 +458,7 @@ class _Builder:
             raise ConfigError("build: the inputs mix MLTree EventTree files (cells, point clouds) "
                               "and image-format ClusterTree files (no cells): build them into "
                               "separate datasets")
+        self._check_cluster_tree_pdg(inputs)
         return inputs, geometry
 
     def finish(self) -> None:
@@ -465,7 +481,8 @@ class _Builder:
                      f"those of these files' cell IDs?")
                 logger.warning("%s", w)
                 s.warnings.append(w)
-        self.writer.close(config=self._config(), sources=self._sources(), counts=s.counts())
+        self.writer.close(config=self._config(), sources=self._sources(), counts=s.counts(),
+                          extra=self.attributes)
         os.replace(self.tmp, self.out)
 
     def report(self, t0: float) -> BuildSummary:
@@ -562,14 +579,44 @@ class _Builder:
 
     # -- the image-format ClusterTree: one entry per cluster, images given, no cells
     def _pdg_of_file(self, path: Path) -> int:
+        """The PDG id of a ClusterTree file without a PDG branch, from the ``cluster_tree_pdg``
+        patterns matching its name (or path). Patterns that match it with different PDG ids are
+        refused, not resolved by their order or by a guess at the more specific one: the label
+        is the truth the classifier learns, and which of two globs is "more specific" is not
+        defined in general ('*pi0*' against 'user.*v2*'). The user names the file unambiguously
+        (e.g. '*piplus*=211', '*pi0*=111')."""
         import fnmatch
 
+        hits = {}
         for pattern, pdg in self.cluster_tree_pdg.items():
             if fnmatch.fnmatch(path.name, pattern) or fnmatch.fnmatch(str(path), pattern):
-                return int(pdg)
+                hits.setdefault(int(pdg), pattern)
+        if len(hits) > 1:
+            (p1, c1), (p2, c2) = [(pat, code) for code, pat in hits.items()][:2]
+            raise ConfigError(f"build: {where(file=path, tree='ClusterTree')} matches "
+                              f"--cluster-tree-pdg '{p1}={c1}' and '{p2}={c2}': its particle is "
+                              f"ambiguous; give patterns that match each file once")
+        if hits:
+            return next(iter(hits))
         raise ConfigError(f"build: {where(file=path, tree='ClusterTree')} has no PDG id branch "
                           f"(truthPdgId / pdgId): name its particle with --cluster-tree-pdg "
                           f"PATTERN=PDG, e.g. --cluster-tree-pdg '*pi0*=111'")
+
+    def _check_cluster_tree_pdg(self, inputs) -> None:
+        """Before any work: every ClusterTree input without a PDG branch has exactly one PDG id
+        from the ``cluster_tree_pdg`` patterns (:meth:`_pdg_of_file`). An unreadable file is
+        left to the build, which names (or with on_error="skip" counts) it."""
+        from pionml.io.root import cluster_tree_layout
+
+        for path, kind in zip(inputs, self.input_kinds):
+            if kind != "ClusterTree":
+                continue
+            try:
+                has_pdg = "pdg" in cluster_tree_layout(path)["scalars"]
+            except PionmlError:
+                continue
+            if not has_pdg:
+                self._pdg_of_file(path)
 
     def _run_cluster_tree_file(self, fi, path, bar):
         from pionml.io.root import CLUSTER_TREE_SCALARS, cluster_tree_layout, read_cluster_tree
@@ -594,7 +641,8 @@ class _Builder:
             bar.total = (bar.total or 0) + layout["entries"]
             bar.refresh()
             events: set = set()
-            for chunk in read_cluster_tree(path, scalars=branches, step_size=self.step_size):
+            for chunk in read_cluster_tree(path, scalars=branches, step_size=self.step_size,
+                                           check_pixels=False):  # checked cluster by cluster
                 self._process_cluster_tree_chunk(fi, path, chunk, sc, layout["moments"],
                                                  pdg_fixed, events)
                 done += len(chunk["entry"])
@@ -603,6 +651,8 @@ class _Builder:
             self._skip_file(path, exc, done)
 
     def _process_cluster_tree_chunk(self, fi, path, chunk, sc, moment_branch, pdg_fixed, events):
+        from pionml.io.root import CLUSTER_TREE_IMAGES
+
         s = self.summary
         entry = chunk["entry"]
         n = len(entry)
@@ -634,6 +684,14 @@ class _Builder:
         for key in ("eta", "phi"):
             mark("bad_kinematics", ~np.isfinite(v[key]), lambda k, key=key: (
                 f"value {v[key][k]} is not finite: {at(key, k)}"))
+        for img, (branch, _shape) in CLUSTER_TREE_IMAGES.items():
+            if img in chunk:  # a non-finite pixel: that cluster (the smallest bad unit)
+                pix = chunk[img].reshape(n, -1)
+                bad_pix = beyond(pix, ENERGY_MAX).any(axis=1)
+                mark("bad_energy", bad_pix, lambda k, pix=pix, branch=branch: (
+                    f"pixel energy {pix[k][beyond(pix[k], ENERGY_MAX)][0]:g} GeV is not finite "
+                    f"or beyond {ENERGY_MAX:g} GeV: "
+                    f"{where(file=path, tree='ClusterTree', branch=branch, entry=int(entry[k]))}"))
         moments = {m: np.asarray(chunk[moment_branch[m]], dtype=np.float64) for m in self.moments}
         for m, x in moments.items():
             mark("bad_moment", beyond(x, FLOAT32_MAX), lambda k, m=m, x=x: (
@@ -1065,6 +1123,7 @@ def build_dataset(
     jobs: int = 1,
     images: bool = True,
     cells: bool = True,
+    attributes: dict | None = None,
 ) -> BuildSummary:
     """Build the HDF5 dataset of design.md section 10 from MLTree ROOT files.
 
@@ -1086,10 +1145,13 @@ def build_dataset(
     ``images=False`` and ``cells=False`` make a cluster-table-only dataset (the moment-based
     calibrations read nothing else): no ``/images``, no ``/cells`` fields besides ``offsets``
     (all zero), ``image_E_fraction`` NaN; the cells are still read and checked.
+    ``attributes``: more root attributes (strings) written with the others, before the rename
+    (a recipe's ``simulation_model``).
     """
     b = _Builder(out, geometry, selection or Selection(), _check_split(split), seed, on_error,
                  step_size, progress, compression,
                  (specs or image_specs()) if images else (), cluster_tree_pdg, cells=cells)
+    b.attributes = dict(attributes or {})
     if jobs > 1:
         from pionml.builder.parallel import build_parallel
 

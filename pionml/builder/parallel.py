@@ -30,7 +30,6 @@ from pathlib import Path
 import numpy as np
 
 from pionml.builder.builder import BuildSummary, ConfigError, SchemaError, TREE, _Builder, where
-from pionml.builder.pointcloud import CELL_FIELDS
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +73,9 @@ class _RawPartWriter:
     to cut into the output's chunks. The stand-in for :class:`DatasetWriter` in a worker: the
     same ``append`` checks, no HDF5 file, no chunking."""
 
-    def __init__(self, path, schema: dict):
+    def __init__(self, path, schema: dict, name=None):
         self.path = Path(path)
+        self.name = Path(name) if name is not None else self.path  # the output, for errors
         self.path.mkdir(parents=True, exist_ok=True)
         self.schema = {k: (np.dtype(dt), tuple(int(t) for t in tail))
                        for k, (dt, tail) in schema.items()}
@@ -90,18 +90,32 @@ class _RawPartWriter:
                                            cells_per_cluster)
         if n == 0:
             return
-        for key, (dtype, _) in self.schema.items():
-            np.ascontiguousarray(given[key], dtype=dtype).tofile(self._files[key])
+        try:  # file.write: a full disk is an OSError with its errno (ndarray.tofile has none)
+            for key, (dtype, _) in self.schema.items():
+                self._files[key].write(np.ascontiguousarray(given[key], dtype=dtype).data)
+        except OSError as exc:
+            from pionml.io import write_error
+
+            raise write_error(self.name, exc) from None
         self.counts.append(counts)
         self.n_rows += n
         self.n_cells += m
 
     def close(self, **_) -> None:
-        for f in self._files.values():
-            f.close()
+        try:
+            for f in self._files.values():
+                f.close()  # flushes the last buffered rows
+        except OSError as exc:
+            from pionml.io import write_error
+
+            raise write_error(self.name, exc) from None
 
     def abort(self) -> None:
-        self.close()
+        for f in self._files.values():
+            try:
+                f.close()
+            except OSError:
+                pass
         shutil.rmtree(self.path, ignore_errors=True)
 
 
@@ -123,7 +137,7 @@ class _PartBuilder(_Builder):
 
     def _open_writer(self):
         self.tmp = self.out
-        self.writer = _RawPartWriter(self.out, self._schema())
+        self.writer = _RawPartWriter(self.out, self._schema(), name=_WORKER.get("out"))
 
 
 _WORKER: dict = {}
@@ -212,7 +226,8 @@ def _parts(inputs, step: int, jobs: int, folder: Path) -> list[_Part]:
 
 
 def _add_counts(dst: BuildSummary, src: BuildSummary) -> None:
-    for name in ("clusters_read", "clusters_kept", "events_read", "pixel_collisions", "cells_kept"):
+    for name in ("clusters_read", "clusters_kept", "events_read", "pixel_collisions", "cells_kept",
+                 "cells_outside_barrel", "clusters_with_cells_outside_barrel"):
         setattr(dst, name, getattr(dst, name) + getattr(src, name))
     for name in ("dropped", "skipped", "events_skipped", "per_split", "per_label"):
         d, s = getattr(dst, name), getattr(src, name)
@@ -222,15 +237,25 @@ def _add_counts(dst: BuildSummary, src: BuildSummary) -> None:
 
 def _append_rows(writer, source: Path, blocks, moments, fi_offset: int = 0) -> None:
     """Append the rows of dataset ``source`` to ``writer`` in blocks of ``blocks`` rows (the
-    schema's moments only), ``file_index`` shifted by ``fi_offset``."""
+    schema's moments only, its cell fields: none for a dataset without point clouds),
+    ``file_index`` shifted by ``fi_offset``. A part that cannot be read (truncated, corrupt
+    chunk) is a :class:`DataError` naming it."""
+    from pionml.errors import DataError, OutputError
     from pionml.io.hdf5 import DatasetFile
 
     with DatasetFile(source) as ds:
         names = [f for f in ds.cluster_fields
                  if not f.startswith("moment_") or f[len("moment_"):] in moments]
+        cells = tuple(ds.cell_fields)
         lo = 0
         for n in blocks:
-            block = ds.read_span(lo, lo + n, clusters=names, images=True, cells=tuple(CELL_FIELDS))
+            try:
+                block = ds.read_span(lo, lo + n, clusters=names, images=True, cells=cells)
+            except (OSError, RuntimeError, KeyError, ValueError) as exc:
+                if isinstance(exc, (SchemaError, OutputError)):
+                    raise
+                raise DataError(f"build: cannot read rows {lo}..{lo + n - 1} of the dataset "
+                                f"{where(file=source)}: {' '.join(str(exc).split())}") from None
             if fi_offset:
                 block.clusters["file_index"] = block.clusters["file_index"] + fi_offset
             writer.append(block.clusters, block.images, block.cells, np.diff(block.cell_offsets))
@@ -317,9 +342,12 @@ def build_parallel(builder: _Builder, inputs, jobs: int) -> BuildSummary:
         return builder.run_prepared(inputs, geometry, t0)
     folder = Path(tempfile.mkdtemp(prefix=".pionml-build-parts-", dir=builder.out.parent))
     parts = _parts(inputs, builder.step_size, jobs, folder)
+    from pionml.values import cap_jobs
+
+    jobs = cap_jobs(jobs, len(parts), "parts (of whole --step-size chunks)")
     kwargs = dict(geometry=geometry, selection=builder.selection, split=builder.split,
                   seed=builder.seed, on_error=builder.on_error, step_size=builder.step_size,
-                  specs=builder.specs, cells=builder.cells)
+                  specs=builder.specs, cells=builder.cells, out=builder.out)
     s = builder.summary
     failed_files: set = set()
     bar = progress_bar(total=len(parts), unit=" parts", desc=f"build ({jobs} jobs)",
@@ -414,60 +442,206 @@ def build_parallel(builder: _Builder, inputs, jobs: int) -> BuildSummary:
 
 
 # --------------------------------------------------------------------------- merging datasets
+#: Build settings that must agree between the parts of a merge: rows built otherwise do not
+#: belong in one dataset (another selection, other images, no point clouds, other labels or
+#: split fractions). Split seeds may differ (each part's is kept under ``merged_from``): parts
+#: never share a ROOT file, so no event can fall in two splits.
+MERGE_MUST_AGREE = ("selection", "split", "images", "cells", "point_clouds", "input_format",
+                    "label", "min_cell_fraction")
+
+
+@dataclass
+class _MergePart:
+    path: Path
+    rows: int
+    config: dict
+    sources: dict
+    counts: dict
+    schema: dict
+    model: str | None
+    info: dict
+
+
+def _read_part(path: Path) -> _MergePart:
+    """A built dataset's header for a merge; not a pionml dataset or unreadable: one line."""
+    from pionml.io import file_info
+    from pionml.io.hdf5 import DatasetFile
+
+    from pionml.builder.recipe import MODEL_ATTR
+
+    try:
+        with DatasetFile(path) as ds:
+            attrs = ds.attrs
+            rows = len(ds)
+        schema = _schema_of(path, None)
+    except (OSError, RuntimeError, KeyError, ValueError) as exc:
+        if isinstance(exc, SchemaError):
+            raise
+        raise SchemaError(f"build: cannot read the dataset {where(file=path)}: "
+                          f"{' '.join(str(exc).split())}") from None
+    missing = [k for k in ("config", "sources", "counts") if not isinstance(attrs.get(k), dict)]
+    if missing:
+        raise SchemaError(f"build: {where(file=path)} is not a dataset written by pionml build "
+                          f"(no '{missing[0]}' attribute): it cannot be merged")
+    model = attrs.get(MODEL_ATTR)
+    model = model.decode() if isinstance(model, bytes) else (None if model is None else str(model))
+    return _MergePart(path, rows, attrs["config"], attrs["sources"], attrs["counts"], schema,
+                      model, file_info(path))
+
+
+def check_merge(parts: list[_MergePart]) -> None:
+    """The checks of the ROOT build path, for datasets to merge (each a one-line
+    :class:`ConfigError`): no dataset twice (same file or same sha256); no ROOT file (by
+    sha256, the ``sources`` attribute) in two parts, else the clusters of one file could be in
+    the train split of one part and the test split of the other; one simulation model; the
+    build settings of :data:`MERGE_MUST_AGREE`; the same fields (dtype, shape) in every part
+    that has rows (a part with none, e.g. built from a ROOT file without entries, adds only
+    its counts)."""
+    import os
+
+    for i, b in enumerate(parts):
+        for a in parts[:i]:
+            same = (os.path.abspath(a.path) == os.path.abspath(b.path)
+                    or os.path.samefile(a.path, b.path))
+            if same or a.info["sha256"] == b.info["sha256"]:
+                how = "is the same file as" if same else "has the same content (sha256) as"
+                raise ConfigError(f"build: '{b.path}' {how} '{a.path}': merging a dataset twice "
+                                  "would repeat every row")
+    owner: dict = {}
+    for part in parts:
+        for src in part.sources.get("inputs") or []:
+            sha = src.get("sha256") if isinstance(src, dict) else None
+            if sha is None:
+                continue
+            if sha in owner and owner[sha][0] is not part:
+                first, name = owner[sha]
+                raise ConfigError(
+                    f"build: '{first.path}' and '{part.path}' were both built from the ROOT file "
+                    f"'{name}' (sha256 {sha[:16]}): their splits were drawn separately, so its "
+                    f"clusters could be in train and test alike; build that file once")
+            owner.setdefault(sha, (part, src.get("name", "?")))
+    models = {p.model for p in parts}
+    if len(models) > 1:
+        a = next(p for p in parts if p.model == parts[0].model)
+        b = next(p for p in parts if p.model != parts[0].model)
+        def name(m):
+            return f"simulation model {m}" if m else "no recorded simulation model"
+        raise ConfigError(f"build: '{a.path}' was made by {name(a.model)}, '{b.path}' by "
+                          f"{name(b.model)}: datasets of different simulations do not merge")
+    first = parts[0]
+    for part in parts[1:]:
+        for key in MERGE_MUST_AGREE:
+            x, y = first.config.get(key), part.config.get(key)
+            if x == y:
+                continue
+            what = {"images": ("images", "--no-images"), "cells": ("point clouds", "--no-cells"),
+                    "point_clouds": ("point clouds", "image-format ClusterTree files")}
+            if key in what and (not x) != (not y):
+                lacking, having = (part, first) if not y else (first, part)
+                name, how = what[key]
+                raise ConfigError(f"build: '{lacking.path}' has no {name} (built with {how}), "
+                                  f"'{having.path}' has: datasets merge only when built alike "
+                                  f"(rows without {name} would be lost or made up)")
+            raise ConfigError(f"build: '{part.path}' was built with {key} {_short(y)}, "
+                              f"'{first.path}' with {_short(x)}: datasets merge only when "
+                              f"built alike")
+    full = [p for p in parts if p.rows]
+    for part in full[1:]:
+        ref = full[0]
+        if part.schema != ref.schema:
+            diff = _schema_difference(ref.schema, part.schema)
+            raise ConfigError(f"build: '{part.path}' {diff} '{ref.path}': datasets merge only "
+                              f"with the same fields (build them with the same --no-images / "
+                              f"--no-cells and from files with the same moments)")
+
+
+def _short(value, n: int = 80) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= n else text[:n - 3] + "..."
+
+
+def _schema_difference(ref: dict, other: dict) -> str:
+    """How ``other``'s fields differ from ``ref``'s, as the middle of a sentence."""
+    def groups(schema, key):
+        return {k for k in schema if k.startswith(key + "/")}
+
+    for group, what in (("cells", "point clouds"), ("images", "images")):
+        if groups(ref, group) and not groups(other, group):
+            return f"has no {what} (/{group}), unlike"
+        if groups(other, group) and not groups(ref, group):
+            return f"has {what} (/{group}), unlike"
+    missing = sorted(set(ref) - set(other))
+    if missing:
+        return f"lacks the field '/{missing[0]}' of"
+    extra = sorted(set(other) - set(ref))
+    if extra:
+        return f"has the field '/{extra[0]}', absent from"
+    key = next(k for k in ref if ref[k] != other[k])
+    return (f"stores '/{key}' as {np.dtype(other[key][0]).name} {tuple(other[key][1])}, not "
+            f"{np.dtype(ref[key][0]).name} {tuple(ref[key][1])} as")
+
+
 def merge_datasets(inputs, out, compression: str | None = "gzip", progress: bool = True,
                    block_rows: int = 8192) -> BuildSummary:
-    """One dataset from several built ones (same images, selection and moments): rows in input
-    order, ``file_index`` indexing the merged ``sources``, counts added, ``config`` of the first
-    with the others' split seeds listed under ``merged_from``."""
-    from pionml.io import check_output, file_info, temp_path
-    from pionml.io.hdf5 import DatasetFile, DatasetWriter
+    """One dataset from several built ones, after :func:`check_merge`: rows in input order,
+    ``file_index`` indexing the merged ``sources``, every count the sum of the parts' counts,
+    ``config`` of the first part with rows (each part's file and split seed listed under
+    ``merged_from``), the parts' ``simulation_model`` kept (they agree). Written to a temporary
+    file, renamed at the end; a failure leaves no file and the previous ``out`` as it was."""
+    from pionml.io import check_output, temp_path
+    from pionml.io.hdf5 import DatasetWriter
     from pionml.progress import progress_bar
+
+    from pionml.builder.recipe import MODEL_ATTR
 
     t0 = time.perf_counter()
     inputs = [Path(p) for p in inputs]
     out = Path(out)
     check_output(out, inputs, what="build --out")
-    heads = []
-    for p in inputs:
-        with DatasetFile(p) as ds:
-            attrs = ds.attrs
-            heads.append((p, len(ds), ds.image_shapes, [f for f in ds.cluster_fields],
-                          attrs.get("config", {}), attrs.get("sources", {}), attrs.get("counts", {})))
-    first = heads[0]
-    for p, _, shapes, cols, config, _, _ in heads[1:]:
-        for what, a, b in (("images", shapes, first[2]), ("cluster columns", cols, first[3]),
-                           ("selection", config.get("selection"), first[4].get("selection"))):
-            if a != b:
-                raise ConfigError(f"build: '{p}' has other {what} than '{first[0]}' ({a} vs {b}): "
-                                  "datasets merge only when built alike")
+    parts = [_read_part(p) for p in inputs]
+    check_merge(parts)
     summary = BuildSummary(out=str(out))
-    names = {f.name for f in fields(BuildSummary)}
-    sources, merged_from = [], []
-    moments = [c[len("moment_"):] for c in first[3] if c.startswith("moment_")]
-    config = dict(first[4])
+    names = {f.name for f in fields(BuildSummary)} - {"out", "seconds"}
+    sources, merged_from, duplicates = [], [], []
+    ref = next((p for p in parts if p.rows), parts[0])
+    schema = ref.schema
+    moments = [k[len("clusters/moment_"):] for k in schema if k.startswith("clusters/moment_")]
+    config = {k: v for k, v in ref.config.items() if k != "merged_from"}
     tmp = temp_path(out)
-    schema = _schema_of(inputs[0], moments)
-    writer = DatasetWriter(tmp, schema, compression=compression)
-    bar = progress_bar(total=sum(h[1] for h in heads), unit=" clusters", desc="merge",
+    writer = DatasetWriter(tmp, schema, compression=compression, name=out)
+    bar = progress_bar(total=sum(p.rows for p in parts), unit=" clusters", desc="merge",
                        progress=progress)
     try:
-        for p, n, _, _, cfg, src, counts in heads:
-            part = BuildSummary(out=str(p), **{k: v for k, v in counts.items()
-                                               if k in names and k not in ("out", "seconds")})
-            _add_counts(summary, part)
+        for part in parts:
+            counts = {k: v for k, v in part.counts.items() if k in names}
+            try:
+                done = BuildSummary(out=str(part.path), **counts)
+            except TypeError as exc:
+                raise SchemaError(f"build: the 'counts' attribute of {where(file=part.path)} is "
+                                  f"not a pionml build's: {exc}") from None
+            _add_counts(summary, done)
             for key in ("skipped_files", "duplicate_inputs", "warnings"):
-                getattr(summary, key).extend(getattr(part, key))
-            blocks = [min(block_rows, n - lo) for lo in range(0, n, block_rows)]
-            _append_rows(writer, p, blocks, moments, fi_offset=len(sources))
-            sources += src.get("inputs", []) if isinstance(src, dict) else []
-            merged_from.append({"file": file_info(p), "split": cfg.get("split"), "seed": cfg.get("seed")})
-            bar.update(n)
+                getattr(summary, key).extend(getattr(done, key))
+            blocks = [min(block_rows, part.rows - lo) for lo in range(0, part.rows, block_rows)]
+            _append_rows(writer, part.path, blocks, moments, fi_offset=len(sources))
+            sources += part.sources.get("inputs") or []
+            duplicates += part.sources.get("duplicates_not_built") or []
+            merged_from.append({"file": part.info, "split": part.config.get("split"),
+                                "seed": part.config.get("seed")})
+            bar.update(part.rows)
         bar.close()
-        _image_figures(summary, inputs)
+        if not summary.balanced():
+            raise SchemaError(f"build: the parts' counts do not add up: {summary.accounting()}")
+        if summary.clusters_kept != sum(p.rows for p in parts):
+            raise SchemaError(f"build: the parts' counts say {summary.clusters_kept} clusters "
+                              f"kept, they hold {sum(p.rows for p in parts)} rows")
+        _image_figures(summary, [p.path for p in parts])
+        extra = {MODEL_ATTR: ref.model} if ref.model else {}
         writer.close(config={**config, "merged_from": merged_from},
-                     sources={"inputs": sources, "geometry": first[5].get("geometry")
-                              if isinstance(first[5], dict) else None},
-                     counts=json.loads(json.dumps(summary.counts(), default=float)))
+                     sources={"inputs": sources, "geometry": ref.sources.get("geometry"),
+                              "duplicates_not_built": duplicates},
+                     counts=json.loads(json.dumps(summary.counts(), default=float)),
+                     extra=extra)
         Path(tmp).replace(out)
     except BaseException:
         bar.close()
@@ -489,9 +663,10 @@ def _schema_of(path: Path, moments) -> dict:
             for name, ds in f[group].items():
                 if group == "cells" and name == "offsets":
                     continue
-                if group == "clusters" and name.startswith("moment_") and name[7:] not in moments:
+                if (moments is not None and group == "clusters" and name.startswith("moment_")
+                        and name[7:] not in moments):
                     continue
-                schema[f"{group}/{name}"] = (ds.dtype, ds.shape[1:])
+                schema[f"{group}/{name}"] = (ds.dtype.str, tuple(ds.shape[1:]))
     return schema
 
 

@@ -46,63 +46,128 @@ class Recipe:
     cells: bool = True
 
 
+#: The check of every recipe value (:mod:`pionml.values`, the checks of the command line):
+#: (section, key) -> check. ``[simulation] events`` is a table of species -> positive_int,
+#: ``[split] fractions`` three non-negative numbers summing to 1.
+def _checks() -> dict:
+    from pionml import values
+
+    return {
+        ("dataset", "output"): values.text,
+        ("dataset", "workdir"): values.text,
+        ("simulation", "seed"): values.seed,
+        ("simulation", "energy_min"): values.energy,
+        ("simulation", "energy_max"): values.energy,
+        **{("selection", k): check for k, check in values.SELECTION.items()},
+        ("split", "seed"): values.seed,
+        ("build", "images"): values.boolean,
+        ("build", "cells"): values.boolean,
+    }
+
+
 def load_recipe(path) -> Recipe:
-    """Read and check a recipe TOML file; unknown sections/keys and bad values are errors."""
+    """Read and check a recipe TOML file, before anything is simulated: unknown sections/keys
+    and bad values are a :class:`ConfigError` of one line naming the recipe, the key and the
+    value (the checks of :mod:`pionml.values`, shared with the command line)."""
+    from pionml import values
+
     path = Path(path)
     try:
         with open(path, "rb") as f:
             raw = tomllib.load(f)
     except FileNotFoundError as exc:
         raise ConfigError(f"recipe not found: '{path}'") from exc
-    except tomllib.TOMLDecodeError as exc:
+    except IsADirectoryError as exc:
+        raise ConfigError(f"recipe '{path}' is a directory, not a TOML file") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"recipe '{path}' is not valid TOML: {exc}") from exc
     for section, value in raw.items():
         if section not in _KEYS:
             raise ConfigError(f"recipe '{path}': unknown section [{section}]; "
                               f"valid: {sorted(_KEYS)}")
+        if not isinstance(value, dict):
+            raise ConfigError(f"recipe '{path}': '{section}' must be a table [{section}], got "
+                              f"{value!r}")
         unknown = set(value) - _KEYS[section]
         if unknown:
             raise ConfigError(f"recipe '{path}': unknown key(s) {sorted(unknown)} in [{section}]; "
                               f"valid: {sorted(_KEYS[section])}")
+
+    def bad(section, key, value, reason):
+        return ConfigError(f"recipe '{path}': [{section}] {key} = {_toml(value)}: {reason}")
+
+    checked: dict = {}
+    for (section, key), check in _checks().items():
+        if key in raw.get(section, {}):
+            value = raw[section][key]
+            try:
+                checked[section, key] = check(value)
+            except ValueError as exc:
+                raise bad(section, key, value, exc) from None
     ds, sim = raw.get("dataset", {}), raw.get("simulation", {})
-    sel, split = raw.get("selection", {}), raw.get("split", {})
-    events = dict(sim.get("events", {}))
+    split = raw.get("split", {})
+    events = sim.get("events", {})
+    if not isinstance(events, dict):
+        raise bad("simulation", "events", events, "must be a table of species = number of "
+                  "events, e.g. { \"pi0\" = 1000 }")
     if not events:
         raise ConfigError(f"recipe '{path}': [simulation] events is empty")
     for sp, n in events.items():
         if sp not in SPECIES:
-            raise ConfigError(f"recipe '{path}': unknown species '{sp}'; valid: {list(SPECIES)}")
-        if not isinstance(n, int) or n <= 0:
-            raise ConfigError(f"recipe '{path}': events of '{sp}' must be a positive integer")
-    e_min, e_max = float(sim.get("energy_min", 0.5)), float(sim.get("energy_max", 500.0))
-    if not 0 < e_min <= e_max:
-        raise ConfigError(f"recipe '{path}': need 0 < energy_min <= energy_max")
-    fractions = tuple(float(x) for x in split.get("fractions", (0.7, 0.15, 0.15)))
-    if len(fractions) != 3:
-        raise ConfigError(f"recipe '{path}': [split] fractions needs three numbers")
+            raise ConfigError(f"recipe '{path}': unknown species '{sp}' in [simulation] events; "
+                              f"valid: {list(SPECIES)}")
+        try:
+            values.event_count(n)
+        except ValueError as exc:
+            raise bad("simulation", f"events.{sp}", n, exc) from None
+    e_min = checked.get(("simulation", "energy_min"), 0.5)
+    e_max = checked.get(("simulation", "energy_max"), 500.0)
+    if e_min > e_max:
+        raise ConfigError(f"recipe '{path}': [simulation] energy_min = {e_min:g} is above "
+                          f"energy_max = {e_max:g}")
+    seed = checked.get(("simulation", "seed"), 0)
+    n_species = len(SPECIES)
+    if seed + n_species - 1 > values.SEED_MAX:  # species i is simulated with seed + i
+        raise bad("simulation", "seed", seed, f"species are simulated with seed + 0.."
+                  f"{n_species - 1}, so it must be at most 2**32 - {n_species}")
+    fractions = split.get("fractions", [0.7, 0.15, 0.15])
+    if (not isinstance(fractions, list) or len(fractions) != 3
+            or any(isinstance(x, (bool, str)) for x in fractions)):
+        raise bad("split", "fractions", fractions, "needs three numbers (train, val, test)")
     from pionml.builder.builder import check_split
 
-    check_split(fractions, what=f"recipe '{path}': [split] fractions")  # before any simulation
-    build = raw.get("build", {})
-    for key, value in build.items():
-        if not isinstance(value, bool):
-            raise ConfigError(f"recipe '{path}': [build] {key} must be true or false")
+    fractions = check_split(fractions, what=f"recipe '{path}': [split] fractions")
+    selection = {key: checked[section, key] for (section, key) in checked
+                 if section == "selection"}
     base = path.resolve().parent
     stem = path.stem
     return Recipe(
         path=path.resolve(),
         output=base / ds.get("output", f"{stem}.h5"),
         workdir=base / ds.get("workdir", f"{stem}_root"),
-        seed=int(sim.get("seed", 0)),
-        events=events,
+        seed=seed,
+        events=dict(events),
         energy_min=e_min,
         energy_max=e_max,
-        selection=dict(sel),
+        selection=selection,
         split=fractions,
-        split_seed=int(split.get("seed", 0)),
-        images=build.get("images", True),
-        cells=build.get("cells", True),
+        split_seed=checked.get(("split", "seed"), 0),
+        images=checked.get(("build", "images"), True),
+        cells=checked.get(("build", "cells"), True),
     )
+
+
+def _toml(value) -> str:
+    """A value as the recipe writes it (strings quoted, inf and nan as TOML spells them)."""
+    import math
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, str):
+        return '"' + value.replace('"', '\\"') + '"'
+    return repr(value)
 
 
 def _simulate_to_root(path, n_events, particle, energy_min, energy_max, seed, progress, jobs=1):
@@ -155,12 +220,11 @@ def make_dataset(recipe_path="datasets/default.toml", out=None, force: bool = Fa
                               progress, jobs)
         files.append(path)
     marker.write_text(model + "\n")
+    # the model is written with the other attributes, before the rename: an output that is
+    # there is complete
     build_dataset(files, out, geometry=None, selection=Selection(**r.selection), split=r.split,
-                  seed=r.split_seed, progress=progress, jobs=jobs, images=r.images, cells=r.cells)
-    import h5py
-
-    with h5py.File(out, "a") as f:
-        f.attrs[MODEL_ATTR] = model
+                  seed=r.split_seed, progress=progress, jobs=jobs, images=r.images, cells=r.cells,
+                  attributes={MODEL_ATTR: model})
     return out
 
 

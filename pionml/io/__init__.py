@@ -86,6 +86,27 @@ def temp_path(path) -> Path:
     return p.with_name(f".{p.name}.{os.getpid()}-{secrets.token_hex(4)}.part")
 
 
+def write_error(path, exc: BaseException):
+    """A failed write (full disk, file size limit, I/O error) as one
+    :class:`~pionml.errors.OutputError` naming the output: the system's reason (also from the
+    errno in h5py's text: "No space left on device"), not HDF5's error stack. The writers of
+    pionml write to a temporary file, so the output itself was not touched."""
+    import errno
+    import os
+    import re
+
+    from pionml.errors import OutputError
+
+    code = getattr(exc, "errno", None)
+    if not code:
+        m = re.search(r"errno\s*=\s*(\d+)", str(exc))
+        code = int(m.group(1)) if m else None
+    reason = os.strerror(code) if code else " ".join(str(exc).split())[:200]
+    hint = " (the disk is full)" if code in (errno.ENOSPC, errno.EDQUOT) else ""
+    return OutputError(f"cannot write '{path}': {reason}{hint}; '{path}' was not written or "
+                       f"changed")
+
+
 def remove_quietly(path) -> None:
     """Remove a temporary file after a failure (never raises)."""
     try:

@@ -12,6 +12,7 @@ with an identical sha256.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -21,6 +22,7 @@ import h5py
 import numpy as np
 
 from pionml.errors import SchemaError, where
+from pionml.io import write_error
 from pionml.geometry import IMAGE_NAMES
 
 logger = logging.getLogger(__name__)
@@ -190,6 +192,21 @@ def append_block(keys, clusters: dict, images: dict, cells: dict, cells_per_clus
     return given, counts, n, m
 
 
+def _discard_writes(file: h5py.File) -> None:
+    """Point the file's descriptor at /dev/null (POSIX, the sec2 driver), so that HDF5's last
+    writes succeed and the file can be closed (then removed) after a failed write."""
+    import os
+
+    fd = file.id.get_vfd_handle()
+    if not isinstance(fd, int) or fd < 0:
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, fd)
+    finally:
+        os.close(null)
+
+
 class DatasetWriter:
     """Writes a dataset incrementally.
 
@@ -200,13 +217,34 @@ class DatasetWriter:
 
     def __init__(self, path, schema: dict[str, tuple], compression: str | None = "gzip",
                  compression_opts: int | None = 1, chunk_rows: int = 1024,
-                 chunk_cells: int = 65536):
+                 chunk_cells: int = 65536, *, name=None):
         self.path = Path(path)
+        #: the output this file becomes (named in a write error; the temporary path is not)
+        self.name = Path(name) if name is not None else self.path
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = h5py.File(self.path, "w", libver="earliest", track_order=True)
+        self._closed = False
+        self._file = None
+        try:
+            with self._writing():
+                self._file = h5py.File(self.path, "w", libver="earliest", track_order=True)
+                self._create(schema, compression, compression_opts, chunk_rows, chunk_cells)
+        except BaseException:
+            self.abort()
+            raise
+
+    @contextlib.contextmanager
+    def _writing(self):
+        """A failed write (full disk, file size limit, I/O error: h5py raises OSError or
+        RuntimeError) becomes one :class:`~pionml.errors.OutputError` naming the output; the
+        caller's :meth:`abort` then removes the temporary file."""
+        try:
+            yield
+        except (OSError, RuntimeError) as exc:
+            raise write_error(self.name, exc) from None
+
+    def _create(self, schema, compression, compression_opts, chunk_rows, chunk_cells) -> None:
         self.n_rows = 0
         self.n_cells = 0
-        self._closed = False
         self._ds: dict[str, h5py.Dataset] = {}
         #: per dataset: its storage (dtype, chunk shape, filters), as :func:`compress_chunks` takes it
         self.layouts: dict[str, dict] = {}
@@ -246,10 +284,11 @@ class DatasetWriter:
             return
         rows, cells_at = self.n_rows, self.n_cells
         self.grow(counts)
-        for key, ds in self._ds.items():
-            if key != "cells/offsets":
-                start = cells_at if key.startswith("cells/") else rows
-                ds[start:start + len(given[key])] = np.asarray(given[key], dtype=ds.dtype)
+        with self._writing():
+            for key, ds in self._ds.items():
+                if key != "cells/offsets":
+                    start = cells_at if key.startswith("cells/") else rows
+                    ds[start:start + len(given[key])] = np.asarray(given[key], dtype=ds.dtype)
 
     def grow(self, cells_per_cluster: np.ndarray) -> None:
         """Add rows whose values come as stored chunks (:meth:`write_chunks`): every dataset is
@@ -259,13 +298,14 @@ class DatasetWriter:
         n, m = len(counts), int(counts.sum())
         if n == 0:
             return
-        for key, ds in self._ds.items():
-            if key != "cells/offsets":
-                start = self.n_cells if key.startswith("cells/") else self.n_rows
-                ds.resize((start + (m if key.startswith("cells/") else n),) + ds.shape[1:])
-        off = self._ds["cells/offsets"]
-        off.resize((self.n_rows + n + 1,))
-        off[self.n_rows + 1:] = self.n_cells + np.cumsum(counts)
+        with self._writing():
+            for key, ds in self._ds.items():
+                if key != "cells/offsets":
+                    start = self.n_cells if key.startswith("cells/") else self.n_rows
+                    ds.resize((start + (m if key.startswith("cells/") else n),) + ds.shape[1:])
+            off = self._ds["cells/offsets"]
+            off.resize((self.n_rows + n + 1,))
+            off[self.n_rows + 1:] = self.n_cells + np.cumsum(counts)
         self.n_rows += n
         self.n_cells += m
 
@@ -279,24 +319,40 @@ class DatasetWriter:
             if index * rows >= ds.shape[0]:
                 raise SchemaError(f"DatasetWriter.write_chunks: chunk {index} of '{key}' lies "
                                   f"beyond its {ds.shape[0]} rows")
-            ds.id.write_direct_chunk((index * rows,) + zeros, raw, filter_mask=mask)
+            with self._writing():
+                ds.id.write_direct_chunk((index * rows,) + zeros, raw, filter_mask=mask)
 
-    def close(self, config: dict, sources: list, counts: dict) -> None:
-        """Write the root attributes (schema_version, config, sources, counts) and close."""
+    def close(self, config: dict, sources: list, counts: dict, extra: dict | None = None) -> None:
+        """Write the root attributes (schema_version, config, sources, counts, then the
+        string attributes of ``extra``) and close. Everything is flushed before the file is
+        closed, so a write that fails here leaves it open for :meth:`abort`."""
         if self._closed:
             return
         attrs = {"schema_version": np.int64(SCHEMA_VERSION), "config": _json(config),
                  "sources": _json(sources), "counts": _json(counts)}
-        for k in ATTRIBUTE_ORDER:
-            self._file.attrs[k] = attrs[k]
-        self._file.close()
+        with self._writing():
+            for k in ATTRIBUTE_ORDER:
+                self._file.attrs[k] = attrs[k]
+            for k, v in (extra or {}).items():
+                self._file.attrs[k] = str(v)
+            self._file.flush()
+            self._file.close()
         self._closed = True
 
     def abort(self) -> None:
-        """Close without attributes (after an error) and remove the partial file."""
-        if not self._closed:
-            self._file.close()
-            self._closed = True
+        """Close without attributes (after an error) and remove the partial file. What HDF5
+        still has to write goes to /dev/null: after a failed write (a full disk) HDF5 cannot
+        flush its cache, and a file it cannot close crashes the interpreter at exit."""
+        if not self._closed and self._file is not None:
+            try:
+                _discard_writes(self._file)
+            except (OSError, RuntimeError, ValueError):
+                pass
+            try:
+                self._file.close()
+            except (OSError, RuntimeError, ValueError):
+                pass
+        self._closed = True
         self.path.unlink(missing_ok=True)
 
     def __enter__(self):

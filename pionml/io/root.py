@@ -835,13 +835,15 @@ def cluster_tree_layout(path, tree: str = CLUSTER_TREE) -> dict:
 
 def read_cluster_tree(path, tree: str = CLUSTER_TREE, step_size: int = 10000,
                       scalars=("clusterE", "clusterECalib", "cluster_ENG_CALIB_TOT",
-                               "cluster_EM_PROBABILITY")) -> Iterator[dict]:
+                               "cluster_EM_PROBABILITY"),
+                      check_pixels: bool = True) -> Iterator[dict]:
     """Iterate over a ``ClusterTree`` (one entry per cluster) in chunks.
 
     Yields dicts with the images under pionml's names (``EMB1`` ... ``Tile2``), shaped
     (n, eta, phi) float32, and the requested scalars that are present (branch names), plus
     ``entry``. Image branches are named ``EMB1`` ... ``TileBar2`` in the files. A non-finite
-    pixel is a DataError naming the entry.
+    pixel is a DataError naming the entry; ``check_pixels=False`` leaves that to the caller
+    (the builder skips the cluster alone with ``on_error="skip"``).
     """
     layout = cluster_tree_layout(path, tree)
     f = _open(path)
@@ -865,7 +867,7 @@ def read_cluster_tree(path, tree: str = CLUSTER_TREE, step_size: int = 10000,
                 raise SchemaError(f"{where(file=path, tree=tree, branch=name)}: image shape "
                                   f"{data.shape[1:]}, expected {shape}")
             bad = ~np.isfinite(data).reshape(len(data), -1).all(axis=1)
-            if bad.any():
+            if check_pixels and bad.any():
                 raise DataError(f"{where(file=path, tree=tree, branch=name, entry=start + int(np.flatnonzero(bad)[0]))}: "
                                 f"non-finite pixel energy")
             out[img] = data

@@ -6,6 +6,7 @@ happen inside the run functions.
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 
@@ -29,17 +30,18 @@ def _geometry(args):
 
 
 def _add_simulate(p):
-    from pionml.cli import positive_float, positive_int
+    from pionml.cli import energy, event_count, positive_int, seed
     from pionml.reco.chain import BATCH_SIZE
 
     p.add_argument("--particle", choices=PARTICLES, default="mix",
                    help="species; mix = pi0 : pi+ : pi- in equal thirds (default)")
-    p.add_argument("--events", type=positive_int, required=True, help="number of events")
+    p.add_argument("--events", type=event_count, required=True,
+                   help="number of events (at most 2**31 - 1)")
     p.add_argument("--out", required=True, metavar="FILE.root", help="output MLTree ROOT file")
-    p.add_argument("--energy", type=positive_float, help="fixed particle energy (GeV)")
-    p.add_argument("--energy-min", type=positive_float, default=0.2, help="log-uniform range, GeV")
-    p.add_argument("--energy-max", type=positive_float, default=2000.0, help="log-uniform range, GeV")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--energy", type=energy, help="fixed particle energy (GeV, at most 1e5)")
+    p.add_argument("--energy-min", type=energy, default=0.2, help="log-uniform range, GeV")
+    p.add_argument("--energy-max", type=energy, default=2000.0, help="log-uniform range, GeV")
+    p.add_argument("--seed", type=seed, default=0, help="random seed, 0 to 2**32 - 1 (0)")
     p.add_argument("--no-lcw", action="store_true", help="do not apply the LCW calibration")
     p.add_argument("--lcw-tables", metavar="DIR", default=None,
                    help="LCW tables written by 'pionml lcw-derive' (default: the shipped ones)")
@@ -54,6 +56,9 @@ def _add_simulate(p):
                         "the one-job file, with the same seeds and event numbers")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_thresholds(p)
+
+
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EIO)
 
 
 def shard_arg(text):
@@ -81,22 +86,31 @@ def _run_simulate(args):
                        "--noise-thresholds %s derive matching ones (pionml lcw-derive "
                        "--noise-thresholds %s --out-dir ...) or pass --no-lcw",
                        args.noise_thresholds, args.noise_thresholds)
-    summary = simulate_to_root(
-        args.out, args.events, particle=args.particle, energy=args.energy,
-        energy_min=args.energy_min, energy_max=args.energy_max, seed=args.seed,
-        lcw=lcw, batch_size=args.batch_size,
-        progress=not args.no_progress, geometry=_geometry(args), jobs=args.jobs,
-        shard=args.shard)
+    try:
+        summary = simulate_to_root(
+            args.out, args.events, particle=args.particle, energy=args.energy,
+            energy_min=args.energy_min, energy_max=args.energy_max, seed=args.seed,
+            lcw=lcw, batch_size=args.batch_size,
+            progress=not args.no_progress, geometry=_geometry(args), jobs=args.jobs,
+            shard=args.shard)
+    except OSError as exc:
+        # a write that failed (full disk): one line naming the output; simulate_to_root has
+        # removed its temporary file and left a previous --out as it was
+        if exc.filename is None and exc.errno in _WRITE_ERRNOS:
+            from pionml.io import write_error
+
+            raise write_error(args.out, exc) from None
+        raise
     logger.info("summary: %s", summary)
     return 0
 
 
 def _add_lcw(p):
-    from pionml.cli import positive_int
+    from pionml.cli import positive_int, seed
 
     p.add_argument("--events", type=positive_int, default=20000,
                    help="events per sample (pi0, and pi+- half each charge)")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seed", type=seed, default=1)
     p.add_argument("--out-dir", help="where to write the tables (default: a new folder "
                                       "lcw_tables_<time>; the shipped tables change only with --install)")
     p.add_argument("--install", action="store_true",
@@ -130,11 +144,11 @@ def _run_lcw(args):
 
 
 def _add_validate(p):
-    from pionml.cli import positive_int
+    from pionml.cli import positive_int, seed
 
     p.add_argument("--events", type=positive_int, default=2000,
                    help="events per sample point (default 2000; runtime ~1 min)")
-    p.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    p.add_argument("--seed", type=seed, default=7, help="random seed (default 7)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--no-clusters", action="store_true",
                    help="skip the clustered / LCW tables (physics.md 7.2(d), 7.3, 7.6)")
