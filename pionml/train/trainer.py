@@ -97,6 +97,7 @@ class TrainConfig:
                               f"{', '.join(AUGMENTATIONS)})")
         if self.clip_grad is not None and not self.clip_grad > 0:
             raise ConfigError(f"gradient clipping norm must be > 0, got {self.clip_grad}")
+        self.seed = check_seed(self.seed)
 
     def stage_list(self) -> list[Stage]:
         if not self.stages:
@@ -112,6 +113,29 @@ class TrainConfig:
                                   f"and lr > 0, got {asdict(st)}")
             out.append(st)
         return out
+
+
+#: Seeds are 32-bit: numpy's global generator (and the data order) take 0 <= seed < 2**32.
+SEED_LIMIT = 2 ** 32
+
+
+def check_seed(seed, what: str = "training seed") -> int:
+    """``seed`` as an int in ``0 <= seed < 2**32`` (an integral float such as ``3.0`` from a
+    JSON file is accepted), else a ConfigError naming the value: a bool, a string, a fractional
+    or non-finite number, a negative or too large one."""
+    ok = not isinstance(seed, bool) and (
+        isinstance(seed, (int, np.integer))
+        or (isinstance(seed, (float, np.floating)) and math.isfinite(seed) and float(seed).is_integer()))
+    if not ok or not 0 <= int(seed) < SEED_LIMIT:
+        raise ConfigError(f"{what} must be an integer with 0 <= seed < 2**32, got {seed!r}")
+    return int(seed)
+
+
+#: The options of :class:`TrainConfig` that a resumed run must share with its checkpoint (the
+#: trajectory depends on them); ``epochs`` and ``patience`` may grow, ``device`` and ``amp`` may
+#: change.
+RESUME_KEYS = ("batch_size", "lr", "weight_decay", "seed", "scheduler", "clip_grad", "augment",
+               "recipe")
 
 
 #: Fields of :class:`TrainConfig` that a model may set in its ``train_defaults``.
@@ -218,8 +242,9 @@ class Trainer:
         self.data_sha256 = data_sha256
         self.dist = distributed.current()
         self.stages = config.stage_list()
+        # per epoch, with the processes and batches that made it (a resume must match them)
         self.history = {"stage": [], "epoch": [], "train_loss": [], "val_loss": [], "lr": [],
-                        "seconds": []}
+                        "seconds": [], "world_size": [], "batch_size": [], "effective_batch": []}
         self.best_val, self.best_epoch = math.inf, -1
         self.stage_index, self.stage_epoch, self.bad_epochs = 0, 0, 0
         self.amp = bool(config.amp and device.type == "cuda")
@@ -275,7 +300,8 @@ class Trainer:
         bar = progress_bar(loader, desc=f"{self.model.name} {stage.name} epoch {epoch + 1}",
                            progress=self.progress and d.is_main, leave=False, total=n_batches)
         total, n = 0.0, 0
-        with self._join():
+        # a peer that dies makes DDP's gradient all-reduce fail: one line naming this rank
+        with distributed.collective(f"training epoch {epoch + 1}"), self._join():
             for i, batch in enumerate(bar):
                 batch = batch.to(self.device)
                 if self.config.augment == "phi_reflect":
@@ -286,8 +312,7 @@ class Trainer:
                     raise TrainingError(
                         f"model '{self.model.name}': the training loss became {float(loss)} at "
                         f"epoch {epoch + 1}, batch {i + 1} (stage {stage.name}); check the inputs "
-                        f"for NaN or inf and the learning rate. The weights of the last finite "
-                        f"epoch are in '{self.folder / runfiles.CHECKPOINT_FILE}'")
+                        f"for NaN or inf and the learning rate. {self._kept()}")
                 loss.backward()
                 if self.config.clip_grad:
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad)
@@ -295,8 +320,17 @@ class Trainer:
                 total += float(loss.detach()) * len(batch)
                 n += len(batch)
                 bar.set_postfix(loss=f"{total / n:.4f}")
-        total, n = distributed.all_reduce_sum([total, n], device=self.device)
+        total, n = distributed.all_reduce_sum([total, n], device=self.device,
+                                              what=f"the training loss of epoch {epoch + 1}")
         return total / max(n, 1)
+
+    def _kept(self) -> str:
+        """Where the last finite state is, naming only files that exist."""
+        ckpt = self.folder / runfiles.CHECKPOINT_FILE
+        if self.history["epoch"] and ckpt.is_file():
+            return (f"The state after epoch {self.history['epoch'][-1]} (the last finite one) is "
+                    f"in '{ckpt}'")
+        return "No epoch ended: no checkpoint was written"
 
     @torch.no_grad()
     def evaluate_loss(self, source, stage: Stage) -> float:
@@ -309,28 +343,66 @@ class Trainer:
             batch = batch.to(self.device)
             total += float(self._loss(batch, stage, net=self.model)) * len(batch)
             n += len(batch)
-        total, n = distributed.all_reduce_sum([total, n], device=self.device)
+        total, n = distributed.all_reduce_sum([total, n], device=self.device,
+                                              what="the validation loss")
         if n and not math.isfinite(total):
-            raise TrainingError(f"model '{self.model.name}': the validation loss is {total / n}")
+            raise TrainingError(f"model '{self.model.name}': the validation loss is {total / n}; "
+                                f"{self._kept()[0].lower()}{self._kept()[1:]}")
         return total / max(n, 1)
 
     # -- checkpoints ----------------------------------------------------------------------------
-    def checkpoint(self) -> dict:
+    def checkpoint(self, rng_ranks: list | None = None) -> dict:
+        """The state a run resumes from. ``rng_ranks``: the RNG states of every process (rank
+        order, :func:`pionml.train.distributed.all_gather`), each process restoring its own;
+        ``rng`` is this process's."""
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict() if self.scheduler else {},
                 "stage_index": self.stage_index, "stage_epoch": self.stage_epoch,
                 "history": self.history, "best_val": self.best_val, "best_epoch": self.best_epoch,
                 "bad_epochs": self.bad_epochs, "rng": _rng_state(),
-                "data_sha256": self.data_sha256}
+                "rng_ranks": rng_ranks or [_rng_state()],
+                "world_size": self.dist.world_size, "batch_size": self.config.batch_size,
+                "train_config": self._resume_options(), "data_sha256": self.data_sha256}
+
+    def _resume_options(self) -> dict:
+        opts = {k: getattr(self.config, k) for k in RESUME_KEYS}
+        opts["stages"] = [[st.name, st.lr, st.options] for st in self.stages]
+        return runfiles.jsonable(opts)
+
+    def _check_resume(self, ckpt: dict, path: Path) -> None:
+        """The processes, the batches and the options of the checkpoint are this run's: a
+        resumed run repeats the uninterrupted one, or is refused in one line."""
+        world, batch = self.dist.world_size, self.config.batch_size
+        old_world = int(ckpt.get("world_size", 1))
+        old_batch = int(ckpt.get("batch_size", (ckpt.get("train_config") or {}).get("batch_size", batch)))
+        if (old_world, old_batch) != (world, batch):
+            def run(w, b):
+                return (f"{w} process{'es' if w > 1 else ''} x batch {b} per process "
+                        f"(effective batch {w * b})")
+            raise CheckpointError(
+                f"checkpoint '{path}' was written by {run(old_world, old_batch)}; this run has "
+                f"{run(world, batch)}: resume with the same number of processes (torchrun "
+                f"--nproc_per_node {old_world}, or no torchrun for 1) and --batch-size {old_batch}, "
+                "or start a new run")
+        saved = ckpt.get("train_config")
+        if saved:
+            now = self._resume_options()
+            diff = [f"{k} {saved.get(k)!r} (now {now[k]!r})" for k in now if saved.get(k) != now[k]]
+            if diff:
+                raise CheckpointError(f"checkpoint '{path}' was trained with " + ", ".join(diff)
+                                      + ": resume with the same options (only --epochs and "
+                                      "--patience may change), or start a new run")
 
     def resume(self, path: Path) -> None:
-        """Continue from a checkpoint made on the same data (the hash must match)."""
+        """Continue from a checkpoint made on the same data (the hash must match), with the same
+        processes, batch and options."""
         ckpt = runfiles.load_tensors(path)
         saved = ckpt.get("data_sha256", "")
         if saved and self.data_sha256 and saved != self.data_sha256:
             raise CheckpointError(f"checkpoint '{path}' was made on other data (sha256 "
                                   f"{saved[:12]}..., this file {self.data_sha256[:12]}...); "
                                   "resume on the same dataset or start a new run")
+        self._check_resume(ckpt, path)
         try:
             runfiles.load_state(self.model, ckpt["model"], path)
             self.stage_index = int(ckpt["stage_index"])
@@ -338,10 +410,15 @@ class Trainer:
             self.optimizer.load_state_dict(ckpt["optimizer"])
             if self.scheduler is not None and ckpt["scheduler"]:
                 self.scheduler.load_state_dict(ckpt["scheduler"])
-            self.history = {k: list(v) for k, v in ckpt["history"].items()}
+            saved_history = {k: list(v) for k, v in ckpt["history"].items()}
+            done = len(saved_history["epoch"])
+            # a checkpoint written before the processes were recorded: its own world and batch
+            self.history = {k: saved_history.get(k, [None] * done) for k in self.history}
             self.best_val, self.best_epoch = float(ckpt["best_val"]), int(ckpt["best_epoch"])
             self.bad_epochs, self.stage_epoch = int(ckpt["bad_epochs"]), int(ckpt["stage_epoch"])
-            _set_rng_state(ckpt["rng"])
+            ranks = ckpt.get("rng_ranks") or [ckpt["rng"]]
+            # every process continues its own random stream (dropout, augmentation)
+            _set_rng_state(ranks[self.dist.rank] if len(ranks) == self.dist.world_size else ckpt["rng"])
         except (KeyError, ValueError, TypeError, IndexError, RuntimeError) as exc:
             raise CheckpointError(f"checkpoint '{path}': cannot resume ({exc!r})") from exc
         logger.info("resumed from %s: stage %d, epoch %d", path, self.stage_index + 1, self.stage_epoch)
@@ -367,7 +444,9 @@ class Trainer:
                     self.scheduler.step()
                 self.stage_epoch += 1
                 logs = {"stage": stage.name, "epoch": global_epoch + 1, "train_loss": train_loss,
-                        "val_loss": val_loss, "lr": lr, "seconds": time.perf_counter() - t0}
+                        "val_loss": val_loss, "lr": lr, "seconds": time.perf_counter() - t0,
+                        "world_size": self.dist.world_size, "batch_size": self.config.batch_size,
+                        "effective_batch": self.dist.world_size * self.config.batch_size}
                 for k, v in logs.items():
                     self.history[k].append(v)
                 logger.info("%s %s epoch %d: train loss %.4f, val loss %.4f (%.1f s)",
@@ -379,8 +458,10 @@ class Trainer:
                         runfiles.save_tensors(self.model.state_dict(), weights)
                 else:
                     self.bad_epochs += 1
+                rng_ranks = distributed.all_gather(_rng_state(), what="saving the checkpoint")
                 if main:
-                    runfiles.save_tensors(self.checkpoint(), self.folder / runfiles.CHECKPOINT_FILE)
+                    runfiles.save_tensors(self.checkpoint(rng_ranks),
+                                          self.folder / runfiles.CHECKPOINT_FILE)
                 for hook in self.hooks:
                     hook.on_epoch_end(self, logs)
                 if self.bad_epochs >= stage.patience:
@@ -394,7 +475,7 @@ class Trainer:
                     runfiles.load_state(self.model, runfiles.load_tensors(weights), weights)
                 self._new_optimizer(self.stages[self.stage_index])
                 self.best_val = math.inf
-        distributed.barrier()
+        distributed.barrier(what="the end of training")
         if self.model.trainable:
             runfiles.load_state(self.model, runfiles.load_tensors(weights), weights)
         for hook in self.hooks:
