@@ -310,7 +310,7 @@ class Trainer:
                 loss = self._loss(batch, stage)
                 if not torch.isfinite(loss):
                     raise TrainingError(
-                        f"model '{self.model.name}': the training loss became {float(loss)} at "
+                        f"model '{self.model.name}': the training loss became {float(loss.detach())} at "
                         f"epoch {epoch + 1}, batch {i + 1} (stage {stage.name}); check the inputs "
                         f"for NaN or inf and the learning rate. {self._kept()}")
                 loss.backward()
@@ -495,33 +495,112 @@ def data_spec(dataset, normalisation=None):
                     n_moments=len(moments.features) if moments is not None else 0)
 
 
-def check_finite_fields(dataset, rows, fields) -> None:
-    """DataError naming the file, the field, the count and the first row where a per-cluster
-    field the run reads is NaN or inf (images and cells are checked batch by batch)."""
+#: Per-cluster fields that must be > 0 where a model reads them: E_em is the denominator of
+#: the image fractions and of the point clouds' E/E_em, and its log is a scalar feature; a
+#: cluster without signal at the EM scale cannot be normalised (its inputs blow up).
+POSITIVE_FIELDS = {"E_em": "the cluster signal at the EM scale; its images are fractions of "
+                           "it and its log is a feature"}
+
+
+def check_finite_fields(dataset, splits: dict, fields, positive: bool = True) -> None:
+    """DataError naming the file, the split, the field, the count and the first row where a
+    per-cluster field the run reads is NaN or inf, or (``positive``: the model's inputs are
+    made from them) where one of :data:`POSITIVE_FIELDS` is <= 0 (images and cells are
+    checked batch by batch). ``splits``: split name -> rows."""
     from pionml.errors import DataError
 
-    cl = dataset.read_rows(np.sort(rows), clusters=fields).clusters
-    for name, values in cl.items():
-        bad = ~np.isfinite(values.astype(np.float64))
-        if bad.any():
-            raise DataError(f"file '{dataset.path}': '/clusters/{name}' is NaN or inf in "
-                            f"{int(bad.sum())} of the {len(bad)} training and validation rows "
-                            f"(first: row {int(np.sort(rows)[np.argmax(bad)])}); rebuild the "
-                            "dataset or drop those rows")
+    for split, rows in splits.items():
+        rows = np.sort(np.asarray(rows))
+        cl = dataset.read_rows(rows, clusters=fields).clusters
+        for name, values in cl.items():
+            v = values.astype(np.float64)
+            bad = ~np.isfinite(v)
+            what = "is NaN or inf"
+            if not bad.any() and positive and name in POSITIVE_FIELDS:
+                bad = v <= 0
+                what = f"is <= 0 ({POSITIVE_FIELDS[name]})"
+            if bad.any():
+                raise DataError(
+                    f"file '{dataset.path}', split {split}: '/clusters/{name}' {what} in "
+                    f"{int(bad.sum())} of the {len(bad)} rows the run reads (first: row "
+                    f"{int(rows[np.argmax(bad)])}); rebuild the dataset without them (build "
+                    f"--min-em > 0) or drop those rows")
 
 
-def prepare_folder(out: Path, resume: bool) -> None:
-    """A run folder is new, or explicitly resumed: never silently reused."""
+#: What a run folder holds while it trains (before ``card.json``, written last): the files a
+#: failed fresh training removes again.
+RUN_FILES = (runfiles.MODEL_FILE, runfiles.TASK_FILE, runfiles.DATA_FILE,
+             runfiles.NORMALISATION_FILE, runfiles.WEIGHTS_FILE, runfiles.CHECKPOINT_FILE,
+             runfiles.CURVE_FILE)
+
+
+def prepare_folder(out: Path, resume: bool) -> bool:
+    """A run folder is new, or explicitly resumed: never silently reused. Returns True when
+    the folder was made here (a failed training may remove it again)."""
     if out.exists() and not out.is_dir():
-        raise ConfigError(f"run folder '{out}' is a file")
+        raise ConfigError(f"run folder '{out}' is a file, not a folder: choose another --out")
     if resume:
         if not (out / runfiles.CHECKPOINT_FILE).is_file():
             raise ConfigError(f"--resume: '{out}' holds no {runfiles.CHECKPOINT_FILE} to resume from")
-        return
+        if (out / runfiles.CARD_FILE).is_file():
+            logger.info("--resume of the finished run %s: it continues from its last epoch", out)
+        return False
     if out.is_dir() and any(out.iterdir()):
+        if (out / runfiles.CHECKPOINT_FILE).is_file() and not (out / runfiles.CARD_FILE).is_file():
+            raise ConfigError(f"run folder '{out}' holds an unfinished training ("
+                              f"{runfiles.CHECKPOINT_FILE}, no {runfiles.CARD_FILE}): continue it "
+                              "with --resume, or choose a new --out")
         raise ConfigError(f"run folder '{out}' exists and is not empty: choose a new --out, "
                           "or --resume it")
-    out.mkdir(parents=True, exist_ok=True)
+    made = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        from pionml.errors import OutputError
+
+        raise OutputError(f"cannot make run folder '{out}': {exc.strerror or exc}") from exc
+    return made
+
+
+def discard_failed_run(out: Path, made: bool) -> None:
+    """After a fresh training failed before any epoch was checkpointed: remove the files it
+    wrote (and the folder when it made it), so that a retry into the same ``--out`` works.
+    A folder with a checkpoint is kept (it resumes, or says where the last finite state is)."""
+    if (out / runfiles.CHECKPOINT_FILE).is_file():
+        return
+    for name in RUN_FILES + (runfiles.CARD_FILE,):
+        for f in (out / name, out / (name + ".tmp")):
+            try:
+                f.unlink(missing_ok=True)
+            except OSError:
+                pass
+    if made:
+        try:
+            out.rmdir()  # only when empty: nothing but this run's files is ever removed
+        except OSError:
+            pass
+
+
+def check_model_inputs(dataset, model_name: str, inputs) -> None:
+    """A ConfigError naming the model, the dataset and the missing group when the model reads
+    images or point clouds the dataset was built without (``build --no-images``/``--no-cells``,
+    image-format ClusterTree input)."""
+    from pionml.geometry import IMAGE_NAMES
+
+    if "images" in inputs:
+        missing = [k for k in IMAGE_NAMES if k not in dataset.image_names]
+        if missing:
+            none = len(missing) == len(IMAGE_NAMES)
+            raise ConfigError(
+                f"model '{model_name}' reads the calorimeter images; dataset '{dataset.path}' "
+                + ("has none ('/images' is empty)" if none else f"lacks '/images/{missing[0]}'")
+                + ": rebuild it without --no-images, or train a model that reads no images "
+                "(gnn, pfn, bdt, ...)")
+    if "cloud" in inputs and (not dataset.has_point_clouds or not dataset.cell_fields):
+        raise ConfigError(
+            f"model '{model_name}' reads the cells' point clouds; dataset '{dataset.path}' has "
+            "none ('/cells' holds no cell fields): rebuild it from MLTree EventTree files "
+            "without --no-cells, or train an image model (dnn, cnn, densenet)")
 
 
 def train_run(data_path, model_name: str, out_dir, task: str = "classify",
@@ -538,13 +617,7 @@ def train_run(data_path, model_name: str, out_dir, task: str = "classify",
     checkpoint, with the saved normalisation, target transforms and data options, on the same
     data. Returns the run folder.
     """
-    from pionml.data.batch import BatchBuilder
-    from pionml.data.normalise import Normalisation
-    from pionml.data.sources import DataConfig, make_source, source_kind
-    from pionml.io import file_sha256, file_stamp
-    from pionml.io.hdf5 import DatasetFile
-    from pionml.models import build_model, model_class
-    from pionml.tasks import Task, make_task
+    from pionml.models import model_class
 
     config = config or TrainConfig()
     hyper = dict(hyper or {})
@@ -555,9 +628,27 @@ def train_run(data_path, model_name: str, out_dir, task: str = "classify",
     if dist.active and device.type == "cuda" and device.index is None:
         device = torch.device("cuda", dist.local_rank)  # one GPU per process under torchrun
         torch.cuda.set_device(device)
-    if dist.is_main:
-        prepare_folder(out, resume)
-    distributed.barrier()
+    made = prepare_folder(out, resume) if dist.is_main else False
+    distributed.barrier(what="making the run folder")
+    try:
+        return _train_run(data_path, model_name, out, task, config, hyper, data_options,
+                          progress, resume, hooks, task_options, data_sha256, cls, dist, device)
+    except BaseException:
+        if dist.is_main and not resume:
+            discard_failed_run(out, made)
+        raise
+
+
+def _train_run(data_path, model_name, out, task, config, hyper, data_options, progress, resume,
+               hooks, task_options, data_sha256, cls, dist, device) -> Path:
+    from pionml.data.batch import BatchBuilder
+    from pionml.data.normalise import Normalisation
+    from pionml.data.sources import DataConfig, make_source, source_kind
+    from pionml.io import file_sha256, file_stamp
+    from pionml.io.hdf5 import DatasetFile
+    from pionml.models import build_model
+    from pionml.tasks import Task, make_task
+
     seed_everything(config.seed + dist.rank)
     data_path = Path(data_path)
     with DatasetFile(data_path) as ds:
@@ -580,6 +671,7 @@ def train_run(data_path, model_name: str, out_dir, task: str = "classify",
         if task_obj.model_variant not in cls.variants:  # before any row is read
             raise ConfigError(f"model '{model_name}' has no {task_obj.model_variant} variant (it "
                               f"has: {', '.join(cls.variants)}): not a model for task '{task}'")
+        check_model_inputs(ds, model_name, cls.model_inputs(task_obj.scalars))
         train_rows = task_obj.rows(ds, "train")
         val_rows = task_obj.rows(ds, "val")
         if len(train_rows) == 0 or len(val_rows) == 0:
@@ -599,7 +691,9 @@ def train_run(data_path, model_name: str, out_dir, task: str = "classify",
         fields_needed = tuple(task_obj.fields) + tuple(model.cluster_fields)
         builder = BatchBuilder(norm, model.inputs, fields=fields_needed, knn_k=data_config.knn_k)
         # the per-cluster inputs are checked up front (a baseline's p_em or E_lcw too)
-        check_finite_fields(ds, np.concatenate([train_rows, val_rows]), builder.cluster_fields)
+        # E_em > 0 where the inputs are made from it (images, clouds, scalars, moments)
+        check_finite_fields(ds, {"train": train_rows, "validation": val_rows},
+                            builder.cluster_fields, positive=bool(builder.inputs))
         # one choice of source for both splits: the memory budget is the run's
         kind = source_kind(ds, len(train_rows) + len(val_rows), builder, data_config)
         if model.fits_itself:  # a tree reads its columns whole: no batches
@@ -677,5 +771,8 @@ def _save_curve(path: Path, history: dict, label: str, loss_name: str = "loss",
     plot_training_curve(ax, history, label=label, loss_name=f"{loss_name} (per cluster)",
                         best_epoch=best_epoch, xlabel=xlabel)
     ax.set_title(f"{label}: training and validation loss", fontsize="small")
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        runfiles.write_bytes_with(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight",
+                                                                 format="png"))
+    finally:
+        plt.close(fig)
