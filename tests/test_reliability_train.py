@@ -109,14 +109,24 @@ def same_weights(a, b):
 
 # -- distributed: world size and batch per epoch, resume checks, bit-identical resume ----------
 
-def test_two_rank_kill_and_resume_repeats_the_uninterrupted_run(tmp_path, data):
+TWO_RANK = ("--batch-size", "8", "--epochs", "4", "--patience", "10")
+
+
+@pytest.fixture(scope="module")
+def two_rank_run(data, tmp_path_factory):
+    """An uninterrupted 2-rank run (batch 8 per rank, 4 epochs)."""
+    whole = tmp_path_factory.mktemp("two") / "whole"
+    res = torchrun([*common(data, *TWO_RANK), "--out", str(whole)])
+    assert res.returncode == 0, res.stderr[-2000:]
+    return whole
+
+
+def test_two_rank_kill_and_resume_repeats_the_uninterrupted_run(tmp_path, data, two_rank_run):
     """kill -9 of both ranks after the first checkpoint, then a 2-rank --resume: the same
     losses and bit-identical weights as the uninterrupted 2-rank run (dropout on: every rank's
     RNG stream is saved and restored, not rank 0's for all)."""
-    args = common(data, "--batch-size", "8", "--epochs", "4", "--patience", "10")
-    whole = tmp_path / "whole"
-    res = torchrun([*args, "--out", str(whole)])
-    assert res.returncode == 0, res.stderr[-2000:]
+    args = common(data, *TWO_RANK)
+    whole = two_rank_run
     h = history(whole)
     assert h["world_size"] == [2] * 4 and h["batch_size"] == [8] * 4
     assert h["effective_batch"] == [16] * 4
@@ -148,7 +158,7 @@ def test_two_rank_kill_and_resume_repeats_the_uninterrupted_run(tmp_path, data):
     assert not list(part.glob("*.tmp"))
 
 
-def test_resume_under_another_world_size_is_refused(tmp_path, data):
+def test_a_one_process_run_resumed_by_two_ranks_is_refused(tmp_path, data):
     one = tmp_path / "one"
     assert main(["train", *common(data, "--batch-size", "16", "--epochs", "1"), "--out", str(one)]) == 0
     before = (one / "checkpoint.pt").read_bytes()
@@ -161,16 +171,19 @@ def test_resume_under_another_world_size_is_refused(tmp_path, data):
     assert (one / "checkpoint.pt").read_bytes() == before  # nothing continued
     assert history(one)["world_size"] == [1]
 
+
+
+def test_a_two_rank_run_resumed_by_one_process_is_refused(tmp_path, data, two_rank_run, caplog):
     two = tmp_path / "two"
-    res = torchrun([*common(data, "--batch-size", "8", "--epochs", "1"), "--out", str(two)])
-    assert res.returncode == 0, res.stderr[-2000:]
+    shutil.copytree(two_rank_run, two)
+    before = (two / "checkpoint.pt").read_bytes()
     # the same effective batch (1 x 16 = 2 x 8) is still another training: refused too
-    res = cli_proc(["train", *common(data, "--batch-size", "16", "--epochs", "2"), "--out",
-                    str(two), "--resume"])
-    assert res.returncode == 1
-    assert len(error_lines(res.stderr)) == 1 and "Traceback" not in res.stderr
-    assert "2 processes x batch 8 per process (effective batch 16)" in res.stderr
-    assert "1 process x batch 16" in res.stderr and "--nproc_per_node 2" in res.stderr
+    rc = main(["train", *common(data, "--batch-size", "16", "--epochs", "5"), "--out", str(two),
+               "--resume"])
+    assert rc == 1
+    one_line(caplog, "2 processes x batch 8 per process (effective batch 16)",
+             "1 process x batch 16 per process (effective batch 16)", "--nproc_per_node 2")
+    assert (two / "checkpoint.pt").read_bytes() == before
 
 
 def test_a_killed_rank_is_one_line_on_the_other(tmp_path, data):

@@ -175,6 +175,15 @@ def _sigterm_interrupts():
 
 
 def run_train(args) -> int:
+    from pionml.train import distributed
+
+    try:
+        return _run_train(args)
+    finally:  # a process that stops (done or failed) leaves the group at once, not at exit
+        distributed.leave()
+
+
+def _run_train(args) -> int:
     from pionml.errors import ConfigError
 
     hyper = check_train_arguments(args)

@@ -56,6 +56,18 @@ def init_from_env(device_type: str = "cpu") -> DistInfo:
     return current()
 
 
+def leave() -> None:
+    """Leave the process group (when this process joined one): a process that failed does not
+    wait at interpreter exit for peers that may be gone."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        try:
+            dist.destroy_process_group()
+        except Exception:  # the group is broken already: nothing left to release
+            pass
+
+
 def _first_line(exc: BaseException) -> str:
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     # gloo/NCCL texts start with a source location ("[../gloo/transport/...] Connection closed
