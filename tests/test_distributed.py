@@ -47,6 +47,10 @@ def test_two_processes_train_like_one(tmp_path, data):
     assert card2["world_size"] == 2 and card1["world_size"] == 1
     assert card2["data"]["n_train"] == card1["data"]["n_train"]  # every rank's rows counted once
     assert len(card2["history"]["epoch"]) == 2
+    # every epoch records its processes and batches: 2 x 32 and 1 x 64, one effective batch
+    assert card2["history"]["world_size"] == [2, 2] and card2["history"]["batch_size"] == [32, 32]
+    assert card1["history"]["world_size"] == [1, 1] and card1["history"]["batch_size"] == [64, 64]
+    assert card2["history"]["effective_batch"] == card1["history"]["effective_batch"] == [64, 64]
     np.testing.assert_allclose(card2["history"]["val_loss"], card1["history"]["val_loss"], rtol=2e-3)
     np.testing.assert_allclose(card2["history"]["train_loss"], card1["history"]["train_loss"], rtol=2e-3)
     # the folder reloads like a one-process run and predicts alike

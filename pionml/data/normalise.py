@@ -250,7 +250,9 @@ class Normalisation:
                    moments=_moments_from_dict(d["moments"]) if d.get("moments") else None)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+        from pionml.runs.folder import write_text
+
+        write_text(Path(path), json.dumps(self.to_dict(), indent=2))
 
     def check_moments(self, inputs) -> None:
         if "moments" in inputs and self.moments is None:

@@ -72,20 +72,56 @@ def _strict(obj):
     return obj
 
 
+def _write_atomically(path: Path, write) -> None:
+    """``write(tmp)`` to ``path``'s temporary file, renamed to ``path`` on success. On any
+    failure (a full disk, torch's writer failing, an interrupt) the temporary file is removed
+    and ``path`` keeps its previous content; a write error is one OutputError line naming the
+    file and the reason."""
+    from pionml.errors import OutputError
+
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    try:
+        write(tmp)
+        tmp.replace(path)
+    except BaseException as exc:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            reason = exc.strerror or str(exc)
+        elif isinstance(exc, RuntimeError):  # torch's PytorchStreamWriter: "file write failed"
+            reason = " ".join(str(exc).split())[:200]
+        else:
+            raise
+        kept = "its previous version is kept" if path.exists() else "nothing was written"
+        raise OutputError(f"cannot write '{path}': {reason} (disk full or not writable?); "
+                          f"{kept}") from exc
+
+
+def write_bytes_with(path: Path, write) -> None:
+    """``write(tmp)`` (e.g. a figure's ``savefig``) to ``path`` through a temporary file."""
+    _write_atomically(Path(path), write)
+
+
+def write_text(path: Path, text: str) -> None:
+    """``text`` to ``path`` through a temporary file renamed on success."""
+    path = Path(path)
+    _write_atomically(path, lambda tmp: tmp.write_text(text))
+
+
 def write_json(path: Path, obj) -> None:
     """Write strict JSON (no Infinity/NaN tokens), atomically."""
     path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_strict(jsonable(obj)), indent=2, allow_nan=False))
-    tmp.replace(path)
+    text = json.dumps(_strict(jsonable(obj)), indent=2, allow_nan=False)
+    _write_atomically(path, lambda tmp: tmp.write_text(text))
 
 
 def save_tensors(obj: dict, path: Path) -> None:
-    """``torch.save`` to a temporary file renamed on success (no half-written checkpoint)."""
+    """``torch.save`` to a temporary file renamed on success (no half-written checkpoint, the
+    previous one intact when the write fails)."""
     path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    _write_atomically(path, lambda tmp: torch.save(obj, tmp))
 
 
 def load_tensors(path: Path) -> dict:

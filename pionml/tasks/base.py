@@ -14,7 +14,7 @@ import logging
 
 import numpy as np
 
-from pionml.errors import CheckpointError, ConfigError
+from pionml.errors import CheckpointError, ConfigError, DataError
 from pionml.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -34,6 +34,20 @@ task_class = TASKS.lookup
 def make_task(name: str, **options) -> "Task":
     """A new (unfitted) task ``name``; unknown options raise ConfigError."""
     return task_class(name)(**options)
+
+
+def check_finite_columns(clusters: dict, rows, where: str, task: str) -> None:
+    """DataError naming ``where``, the field, the count and the first row of a NaN or inf in a
+    column a task selects its rows by: bad values are refused, never selected out silently."""
+    for name, values in clusters.items():
+        v = np.asarray(values)
+        if v.dtype.kind != "f":
+            continue
+        bad = ~np.isfinite(v)
+        if bad.any():
+            raise DataError(f"{where}: '/clusters/{name}' is NaN or inf in {int(bad.sum())} of "
+                            f"the {len(v)} rows (first: row {int(np.asarray(rows)[np.argmax(bad)])}) "
+                            f"that task '{task}' selects from; rebuild the dataset without them")
 
 
 class Task:
@@ -92,6 +106,7 @@ class Task:
         if self.select_fields:
             dataset.require(clusters=self.select_fields)
             cl = dataset.read_rows(rows, clusters=self.select_fields).clusters
+            check_finite_columns(cl, rows, f"file '{dataset.path}', split {split}", self.name)
             keep = self.select(cl, where=f"file '{dataset.path}', split {split}")
             if not keep.all():
                 logger.info("task %s: %d of %d %s rows selected (%s)", self.name, keep.sum(),

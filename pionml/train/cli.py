@@ -6,6 +6,7 @@ Nothing heavy is imported here at import time: torch, h5py and matplotlib come i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import time
@@ -151,7 +152,38 @@ def regress_options(species: str, target: str | None, weight: str | None) -> dic
             **({"weight": weight} if weight else {})}
 
 
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """SIGTERM (``kill``, torchrun stopping the other processes when one fails, a batch
+    system's time limit) interrupts training like Ctrl-C: the checkpoint and temporary files
+    are left consistent and the message is one line. Only in the main thread."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_train(args) -> int:
+    from pionml.train import distributed
+
+    try:
+        return _run_train(args)
+    finally:  # a process that stops (done or failed) leaves the group at once, not at exit
+        distributed.leave()
+
+
+def _run_train(args) -> int:
     from pionml.errors import ConfigError
 
     hyper = check_train_arguments(args)
@@ -197,16 +229,23 @@ def run_train(args) -> int:
         logger.info("pionml train: model %s, task %s%s, data %s, out %s, seed %d", args.model,
                     args.task, f" ({sp})" if sp else "", data, out, args.seed)
         try:
-            run_dir = train_run(data, args.model, out, task=args.task, config=config, hyper=hyper,
-                                data_options=data_options, progress=progress, resume=args.resume,
-                                task_options={**_json_object(args.task_options, "--task-options"),
-                                              **(regress_options(sp, args.target, args.weight)
-                                                 if sp else {})} or None)
+            with _sigterm_interrupts():
+                run_dir = train_run(data, args.model, out, task=args.task, config=config,
+                                    hyper=hyper, data_options=data_options, progress=progress,
+                                    resume=args.resume,
+                                    task_options={**_json_object(args.task_options, "--task-options"),
+                                                  **(regress_options(sp, args.target, args.weight)
+                                                     if sp else {})} or None)
         except KeyboardInterrupt:
+            rank = f"rank {dist.rank} of {dist.world_size}: " if dist.active else ""
             if (out / "checkpoint.pt").is_file():
-                logger.error("interrupted; continue with: pionml train --task %s --model %s%s "
-                             "--data %s --out %s --resume", args.task, args.model,
-                             f" --species {sp}" if sp else "", data, out)
+                logger.error("%sinterrupted; continue with the same options and --resume: "
+                             "pionml train --task %s --model %s%s --data %s --out %s --resume",
+                             rank, args.task, args.model, f" --species {sp}" if sp else "",
+                             data, out)
+            else:
+                logger.error("%sinterrupted before the first checkpoint: nothing to resume, "
+                             "'%s' can be trained into again", rank, out)
             raise
         if not args.no_eval and dist.is_main:
             evaluate([run_dir], progress=progress, device=args.device)

@@ -97,6 +97,7 @@ class TrainConfig:
                               f"{', '.join(AUGMENTATIONS)})")
         if self.clip_grad is not None and not self.clip_grad > 0:
             raise ConfigError(f"gradient clipping norm must be > 0, got {self.clip_grad}")
+        self.seed = check_seed(self.seed)
 
     def stage_list(self) -> list[Stage]:
         if not self.stages:
@@ -112,6 +113,29 @@ class TrainConfig:
                                   f"and lr > 0, got {asdict(st)}")
             out.append(st)
         return out
+
+
+#: Seeds are 32-bit: numpy's global generator (and the data order) take 0 <= seed < 2**32.
+SEED_LIMIT = 2 ** 32
+
+
+def check_seed(seed, what: str = "training seed") -> int:
+    """``seed`` as an int in ``0 <= seed < 2**32`` (an integral float such as ``3.0`` from a
+    JSON file is accepted), else a ConfigError naming the value: a bool, a string, a fractional
+    or non-finite number, a negative or too large one."""
+    ok = not isinstance(seed, bool) and (
+        isinstance(seed, (int, np.integer))
+        or (isinstance(seed, (float, np.floating)) and math.isfinite(seed) and float(seed).is_integer()))
+    if not ok or not 0 <= int(seed) < SEED_LIMIT:
+        raise ConfigError(f"{what} must be an integer with 0 <= seed < 2**32, got {seed!r}")
+    return int(seed)
+
+
+#: The options of :class:`TrainConfig` that a resumed run must share with its checkpoint (the
+#: trajectory depends on them); ``epochs`` and ``patience`` may grow, ``device`` and ``amp`` may
+#: change.
+RESUME_KEYS = ("batch_size", "lr", "weight_decay", "seed", "scheduler", "clip_grad", "augment",
+               "recipe")
 
 
 #: Fields of :class:`TrainConfig` that a model may set in its ``train_defaults``.
@@ -218,8 +242,9 @@ class Trainer:
         self.data_sha256 = data_sha256
         self.dist = distributed.current()
         self.stages = config.stage_list()
+        # per epoch, with the processes and batches that made it (a resume must match them)
         self.history = {"stage": [], "epoch": [], "train_loss": [], "val_loss": [], "lr": [],
-                        "seconds": []}
+                        "seconds": [], "world_size": [], "batch_size": [], "effective_batch": []}
         self.best_val, self.best_epoch = math.inf, -1
         self.stage_index, self.stage_epoch, self.bad_epochs = 0, 0, 0
         self.amp = bool(config.amp and device.type == "cuda")
@@ -275,7 +300,8 @@ class Trainer:
         bar = progress_bar(loader, desc=f"{self.model.name} {stage.name} epoch {epoch + 1}",
                            progress=self.progress and d.is_main, leave=False, total=n_batches)
         total, n = 0.0, 0
-        with self._join():
+        # a peer that dies makes DDP's gradient all-reduce fail: one line naming this rank
+        with distributed.collective(f"training epoch {epoch + 1}"), self._join():
             for i, batch in enumerate(bar):
                 batch = batch.to(self.device)
                 if self.config.augment == "phi_reflect":
@@ -284,10 +310,9 @@ class Trainer:
                 loss = self._loss(batch, stage)
                 if not torch.isfinite(loss):
                     raise TrainingError(
-                        f"model '{self.model.name}': the training loss became {float(loss)} at "
+                        f"model '{self.model.name}': the training loss became {float(loss.detach())} at "
                         f"epoch {epoch + 1}, batch {i + 1} (stage {stage.name}); check the inputs "
-                        f"for NaN or inf and the learning rate. The weights of the last finite "
-                        f"epoch are in '{self.folder / runfiles.CHECKPOINT_FILE}'")
+                        f"for NaN or inf and the learning rate. {self._kept()}")
                 loss.backward()
                 if self.config.clip_grad:
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad)
@@ -295,8 +320,17 @@ class Trainer:
                 total += float(loss.detach()) * len(batch)
                 n += len(batch)
                 bar.set_postfix(loss=f"{total / n:.4f}")
-        total, n = distributed.all_reduce_sum([total, n], device=self.device)
+        total, n = distributed.all_reduce_sum([total, n], device=self.device,
+                                              what=f"the training loss of epoch {epoch + 1}")
         return total / max(n, 1)
+
+    def _kept(self) -> str:
+        """Where the last finite state is, naming only files that exist."""
+        ckpt = self.folder / runfiles.CHECKPOINT_FILE
+        if self.history["epoch"] and ckpt.is_file():
+            return (f"The state after epoch {self.history['epoch'][-1]} (the last finite one) is "
+                    f"in '{ckpt}'")
+        return "No epoch ended: no checkpoint was written"
 
     @torch.no_grad()
     def evaluate_loss(self, source, stage: Stage) -> float:
@@ -309,28 +343,66 @@ class Trainer:
             batch = batch.to(self.device)
             total += float(self._loss(batch, stage, net=self.model)) * len(batch)
             n += len(batch)
-        total, n = distributed.all_reduce_sum([total, n], device=self.device)
+        total, n = distributed.all_reduce_sum([total, n], device=self.device,
+                                              what="the validation loss")
         if n and not math.isfinite(total):
-            raise TrainingError(f"model '{self.model.name}': the validation loss is {total / n}")
+            raise TrainingError(f"model '{self.model.name}': the validation loss is {total / n}; "
+                                f"{self._kept()[0].lower()}{self._kept()[1:]}")
         return total / max(n, 1)
 
     # -- checkpoints ----------------------------------------------------------------------------
-    def checkpoint(self) -> dict:
+    def checkpoint(self, rng_ranks: list | None = None) -> dict:
+        """The state a run resumes from. ``rng_ranks``: the RNG states of every process (rank
+        order, :func:`pionml.train.distributed.all_gather`), each process restoring its own;
+        ``rng`` is this process's."""
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict() if self.scheduler else {},
                 "stage_index": self.stage_index, "stage_epoch": self.stage_epoch,
                 "history": self.history, "best_val": self.best_val, "best_epoch": self.best_epoch,
                 "bad_epochs": self.bad_epochs, "rng": _rng_state(),
-                "data_sha256": self.data_sha256}
+                "rng_ranks": rng_ranks or [_rng_state()],
+                "world_size": self.dist.world_size, "batch_size": self.config.batch_size,
+                "train_config": self._resume_options(), "data_sha256": self.data_sha256}
+
+    def _resume_options(self) -> dict:
+        opts = {k: getattr(self.config, k) for k in RESUME_KEYS}
+        opts["stages"] = [[st.name, st.lr, st.options] for st in self.stages]
+        return runfiles.jsonable(opts)
+
+    def _check_resume(self, ckpt: dict, path: Path) -> None:
+        """The processes, the batches and the options of the checkpoint are this run's: a
+        resumed run repeats the uninterrupted one, or is refused in one line."""
+        world, batch = self.dist.world_size, self.config.batch_size
+        old_world = int(ckpt.get("world_size", 1))
+        old_batch = int(ckpt.get("batch_size", (ckpt.get("train_config") or {}).get("batch_size", batch)))
+        if (old_world, old_batch) != (world, batch):
+            def run(w, b):
+                return (f"{w} process{'es' if w > 1 else ''} x batch {b} per process "
+                        f"(effective batch {w * b})")
+            raise CheckpointError(
+                f"checkpoint '{path}' was written by {run(old_world, old_batch)}; this run has "
+                f"{run(world, batch)}: resume with the same number of processes (torchrun "
+                f"--nproc_per_node {old_world}, or no torchrun for 1) and --batch-size {old_batch}, "
+                "or start a new run")
+        saved = ckpt.get("train_config")
+        if saved:
+            now = self._resume_options()
+            diff = [f"{k} {saved.get(k)!r} (now {now[k]!r})" for k in now if saved.get(k) != now[k]]
+            if diff:
+                raise CheckpointError(f"checkpoint '{path}' was trained with " + ", ".join(diff)
+                                      + ": resume with the same options (only --epochs and "
+                                      "--patience may change), or start a new run")
 
     def resume(self, path: Path) -> None:
-        """Continue from a checkpoint made on the same data (the hash must match)."""
+        """Continue from a checkpoint made on the same data (the hash must match), with the same
+        processes, batch and options."""
         ckpt = runfiles.load_tensors(path)
         saved = ckpt.get("data_sha256", "")
         if saved and self.data_sha256 and saved != self.data_sha256:
             raise CheckpointError(f"checkpoint '{path}' was made on other data (sha256 "
                                   f"{saved[:12]}..., this file {self.data_sha256[:12]}...); "
                                   "resume on the same dataset or start a new run")
+        self._check_resume(ckpt, path)
         try:
             runfiles.load_state(self.model, ckpt["model"], path)
             self.stage_index = int(ckpt["stage_index"])
@@ -338,10 +410,15 @@ class Trainer:
             self.optimizer.load_state_dict(ckpt["optimizer"])
             if self.scheduler is not None and ckpt["scheduler"]:
                 self.scheduler.load_state_dict(ckpt["scheduler"])
-            self.history = {k: list(v) for k, v in ckpt["history"].items()}
+            saved_history = {k: list(v) for k, v in ckpt["history"].items()}
+            done = len(saved_history["epoch"])
+            # a checkpoint written before the processes were recorded: its own world and batch
+            self.history = {k: saved_history.get(k, [None] * done) for k in self.history}
             self.best_val, self.best_epoch = float(ckpt["best_val"]), int(ckpt["best_epoch"])
             self.bad_epochs, self.stage_epoch = int(ckpt["bad_epochs"]), int(ckpt["stage_epoch"])
-            _set_rng_state(ckpt["rng"])
+            ranks = ckpt.get("rng_ranks") or [ckpt["rng"]]
+            # every process continues its own random stream (dropout, augmentation)
+            _set_rng_state(ranks[self.dist.rank] if len(ranks) == self.dist.world_size else ckpt["rng"])
         except (KeyError, ValueError, TypeError, IndexError, RuntimeError) as exc:
             raise CheckpointError(f"checkpoint '{path}': cannot resume ({exc!r})") from exc
         logger.info("resumed from %s: stage %d, epoch %d", path, self.stage_index + 1, self.stage_epoch)
@@ -367,7 +444,9 @@ class Trainer:
                     self.scheduler.step()
                 self.stage_epoch += 1
                 logs = {"stage": stage.name, "epoch": global_epoch + 1, "train_loss": train_loss,
-                        "val_loss": val_loss, "lr": lr, "seconds": time.perf_counter() - t0}
+                        "val_loss": val_loss, "lr": lr, "seconds": time.perf_counter() - t0,
+                        "world_size": self.dist.world_size, "batch_size": self.config.batch_size,
+                        "effective_batch": self.dist.world_size * self.config.batch_size}
                 for k, v in logs.items():
                     self.history[k].append(v)
                 logger.info("%s %s epoch %d: train loss %.4f, val loss %.4f (%.1f s)",
@@ -379,8 +458,10 @@ class Trainer:
                         runfiles.save_tensors(self.model.state_dict(), weights)
                 else:
                     self.bad_epochs += 1
+                rng_ranks = distributed.all_gather(_rng_state(), what="saving the checkpoint")
                 if main:
-                    runfiles.save_tensors(self.checkpoint(), self.folder / runfiles.CHECKPOINT_FILE)
+                    runfiles.save_tensors(self.checkpoint(rng_ranks),
+                                          self.folder / runfiles.CHECKPOINT_FILE)
                 for hook in self.hooks:
                     hook.on_epoch_end(self, logs)
                 if self.bad_epochs >= stage.patience:
@@ -394,7 +475,7 @@ class Trainer:
                     runfiles.load_state(self.model, runfiles.load_tensors(weights), weights)
                 self._new_optimizer(self.stages[self.stage_index])
                 self.best_val = math.inf
-        distributed.barrier()
+        distributed.barrier(what="the end of training")
         if self.model.trainable:
             runfiles.load_state(self.model, runfiles.load_tensors(weights), weights)
         for hook in self.hooks:
@@ -414,33 +495,112 @@ def data_spec(dataset, normalisation=None):
                     n_moments=len(moments.features) if moments is not None else 0)
 
 
-def check_finite_fields(dataset, rows, fields) -> None:
-    """DataError naming the file, the field, the count and the first row where a per-cluster
-    field the run reads is NaN or inf (images and cells are checked batch by batch)."""
+#: Per-cluster fields that must be > 0 where a model reads them: E_em is the denominator of
+#: the image fractions and of the point clouds' E/E_em, and its log is a scalar feature; a
+#: cluster without signal at the EM scale cannot be normalised (its inputs blow up).
+POSITIVE_FIELDS = {"E_em": "the cluster signal at the EM scale; its images are fractions of "
+                           "it and its log is a feature"}
+
+
+def check_finite_fields(dataset, splits: dict, fields, positive: bool = True) -> None:
+    """DataError naming the file, the split, the field, the count and the first row where a
+    per-cluster field the run reads is NaN or inf, or (``positive``: the model's inputs are
+    made from them) where one of :data:`POSITIVE_FIELDS` is <= 0 (images and cells are
+    checked batch by batch). ``splits``: split name -> rows."""
     from pionml.errors import DataError
 
-    cl = dataset.read_rows(np.sort(rows), clusters=fields).clusters
-    for name, values in cl.items():
-        bad = ~np.isfinite(values.astype(np.float64))
-        if bad.any():
-            raise DataError(f"file '{dataset.path}': '/clusters/{name}' is NaN or inf in "
-                            f"{int(bad.sum())} of the {len(bad)} training and validation rows "
-                            f"(first: row {int(np.sort(rows)[np.argmax(bad)])}); rebuild the "
-                            "dataset or drop those rows")
+    for split, rows in splits.items():
+        rows = np.sort(np.asarray(rows))
+        cl = dataset.read_rows(rows, clusters=fields).clusters
+        for name, values in cl.items():
+            v = values.astype(np.float64)
+            bad = ~np.isfinite(v)
+            what = "is NaN or inf"
+            if not bad.any() and positive and name in POSITIVE_FIELDS:
+                bad = v <= 0
+                what = f"is <= 0 ({POSITIVE_FIELDS[name]})"
+            if bad.any():
+                raise DataError(
+                    f"file '{dataset.path}', split {split}: '/clusters/{name}' {what} in "
+                    f"{int(bad.sum())} of the {len(bad)} rows the run reads (first: row "
+                    f"{int(rows[np.argmax(bad)])}); rebuild the dataset without them (build "
+                    f"--min-em > 0) or drop those rows")
 
 
-def prepare_folder(out: Path, resume: bool) -> None:
-    """A run folder is new, or explicitly resumed: never silently reused."""
+#: What a run folder holds while it trains (before ``card.json``, written last): the files a
+#: failed fresh training removes again.
+RUN_FILES = (runfiles.MODEL_FILE, runfiles.TASK_FILE, runfiles.DATA_FILE,
+             runfiles.NORMALISATION_FILE, runfiles.WEIGHTS_FILE, runfiles.CHECKPOINT_FILE,
+             runfiles.CURVE_FILE)
+
+
+def prepare_folder(out: Path, resume: bool) -> bool:
+    """A run folder is new, or explicitly resumed: never silently reused. Returns True when
+    the folder was made here (a failed training may remove it again)."""
     if out.exists() and not out.is_dir():
-        raise ConfigError(f"run folder '{out}' is a file")
+        raise ConfigError(f"run folder '{out}' is a file, not a folder: choose another --out")
     if resume:
         if not (out / runfiles.CHECKPOINT_FILE).is_file():
             raise ConfigError(f"--resume: '{out}' holds no {runfiles.CHECKPOINT_FILE} to resume from")
-        return
+        if (out / runfiles.CARD_FILE).is_file():
+            logger.info("--resume of the finished run %s: it continues from its last epoch", out)
+        return False
     if out.is_dir() and any(out.iterdir()):
+        if (out / runfiles.CHECKPOINT_FILE).is_file() and not (out / runfiles.CARD_FILE).is_file():
+            raise ConfigError(f"run folder '{out}' holds an unfinished training ("
+                              f"{runfiles.CHECKPOINT_FILE}, no {runfiles.CARD_FILE}): continue it "
+                              "with --resume, or choose a new --out")
         raise ConfigError(f"run folder '{out}' exists and is not empty: choose a new --out, "
                           "or --resume it")
-    out.mkdir(parents=True, exist_ok=True)
+    made = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        from pionml.errors import OutputError
+
+        raise OutputError(f"cannot make run folder '{out}': {exc.strerror or exc}") from exc
+    return made
+
+
+def discard_failed_run(out: Path, made: bool) -> None:
+    """After a fresh training failed before any epoch was checkpointed: remove the files it
+    wrote (and the folder when it made it), so that a retry into the same ``--out`` works.
+    A folder with a checkpoint is kept (it resumes, or says where the last finite state is)."""
+    if (out / runfiles.CHECKPOINT_FILE).is_file():
+        return
+    for name in RUN_FILES + (runfiles.CARD_FILE,):
+        for f in (out / name, out / (name + ".tmp")):
+            try:
+                f.unlink(missing_ok=True)
+            except OSError:
+                pass
+    if made:
+        try:
+            out.rmdir()  # only when empty: nothing but this run's files is ever removed
+        except OSError:
+            pass
+
+
+def check_model_inputs(dataset, model_name: str, inputs) -> None:
+    """A ConfigError naming the model, the dataset and the missing group when the model reads
+    images or point clouds the dataset was built without (``build --no-images``/``--no-cells``,
+    image-format ClusterTree input)."""
+    from pionml.geometry import IMAGE_NAMES
+
+    if "images" in inputs:
+        missing = [k for k in IMAGE_NAMES if k not in dataset.image_names]
+        if missing:
+            none = len(missing) == len(IMAGE_NAMES)
+            raise ConfigError(
+                f"model '{model_name}' reads the calorimeter images; dataset '{dataset.path}' "
+                + ("has none ('/images' is empty)" if none else f"lacks '/images/{missing[0]}'")
+                + ": rebuild it without --no-images, or train a model that reads no images "
+                "(gnn, pfn, bdt, ...)")
+    if "cloud" in inputs and (not dataset.has_point_clouds or not dataset.cell_fields):
+        raise ConfigError(
+            f"model '{model_name}' reads the cells' point clouds; dataset '{dataset.path}' has "
+            "none ('/cells' holds no cell fields): rebuild it from MLTree EventTree files "
+            "without --no-cells, or train an image model (dnn, cnn, densenet)")
 
 
 def train_run(data_path, model_name: str, out_dir, task: str = "classify",
@@ -457,13 +617,7 @@ def train_run(data_path, model_name: str, out_dir, task: str = "classify",
     checkpoint, with the saved normalisation, target transforms and data options, on the same
     data. Returns the run folder.
     """
-    from pionml.data.batch import BatchBuilder
-    from pionml.data.normalise import Normalisation
-    from pionml.data.sources import DataConfig, make_source, source_kind
-    from pionml.io import file_sha256, file_stamp
-    from pionml.io.hdf5 import DatasetFile
-    from pionml.models import build_model, model_class
-    from pionml.tasks import Task, make_task
+    from pionml.models import model_class
 
     config = config or TrainConfig()
     hyper = dict(hyper or {})
@@ -474,9 +628,27 @@ def train_run(data_path, model_name: str, out_dir, task: str = "classify",
     if dist.active and device.type == "cuda" and device.index is None:
         device = torch.device("cuda", dist.local_rank)  # one GPU per process under torchrun
         torch.cuda.set_device(device)
-    if dist.is_main:
-        prepare_folder(out, resume)
-    distributed.barrier()
+    made = prepare_folder(out, resume) if dist.is_main else False
+    distributed.barrier(what="making the run folder")
+    try:
+        return _train_run(data_path, model_name, out, task, config, hyper, data_options,
+                          progress, resume, hooks, task_options, data_sha256, cls, dist, device)
+    except BaseException:
+        if dist.is_main and not resume:
+            discard_failed_run(out, made)
+        raise
+
+
+def _train_run(data_path, model_name, out, task, config, hyper, data_options, progress, resume,
+               hooks, task_options, data_sha256, cls, dist, device) -> Path:
+    from pionml.data.batch import BatchBuilder
+    from pionml.data.normalise import Normalisation
+    from pionml.data.sources import DataConfig, make_source, source_kind
+    from pionml.io import file_sha256, file_stamp
+    from pionml.io.hdf5 import DatasetFile
+    from pionml.models import build_model
+    from pionml.tasks import Task, make_task
+
     seed_everything(config.seed + dist.rank)
     data_path = Path(data_path)
     with DatasetFile(data_path) as ds:
@@ -499,6 +671,7 @@ def train_run(data_path, model_name: str, out_dir, task: str = "classify",
         if task_obj.model_variant not in cls.variants:  # before any row is read
             raise ConfigError(f"model '{model_name}' has no {task_obj.model_variant} variant (it "
                               f"has: {', '.join(cls.variants)}): not a model for task '{task}'")
+        check_model_inputs(ds, model_name, cls.model_inputs(task_obj.scalars))
         train_rows = task_obj.rows(ds, "train")
         val_rows = task_obj.rows(ds, "val")
         if len(train_rows) == 0 or len(val_rows) == 0:
@@ -518,7 +691,9 @@ def train_run(data_path, model_name: str, out_dir, task: str = "classify",
         fields_needed = tuple(task_obj.fields) + tuple(model.cluster_fields)
         builder = BatchBuilder(norm, model.inputs, fields=fields_needed, knn_k=data_config.knn_k)
         # the per-cluster inputs are checked up front (a baseline's p_em or E_lcw too)
-        check_finite_fields(ds, np.concatenate([train_rows, val_rows]), builder.cluster_fields)
+        # E_em > 0 where the inputs are made from it (images, clouds, scalars, moments)
+        check_finite_fields(ds, {"train": train_rows, "validation": val_rows},
+                            builder.cluster_fields, positive=bool(builder.inputs))
         # one choice of source for both splits: the memory budget is the run's
         kind = source_kind(ds, len(train_rows) + len(val_rows), builder, data_config)
         if model.fits_itself:  # a tree reads its columns whole: no batches
@@ -596,5 +771,8 @@ def _save_curve(path: Path, history: dict, label: str, loss_name: str = "loss",
     plot_training_curve(ax, history, label=label, loss_name=f"{loss_name} (per cluster)",
                         best_epoch=best_epoch, xlabel=xlabel)
     ax.set_title(f"{label}: training and validation loss", fontsize="small")
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        runfiles.write_bytes_with(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight",
+                                                                 format="png"))
+    finally:
+        plt.close(fig)
