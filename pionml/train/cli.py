@@ -20,6 +20,7 @@ DEFAULT_RECIPE = Path("datasets") / "default.toml"
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     from pionml.cli import non_negative_float, non_negative_int, positive_float, positive_int
+    from pionml.values import seed_arg
 
     p.add_argument("--task", default="classify",
                    help="classify: pi0 vs pi+- (output P(pi0)); regress: the cluster's true "
@@ -63,7 +64,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="no bfloat16 mixed precision on CUDA (it is never used on CPU)")
     p.add_argument("--out", default=None,
                    help="new run folder (default: models/<task>_<model>_<time>)")
-    p.add_argument("--seed", type=__import__("pionml.values").values.seed_arg, default=0)
+    p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
     p.add_argument("--workers", type=non_negative_int, default=None,
                    help="data-loader worker processes (default: from the device and source)")
