@@ -370,6 +370,7 @@ class LearningCurve:
                     ", ".join(map(str, sizes)), self.n_train, len(self.rows["val"]),
                     len(self.rows["test"]), self.out)
         bar = progress_bar(pairs, desc="learning curve", progress=progress, unit=" runs")
+        changed = False
         for model, size in bar:
             bar.set_postfix_str(f"{model} {size}")
             key = _entry_key(model, size)
@@ -412,10 +413,12 @@ class LearningCurve:
             }
             doc["runs"][key] = entry
             self._write(doc)
+            changed = True
             logger.info("%s at %d: %s (%.1f s)", model, size, summary(s.task, metrics),
                         train_seconds)
         bar.close()
-        draw(self.out, doc)
+        if changed or not all(p.is_file() for p in figure_paths(self.out, doc)):
+            draw(self.out, doc)
         return doc
 
 
@@ -510,6 +513,14 @@ METRIC_LABELS = {"auc": "ROC AUC", "rejection_at_eff90": r"$\pi^0$ rejection at 
                  "s68_resolution": "shortest-68 % resolution / (2 median)"}
 
 
+def figure_paths(out, doc: dict) -> list[Path]:
+    """The files :func:`draw` writes for ``doc`` (regress: the metrics with a filled bin)."""
+    metrics = CLASSIFY_METRICS if doc["task"] == "classify" else REGRESS_METRICS
+    if not doc.get("runs"):
+        return []
+    return [Path(out) / f"learning_curve_{m}.png" for m in (*metrics, "train_seconds")]
+
+
 def draw(out, doc: dict) -> list[Path]:
     """The figures of a learning curve in ``out``: one per metric against the training size
     (log x, bootstrap error bars), the baselines as horizontal bands; and the training time."""
@@ -529,11 +540,19 @@ def draw(out, doc: dict) -> list[Path]:
         for metric in CLASSIFY_METRICS:
             fig, ax = plt.subplots(figsize=(7, 5))
             for model, entries in curves.items():
-                x = [e["size"] for e in entries]
-                y = [_value(e["metrics"].get(metric)) for e in entries]
-                err = [_value(e["metrics"].get(f"{metric}_err")) for e in entries]
-                ax.errorbar(x, y, yerr=np.nan_to_num(err), marker="o", capsize=3, label=model,
-                            ls="-" if model != REFERENCE else "--")
+                x = np.array([e["size"] for e in entries], dtype=np.float64)
+                y = np.array([_value(e["metrics"].get(metric)) for e in entries])
+                err = np.array([_value(e["metrics"].get(f"{metric}_err")) for e in entries])
+                line = ax.errorbar(x, np.where(np.isinf(y), np.nan, y), yerr=np.nan_to_num(err),
+                                   marker="o", capsize=3, label=model,
+                                   ls="-" if model != REFERENCE else "--")
+                inf = np.isinf(y)
+                if inf.any():  # no test pi0 passes: the 90 % CL lower limit, drawn as such
+                    from pionml.evaluate.metrics import rejection_lower_limit
+
+                    limits = [rejection_lower_limit(e["metrics"]["n_pi0"])
+                              for e, bad in zip(entries, inf) if bad]
+                    ax.plot(x[inf], limits, "^", color=line[0].get_color(), ms=9)
             for name, m in baselines.items():
                 if m is not None:
                     _band(ax, m.get(metric), m.get(f"{metric}_err"), *BASELINE_LABELS[name])
