@@ -208,3 +208,25 @@ def test_the_command_line_exit_code(fake, tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert res.stderr.strip().count("\n") == 0 and "--data" in res.stderr
+
+
+def test_subset_rows_and_the_data_option():
+    from pionml.data.sources import DataConfig, subset_rows
+
+    rows = np.arange(1000, 1300) * 3
+    for seed in (0, 5):
+        a, b = subset_rows(rows, 40, seed), subset_rows(rows, 120, seed)
+        assert len(np.unique(a)) == 40 and np.isin(a, b).all() and np.isin(b, rows).all()
+        assert np.array_equal(a, np.sort(a))
+    assert not np.array_equal(subset_rows(rows, 40, 0), subset_rows(rows, 40, 5))
+    assert np.array_equal(subset_rows(rows, 300, 1), rows)
+    assert np.array_equal(DataConfig().train_rows(rows), rows)  # no option: every row
+    assert np.array_equal(DataConfig(train_size=40, train_subset_seed=5).train_rows(rows),
+                          subset_rows(rows, 40, 5))
+    with pytest.raises(ConfigError, match="train_size 301 is larger than the training split"):
+        DataConfig(train_size=301).train_rows(rows, "dataset 'x.h5'")
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(ConfigError, match="train_size must be an integer"):
+            DataConfig(train_size=bad)
+    # an older run's data.json, without the option, still loads
+    assert DataConfig.from_dict({"knn_k": 3}).train_size is None
