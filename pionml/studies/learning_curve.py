@@ -250,6 +250,22 @@ def run_metrics(run_dir, data, device=None, progress: bool = False) -> tuple[dic
     return metrics, {"test_rows": _rows_digest(table["rows"])}
 
 
+def check_hyper(data, settings: CurveSettings) -> None:
+    """Build every model of the curve once with its hyper-parameters (input sizes from
+    ``data``), so that a bad one is refused before anything is trained or written."""
+    from pionml.io.hdf5 import DatasetFile
+    from pionml.models import build_model
+    from pionml.tasks import make_task
+    from pionml.train.trainer import data_spec
+
+    task = make_task(settings.task, **settings.task_options)
+    with DatasetFile(data) as ds:
+        spec = data_spec(ds)
+    for model in settings.models:
+        build_model(model, spec, heads=task.heads, scalars=task.scalars,
+                    variant=task.model_variant, **(settings.hyper.get(model) or {}))
+
+
 # --- the study -----------------------------------------------------------------------------------
 def _entry_key(model: str, size: int) -> str:
     return f"{model}_{size}"
@@ -279,6 +295,7 @@ class LearningCurve:
             if len(self.rows[split]) == 0:
                 raise ConfigError(f"dataset '{self.data}': the {split} split holds no rows for "
                                   f"task '{settings.task}'")
+        check_hyper(self.data, settings)
 
     @property
     def n_train(self) -> int:
@@ -309,20 +326,32 @@ class LearningCurve:
             if not isinstance(doc, dict) or doc.get("format") != FORMAT:
                 raise ConfigError(f"'{self.json_path}' is not a learning curve of this pionml "
                                   "(format); choose another --out")
-            old = {k: doc.get(k) for k in header}
             from pionml.runs.folder import jsonable
 
-            differ = [k for k in header if jsonable(old[k]) != jsonable(header[k])]
+            def comparable(h):  # the data by content: a moved or copied file is the same data
+                return {**h, "data": {"sha256": (h.get("data") or {}).get("sha256")}}
+
+            old, new = comparable({k: doc.get(k) for k in header}), comparable(header)
+            differ = [k for k in header if jsonable(old[k]) != jsonable(new[k])]
+            nothing_done = not doc.get("runs") and not self._any_run()
+            if differ and nothing_done:  # an attempt that failed before any run: start afresh
+                logger.info("%s holds no run yet: its settings are replaced", self.json_path)
+                return {**header, "baselines": None, "runs": {}}
             if differ:
                 raise ConfigError(f"'{self.json_path}' holds a learning curve made with other "
                                   f"{', '.join(differ)}: resume it with the same options and data, "
                                   "or choose another --out")
             doc.setdefault("runs", {})
+            doc["data"] = header["data"]  # where the data are now
             return doc
-        if (self.out / RUNS_DIR).is_dir() and any((self.out / RUNS_DIR).iterdir()):
+        if self._any_run():
             raise ConfigError(f"'{self.out / RUNS_DIR}' holds runs but '{self.json_path}' is "
                               "missing: choose another --out")
         return {**header, "baselines": None, "runs": {}}
+
+    def _any_run(self) -> bool:
+        runs = self.out / RUNS_DIR
+        return runs.is_dir() and any(runs.iterdir())
 
     def _write(self, doc: dict) -> None:
         from pionml.runs import write_json
