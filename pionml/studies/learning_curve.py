@@ -393,7 +393,8 @@ class LearningCurve:
             doc["baselines"] = baseline_metrics(self.data, s.task, self.rows["test"],
                                                 s.task_options)
         self._write(doc)
-        pairs = [(m, n) for m in s.models for n in sizes]
+        # size by size: a study cut short has every model at its smaller sizes
+        pairs = [(m, n) for n in sizes for m in s.models]
         logger.info("learning curve of %s (task %s) on %s: sizes %s of %d training clusters, "
                     "%d validation, %d test -> %s", ", ".join(s.models), s.task, self.data,
                     ", ".join(map(str, sizes)), self.n_train, len(self.rows["val"]),
