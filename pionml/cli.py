@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "pionml.train.cli",
     "pionml.evaluate.cli",
     "pionml.export.cli",
+    "pionml.studies.cli",
 )
 
 
@@ -92,11 +93,15 @@ def main(argv=None) -> int:
     if args.global_no_progress and hasattr(args, "no_progress"):
         args.no_progress = True
     configure_logging(args.verbose or getattr(args, "sub_verbose", False))
-    from pionml.errors import PionmlError
+    from pionml.errors import PionmlError, UsageError
 
     log = logging.getLogger("pionml")
     try:
         return int(args._run(args) or 0)
+    except UsageError as exc:  # an argument checked against the data or the registries
+        prog = f"pionml {args.command}"
+        sys.stderr.write(f"{prog}: error: {' '.join(str(exc).split())} (see '{prog} --help')\n")
+        return 2
     except PionmlError as exc:
         # an error raised in a loader worker comes back with the worker's traceback in its
         # text: the user gets its last line, the message itself

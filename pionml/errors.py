@@ -23,6 +23,11 @@ class ConfigError(PionmlError):
     """An unknown name or an invalid option (model name, task, species, ...)."""
 
 
+class UsageError(ConfigError):
+    """A bad command-line argument found after parsing (it needs the data or the registries):
+    the command line reports it as argparse does, one line and exit 2."""
+
+
 class CheckpointError(PionmlError):
     """A trained-model folder is missing files, corrupt, or does not match the model."""
 

@@ -42,7 +42,10 @@ class DataConfig:
     (models suggest theirs in ``data_defaults``); ``source``: auto / memory / stream;
     ``memory_budget_gb``: the largest split ``auto`` reads into memory; ``block_rows``: rows
     per contiguous read of the streaming source; ``buffer_rows``: rows shuffled together;
-    ``num_workers``: loader processes (None: chosen from the device).
+    ``num_workers``: loader processes (None: chosen from the device); ``train_size``: train on
+    that many of the task's training rows only (None: all of them), the first ``train_size`` of
+    a permutation of them seeded with ``train_subset_seed`` (:func:`subset_rows`), so that the
+    subsets of one seed are nested and the run folder records which one it used.
     """
 
     image_mode: str = "fraction"
@@ -54,6 +57,9 @@ class DataConfig:
     num_workers: int | None = None
     #: t_clus transform of the moment models: "maxabs" (seed 001) or "cbrt_std" (seed 000)
     moment_time: str = "maxabs"
+    #: a nested subset of the training rows (learning curves): their number, None = all
+    train_size: int | None = None
+    train_subset_seed: int = 0
 
     def __post_init__(self):
         if self.source not in SOURCES:
@@ -72,6 +78,23 @@ class DataConfig:
                               f"(choices: {', '.join(TIME_TRANSFORMS)})")
         if self.num_workers is not None and self.num_workers < 0:
             raise ConfigError(f"num_workers must be >= 0, got {self.num_workers}")
+        if self.train_size is not None and (isinstance(self.train_size, bool)
+                                            or not isinstance(self.train_size, int)
+                                            or self.train_size < 1):
+            raise ConfigError(f"train_size must be an integer >= 1 or None, got {self.train_size!r}")
+
+    def train_rows(self, rows: np.ndarray, where: str = "") -> np.ndarray:
+        """The training rows this configuration uses out of the task's ``rows``: all of them,
+        or the nested subset of :attr:`train_size` rows (:func:`subset_rows`)."""
+        if self.train_size is None:
+            return rows
+        if self.train_size > len(rows):
+            raise ConfigError(f"{where + ': ' if where else ''}train_size {self.train_size} is "
+                              f"larger than the training split ({len(rows)} rows)")
+        subset = subset_rows(rows, self.train_size, self.train_subset_seed)
+        logger.info("training on %d of the %d training rows (a nested subset, seed %d)",
+                    len(subset), len(rows), self.train_subset_seed)
+        return subset
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -83,6 +106,17 @@ class DataConfig:
         if unknown:
             raise ConfigError(f"unknown data option(s) {sorted(unknown)} (accepted: {sorted(known)})")
         return cls(**d)
+
+
+def subset_rows(rows, size: int, seed: int = 0) -> np.ndarray:
+    """``size`` of ``rows``, sorted: the first ``size`` of the permutation of ``rows`` seeded
+    with ``seed``. For one ``rows`` and ``seed`` a larger subset contains every smaller one
+    (prefixes of one permutation), which is what a learning curve needs."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if not 0 <= size <= len(rows):
+        raise ConfigError(f"a subset of {size} rows out of {len(rows)}")
+    order = np.random.default_rng(seed).permutation(len(rows))
+    return np.sort(rows[order[:size]])
 
 
 class _FileHandle:

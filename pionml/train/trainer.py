@@ -672,7 +672,7 @@ def _train_run(data_path, model_name, out, task, config, hyper, data_options, pr
             raise ConfigError(f"model '{model_name}' has no {task_obj.model_variant} variant (it "
                               f"has: {', '.join(cls.variants)}): not a model for task '{task}'")
         check_model_inputs(ds, model_name, cls.model_inputs(task_obj.scalars))
-        train_rows = task_obj.rows(ds, "train")
+        train_rows = data_config.train_rows(task_obj.rows(ds, "train"), f"dataset '{data_path}'")
         val_rows = task_obj.rows(ds, "val")
         if len(train_rows) == 0 or len(val_rows) == 0:
             raise ConfigError(f"dataset '{data_path}': empty train ({len(train_rows)}) or "

@@ -1,0 +1,641 @@
+"""Learning curves: each model trained on nested subsets of one training split, every size
+evaluated on the same test rows, beside the bdt and the baselines.
+
+How the rows are chosen: the task's training rows (:meth:`pionml.tasks.base.Task.rows`) are
+permuted once with the study's seed and a size ``s`` trains on the first ``s`` of them
+(:func:`pionml.data.sources.subset_rows`), so every subset contains the smaller ones. The subset
+is carried in the run's data options (``train_size``, ``train_subset_seed`` in ``data.json``),
+so each run folder records the rows it was trained on and resumes on them. The validation rows
+(early stopping) and the test rows (the metrics) are the task's whole splits for every size.
+
+What is measured per (model, size) on the test rows (the bootstrap errors of
+:func:`pionml.evaluate.metrics.bootstrap_uncertainties` and
+:func:`pionml.evaluate.regression.response_table`, as ``pionml evaluate`` computes them):
+
+- classify: the AUC and the pi0 rejection at 90 % and 95 % pi+- efficiency;
+- regress: the median response and the two resolutions (16-84 % IQR over the median, shortest
+  68 % interval over twice the median) in bins of E_true, and over all clusters;
+
+and the training time (wall seconds of the training, and the summed epoch times of the model
+card). The baselines, which learn nothing, are measured once on the same test rows and drawn as
+horizontal bands: ``pem`` (P_EM of LCW) for classify, the EM scale and LCW for regress. The
+``bdt`` on the cluster moments is trained at every size like the networks, with its own
+defaults (boosting rounds and early stopping), as the evaluation's reference is.
+
+Everything lands in one folder: ``learning_curve.json`` (the settings, the baselines, one entry
+per (model, size)), ``runs/<model>_<size>/`` (ordinary run folders) and one figure per metric
+against the training size. The study resumes: a pair whose run folder is complete and whose
+entry is in the JSON is not trained again; a run cut short is continued from its checkpoint (or
+started again when it has none), a trained run without its entry is only evaluated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pionml.errors import CheckpointError, ConfigError, UsageError
+
+logger = logging.getLogger(__name__)
+
+JSON_FILE = "learning_curve.json"
+RUNS_DIR = "runs"
+FORMAT = 1
+#: The tasks a learning curve is drawn for, and the baselines of each (no training: bands).
+BASELINES = {"classify": ("pem",), "regress": ("em", "lcw")}
+#: The reference trained at every size beside the networks.
+REFERENCE = "bdt"
+#: Training options a study passes to the networks (the bdt keeps its own defaults).
+TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "patience", "recipe", "device")
+#: pi+- efficiencies of the classify metrics.
+EFFICIENCIES = (0.9, 0.95)
+#: Scalar classify metrics, each with ``_err``: the figures drawn.
+CLASSIFY_METRICS = ("auc", "rejection_at_eff90", "rejection_at_eff95")
+#: Per-bin regress metrics, each with ``_err``: the figures drawn.
+REGRESS_METRICS = ("median_response", "iqr_resolution", "s68_resolution")
+
+
+@dataclass
+class CurveSettings:
+    """What one learning curve is: a task (with its options), the models (the bdt is added),
+    the seed of the row permutation and of the trainings, the networks' training options
+    (None = the model's default) and hyper-parameters per model."""
+
+    task: str = "classify"
+    models: list = field(default_factory=lambda: ["dnn"])
+    seed: int = 0
+    task_options: dict = field(default_factory=dict)
+    train_options: dict = field(default_factory=dict)
+    hyper: dict = field(default_factory=dict)  # model -> hyper-parameters
+
+    def __post_init__(self):
+        if self.task not in BASELINES:
+            raise UsageError(f"--task '{self.task}': a learning curve is drawn for "
+                             f"{' or '.join(BASELINES)}")
+        unknown = set(self.train_options) - set(TRAIN_OPTIONS)
+        if unknown:
+            raise ConfigError(f"unknown training option(s) {sorted(unknown)} "
+                              f"(accepted: {', '.join(TRAIN_OPTIONS)})")
+        self.models = check_models(self.task, self.models)
+        unknown = set(self.hyper) - set(self.models)
+        if unknown:
+            raise UsageError(f"--hyper names model(s) {sorted(unknown)} not in the curve "
+                             f"({', '.join(self.models)})")
+
+    def record(self) -> dict:
+        """What must not change between two invocations on one folder (models and sizes may)."""
+        return {"task": self.task, "task_options": dict(self.task_options), "seed": self.seed,
+                "train_options": {k: v for k, v in self.train_options.items()
+                                  if k != "device" and v is not None},
+                "hyper": {k: v for k, v in self.hyper.items() if v}}
+
+
+def model_choices(task: str) -> list[str]:
+    """The models a learning curve of ``task`` can train: those with the task's body variant
+    that learn (networks and the bdt), not the baselines."""
+    from pionml.models import MODELS
+    from pionml.tasks import task_class
+
+    variant = task_class(task).model_variant
+    return sorted(name for name, cls in MODELS.items()
+                  if variant in cls.variants and (cls.trainable or cls.fits_itself))
+
+
+def check_models(task: str, models) -> list[str]:
+    """The models of the curve in the given order, the bdt last when it is not given; an
+    unknown name, a baseline or a repeated name is a :class:`UsageError` naming the choices."""
+    choices = model_choices(task)
+    out = []
+    for name in models:
+        if name in BASELINES[task]:
+            raise UsageError(f"--model {name}: a baseline of task '{task}', drawn as a band "
+                             f"beside every curve (choose among {', '.join(choices)})")
+        if name not in choices:
+            raise UsageError(f"--model: unknown model '{name}' for task '{task}' "
+                             f"(choices: {', '.join(choices)})")
+        if name in out:
+            raise UsageError(f"--model {name} is given twice")
+        out.append(name)
+    if REFERENCE not in out:
+        out.append(REFERENCE)
+    return out
+
+
+def resolve_sizes(sizes, n_train: int) -> list[int]:
+    """The training sizes as row counts: positive integers, strictly increasing, none above
+    ``n_train`` (the task's training rows); 'all' (last) = ``n_train``. Bad sizes are a
+    :class:`UsageError`."""
+    if not sizes:
+        raise UsageError("--sizes: give at least one training size")
+    out = []
+    for i, s in enumerate(sizes):
+        if s == "all":
+            if i != len(sizes) - 1:
+                raise UsageError("--sizes: 'all' (the whole training split) must come last")
+            s = n_train
+        elif not isinstance(s, (int, np.integer)) or isinstance(s, bool) or s < 1:
+            raise UsageError(f"--sizes: {s!r} is not a positive number of clusters")
+        s = int(s)
+        if s > n_train:
+            raise UsageError(f"--sizes: {s} is larger than the training split ({n_train} "
+                             "clusters); give at most that many, or 'all'")
+        if s in out:
+            raise UsageError(f"--sizes: {s} is given twice" + (" ('all' is that size)"
+                                                                if sizes[i] == "all" else ""))
+        if out and s < out[-1]:
+            raise UsageError(f"--sizes must increase: {s} after {out[-1]}")
+        out.append(s)
+    return out
+
+
+def split_rows(data, task: str, task_options: dict | None = None) -> dict:
+    """The task's rows of each split of ``data`` (``train``, ``val``, ``test``)."""
+    from pionml.io.hdf5 import DatasetFile
+    from pionml.tasks import make_task
+
+    task_obj = make_task(task, **(task_options or {}))
+    with DatasetFile(data) as ds:
+        return {split: task_obj.rows(ds, split) for split in ("train", "val", "test")}
+
+
+def training_rows(data, task: str, size: int, seed: int = 0,
+                  task_options: dict | None = None) -> np.ndarray:
+    """The rows a run of the curve with training size ``size`` and seed ``seed`` trains on
+    (what :meth:`pionml.data.sources.DataConfig.train_rows` selects in the trainer)."""
+    from pionml.data.sources import subset_rows
+
+    return subset_rows(split_rows(data, task, task_options)["train"], size, seed)
+
+
+def _rows_digest(rows) -> str:
+    return hashlib.sha256(np.ascontiguousarray(rows, dtype=np.int64).tobytes()).hexdigest()[:16]
+
+
+# --- metrics -------------------------------------------------------------------------------------
+def classify_scores(labels, scores) -> dict:
+    """AUC and the pi0 rejection at each of :data:`EFFICIENCIES`, with their bootstrap errors
+    (:func:`~pionml.evaluate.metrics.bootstrap_uncertainties`, as ``pionml evaluate``)."""
+    from pionml.evaluate.metrics import auc, bootstrap_uncertainties, pi0_rejection_at
+
+    labels = np.asarray(labels).astype(bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    out = {"n_clusters": int(len(labels)), "n_pi0": int(labels.sum()), "auc": auc(labels, scores)}
+    for eff in EFFICIENCIES:
+        tag = f"eff{round(100 * eff)}"
+        out[f"rejection_at_{tag}"] = pi0_rejection_at(labels, scores, eff)
+        boot = bootstrap_uncertainties(labels, scores, None, eff)
+        out["auc_err"] = boot["auc_err"]
+        for suffix in ("_err", "_ci68", "_n_inf"):
+            out[f"rejection_at_{tag}{suffix}"] = boot[f"rejection_at_{tag}{suffix}"]
+        out["n_bootstrap"] = boot["n_bootstrap"]
+    return out
+
+
+def regress_scores(e_pred, e_true) -> dict:
+    """The median response and both resolutions over all clusters and per bin of E_true
+    (:func:`~pionml.evaluate.regression.response_table`, with bootstrap errors)."""
+    from pionml.evaluate.regression import iqr_resolution, response_table, s68_resolution
+
+    e_pred = np.asarray(e_pred, dtype=np.float64)
+    e_true = np.asarray(e_true, dtype=np.float64)
+    r = e_pred / e_true
+    return {"n_clusters": int(len(r)),
+            "median_response": float(np.median(r)) if len(r) else None,
+            "iqr_resolution": iqr_resolution(r) if len(r) else None,
+            "s68_resolution": s68_resolution(r) if len(r) > 2 else None,
+            "bins_E_true": response_table(e_pred, e_true)}
+
+
+def baseline_metrics(data, task: str, test_rows, task_options=None) -> dict:
+    """The baselines' metrics on ``test_rows``: ``pem`` (classify), ``em`` and ``lcw``
+    (regress). A baseline whose column holds NaN (a dataset built without LCW tables) is
+    None, with a warning."""
+    from pionml.io.hdf5 import DatasetFile
+
+    columns = {"pem": "p_em", "em": "E_em", "lcw": "E_lcw"}
+    fields = ("label", "E_true") + tuple(columns[b] for b in BASELINES[task])
+    with DatasetFile(data) as ds:
+        ds.require(clusters=fields)
+        cl = ds.read_rows(np.sort(test_rows), clusters=fields).clusters
+    out = {}
+    for name in BASELINES[task]:
+        values = np.asarray(cl[columns[name]], dtype=np.float64)
+        if not np.all(np.isfinite(values)):
+            logger.warning("baseline %s: /clusters/%s is NaN or inf in %d test rows: left out",
+                           name, columns[name], int(np.sum(~np.isfinite(values))))
+            out[name] = None
+            continue
+        out[name] = (classify_scores(cl["label"], values) if task == "classify"
+                     else regress_scores(values, cl["E_true"]))
+    return out
+
+
+def run_metrics(run_dir, data, device=None, progress: bool = False) -> tuple[dict, dict]:
+    """The metrics of a trained run on the test rows of ``data``, and what it was trained on
+    (digests of its test rows)."""
+    from pionml.runs import Run
+
+    run = Run.load(run_dir, device=device or "cpu")
+    table = run.predict(data, split="test", device=device, progress=progress)
+    if run.task.name == "classify":
+        metrics = classify_scores(table["label"], table["score"])
+    else:
+        metrics = regress_scores(table["E_pred"], table["E_true"])
+    return metrics, {"test_rows": _rows_digest(table["rows"])}
+
+
+def check_hyper(data, settings: CurveSettings) -> None:
+    """Build every model of the curve once with its hyper-parameters (input sizes from
+    ``data``), so that a bad one is refused before anything is trained or written."""
+    from pionml.io.hdf5 import DatasetFile
+    from pionml.models import build_model
+    from pionml.tasks import make_task
+    from pionml.train.trainer import data_spec
+
+    task = make_task(settings.task, **settings.task_options)
+    with DatasetFile(data) as ds:
+        spec = data_spec(ds)
+    for model in settings.models:
+        build_model(model, spec, heads=task.heads, scalars=task.scalars,
+                    variant=task.model_variant, **(settings.hyper.get(model) or {}))
+
+
+# --- the study -----------------------------------------------------------------------------------
+def _entry_key(model: str, size: int) -> str:
+    return f"{model}_{size}"
+
+
+def _complete(folder: Path) -> bool:
+    """A run folder whose training finished: its card is written last by ``train_run``."""
+    from pionml.runs import CARD_FILE
+
+    return (folder / CARD_FILE).is_file()
+
+
+class LearningCurve:
+    """One learning-curve folder ``out`` on the dataset ``data`` (see the module doc)."""
+
+    def __init__(self, data, out, settings: CurveSettings):
+        self.data = Path(data)
+        self.out = Path(out)
+        self.settings = settings
+        if not self.data.is_file():
+            raise ConfigError(f"dataset '{self.data}' " + ("is a directory, not a file"
+                                                          if self.data.is_dir() else "does not exist"))
+        if self.out.exists() and not self.out.is_dir():
+            raise ConfigError(f"--out '{self.out}' is a file, not a folder")
+        self.rows = split_rows(self.data, settings.task, settings.task_options)
+        for split in ("train", "val", "test"):
+            if len(self.rows[split]) == 0:
+                raise ConfigError(f"dataset '{self.data}': the {split} split holds no rows for "
+                                  f"task '{settings.task}'")
+        check_hyper(self.data, settings)
+
+    @property
+    def n_train(self) -> int:
+        return len(self.rows["train"])
+
+    @property
+    def json_path(self) -> Path:
+        return self.out / JSON_FILE
+
+    def run_folder(self, model: str, size: int) -> Path:
+        return self.out / RUNS_DIR / _entry_key(model, size)
+
+    # the JSON -------------------------------------------------------------------------------
+    def _load_or_start(self, sha: str) -> dict:
+        """The folder's JSON when its settings are this study's; a new one otherwise (refused
+        when the folder holds runs without one)."""
+        from pionml.runs import read_json
+
+        header = {"format": FORMAT, **self.settings.record(),
+                  "data": {"path": str(self.data.resolve()), "sha256": sha},
+                  "splits": {k: {"n": len(v), "rows_digest": _rows_digest(v)}
+                             for k, v in self.rows.items()}}
+        if self.json_path.is_file():
+            try:
+                doc = read_json(self.json_path)
+            except CheckpointError as exc:
+                raise ConfigError(f"{exc}; remove it or choose another --out") from exc
+            if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+                raise ConfigError(f"'{self.json_path}' is not a learning curve of this pionml "
+                                  "(format); choose another --out")
+            from pionml.runs.folder import jsonable
+
+            def comparable(h):  # the data by content: a moved or copied file is the same data
+                return {**h, "data": {"sha256": (h.get("data") or {}).get("sha256")}}
+
+            old, new = comparable({k: doc.get(k) for k in header}), comparable(header)
+            differ = [k for k in header if jsonable(old[k]) != jsonable(new[k])]
+            nothing_done = not doc.get("runs") and not self._any_run()
+            if differ and nothing_done:  # an attempt that failed before any run: start afresh
+                logger.info("%s holds no run yet: its settings are replaced", self.json_path)
+                return {**header, "baselines": None, "runs": {}}
+            if differ:
+                raise ConfigError(f"'{self.json_path}' holds a learning curve made with other "
+                                  f"{', '.join(differ)}: resume it with the same options and data, "
+                                  "or choose another --out")
+            doc.setdefault("runs", {})
+            doc["data"] = header["data"]  # where the data are now
+            return doc
+        if self._any_run():
+            raise ConfigError(f"'{self.out / RUNS_DIR}' holds runs but '{self.json_path}' is "
+                              "missing: choose another --out")
+        return {**header, "baselines": None, "runs": {}}
+
+    def _any_run(self) -> bool:
+        runs = self.out / RUNS_DIR
+        return runs.is_dir() and any(runs.iterdir())
+
+    def _write(self, doc: dict) -> None:
+        from pionml.runs import write_json
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_json(self.json_path, doc)  # a temporary file renamed on success
+
+    # training ------------------------------------------------------------------------------
+    def _train(self, model: str, size: int, folder: Path, sha: str, progress: bool,
+               resume: bool) -> None:
+        from pionml.train.trainer import default_config, train_run
+
+        s = self.settings
+        opts = s.train_options
+        if model == REFERENCE:  # the reference keeps its defaults, as the evaluation's does
+            config = default_config(REFERENCE, seed=s.seed, device=opts.get("device"))
+        else:
+            config = default_config(model, recipe=opts.get("recipe") or "default",
+                                    epochs=opts.get("epochs"), batch_size=opts.get("batch_size"),
+                                    lr=opts.get("lr"), patience=opts.get("patience"),
+                                    seed=s.seed, device=opts.get("device"))
+        train_run(self.data, model, folder, task=s.task, config=config,
+                  hyper=s.hyper.get(model), progress=progress, resume=resume,
+                  data_options={"train_size": size, "train_subset_seed": s.seed},
+                  task_options=s.task_options or None, data_sha256=sha)
+
+    def run(self, sizes, progress: bool = True) -> dict:
+        """Train and evaluate every (model, size) not done yet; returns the JSON document.
+        ``sizes``: as :func:`resolve_sizes` accepts them."""
+        from pionml.io import file_sha256
+        from pionml.progress import progress_bar
+        from pionml.runs import CARD_FILE, CHECKPOINT_FILE, read_json
+
+        sizes = resolve_sizes(sizes, self.n_train)
+        s = self.settings
+        sha = file_sha256(self.data)
+        doc = self._load_or_start(sha)
+        if doc.get("baselines") is None:
+            doc["baselines"] = baseline_metrics(self.data, s.task, self.rows["test"],
+                                                s.task_options)
+        self._write(doc)
+        # size by size: a study cut short has every model at its smaller sizes
+        pairs = [(m, n) for n in sizes for m in s.models]
+        logger.info("learning curve of %s (task %s) on %s: sizes %s of %d training clusters, "
+                    "%d validation, %d test -> %s", ", ".join(s.models), s.task, self.data,
+                    ", ".join(map(str, sizes)), self.n_train, len(self.rows["val"]),
+                    len(self.rows["test"]), self.out)
+        bar = progress_bar(pairs, desc="learning curve", progress=progress, unit=" runs")
+        changed = False
+        for model, size in bar:
+            bar.set_postfix_str(f"{model} {size}")
+            key = _entry_key(model, size)
+            folder = self.run_folder(model, size)
+            if key in doc["runs"] and _complete(folder):
+                logger.info("%s at %d: done (%s)", model, size, folder)
+                continue
+            resumed = False
+            t0 = time.perf_counter()
+            if not _complete(folder):
+                resumed = (folder / CHECKPOINT_FILE).is_file()
+                if folder.exists() and not resumed:  # cut short before its first checkpoint
+                    logger.info("%s at %d: %s was cut short before any checkpoint: started "
+                                "again", model, size, folder)
+                    shutil.rmtree(folder)
+                elif resumed:
+                    logger.info("%s at %d: continuing the interrupted run %s", model, size, folder)
+                logger.info("%s: training on %d clusters -> %s", model, size, folder)
+                self._train(model, size, folder, sha, progress, resumed)
+            train_seconds = time.perf_counter() - t0
+            card = read_json(folder / CARD_FILE)
+            n_used = int(card.get("data", {}).get("n_train", -1))
+            if n_used != size:  # a folder of another study put in place by hand
+                raise CheckpointError(f"run '{folder}' was trained on {n_used} clusters, not "
+                                      f"{size}; remove it or choose another --out")
+            metrics, digests = run_metrics(folder, self.data, device=s.train_options.get("device"),
+                                           progress=False)
+            history = card.get("history") or {}
+            entry = {
+                "model": model, "size": size, "run": str(folder.relative_to(self.out)),
+                "n_train": n_used, "n_val": card["data"].get("n_val"),
+                # the wall time of this invocation's training (about 0 when the run was only
+                # evaluated); the epochs' own times summed over every invocation (the card's)
+                "train_seconds": train_seconds,
+                "epoch_seconds": float(sum(history.get("seconds", []))),
+                "epochs": len(history.get("epoch", [])), "best_epoch": card.get("best_epoch"),
+                "resumed": resumed, "device": card.get("device"),
+                "train_rows": _rows_digest(training_rows_of(card, self.rows["train"])),
+                **digests, "metrics": metrics,
+            }
+            doc["runs"][key] = entry
+            self._write(doc)
+            changed = True
+            logger.info("%s at %d: %s (%.1f s)", model, size, summary(s.task, metrics),
+                        train_seconds)
+        bar.close()
+        if changed or not all(p.is_file() for p in figure_paths(self.out, doc)):
+            draw(self.out, doc)
+        return doc
+
+
+def training_rows_of(card: dict, train_rows) -> np.ndarray:
+    """The training rows a run used, from the data options its card records."""
+    from pionml.data.sources import DataConfig, subset_rows
+
+    config = DataConfig.from_dict(card.get("data", {}).get("options", {}))
+    if config.train_size is None:
+        return np.asarray(train_rows)
+    return subset_rows(train_rows, config.train_size, config.train_subset_seed)
+
+
+def summary(task: str, m: dict) -> str:
+    """One line of a (model, size) entry's metrics."""
+    def fmt(key, digits=3):
+        x, err = m.get(key), m.get(f"{key}_err")
+        if x is None:
+            return "n/a"
+        return f"{float(x):.{digits}g}" + (f" +- {err:.2g}" if err is not None else "")
+
+    if task == "classify":
+        return (f"AUC {fmt('auc', 4)}, rejection at 90 % {fmt('rejection_at_eff90')}, "
+                f"at 95 % {fmt('rejection_at_eff95')}")
+    return (f"median response {fmt('median_response')}, IQR resolution {fmt('iqr_resolution')}, "
+            f"s68 resolution {fmt('s68_resolution')}")
+
+
+def table(doc: dict) -> str:
+    """A text table of a learning curve: one row per (model, size), the baselines first."""
+    task = doc["task"]
+    keys = CLASSIFY_METRICS if task == "classify" else ("median_response", "iqr_resolution",
+                                                         "s68_resolution")
+    lines = [f"{'model':10s} {'size':>8s} " + " ".join(f"{k:>24s}" for k in keys)
+             + f" {'train s':>9s}"]
+
+    def cell(m, k):
+        x, e = m.get(k), m.get(f"{k}_err")
+        if x is None:
+            return f"{'-':>24s}"
+        text = f"{float(x):.4g}" + (f" +- {e:.2g}" if e is not None else "")
+        return f"{text:>24s}"
+
+    for name, m in (doc.get("baselines") or {}).items():
+        if m is not None:
+            lines.append(f"{name:10s} {'-':>8s} " + " ".join(cell(m, k) for k in keys)
+                         + f" {'-':>9s}")
+    for e in sorted(doc["runs"].values(), key=lambda e: (e["model"], e["size"])):
+        lines.append(f"{e['model']:10s} {e['size']:>8d} "
+                     + " ".join(cell(e["metrics"], k) for k in keys)
+                     + f" {e['train_seconds']:>9.1f}")
+    return "\n".join(lines)
+
+
+# --- figures -------------------------------------------------------------------------------------
+def _value(x):
+    """A JSON number (strict JSON writes inf as "inf") as a float; None as NaN."""
+    return float("nan") if x is None else float(x)
+
+
+def _save(fig, path: Path) -> Path:
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    tmp.replace(path)
+    return path
+
+
+def _curves(doc: dict):
+    """model -> entries sorted by size."""
+    by_model: dict = {}
+    for e in doc["runs"].values():
+        by_model.setdefault(e["model"], []).append(e)
+    return {m: sorted(v, key=lambda e: e["size"]) for m, v in by_model.items()}
+
+
+def _band(ax, value, err, label, color):
+    v = _value(value)
+    if not np.isfinite(v):
+        return
+    e = _value(err) if err is not None else 0.0
+    ax.axhline(v, color=color, lw=1, ls="--", label=label)
+    if np.isfinite(e) and e > 0:
+        ax.axhspan(v - e, v + e, color=color, alpha=0.2, lw=0)
+
+
+BASELINE_LABELS = {"pem": (r"$\mathcal{P}^{EM}_{clus}$ (LCW)", "grey"),
+                   "em": ("EM scale", "k"), "lcw": ("LCW", "grey")}
+METRIC_LABELS = {"auc": "ROC AUC", "rejection_at_eff90": r"$\pi^0$ rejection at 90 % $\pi^\pm$ eff.",
+                 "rejection_at_eff95": r"$\pi^0$ rejection at 95 % $\pi^\pm$ eff.",
+                 "median_response": r"median $E/E_{true}$",
+                 "iqr_resolution": "IQR resolution (half 16-84 % / median)",
+                 "s68_resolution": "shortest-68 % resolution / (2 median)"}
+
+
+def figure_paths(out, doc: dict) -> list[Path]:
+    """The files :func:`draw` writes for ``doc`` (regress: the metrics with a filled bin)."""
+    metrics = CLASSIFY_METRICS if doc["task"] == "classify" else REGRESS_METRICS
+    if not doc.get("runs"):
+        return []
+    return [Path(out) / f"learning_curve_{m}.png" for m in (*metrics, "train_seconds")]
+
+
+def draw(out, doc: dict) -> list[Path]:
+    """The figures of a learning curve in ``out``: one per metric against the training size
+    (log x, bootstrap error bars), the baselines as horizontal bands; and the training time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    curves = _curves(doc)
+    if not curves:
+        return []
+    task = doc["task"]
+    baselines = doc.get("baselines") or {}
+    written = []
+    if task == "classify":
+        for metric in CLASSIFY_METRICS:
+            fig, ax = plt.subplots(figsize=(7, 5))
+            for model, entries in curves.items():
+                x = np.array([e["size"] for e in entries], dtype=np.float64)
+                y = np.array([_value(e["metrics"].get(metric)) for e in entries])
+                err = np.array([_value(e["metrics"].get(f"{metric}_err")) for e in entries])
+                line = ax.errorbar(x, np.where(np.isinf(y), np.nan, y), yerr=np.nan_to_num(err),
+                                   marker="o", capsize=3, label=model,
+                                   ls="-" if model != REFERENCE else "--")
+                inf = np.isinf(y)
+                if inf.any():  # no test pi0 passes: the 90 % CL lower limit, drawn as such
+                    from pionml.evaluate.metrics import rejection_lower_limit
+
+                    limits = [rejection_lower_limit(e["metrics"]["n_pi0"])
+                              for e, bad in zip(entries, inf) if bad]
+                    ax.plot(x[inf], limits, "^", color=line[0].get_color(), ms=9)
+            for name, m in baselines.items():
+                if m is not None:
+                    _band(ax, m.get(metric), m.get(f"{metric}_err"), *BASELINE_LABELS[name])
+            ax.set_xscale("log")
+            if metric.startswith("rejection"):
+                ax.set_yscale("log")
+            ax.set_xlabel("training clusters")
+            ax.set_ylabel(METRIC_LABELS[metric])
+            ax.legend(fontsize="small")
+            written.append(_save(fig, out / f"learning_curve_{metric}.png"))
+            plt.close(fig)
+    else:
+        for metric in REGRESS_METRICS:
+            bins = [(r["lo"], r["hi"]) for r in next(iter(curves.values()))[0]["metrics"]["bins_E_true"]]
+            used = [i for i, _ in enumerate(bins)
+                    if any(e["metrics"]["bins_E_true"][i].get(metric) is not None
+                           for entries in curves.values() for e in entries)]
+            if not used:
+                continue
+            ncol = min(3, len(used))
+            nrow = -(-len(used) // ncol)
+            fig, axes = plt.subplots(nrow, ncol, figsize=(5 * ncol, 3.8 * nrow), squeeze=False)
+            for ax, i in zip(axes.flat, used):
+                for model, entries in curves.items():
+                    rows = [e["metrics"]["bins_E_true"][i] for e in entries]
+                    ax.errorbar([e["size"] for e in entries], [_value(r.get(metric)) for r in rows],
+                                yerr=np.nan_to_num([_value(r.get(f"{metric}_err")) for r in rows]),
+                                marker="o", capsize=3, label=model,
+                                ls="-" if model != REFERENCE else "--")
+                for name, m in baselines.items():
+                    if m is not None:
+                        r = m["bins_E_true"][i]
+                        _band(ax, r.get(metric), r.get(f"{metric}_err"), *BASELINE_LABELS[name])
+                ax.set_xscale("log")
+                ax.set_title(f"$E_{{true}}$ {bins[i][0]:g}-{bins[i][1]:g} GeV", fontsize="small")
+                ax.set_xlabel("training clusters", fontsize="small")
+                ax.set_ylabel(METRIC_LABELS[metric], fontsize="x-small")
+            for ax in list(axes.flat)[len(used):]:
+                ax.set_visible(False)
+            axes.flat[0].legend(fontsize="x-small")
+            fig.tight_layout()
+            written.append(_save(fig, out / f"learning_curve_{metric}.png"))
+            plt.close(fig)
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for model, entries in curves.items():
+        ax.plot([e["size"] for e in entries], [e["train_seconds"] for e in entries], "o-",
+                label=model)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("training clusters")
+    ax.set_ylabel("training time [s]")
+    ax.legend(fontsize="small")
+    written.append(_save(fig, out / "learning_curve_train_seconds.png"))
+    plt.close(fig)
+    return written
+

@@ -1,0 +1,232 @@
+"""``pionml learning-curve``: nested training subsets, the same validation and test rows at every
+size, a JSON with every (model, size), resuming without training done pairs again, and one
+line with exit 2 for bad arguments. A fake dataset of 600 clusters, a dnn of one epoch and the
+bdt."""
+
+import json
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from pionml.cli import main
+from pionml.errors import ConfigError
+from pionml.studies import learning_curve as lc
+from pionml.testing.fake_dataset import make_fake_dataset
+
+ARGS = ["--model", "dnn", "--epochs", "1", "--no-progress"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def quick_bdt():
+    """The bdt with 40 boosting rounds at most (its default 2000 with early stopping takes
+    seconds per fit): the test is about the study, not the trees."""
+    from pionml.models.trees import BDT
+
+    mp = pytest.MonkeyPatch()
+    mp.setitem(BDT.train_defaults, "epochs", 40)
+    yield
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory):
+    """A fake dataset whose classes overlap, for the moments too (its two label-tied moments
+    blurred), so that no model is perfect on the 114 test clusters: every rejection is finite."""
+    path = make_fake_dataset(tmp_path_factory.mktemp("lc") / "fake.h5", n_clusters=600, seed=3,
+                             separation=0.3)
+    rng = np.random.default_rng(0)
+    with h5py.File(path, "r+") as f:
+        label = f["clusters/label"][:].astype(np.float64)
+        f["clusters/moment_ENG_FRAC_EM"][:] = np.clip(
+            0.6 + 0.05 * (2 * label - 1) + rng.normal(0, 0.2, len(label)), 0, 1)
+        f["clusters/moment_CENTER_LAMBDA"][:] = 400 + 30 * (1 - 2 * label) \
+            + rng.normal(0, 150, len(label))
+    return path
+
+
+class Spy:
+    """Records the rows of every source a training builds, and the calls of train_run."""
+
+    def __init__(self, monkeypatch):
+        import pionml.data.sources as sources
+        import pionml.train.trainer as trainer
+
+        self.sources, self.trainings = [], []
+        real_source, real_train = sources.make_source, trainer.train_run
+
+        def make_source(path, rows, builder, config, what="", **kw):
+            self.sources.append((what, config.train_size, np.asarray(rows).copy()))
+            return real_source(path, rows, builder, config, what=what, **kw)
+
+        def train_run(data, model, out, **kw):
+            self.trainings.append((model, out.name, kw.get("resume", False)))
+            return real_train(data, model, out, **kw)
+
+        monkeypatch.setattr(sources, "make_source", make_source)
+        monkeypatch.setattr(trainer, "train_run", train_run)
+
+    def rows(self, what):
+        return {size: rows for w, size, rows in self.sources if w == what}
+
+
+@pytest.fixture(scope="module")
+def first(fake, tmp_path_factory):
+    """A learning curve at 60 and 150 clusters, with what its trainings read."""
+    mp = pytest.MonkeyPatch()
+    spy = Spy(mp)
+    out = tmp_path_factory.mktemp("lc") / "curve"
+    try:
+        assert main(["learning-curve", *ARGS, "--sizes", "60", "150", "--data", str(fake),
+                     "--out", str(out)]) == 0
+    finally:
+        mp.undo()
+    return out, spy
+
+
+def _doc(out):
+    return json.loads((out / lc.JSON_FILE).read_text())
+
+
+def test_subsets_are_nested_and_the_evaluation_rows_the_same(fake, first):
+    out, spy = first
+    with h5py.File(fake) as f:
+        split = f["clusters/split"][:]
+    all_train = np.flatnonzero(split == 0)
+    train, val = spy.rows("train"), spy.rows("validation")
+    assert sorted(train) == [60, 150]
+    r60, r150 = train[60], train[150]
+    assert len(r60) == 60 and len(r150) == 150 and len(np.unique(r150)) == 150
+    assert np.isin(r60, r150).all()  # the smaller subset inside the larger
+    assert np.isin(r150, all_train).all()  # training rows only
+    # the validation rows: the whole validation split, the same for every size
+    assert np.array_equal(val[60], val[150]) and np.array_equal(val[60], np.flatnonzero(split == 1))
+    # the subsets are the library's, and the bdt trained on the same rows as the dnn
+    assert np.array_equal(lc.training_rows(fake, "classify", 150), r150)
+    doc = _doc(out)
+    for size in (60, 150):
+        assert doc["runs"][f"dnn_{size}"]["train_rows"] == doc["runs"][f"bdt_{size}"]["train_rows"]
+        assert doc["runs"][f"dnn_{size}"]["train_rows"] == lc._rows_digest(train[size])
+    # one set of test rows for every entry: the whole test split
+    assert {e["test_rows"] for e in doc["runs"].values()} == {
+        lc._rows_digest(np.flatnonzero(split == 2))}
+    # each run folder records its subset
+    data_json = json.loads((out / "runs" / "dnn_60" / "data.json").read_text())
+    assert data_json["train_size"] == 60 and data_json["train_subset_seed"] == 0
+
+
+def test_the_json_holds_every_pair_with_finite_metrics(first):
+    out, _ = first
+    doc = _doc(out)
+    assert doc["task"] == "classify" and set(doc["runs"]) == {"dnn_60", "dnn_150", "bdt_60",
+                                                              "bdt_150"}
+    for entry in [*doc["runs"].values(), doc["baselines"]["pem"]]:
+        m = entry.get("metrics", entry)
+        for key in lc.CLASSIFY_METRICS:
+            for k in (key, f"{key}_err"):
+                assert m[k] is not None and np.isfinite(float(m[k])), (entry, k)
+        assert 0 <= m["auc"] <= 1 and m["rejection_at_eff95"] <= m["rejection_at_eff90"]
+    for e in doc["runs"].values():
+        assert e["n_train"] == e["size"] and e["train_seconds"] > 0
+    assert doc["runs"]["dnn_60"]["epochs"] == 1
+    for metric in (*lc.CLASSIFY_METRICS, "train_seconds"):
+        assert (out / f"learning_curve_{metric}.png").stat().st_size > 0
+    assert not list(out.glob("*.tmp*"))
+
+
+def test_resume_trains_only_what_is_not_done(fake, first, monkeypatch):
+    out, _ = first
+    before = _doc(out)
+    spy = Spy(monkeypatch)
+    args = ["learning-curve", *ARGS, "--data", str(fake), "--out", str(out)]
+    # a larger size: only its two runs are trained
+    assert main([*args, "--sizes", "60", "150", "all"]) == 0
+    assert spy.trainings == [("dnn", "dnn_372", False), ("bdt", "bdt_372", False)]
+    doc = _doc(out)
+    assert len(doc["runs"]) == 6 and doc["runs"]["dnn_60"] == before["runs"]["dnn_60"]
+    # the same command again: nothing trained
+    spy.trainings.clear()
+    assert main([*args, "--sizes", "60", "150", "all"]) == 0
+    assert spy.trainings == []
+    # a run killed after its checkpoint (no card, no entry) is continued; one killed before
+    # any checkpoint is started again; a run with a card but no entry is only evaluated
+    (out / "runs" / "dnn_150" / "card.json").unlink()
+    (out / "runs" / "bdt_150" / "card.json").unlink()
+    for key in ("dnn_150", "bdt_150", "dnn_60"):
+        del doc["runs"][key]
+    (out / lc.JSON_FILE).write_text(json.dumps(doc))
+    assert main([*args, "--sizes", "60", "150", "all"]) == 0
+    assert spy.trainings == [("dnn", "dnn_150", True), ("bdt", "bdt_150", False)]
+    again = _doc(out)
+    assert set(again["runs"]) == set(before["runs"]) | {"dnn_372", "bdt_372"}
+    for key in ("dnn_150", "dnn_60"):  # the same weights, the same numbers
+        assert again["runs"][key]["metrics"] == before["runs"][key]["metrics"]
+    assert again["runs"]["dnn_150"]["resumed"] is True
+
+
+def test_other_settings_in_the_same_folder_are_refused(fake, first):
+    out, _ = first
+    with pytest.raises(ConfigError, match="other seed"):
+        lc.LearningCurve(fake, out, lc.CurveSettings(models=["dnn"], seed=7)).run([60])
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--model", "resnet", "--sizes", "60"], ["unknown model 'resnet'", "choices:", "cnn", "pfn"]),
+    (["--model", "pem", "--sizes", "60"], ["pem", "baseline"]),
+    (["--model", "dnn", "--sizes", "150", "60"], ["--sizes must increase", "60 after 150"]),
+    (["--model", "dnn", "--sizes", "60", "60"], ["--sizes", "60 is given twice"]),
+    (["--model", "dnn", "--sizes", "60", "5000"], ["5000 is larger than the training split",
+                                                     "372"]),
+    (["--model", "dnn", "--sizes", "all", "60"], ["'all'", "last"]),
+    (["--model", "dnn", "--sizes", "-3"], ["--sizes", ">= 1"]),
+    (["--model", "dnn", "--sizes", "60", "--data", "missing.h5"], ["--data", "missing.h5",
+                                                                     "does not exist"]),
+    (["--task", "calibrate", "--model", "dnn", "--sizes", "60"], ["--task", "classify or regress"]),
+])
+def test_bad_arguments_are_one_line_and_exit_2(fake, tmp_path, capsys, args, words):
+    argv = ["learning-curve", *args, "--out", str(tmp_path / "o")]
+    if "--data" not in args:
+        argv += ["--data", str(fake)]
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's own checks
+        code = exc.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and "error" in err[0], err
+    for w in words:
+        assert w in err[0], err[0]
+    assert not (tmp_path / "o").exists()  # nothing written
+
+
+def test_the_command_line_exit_code(fake, tmp_path):
+    """The real process: no --data is one line, exit 2, no traceback."""
+    res = subprocess.run([sys.executable, "-m", "pionml.cli", "learning-curve", "--model", "dnn",
+                          "--sizes", "10", "--out", str(tmp_path / "o")],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().count("\n") == 0 and "--data" in res.stderr
+
+
+def test_subset_rows_and_the_data_option():
+    from pionml.data.sources import DataConfig, subset_rows
+
+    rows = np.arange(1000, 1300) * 3
+    for seed in (0, 5):
+        a, b = subset_rows(rows, 40, seed), subset_rows(rows, 120, seed)
+        assert len(np.unique(a)) == 40 and np.isin(a, b).all() and np.isin(b, rows).all()
+        assert np.array_equal(a, np.sort(a))
+    assert not np.array_equal(subset_rows(rows, 40, 0), subset_rows(rows, 40, 5))
+    assert np.array_equal(subset_rows(rows, 300, 1), rows)
+    assert np.array_equal(DataConfig().train_rows(rows), rows)  # no option: every row
+    assert np.array_equal(DataConfig(train_size=40, train_subset_seed=5).train_rows(rows),
+                          subset_rows(rows, 40, 5))
+    with pytest.raises(ConfigError, match="train_size 301 is larger than the training split"):
+        DataConfig(train_size=301).train_rows(rows, "dataset 'x.h5'")
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(ConfigError, match="train_size must be an integer"):
+            DataConfig(train_size=bad)
+    # an older run's data.json, without the option, still loads
+    assert DataConfig.from_dict({"knn_k": 3}).train_size is None
