@@ -419,7 +419,8 @@ def merge_datasets(inputs, out, compression: str | None = "gzip", progress: bool
     """One dataset from several built ones (same images, selection and moments): rows in input
     order, ``file_index`` indexing the merged ``sources``, counts added, ``config`` of the first
     with the others' split seeds listed under ``merged_from``."""
-    from pionml.io import check_output, file_info, temp_path
+    from pionml.io import file_info, temp_path
+    from pionml.outputs import check_output
     from pionml.io.hdf5 import DatasetFile, DatasetWriter
     from pionml.progress import progress_bar
 
