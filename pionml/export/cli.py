@@ -14,8 +14,6 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
                    help="ONNX file (default RUN/model.onnx); FILE.onnx.json is written beside it")
     p.add_argument("--no-check", action="store_true",
                    help="do not check the graph against the model with ONNX Runtime")
-    p.add_argument("--no-progress", action="store_true",
-                   help="accepted for every command (the export shows no progress bar)")
 
 
 def run_export(args) -> int:

@@ -342,6 +342,11 @@ def export_run(folder, out: Path | None = None, check: bool = True) -> Path:
     from pionml.outputs import atomic_outputs, check_output, json_text
     from pionml.runs.folder import Run
 
+    if not Path(folder).is_dir():  # before the output checks, which read the folder
+        from pionml.errors import CheckpointError
+
+        raise CheckpointError(f"run folder '{folder}' " + (
+            "is a file, not a folder" if Path(folder).exists() else "does not exist"))
     out = Path(out) if out is not None else Path(folder) / "model.onnx"
     if out.suffix != ".onnx":
         raise ExportError(f"--out '{out}': the file name must end in .onnx")
