@@ -232,13 +232,18 @@ def test_a_copy_of_the_own_data_is_the_own_data(run, tmp_path):
     assert json.loads((folder / "card.json").read_text())["test_metrics"] == card
 
 
-def test_a_rewritten_model_json_is_one_line(run, caplog):
+def test_a_rewritten_model_json_is_one_line(run, tmp_path, caplog):
     data, folder = run
     config = json.loads((folder / "model.json").read_text())
-    (folder / "model.json").write_text(json.dumps({**config, "model": "hgm"}))
-    assert main(["predict", str(folder), str(data), "--out", str(folder.parent / "p.csv")]) == 1
-    line = _one_line(caplog)
-    assert "model.json' does not match" in line and "'hgm'" in line and "'lgk'" in line
+    # the valid config of another model (which would ignore weights.pt, or load it elsewhere)
+    for other, task in (("hgm", "calibrate"), ("em", "regress")):
+        o = train_run(data, other, tmp_path / other, task=task, progress=False,
+                      config=TrainConfig(epochs=1, batch_size=64))
+        shutil.copy(o / "model.json", folder / "model.json")
+        assert main(["predict", str(folder), str(data), "--out", str(tmp_path / "p.csv")]) == 1
+        line = _one_line(caplog)
+        assert "model.json' does not match" in line and "card.json" in line
+        assert f"model '{other}' in model.json, 'lgk' in card.json" in line
     (folder / "model.json").write_text(json.dumps(
         {**config, "hyper": {**config["hyper"], "widths": [8, 8]}}))
     assert main(["evaluate", str(folder), "--no-plots"]) == 1
@@ -400,14 +405,22 @@ def test_attack_predict_odd_outputs(run, tmp_path, caplog, monkeypatch):
         (folder, "is a directory"),
         # an empty name
         ("", "not a file name"),
+        # the temporary name the run's own writer uses for its card
+        (folder / "card.json.tmp", "a run's own files are never replaced"),
+        # a named pipe (a reader would wait for ever)
+        (tmp_path / "fifo.csv", "exists and is not a regular file"),
     ]
     (tmp_path / "runlink").symlink_to(folder)
     (tmp_path / "dangling.csv").symlink_to(tmp_path / "gone.csv")
+    os.mkfifo(tmp_path / "fifo.csv")
     snap = _snapshot(folder)
     for out, words in cases:
         assert main(["predict", str(folder), str(data), "--out", str(out)]) == 1, out
         assert words in _one_line(caplog), out
     assert _snapshot(folder) == snap and not (tmp_path / "gone.csv").exists()
+    # not over-broad: a file of another name inside the run folder is a fine output
+    assert main(["predict", str(folder), str(data), "--out", str(folder / "mine.csv")]) == 0
+    assert {k: v for k, v in _snapshot(folder).items() if k != "mine.csv"} == snap
 
 
 def test_attack_same_file_by_other_names(run, tmp_path, caplog, monkeypatch):

@@ -135,7 +135,6 @@ def evaluate(run_dirs, data=None, out=None, progress: bool = False, device: str 
     calibration against, in bins of equal counts (calibrate runs; ``pionml evaluate --vs``)."""
     from pionml.device import pick_device
     from pionml.evaluate.reference import References
-
     from pionml.outputs import check_output_dir
 
     if isinstance(run_dirs, (str, Path)):
@@ -255,7 +254,7 @@ def _compare(results, run_dirs, out, split, plots) -> None:
 def metrics_table(results: list[dict], keys=None) -> str:
     """A text table of the scalar metrics of several runs (one row per run)."""
     rows = [{k: v for k, v in m.items() if not isinstance(v, (list, dict))} for m in results]
-    keys = keys or [k for k in rows[0] if k not in ("data", "split", "task")]
+    keys = keys or [k for k in rows[0] if k not in ("data", "data_sha256", "split", "task")]
     width = {k: max(len(k), *(len(_cell(r.get(k))) for r in rows)) for k in keys}
     lines = ["  ".join(k.ljust(width[k]) for k in keys)]
     lines += ["  ".join(_cell(r.get(k)).ljust(width[k]) for k in keys) for r in rows]

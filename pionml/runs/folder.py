@@ -127,7 +127,7 @@ def check_config_matches_card(config: dict, card: dict, folder: Path) -> None:
             raise CheckpointError(
                 f"file '{folder / MODEL_FILE}' does not match '{folder / CARD_FILE}': {key} "
                 f"{have!r} in {MODEL_FILE}, {want!r} in {CARD_FILE} (the model config was "
-                "changed after training; restore it or retrain)")
+                "changed after training: restore it or retrain)")
 
 
 def load_tensors(path: Path) -> dict:
@@ -204,10 +204,8 @@ class Run:
         card = read_json(folder / CARD_FILE)
         if not isinstance(card, dict):
             raise CheckpointError(f"file '{folder / CARD_FILE}': not a model card (a JSON object)")
-        config = read_json(folder / MODEL_FILE)
-        if isinstance(config, dict):
-            check_config_matches_card(config, card, folder)
-        model = build_from_config(folder)
+        model = build_from_config(folder)  # an unknown or invalid config: named as such
+        check_config_matches_card(read_json(folder / MODEL_FILE), card, folder)
         if model.trainable:
             load_state(model, load_tensors(folder / WEIGHTS_FILE), folder / WEIGHTS_FILE)
         model.load_files(folder)
