@@ -187,13 +187,40 @@ def atomic_output(path, inputs=(), what: str = "--out", make_parent: bool = Fals
 def atomic_outputs(paths, inputs=(), what: str = "--out", make_parent: bool = False):
     """Several outputs written together (a file and its side file): every path is checked
     first, the temporaries are yielded in order, and they replace their outputs only when the
-    block succeeded; on failure none is replaced."""
-    paths = list(paths)
-    for p in paths:  # every refusal before anything is written
-        check_output(p, inputs, what)
-    with contextlib.ExitStack() as stack:
-        tmps = [stack.enter_context(atomic_output(p, inputs, what, make_parent)) for p in paths]
+    block succeeded; on failure none is replaced and every temporary is removed. An ``OSError``
+    becomes one :class:`~pionml.errors.OutputError` naming the output being written."""
+    paths = [check_output(p, inputs, what) for p in paths]  # every refusal before any write
+    for p in paths:
+        if not p.parent.is_dir():
+            if not make_parent:
+                raise OutputError(f"{what} '{p}': folder '{p.parent}' does not exist")
+            try:
+                p.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise OutputError(f"{what} '{p}': cannot create folder '{p.parent}' "
+                                  f"({exc.strerror or exc})") from exc
+    tmps = [temporary_name(p) for p in paths]
+    try:
         yield tmps
+        for p, tmp in zip(paths, tmps):
+            if not tmp.is_file():
+                raise OutputError(f"{what} '{p}': nothing was written")
+        for p, tmp in zip(paths, tmps):
+            os.replace(tmp, p)
+    except OSError as exc:
+        for tmp in tmps:
+            _remove(tmp)
+        failed = next((p for p, tmp in zip(paths, tmps)
+                       if exc.filename is not None and Path(exc.filename).name in (p.name, tmp.name)),
+                      None)
+        named = f"'{failed}'" if failed else " and ".join(f"'{p}'" for p in paths)
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise OutputError(f"{what} {named} could not be written ({reason}); the previous "
+                          "files, if any, are left as they were") from exc
+    except BaseException:
+        for tmp in tmps:
+            _remove(tmp)
+        raise
 
 
 def write_json(path, obj, inputs=(), what: str = "--out", make_parent: bool = False) -> Path:

@@ -140,7 +140,7 @@ def test_export_on_a_full_disk_leaves_the_previous_pair(run, tmp_path, caplog, m
     _full_disk(monkeypatch)
     assert main(["export", str(folder), "--out", str(out)]) == 1
     line = _one_line(caplog)
-    assert "m.onnx" in line and "No space left on device" in line
+    assert "m.onnx' could not be written" in line and "No space left on device" in line
     assert (_sha(out), _sha(tmp_path / "e" / "m.onnx.json")) == before
     assert sorted(p.name for p in (tmp_path / "e").iterdir()) == ["m.onnx", "m.onnx.json"]
 
@@ -525,3 +525,22 @@ def test_attack_an_interrupted_write_leaves_nothing(tmp_path):
     with atomic_output(out) as tmp:
         tmp.write_text("new")
     assert out.read_text() == "new" and sorted(tmp_path.iterdir()) == [out]
+
+
+def test_attack_predict_on_data_without_the_model_columns(run, root_file, tmp_path, caplog):
+    data, folder = run
+    # MLTree files without the SECOND_TIME moment the lgk run reads (was: a KeyError traceback)
+    out = tmp_path / "r.csv"
+    assert main(["predict", str(folder), str(root_file), "--out", str(out), "--no-progress"]) == 1
+    line = _one_line(caplog)
+    assert "ev.root: built with the default selection" in line
+    assert "'/clusters/moment_" in line and "model 'lgk'" in line and "built.h5" not in line
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    # an HDF5 dataset without one of the moment columns: one line naming file and column
+    cut = tmp_path / "cut.h5"
+    shutil.copy(data, cut)
+    with h5py.File(cut, "a") as f:
+        del f["clusters/moment_CENTER_LAMBDA"]
+    assert main(["predict", str(folder), str(cut), "--out", str(out)]) == 1
+    line = _one_line(caplog)
+    assert "cut.h5'" in line and "missing dataset '/clusters/moment_CENTER_LAMBDA'" in line

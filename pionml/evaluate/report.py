@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pionml.errors import ConfigError
+from pionml.errors import ConfigError, SchemaError
 
 logger = logging.getLogger(__name__)
 
@@ -109,8 +109,15 @@ def predict_to_csv(run_dir, data, out, split: str = "all", geometry=None, device
                             summary.format())
             else:
                 path = inputs[0]
-            table = run.predict(path, split=None if split == "all" else split, device=device,
-                                progress=progress)
+            try:
+                table = run.predict(path, split=None if split == "all" else split,
+                                    device=device, progress=progress)
+            except SchemaError as exc:  # name the ROOT inputs, not the temporary build
+                if not roots:
+                    raise
+                raise SchemaError(f"{', '.join(map(str, roots))}: built with the default "
+                                  f"selection, {str(exc).split(': ', 1)[-1]}, which model "
+                                  f"'{run.name}' of run '{run_dir}' reads") from exc
             if not roots:
                 from pionml.io.hdf5 import DatasetFile
 

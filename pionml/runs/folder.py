@@ -264,15 +264,18 @@ class Run:
         device = torch.device(device) if device is not None else next(
             (p.device for p in self.model.parameters()), torch.device("cpu"))
         self.model.to(device).eval()
+        builder = self.batch_builder()
         with DatasetFile(path) as ds:
             check_data_matches(self.model, ds)
+            # every field the model reads, named before any batch is made
+            ds.require(clusters=tuple(builder.cluster_fields), images=builder.read_images,
+                       cells=builder.cell_fields)
             if rows is None:
                 rows = self.task.rows(ds, split)
             rows = np.sort(np.asarray(rows, dtype=np.int64))
             fields = self.task.table_fields()
             ds.require(clusters=fields)
             table = {"rows": rows, **ds.read_rows(rows, clusters=fields).clusters}
-        builder = self.batch_builder()
         source = make_source(path, rows, builder, self.data_config, what=f"predict {self.name}")
         loader = source.loader(batch_size, shuffle=False, num_workers=num_workers,
                                pin_memory=device.type == "cuda")
