@@ -210,9 +210,8 @@ def atomic_outputs(paths, inputs=(), what: str = "--out", make_parent: bool = Fa
     except OSError as exc:
         for tmp in tmps:
             _remove(tmp)
-        failed = next((p for p, tmp in zip(paths, tmps)
-                       if exc.filename is not None and Path(exc.filename).name in (p.name, tmp.name)),
-                      None)
+        name = Path(exc.filename).name if exc.filename is not None else None
+        failed = next((p for p, tmp in zip(paths, tmps) if name in (p.name, tmp.name)), None)
         named = f"'{failed}'" if failed else " and ".join(f"'{p}'" for p in paths)
         reason = exc.strerror or str(exc) or type(exc).__name__
         raise OutputError(f"{what} {named} could not be written ({reason}); the previous "

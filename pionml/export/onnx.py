@@ -108,8 +108,9 @@ def input_specs(model, knn_k: int, task=None) -> list[InputSpec]:
                                    "global cell indices; made by the 'knn' recipe"))
     if "moments" in model.inputs:
         specs.append(InputSpec("moments", "float32", (CLUSTERS, model.spec.n_moments),
-                               "the cluster moment features, transformed (see 'normalisation': "
-                               "the seed 001 Table 2 transforms)"))
+                               "the cluster moment features in the order of "
+                               "normalisation.moments, each transformed as its entry there "
+                               "says (seed 001 Table 2)"))
     if "scalars" in model.inputs:
         specs.append(InputSpec("scalars", "float32", (CLUSTERS, model.spec.n_scalars),
                                f"standardised cluster scalars {', '.join(SCALAR_FEATURES)}"))
