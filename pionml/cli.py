@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-v", "--verbose", dest="sub_verbose", action="store_true",
                        help="debug logging (also accepted before the command)")
         add_arguments(p)
+        if "--no-progress" not in p._option_string_actions:  # accepted after every command
+            p.add_argument("--no-progress", action="store_true",
+                           help="no progress bars (also accepted before the command)")
         p.set_defaults(_run=run)
     return parser
 

@@ -10,7 +10,8 @@ import pytest
 from pionml.builder.builder import build_dataset
 from pionml.errors import OutputError, PionmlError
 from pionml.geometry import barrel_geometry
-from pionml.io import check_output, temp_path
+from pionml.io import temp_path
+from pionml.outputs import check_output
 from pionml.testing.mltree import cell_at, make_event, write_events
 
 GEO = barrel_geometry()

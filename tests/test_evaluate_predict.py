@@ -42,9 +42,13 @@ def test_evaluate_on_another_file_and_split_leaves_the_own_evaluation(setup, cap
     assert main(["evaluate", str(pfn), "--data", str(other), "--split", "all", "--no-plots"]) == 0
     assert (pfn / "eval" / "metrics.json").read_text() == own  # untouched
     assert json.loads((pfn / "card.json").read_text())["test_metrics"] == card
-    m = json.loads((pfn / "eval_other_all" / "metrics.json").read_text())
+    from pionml.io import file_sha256
+
+    keyed = pfn / f"eval_other_{file_sha256(other)[:12]}_all"  # keyed by the file's content
+    m = json.loads((keyed / "metrics.json").read_text())
     assert m["n_clusters"] == 150 and m["split"] == "all"  # the whole independent file
-    assert len(_csv(pfn / "eval_other_all" / "predictions.csv")) == 150
+    assert m["data_sha256"] == file_sha256(other)
+    assert len(_csv(keyed / "predictions.csv")) == 150
     # several runs: one table on stdout, a row per run
     capsys.readouterr()
     assert main(["evaluate", str(pfn), str(pem), "--no-plots", "--no-progress"]) == 0

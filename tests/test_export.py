@@ -66,7 +66,7 @@ def test_onnx_runtime_reproduces_the_run(tmp_path, data, task, name, caplog):
         assert rc == 1 and note in _one_line(caplog)
         return
     assert rc == 0 and out.is_file()
-    meta = json.loads(out.with_suffix(".json").read_text())
+    meta = json.loads(out.with_name(out.name + ".json").read_text())  # FILE.onnx.json
     run = Run.load(run_dir)
     sess = session(out)
     assert [i.name for i in sess.get_inputs()] == [i["name"] for i in meta["inputs"]]

@@ -429,7 +429,7 @@ class _Builder:
         """Inputs (wildcards and @lists expanded), geometry and output checked before anything
         is read or opened for writing; returns the de-duplicated inputs and the geometry (None:
         each file's CellGeo). Sets ``input_kinds`` (EventTree or ClusterTree per input)."""
-        from pionml.io import check_output
+        from pionml.outputs import check_output
         from pionml.io.root import read_cellgeo
 
         inputs = expand_inputs(inputs)

@@ -588,7 +588,8 @@ def merge_datasets(inputs, out, compression: str | None = "gzip", progress: bool
     ``config`` of the first part with rows (each part's file and split seed listed under
     ``merged_from``), the parts' ``simulation_model`` kept (they agree). Written to a temporary
     file, renamed at the end; a failure leaves no file and the previous ``out`` as it was."""
-    from pionml.io import check_output, temp_path
+    from pionml.io import temp_path
+    from pionml.outputs import check_output
     from pionml.io.hdf5 import DatasetWriter
     from pionml.progress import progress_bar
 

@@ -188,7 +188,7 @@ def make_dataset(recipe_path="datasets/default.toml", out=None, force: bool = Fa
     and build them into the HDF5 dataset, with ``jobs`` processes (the same files for any
     number). Returns the dataset path; an existing dataset is returned as is unless ``force``."""
     from pionml.builder.builder import Selection, build_dataset
-    from pionml.io import check_output
+    from pionml.outputs import check_output
 
     from pionml.reco.chain import simulation_model
 

@@ -17,8 +17,10 @@ SPLIT_CHOICES = ("test", "val", "train", "all")
 def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("runs", nargs="+", help="run folder(s); several are also drawn together")
     p.add_argument("--data", default=None,
-                   help="dataset (default: the one in each model card); results then go to "
-                        "RUN/eval_<file>_<split>, the run's own RUN/eval is left alone")
+                   help="dataset (default: the one in each model card); results go to RUN/eval "
+                        "only for the test split of the run's own training data (same sha256), "
+                        "else to RUN/eval_<file>_<sha256[:12]>_<split>, and card.json is left "
+                        "alone")
     p.add_argument("--split", choices=SPLIT_CHOICES, default="test",
                    help="rows to evaluate (default test; 'all' for an independent file)")
     p.add_argument("--out", default=None, help="folder of the comparison plots (several runs)")
@@ -64,7 +66,8 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
                    help="one row per cluster: event, cluster_index, label, E_em, eta, E_true "
                         "and the run's outputs (score = P(pi0) for classifiers)")
     p.add_argument("--split", choices=SPLIT_CHOICES, default="all",
-                   help="rows of an HDF5 dataset (default all)")
+                   help="rows of an HDF5 dataset (default all; the CSV then has a split column "
+                        "0 train, 1 val, 2 test); refused for ROOT inputs, which have no split")
     p.add_argument("--geometry", default=None, metavar="CELLGEO.root",
                    help="CellGeo file for ROOT inputs without their own")
     p.add_argument("--device", default=None)
@@ -72,51 +75,25 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_predict(args) -> int:
-    import tempfile
-    from pathlib import Path
+    from pionml.evaluate.report import predict_to_csv
 
-    from pionml.errors import ConfigError
-
-    out = Path(args.out)
-    if out.is_dir():
-        raise ConfigError(f"--out '{out}' is a directory; give a CSV file name")
-    if not out.parent.is_dir():
-        raise ConfigError(f"--out '{out}': folder '{out.parent}' does not exist")
-    inputs = [Path(d) for d in args.data]
-    roots = [p for p in inputs if p.suffix == ".root"]
-    if roots and len(roots) != len(inputs):
-        raise ConfigError("give either one HDF5 dataset or MLTree ROOT files, not both")
-    if not roots and len(inputs) != 1:
-        raise ConfigError("give one HDF5 dataset")
-    from pionml.device import pick_device
-    from pionml.evaluate.report import write_predictions
-    from pionml.runs import Run
-
-    device = pick_device(args.device)
-    run = Run.load(args.run, device=device)
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        if roots:
-            from pionml.builder.builder import build_dataset
-
-            data = Path(tmp) / "built.h5"
-            summary = build_dataset([str(r) for r in roots], data, geometry=args.geometry,
-                                    split=(1.0, 0.0, 0.0), progress=not args.no_progress,
-                                    compression=None)
-            logger.info("built %s for prediction:\n%s", ", ".join(map(str, roots)), summary.format())
-            split = None
-        else:
-            data = inputs[0]
-            split = None if args.split == "all" else args.split
-        table = run.predict(data, split=split, device=device, progress=not args.no_progress)
-        tmp_out = Path(tmp) / "predictions.csv"
-        write_predictions(tmp_out, table, run.task.csv_columns())
-        tmp_out.replace(out)
-    logger.info("%d predictions of %s written to %s", len(table["rows"]), args.run, out)
+    predict_to_csv(args.run, args.data, args.out, split=args.split, geometry=args.geometry,
+                   device=args.device, progress=not args.no_progress)
     return 0
 
 
+def probability(text: str) -> float:
+    """A number in [0, 1] (a cut on P(pi0)); argparse converter."""
+    from pionml.cli import finite_float
+
+    value = finite_float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1] (a cut on P(pi0)), got {value:g}")
+    return value
+
+
 def add_combine_arguments(p: argparse.ArgumentParser) -> None:
-    from pionml.cli import finite_float, non_negative_int, positive_int
+    from pionml.cli import non_negative_int, positive_int
 
     p.add_argument("--classifier", required=True, metavar="RUN",
                    help="classifier run (any: cnn, pem, ...): its score P(pi0) routes a cluster")
@@ -137,8 +114,9 @@ def add_combine_arguments(p: argparse.ArgumentParser) -> None:
                         "point in theory, noisier); eer: equal error rates; map: maximum "
                         "accuracy at the mixed sample's priors; fixed: --threshold. Chosen on "
                         "the validation split")
-    p.add_argument("--threshold", type=finite_float, default=None, metavar="T",
-                   help="the cut of --threshold-method fixed (0.615 reproduces the note)")
+    p.add_argument("--threshold", type=probability, default=None, metavar="T",
+                   help="the cut of --threshold-method fixed, in [0, 1] (0.615 reproduces the "
+                        "note)")
     p.add_argument("--seed", type=non_negative_int, default=0,
                    help="seed of the 1:1:1 draw and the bootstrap (default 0)")
     p.add_argument("--bins-per-decade", type=positive_int, default=10,

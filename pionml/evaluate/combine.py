@@ -501,17 +501,24 @@ def combine(classifier, pi0, charged, also=(), data=None, out=None, method: str 
     classifier's run). Returns the metrics."""
     from pionml.device import pick_device
     from pionml.io.hdf5 import DatasetFile
-    from pionml.runs import write_json
+    from pionml.outputs import atomic_outputs, check_output_dir, json_text
 
     if method == "fixed" and threshold is None:
         raise ConfigError("--threshold-method fixed needs --threshold VALUE")
     if method != "fixed" and threshold is not None:
         raise ConfigError(f"--threshold {threshold:g} is the value of --threshold-method fixed, "
                           f"not of '{method}'")
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise ConfigError(f"--threshold {threshold:g}: a cut on P(pi0) must be in [0, 1]")
+    roles = [classifier, pi0, charged, *also]
+    if out is not None:  # before any work
+        check_output_dir(out, [data, *roles], what="combine --out")
     device = pick_device(device)
     runs = load_runs(classifier, pi0, charged, also, data, device)
     out = Path(out) if out else Path(classifier).parent / (
         f"combine_{runs.classifier.name}_{runs.pi0.name}_{runs.charged.name}")
+    inputs = [runs.data, *roles]
+    check_output_dir(out, inputs, what="combine --out")
 
     with DatasetFile(runs.data) as ds:
         test_rows, mix = mixed_sample(ds, "test", seed=seed, per_decade=per_decade,
@@ -545,9 +552,11 @@ def combine(classifier, pi0, charged, also=(), data=None, out=None, method: str 
     }
 
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "metrics.json", metrics)
-    write_mix_csv(out / "mixed_sample.csv", {"test": mix, "val": val_mix})
-    write_combined_predictions(out / "predictions.csv", table, runs.names)
+    with atomic_outputs([out / "metrics.json", out / "mixed_sample.csv", out / "predictions.csv"],
+                        inputs, what="combine --out") as (tmp_metrics, tmp_mix, tmp_pred):
+        tmp_metrics.write_text(json_text(metrics))
+        write_mix_csv(tmp_mix, {"test": mix, "val": val_mix})
+        write_combined_predictions(tmp_pred, table, runs.names)
     if plots:
         from pionml.evaluate.combine_plots import draw_combine_plots
 

@@ -1,7 +1,9 @@
 """Evaluate run folders (design.md section 11): one way from a folder to report files.
 
 ``evaluate(run_dirs)`` writes, per run, ``RUN/eval/metrics.json`` (flat keys + per-bin tables),
-``RUN/eval/predictions.csv`` and ``RUN/eval/plots/*.png``: the run predicts with
+``RUN/eval/predictions.csv`` and ``RUN/eval/plots/*.png`` (``RUN/eval`` only for the test split
+of the very data the run was trained on, by sha256; any other file or split goes to a folder
+keyed by that file's sha256, :func:`eval_folder`): the run predicts with
 :meth:`pionml.runs.Run.predict` (physical quantities), its task computes the metrics and draws
 its figures. With several classifier runs it also draws them together (``compare`` folder).
 Plots use whatever matplotlib style is active: the command line applies the ATLAS style.
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pionml.errors import ConfigError
+from pionml.errors import ConfigError, SchemaError
 
 logger = logging.getLogger(__name__)
 
@@ -27,13 +29,105 @@ def write_predictions(path: Path, table: dict, columns: dict) -> None:
                fmt=list(columns.values()))
 
 
-def eval_folder(run_dir, data=None, split: str = "test") -> Path:
-    """``RUN/eval`` for the run's own test split; ``RUN/eval_<data file>_<split>`` for another
-    file or split, so that an evaluation elsewhere never overwrites the run's own."""
-    if data is None and split == "test":
+def with_split_column(columns: dict) -> dict:
+    """``columns`` with ``split`` (0 train, 1 validation, 2 test) after the cluster fields."""
+    from pionml.tasks.base import _TABLE_FORMATS
+
+    out = {}
+    for k, v in columns.items():
+        out[k] = v
+        if k == list(_TABLE_FORMATS)[-1]:
+            out["split"] = "%d"
+    out.setdefault("split", "%d")
+    return out
+
+
+def dataset_identity(run, path: Path) -> tuple[str, bool]:
+    """The sha256 of the dataset ``path`` and whether it is the file ``run`` was trained on
+    (the same sha256 as its card records). The run's own file, untouched since training (size
+    and modification time as recorded), is not hashed again."""
+    from pionml.io import file_sha256, unchanged_since
+
+    record = run.card.get("data") or {}
+    recorded = record.get("sha256")
+    if recorded and Path(record.get("path", "")) == path.resolve() and unchanged_since(path, record):
+        return recorded, True
+    sha = file_sha256(path)
+    return sha, bool(recorded) and sha == recorded
+
+
+def eval_folder(run_dir, data, split: str = "test", sha256: str | None = None,
+                own: bool = False) -> Path:
+    """``RUN/eval`` for the test split of the run's own training data (``own``: the same
+    sha256 as the card records); ``RUN/eval_<file>_<sha256[:12]>_<split>`` otherwise, keyed by
+    the dataset's content, so that two files of one name, or a dataset rebuilt in place with
+    another split, never share a folder or overwrite the run's own evaluation."""
+    if own and split == "test":
         return Path(run_dir) / "eval"
-    stem = Path(data).stem if data is not None else "own"
-    return Path(run_dir) / f"eval_{stem}_{split}"
+    stem = Path(data).stem
+    key = f"_{sha256[:12]}" if sha256 else ""
+    return Path(run_dir) / f"eval_{stem}{key}_{split}"
+
+
+def predict_to_csv(run_dir, data, out, split: str = "all", geometry=None, device=None,
+                   progress: bool = False) -> int:
+    """``pionml predict``: the run's predictions on one HDF5 dataset (``split`` of its rows) or
+    on MLTree ROOT files (built on the fly with the builder's default selection, every cluster)
+    written to the CSV ``out`` (through :func:`pionml.outputs.atomic_output`: never over an
+    input or a run's file, the previous file intact on failure). A dataset with a split column
+    gives a ``split`` column. Returns the number of rows written."""
+    import tempfile
+
+    from pionml.device import pick_device
+    from pionml.outputs import atomic_output
+    from pionml.runs import Run
+
+    inputs = [Path(d) for d in data]
+    roots = [p for p in inputs if p.suffix == ".root"]
+    if roots and len(roots) != len(inputs):
+        raise ConfigError("give either one HDF5 dataset or MLTree ROOT files, not both")
+    if not roots and len(inputs) != 1:
+        raise ConfigError("give one HDF5 dataset")
+    if roots and split != "all":
+        raise ConfigError(f"--split {split}: MLTree ROOT inputs have no train/val/test split (they "
+                          "are built whole for prediction); build a dataset with 'pionml build' "
+                          "to predict one split of it")
+    out = Path(out)
+    with atomic_output(out, inputs=[*inputs, run_dir, geometry], what="predict --out") as tmp_out:
+        device = pick_device(device)
+        run = Run.load(run_dir, device=device)
+        columns = run.task.csv_columns()
+        with tempfile.TemporaryDirectory(dir=out.parent, prefix=".pionml-predict-") as tmp:
+            if roots:
+                from pionml.builder.builder import build_dataset
+
+                path = Path(tmp) / "built.h5"
+                summary = build_dataset([str(r) for r in roots], path, geometry=geometry,
+                                        split=(1.0, 0.0, 0.0), progress=progress,
+                                        compression=None)
+                logger.info("built %s for prediction:\n%s", ", ".join(map(str, roots)),
+                            summary.format())
+            else:
+                path = inputs[0]
+            try:
+                table = run.predict(path, split=None if split == "all" else split,
+                                    device=device, progress=progress)
+            except SchemaError as exc:  # name the ROOT inputs, not the temporary build
+                if not roots:
+                    raise
+                raise SchemaError(f"{', '.join(map(str, roots))}: built with the default "
+                                  f"selection, {str(exc).split(': ', 1)[-1]}, which model "
+                                  f"'{run.name}' of run '{run_dir}' reads") from exc
+            if not roots:
+                from pionml.io.hdf5 import DatasetFile
+
+                with DatasetFile(path) as ds:
+                    if "split" in ds.cluster_fields:
+                        table["split"] = ds.split_codes[table["rows"]]
+                        columns = with_split_column(columns)
+            write_predictions(tmp_out, table, columns)
+    logger.info("%d predictions of %s written to %s", len(table["rows"]), run_dir, out)
+    return len(table["rows"])
 
 
 def evaluate(run_dirs, data=None, out=None, progress: bool = False, device: str | None = None,
@@ -48,9 +142,12 @@ def evaluate(run_dirs, data=None, out=None, progress: bool = False, device: str 
     calibration against, in bins of equal counts (calibrate runs; ``pionml evaluate --vs``)."""
     from pionml.device import pick_device
     from pionml.evaluate.reference import References
+    from pionml.outputs import check_output_dir
 
     if isinstance(run_dirs, (str, Path)):
         run_dirs = [run_dirs]
+    if out is not None and len(run_dirs) > 1:  # before any work
+        check_output_dir(out, [data], what="evaluate --out")
     device = pick_device(device)
     with References(bdt, run_dirs, progress=progress) as references:
         results = [_evaluate_one(run_dir, data, split, device, plots, progress, references, vs)
@@ -73,26 +170,30 @@ def _evaluate_one(run_dir, data, split, device, plots, progress, references, vs=
     import matplotlib
 
     matplotlib.use("Agg")
-    from pionml.io import file_sha256, unchanged_since
     from pionml.io.hdf5 import DatasetFile
-    from pionml.runs import CARD_FILE, EVAL_DIR, Run, write_json
+    from pionml.outputs import atomic_output
+    from pionml.outputs import write_json as write_output_json
+    from pionml.runs import CARD_FILE, Run, write_json
 
     run = Run.load(run_dir, device=device)
     path = run.data_path(data)
-    record = run.card.get("data", {})
-    sha = record.get("sha256")
-    # the training's own file, untouched since: its recorded hash holds, no second hashing
-    own = Path(record.get("path", "")) == path.resolve() and unchanged_since(path, record)
-    if sha and not own and file_sha256(path) != sha:
-        logger.warning("run %s was trained on a file with sha256 %s; evaluating on %s (different)",
-                       run_dir, sha[:12], path)
+    record = run.card.get("data") or {}
+    sha, own_data = dataset_identity(run, path)
+    eval_dir = eval_folder(run_dir, path, split, sha, own_data)
+    if not own_data:
+        recorded = record.get("sha256")
+        again = recorded and Path(record.get("path", "")) == path.resolve()
+        logger.warning("run %s was trained on a file with sha256 %s; %s has sha256 %s%s: results "
+                       "go to %s, card.json is left alone", run_dir, (recorded or "unknown")[:12],
+                       path, sha[:12], " (rebuilt or changed since training)" if again else "",
+                       eval_dir)
     table = run.predict(path, split=None if split == "all" else split, device=device,
                         progress=progress)
     if len(table["rows"]) == 0:
         raise ConfigError(f"dataset '{path}': the {split} split is empty for task '{run.task.name}'")
     table.update(references.outputs(run, path, table["rows"]))
-    metrics = {"model": run.name, "task": run.task.name, "data": str(path), "split": split,
-               **run.task.metrics(table)}
+    metrics = {"model": run.name, "task": run.task.name, "data": str(path), "data_sha256": sha,
+               "split": split, **run.task.metrics(table)}
     if vs:
         with DatasetFile(path) as ds:
             columns = {f: feature_column(f) for f in vs}
@@ -100,16 +201,17 @@ def _evaluate_one(run_dir, data, split, device, plots, progress, references, vs=
             values = ds.read_rows(table["rows"], clusters=tuple(columns.values())).clusters
         for feature, column in columns.items():
             metrics.update(run.task.metrics_vs(table, feature, values[column]))
-    eval_dir = eval_folder(run_dir, data, split)
     (eval_dir / "plots").mkdir(parents=True, exist_ok=True)
-    write_json(eval_dir / "metrics.json", metrics)
-    write_predictions(eval_dir / "predictions.csv", table, run.task.csv_columns())
+    inputs = (path, run_dir)
+    write_output_json(eval_dir / "metrics.json", metrics, inputs, what="evaluate")
+    with atomic_output(eval_dir / "predictions.csv", inputs, what="evaluate") as tmp:
+        write_predictions(tmp, table, run.task.csv_columns())
     if plots:
         with DatasetFile(path) as ds:
             run.task.plots(eval_dir / "plots", run.name, table, ds, progress=progress)
         for feature in vs:
             run.task.plots_vs(eval_dir / "plots", run.name, feature, metrics)
-    if eval_dir.name == EVAL_DIR:  # the card holds the run's own test metrics only
+    if own_data and split == "test":  # the card holds the run's own test metrics only
         run.card["test_metrics"] = {k: v for k, v in metrics.items() if not isinstance(v, list)}
         write_json(Path(run_dir) / CARD_FILE, run.card)
     if metrics.get("pem_auc", 0) is None:
@@ -122,12 +224,13 @@ def _evaluate_one(run_dir, data, split, device, plots, progress, references, vs=
 
 def _compare(results, run_dirs, out, split, plots) -> None:
     """The comparison folder of several runs: plots, summary.json and summary.txt."""
-    from pionml.runs import write_json
+    from pionml.outputs import atomic_output, check_output_dir, write_json
 
     names = "_".join(dict.fromkeys(r["name"] for r in results))
     if len(names) > 60:
         names = f"{len(results)}runs"
     cmp_dir = Path(out) if out else Path(run_dirs[0]).parent / f"compare_{names}_{split}"
+    check_output_dir(cmp_dir, [r["metrics"]["data"] for r in results], what="evaluate --out")
     cmp_dir.mkdir(parents=True, exist_ok=True)
     if plots and all(r["task"] == "classify" for r in results):
         from pionml.evaluate.classification import draw_comparison
@@ -144,20 +247,21 @@ def _compare(results, run_dirs, out, split, plots) -> None:
 
         named = [{**r, "model": r["name"], "name": Path(r["run"]).name} for r in results]
         comparison = compare_calibrations(named)
-        write_json(cmp_dir / "comparison.json", comparison)
+        write_json(cmp_dir / "comparison.json", comparison, what="evaluate --out")
         if plots:
             draw_calibration_comparison(cmp_dir, named, comparison)
     summary = [{"run": r["run"], **{k: v for k, v in r["metrics"].items()
                                     if not isinstance(v, (list, dict))}} for r in results]
-    write_json(cmp_dir / "summary.json", summary)
-    (cmp_dir / "summary.txt").write_text(metrics_table(summary) + "\n")
+    write_json(cmp_dir / "summary.json", summary, what="evaluate --out")
+    with atomic_output(cmp_dir / "summary.txt", what="evaluate --out") as tmp:
+        tmp.write_text(metrics_table(summary) + "\n")
     logger.info("comparison of %d runs: %s", len(results), cmp_dir)
 
 
 def metrics_table(results: list[dict], keys=None) -> str:
     """A text table of the scalar metrics of several runs (one row per run)."""
     rows = [{k: v for k, v in m.items() if not isinstance(v, (list, dict))} for m in results]
-    keys = keys or [k for k in rows[0] if k not in ("data", "split", "task")]
+    keys = keys or [k for k in rows[0] if k not in ("data", "data_sha256", "split", "task")]
     width = {k: max(len(k), *(len(_cell(r.get(k))) for r in rows)) for k in keys}
     lines = ["  ".join(k.ljust(width[k]) for k in keys)]
     lines += ["  ".join(_cell(r.get(k)).ljust(width[k]) for k in keys) for r in rows]

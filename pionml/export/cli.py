@@ -11,7 +11,7 @@ import argparse
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", metavar="RUN", help="trained run folder (pionml train --out)")
     p.add_argument("--out", default=None, metavar="FILE.onnx",
-                   help="ONNX file (default RUN/model.onnx); FILE.json is written beside it")
+                   help="ONNX file (default RUN/model.onnx); FILE.onnx.json is written beside it")
     p.add_argument("--no-check", action="store_true",
                    help="do not check the graph against the model with ONNX Runtime")
 

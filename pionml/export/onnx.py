@@ -18,8 +18,14 @@ and ``cluster_fields``, every one with a dynamic cluster axis:
 - each per-cluster field the model reads: ``cluster_<field>`` (clusters,) float32, as in the
   cluster table.
 
-Beside ``FILE.onnx`` goes ``FILE.json``: the input and output names in order with shapes and
-meanings, the normalisation constants, the kNN recipe and an excerpt of the model card. A family
+Beside ``FILE.onnx`` goes ``FILE.onnx.json`` (:func:`side_file`; never ``FILE.json``, which for
+the default ``RUN/model.onnx`` would be the run's own ``model.json``): the input and output names
+in order with shapes and meanings, every constant needed to make the inputs from a cluster
+(``normalisation``: image mode and pixel constants, cloud and scalar standardisation, the
+moment features in graph order with their seed 001 Table 2 transform and fitted constants), the
+kNN recipe and an excerpt of the model card. Both files are written to temporary files and
+renamed only when the export and its check succeeded (:mod:`pionml.outputs`): a failed export
+leaves a previous pair intact. A run whose weights hold NaN or inf is refused. A family
 that needs another module for export (weaver-core's ``for_inference`` pattern) overrides
 :meth:`~pionml.models.base.ClusterModel.for_export`; one that cannot be exported sets
 ``export_note`` and the export stops with that reason. onnx and onnxruntime are an optional extra
@@ -102,8 +108,9 @@ def input_specs(model, knn_k: int, task=None) -> list[InputSpec]:
                                    "global cell indices; made by the 'knn' recipe"))
     if "moments" in model.inputs:
         specs.append(InputSpec("moments", "float32", (CLUSTERS, model.spec.n_moments),
-                               "the cluster moment features, transformed (see 'normalisation': "
-                               "the seed 001 Table 2 transforms)"))
+                               "the cluster moment features in the order of "
+                               "normalisation.moments, each transformed as its entry there "
+                               "says (seed 001 Table 2)"))
     if "scalars" in model.inputs:
         specs.append(InputSpec("scalars", "float32", (CLUSTERS, model.spec.n_scalars),
                                f"standardised cluster scalars {', '.join(SCALAR_FEATURES)}"))
@@ -278,15 +285,76 @@ def preprocessing(run, specs: list[InputSpec]) -> dict:
                           "j -> i, indices over the whole batch (pionml.data.batch.knn_edges)")}
     if "scalars" in names:
         out["scalars"] = {**norm["scalars"], "what": "(x - mean) / std of (log(E_EM / GeV), eta)"}
+    if "moments" in names:
+        out["moments"] = moment_preprocessing(run.normalisation.moments)
     return out
+
+
+#: The per-feature transforms of the ``moments`` input (seed 001 Table 2, Eqs 7-9; seed 000
+#: sec 4.2 for cbrt_std), as :meth:`pionml.data.features.MomentTransform.transform` applies them.
+MOMENT_TRANSFORMS = {
+    "log10_std": "(log10(max(x, floor)) - shift) / scale",
+    "std": "(x - shift) / scale",
+    "maxabs": "(x - shift) / scale (shift = 0, scale = max |x| on the training rows)",
+    "cbrt_std": "(cbrt(x) - shift) / scale (cbrt: the signed cube root)",
+}
+
+
+def moment_preprocessing(transform) -> dict:
+    """The ``moments`` input recipe: the features in graph (column) order, each with its
+    ``/clusters`` column, transform and fitted constants (pionml.data.features.MomentTransform)."""
+    if transform is None:
+        raise ExportError("the run reads cluster moments but its normalisation has no moment "
+                          "transform")
+    features = [{"index": j, "name": f.name, "column": f.column, "transform": kind,
+                 "shift": float(transform.shift[j]), "scale": float(transform.scale[j]),
+                 "floor": float(transform.floor[j]), "formula": MOMENT_TRANSFORMS[kind]}
+                for j, (f, kind) in enumerate(zip(transform.features, transform.kinds))]
+    return {"features": features, "order": [f.name for f in transform.features],
+            "dropped": dict(transform.dropped),
+            "what": ("moments[:, index] = formula applied to the raw cluster-table column "
+                     "(float64, then float32), in this order; x as in the dataset (GeV, mm, "
+                     "ns)")}
+
+
+def side_file(onnx_path) -> Path:
+    """The JSON written beside an exported graph: ``FILE.onnx.json``."""
+    onnx_path = Path(onnx_path)
+    return onnx_path.with_name(onnx_path.name + ".json")
+
+
+def check_finite_weights(run, folder) -> None:
+    """ExportError when a parameter or buffer of the run's model holds NaN or inf (a diverged
+    or damaged training): its graph would give NaN for every cluster."""
+    for name, value in run.model.state_dict().items():
+        if torch.is_tensor(value) and value.is_floating_point():
+            bad = int((~torch.isfinite(value)).sum())
+            if bad:
+                raise ExportError(f"run '{folder}': weight '{name}' holds {bad} NaN or inf "
+                                  f"value(s) of {value.numel()}: not exported (retrain the run)")
 
 
 def export_run(folder, out: Path | None = None, check: bool = True) -> Path:
     """Export the run in ``folder`` to ``out`` (default ``<folder>/model.onnx``) and write the
-    JSON beside it; with ``check``, ONNX Runtime must reproduce the model on random inputs at
-    several batch sizes and cell counts (ExportError otherwise). Returns the ONNX path."""
-    from pionml.runs.folder import Run, write_json
+    JSON :func:`side_file` beside it; with ``check``, ONNX Runtime must reproduce the model on
+    random inputs at several batch sizes and cell counts (ExportError otherwise). Both files
+    go through :func:`pionml.outputs.atomic_outputs`: never an input or a run's own file, never
+    through a symbolic link, the previous pair intact on failure. Returns the ONNX path."""
+    from pionml.outputs import atomic_outputs, check_output, json_text
+    from pionml.runs.folder import Run
 
+    if not Path(folder).is_dir():  # before the output checks, which read the folder
+        from pionml.errors import CheckpointError
+
+        raise CheckpointError(f"run folder '{folder}' " + (
+            "is a file, not a folder" if Path(folder).exists() else "does not exist"))
+    out = Path(out) if out is not None else Path(folder) / "model.onnx"
+    if out.suffix != ".onnx":
+        raise ExportError(f"--out '{out}': the file name must end in .onnx")
+    meta_path = side_file(out)
+    inputs = [folder, *(Path(folder) / name for name in ("model.json", "weights.pt", "card.json"))]
+    for path in (out, meta_path):  # before any work
+        check_output(path, inputs, what="export --out")
     require("onnx")
     run = Run.load(folder)
     model = run.model
@@ -295,11 +363,7 @@ def export_run(folder, out: Path | None = None, check: bool = True) -> Path:
     if not model.trainable:
         raise ExportError(f"model '{model.name}' of run '{folder}' is a baseline without a network: "
                           "nothing to export (it is a formula of the cluster table)")
-    out = Path(out) if out is not None else Path(folder) / "model.onnx"
-    if out.suffix != ".onnx":
-        raise ExportError(f"--out '{out}': the file name must end in .onnx")
-    if out.is_dir():
-        raise ExportError(f"--out '{out}' is a directory")
+    check_finite_weights(run, folder)
     knn_k = int(run.data_config.knn_k) if "cloud" in model.inputs else 0
     specs = input_specs(model, knn_k, run.task)
     module = ExportModule(model, run.task, specs).eval()
@@ -307,49 +371,54 @@ def export_run(folder, out: Path | None = None, check: bool = True) -> Path:
     torch_outputs(module, example)  # names the outputs
     axes = {s.name: {i: d for i, d in enumerate(s.shape) if isinstance(d, str)} for s in specs}
     axes.update({name: {0: CLUSTERS} for name in module.output_names})
-    out.parent.mkdir(parents=True, exist_ok=True)
     import warnings
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch._C._jit_set_onnx_log_enabled(False)  # no graph dump on the console on failure
-            torch.onnx.export(module, tuple(torch.as_tensor(example[s.name]) for s in specs),
-                              str(out), input_names=[s.name for s in specs],
-                              output_names=module.output_names, dynamic_axes=axes,
-                              opset_version=OPSET, dynamo=False)
-    except Exception as exc:  # an operation ONNX or the tracer cannot carry
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ExportError(f"model '{model.name}' cannot be exported to ONNX: {first}") from exc
-    graph_inputs = [i.name for i in require("onnx").load(str(out)).graph.input]
-    unused = [s.name for s in specs if s.name not in graph_inputs]
-    specs = [s for s in specs if s.name in graph_inputs]
-    if unused:
-        logger.info("inputs %s are not read by model '%s' and are not graph inputs", unused, model.name)
-    checked = None
-    if check:
-        checked = check_export(out, module, specs, knn_k)
-        logger.info("ONNX Runtime reproduces the model: largest relative difference %.2g", checked)
-    meta = {
-        "format": "pionml-onnx/1", "onnx": out.name, "opset": OPSET,
-        "pionml_version": pionml.__version__, "torch_version": torch.__version__,
-        "run": str(Path(folder).resolve()), "model": model.name, "task": run.task.name,
-        "task_options": run.task.options,
-        "inputs": [s.to_dict() for s in specs],
-        "outputs": [{"name": k, "dtype": "float32", "shape": [CLUSTERS],
-                     "what": run.task.output_meaning(k)} for k in module.output_names],
-        "normalisation": preprocessing(run, specs),
-        "check": None if checked is None else {"max_relative_difference": checked,
-                                               "batch_sizes": list(CHECK_BATCHES)},
-        "card": _card_excerpt(run),
-    }
-    write_json(out.with_suffix(".json"), meta)
-    logger.info("exported %s (%s) to %s and %s", model.name, run.task.name, out, out.with_suffix(".json"))
+    with atomic_outputs([out, meta_path], inputs, what="export --out",
+                        make_parent=True) as (tmp_onnx, tmp_meta):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch._C._jit_set_onnx_log_enabled(False)  # no graph dump on the console on failure
+                torch.onnx.export(module, tuple(torch.as_tensor(example[s.name]) for s in specs),
+                                  str(tmp_onnx), input_names=[s.name for s in specs],
+                                  output_names=module.output_names, dynamic_axes=axes,
+                                  opset_version=OPSET, dynamo=False)
+        except OSError:
+            raise  # a full disk, an unwritable folder: one line naming the output
+        except Exception as exc:  # an operation ONNX or the tracer cannot carry
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ExportError(f"model '{model.name}' cannot be exported to ONNX: {first}") from exc
+        graph_inputs = [i.name for i in require("onnx").load(str(tmp_onnx)).graph.input]
+        unused = [s.name for s in specs if s.name not in graph_inputs]
+        specs = [s for s in specs if s.name in graph_inputs]
+        if unused:
+            logger.info("inputs %s are not read by model '%s' and are not graph inputs", unused,
+                        model.name)
+        checked = None
+        if check:
+            checked = check_export(tmp_onnx, module, specs, knn_k, name=out)
+            logger.info("ONNX Runtime reproduces the model: largest relative difference %.2g",
+                        checked)
+        meta = {
+            "format": "pionml-onnx/1", "onnx": out.name, "opset": OPSET,
+            "pionml_version": pionml.__version__, "torch_version": torch.__version__,
+            "run": str(Path(folder).resolve()), "model": model.name, "task": run.task.name,
+            "task_options": run.task.options,
+            "inputs": [s.to_dict() for s in specs],
+            "outputs": [{"name": k, "dtype": "float32", "shape": [CLUSTERS],
+                         "what": run.task.output_meaning(k)} for k in module.output_names],
+            "normalisation": preprocessing(run, specs),
+            "check": None if checked is None else {"max_relative_difference": checked,
+                                                   "batch_sizes": list(CHECK_BATCHES)},
+            "card": _card_excerpt(run),
+        }
+        tmp_meta.write_text(json_text(meta))
+    logger.info("exported %s (%s) to %s and %s", model.name, run.task.name, out, meta_path)
     return out
 
 
 def check_export(path: Path, module: ExportModule, specs: list[InputSpec], knn_k: int,
-                 rtol: float = 1e-5) -> float:
+                 rtol: float = 1e-5, name=None) -> float:
     """ONNX Runtime against torch on random inputs (batch sizes ``CHECK_BATCHES``, 1 to 300
     cells per cluster); ExportError when they differ by more than ``rtol``."""
     sess = session(path)
@@ -360,6 +429,6 @@ def check_export(path: Path, module: ExportModule, specs: list[InputSpec], knn_k
         got = dict(zip(module.output_names, sess.run(module.output_names, feed)))
         worst = max(worst, compare(got, torch_outputs(module, feed), rtol=rtol))
     if worst > rtol:
-        raise ExportError(f"'{path}': ONNX Runtime differs from the model by {worst:.2g} "
-                          f"(relative), more than {rtol:g}")
+        raise ExportError(f"'{name or path}': ONNX Runtime differs from the model by "
+                          f"{worst:.2g} (relative), more than {rtol:g}")
     return worst

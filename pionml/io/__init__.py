@@ -40,41 +40,6 @@ def file_info(path) -> dict:
 
 
 # --- output files: checked before any work, written to a unique temporary path, renamed last --
-def check_output(path, inputs=(), what: str = "--out") -> Path:
-    """Check that ``path`` can become an output file, before any long work and before anything
-    is opened for writing: not a directory, its folder (or the first existing folder above it)
-    a writable directory, and not the same path or the same file as any of ``inputs``.
-    Raises :class:`~pionml.errors.OutputError` naming the option and the path."""
-    import os
-
-    from pionml.errors import OutputError
-
-    p = Path(os.fspath(path))
-    if str(path) == "" or p.name in ("", ".", ".."):
-        raise OutputError(f"{what} '{path}': not a file name")
-    if p.is_dir():
-        raise OutputError(f"{what} '{path}' is a directory; give a file name inside it")
-    parent = p.absolute().parent
-    existing = parent
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise OutputError(f"{what} '{path}': '{existing}' is not a directory")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise OutputError(f"{what} '{path}': folder '{existing}' is not writable")
-    for q in inputs:
-        if q is None:
-            continue
-        q = Path(os.fspath(q))
-        same = p.absolute() == q.absolute()
-        if not same and p.exists() and q.exists():
-            same = os.path.samefile(p, q)
-        if same:
-            raise OutputError(f"{what} '{path}' is the input file '{q}': the output must not "
-                              "overwrite an input")
-    return p
-
-
 def temp_path(path) -> Path:
     """A unique temporary path in the folder of ``path`` (hidden, ``.part``), so that concurrent
     writers of the same output never share a file; the caller renames it onto ``path`` with

@@ -227,13 +227,25 @@ class BDT(ClusterModel):
         path = Path(folder) / BOOSTER_FILE
         if not path.is_file():
             raise CheckpointError(f"run folder '{folder}': missing file '{BOOSTER_FILE}'")
+        import json
+
+        try:  # XGBoost's JSON model format: UTF-8 JSON, checked before XGBoost parses it
+            json.loads(path.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise CheckpointError(f"file '{path}': not an XGBoost JSON model (not UTF-8 text: "
+                                  f"byte {exc.start})") from exc
+        except ValueError as exc:
+            raise CheckpointError(f"file '{path}': not an XGBoost JSON model (not valid JSON: "
+                                  f"{str(exc).splitlines()[0]})") from exc
+        except OSError as exc:
+            raise CheckpointError(f"file '{path}': cannot be read ({exc.strerror or exc})") from exc
         xgb = xgboost()
         booster = xgb.Booster()
         try:
             booster.load_model(str(path))
-        except xgb.core.XGBoostError as exc:
-            raise CheckpointError(f"file '{path}': not a readable XGBoost model "
-                                  f"({str(exc).splitlines()[0]})") from exc
+        except (xgb.core.XGBoostError, ValueError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise CheckpointError(f"file '{path}': not a readable XGBoost model ({first})") from exc
         names = [f.name for f in self.features_used]
         if booster.feature_names != names:
             raise CheckpointError(f"file '{path}': the trees read {booster.feature_names}, "

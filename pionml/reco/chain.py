@@ -216,7 +216,8 @@ def simulate_to_root(path, n_events: int, particle: str = "mix", energy: float |
     the i-th of N contiguous ranges of batches, so the N shard files of N independent jobs
     together hold the events of the one-job file, in order, with the same numbers.
     """
-    from pionml.io import check_output, remove_quietly, temp_path
+    from pionml.io import remove_quietly, temp_path
+    from pionml.outputs import check_output
 
     if n_events <= 0:
         raise ValueError(f"n_events must be positive, not {n_events}")

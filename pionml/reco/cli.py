@@ -69,7 +69,7 @@ def shard_arg(text):
 
 def _run_simulate(args):
     from pionml.errors import ConfigError
-    from pionml.io import check_output
+    from pionml.outputs import check_output
     from pionml.reco.chain import simulate_to_root
 
     check_output(args.out, what="simulate --out")  # before any work; never truncates it

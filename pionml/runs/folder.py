@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,6 +125,47 @@ def save_tensors(obj: dict, path: Path) -> None:
     _write_atomically(path, lambda tmp: torch.save(obj, tmp))
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+#: Sentences of torch's loader text that advise loading the file anyway (weights_only=False,
+#: allow-listing globals): exactly what must not be done with a file of unknown origin.
+_ADVICE = ("can still be loaded", "weights_only", "re-running", "trusted source",
+           "trust the source", "safe_globals", "check the documentation", "alternatively",
+           "please use", "allowlist", "in pytorch 2.", "please file", "do it only if")
+
+
+def loader_reason(text: str, sentences: int = 2) -> str:
+    """The reason in a torch.load error text, as one clean line: no terminal escapes, no advice
+    to unpickle or allow-list, at most ``sentences`` sentences."""
+    text = _ANSI.sub("", text)
+    parts = re.split(r"(?<=[.!?])\s+|\n+", text)
+    keep = []
+    for s in parts:
+        s = re.sub(r"^\(\d\)\s*", "", " ".join(s.split()))
+        if s and not any(a in s.lower() for a in _ADVICE):
+            keep.append(s)
+    reason = " ".join(keep[:sentences]) or "refused by the safe loader"
+    return reason if len(reason) <= 300 else reason[:297] + "..."
+
+
+def check_config_matches_card(config: dict, card: dict, folder: Path) -> None:
+    """``model.json`` must describe the model the card says was trained (name, variant,
+    hyper-parameters, inputs): a model.json rewritten to another model would otherwise ignore
+    ``weights.pt`` or load it into the wrong network. CheckpointError names both files."""
+    checks = (("model", config.get("model"), card.get("model")),
+              ("variant", config.get("variant"), card.get("variant")),
+              ("hyper", jsonable(config.get("hyper")), card.get("hyper")),
+              ("inputs", jsonable(config.get("inputs")), card.get("inputs")))
+    for key, have, want in checks:
+        if key in card and key in config and have != want:
+            if isinstance(have, dict) and isinstance(want, dict):  # the differing keys only
+                diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+                have, want = ({k: d.get(k) for k in diff} for d in (have, want))
+            raise CheckpointError(
+                f"file '{folder / MODEL_FILE}' does not match '{folder / CARD_FILE}': {key} "
+                f"{have!r} in {MODEL_FILE}, {want!r} in {CARD_FILE} (the model config was "
+                "changed after training: restore it or retrain)")
+
+
 def load_tensors(path: Path) -> dict:
     """``torch.load(weights_only=True)`` with a CheckpointError naming the file and problem."""
     path = Path(path)
@@ -132,11 +174,8 @@ def load_tensors(path: Path) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt zip, truncated file, forbidden pickle global...
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        # torch's advice to retry with weights_only=False is exactly what must not be done
-        first = first.split(" (1)")[0].split("Re-running")[0].strip()
         raise CheckpointError(f"checkpoint '{path}': cannot be read safely "
-                              f"({type(exc).__name__}: {first})") from exc
+                              f"({type(exc).__name__}: {loader_reason(str(exc))})") from exc
     if not isinstance(obj, dict):
         raise CheckpointError(f"checkpoint '{path}': expected a dict of tensors, got {type(obj).__name__}")
     return obj
@@ -196,8 +235,13 @@ class Run:
 
         folder = Path(folder)
         if not folder.is_dir():
-            raise CheckpointError(f"run folder '{folder}' does not exist")
-        model = build_from_config(folder)
+            raise CheckpointError(f"run folder '{folder}' " + (
+                "is a file, not a folder" if folder.exists() else "does not exist"))
+        card = read_json(folder / CARD_FILE)
+        if not isinstance(card, dict):
+            raise CheckpointError(f"file '{folder / CARD_FILE}': not a model card (a JSON object)")
+        model = build_from_config(folder)  # an unknown or invalid config: named as such
+        check_config_matches_card(read_json(folder / MODEL_FILE), card, folder)
         if model.trainable:
             load_state(model, load_tensors(folder / WEIGHTS_FILE), folder / WEIGHTS_FILE)
         model.load_files(folder)
@@ -207,7 +251,6 @@ class Run:
         except (ConfigError, TypeError) as exc:
             raise CheckpointError(f"file '{folder / DATA_FILE}': {exc}") from exc
         normalisation = Normalisation.load(folder / NORMALISATION_FILE)
-        card = read_json(folder / CARD_FILE)
         model.to(device).eval()
         return cls(folder=folder, model=model, task=task, normalisation=normalisation,
                    data_config=data_config, card=card)
@@ -257,15 +300,18 @@ class Run:
         device = torch.device(device) if device is not None else next(
             (p.device for p in self.model.parameters()), torch.device("cpu"))
         self.model.to(device).eval()
+        builder = self.batch_builder()
         with DatasetFile(path) as ds:
             check_data_matches(self.model, ds)
+            # every field the model reads, named before any batch is made
+            ds.require(clusters=tuple(builder.cluster_fields), images=builder.read_images,
+                       cells=builder.cell_fields)
             if rows is None:
                 rows = self.task.rows(ds, split)
             rows = np.sort(np.asarray(rows, dtype=np.int64))
             fields = self.task.table_fields()
             ds.require(clusters=fields)
             table = {"rows": rows, **ds.read_rows(rows, clusters=fields).clusters}
-        builder = self.batch_builder()
         source = make_source(path, rows, builder, self.data_config, what=f"predict {self.name}")
         loader = source.loader(batch_size, shuffle=False, num_workers=num_workers,
                                pin_memory=device.type == "cuda")

@@ -1,0 +1,240 @@
+"""The one output policy of every command that writes a file (design.md section 2).
+
+- :func:`check_output`: before any long work, an output path is refused (one
+  :class:`~pionml.errors.OutputError` naming the option and the path) when it is a directory,
+  when its folder is not a writable directory, when it is a symbolic link (the file would be
+  written through the link, elsewhere), when it is one of the command's inputs (the same path,
+  resolved, or the same file by ``os.path.samefile``: a hard link, another spelling) or one of a
+  run folder's own files (``model.json``, ``weights.pt``, ``card.json``, ...: see
+  :data:`RUN_FILES`), whether or not that run is an input of the command.
+- :func:`atomic_output`: the check, then a temporary file in the output's folder that the
+  caller writes; it is renamed onto the output (``os.replace``, atomic on one file system) only
+  when the writing succeeded. On any failure (a full disk, ``ENOSPC``, an interrupted command, a
+  library error) the temporary file is removed and the previous output is left as it was; an
+  ``OSError`` becomes one line naming the output.
+- :func:`check_output_dir`: the same checks for a results folder (``combine --out``).
+
+Side files are given names that cannot collide with a run's files (the export's JSON is
+``FILE.onnx.json``, never ``FILE.json``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from pathlib import Path
+
+from pionml.errors import OutputError
+
+#: Files a trained run folder holds (pionml.runs.folder): never an output of another command.
+RUN_FILES = frozenset({"model.json", "task.json", "data.json", "normalisation.json", "weights.pt",
+                       "checkpoint.pt", "card.json", "training_curve.png", "bdt.json"})
+#: A directory holding any of these is a run folder.
+RUN_MARKERS = ("model.json", "weights.pt", "card.json")
+
+
+def is_run_folder(folder) -> bool:
+    """True when ``folder`` is a directory holding a run's model.json, weights.pt or card.json."""
+    folder = Path(folder)
+    return folder.is_dir() and any((folder / m).is_file() for m in RUN_MARKERS)
+
+
+def _resolved(path: Path) -> Path:
+    """``path`` made absolute with ``..`` and symbolic links of its folders resolved (the last
+    component itself is not followed: a link is checked as the link)."""
+    p = Path(os.path.abspath(os.fspath(path)))
+    return p.parent.resolve() / p.name
+
+
+def _is_run_file(p: Path) -> bool:
+    """True when ``p`` (resolved) names one of a run folder's own files, or their temporaries."""
+    name = p.name
+    for suffix in (".tmp", ".part"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+    return name in RUN_FILES and is_run_folder(p.parent)
+
+
+def _same(p: Path, q: Path) -> bool:
+    """Same path (resolved, links followed) or same file (hard link, bind mount)."""
+    if p.resolve() == q.resolve():
+        return True
+    try:
+        return p.exists() and q.exists() and os.path.samefile(p, q)
+    except OSError:
+        return False
+
+
+def check_output(path, inputs=(), what: str = "--out") -> Path:
+    """Check that ``path`` can become an output file, before any work and before anything is
+    opened for writing (see the module docstring). ``inputs``: the command's input files and
+    run folders (None entries are ignored); an output inside an input run folder is refused only
+    when it would replace one of the run's own files. Returns ``path`` as a Path.
+    Raises :class:`~pionml.errors.OutputError` naming ``what`` and the path."""
+    if path is None or str(path) == "":
+        raise OutputError(f"{what} '{path}': not a file name")
+    p = Path(os.fspath(path))
+    if p.name in ("", ".", ".."):
+        raise OutputError(f"{what} '{path}': not a file name")
+    if p.is_symlink():
+        target = os.readlink(p)
+        raise OutputError(f"{what} '{path}' is a symbolic link (to '{target}'): pionml never "
+                          "writes through a link; give the real path or remove the link")
+    if p.is_dir():
+        raise OutputError(f"{what} '{path}' is a directory; give a file name inside it")
+    if p.exists() and not p.is_file():
+        raise OutputError(f"{what} '{path}' exists and is not a regular file")
+    existing = Path(os.path.abspath(os.fspath(p))).parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"{what} '{path}': '{existing}' is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"{what} '{path}': folder '{existing}' is not writable")
+    resolved = _resolved(p)
+    if _is_run_file(resolved):
+        raise OutputError(f"{what} '{path}' is the file '{resolved.name}' of the run folder "
+                          f"'{resolved.parent}': a run's own files are never replaced")
+    for q in inputs:
+        if q is None:
+            continue
+        q = Path(os.fspath(q))
+        if q.is_dir():
+            if is_run_folder(q) and resolved == _resolved(q):
+                raise OutputError(f"{what} '{path}' is the run folder '{q}'")
+            continue
+        if _same(p, q):
+            raise OutputError(f"{what} '{path}' is the input file '{q}': the output must not "
+                              "overwrite an input")
+    return p
+
+
+def check_output_dir(path, inputs=(), what: str = "--out") -> Path:
+    """Check that ``path`` can be (or become) a results folder: not an existing file (an input
+    or any other), not a run folder's own file, in a writable folder. Returns it as a Path."""
+    if path is None or str(path) == "":
+        raise OutputError(f"{what} '{path}': not a folder name")
+    p = Path(os.fspath(path))
+    if p.is_symlink() and not p.is_dir():
+        raise OutputError(f"{what} '{path}' is a symbolic link to '{os.readlink(p)}', not a folder")
+    if p.exists() and not p.is_dir():
+        for q in inputs:
+            if q is not None and _same(p, Path(os.fspath(q))):
+                raise OutputError(f"{what} '{path}' is the input file '{q}': give a folder name")
+        raise OutputError(f"{what} '{path}' is a file, not a folder")
+    if _is_run_file(_resolved(p)):
+        raise OutputError(f"{what} '{path}' is one of the files of run folder '{p.parent}'")
+    existing = Path(os.path.abspath(os.fspath(p)))
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"{what} '{path}': '{existing}' is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"{what} '{path}': folder '{existing}' is not writable")
+    return p
+
+
+def temporary_name(path) -> Path:
+    """A unique hidden temporary path in the folder of ``path`` (``.NAME.<pid>-<random>.part``):
+    two writers of one output never share it, and a rename onto ``path`` stays on one file
+    system."""
+    p = Path(os.fspath(path))
+    return p.with_name(f".{p.name}.{os.getpid()}-{secrets.token_hex(4)}.part")
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+@contextlib.contextmanager
+def atomic_output(path, inputs=(), what: str = "--out", make_parent: bool = False):
+    """Write ``path`` safely: :func:`check_output`, then yield a temporary path in its folder for
+    the caller to write; on leaving the block without error the temporary file replaces
+    ``path`` (``os.replace``); on any error it is removed, ``path`` keeps its previous content,
+    and an ``OSError`` (e.g. ``ENOSPC``, "No space left on device") is raised again as one
+    :class:`~pionml.errors.OutputError` naming the output. ``make_parent``: create missing
+    folders (otherwise a missing folder is refused)."""
+    p = check_output(path, inputs, what)
+    if not p.parent.is_dir():
+        if not make_parent:
+            raise OutputError(f"{what} '{path}': folder '{p.parent}' does not exist")
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"{what} '{path}': cannot create folder '{p.parent}' "
+                              f"({exc.strerror or exc})") from exc
+    tmp = temporary_name(p)
+    try:
+        yield tmp
+        if not tmp.is_file():
+            raise OutputError(f"{what} '{path}': nothing was written")
+        os.replace(tmp, p)
+    except OSError as exc:
+        _remove(tmp)
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise OutputError(f"{what} '{path}' could not be written ({reason}); the previous file, "
+                          "if any, is left as it was") from exc
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_outputs(paths, inputs=(), what: str = "--out", make_parent: bool = False):
+    """Several outputs written together (a file and its side file): every path is checked
+    first, the temporaries are yielded in order, and they replace their outputs only when the
+    block succeeded; on failure none is replaced and every temporary is removed. An ``OSError``
+    becomes one :class:`~pionml.errors.OutputError` naming the output being written."""
+    paths = [check_output(p, inputs, what) for p in paths]  # every refusal before any write
+    for p in paths:
+        if not p.parent.is_dir():
+            if not make_parent:
+                raise OutputError(f"{what} '{p}': folder '{p.parent}' does not exist")
+            try:
+                p.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise OutputError(f"{what} '{p}': cannot create folder '{p.parent}' "
+                                  f"({exc.strerror or exc})") from exc
+    tmps = [temporary_name(p) for p in paths]
+    try:
+        yield tmps
+        for p, tmp in zip(paths, tmps):
+            if not tmp.is_file():
+                raise OutputError(f"{what} '{p}': nothing was written")
+        for p, tmp in zip(paths, tmps):
+            os.replace(tmp, p)
+    except OSError as exc:
+        for tmp in tmps:
+            _remove(tmp)
+        name = Path(exc.filename).name if exc.filename is not None else None
+        failed = next((p for p, tmp in zip(paths, tmps) if name in (p.name, tmp.name)), None)
+        named = f"'{failed}'" if failed else " and ".join(f"'{p}'" for p in paths)
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise OutputError(f"{what} {named} could not be written ({reason}); the previous "
+                          "files, if any, are left as they were") from exc
+    except BaseException:
+        for tmp in tmps:
+            _remove(tmp)
+        raise
+
+
+def write_json(path, obj, inputs=(), what: str = "--out", make_parent: bool = False) -> Path:
+    """Strict JSON (as :func:`pionml.runs.folder.write_json` writes it) through
+    :func:`atomic_output`."""
+    text = json_text(obj)
+    with atomic_output(path, inputs, what, make_parent) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def json_text(obj) -> str:
+    """``obj`` as strict JSON text (no Infinity/NaN tokens), as run folders hold it."""
+    import json
+
+    from pionml.runs.folder import _strict, jsonable
+
+    return json.dumps(_strict(jsonable(obj)), indent=2, allow_nan=False)
