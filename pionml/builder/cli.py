@@ -43,7 +43,24 @@ def add_build_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-images", action="store_true",
                    help="write no layer images (a cluster-table dataset for the moment models)")
     p.add_argument("--no-cells", action="store_true", help="write no point clouds (/cells)")
+    p.add_argument("--image-min-fraction", type=_fraction, default=None, metavar="F",
+                   help="image a cell when its energy is >= F x the cluster energy (default 0.01, "
+                        "ATL-PHYS-PUB-2020-018 section 4.1; 0: every cell with E > 0 inside the "
+                        "window); recorded in the dataset's builder config")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _fraction(text: str) -> float:
+    from pionml.builder.builder import check_min_fraction
+    from pionml.errors import ConfigError
+
+    try:
+        return check_min_fraction(float(text), what="--image-min-fraction")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--image-min-fraction must be a number in [0, 1), "
+                                         f"got {text!r}") from None
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _pattern_pdg(text: str) -> tuple[str, int]:
@@ -81,7 +98,8 @@ def run_build(args) -> int:
         step_size=args.step_size, progress=not args.no_progress,
         compression=None if args.compression == "none" else args.compression,
         cluster_tree_pdg=dict(args.cluster_tree_pdg), jobs=args.jobs,
-        images=not args.no_images, cells=not args.no_cells)
+        images=not args.no_images, cells=not args.no_cells,
+        **({} if args.image_min_fraction is None else {"image_min_fraction": args.image_min_fraction}))
     print(summary.format())
     return 0
 

@@ -140,7 +140,8 @@ def _build_part(part: _Part) -> _PartResult:
 
     w = _WORKER
     b = _PartBuilder(part.out, w["geometry"], w["selection"], w["split"], w["seed"],
-                     w["on_error"], w["step_size"], False, None, w["specs"], cells=w["cells"])
+                     w["on_error"], w["step_size"], False, None, w["specs"], cells=w["cells"],
+                     min_fraction=w["min_fraction"])
 
     class _Quiet:  # the main process shows the progress
         total = 0
@@ -319,7 +320,7 @@ def build_parallel(builder: _Builder, inputs, jobs: int) -> BuildSummary:
     parts = _parts(inputs, builder.step_size, jobs, folder)
     kwargs = dict(geometry=geometry, selection=builder.selection, split=builder.split,
                   seed=builder.seed, on_error=builder.on_error, step_size=builder.step_size,
-                  specs=builder.specs, cells=builder.cells)
+                  specs=builder.specs, cells=builder.cells, min_fraction=builder.min_fraction)
     s = builder.summary
     failed_files: set = set()
     bar = progress_bar(total=len(parts), unit=" parts", desc=f"build ({jobs} jobs)",
@@ -436,7 +437,9 @@ def merge_datasets(inputs, out, compression: str | None = "gzip", progress: bool
     first = heads[0]
     for p, _, shapes, cols, config, _, _ in heads[1:]:
         for what, a, b in (("images", shapes, first[2]), ("cluster columns", cols, first[3]),
-                           ("selection", config.get("selection"), first[4].get("selection"))):
+                           ("selection", config.get("selection"), first[4].get("selection")),
+                           ("image cell cut (min_cell_fraction)", config.get("min_cell_fraction"),
+                            first[4].get("min_cell_fraction"))):
             if a != b:
                 raise ConfigError(f"build: '{p}' has other {what} than '{first[0]}' ({a} vs {b}): "
                                   "datasets merge only when built alike")

@@ -23,7 +23,7 @@ _KEYS = {
     "simulation": {"seed", "events", "energy_min", "energy_max"},
     "selection": {"eta_max", "min_calib", "min_em"},
     "split": {"fractions", "seed"},
-    "build": {"images", "cells"},
+    "build": {"images", "cells", "image_min_fraction"},
 }
 
 
@@ -44,6 +44,9 @@ class Recipe:
     #: what the build writes besides the cluster table (``[build]``; both by default)
     images: bool = True
     cells: bool = True
+    #: the images' cell-energy cut, a fraction of the cluster energy (``[build]
+    #: image_min_fraction``; 0.01 by default, ATL-PHYS-PUB-2020-018 section 4.1; 0 = every cell)
+    image_min_fraction: float = 0.01
 
 
 def load_recipe(path) -> Recipe:
@@ -84,8 +87,13 @@ def load_recipe(path) -> Recipe:
 
     check_split(fractions, what=f"recipe '{path}': [split] fractions")  # before any simulation
     build = raw.get("build", {})
+    from pionml.builder.builder import check_min_fraction
+    from pionml.builder.images import MIN_CELL_FRACTION
+
     for key, value in build.items():
-        if not isinstance(value, bool):
+        if key == "image_min_fraction":
+            check_min_fraction(value, what=f"recipe '{path}': [build] image_min_fraction")
+        elif not isinstance(value, bool):
             raise ConfigError(f"recipe '{path}': [build] {key} must be true or false")
     base = path.resolve().parent
     stem = path.stem
@@ -102,6 +110,7 @@ def load_recipe(path) -> Recipe:
         split_seed=int(split.get("seed", 0)),
         images=build.get("images", True),
         cells=build.get("cells", True),
+        image_min_fraction=float(build.get("image_min_fraction", MIN_CELL_FRACTION)),
     )
 
 
@@ -156,7 +165,8 @@ def make_dataset(recipe_path="datasets/default.toml", out=None, force: bool = Fa
         files.append(path)
     marker.write_text(model + "\n")
     build_dataset(files, out, geometry=None, selection=Selection(**r.selection), split=r.split,
-                  seed=r.split_seed, progress=progress, jobs=jobs, images=r.images, cells=r.cells)
+                  seed=r.split_seed, progress=progress, jobs=jobs, images=r.images, cells=r.cells,
+                  image_min_fraction=r.image_min_fraction)
     import h5py
 
     with h5py.File(out, "a") as f:
