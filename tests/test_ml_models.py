@@ -181,3 +181,16 @@ def test_registry_takes_a_new_family_and_lists_choices(batch_and_spec):
         model_class("resnet")
     with pytest.raises(ConfigError, match="classifier baseline"):
         build_model("pem", DataSpec(), heads={"value": {"kind": "linear"}}, variant="regress")
+
+
+def test_a_cnn_saved_before_the_pixel_option_reads_fractions(batch_and_spec):
+    """A run's model.json written before ``pixels`` existed holds no such key: it was trained on
+    the energy fractions as they are and is loaded so, not with today's default log pixels."""
+    _, spec = batch_and_spec
+    model = build_model("cnn", spec, pixels="fraction")
+    config = model.config()
+    old = {**config, "hyper": {k: v for k, v in config["hyper"].items()
+                               if k not in ("layout", "norm", "pixels")}}
+    loaded = model_class("cnn").from_config(old)
+    assert loaded.pixels == "fraction" and loaded.layout == "seed002"
+    assert model_class("cnn").from_config(build_model("cnn", spec).config()).pixels == "log"

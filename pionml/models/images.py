@@ -178,6 +178,16 @@ class CNN(ClusterModel):
     alternatives = {"classify": {"fraction": {"pixels": "fraction"},
                                  "emb2": {"layout": "emb2", "norm": "batch", "pixels": "sqrt"}}}
 
+    #: what a run saved before the hyper-parameter existed was trained with
+    _saved_before = {"layout": "seed002", "norm": "none", "pixels": "fraction"}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "CNN":
+        """A saved run's CNN; a run saved before ``layout``, ``norm`` and ``pixels`` existed read
+        the energy fractions as they are (not today's default log pixels)."""
+        config = {**config, "hyper": {**cls._saved_before, **config["hyper"]}}
+        return super().from_config(config)
+
     def build_body(self, spec: DataSpec, channels, dense, dropout, layout, norm, pixels) -> int:
         shapes = spec.image_shapes
         self.sizes = [shapes[g[0]] for g in GROUPS]
