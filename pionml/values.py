@@ -133,6 +133,23 @@ SELECTION = {"eta_max": positive_float, "min_calib": non_negative_float,
              "min_em": non_negative_float}
 
 
+#: The images' cell-energy cut (``build --image-min-fraction``, a recipe's ``[build]
+#: image_min_fraction``): a fraction of the cluster energy in [0, 1); 0 images every cell with E > 0.
+def cell_fraction(value) -> float:
+    """A fraction of the cluster energy: 0 <= f < 1."""
+    try:
+        v = number(value)
+    except ValueError as exc:
+        v, why = None, str(exc)
+    if v is None or not 0.0 <= v < 1.0:
+        got = why if v is None else f"got {v:g}"
+        raise ValueError(f"must be a number in [0, 1) (a fraction of the cluster energy): {got}")
+    return v
+
+
+cell_fraction.kind = float
+
+
 # --- command line ------------------------------------------------------------------------------
 def argparse_type(check, name: str | None = None):
     """The argparse ``type=`` of a check: the text parsed as the check's ``kind`` (int or

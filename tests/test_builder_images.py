@@ -218,3 +218,98 @@ def test_pixel_sums_are_float32_in_cell_order_and_collisions_per_layer():
     assert b.collisions == 2
     assert b.collisions_per_layer == {"EMB1": 0, "EMB2": 1, "EMB3": 1, "Tile0": 0,
                                       "Tile1": 0, "Tile2": 0}
+
+
+# ------------------------------------------------------------------ the image cell cut as an option
+# A hand-made cluster of 10 GeV: a 1 GeV EMB2 cell (10 %) and a 0.05 GeV EMB2 cell (0.5 %) three
+# cells away in eta; the 1 % cut of ATL-PHYS-PUB-2020-018 section 4.1 drops the second.
+SOFT_CELLS = [(2, 0.0125, 0.5 * 2 * math.pi / 256, 1.0), (2, 0.0875, 0.5 * 2 * math.pi / 256, 0.05)]
+
+
+@pytest.mark.parametrize("min_fraction,expected", [(None, 1.0), (0.01, 1.0), (0.006, 1.0),
+                                                   (0.004, 1.05), (0.0, 1.05)])
+def test_min_fraction_images_the_soft_cell_only_below_its_share(min_fraction, expected):
+    cells = np.array(SOFT_CELLS)
+    kw = {} if min_fraction is None else {"min_fraction": min_fraction}
+    b = rasterise(np.zeros(2, int), cells[:, 1], cells[:, 2], cells[:, 3], cells[:, 0].astype(int),
+                  [0.0], [0.0], [10.0], **kw)
+    img = b.images["EMB2"][0]  # centroid (0, 0): the cells' pixels are (8, 8) and (11, 8)
+    assert img[8, 8] == pytest.approx(1.0)
+    assert img[11, 8] == pytest.approx(0.05 if expected > 1.0 else 0.0)
+    assert img.sum() == pytest.approx(expected) and b.energy_in_images[0] == pytest.approx(expected)
+
+
+def _soft_cluster_file(path):
+    from pionml.testing.mltree import cell_at, make_event, write_events
+
+    geo = barrel_geometry()
+    ids = [int(geo.id[cell_at(geo, c[0], c[1], c[2])]) for c in SOFT_CELLS]
+    events = [make_event([dict(cell_ID=ids, cell_E=[c[3] for c in SOFT_CELLS], E=10.0, eta=0.0,
+                               phi=0.0, moments={"CENTER_MAG": 1600.0})],
+                         pdg=pdg, truth_E=12.0, event_number=k)
+              for k, pdg in enumerate((111, 211))]
+    write_events(path, events, None)
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_build_image_min_fraction_option(tmp_path, geo_file, jobs):
+    """``build --image-min-fraction 0`` images the 0.5 % cell, records the cut in the builder
+    config; the default build drops it and records 0.01; --jobs 2 takes the option to its workers."""
+    from pionml.cli import main
+    from pionml.io.hdf5 import open_dataset
+
+    _soft_cluster_file(tmp_path / "soft.root")
+    common = [str(tmp_path / "soft.root"), "--geometry", str(geo_file), "--no-progress",
+              "--jobs", str(jobs), "--step-size", "1"]
+    assert main(["build", *common, "--out", str(tmp_path / "cut.h5")]) == 0
+    assert main(["build", *common, "--out", str(tmp_path / "all.h5"),
+                 "--image-min-fraction", "0"]) == 0
+    with open_dataset(tmp_path / "cut.h5") as cut, open_dataset(tmp_path / "all.h5") as every:
+        assert cut.attrs["config"]["min_cell_fraction"] == 0.01
+        assert every.attrs["config"]["min_cell_fraction"] == 0.0
+        a, b = cut.read_images()["EMB2"], every.read_images()["EMB2"]
+        assert len(a) == len(b) == 2
+        np.testing.assert_allclose(a[:, 8, 8], 1.0)
+        np.testing.assert_allclose(b[:, 8, 8], 1.0)
+        np.testing.assert_allclose(a[:, 11, 8], 0.0)
+        np.testing.assert_allclose(b[:, 11, 8], 0.05)
+        np.testing.assert_allclose(cut.read_clusters(["image_E_fraction"])["image_E_fraction"], 0.1)
+        np.testing.assert_allclose(every.read_clusters(["image_E_fraction"])["image_E_fraction"],
+                                   0.105)
+        # the cut changes the images only: the same cluster table and point clouds otherwise
+        np.testing.assert_array_equal(cut.read_cells(fields=["E"])[1]["E"],
+                                      every.read_cells(fields=["E"])[1]["E"])
+    # datasets built with other cuts are not merged into one
+    rc = main(["build", str(tmp_path / "cut.h5"), str(tmp_path / "all.h5"), "--out",
+               str(tmp_path / "merged.h5"), "--no-progress"])
+    assert rc == 1 and not (tmp_path / "merged.h5").exists()
+
+
+@pytest.mark.parametrize("value", ["1", "-0.1", "nan", "1e-2x"])
+def test_build_image_min_fraction_bad_values(tmp_path, geo_file, value, capsys):
+    from pionml.cli import main
+
+    _soft_cluster_file(tmp_path / "soft.root")
+    with pytest.raises(SystemExit) as exc:
+        main(["build", str(tmp_path / "soft.root"), "--geometry", str(geo_file), "--out",
+              str(tmp_path / "o.h5"), "--image-min-fraction", value])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--image-min-fraction" in err and "Traceback" not in err
+    assert ("[0, 1)" in err) or ("is not a number" in err and value == "1e-2x")
+    assert not (tmp_path / "o.h5").exists()
+
+
+def test_recipe_image_min_fraction(tmp_path):
+    from pionml.builder.recipe import load_recipe
+    from pionml.errors import ConfigError
+
+    base = '[simulation]\nevents = { "pi0" = 10 }\n'
+    (tmp_path / "r.toml").write_text(base)
+    assert load_recipe(tmp_path / "r.toml").image_min_fraction == 0.01  # the paper's cut
+    (tmp_path / "r.toml").write_text(base + "[build]\nimage_min_fraction = 0.0\n")
+    assert load_recipe(tmp_path / "r.toml").image_min_fraction == 0.0
+    for bad in ("1.0", '"0.01"', "true", "-0.5"):
+        (tmp_path / "r.toml").write_text(base + f"[build]\nimage_min_fraction = {bad}\n")
+        with pytest.raises(ConfigError, match=r"\[build\] image_min_fraction = .*must be a number in \[0, 1\)"):
+            load_recipe(tmp_path / "r.toml")

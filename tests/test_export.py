@@ -26,6 +26,11 @@ from pionml.train.trainer import TrainConfig, train_run  # noqa: E402
 
 CASES = [(task, name) for task, tcls in sorted(TASKS.items()) for name, mcls in sorted(MODELS.items())
          if mcls.trainable and tcls.model_variant in mcls.variants]
+# the other architectures a family offers through its hyper-parameters (e.g. the CNN's layouts),
+# per model variant: each is exported and checked like the defaults
+ALTERNATIVES = [(task, name, alt, hyper) for task, name in CASES
+                for alt, hyper in getattr(MODELS[name], "alternatives", {}).get(
+                    TASKS[task].model_variant, {}).items()]
 BATCH_SIZES = (1, 7, 256)
 
 
@@ -34,8 +39,8 @@ def data(tmp_path_factory):
     return make_fake_dataset(tmp_path_factory.mktemp("export") / "fake.h5", n_clusters=320, seed=3)
 
 
-def _train(data, tmp_path, task, name):
-    return train_run(data, name, tmp_path / f"{task}_{name}", task=task,
+def _train(data, tmp_path, task, name, hyper=None):
+    return train_run(data, name, tmp_path / f"{task}_{name}", task=task, hyper=hyper,
                      config=TrainConfig(epochs=1, batch_size=64), progress=False)
 
 
@@ -56,9 +61,10 @@ def test_the_cases_cover_every_family_and_task():
     assert {"classify", "regress"} <= {task for task, _ in CASES}
 
 
-@pytest.mark.parametrize("task,name", CASES)
-def test_onnx_runtime_reproduces_the_run(tmp_path, data, task, name, caplog):
-    run_dir = _train(data, tmp_path, task, name)
+@pytest.mark.parametrize("task,name,hyper", [(t, n, None) for t, n in CASES]
+                         + [pytest.param(t, n, h, id=f"{t}-{n}-{a}") for t, n, a, h in ALTERNATIVES])
+def test_onnx_runtime_reproduces_the_run(tmp_path, data, task, name, hyper, caplog):
+    run_dir = _train(data, tmp_path, task, name, hyper)
     out = tmp_path / "exported" / f"{name}.onnx"
     rc = main(["export", str(run_dir), "--out", str(out)])
     note = pionml.models.model_class(name).export_note

@@ -35,14 +35,20 @@ CASES = [(n, v) for n in sorted(MODELS) if MODELS[n].__module__.startswith("pion
          and not MODELS[n].fits_itself for v in MODELS[n].variants]
 
 
-@pytest.mark.parametrize("name,variant", CASES, ids=[f"{n}-{v}" for n, v in CASES])
-def test_forward_backward(name, variant, batch_and_spec):
+# the other architectures a family offers through its hyper-parameters (e.g. the CNN's layouts)
+ALTERNATIVES = [pytest.param(n, v, h, id=f"{n}-{v}-{a}") for n, v in CASES
+                for a, h in getattr(MODELS[n], "alternatives", {}).get(v, {}).items()]
+
+
+@pytest.mark.parametrize("name,variant,hyper", [pytest.param(n, v, {}, id=f"{n}-{v}") for n, v in CASES]
+                         + ALTERNATIVES)
+def test_forward_backward(name, variant, hyper, batch_and_spec):
     batch, spec = batch_and_spec
     torch.manual_seed(0)
     cls = model_class(name)
     heads = {"logit": {"kind": "linear"}} if variant == "classify" else {"value": {"kind": "linear"}}
     model = build_model(name, spec, heads=heads, variant=variant,
-                        scalars=variant == "regress" and cls.trainable)
+                        scalars=variant == "regress" and cls.trainable, **hyper)
     out = model(batch)
     if not model.trainable:  # the baselines read their answer from the batch
         assert not list(model.parameters())
@@ -175,3 +181,16 @@ def test_registry_takes_a_new_family_and_lists_choices(batch_and_spec):
         model_class("resnet")
     with pytest.raises(ConfigError, match="classifier baseline"):
         build_model("pem", DataSpec(), heads={"value": {"kind": "linear"}}, variant="regress")
+
+
+def test_a_cnn_saved_before_the_pixel_option_reads_fractions(batch_and_spec):
+    """A run's model.json written before ``pixels`` existed holds no such key: it was trained on
+    the energy fractions as they are and is loaded so, not with today's default log pixels."""
+    _, spec = batch_and_spec
+    model = build_model("cnn", spec, pixels="fraction")
+    config = model.config()
+    old = {**config, "hyper": {k: v for k, v in config["hyper"].items()
+                               if k not in ("layout", "norm", "pixels")}}
+    loaded = model_class("cnn").from_config(old)
+    assert loaded.pixels == "fraction" and loaded.layout == "seed002"
+    assert model_class("cnn").from_config(build_model("cnn", spec).config()).pixels == "log"

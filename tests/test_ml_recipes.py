@@ -61,3 +61,23 @@ def test_phi_reflection_is_for_image_models(tmp_path, data):
     run = train_run(data, "cnn", tmp_path / "cnn", progress=False,
                     config=TrainConfig(epochs=1, batch_size=64, augment="phi_reflect"))
     assert (run / "weights.pt").is_file()
+
+
+def test_the_seed002_recipe_gives_the_papers_cnn(tmp_path, data):
+    """pionml's CNN reads log-scaled pixels; --recipe seed002 keeps ATL-PHYS-PUB-2020-018's network
+    (Fig. 5 layout, energy fractions as they are); the caller's hyper-parameters come last."""
+    from pionml.models import model_class
+
+    assert model_class("cnn").defaults["pixels"] == "log"
+    cfg = dict(epochs=1, batch_size=64)
+    for recipe, extra, want in (("default", {}, ("seed002", "log")),
+                                ("seed002", {}, ("seed002", "fraction")),
+                                ("seed002", {"pixels": "sqrt"}, ("seed002", "sqrt"))):
+        run = train_run(data, "cnn", tmp_path / f"{recipe}{len(extra)}", hyper=extra,
+                        config=default_config("cnn", recipe=recipe, **cfg), progress=False)
+        hyper = json.loads((run / "model.json").read_text())["hyper"]
+        assert (hyper["layout"], hyper["pixels"]) == want
+    # the dnn has no recipe hyper-parameters: its defaults under either recipe
+    run = train_run(data, "dnn", tmp_path / "dnn", progress=False,
+                    config=default_config("dnn", recipe="seed002", **cfg))
+    assert json.loads((run / "model.json").read_text())["hyper"]["hidden"] == [128, 64, 32]

@@ -318,10 +318,22 @@ def _wanted_branch(name: str) -> bool:
                                      and not name.startswith("cluster_cell_"))
 
 
+def check_min_fraction(value, what: str = "image min fraction") -> float:
+    """The images' cell-energy cut (a fraction of the cluster energy) as a float in [0, 1)
+    (:func:`pionml.values.cell_fraction`); anything else is a ConfigError naming ``what``."""
+    from pionml import values
+
+    try:
+        return values.cell_fraction(value)
+    except ValueError as exc:
+        raise ConfigError(f"{what}: {value!r}: {exc}") from None
+
+
 # ------------------------------------------------------------------------------------ builder
 class _Builder:
     def __init__(self, out, geometry, selection, split, seed, on_error, step_size, progress,
-                 compression, specs, cluster_tree_pdg=None, cells: bool = True):
+                 compression, specs, cluster_tree_pdg=None, cells: bool = True,
+                 min_fraction: float = MIN_CELL_FRACTION):
         if on_error not in ("raise", "skip"):
             raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         if int(step_size) < 1:
@@ -337,6 +349,7 @@ class _Builder:
         self.compression = compression
         self.specs = specs
         self.cells = bool(cells)
+        self.min_fraction = check_min_fraction(min_fraction)
         self.summary = BuildSummary(out=str(self.out))
         self.writer = None
         self.moments: list[str] | None = None
@@ -507,7 +520,7 @@ class _Builder:
             "split": list(self.split),
             "seed": self.seed,
             "on_error": self.on_error,
-            "min_cell_fraction": MIN_CELL_FRACTION,
+            "min_cell_fraction": self.min_fraction,
             "cells": self.cells,
             "images": {s.name: {"layer_index": s.layer_index, "deta": s.deta, "dphi": s.dphi,
                                 "shape": list(s.shape)} for s in self.specs},
@@ -1027,7 +1040,7 @@ class _Builder:
         c_phi = per_cluster["cluster_Phi"][kidx]
         if self.specs:
             batch = rasterise(kclus_of_cell, geo.eta[kg], geo.phi[kg], kE, geo.layer[kg],
-                              c_eta, c_phi, cE, specs=self.specs)
+                              c_eta, c_phi, cE, specs=self.specs, min_fraction=self.min_fraction)
             frac = batch.energy_in_images / cE
             self.chunk_energy.append((float(batch.energy_in_images.sum()), float(cE.sum())))
             self.energy_in_images_sum += self.chunk_energy[-1][0]
@@ -1124,6 +1137,7 @@ def build_dataset(
     images: bool = True,
     cells: bool = True,
     attributes: dict | None = None,
+    image_min_fraction: float = MIN_CELL_FRACTION,
 ) -> BuildSummary:
     """Build the HDF5 dataset of design.md section 10 from MLTree ROOT files.
 
@@ -1147,10 +1161,14 @@ def build_dataset(
     (all zero), ``image_E_fraction`` NaN; the cells are still read and checked.
     ``attributes``: more root attributes (strings) written with the others, before the rename
     (a recipe's ``simulation_model``).
+    ``image_min_fraction``: the cell-energy cut of the images as a fraction of the cluster energy
+    (default 0.01, ATL-PHYS-PUB-2020-018 section 4.1; 0 images every cell with E > 0 inside the
+    window), recorded as ``min_cell_fraction`` in the dataset's builder config.
     """
     b = _Builder(out, geometry, selection or Selection(), _check_split(split), seed, on_error,
                  step_size, progress, compression,
-                 (specs or image_specs()) if images else (), cluster_tree_pdg, cells=cells)
+                 (specs or image_specs()) if images else (), cluster_tree_pdg, cells=cells,
+                 min_fraction=image_min_fraction)
     b.attributes = dict(attributes or {})
     if jobs > 1:
         from pionml.builder.parallel import build_parallel

@@ -14,6 +14,7 @@ logger = logging.getLogger(__name__)
 
 def add_build_arguments(p: argparse.ArgumentParser) -> None:
     from pionml.cli import non_negative_float, positive_float, positive_int, seed
+    from pionml.values import argparse_type, cell_fraction
 
     p.add_argument("inputs", nargs="+", metavar="FILE.root",
                    help="MLTree ROOT files (EventTree, or the image-format ClusterTree), or "
@@ -48,6 +49,11 @@ def add_build_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-images", action="store_true",
                    help="write no layer images (a cluster-table dataset for the moment models)")
     p.add_argument("--no-cells", action="store_true", help="write no point clouds (/cells)")
+    p.add_argument("--image-min-fraction", type=argparse_type(cell_fraction, "fraction"), default=None,
+                   metavar="F",
+                   help="image a cell when its energy is >= F x the cluster energy (default 0.01, "
+                        "ATL-PHYS-PUB-2020-018 section 4.1; 0: every cell with E > 0 inside the "
+                        "window); recorded in the dataset's builder config")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -68,7 +74,8 @@ def _pattern_pdg(text: str) -> tuple[str, int]:
 #: inputs they are refused, never ignored.
 ROOT_ONLY = {"geometry": None, "eta_max": 0.7, "min_calib": 0.2, "min_em": 0.0,
              "split": (0.7, 0.15, 0.15), "seed": 0, "skip_bad": False, "step_size": 1000,
-             "cluster_tree_pdg": [], "jobs": 1, "no_images": False, "no_cells": False}
+             "cluster_tree_pdg": [], "jobs": 1, "no_images": False, "no_cells": False,
+             "image_min_fraction": None}
 
 
 def _given_root_options(args) -> list[str]:
@@ -114,7 +121,9 @@ def run_build(args) -> int:
         on_error="skip" if opt["skip_bad"] else "raise",
         step_size=opt["step_size"], progress=not args.no_progress, compression=compression,
         cluster_tree_pdg=_pdg_patterns(opt["cluster_tree_pdg"]), jobs=opt["jobs"],
-        images=not opt["no_images"], cells=not opt["no_cells"])
+        images=not opt["no_images"], cells=not opt["no_cells"],
+        **({} if opt["image_min_fraction"] is None
+           else {"image_min_fraction": opt["image_min_fraction"]}))
     print(summary.format())
     return 0
 

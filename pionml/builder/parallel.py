@@ -154,7 +154,8 @@ def _build_part(part: _Part) -> _PartResult:
 
     w = _WORKER
     b = _PartBuilder(part.out, w["geometry"], w["selection"], w["split"], w["seed"],
-                     w["on_error"], w["step_size"], False, None, w["specs"], cells=w["cells"])
+                     w["on_error"], w["step_size"], False, None, w["specs"], cells=w["cells"],
+                     min_fraction=w["min_fraction"])
 
     class _Quiet:  # the main process shows the progress
         total = 0
@@ -347,7 +348,8 @@ def build_parallel(builder: _Builder, inputs, jobs: int) -> BuildSummary:
     jobs = cap_jobs(jobs, len(parts), "parts (of whole --step-size chunks)")
     kwargs = dict(geometry=geometry, selection=builder.selection, split=builder.split,
                   seed=builder.seed, on_error=builder.on_error, step_size=builder.step_size,
-                  specs=builder.specs, cells=builder.cells, out=builder.out)
+                  specs=builder.specs, cells=builder.cells, out=builder.out,
+                  min_fraction=builder.min_fraction)
     s = builder.summary
     failed_files: set = set()
     bar = progress_bar(total=len(parts), unit=" parts", desc=f"build ({jobs} jobs)",

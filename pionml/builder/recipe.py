@@ -23,7 +23,7 @@ _KEYS = {
     "simulation": {"seed", "events", "energy_min", "energy_max"},
     "selection": {"eta_max", "min_calib", "min_em"},
     "split": {"fractions", "seed"},
-    "build": {"images", "cells"},
+    "build": {"images", "cells", "image_min_fraction"},
 }
 
 
@@ -44,6 +44,9 @@ class Recipe:
     #: what the build writes besides the cluster table (``[build]``; both by default)
     images: bool = True
     cells: bool = True
+    #: the images' cell-energy cut, a fraction of the cluster energy (``[build]
+    #: image_min_fraction``; 0.01 by default, ATL-PHYS-PUB-2020-018 section 4.1; 0 = every cell)
+    image_min_fraction: float = 0.01
 
 
 #: The check of every recipe value (:mod:`pionml.values`, the checks of the command line):
@@ -62,6 +65,7 @@ def _checks() -> dict:
         ("split", "seed"): values.seed,
         ("build", "images"): values.boolean,
         ("build", "cells"): values.boolean,
+        ("build", "image_min_fraction"): values.cell_fraction,
     }
 
 
@@ -135,6 +139,7 @@ def load_recipe(path) -> Recipe:
             or any(isinstance(x, (bool, str)) for x in fractions)):
         raise bad("split", "fractions", fractions, "needs three numbers (train, val, test)")
     from pionml.builder.builder import check_split
+    from pionml.builder.images import MIN_CELL_FRACTION
 
     fractions = check_split(fractions, what=f"recipe '{path}': [split] fractions")
     selection = {key: checked[section, key] for (section, key) in checked
@@ -154,6 +159,7 @@ def load_recipe(path) -> Recipe:
         split_seed=checked.get(("split", "seed"), 0),
         images=checked.get(("build", "images"), True),
         cells=checked.get(("build", "cells"), True),
+        image_min_fraction=checked.get(("build", "image_min_fraction"), MIN_CELL_FRACTION),
     )
 
 
@@ -224,7 +230,7 @@ def make_dataset(recipe_path="datasets/default.toml", out=None, force: bool = Fa
     # there is complete
     build_dataset(files, out, geometry=None, selection=Selection(**r.selection), split=r.split,
                   seed=r.split_seed, progress=progress, jobs=jobs, images=r.images, cells=r.cells,
-                  attributes={MODEL_ATTR: model})
+                  image_min_fraction=r.image_min_fraction, attributes={MODEL_ATTR: model})
     return out
 
 

@@ -123,6 +123,13 @@ class ClusterModel(nn.Module):
     train_defaults: dict = {}
     #: recipe name (pionml.train.trainer.RECIPES) -> training options over ``train_defaults``
     recipes: dict = {}
+    #: recipe name -> hyper-parameters over ``defaults`` (e.g. the architecture a paper's recipe
+    #: describes where pionml's default differs); the caller's ``--hyper`` comes last
+    recipe_hyper: dict = {}
+    #: model variant -> {name: hyper-parameters}: the other architectures the family offers
+    #: through its hyper-parameters (e.g. the CNN's layouts); the registry-driven tests build,
+    #: train and export each like the defaults
+    alternatives: dict = {}
     trainable: bool = True
     #: fitted by its own :meth:`fit_direct` (a boosted decision tree) instead of the
     #: gradient-descent Trainer; its fitted state lives in files of its own (:meth:`save_files`)

@@ -620,8 +620,8 @@ def train_run(data_path, model_name: str, out_dir, task: str = "classify",
     from pionml.models import model_class
 
     config = config or TrainConfig()
-    hyper = dict(hyper or {})
     cls = model_class(model_name)
+    hyper = {**cls.recipe_hyper.get(config.recipe, {}), **(hyper or {})}
     out = Path(out_dir)
     dist = distributed.current()
     device = pick_device(config.device)
