@@ -65,12 +65,15 @@ def _at_least(convert, low, strict: bool, doc: str, high=None):
     """A check: ``convert(value)`` above ``low`` (``strict``) or at least ``low``, and at most
     ``high`` when given."""
 
+    def show(x):  # integers in full (2147483647, not 2.14748e+09)
+        return str(x) if isinstance(x, int) else f"{x:g}"
+
     def check(value):
         v = convert(value)
         if v < low or (strict and v == low):
-            raise ValueError(f"must be {'>' if strict else '>='} {low:g}, got {v:g}")
+            raise ValueError(f"must be {'>' if strict else '>='} {show(low)}, got {show(v)}")
         if high is not None and v > high:
-            raise ValueError(f"must be <= {high:g}, got {v:g}")
+            raise ValueError(f"must be <= {show(high)}, got {show(v)}")
         return v
 
     check.__doc__ = doc

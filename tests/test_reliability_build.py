@@ -458,6 +458,12 @@ def test_recipe_files_that_are_not_recipes(tmp_path, caplog, no_simulation, cont
     ["train", "--seed", str(2**64)],
     ["train", "--seed", "abc"],
     ["lcw-derive", "--seed", "-3"],
+    ["lcw-derive", "--events", str(10**11)],
+    ["validate-sim", "--events", str(10**11)],
+    ["combine", "--classifier", "a", "--pi0", "b", "--charged", "c", "--seed", "-1"],
+    ["learning-curve", "--task", "classify", "--model", "cnn", "--sizes", "10", "--data", "x.h5",
+     "--seed", str(2**32)],
+    ["build", "x.root", "--out", "x.h5", "--image-min-fraction", "1"],
 ])
 def test_bad_values_on_the_command_line_exit_2(tmp_path, capsys, argv):
     from pionml.cli import build_parser

@@ -93,7 +93,7 @@ def probability(text: str) -> float:
 
 
 def add_combine_arguments(p: argparse.ArgumentParser) -> None:
-    from pionml.cli import non_negative_int, positive_int
+    from pionml.cli import non_negative_int, positive_int, seed
 
     p.add_argument("--classifier", required=True, metavar="RUN",
                    help="classifier run (any: cnn, pem, ...): its score P(pi0) routes a cluster")
@@ -117,7 +117,7 @@ def add_combine_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=probability, default=None, metavar="T",
                    help="the cut of --threshold-method fixed, in [0, 1] (0.615 reproduces the "
                         "note)")
-    p.add_argument("--seed", type=non_negative_int, default=0,
+    p.add_argument("--seed", type=seed, default=0,
                    help="seed of the 1:1:1 draw and the bootstrap (default 0)")
     p.add_argument("--bins-per-decade", type=positive_int, default=10,
                    help="E_EM bins per decade of the 1:1:1 mix (default 10)")

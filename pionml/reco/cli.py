@@ -106,9 +106,9 @@ def _run_simulate(args):
 
 
 def _add_lcw(p):
-    from pionml.cli import positive_int, seed
+    from pionml.cli import event_count, seed
 
-    p.add_argument("--events", type=positive_int, default=20000,
+    p.add_argument("--events", type=event_count, default=20000,
                    help="events per sample (pi0, and pi+- half each charge)")
     p.add_argument("--seed", type=seed, default=1)
     p.add_argument("--out-dir", help="where to write the tables (default: a new folder "
@@ -144,9 +144,9 @@ def _run_lcw(args):
 
 
 def _add_validate(p):
-    from pionml.cli import positive_int, seed
+    from pionml.cli import event_count, positive_int, seed
 
-    p.add_argument("--events", type=positive_int, default=2000,
+    p.add_argument("--events", type=event_count, default=2000,
                    help="events per sample point (default 2000; runtime ~1 min)")
     p.add_argument("--seed", type=seed, default=7, help="random seed (default 7)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

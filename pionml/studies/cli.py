@@ -25,7 +25,7 @@ def training_size(text: str):
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from pionml.cli import positive_float, positive_int
+    from pionml.cli import positive_float, positive_int, seed
 
     p.add_argument("--task", default="classify", help="classify or regress (default classify)")
     p.add_argument("--model", nargs="+", required=True, metavar="M",
@@ -59,7 +59,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hyper", default=None, metavar="JSON",
                    help='hyper-parameters as JSON, per model: \'{"cnn": {"channels": [16, 32]}}\'; '
                         "an object whose keys are not model names applies to every --model")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=seed, default=0,
                    help="seed of the row permutation and of every training (default 0)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
