@@ -158,29 +158,8 @@ def atomic_output(path, inputs=(), what: str = "--out", make_parent: bool = Fals
     and an ``OSError`` (e.g. ``ENOSPC``, "No space left on device") is raised again as one
     :class:`~pionml.errors.OutputError` naming the output. ``make_parent``: create missing
     folders (otherwise a missing folder is refused)."""
-    p = check_output(path, inputs, what)
-    if not p.parent.is_dir():
-        if not make_parent:
-            raise OutputError(f"{what} '{path}': folder '{p.parent}' does not exist")
-        try:
-            p.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(f"{what} '{path}': cannot create folder '{p.parent}' "
-                              f"({exc.strerror or exc})") from exc
-    tmp = temporary_name(p)
-    try:
+    with atomic_outputs([path], inputs, what, make_parent) as (tmp,):
         yield tmp
-        if not tmp.is_file():
-            raise OutputError(f"{what} '{path}': nothing was written")
-        os.replace(tmp, p)
-    except OSError as exc:
-        _remove(tmp)
-        reason = exc.strerror or str(exc) or type(exc).__name__
-        raise OutputError(f"{what} '{path}' could not be written ({reason}); the previous file, "
-                          "if any, is left as it was") from exc
-    except BaseException:
-        _remove(tmp)
-        raise
 
 
 @contextlib.contextmanager
@@ -214,8 +193,9 @@ def atomic_outputs(paths, inputs=(), what: str = "--out", make_parent: bool = Fa
         failed = next((p for p, tmp in zip(paths, tmps) if name in (p.name, tmp.name)), None)
         named = f"'{failed}'" if failed else " and ".join(f"'{p}'" for p in paths)
         reason = exc.strerror or str(exc) or type(exc).__name__
-        raise OutputError(f"{what} {named} could not be written ({reason}); the previous "
-                          "files, if any, are left as they were") from exc
+        previous = ("the previous file, if any, is left as it was" if len(paths) == 1 else
+                    "the previous files, if any, are left as they were")
+        raise OutputError(f"{what} {named} could not be written ({reason}); {previous}") from exc
     except BaseException:
         for tmp in tmps:
             _remove(tmp)

@@ -517,6 +517,21 @@ def test_build_jobs_capped_to_the_parts_and_same_dataset(files, tmp_path, caplog
         tmp_path / "j3.h5")
 
 
+def test_a_failure_while_planning_the_parts_leaves_no_parts_folder(files, tmp_path, monkeypatch):
+    """The parts folder of a --jobs build is removed whatever fails, also before the workers
+    start (planning the parts, starting the pool)."""
+    import pionml.builder.parallel as parallel
+
+    def broken(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(parallel, "_parts", broken)
+    out = tmp_path / "out"
+    out.mkdir()
+    assert build(files["a.root"], "--out", out / "d.h5", "--jobs", "2") == 1
+    assert list(out.iterdir()) == []
+
+
 def test_simulate_jobs_capped_to_the_batches(tmp_path, caplog):
     from pionml.io.digest import root_digest
 

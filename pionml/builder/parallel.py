@@ -341,15 +341,19 @@ def build_parallel(builder: _Builder, inputs, jobs: int) -> BuildSummary:
     if builder.cluster_tree_input:  # image-format files are read whole: one process
         logger.info("build: image-format ClusterTree inputs are built in one process (--jobs ignored)")
         return builder.run_prepared(inputs, geometry, t0)
-    folder = Path(tempfile.mkdtemp(prefix=".pionml-build-parts-", dir=builder.out.parent))
-    parts = _parts(inputs, builder.step_size, jobs, folder)
     from pionml.values import cap_jobs
 
-    jobs = cap_jobs(jobs, len(parts), "parts (of whole --step-size chunks)")
-    kwargs = dict(geometry=geometry, selection=builder.selection, split=builder.split,
-                  seed=builder.seed, on_error=builder.on_error, step_size=builder.step_size,
-                  specs=builder.specs, cells=builder.cells, out=builder.out,
-                  min_fraction=builder.min_fraction)
+    folder = Path(tempfile.mkdtemp(prefix=".pionml-build-parts-", dir=builder.out.parent))
+    try:  # the parts folder never outlives a failure, here or below
+        parts = _parts(inputs, builder.step_size, jobs, folder)
+        jobs = cap_jobs(jobs, len(parts), "parts (of whole --step-size chunks)")
+        kwargs = dict(geometry=geometry, selection=builder.selection, split=builder.split,
+                      seed=builder.seed, on_error=builder.on_error, step_size=builder.step_size,
+                      specs=builder.specs, cells=builder.cells, out=builder.out,
+                      min_fraction=builder.min_fraction)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     s = builder.summary
     failed_files: set = set()
     bar = progress_bar(total=len(parts), unit=" parts", desc=f"build ({jobs} jobs)",
