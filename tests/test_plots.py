@@ -46,3 +46,39 @@ def test_streamed_pixel_statistics_equal_numpy():
     expect = [np.corrcoef(x.reshape(301, -1)[:, j], y)[0, 1] for j in range(1, 8)]
     np.testing.assert_allclose(r[1:], expect, rtol=1e-8)
     assert r[0] == 0.0 and r[3] > 0.95  # pixel (1, 1) drives y
+
+
+def test_image_statistics_with_a_span_of_one_class():
+    """A span of sorted rows holding one class only (the rows of one species' file) adds nothing
+    to the other class's sums (it raised 'cannot reshape array of size 0' on the paper sample)."""
+    import numpy as np
+
+    from pionml.evaluate.images import PixelStats, image_statistics
+
+    rng = np.random.default_rng(1)
+    n = 40
+    images = {"L": rng.random((n, 2, 2)).astype(np.float32)}
+    e_em = rng.uniform(1, 2, n)
+    labels = np.r_[np.ones(20, bool), np.zeros(20, bool)]  # spans of 8: the first ones all pi0
+    outputs = rng.random(n)
+
+    class Block:
+        def __init__(self, rows):
+            self.clusters = {"E_em": e_em[rows]}
+            self.images = {k: v[rows] for k, v in images.items()}
+
+        def __len__(self):
+            return len(self.clusters["E_em"])
+
+    class Data:
+        image_shapes = {"L": (2, 2)}
+
+        def read_rows(self, rows, clusters, images):
+            return Block(rows)
+
+    stats = image_statistics(Data(), np.arange(n), labels, outputs, span_rows=8)
+    whole = PixelStats()
+    frac = images["L"] / e_em[:, None, None]
+    whole.update({"L": frac[~labels]}, 1.0 - outputs[~labels])
+    assert stats["pipm"].n == 20 and stats["pi0"].n == 20
+    np.testing.assert_allclose(stats["pipm"].mean("L"), whole.mean("L"), rtol=1e-6)

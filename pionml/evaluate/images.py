@@ -21,6 +21,8 @@ class PixelStats:
 
     def update(self, images: dict, y: np.ndarray) -> None:
         y = np.asarray(y, dtype=np.float64)
+        if len(y) == 0:  # a block without clusters of this class (rows sorted by file: a span of
+            return       # one species), which numpy cannot reshape to (0, -1)
         self.n += len(y)
         self.sy += float(y.sum())
         self.syy += float((y * y).sum())
