@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 from pathlib import Path
 
 from pionml.errors import OutputError
+from pionml.io import temp_path
 
 #: Files a trained run folder holds (pionml.runs.folder): never an output of another command.
 RUN_FILES = frozenset({"model.json", "task.json", "data.json", "normalisation.json", "weights.pt",
@@ -85,13 +85,7 @@ def check_output(path, inputs=(), what: str = "--out") -> Path:
         raise OutputError(f"{what} '{path}' is a directory; give a file name inside it")
     if p.exists() and not p.is_file():
         raise OutputError(f"{what} '{path}' exists and is not a regular file")
-    existing = Path(os.path.abspath(os.fspath(p))).parent
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise OutputError(f"{what} '{path}': '{existing}' is not a directory")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise OutputError(f"{what} '{path}': folder '{existing}' is not writable")
+    _check_writable_folder(Path(os.path.abspath(os.fspath(p))).parent, path, what)
     resolved = _resolved(p)
     if _is_run_file(resolved):
         raise OutputError(f"{what} '{path}' is the file '{resolved.name}' of the run folder "
@@ -125,22 +119,20 @@ def check_output_dir(path, inputs=(), what: str = "--out") -> Path:
         raise OutputError(f"{what} '{path}' is a file, not a folder")
     if _is_run_file(_resolved(p)):
         raise OutputError(f"{what} '{path}' is one of the files of run folder '{p.parent}'")
-    existing = Path(os.path.abspath(os.fspath(p)))
+    _check_writable_folder(Path(os.path.abspath(os.fspath(p))), path, what)
+    return p
+
+
+def _check_writable_folder(folder: Path, path, what: str) -> None:
+    """The first existing folder at or above ``folder`` is a writable directory (where ``path``
+    or the folders to make for it will be created)."""
+    existing = folder
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir():
         raise OutputError(f"{what} '{path}': '{existing}' is not a directory")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise OutputError(f"{what} '{path}': folder '{existing}' is not writable")
-    return p
-
-
-def temporary_name(path) -> Path:
-    """A unique hidden temporary path in the folder of ``path`` (``.NAME.<pid>-<random>.part``):
-    two writers of one output never share it, and a rename onto ``path`` stays on one file
-    system."""
-    p = Path(os.fspath(path))
-    return p.with_name(f".{p.name}.{os.getpid()}-{secrets.token_hex(4)}.part")
 
 
 def _remove(path: Path) -> None:
@@ -178,7 +170,7 @@ def atomic_outputs(paths, inputs=(), what: str = "--out", make_parent: bool = Fa
             except OSError as exc:
                 raise OutputError(f"{what} '{p}': cannot create folder '{p.parent}' "
                                   f"({exc.strerror or exc})") from exc
-    tmps = [temporary_name(p) for p in paths]
+    tmps = [temp_path(p) for p in paths]
     try:
         yield tmps
         for p, tmp in zip(paths, tmps):
