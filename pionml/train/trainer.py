@@ -115,20 +115,20 @@ class TrainConfig:
         return out
 
 
-#: Seeds are 32-bit: numpy's global generator (and the data order) take 0 <= seed < 2**32.
-SEED_LIMIT = 2 ** 32
-
-
 def check_seed(seed, what: str = "training seed") -> int:
-    """``seed`` as an int in ``0 <= seed < 2**32`` (an integral float such as ``3.0`` from a
-    JSON file is accepted), else a ConfigError naming the value: a bool, a string, a fractional
-    or non-finite number, a negative or too large one."""
-    ok = not isinstance(seed, bool) and (
-        isinstance(seed, (int, np.integer))
-        or (isinstance(seed, (float, np.floating)) and math.isfinite(seed) and float(seed).is_integer()))
-    if not ok or not 0 <= int(seed) < SEED_LIMIT:
-        raise ConfigError(f"{what} must be an integer with 0 <= seed < 2**32, got {seed!r}")
-    return int(seed)
+    """``seed`` through the one seed check (:func:`pionml.values.seed`: 0 <= seed < 2**32); an
+    integral float such as ``3.0`` from a JSON file and numpy integers are taken as integers; a
+    bool, a string, a fractional or non-finite number, a negative or too large one is a
+    ConfigError naming the value."""
+    from pionml import values
+
+    if isinstance(seed, np.integer) or (isinstance(seed, (float, np.floating))
+                                        and math.isfinite(seed) and float(seed).is_integer()):
+        seed = int(seed)
+    try:
+        return values.seed(seed)
+    except ValueError:
+        raise ConfigError(f"{what} must be an integer with 0 <= seed < 2**32, got {seed!r}") from None
 
 
 #: The options of :class:`TrainConfig` that a resumed run must share with its checkpoint (the
