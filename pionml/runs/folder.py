@@ -113,9 +113,10 @@ def write_text(path: Path, text: str) -> None:
 
 def write_json(path: Path, obj) -> None:
     """Write strict JSON (no Infinity/NaN tokens), atomically."""
-    path = Path(path)
-    text = json.dumps(_strict(jsonable(obj)), indent=2, allow_nan=False)
-    _write_atomically(path, lambda tmp: tmp.write_text(text))
+    from pionml.outputs import json_text
+
+    text = json_text(obj)
+    _write_atomically(Path(path), lambda tmp: tmp.write_text(text))
 
 
 def save_tensors(obj: dict, path: Path) -> None:
