@@ -1,4 +1,4 @@
-"""Real-format MLTree files written by ROOT itself (tests/data/README.md, issue 12): the builder
+"""Real-format MLTree files written by ROOT itself (tests/data/README.md): the builder
 keeps the same clusters with the same images as from the same events written by pionml, loses
 no event, and counts every cluster under a reason. ROOT is not needed here (uproot reads)."""
 
