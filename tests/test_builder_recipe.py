@@ -110,7 +110,7 @@ def test_make_dataset_with_the_simulation(tmp_path):
 
 
 def test_make_dataset_checks_output_and_split_before_simulating(tmp_path, monkeypatch):
-    """Issue 11: a bad output or split fails at once, not after the (long) simulation."""
+    """A bad output or split fails at once, not after the (long) simulation."""
     from pionml.errors import ConfigError, OutputError
 
     monkeypatch.setattr(recipe, "_simulate_to_root", lambda *a, **k: pytest.fail("simulated"))
