@@ -8,10 +8,11 @@ beside the bdt reference, with paired bootstrap uncertainties.
 A variant is a name and a JSON object with the keys ``model`` (default cnn), ``recipe``
 (default/seed002), ``train`` (training options over the recipe's, e.g. ``{"scheduler": "cosine"}``),
 ``task`` (task options, e.g. ``{"scalars": false}``), ``data`` (data options, e.g.
-``{"image_mode": "log"}``) and ``hyper``. Without ``--variant`` three are run: seed002 (the
+``{"image_mode": "log"}``) and ``hyper``. Without ``--variant`` four are run: seed002 (the
 paper's CNN and recipe: energy fractions only, no E_EM/eta branch, constant rate), fraction (the
-paper's CNN with the E_EM/eta branch: pionml's default before the log pixels) and the default
-CNN (log-scaled pixels). The bdt (defaults) is fitted once and is the reference of
+paper's CNN with the E_EM/eta branch: pionml's default before the log pixels), log (log-scaled
+pixels: the default before the layer-summary branch) and the default CNN (log-scaled pixels and
+the layer-summary branch). The bdt (defaults) is fitted once and is the reference of
 every variant. Each variant is trained once per ``--seeds`` value (run folder NAME/sSEED); a run
 folder that already holds a trained run is scored again, not retrained, so variants can be added
 to a study one at a time. Printed per variant and seed: training seconds, epochs run, seconds per
@@ -29,7 +30,8 @@ from pathlib import Path
 
 DEFAULT_VARIANTS = {
     "seed002": {"recipe": "seed002"},
-    "fraction": {"hyper": {"pixels": "fraction"}},
+    "fraction": {"hyper": {"pixels": "fraction", "summary": False}},
+    "log": {"hyper": {"summary": False}},
     "default": {},
 }
 

@@ -1,6 +1,8 @@
 """Model registry and heads: every model runs forward and backward on a tiny batch, heads keep
 their physical ranges, the scalar branch reads the cluster scalars (design.md section 7)."""
 
+import math
+
 import pytest
 import torch
 
@@ -190,7 +192,35 @@ def test_a_cnn_saved_before_the_pixel_option_reads_fractions(batch_and_spec):
     model = build_model("cnn", spec, pixels="fraction")
     config = model.config()
     old = {**config, "hyper": {k: v for k, v in config["hyper"].items()
-                               if k not in ("layout", "norm", "pixels")}}
+                               if k not in ("layout", "norm", "pixels", "summary")}}
     loaded = model_class("cnn").from_config(old)
-    assert loaded.pixels == "fraction" and loaded.layout == "seed002"
+    assert loaded.pixels == "fraction" and loaded.layout == "seed002" and not loaded.summary
     assert model_class("cnn").from_config(build_model("cnn", spec).config()).pixels == "log"
+
+
+def test_layer_summaries_of_known_images():
+    """One layer with energy in two pixels: its share, hottest pixel, hit fraction and the
+    energy-weighted centre and spread in units of the image's half-width are known by hand."""
+    from pionml.models.images import SUMMARY_FEATURES, layer_summaries
+
+    img = torch.zeros(2, 5, 3)
+    img[0, 0, 1] = 0.2   # eta = -1 (first row), phi = 0 (middle column)
+    img[0, 4, 1] = 0.6   # eta = +1
+    img[1, 2, 2] = 0.5   # one pixel: eta 0, phi +1, no spread
+    empty = torch.zeros(2, 2, 2)
+    s = layer_summaries({"A": img, "B": empty}, ["A", "B"])
+    assert s.shape == (2, 2 * len(SUMMARY_FEATURES))
+    a = dict(zip(SUMMARY_FEATURES, s[0, :8].tolist()))
+    assert a["fraction"] == pytest.approx(0.8)
+    assert a["log_fraction"] == pytest.approx(math.log10(0.801), rel=1e-5)
+    assert a["max_fraction"] == pytest.approx(0.6)
+    assert a["hit_pixels"] == pytest.approx(2 / 15)
+    assert a["eta_mean"] == pytest.approx(0.5)            # (-0.2 + 0.6) / 0.8
+    assert a["eta_width"] == pytest.approx(math.sqrt(1 - 0.25), abs=1e-5)
+    assert a["phi_mean"] == pytest.approx(0.0) and a["phi_width"] == pytest.approx(0.0, abs=2e-3)
+    b = dict(zip(SUMMARY_FEATURES, s[1, :8].tolist()))
+    assert (b["eta_mean"], b["phi_mean"]) == pytest.approx((0.0, 1.0))
+    assert b["eta_width"] == pytest.approx(0.0, abs=2e-3)
+    # an empty layer gives zeros (and the floor of the log), no NaN
+    assert torch.isfinite(s).all()
+    assert s[:, 8].tolist() == [0.0, 0.0] and s[0, 9].item() == pytest.approx(-3.0)

@@ -137,6 +137,34 @@ CNN_LAYOUTS = ("seed002", "emb2")
 #: few that hold most of the energy).
 CNN_PIXELS = ("fraction", "sqrt", "log")
 LOG_PIXEL_F0 = 1e-3
+#: Per-layer features of the CNN's ``summary`` branch (:func:`layer_summaries`).
+SUMMARY_FEATURES = ("fraction", "log_fraction", "max_fraction", "hit_pixels",
+                    "eta_mean", "phi_mean", "eta_width", "phi_width")
+
+
+def layer_summaries(images: dict, names) -> torch.Tensor:
+    """(B, 8 x n_layers): what each layer's energy-fraction image says as a whole, computed from
+    its pixels (a pure-image input; no cluster moment is read): the layer's share of the cluster
+    energy f and log10(f + 1e-3), its hottest pixel, the fraction of its pixels that hold
+    energy, and the energy-weighted centre and spread in eta and phi (in units of the image's
+    half-width, -1 to 1). With the shares of all layers the network reads the longitudinal
+    profile, and 1 - their sum is the cluster's energy outside the images (presampler, cells
+    outside the window or under the image cut)."""
+    out = []
+    for name in names:
+        x = torch.clamp(images[name], min=0.0)  # (B, h, w)
+        h, w = x.shape[1], x.shape[2]
+        eta = torch.linspace(-1.0, 1.0, h, dtype=x.dtype, device=x.device) if h > 1 else x.new_zeros(1)
+        phi = torch.linspace(-1.0, 1.0, w, dtype=x.dtype, device=x.device) if w > 1 else x.new_zeros(1)
+        f = x.sum(dim=(1, 2))
+        norm = torch.clamp(f, min=1e-6)
+        p_eta, p_phi = x.sum(dim=2) / norm[:, None], x.sum(dim=1) / norm[:, None]
+        m_eta, m_phi = (p_eta * eta).sum(1), (p_phi * phi).sum(1)
+        s_eta = torch.sqrt(torch.clamp((p_eta * eta ** 2).sum(1) - m_eta ** 2, min=0.0) + 1e-6)
+        s_phi = torch.sqrt(torch.clamp((p_phi * phi ** 2).sum(1) - m_phi ** 2, min=0.0) + 1e-6)
+        out += [f, torch.log10(f + 1e-3), x.flatten(1).amax(1), (x > 0).float().flatten(1).mean(1),
+                m_eta, m_phi, s_eta, s_phi]
+    return torch.stack(out, dim=1)
 
 
 @register
@@ -156,30 +184,33 @@ class CNN(ClusterModel):
       flattened into a third dense branch; concatenated, dense layers with dropout.
 
     ``norm`` (batch / group / none) normalises each convolution's output; ``pixels`` scales the
-    images in the model (:data:`CNN_PIXELS`). The default is the ``seed002`` layout reading the
-    energy fractions through the ``log`` scaling (docs/models.md: it beat the fractions as they
-    are, and the ``emb2`` layout did not); ``--recipe seed002`` gives the paper's network
-    (``seed002`` layout, ``pixels`` = ``fraction``). The regressor ignores ``layout`` and ``pixels``
-    (it reads standardised pixels).
+    images in the model (:data:`CNN_PIXELS`); ``summary`` adds a fourth branch that reads each
+    layer's image as a whole (:func:`layer_summaries`: its share of the cluster energy, hottest
+    pixel, hit pixels, centre and spread; computed from the pixels, no cluster moment). The
+    default is the ``seed002`` layout reading the energy fractions through the ``log`` scaling
+    with the summary branch (docs/models.md: each beat the paper's network on the same data, the
+    ``emb2`` layout did not); ``--recipe seed002`` gives the paper's network (``seed002``
+    layout, ``pixels`` = ``fraction``, no summary branch). The regressor ignores ``layout``,
+    ``pixels`` and ``summary`` (it reads standardised pixels).
     """
 
     name = "cnn"
     inputs = ("images",)
     defaults = {"channels": (16, 32), "dense": 64, "dropout": 0.2, "layout": "seed002",
-                "norm": "none", "pixels": "log"}
+                "norm": "none", "pixels": "log", "summary": True}
     train_defaults = {"epochs": 25, "batch_size": 256, "lr": 1e-3, "patience": 5}
     #: seed 002's training of the classifier (constant rate, early stopping, no augmentation)
     recipes = {"seed002": {"epochs": 25, "batch_size": 256, "lr": 1e-3, "patience": 5,
                            "scheduler": "none", "augment": "none"}}
     #: seed 002's classifier reads the energy fractions as they are (ATL-PHYS-PUB-2020-018 4.2.2)
-    recipe_hyper = {"seed002": {"layout": "seed002", "pixels": "fraction"}}
+    recipe_hyper = {"seed002": {"layout": "seed002", "pixels": "fraction", "summary": False}}
     #: the paper's pixels, and the public CNN's layout (with batch normalisation), built, trained
     #: and exported by the registry-driven tests beside the defaults
-    alternatives = {"classify": {"fraction": {"pixels": "fraction"},
+    alternatives = {"classify": {"fraction": {"pixels": "fraction", "summary": False},
                                  "emb2": {"layout": "emb2", "norm": "batch", "pixels": "sqrt"}}}
 
     #: what a run saved before the hyper-parameter existed was trained with
-    _saved_before = {"layout": "seed002", "norm": "none", "pixels": "fraction"}
+    _saved_before = {"layout": "seed002", "norm": "none", "pixels": "fraction", "summary": False}
 
     @classmethod
     def from_config(cls, config: dict) -> "CNN":
@@ -188,7 +219,8 @@ class CNN(ClusterModel):
         config = {**config, "hyper": {**cls._saved_before, **config["hyper"]}}
         return super().from_config(config)
 
-    def build_body(self, spec: DataSpec, channels, dense, dropout, layout, norm, pixels) -> int:
+    def build_body(self, spec: DataSpec, channels, dense, dropout, layout, norm, pixels,
+                   summary) -> int:
         shapes = spec.image_shapes
         self.sizes = [shapes[g[0]] for g in GROUPS]
         for key, value, choices in (("layout", layout, CNN_LAYOUTS), ("norm", norm, NORMS),
@@ -215,8 +247,12 @@ class CNN(ClusterModel):
             flat = [channels[-1] * (self.sizes[0][0] // 2 ** n) * self.sizes[0][1],
                     channels[-1] * (self.sizes[1][0] // 2 ** n) * (self.sizes[1][1] // 2 ** n),
                     channels[0] * self.sizes[2][0] * self.sizes[2][1]]
+        self.summary = bool(summary)
+        if self.summary:
+            self.layer_names = list(shapes)
+            flat.append(len(SUMMARY_FEATURES) * len(shapes))
         self.dense = nn.ModuleList(mlp((f, dense), dropout) for f in flat)
-        self.merge = mlp((3 * dense, dense), dropout)
+        self.merge = mlp((len(flat) * dense, dense), dropout)
         return dense
 
     def _build_regressor(self, shapes, channels, dense, dropout, norm) -> int:
@@ -239,6 +275,7 @@ class CNN(ClusterModel):
             a = self.dense_all(self.all_layers(x).flatten(1))
             b = self.emb1_flat(batch.images[GROUPS[0][0]].flatten(1))  # (B, 512)
             return self.merge(torch.cat([a, b], dim=1))
+        extra = [layer_summaries(batch.images, self.layer_names)] if self.summary else []
         images = batch.images
         if self.pixels == "sqrt":
             images = {name: torch.sqrt(torch.clamp(x, min=0.0)) for name, x in images.items()}
@@ -251,13 +288,14 @@ class CNN(ClusterModel):
             x2 = self.emb2(images[emb2].unsqueeze(1)).flatten(1)  # (B, 1, 16, 16) convolved
             x1 = images[emb1].flatten(1)  # (B, 512)
             xr = torch.cat([images[name].flatten(1) for name in self.rest], dim=1)  # (B, 168)
-            feats = [d(x) for d, x in zip(self.dense, (x2, x1, xr))]
+            feats = [d(x) for d, x in zip(self.dense, (x2, x1, xr, *extra))]
             return self.merge(torch.cat(feats, dim=1))
         x1 = upscale_group(images, GROUPS[0], self.sizes[0])  # (B, 1, 128, 4)
         x2 = upscale_group(images, GROUPS[1], self.sizes[1])  # (B, 2, 16, 16)
         x3 = upscale_group(images, GROUPS[2], self.sizes[2])  # (B, 3, 4, 4)
         feats = [d(conv(x).flatten(1)) for d, conv, x in
                  zip(self.dense, (self.emb1, self.emb23, self.tile), (x1, x2, x3))]
+        feats += [d(x) for d, x in zip(self.dense[3:], extra)]
         return self.merge(torch.cat(feats, dim=1))
 
 
