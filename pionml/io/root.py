@@ -2,10 +2,11 @@
 
 Reading goes through uproot and works on TTrees (real ATLAS files, ``std::vector<std::vector>``
 branches) and RNTuples (what pionml writes, because uproot cannot write vectors of vectors into
-a TTree) alike. The schema is checked up front; every chunk is checked for jagged-length
-mismatches, NaN/inf energies and cell IDs absent from CellGeo. Errors name the file, tree,
-branch, entry and cluster; with ``on_error="skip"`` the smallest bad unit (a cluster, or an event
-when the event itself is bad) is dropped and counted instead.
+a TTree) alike. The schema is checked up front; every chunk goes through the checks every input
+path shares (:mod:`pionml.io.checks`: lengths, cells, values, truth). Errors name the file,
+tree, branch, entry and cluster; with ``on_error="skip"`` the smallest bad unit (a cluster, or
+an event when the event itself is bad) is dropped and counted instead, under the reasons of
+:data:`pionml.io.checks.SKIP_REASONS`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Iterator
 import numpy as np
 
 from pionml.errors import DataError, SchemaError, where
+from pionml.io.checks import CheckCounts
 from pionml.geometry import CALO_SAMPLINGS, IMAGE_LAYERS, CellGeometry
 
 logger = logging.getLogger(__name__)
@@ -502,6 +504,8 @@ class MLTreeReader:
         self.step_size = int(step_size)
         self.skipped: Counter = Counter()  # clusters per reason
         self.skipped_events: Counter = Counter()  # whole events per (event-level) reason
+        self._counts = CheckCounts(skipped=self.skipped, events_skipped=self.skipped_events)
+        self._checker = None
         self.n_read = 0
         self._file = _open(self.path)
         self._tree = _get_tree(self._file, self.path, tree)
@@ -609,16 +613,16 @@ class MLTreeReader:
     def iterate(self, on_error: str = "raise", step_size: int | None = None,
                 entry_start: int = 0, entry_stop: int | None = None,
                 validate: bool = True) -> Iterator:
-        """Yield validated chunks (awkward record arrays). ``on_error``: "raise" or "skip":
-        the smallest bad unit is dropped and counted. A bad cluster (non-finite energy, a cell ID
-        absent from CellGeo, cell branches of different lengths) goes alone, counted in
-        ``skipped`` (clusters per reason); its event stays with its other clusters, and the
+        """Yield validated chunks (awkward record arrays), checked by :meth:`validate`.
+        ``on_error``: "raise" or "skip": the smallest bad unit is dropped and counted. A bad
+        cluster goes alone, counted in ``skipped`` (clusters per reason of
+        :data:`pionml.io.checks.SKIP_REASONS`); its event stays with its other clusters, and the
         chunk's ``cluster_number`` field gives each remaining cluster's index in the file (and
         ``nCluster`` is updated). An event goes only when the event is bad (per-cluster vectors
         of different lengths, bad truth), counted in ``skipped_events`` (events per reason) and
         its clusters in ``skipped``. A cluster with no written cell is legal data (MLTree
         writes no cell below 5 MeV), never an error. ``validate=False``: chunks as read, for a
-        caller that checks every value itself at a finer grain (the builder)."""
+        caller that runs the checks itself (the builder)."""
         import awkward as ak
 
         if on_error not in ("raise", "skip"):
@@ -631,154 +635,58 @@ class MLTreeReader:
             if not validate:
                 yield ak.with_field(chunk, entries, "entry")
                 continue
-            ev_reasons, clus_reasons = self.validate(chunk, entries,
-                                                     raise_errors=(on_error == "raise"))
-            nclus = ak.num(chunk["cluster_E"], axis=1).to_numpy()
-            ev_keep = np.array([r is None for r in ev_reasons], dtype=bool)
-            for e in np.flatnonzero(~ev_keep):
-                self.skipped_events[ev_reasons[e]] += 1
-                self.skipped[ev_reasons[e]] += int(nclus[e])
+            checked = self.validate(chunk, entries, raise_errors=(on_error == "raise"))
+            nclus = checked.clusters_per_event
+            ev_keep = ~checked.event_bad
+            keep = ~checked.bad[np.repeat(ev_keep, nclus)]
             chunk, entries, nclus = chunk[ev_keep], entries[ev_keep], nclus[ev_keep]
-            keep = np.array([r is None for r in clus_reasons], dtype=bool)
-            for r in clus_reasons[~keep]:
-                self.skipped[r] += 1
             index = ak.local_index(chunk["cluster_E"], axis=1)
             if not keep.all():
-                mask = ak.unflatten(keep, nclus)
-                fields = {}
-                for b in chunk.fields:
-                    spec = spec_for(b) if b in self.branches else None
-                    if spec is not None and spec.level >= 1 and spec.group in ("cluster", "cell"):
-                        fields[b] = chunk[b][mask]
-                    else:
-                        fields[b] = chunk[b]
-                if "nCluster" in fields:
-                    fields["nCluster"] = ak.values_astype(ak.sum(mask, axis=1),
-                                                          np.asarray(chunk["nCluster"]).dtype)
-                chunk = ak.zip(fields, depth_limit=1)
-                index = index[mask]
+                chunk, index = self._drop_clusters(chunk, keep, nclus, index)
             if (~ev_keep).any() or not keep.all():
                 logger.warning("%s: skipped %d bad events and %d bad clusters in entries %d-%d",
                                self.path, int((~ev_keep).sum()), int((~keep).sum()), start, end)
             chunk = ak.with_field(chunk, index, "cluster_number")
             yield ak.with_field(chunk, entries, "entry")
 
-    def validate(self, chunk, entries, raise_errors=True):
-        """Check one chunk. Raises on the first problem (``raise_errors``), or returns
-        ``(event_reasons, cluster_reasons)``: a reason (or None) per event, and an object array
-        with a reason (or None) per cluster of the events without a reason."""
+    def _drop_clusters(self, chunk, keep, nclus, index):
+        """The chunk without the clusters not in ``keep`` (flat over its clusters), in every
+        per-cluster and per-cell branch; ``nCluster`` recounted."""
         import awkward as ak
 
-        n = len(chunk)
-        reasons: list = [None] * n
+        mask = ak.unflatten(keep, nclus)
+        fields = {}
+        for b in chunk.fields:
+            spec = spec_for(b) if b in self.branches else None
+            if spec is not None and spec.level >= 1 and spec.group in ("cluster", "cell"):
+                fields[b] = chunk[b][mask]
+            else:
+                fields[b] = chunk[b]
+        if "nCluster" in fields:
+            fields["nCluster"] = ak.values_astype(ak.sum(mask, axis=1),
+                                                  np.asarray(chunk["nCluster"]).dtype)
+        return ak.zip(fields, depth_limit=1), index[mask]
 
-        def flag(mask, reason, branch, detail):
-            mask = np.asarray(mask, dtype=bool)
-            if not mask.any():
-                return
-            if raise_errors:
-                i = int(np.flatnonzero(mask)[0])
-                raise DataError(f"{where(file=self.path, tree=self.tree_name, branch=branch, entry=int(entries[i]))}: {detail(i)}")
-            for i in np.flatnonzero(mask):
-                if reasons[i] is None:
-                    reasons[i] = reason
+    def validate(self, chunk, entries, raise_errors=True):
+        """Check one chunk with the checks every input path runs (:mod:`pionml.io.checks`, the
+        builder's): raises on the first problem (``raise_errors``), or counts the bad clusters
+        and events in ``skipped`` and ``skipped_events``. Returns the
+        :class:`~pionml.io.checks.EventChunk` (``bad``: per cluster, ``event_bad``: per
+        event). Cell IDs are checked against CellGeo when the reader was made with
+        ``check_cells``."""
+        import awkward as ak
 
-        # -- event-level: which value belongs to which cluster is unknown, or the truth is bad
-        cluster_branches = [b for b in self.branches if spec_for(b).level >= 1
-                            and spec_for(b).group in ("cluster", "cell")]
-        ref = "cluster_E"
-        nclus = ak.num(chunk[ref], axis=1).to_numpy()
-        if "nCluster" in self.branches:
-            declared = ak.to_numpy(chunk["nCluster"]).astype(np.int64)
-            flag(declared != nclus, "length mismatch", ref,
-                 lambda i: f"{nclus[i]} clusters, but nCluster = {declared[i]}")
-        for b in cluster_branches:
-            if b == ref:
-                continue
-            m = ak.num(chunk[b], axis=1).to_numpy()
-            flag(m != nclus, "length mismatch", b,
-                 lambda i, m=m, b=b: f"{m[i]} values, but {ref} has {nclus[i]} clusters")
-        truth = [b for b in self.branches if spec_for(b).group == "truth"]
-        if truth:
-            nt = ak.num(chunk[truth[0]], axis=1).to_numpy()
-            for b in truth[1:]:
-                m = ak.num(chunk[b], axis=1).to_numpy()
-                flag(m != nt, "length mismatch", b,
-                     lambda i, m=m, b=b: f"{m[i]} values, but {truth[0]} has {nt[i]}")
-        for b in truth:
-            if spec_for(b).energy:
-                bad = ak.to_numpy(ak.any(~np.isfinite(chunk[b]), axis=1))
-                flag(bad, "non-finite energy", b,
-                     lambda i, b=b: _first_bad_value(chunk[b][i], "truth particle"))
+        from pionml.io.checks import EventChunkChecker, moments_of
 
-        # -- cluster-level, on the events whose cluster branches line up
-        ev_ok = np.array([r is None for r in reasons], dtype=bool)
-        sub, ents, ncl = chunk[ev_ok], entries[ev_ok], nclus[ev_ok]
-        first = np.concatenate(([0], np.cumsum(ncl)))[:-1]
-        ev_of = np.repeat(np.arange(len(sub)), ncl)
-        creasons = np.full(int(ncl.sum()), None, dtype=object)
-
-        def cflag(mask, reason, branch, detail):
-            mask = np.asarray(mask, dtype=bool)
-            if not mask.any():
-                return
-            if raise_errors:
-                k = int(np.flatnonzero(mask)[0])
-                e = int(ev_of[k])
-                raise DataError(f"{where(file=self.path, tree=self.tree_name, branch=branch, entry=int(ents[e]), cluster=k - int(first[e]))}: "
-                                f"{detail(k)}")
-            creasons[mask & (creasons == None)] = reason  # noqa: E711
-
-        cells = [b for b in self.branches if spec_for(b).level == 2]
-        ncell = None
-        if "cluster_cell_ID" in cells:
-            ncell = ak.flatten(ak.num(sub["cluster_cell_ID"], axis=2))
-            for b in cells:
-                if b == "cluster_cell_ID":
-                    continue
-                other = ak.flatten(ak.num(sub[b], axis=2))
-                differ = ak.to_numpy(other != ncell)
-                cflag(differ, "length mismatch", b,
-                      lambda k, b=b, o=other: f"{int(o[k])} values in {b}, but "
-                      f"{int(ncell[k])} cells in cluster_cell_ID")
-        for b in cluster_branches:
-            spec = spec_for(b)
-            if not spec.energy:
-                continue
-            vals = ak.flatten(sub[b], axis=1)
-            if np.isfinite(ak.to_numpy(ak.flatten(vals, axis=None))).all():
-                continue
-            bad = ~np.isfinite(vals)
-            if spec.level == 2:
-                bad = ak.any(bad, axis=1)
-            cflag(ak.to_numpy(bad), "non-finite energy", b,
-                  lambda k, v=vals: _first_bad_value(v[k]))
-        # Cell IDs unknown to CellGeo (a cluster with no written cell is legal data).
-        if self.check_cells and ncell is not None and len(sub):
-            flat = ak.to_numpy(ak.flatten(sub["cluster_cell_ID"], axis=None)).astype(np.uint64)
-            idx = self.geometry.index_of_id(flat)
-            if (idx < 0).any():
-                clus_of_cell = np.repeat(np.arange(len(creasons)), ak.to_numpy(ncell))
-                bad = np.zeros(len(creasons), dtype=bool)
-                bad[clus_of_cell[idx < 0]] = True
-                cflag(bad, "cell ID not in CellGeo", "cluster_cell_ID",
-                      lambda k: f"cell ID {int(flat[(idx < 0) & (clus_of_cell == k)][0])} is "
-                      f"not in CellGeo")
-        return reasons, creasons
-
-
-def _first_bad_value(values, item: str = "cell") -> str:
-    """Where the first non-finite value of one cluster's cells (or one event's truth
-    particles) is."""
-    import awkward as ak
-
-    arr = ak.to_list(values)
-    if not isinstance(arr, list):
-        return f"energy is {arr}"
-    for k, x in enumerate(arr):
-        if not np.isfinite(x):
-            return f"{item} {k}: energy is {x}"
-    return "non-finite value"
+        if self._checker is None:
+            geometry = self.geometry if self.check_cells else None
+            self._checker = EventChunkChecker(self.path, geometry,
+                                              "raise" if raise_errors else "skip",
+                                              self._counts, tree=self.tree_name)
+        self._checker.on_error = "raise" if raise_errors else "skip"
+        chunk = ak.with_field(chunk, np.asarray(entries, dtype=np.int64), "entry")
+        return self._checker.check(chunk, int(entries[0]) if len(entries) else 0,
+                                   moments_of(chunk))
 
 
 # ---------------------------------------------------------------------------------------------
