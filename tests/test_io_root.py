@@ -313,42 +313,19 @@ def _rntuple_of_groups(path, geo, n_groups):
     return path
 
 
-def test_count_entries_reads_the_footer(tmp_path, small_geo):
-    # count_entries (build --jobs plans its parts with it) gives uproot's num_entries, for an
-    # RNTuple of several cluster groups from the footer alone, and for a TTree
-    from pionml.io.root import count_entries
-
-    path = _rntuple_of_groups(tmp_path / "groups.root", small_geo, 3)
-    with uproot.open(path) as f:
-        tree = f["EventTree"]
-        assert len(tree.footer.cluster_group_records) == 3
-        assert tree._page_list_envelopes in (None, [])  # not parsed to count
-        assert count_entries(tree) == 9
-        assert tree._page_list_envelopes in (None, [])
-        assert tree.num_entries == 9
-        assert count_entries(f["CellGeo"]) == 1
-
-
-def test_page_lists_parsed_as_reads_need_them(tmp_path, small_geo):
-    # the reader lets uproot parse a cluster group's page list only when a read reaches it; the
-    # values, counts and cluster summaries are uproot's own
-    from pionml.io.root import _lazy_page_lists
-
+def test_rntuple_of_several_cluster_groups_reads_in_chunks(tmp_path, small_geo):
+    # chunks that straddle the cluster groups read the events of one whole read
     path = _rntuple_of_groups(tmp_path / "groups.root", small_geo, 4)
-    plain = uproot.open(path)["EventTree"]
-    lazy = uproot.open(path)["EventTree"]
-    assert _lazy_page_lists(lazy) and not _lazy_page_lists(lazy)  # once
     names = ["eventNumber", "cluster_E", "cluster_cell_ID"]
-    got = lazy.arrays(names, entry_start=7, entry_stop=8)
-    assert sorted(lazy._page_link_list.parsed) == [2]  # the third group only
-    assert ak.to_list(got) == ak.to_list(plain.arrays(names, entry_start=7, entry_stop=8))
-    assert ak.to_list(lazy.arrays(names)) == ak.to_list(plain.arrays(names))
-    assert lazy.num_entries == plain.num_entries == 12
-    assert [(c.num_first_entry, c.num_entries) for c in lazy.cluster_summaries] == \
-        [(c.num_first_entry, c.num_entries) for c in plain.cluster_summaries]
+    with uproot.open(path) as f:
+        assert len(f["EventTree"].footer.cluster_group_records) == 4
+        whole = f["EventTree"].arrays(names)
     reader = MLTreeReader(path, step_size=5)
-    assert [len(c) for c in reader.iterate()] == [5, 5, 2]
-    assert not _lazy_page_lists(uproot.open(path)["CellGeo"])  # a TTree: left alone
+    chunks = list(reader.iterate())
+    assert [len(c) for c in chunks] == [5, 5, 2]
+    for name in names:
+        assert ak.to_list(ak.concatenate([c[name] for c in chunks])) == ak.to_list(whole[name])
+    assert [c["entry"].tolist() for c in chunks][1] == [5, 6, 7, 8, 9]
 
 
 def test_reader_and_builder_share_the_checks(tmp_path, small_geo):

@@ -5,8 +5,8 @@ boundaries of a one-process build), builds each part in a worker process into a 
 arrays (one file per dataset, no HDF5), and takes the parts in input order, adding their counts
 and image-energy sums in that order. The compression is parallel too: as the parts arrive, their
 rows are cut into whole chunks of the output (per dataset: its chunk shape and filters), which
-the workers compress (:func:`pionml.io.hdf5.compress_chunks`: numpy shuffle + zlib, the bytes
-HDF5 stores), reading the raw files memory-mapped, and the main process stores them as
+the workers compress (:func:`pionml.io.hdf5.compress_chunks`: HDF5's own filters, in memory),
+reading the raw files memory-mapped, and the main process stores them as
 they are (``write_direct_chunk``): its serial share is a raw copy. The output is the one-process
 dataset: the same rows, chunk shapes, filters and attributes, each chunk the same bytes (only
 where the chunks lie in the file may differ; the content digest is the same). Errors
@@ -204,13 +204,11 @@ def _parts(inputs, step: int, jobs: int, folder: Path) -> list[_Part]:
     """Parts of whole chunks, about four per job (at least one chunk each), in input order."""
     import uproot
 
-    from pionml.io.root import count_entries
-
     chunks = []  # (fi, path, start, stop) per chunk
     for fi, path in enumerate(inputs):
         try:
             with uproot.open(str(path)) as f:
-                n = count_entries(f[TREE])
+                n = int(f[TREE].num_entries)
         except Exception:  # unreadable or no tree: one part, whose worker reports it as build does
             n = 1
         chunks += [(fi, str(path), a, min(a + step, n)) for a in range(0, max(n, 1), step)]

@@ -11,7 +11,6 @@ an event when the event itself is bad) is dropped and counted instead, under the
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 from collections import Counter
@@ -131,177 +130,15 @@ def _get_tree(f, path, tree):
                           f"({type(exc).__name__}: {exc})") from exc
 
 
-def count_entries(tree) -> int:
-    """The number of entries of an uproot TTree or RNTuple. An RNTuple's count is taken from the
-    footer's cluster groups (their entry spans), not from uproot's ``num_entries``, which parses
-    every page list first (~0.2 s per 40k events: a cost a caller that only counts need not pay)."""
-    records = getattr(getattr(tree, "footer", None), "cluster_group_records", None)
-    if records is not None:
-        return int(max((r.min_entry_num + r.entry_span for r in records), default=0))
-    return int(tree.num_entries)
-
-
-class _LazyPageLinks:
-    """An RNTuple's page links per cluster, each cluster group's page list parsed when a read
-    first needs it (uproot parses every page list of the file at the first read: ~0.2 s per
-    10k events, which each ``build --jobs`` worker would pay for the whole file while it reads
-    only its parts). Stands in for uproot's ``page_link_list`` (indexed by cluster)."""
-
-    def __init__(self, ntuple, records):
-        self.ntuple, self.records, self.parsed = ntuple, records, {}
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        i = range(len(self.records))[i]
-        if i not in self.parsed:
-            from uproot.models.RNTuple import PageLink
-
-            link = self.records[i].page_list_link
-            chunk, cursor = self.ntuple.read_locator(link.locator, link.env_uncomp_size)
-            self.parsed[i] = PageLink().read(chunk, cursor, {}).pagelinklist[0]
-        return self.parsed[i]
-
-
-def _lazy_page_lists(tree) -> bool:
-    """Let an uproot RNTuple parse its page lists per cluster group as reads need them. Done
-    only where every cluster group holds one cluster (as pionml and ROOT write them by default),
-    so that the cluster summaries (first entry, entries) are the footer's group records; any
-    other RNTuple, a TTree, or an uproot without these internals is left as it is."""
-    try:
-        records = tree.footer.cluster_group_records
-        untouched = tree._cluster_summaries is None and tree._page_link_list is None
-        if not untouched or not records or any(r.num_clusters != 1 for r in records):
-            return False
-        from types import SimpleNamespace
-
-        import uproot
-
-        flags = uproot.const.RNTupleClusterFlags(0)
-        summaries = [SimpleNamespace(num_first_entry=int(r.min_entry_num),
-                                     num_entries=int(r.entry_span), flags=flags) for r in records]
-        tree._page_link_list = _LazyPageLinks(tree, records)
-        tree._cluster_summaries = summaries
-        return True
-    except AttributeError:
-        return False
-
-
 def _arrays(tree, names, start, stop, path, tree_name):
-    import awkward as ak
-
-    names = list(names)
+    """Branches ``names`` of entries start..stop, read by uproot (a TTree's
+    ``vector<vector>`` branches through uproot's own AwkwardForth reader)."""
     try:
-        fast = {}
-        if hasattr(tree, "branches"):  # a TTree: vector<vector<T>> branches decoded by numba
-            for n in names:
-                arr = _read_vector_vector(tree[n], start, stop)
-                if arr is not None:
-                    fast[n] = arr
-        if not fast:
-            return tree.arrays(names, entry_start=start, entry_stop=stop)
-        rest = [n for n in names if n not in fast]
-        other = tree.arrays(rest, entry_start=start, entry_stop=stop) if rest else None
-        return ak.zip({n: fast[n] if n in fast else other[n] for n in names}, depth_limit=1)
+        return tree.arrays(list(names), entry_start=start, entry_stop=stop)
     except Exception as exc:
         raise DataError(f"{where(file=path, tree=tree_name, entry=start)}: reading entries "
                         f"{start}-{stop} failed, the file may be truncated or corrupt "
                         f"({type(exc).__name__}: {exc})") from exc
-
-
-def _decode_vector_vector_py(data, offsets, itemsize, outer, inner, values):
-    """Decode ROOT's streamed ``std::vector<std::vector<T>>`` entries (object-wise, not
-    member-wise): per entry a 4-byte byte count, a 2-byte version, the outer length, then per
-    inner vector its length and its values (big-endian). Called once with empty ``inner`` and
-    ``values`` to count (returns the numbers of inner vectors and values), then to fill.
-    Returns (-1, -1) on anything unexpected: the caller falls back to uproot's reader."""
-    fill = len(values) > 0 or len(inner) > 0
-    n_inner = 0
-    n_bytes = 0
-    for e in range(len(offsets) - 1):
-        p = offsets[e]
-        end = offsets[e + 1]
-        if p == end:  # an entry without bytes: an empty outer vector
-            outer[e] = 0
-            continue
-        if p + 10 > end:
-            return -1, -1
-        count = ((data[p] & 0x3F) << 24) | (data[p + 1] << 16) | (data[p + 2] << 8) | data[p + 3]
-        version = (data[p + 4] << 8) | data[p + 5]
-        if (data[p] & 0x40) == 0 or count + 4 != end - p or (version & 0x4000) != 0:
-            return -1, -1
-        p += 6
-        n = (data[p] << 24) | (data[p + 1] << 16) | (data[p + 2] << 8) | data[p + 3]
-        p += 4
-        outer[e] = n
-        for _ in range(n):
-            if p + 4 > end:
-                return -1, -1
-            m = (data[p] << 24) | (data[p + 1] << 16) | (data[p + 2] << 8) | data[p + 3]
-            p += 4
-            nb = m * itemsize
-            if p + nb > end:
-                return -1, -1
-            if fill:
-                inner[n_inner] = m
-                values[n_bytes:n_bytes + nb] = data[p:p + nb]
-            n_inner += 1
-            n_bytes += nb
-            p += nb
-        if p != end:
-            return -1, -1
-    return n_inner, n_bytes
-
-
-@functools.cache
-def _compiled_decoder():
-    from numba import njit
-
-    return njit(cache=True)(_decode_vector_vector_py)
-
-
-def _decode_vector_vector(*args):
-    """:func:`_decode_vector_vector_py` compiled by numba, imported and loaded on the first
-    TTree ``vector<vector>`` branch only (an RNTuple file, what the simulator writes, never
-    pays numba's ~0.5 s of import and cache load)."""
-    return _compiled_decoder()(*args)
-
-
-def _read_vector_vector(branch, start, stop):
-    """A TTree branch of ``std::vector<std::vector<number>>`` (the cell branches of real MLTree
-    files) as an awkward array, decoded from the raw entry bytes by a compiled loop: uproot's
-    generic object reader is several times slower. None when the branch is anything else (or
-    its bytes are not the expected layout): then uproot reads it."""
-    import awkward as ak
-    import uproot
-
-    model = getattr(getattr(branch, "interpretation", None), "model", None)
-    if not (isinstance(model, uproot.containers.AsVector) and model.header
-            and isinstance(model.values, uproot.containers.AsVector)
-            and not model.values.header and isinstance(model.values.values, np.dtype)):
-        return None
-    dtype = model.values.values
-    raw = branch.array(uproot.interpretation.jagged.AsJagged(
-        uproot.interpretation.numerical.AsDtype("u1")), entry_start=start, entry_stop=stop,
-        library="ak")
-    layout = ak.to_layout(raw)
-    offsets = np.asarray(layout.offsets.data, dtype=np.int64)
-    data = np.asarray(layout.content.data, dtype=np.uint8)
-    offsets = offsets - offsets[0]
-    outer = np.zeros(len(offsets) - 1, dtype=np.int64)
-    n_inner, n_bytes = _decode_vector_vector(data, offsets, dtype.itemsize, outer,
-                                             np.zeros(0, np.int64), np.zeros(0, np.uint8))
-    if n_inner < 0:
-        return None
-    inner = np.zeros(n_inner, dtype=np.int64)
-    values = np.zeros(n_bytes, dtype=np.uint8)
-    if n_inner:
-        _decode_vector_vector(data, offsets, dtype.itemsize, outer, inner, values)
-    flat = values.view(dtype).astype(dtype.newbyteorder("="))
-    return ak.unflatten(ak.unflatten(flat, inner), outer)
 
 
 def _leaf_type(array):
@@ -509,7 +346,6 @@ class MLTreeReader:
         self.n_read = 0
         self._file = _open(self.path)
         self._tree = _get_tree(self._file, self.path, tree)
-        _lazy_page_lists(self._tree)
         present = list(self._tree.keys())
         self._rename = {old: new for old, new in ALIASES.items()
                         if old in present and new not in present}
@@ -578,30 +414,20 @@ class MLTreeReader:
         """(first entry, end, record array) per ``step`` entries. A TTree's branches are read
         through one uproot iteration, which carries a basket that straddles two chunks over
         instead of reading and decompressing it again for each (the per-cluster branches of an
-        MLTree file hold thousands of events a basket); its vector<vector> cell branches are
-        decoded by :func:`_read_vector_vector`."""
+        MLTree file hold thousands of events a basket)."""
         import awkward as ak
 
-        names = list(self._file_names.values())
         if not hasattr(self._tree, "branches") or start >= stop:
             for lo in range(start, stop, step):
                 yield lo, min(lo + step, stop), self._read(lo, min(lo + step, stop))
             return
-        probe = min(start + 1, stop)
-        vv = [n for n in names if _read_vector_vector(self._tree[n], start, probe) is not None]
-        rest = [n for n in names if n not in vv]
-        it = (self._tree.iterate(rest, step_size=step, entry_start=start, entry_stop=stop)
-              if rest else None)
+        names = list(self._file_names.values())
+        it = self._tree.iterate(names, step_size=step, entry_start=start, entry_stop=stop)
         lo = start
         while lo < stop:
             hi = min(lo + step, stop)
             try:
-                other = next(it) if it is not None else None
-                arrays = {n: other[n] for n in rest}
-                for n in vv:
-                    arrays[n] = _read_vector_vector(self._tree[n], lo, hi)
-                    if arrays[n] is None:  # not the expected layout in this range: uproot
-                        arrays[n] = self._tree[n].array(entry_start=lo, entry_stop=hi)
+                arrays = next(it)
             except Exception as exc:
                 raise DataError(f"{where(file=self.path, tree=self.tree_name, entry=lo)}: reading "
                                 f"entries {lo}-{hi} failed, the file may be truncated or corrupt "
