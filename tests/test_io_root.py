@@ -177,13 +177,15 @@ def test_wrong_branch_type(tmp_path, small_geo):
 
 def test_cluster_length_mismatch(tmp_path, small_geo):
     path = write(tmp_path, small_geo, cluster_Eta=[[0.1, 0.12], [], []])
-    with pytest.raises(DataError, match=r"branch has 0 clusters, cluster_E has 1: .*branch 'cluster_Eta', entry 2$"):
+    with pytest.raises(DataError, match=r"branch has 0 clusters, cluster_E has 1: "
+                       r".*branch 'cluster_Eta', entry 2$"):
         list(MLTreeReader(path).iterate())
 
 
 def test_ncluster_mismatch(tmp_path, small_geo):
     path = write(tmp_path, small_geo, nCluster=np.array([2, 1, 1]))
-    with pytest.raises(DataError, match=r"nCluster = 1, but cluster_E has 0 clusters: .*branch 'nCluster', entry 1$"):
+    with pytest.raises(DataError, match=r"nCluster = 1, but cluster_E has 0 clusters: "
+                       r".*branch 'nCluster', entry 1$"):
         list(MLTreeReader(path).iterate())
 
 
@@ -203,7 +205,8 @@ def test_cell_length_mismatch(tmp_path, small_geo):
 
 def test_nan_energy_error_and_skip(tmp_path, small_geo):
     path = write(tmp_path, small_geo, cluster_cell_E=[[[0.5, 1.0], [2.25]], [], [[np.nan]]])
-    with pytest.raises(DataError, match=r"cell energy nan GeV is not finite .*branch 'cluster_cell_E', entry 2, cluster 0$"):
+    with pytest.raises(DataError, match=r"cell energy nan GeV is not finite "
+                       r".*branch 'cluster_cell_E', entry 2, cluster 0$"):
         list(MLTreeReader(path).iterate())
     reader = MLTreeReader(path)
     chunks = list(reader.iterate(on_error="skip"))
@@ -216,7 +219,8 @@ def test_nan_energy_error_and_skip(tmp_path, small_geo):
 
 def test_inf_cluster_energy(tmp_path, small_geo):
     path = write(tmp_path, small_geo, cluster_E=[[1.5, np.inf], [], [3.0]])
-    with pytest.raises(DataError, match=r"energy inf GeV is not finite .*branch 'cluster_E', entry 0, cluster 1$"):
+    with pytest.raises(DataError, match=r"energy inf GeV is not finite "
+                       r".*branch 'cluster_E', entry 0, cluster 1$"):
         list(MLTreeReader(path).iterate())
 
 

@@ -30,7 +30,8 @@ class BuildSummary:
     warnings: list = field(default_factory=list)
     per_split: dict = field(default_factory=lambda: {"train": 0, "val": 0, "test": 0})
     per_label: dict = field(default_factory=lambda: {"pi0": 0, "pipm": 0})
-    image_energy_fraction: float = float("nan")  # sum imaged / sum E_EM (ATL-PHYS-PUB-2020-018: ~95%)
+    #: sum imaged / sum E_EM (ATL-PHYS-PUB-2020-018: ~95%)
+    image_energy_fraction: float = float("nan")
     image_energy_fraction_mean: float = float("nan")  # mean over clusters of imaged / E_EM
     image_energy_fraction_median: float = float("nan")
     pixel_collisions: int = 0

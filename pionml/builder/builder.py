@@ -46,8 +46,8 @@ from pionml.io.checks import (EVENT_REASONS, FLOAT32_MAX, NOT_MOMENTS, OPTIONAL_
 from pionml.values import ENERGY_MAX
 
 __all__ = ["BuildSummary", "Selection", "build_dataset", "expand_inputs", "split_of_events",
-           "check_split", "check_min_fraction", "ENERGY_MAX", "SKIP_REASONS", "EVENT_REASONS",
-           "PDG_LABEL", "FLOAT32_MAX", "NOT_MOMENTS", "PDG_BRANCHES"]
+           "TREE", "check_split", "check_min_fraction", "ENERGY_MAX", "SKIP_REASONS",
+           "EVENT_REASONS", "PDG_LABEL", "FLOAT32_MAX", "NOT_MOMENTS", "PDG_BRANCHES"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +55,9 @@ REQUIRED = ("cluster_E", "cluster_Eta", "cluster_Phi", "cluster_ENG_CALIB_TOT",
             "cluster_cell_ID", "cluster_cell_E")
 USED_BRANCHES = {"runNumber", "eventNumber", "nCluster", "nTruthPart", "truthPartPdgId",
                  "truthPartE", "cluster_cell_ID", "cluster_cell_E", "cluster_cell_weight"}
-#: Below this energy-weighted fraction of the cluster energy inside the images (ATL-PHYS-PUB-2020-018: ~95 %)
-#: the build warns: cells placed far from their cluster, e.g. a CellGeo with permuted IDs.
+#: Below this energy-weighted fraction of the cluster energy inside the images
+#: (ATL-PHYS-PUB-2020-018: ~95 %) the build warns: cells placed far from their cluster, e.g. a
+#: CellGeo with permuted IDs.
 MIN_IMAGE_FRACTION = 0.5
 _check_split = check_split
 _jagged = jagged
@@ -306,7 +307,7 @@ class _Builder:
             "cells": self.cells,
             "images": {s.name: {"layer_index": s.layer_index, "deta": s.deta, "dphi": s.dphi,
                                 "shape": list(s.shape)} for s in self.specs},
-            "label": {"111": 1, "211": 0, "-211": 0},
+            "label": {str(code): label for code, label in PDG_LABEL.items()},
             "point_clouds": not self.cluster_tree_input,
             "input_format": "ClusterTree" if self.cluster_tree_input else "EventTree",
             "geometry": "from the input files" if self.geometry_arg is None else
@@ -445,7 +446,9 @@ class _Builder:
         scalars = layout["scalars"]
         missing = [k for k in ("E_em", "E_true", "eta", "phi") if k not in scalars]
         if missing:
-            raise SchemaError(f"missing branch: {where(file=path, tree='ClusterTree', branch=CLUSTER_TREE_SCALARS[missing[0]][0])}"
+            branch = CLUSTER_TREE_SCALARS[missing[0]][0]
+            raise SchemaError(f"missing branch: "
+                              f"{where(file=path, tree='ClusterTree', branch=branch)}"
                               f" (the cluster table needs {', '.join(missing)})")
         pdg_fixed = None if "pdg" in scalars else self._pdg_of_file(path)
         if self.moments is None:  # fixed by the first file
@@ -453,8 +456,9 @@ class _Builder:
             self._open_writer()
         absent = [m for m in self.moments if m not in layout["moments"]]
         if absent:
+            branch = "cluster_" + absent[0]
             raise SchemaError(f"missing branch (present in the first file): "
-                              f"{where(file=path, tree='ClusterTree', branch='cluster_' + absent[0])}")
+                              f"{where(file=path, tree='ClusterTree', branch=branch)}")
         return pdg_fixed
 
     def _process_cluster_tree_chunk(self, fi, path, chunk, layout, pdg_fixed, events: set):

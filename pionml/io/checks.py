@@ -250,7 +250,8 @@ class EventChunkChecker:
         import awkward as ak
 
         if name not in chunk.fields:
-            raise SchemaError(f"missing branch: {where(file=self.path, tree=self.tree, branch=name)}")
+            raise SchemaError(f"missing branch: "
+                              f"{where(file=self.path, tree=self.tree, branch=name)}")
         arr = chunk[name]
         if arr.ndim != ndim:
             raise SchemaError(f"branch has {arr.ndim - 1} levels of nesting per event, expected "
@@ -322,7 +323,8 @@ class EventChunkChecker:
             def message(e):
                 branch = "cluster_cell_ID" if id_lists[e] != per_event[e] else "cluster_cell_E"
                 got = id_lists[e] if branch == "cluster_cell_ID" else energy_lists[e]
-                return f"branch has {got} clusters, cluster_E has {per_event[e]}: {at.event(branch, e)}"
+                return (f"branch has {got} clusters, cluster_E has {per_event[e]}: "
+                        f"{at.event(branch, e)}")
             marks.events("length_mismatch", ~events_ok, message)
             (_, n_ids), ids = jagged(ids_arr[events_ok], np.uint64)
             (_, n_energies), energies = jagged(energy_arr[events_ok], np.float64)
@@ -383,9 +385,12 @@ class EventChunkChecker:
             order = np.lexsort((ids, owner))
             sorted_owner, sorted_ids = owner[order], ids[order]
             twice = (sorted_owner[1:] == sorted_owner[:-1]) & (sorted_ids[1:] == sorted_ids[:-1])
-            marks.clusters("duplicate_cell", np.bincount(sorted_owner[1:][twice], minlength=n) > 0,
-                           lambda k: (f"cell ID {int(sorted_ids[1:][twice & (sorted_owner[1:] == k)][0])} "
-                                      f"appears twice in the cluster: {at.cluster('cluster_cell_ID', k)}"))
+            owner_of_twice = sorted_owner[1:][twice]
+            marks.clusters("duplicate_cell", np.bincount(owner_of_twice, minlength=n) > 0,
+                           lambda k: (
+                               f"cell ID {int(sorted_ids[1:][twice & (sorted_owner[1:] == k)][0])}"
+                               f" appears twice in the cluster: "
+                               f"{at.cluster('cluster_cell_ID', k)}"))
         if self.geometry is None:
             return
         index = self.geometry.index_of_id(ids)
