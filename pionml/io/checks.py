@@ -270,8 +270,10 @@ class EventChunkChecker:
     def check(self, chunk, entry0: int, moments) -> EventChunk:
         """Check one chunk (its first entry ``entry0`` when it has no ``entry`` field);
         ``moments``: the moment names every cluster must have."""
+        import awkward as ak
+
         n_events = len(chunk)
-        (per_event,), _ = jagged(self.field(chunk, "cluster_E", 2), np.float64)
+        per_event = as_numpy(ak.num(self.field(chunk, "cluster_E", 2), axis=1), np.int64)
         self.counts.events_read += n_events
         self.counts.clusters_read += int(per_event.sum())
         entry = (as_numpy(chunk["entry"], np.int64) if "entry" in chunk.fields
