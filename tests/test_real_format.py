@@ -216,3 +216,17 @@ def test_command_line(tmp_path):
         errors = [ln for ln in res.stderr.splitlines() if "error" in ln.lower()]
         assert len(errors) == 1 and all(w in errors[0] for w in words), res.stderr
     assert not (tmp_path / "c.h5").exists()
+
+
+def test_cluster_tree_without_cells_is_the_cluster_table_and_images(built, tmp_path):
+    # cells=False on image-format inputs (which have no cells): the same rows, no /cells fields
+    import h5py
+
+    full, path = built["ct"]
+    s = build_dataset([str(DATA / "clustertree-*.root")], tmp_path / "n.h5", cluster_tree_pdg=CT,
+                      progress=False, cells=False)
+    assert s.clusters_kept == full.clusters_kept == 35
+    with h5py.File(path) as a, h5py.File(tmp_path / "n.h5") as b:
+        assert list(b["cells"]) == ["offsets"]
+        for key in ("clusters/E_em", "clusters/label", "images/EMB2"):
+            assert np.array_equal(a[key][()], b[key][()])
