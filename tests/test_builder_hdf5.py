@@ -164,8 +164,8 @@ def test_stored_chunks_written_raw_equal_the_ordinary_appends(tmp_path, compress
                                      {"compression": "gzip", "shuffle": True},
                                      {"compression": "lzf", "shuffle": True}])
 def test_compressed_chunks_are_the_bytes_hdf5_stores(tmp_path, dtype, filters):
-    # compress_chunks shuffles and deflates with numpy and zlib: each chunk (the partial last one
-    # padded) must be the very bytes that h5py's own filters store, compressible data or not
+    # compress_chunks (HDF5's filters on an in-memory file): each chunk (the partial last one
+    # padded) must be the very bytes that h5py stores in a file, compressible data or not
     from pionml.io.hdf5 import compress_chunks
 
     rng = np.random.default_rng(3)

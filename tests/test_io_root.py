@@ -177,20 +177,22 @@ def test_wrong_branch_type(tmp_path, small_geo):
 
 def test_cluster_length_mismatch(tmp_path, small_geo):
     path = write(tmp_path, small_geo, cluster_Eta=[[0.1, 0.12], [], []])
-    with pytest.raises(DataError, match=r"branch 'cluster_Eta', entry 2: 0 values, but cluster_E has 1"):
+    with pytest.raises(DataError, match=r"branch has 0 clusters, cluster_E has 1: "
+                       r".*branch 'cluster_Eta', entry 2$"):
         list(MLTreeReader(path).iterate())
 
 
 def test_ncluster_mismatch(tmp_path, small_geo):
     path = write(tmp_path, small_geo, nCluster=np.array([2, 1, 1]))
-    with pytest.raises(DataError, match="entry 1: 0 clusters, but nCluster = 1"):
+    with pytest.raises(DataError, match=r"nCluster = 1, but cluster_E has 0 clusters: "
+                       r".*branch 'nCluster', entry 1$"):
         list(MLTreeReader(path).iterate())
 
 
 def test_cell_length_mismatch(tmp_path, small_geo):
     path = write(tmp_path, small_geo, cluster_cell_E=[[[0.5], [2.25]], [], [[3.0]]])
-    with pytest.raises(DataError, match="branch 'cluster_cell_E', entry 0, cluster 0: 1 values in "
-                       "cluster_cell_E, but 2 cells"):
+    with pytest.raises(DataError, match=r"cluster_cell_E has 1 cells, cluster_cell_ID 2: .*"
+                       r"branch 'cluster_cell_E', entry 0, cluster 0$"):
         list(MLTreeReader(path).iterate())
     # skipped alone: the event keeps its other cluster
     reader = MLTreeReader(path)
@@ -198,25 +200,27 @@ def test_cell_length_mismatch(tmp_path, small_geo):
     assert chunk["cluster_number"].tolist() == [[1], [], [0]]
     assert chunk["nCluster"].tolist() == [1, 0, 1]
     assert chunk["cluster_E"][0].tolist() == [2.25]
-    assert reader.skipped == {"length mismatch": 1} and not reader.skipped_events
+    assert reader.skipped == {"length_mismatch": 1} and not reader.skipped_events
 
 
 def test_nan_energy_error_and_skip(tmp_path, small_geo):
     path = write(tmp_path, small_geo, cluster_cell_E=[[[0.5, 1.0], [2.25]], [], [[np.nan]]])
-    with pytest.raises(DataError, match=r"branch 'cluster_cell_E', entry 2, cluster 0: cell 0: energy is nan"):
+    with pytest.raises(DataError, match=r"cell energy nan GeV is not finite "
+                       r".*branch 'cluster_cell_E', entry 2, cluster 0$"):
         list(MLTreeReader(path).iterate())
     reader = MLTreeReader(path)
     chunks = list(reader.iterate(on_error="skip"))
     # the bad cluster goes, its event stays (the smallest bad unit)
     assert chunks[0]["eventNumber"].tolist() == [10, 11, 12]
     assert ak.num(chunks[0]["cluster_E"]).tolist() == [2, 0, 0]
-    assert reader.skipped == {"non-finite energy": 1} and not reader.skipped_events
+    assert reader.skipped == {"bad_energy": 1} and not reader.skipped_events
     assert reader.n_read == 3
 
 
 def test_inf_cluster_energy(tmp_path, small_geo):
     path = write(tmp_path, small_geo, cluster_E=[[1.5, np.inf], [], [3.0]])
-    with pytest.raises(DataError, match=r"branch 'cluster_E', entry 0, cluster 1: energy is inf"):
+    with pytest.raises(DataError, match=r"energy inf GeV is not finite "
+                       r".*branch 'cluster_E', entry 0, cluster 1$"):
         list(MLTreeReader(path).iterate())
 
 
@@ -224,13 +228,13 @@ def test_unknown_cell_id(tmp_path, small_geo):
     ids = small_geo.id
     path = write(tmp_path, small_geo,
                  cluster_cell_ID=[[[ids[0], ids[1]], [ids[2]]], [], [[np.uint64(77)]]])
-    with pytest.raises(DataError, match=r"entry 2, cluster 0: cell ID 77 is not in CellGeo"):
+    with pytest.raises(DataError, match=r"cell ID 77 is not in CellGeo: .*entry 2, cluster 0$"):
         list(MLTreeReader(path).iterate())
     reader = MLTreeReader(path)
     chunks = list(reader.iterate(on_error="skip"))
     assert sum(len(c) for c in chunks) == 3  # no event lost
     assert sum(ak.sum(ak.num(c["cluster_E"])) for c in chunks) == 2
-    assert reader.skipped == {"cell ID not in CellGeo": 1}
+    assert reader.skipped == {"unknown_cell_id": 1}
 
 
 def test_empty_cluster(tmp_path, small_geo):
@@ -313,39 +317,44 @@ def _rntuple_of_groups(path, geo, n_groups):
     return path
 
 
-def test_count_entries_reads_the_footer(tmp_path, small_geo):
-    # count_entries (build --jobs plans its parts with it) gives uproot's num_entries, for an
-    # RNTuple of several cluster groups from the footer alone, and for a TTree
-    from pionml.io.root import count_entries
-
-    path = _rntuple_of_groups(tmp_path / "groups.root", small_geo, 3)
-    with uproot.open(path) as f:
-        tree = f["EventTree"]
-        assert len(tree.footer.cluster_group_records) == 3
-        assert tree._page_list_envelopes in (None, [])  # not parsed to count
-        assert count_entries(tree) == 9
-        assert tree._page_list_envelopes in (None, [])
-        assert tree.num_entries == 9
-        assert count_entries(f["CellGeo"]) == 1
-
-
-def test_page_lists_parsed_as_reads_need_them(tmp_path, small_geo):
-    # the reader lets uproot parse a cluster group's page list only when a read reaches it; the
-    # values, counts and cluster summaries are uproot's own
-    from pionml.io.root import _lazy_page_lists
-
+def test_rntuple_of_several_cluster_groups_reads_in_chunks(tmp_path, small_geo):
+    # chunks that straddle the cluster groups read the events of one whole read
     path = _rntuple_of_groups(tmp_path / "groups.root", small_geo, 4)
-    plain = uproot.open(path)["EventTree"]
-    lazy = uproot.open(path)["EventTree"]
-    assert _lazy_page_lists(lazy) and not _lazy_page_lists(lazy)  # once
     names = ["eventNumber", "cluster_E", "cluster_cell_ID"]
-    got = lazy.arrays(names, entry_start=7, entry_stop=8)
-    assert sorted(lazy._page_link_list.parsed) == [2]  # the third group only
-    assert ak.to_list(got) == ak.to_list(plain.arrays(names, entry_start=7, entry_stop=8))
-    assert ak.to_list(lazy.arrays(names)) == ak.to_list(plain.arrays(names))
-    assert lazy.num_entries == plain.num_entries == 12
-    assert [(c.num_first_entry, c.num_entries) for c in lazy.cluster_summaries] == \
-        [(c.num_first_entry, c.num_entries) for c in plain.cluster_summaries]
+    with uproot.open(path) as f:
+        assert len(f["EventTree"].footer.cluster_group_records) == 4
+        whole = f["EventTree"].arrays(names)
     reader = MLTreeReader(path, step_size=5)
-    assert [len(c) for c in reader.iterate()] == [5, 5, 2]
-    assert not _lazy_page_lists(uproot.open(path)["CellGeo"])  # a TTree: left alone
+    chunks = list(reader.iterate())
+    assert [len(c) for c in chunks] == [5, 5, 2]
+    for name in names:
+        assert ak.to_list(ak.concatenate([c[name] for c in chunks])) == ak.to_list(whole[name])
+    assert [c["entry"].tolist() for c in chunks][1] == [5, 6, 7, 8, 9]
+
+
+def test_reader_and_builder_share_the_checks(tmp_path, small_geo):
+    # one set of checks, one vocabulary: the reader skips what the builder skips, counted under
+    # the same reasons, and raises the builder's message
+    from pionml.builder.builder import build_dataset
+    from pionml.io.checks import SKIP_REASONS
+
+    ids = small_geo.id
+    path = write(tmp_path, small_geo,
+                 truthPartPdgId=[[211], [22], [-211]],  # event 1: no label (no cluster)
+                 cluster_E=[[1.5, 2.25], [], [np.nan]],  # event 2, cluster 0: bad energy
+                 cluster_cell_ID=[[[ids[0], ids[0]], [ids[2]]], [], [[ids[3]]]])  # a cell twice
+    reader = MLTreeReader(path)
+    chunks = list(reader.iterate(on_error="skip"))
+    summary = build_dataset([path], tmp_path / "d.h5", progress=False, on_error="skip")
+    assert reader.skipped == {"duplicate_cell": 1, "bad_energy": 1}
+    assert reader.skipped_events == {"unknown_pdg": 1}
+    assert set(reader.skipped) <= set(SKIP_REASONS)
+    assert reader.skipped == {k: v for k, v in summary.skipped.items() if v}
+    assert {k: v for k, v in summary.events_skipped.items() if v} == {"unknown_pdg": 1}
+    assert ak.num(chunks[0]["cluster_E"]).tolist() == [1, 0]  # events 0 and 2
+    with pytest.raises(DataError) as from_reader:
+        list(MLTreeReader(path).iterate())
+    with pytest.raises(DataError) as from_builder:
+        build_dataset([path], tmp_path / "r.h5", progress=False)
+    assert str(from_reader.value) == str(from_builder.value)
+    assert str(from_reader.value).startswith("energy nan GeV is not finite")  # values first

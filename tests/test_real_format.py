@@ -173,32 +173,19 @@ def test_input_patterns_and_lists(tmp_path):
         expand_inputs([f"@{tmp_path / 'none.txt'}"])
 
 
-def test_vector_vector_decoder_matches_uproot():
+def test_vector_vector_ttree_read_in_chunks():
+    # ROOT's vector<vector> cell branches, read by uproot's own reader: the same events whatever
+    # the chunk size, one list of cells per cluster in both cell branches
     import awkward as ak
-    import uproot
 
-    from pionml.io.root import _read_vector_vector
-
-    for path, tree in ((REAL[0], "EventTree"), (REAL[1], "EventTree"),
-                       (DATA / "uproot-vectorVectorDouble.root", "t")):
-        t = uproot.open(path)[tree]
-        decoded = 0
-        for name in t.keys():
-            for lo, hi in ((0, t.num_entries), (1, max(t.num_entries - 2, 1))):
-                fast = _read_vector_vector(t[name], lo, hi)
-                if fast is None:
-                    continue
-                ref = t[name].array(entry_start=lo, entry_stop=hi)
-                assert ak.to_list(fast) == ak.to_list(ref), (path.name, name, lo, hi)
-                assert str(ak.type(fast)) == str(ak.type(ref))
-                decoded += 1
-        assert decoded >= 2
     # chunks of any size read the same events (baskets carried over between chunks)
     full = next(MLTreeReader(REAL[0], step_size=100).iterate())
     small = list(MLTreeReader(REAL[0], step_size=5).iterate())
     assert [len(c) for c in small] == [5, 5, 2]
     for name in ("cluster_E", "cluster_cell_ID", "cluster_cell_E", "eventNumber"):
         assert ak.to_list(ak.concatenate([c[name] for c in small])) == ak.to_list(full[name])
+    assert str(full["cluster_cell_E"].type).endswith("var * var * float32")
+    assert ak.all(ak.num(full["cluster_cell_E"], axis=2) == ak.num(full["cluster_cell_ID"], axis=2))
 
 
 def test_command_line(tmp_path):
@@ -229,3 +216,17 @@ def test_command_line(tmp_path):
         errors = [ln for ln in res.stderr.splitlines() if "error" in ln.lower()]
         assert len(errors) == 1 and all(w in errors[0] for w in words), res.stderr
     assert not (tmp_path / "c.h5").exists()
+
+
+def test_cluster_tree_without_cells_is_the_cluster_table_and_images(built, tmp_path):
+    # cells=False on image-format inputs (which have no cells): the same rows, no /cells fields
+    import h5py
+
+    full, path = built["ct"]
+    s = build_dataset([str(DATA / "clustertree-*.root")], tmp_path / "n.h5", cluster_tree_pdg=CT,
+                      progress=False, cells=False)
+    assert s.clusters_kept == full.clusters_kept == 35
+    with h5py.File(path) as a, h5py.File(tmp_path / "n.h5") as b:
+        assert list(b["cells"]) == ["offsets"]
+        for key in ("clusters/E_em", "clusters/label", "images/EMB2"):
+            assert np.array_equal(a[key][()], b[key][()])

@@ -5,8 +5,8 @@ boundaries of a one-process build), builds each part in a worker process into a 
 arrays (one file per dataset, no HDF5), and takes the parts in input order, adding their counts
 and image-energy sums in that order. The compression is parallel too: as the parts arrive, their
 rows are cut into whole chunks of the output (per dataset: its chunk shape and filters), which
-the workers compress (:func:`pionml.io.hdf5.compress_chunks`: numpy shuffle + zlib, the bytes
-HDF5 stores), reading the raw files memory-mapped, and the main process stores them as
+the workers compress (:func:`pionml.io.hdf5.compress_chunks`: HDF5's own filters, in memory),
+reading the raw files memory-mapped, and the main process stores them as
 they are (``write_direct_chunk``): its serial share is a raw copy. The output is the one-process
 dataset: the same rows, chunk shapes, filters and attributes, each chunk the same bytes (only
 where the chunks lie in the file may differ; the content digest is the same). Errors
@@ -204,13 +204,11 @@ def _parts(inputs, step: int, jobs: int, folder: Path) -> list[_Part]:
     """Parts of whole chunks, about four per job (at least one chunk each), in input order."""
     import uproot
 
-    from pionml.io.root import count_entries
-
     chunks = []  # (fi, path, start, stop) per chunk
     for fi, path in enumerate(inputs):
         try:
             with uproot.open(str(path)) as f:
-                n = count_entries(f[TREE])
+                n = int(f[TREE].num_entries)
         except Exception:  # unreadable or no tree: one part, whose worker reports it as build does
             n = 1
         chunks += [(fi, str(path), a, min(a + step, n)) for a in range(0, max(n, 1), step)]
@@ -329,112 +327,29 @@ class _ChunkPlanner:
 
 def build_parallel(builder: _Builder, inputs, jobs: int) -> BuildSummary:
     """``builder.run(inputs)`` with ``jobs`` worker processes (see the module doc)."""
-    import multiprocessing
-    import os
-    from collections import deque
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
     from pionml.progress import progress_bar
+    from pionml.values import cap_jobs
 
     t0 = time.perf_counter()
     inputs, geometry = builder.prepare(inputs)
     if builder.cluster_tree_input:  # image-format files are read whole: one process
         logger.info("build: image-format ClusterTree inputs are built in one process (--jobs ignored)")
         return builder.run_prepared(inputs, geometry, t0)
-    from pionml.values import cap_jobs
-
     folder = Path(tempfile.mkdtemp(prefix=".pionml-build-parts-", dir=builder.out.parent))
     try:  # the parts folder never outlives a failure, here or below
         parts = _parts(inputs, builder.step_size, jobs, folder)
         jobs = cap_jobs(jobs, len(parts), "parts (of whole --step-size chunks)")
-        kwargs = dict(geometry=geometry, selection=builder.selection, split=builder.split,
-                      seed=builder.seed, on_error=builder.on_error, step_size=builder.step_size,
-                      specs=builder.specs, cells=builder.cells, out=builder.out,
-                      min_fraction=builder.min_fraction)
+        settings = dict(geometry=geometry, selection=builder.selection, split=builder.split,
+                        seed=builder.seed, on_error=builder.on_error,
+                        step_size=builder.step_size, specs=builder.specs, cells=builder.cells,
+                        out=builder.out, min_fraction=builder.min_fraction)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    s = builder.summary
-    failed_files: set = set()
     bar = progress_bar(total=len(parts), unit=" parts", desc=f"build ({jobs} jobs)",
                        progress=builder.progress)
-    planner = None
-    refs: dict = {}  # part file -> packs in flight that read it
-
-    def release(paths):
-        for path in paths:
-            if refs.get(path, 0) == 0 and path not in planner.files_pending():
-                refs.pop(path, None)
-                shutil.rmtree(path, ignore_errors=True)
-
-    def take_part(r: _PartResult):
-        """Counts, checks and the new rows of a part (in input order); returns a pack or None."""
-        nonlocal planner
-        bar.update(1)
-        if r.part.fi in failed_files:  # one process stopped reading this file before
-            return None
-        _add_counts(s, r.summary)
-        if r.summary.skipped_files:
-            failed_files.add(r.part.fi)
-            s.skipped_files += r.summary.skipped_files
-        if r.file is None:
-            return None
-        if builder.moments is None:  # fixed by the first chunk read, as in one process
-            builder.moments = r.moments
-            builder._open_writer()
-            planner = _ChunkPlanner(builder.writer.layouts)
-        pack = None
-        if r.chunk_rows:
-            missing = [m for m in builder.moments if m not in r.moments]
-            if missing:
-                raise SchemaError(f"missing branch (present in the first file): "
-                                  f"{where(file=r.part.path, tree=TREE, branch='cluster_' + missing[0])}")
-            counts = r.counts
-            builder.writer.grow(counts)
-            planner.add(r.file, len(counts), int(counts.sum()))
-            pack = planner.pack()
-        for e_img, e_clus in r.chunk_energy:
-            builder.energy_in_images_sum += e_img
-            builder.cluster_energy_sum += e_clus
-        builder.fractions += r.fractions
-        release([r.file])
-        return pack
-
-    ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-    builds: deque = deque()
-    packs: deque = deque()  # (future, files it reads)
-    todo = deque(parts)
     try:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(kwargs,)) as pool:
-            def submit(pack):
-                if pack is not None:
-                    paths = {seg[0] for item in pack.items for seg in item[3]}
-                    for path in paths:
-                        refs[path] = refs.get(path, 0) + 1
-                    packs.append((pool.submit(_compress_pack, pack), paths))
-
-            try:
-                while todo or builds or packs:
-                    while todo and len(builds) < 2 * jobs:  # parts in flight: bounded
-                        builds.append(pool.submit(_build_part, todo.popleft()))
-                    heads = [q[0] if q is builds else q[0][0] for q in (builds, packs) if q]
-                    wait(heads, return_when=FIRST_COMPLETED)
-                    if builds and builds[0].done():
-                        submit(take_part(builds.popleft().result()))
-                        if not todo and not builds and planner is not None:
-                            submit(planner.pack(final=True))
-                    elif packs and packs[0][0].done():
-                        future, paths = packs.popleft()
-                        for key, chunks in future.result():
-                            builder.writer.write_chunks(key, chunks)
-                        for path in paths:
-                            refs[path] -= 1
-                        release(paths)
-            except BaseException:
-                for f in list(builds) + [p[0] for p in packs]:
-                    f.cancel()
-                raise
+        _run_parts(parts, jobs, settings, _PartMerger(builder, bar))
         bar.close()
         builder.finish()
     except BaseException:
@@ -445,6 +360,108 @@ def build_parallel(builder: _Builder, inputs, jobs: int) -> BuildSummary:
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return builder.report(t0)
+
+
+class _PartMerger:
+    """The main process's side of a parallel build: takes the built parts in input order
+    (their counts, and their rows planned into packs of whole output chunks), stores the
+    compressed packs, and removes each part's files once no pack needs them."""
+
+    def __init__(self, builder: _Builder, bar):
+        self.builder, self.bar = builder, bar
+        self.failed_files: set = set()
+        self.planner: _ChunkPlanner | None = None
+        self.refs: dict = {}  # part file -> packs in flight that read it
+
+    def release(self, paths) -> None:
+        for path in paths:
+            if self.refs.get(path, 0) == 0 and path not in self.planner.files_pending():
+                self.refs.pop(path, None)
+                shutil.rmtree(path, ignore_errors=True)
+
+    def take_part(self, r: _PartResult) -> _Pack | None:
+        """Counts, checks and the new rows of a part (in input order); returns a pack or None."""
+        builder = self.builder
+        self.bar.update(1)
+        if r.part.fi in self.failed_files:  # one process stopped reading this file before
+            return None
+        _add_counts(builder.summary, r.summary)
+        if r.summary.skipped_files:
+            self.failed_files.add(r.part.fi)
+            builder.summary.skipped_files += r.summary.skipped_files
+        if r.file is None:
+            return None
+        if builder.moments is None:  # fixed by the first chunk read, as in one process
+            builder.moments = r.moments
+            builder._open_writer()
+            self.planner = _ChunkPlanner(builder.writer.layouts)
+        pack = self._plan_rows(r) if r.chunk_rows else None
+        for e_img, e_clus in r.chunk_energy:
+            builder.energy_in_images_sum += e_img
+            builder.cluster_energy_sum += e_clus
+        builder.fractions += r.fractions
+        self.release([r.file])
+        return pack
+
+    def _plan_rows(self, r: _PartResult) -> _Pack | None:
+        missing = [m for m in self.builder.moments if m not in r.moments]
+        if missing:
+            raise SchemaError(f"missing branch (present in the first file): "
+                              f"{where(file=r.part.path, tree=TREE, branch='cluster_' + missing[0])}")
+        self.builder.writer.grow(r.counts)
+        self.planner.add(r.file, len(r.counts), int(r.counts.sum()))
+        return self.planner.pack()
+
+    def final_pack(self) -> _Pack | None:
+        return self.planner.pack(final=True) if self.planner is not None else None
+
+    def store(self, compressed: list, paths) -> None:
+        """Store a compressed pack's chunks as they are; release the part files it read."""
+        for key, chunks in compressed:
+            self.builder.writer.write_chunks(key, chunks)
+        for path in paths:
+            self.refs[path] -= 1
+        self.release(paths)
+
+
+def _run_parts(parts, jobs: int, settings: dict, merger: _PartMerger) -> None:
+    """Build the parts in ``jobs`` worker processes (at most ``2 * jobs`` in flight), take
+    them in input order, and compress their rows in the workers too."""
+    import multiprocessing
+    import os
+    from collections import deque
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
+    builds: deque = deque()
+    packs: deque = deque()  # (future, files it reads)
+    todo = deque(parts)
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
+                             initargs=(settings,)) as pool:
+        def submit(pack):
+            if pack is not None:
+                paths = {seg[0] for item in pack.items for seg in item[3]}
+                for path in paths:
+                    merger.refs[path] = merger.refs.get(path, 0) + 1
+                packs.append((pool.submit(_compress_pack, pack), paths))
+
+        try:
+            while todo or builds or packs:
+                while todo and len(builds) < 2 * jobs:  # parts in flight: bounded
+                    builds.append(pool.submit(_build_part, todo.popleft()))
+                heads = [q[0] if q is builds else q[0][0] for q in (builds, packs) if q]
+                wait(heads, return_when=FIRST_COMPLETED)
+                if builds and builds[0].done():
+                    submit(merger.take_part(builds.popleft().result()))
+                    if not todo and not builds:
+                        submit(merger.final_pack())
+                elif packs and packs[0][0].done():
+                    future, paths = packs.popleft()
+                    merger.store(future.result(), paths)
+        except BaseException:
+            for f in list(builds) + [p[0] for p in packs]:
+                f.cancel()
+            raise
 
 
 # --------------------------------------------------------------------------- merging datasets

@@ -69,13 +69,8 @@ def _checks() -> dict:
     }
 
 
-def load_recipe(path) -> Recipe:
-    """Read and check a recipe TOML file, before anything is simulated: unknown sections/keys
-    and bad values are a :class:`ConfigError` of one line naming the recipe, the key and the
-    value (the checks of :mod:`pionml.values`, shared with the command line)."""
-    from pionml import values
-
-    path = Path(path)
+def _read_toml(path: Path) -> dict:
+    """The recipe's TOML, its sections and keys known ones (else one-line ConfigErrors)."""
     try:
         with open(path, "rb") as f:
             raw = tomllib.load(f)
@@ -96,6 +91,37 @@ def load_recipe(path) -> Recipe:
         if unknown:
             raise ConfigError(f"recipe '{path}': unknown key(s) {sorted(unknown)} in [{section}]; "
                               f"valid: {sorted(_KEYS[section])}")
+    return raw
+
+
+def _check_events(path: Path, events, bad) -> dict:
+    """``[simulation] events``: a non-empty table of known species -> number of events."""
+    from pionml import values
+
+    if not isinstance(events, dict):
+        raise bad("simulation", "events", events, "must be a table of species = number of "
+                  "events, e.g. { \"pi0\" = 1000 }")
+    if not events:
+        raise ConfigError(f"recipe '{path}': [simulation] events is empty")
+    for sp, n in events.items():
+        if sp not in SPECIES:
+            raise ConfigError(f"recipe '{path}': unknown species '{sp}' in [simulation] events; "
+                              f"valid: {list(SPECIES)}")
+        try:
+            values.event_count(n)
+        except ValueError as exc:
+            raise bad("simulation", f"events.{sp}", n, exc) from None
+    return events
+
+
+def load_recipe(path) -> Recipe:
+    """Read and check a recipe TOML file, before anything is simulated: unknown sections/keys
+    and bad values are a :class:`ConfigError` of one line naming the recipe, the key and the
+    value (the checks of :mod:`pionml.values`, shared with the command line)."""
+    from pionml import values
+
+    path = Path(path)
+    raw = _read_toml(path)
 
     def bad(section, key, value, reason):
         return ConfigError(f"recipe '{path}': [{section}] {key} = {_toml(value)}: {reason}")
@@ -110,20 +136,7 @@ def load_recipe(path) -> Recipe:
                 raise bad(section, key, value, exc) from None
     ds, sim = raw.get("dataset", {}), raw.get("simulation", {})
     split = raw.get("split", {})
-    events = sim.get("events", {})
-    if not isinstance(events, dict):
-        raise bad("simulation", "events", events, "must be a table of species = number of "
-                  "events, e.g. { \"pi0\" = 1000 }")
-    if not events:
-        raise ConfigError(f"recipe '{path}': [simulation] events is empty")
-    for sp, n in events.items():
-        if sp not in SPECIES:
-            raise ConfigError(f"recipe '{path}': unknown species '{sp}' in [simulation] events; "
-                              f"valid: {list(SPECIES)}")
-        try:
-            values.event_count(n)
-        except ValueError as exc:
-            raise bad("simulation", f"events.{sp}", n, exc) from None
+    events = _check_events(path, sim.get("events", {}), bad)
     e_min = checked.get(("simulation", "energy_min"), 0.5)
     e_max = checked.get(("simulation", "energy_max"), 500.0)
     if e_min > e_max:

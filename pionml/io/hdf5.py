@@ -120,45 +120,13 @@ def compress_chunks(layout: dict, data: np.ndarray, first_chunk: int) -> list[tu
     """The stored chunks of ``data`` as a dataset with ``layout`` (a
     :attr:`DatasetWriter.layouts` entry) holds them, ``data[0]`` being the first element of chunk
     ``first_chunk``: ``[(chunk index, filter mask, bytes), ...]``, for
-    :meth:`DatasetWriter.write_chunks`; the last partial chunk is padded with zeros (the fill
-    value) as HDF5 pads it. The filters pionml uses (none; gzip, after a byte shuffle or not) are
-    applied here with numpy and zlib: HDF5's shuffle filter stores byte 0 of every element, then
-    byte 1, ...; its deflate filter stores ``zlib.compress(bytes, level)``; so the chunks are the
-    bytes that HDF5 (linked to the same zlib) would store. Other filters (lzf, ...) go through
-    HDF5 itself, an in-memory file with the same chunk shape and filters."""
+    :meth:`DatasetWriter.write_chunks` (the parallel build compresses in its workers). Made by
+    HDF5 itself: an in-memory file with the same chunk shape and filters, its chunks read back
+    raw (the last partial chunk padded with the fill value, as HDF5 pads it)."""
     chunks = tuple(layout["chunks"])
-    dtype = np.dtype(layout["dtype"])
-    data = np.asarray(data, dtype=dtype)
+    data = np.asarray(data, dtype=np.dtype(layout["dtype"]))
     if len(data) == 0:
         return []
-    filters = dict(layout["filters"])
-    shuffle = bool(filters.pop("shuffle", False))
-    level = filters.pop("compression_opts", 4) if filters.get("compression") == "gzip" else None
-    if level is not None:
-        filters.pop("compression")
-    if filters or dtype.hasobject:
-        return _compress_chunks_hdf5(layout, data, first_chunk)
-    import zlib
-
-    rows = chunks[0]
-    out = []
-    for i, lo in enumerate(range(0, len(data), rows)):
-        block = data[lo:lo + rows]
-        if len(block) < rows:  # the last chunk, padded with the fill value
-            full = np.zeros(chunks, dtype=dtype)
-            full[:len(block)] = block
-            block = full
-        raw = np.ascontiguousarray(block).view(np.uint8).reshape(-1)
-        if shuffle and dtype.itemsize > 1:  # (elements, bytes) -> (bytes, elements)
-            raw = np.ascontiguousarray(raw.reshape(-1, dtype.itemsize).T).reshape(-1)
-        out.append((first_chunk + i, 0, zlib.compress(raw, level) if level is not None
-                    else raw.tobytes()))
-    return out
-
-
-def _compress_chunks_hdf5(layout: dict, data: np.ndarray, first_chunk: int) -> list[tuple]:
-    """:func:`compress_chunks` by HDF5 itself (any filter h5py knows)."""
-    chunks = tuple(layout["chunks"])
     zeros = (0,) * (len(chunks) - 1)
     with h5py.File(f"pionml-chunks-{id(data)}", "w", driver="core", backing_store=False) as f:
         ds = f.create_dataset("d", data=data, chunks=chunks, maxshape=(None,) + chunks[1:],

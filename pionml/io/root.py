@@ -2,15 +2,15 @@
 
 Reading goes through uproot and works on TTrees (real ATLAS files, ``std::vector<std::vector>``
 branches) and RNTuples (what pionml writes, because uproot cannot write vectors of vectors into
-a TTree) alike. The schema is checked up front; every chunk is checked for jagged-length
-mismatches, NaN/inf energies and cell IDs absent from CellGeo. Errors name the file, tree,
-branch, entry and cluster; with ``on_error="skip"`` the smallest bad unit (a cluster, or an event
-when the event itself is bad) is dropped and counted instead.
+a TTree) alike. The schema is checked up front; every chunk goes through the checks every input
+path shares (:mod:`pionml.io.checks`: lengths, cells, values, truth). Errors name the file,
+tree, branch, entry and cluster; with ``on_error="skip"`` the smallest bad unit (a cluster, or
+an event when the event itself is bad) is dropped and counted instead, under the reasons of
+:data:`pionml.io.checks.SKIP_REASONS`.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 from collections import Counter
@@ -20,6 +20,7 @@ from typing import Iterator
 import numpy as np
 
 from pionml.errors import DataError, SchemaError, where
+from pionml.io.checks import CheckCounts
 from pionml.geometry import CALO_SAMPLINGS, IMAGE_LAYERS, CellGeometry
 
 logger = logging.getLogger(__name__)
@@ -129,177 +130,15 @@ def _get_tree(f, path, tree):
                           f"({type(exc).__name__}: {exc})") from exc
 
 
-def count_entries(tree) -> int:
-    """The number of entries of an uproot TTree or RNTuple. An RNTuple's count is taken from the
-    footer's cluster groups (their entry spans), not from uproot's ``num_entries``, which parses
-    every page list first (~0.2 s per 40k events: a cost a caller that only counts need not pay)."""
-    records = getattr(getattr(tree, "footer", None), "cluster_group_records", None)
-    if records is not None:
-        return int(max((r.min_entry_num + r.entry_span for r in records), default=0))
-    return int(tree.num_entries)
-
-
-class _LazyPageLinks:
-    """An RNTuple's page links per cluster, each cluster group's page list parsed when a read
-    first needs it (uproot parses every page list of the file at the first read: ~0.2 s per
-    10k events, which each ``build --jobs`` worker would pay for the whole file while it reads
-    only its parts). Stands in for uproot's ``page_link_list`` (indexed by cluster)."""
-
-    def __init__(self, ntuple, records):
-        self.ntuple, self.records, self.parsed = ntuple, records, {}
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        i = range(len(self.records))[i]
-        if i not in self.parsed:
-            from uproot.models.RNTuple import PageLink
-
-            link = self.records[i].page_list_link
-            chunk, cursor = self.ntuple.read_locator(link.locator, link.env_uncomp_size)
-            self.parsed[i] = PageLink().read(chunk, cursor, {}).pagelinklist[0]
-        return self.parsed[i]
-
-
-def _lazy_page_lists(tree) -> bool:
-    """Let an uproot RNTuple parse its page lists per cluster group as reads need them. Done
-    only where every cluster group holds one cluster (as pionml and ROOT write them by default),
-    so that the cluster summaries (first entry, entries) are the footer's group records; any
-    other RNTuple, a TTree, or an uproot without these internals is left as it is."""
-    try:
-        records = tree.footer.cluster_group_records
-        untouched = tree._cluster_summaries is None and tree._page_link_list is None
-        if not untouched or not records or any(r.num_clusters != 1 for r in records):
-            return False
-        from types import SimpleNamespace
-
-        import uproot
-
-        flags = uproot.const.RNTupleClusterFlags(0)
-        summaries = [SimpleNamespace(num_first_entry=int(r.min_entry_num),
-                                     num_entries=int(r.entry_span), flags=flags) for r in records]
-        tree._page_link_list = _LazyPageLinks(tree, records)
-        tree._cluster_summaries = summaries
-        return True
-    except AttributeError:
-        return False
-
-
 def _arrays(tree, names, start, stop, path, tree_name):
-    import awkward as ak
-
-    names = list(names)
+    """Branches ``names`` of entries start..stop, read by uproot (a TTree's
+    ``vector<vector>`` branches through uproot's own AwkwardForth reader)."""
     try:
-        fast = {}
-        if hasattr(tree, "branches"):  # a TTree: vector<vector<T>> branches decoded by numba
-            for n in names:
-                arr = _read_vector_vector(tree[n], start, stop)
-                if arr is not None:
-                    fast[n] = arr
-        if not fast:
-            return tree.arrays(names, entry_start=start, entry_stop=stop)
-        rest = [n for n in names if n not in fast]
-        other = tree.arrays(rest, entry_start=start, entry_stop=stop) if rest else None
-        return ak.zip({n: fast[n] if n in fast else other[n] for n in names}, depth_limit=1)
+        return tree.arrays(list(names), entry_start=start, entry_stop=stop)
     except Exception as exc:
         raise DataError(f"{where(file=path, tree=tree_name, entry=start)}: reading entries "
                         f"{start}-{stop} failed, the file may be truncated or corrupt "
                         f"({type(exc).__name__}: {exc})") from exc
-
-
-def _decode_vector_vector_py(data, offsets, itemsize, outer, inner, values):
-    """Decode ROOT's streamed ``std::vector<std::vector<T>>`` entries (object-wise, not
-    member-wise): per entry a 4-byte byte count, a 2-byte version, the outer length, then per
-    inner vector its length and its values (big-endian). Called once with empty ``inner`` and
-    ``values`` to count (returns the numbers of inner vectors and values), then to fill.
-    Returns (-1, -1) on anything unexpected: the caller falls back to uproot's reader."""
-    fill = len(values) > 0 or len(inner) > 0
-    n_inner = 0
-    n_bytes = 0
-    for e in range(len(offsets) - 1):
-        p = offsets[e]
-        end = offsets[e + 1]
-        if p == end:  # an entry without bytes: an empty outer vector
-            outer[e] = 0
-            continue
-        if p + 10 > end:
-            return -1, -1
-        count = ((data[p] & 0x3F) << 24) | (data[p + 1] << 16) | (data[p + 2] << 8) | data[p + 3]
-        version = (data[p + 4] << 8) | data[p + 5]
-        if (data[p] & 0x40) == 0 or count + 4 != end - p or (version & 0x4000) != 0:
-            return -1, -1
-        p += 6
-        n = (data[p] << 24) | (data[p + 1] << 16) | (data[p + 2] << 8) | data[p + 3]
-        p += 4
-        outer[e] = n
-        for _ in range(n):
-            if p + 4 > end:
-                return -1, -1
-            m = (data[p] << 24) | (data[p + 1] << 16) | (data[p + 2] << 8) | data[p + 3]
-            p += 4
-            nb = m * itemsize
-            if p + nb > end:
-                return -1, -1
-            if fill:
-                inner[n_inner] = m
-                values[n_bytes:n_bytes + nb] = data[p:p + nb]
-            n_inner += 1
-            n_bytes += nb
-            p += nb
-        if p != end:
-            return -1, -1
-    return n_inner, n_bytes
-
-
-@functools.cache
-def _compiled_decoder():
-    from numba import njit
-
-    return njit(cache=True)(_decode_vector_vector_py)
-
-
-def _decode_vector_vector(*args):
-    """:func:`_decode_vector_vector_py` compiled by numba, imported and loaded on the first
-    TTree ``vector<vector>`` branch only (an RNTuple file, what the simulator writes, never
-    pays numba's ~0.5 s of import and cache load)."""
-    return _compiled_decoder()(*args)
-
-
-def _read_vector_vector(branch, start, stop):
-    """A TTree branch of ``std::vector<std::vector<number>>`` (the cell branches of real MLTree
-    files) as an awkward array, decoded from the raw entry bytes by a compiled loop: uproot's
-    generic object reader is several times slower. None when the branch is anything else (or
-    its bytes are not the expected layout): then uproot reads it."""
-    import awkward as ak
-    import uproot
-
-    model = getattr(getattr(branch, "interpretation", None), "model", None)
-    if not (isinstance(model, uproot.containers.AsVector) and model.header
-            and isinstance(model.values, uproot.containers.AsVector)
-            and not model.values.header and isinstance(model.values.values, np.dtype)):
-        return None
-    dtype = model.values.values
-    raw = branch.array(uproot.interpretation.jagged.AsJagged(
-        uproot.interpretation.numerical.AsDtype("u1")), entry_start=start, entry_stop=stop,
-        library="ak")
-    layout = ak.to_layout(raw)
-    offsets = np.asarray(layout.offsets.data, dtype=np.int64)
-    data = np.asarray(layout.content.data, dtype=np.uint8)
-    offsets = offsets - offsets[0]
-    outer = np.zeros(len(offsets) - 1, dtype=np.int64)
-    n_inner, n_bytes = _decode_vector_vector(data, offsets, dtype.itemsize, outer,
-                                             np.zeros(0, np.int64), np.zeros(0, np.uint8))
-    if n_inner < 0:
-        return None
-    inner = np.zeros(n_inner, dtype=np.int64)
-    values = np.zeros(n_bytes, dtype=np.uint8)
-    if n_inner:
-        _decode_vector_vector(data, offsets, dtype.itemsize, outer, inner, values)
-    flat = values.view(dtype).astype(dtype.newbyteorder("="))
-    return ak.unflatten(ak.unflatten(flat, inner), outer)
 
 
 def _leaf_type(array):
@@ -502,10 +341,11 @@ class MLTreeReader:
         self.step_size = int(step_size)
         self.skipped: Counter = Counter()  # clusters per reason
         self.skipped_events: Counter = Counter()  # whole events per (event-level) reason
+        self._counts = CheckCounts(skipped=self.skipped, events_skipped=self.skipped_events)
+        self._checker = None
         self.n_read = 0
         self._file = _open(self.path)
         self._tree = _get_tree(self._file, self.path, tree)
-        _lazy_page_lists(self._tree)
         present = list(self._tree.keys())
         self._rename = {old: new for old, new in ALIASES.items()
                         if old in present and new not in present}
@@ -574,30 +414,20 @@ class MLTreeReader:
         """(first entry, end, record array) per ``step`` entries. A TTree's branches are read
         through one uproot iteration, which carries a basket that straddles two chunks over
         instead of reading and decompressing it again for each (the per-cluster branches of an
-        MLTree file hold thousands of events a basket); its vector<vector> cell branches are
-        decoded by :func:`_read_vector_vector`."""
+        MLTree file hold thousands of events a basket)."""
         import awkward as ak
 
-        names = list(self._file_names.values())
         if not hasattr(self._tree, "branches") or start >= stop:
             for lo in range(start, stop, step):
                 yield lo, min(lo + step, stop), self._read(lo, min(lo + step, stop))
             return
-        probe = min(start + 1, stop)
-        vv = [n for n in names if _read_vector_vector(self._tree[n], start, probe) is not None]
-        rest = [n for n in names if n not in vv]
-        it = (self._tree.iterate(rest, step_size=step, entry_start=start, entry_stop=stop)
-              if rest else None)
+        names = list(self._file_names.values())
+        it = self._tree.iterate(names, step_size=step, entry_start=start, entry_stop=stop)
         lo = start
         while lo < stop:
             hi = min(lo + step, stop)
             try:
-                other = next(it) if it is not None else None
-                arrays = {n: other[n] for n in rest}
-                for n in vv:
-                    arrays[n] = _read_vector_vector(self._tree[n], lo, hi)
-                    if arrays[n] is None:  # not the expected layout in this range: uproot
-                        arrays[n] = self._tree[n].array(entry_start=lo, entry_stop=hi)
+                arrays = next(it)
             except Exception as exc:
                 raise DataError(f"{where(file=self.path, tree=self.tree_name, entry=lo)}: reading "
                                 f"entries {lo}-{hi} failed, the file may be truncated or corrupt "
@@ -609,16 +439,16 @@ class MLTreeReader:
     def iterate(self, on_error: str = "raise", step_size: int | None = None,
                 entry_start: int = 0, entry_stop: int | None = None,
                 validate: bool = True) -> Iterator:
-        """Yield validated chunks (awkward record arrays). ``on_error``: "raise" or "skip":
-        the smallest bad unit is dropped and counted. A bad cluster (non-finite energy, a cell ID
-        absent from CellGeo, cell branches of different lengths) goes alone, counted in
-        ``skipped`` (clusters per reason); its event stays with its other clusters, and the
+        """Yield validated chunks (awkward record arrays), checked by :meth:`validate`.
+        ``on_error``: "raise" or "skip": the smallest bad unit is dropped and counted. A bad
+        cluster goes alone, counted in ``skipped`` (clusters per reason of
+        :data:`pionml.io.checks.SKIP_REASONS`); its event stays with its other clusters, and the
         chunk's ``cluster_number`` field gives each remaining cluster's index in the file (and
         ``nCluster`` is updated). An event goes only when the event is bad (per-cluster vectors
         of different lengths, bad truth), counted in ``skipped_events`` (events per reason) and
         its clusters in ``skipped``. A cluster with no written cell is legal data (MLTree
         writes no cell below 5 MeV), never an error. ``validate=False``: chunks as read, for a
-        caller that checks every value itself at a finer grain (the builder)."""
+        caller that runs the checks itself (the builder)."""
         import awkward as ak
 
         if on_error not in ("raise", "skip"):
@@ -631,154 +461,58 @@ class MLTreeReader:
             if not validate:
                 yield ak.with_field(chunk, entries, "entry")
                 continue
-            ev_reasons, clus_reasons = self.validate(chunk, entries,
-                                                     raise_errors=(on_error == "raise"))
-            nclus = ak.num(chunk["cluster_E"], axis=1).to_numpy()
-            ev_keep = np.array([r is None for r in ev_reasons], dtype=bool)
-            for e in np.flatnonzero(~ev_keep):
-                self.skipped_events[ev_reasons[e]] += 1
-                self.skipped[ev_reasons[e]] += int(nclus[e])
+            checked = self.validate(chunk, entries, raise_errors=(on_error == "raise"))
+            nclus = checked.clusters_per_event
+            ev_keep = ~checked.event_bad
+            keep = ~checked.bad[np.repeat(ev_keep, nclus)]
             chunk, entries, nclus = chunk[ev_keep], entries[ev_keep], nclus[ev_keep]
-            keep = np.array([r is None for r in clus_reasons], dtype=bool)
-            for r in clus_reasons[~keep]:
-                self.skipped[r] += 1
             index = ak.local_index(chunk["cluster_E"], axis=1)
             if not keep.all():
-                mask = ak.unflatten(keep, nclus)
-                fields = {}
-                for b in chunk.fields:
-                    spec = spec_for(b) if b in self.branches else None
-                    if spec is not None and spec.level >= 1 and spec.group in ("cluster", "cell"):
-                        fields[b] = chunk[b][mask]
-                    else:
-                        fields[b] = chunk[b]
-                if "nCluster" in fields:
-                    fields["nCluster"] = ak.values_astype(ak.sum(mask, axis=1),
-                                                          np.asarray(chunk["nCluster"]).dtype)
-                chunk = ak.zip(fields, depth_limit=1)
-                index = index[mask]
+                chunk, index = self._drop_clusters(chunk, keep, nclus, index)
             if (~ev_keep).any() or not keep.all():
                 logger.warning("%s: skipped %d bad events and %d bad clusters in entries %d-%d",
                                self.path, int((~ev_keep).sum()), int((~keep).sum()), start, end)
             chunk = ak.with_field(chunk, index, "cluster_number")
             yield ak.with_field(chunk, entries, "entry")
 
-    def validate(self, chunk, entries, raise_errors=True):
-        """Check one chunk. Raises on the first problem (``raise_errors``), or returns
-        ``(event_reasons, cluster_reasons)``: a reason (or None) per event, and an object array
-        with a reason (or None) per cluster of the events without a reason."""
+    def _drop_clusters(self, chunk, keep, nclus, index):
+        """The chunk without the clusters not in ``keep`` (flat over its clusters), in every
+        per-cluster and per-cell branch; ``nCluster`` recounted."""
         import awkward as ak
 
-        n = len(chunk)
-        reasons: list = [None] * n
+        mask = ak.unflatten(keep, nclus)
+        fields = {}
+        for b in chunk.fields:
+            spec = spec_for(b) if b in self.branches else None
+            if spec is not None and spec.level >= 1 and spec.group in ("cluster", "cell"):
+                fields[b] = chunk[b][mask]
+            else:
+                fields[b] = chunk[b]
+        if "nCluster" in fields:
+            fields["nCluster"] = ak.values_astype(ak.sum(mask, axis=1),
+                                                  np.asarray(chunk["nCluster"]).dtype)
+        return ak.zip(fields, depth_limit=1), index[mask]
 
-        def flag(mask, reason, branch, detail):
-            mask = np.asarray(mask, dtype=bool)
-            if not mask.any():
-                return
-            if raise_errors:
-                i = int(np.flatnonzero(mask)[0])
-                raise DataError(f"{where(file=self.path, tree=self.tree_name, branch=branch, entry=int(entries[i]))}: {detail(i)}")
-            for i in np.flatnonzero(mask):
-                if reasons[i] is None:
-                    reasons[i] = reason
+    def validate(self, chunk, entries, raise_errors=True):
+        """Check one chunk with the checks every input path runs (:mod:`pionml.io.checks`, the
+        builder's): raises on the first problem (``raise_errors``), or counts the bad clusters
+        and events in ``skipped`` and ``skipped_events``. Returns the
+        :class:`~pionml.io.checks.EventChunk` (``bad``: per cluster, ``event_bad``: per
+        event). Cell IDs are checked against CellGeo when the reader was made with
+        ``check_cells``."""
+        import awkward as ak
 
-        # -- event-level: which value belongs to which cluster is unknown, or the truth is bad
-        cluster_branches = [b for b in self.branches if spec_for(b).level >= 1
-                            and spec_for(b).group in ("cluster", "cell")]
-        ref = "cluster_E"
-        nclus = ak.num(chunk[ref], axis=1).to_numpy()
-        if "nCluster" in self.branches:
-            declared = ak.to_numpy(chunk["nCluster"]).astype(np.int64)
-            flag(declared != nclus, "length mismatch", ref,
-                 lambda i: f"{nclus[i]} clusters, but nCluster = {declared[i]}")
-        for b in cluster_branches:
-            if b == ref:
-                continue
-            m = ak.num(chunk[b], axis=1).to_numpy()
-            flag(m != nclus, "length mismatch", b,
-                 lambda i, m=m, b=b: f"{m[i]} values, but {ref} has {nclus[i]} clusters")
-        truth = [b for b in self.branches if spec_for(b).group == "truth"]
-        if truth:
-            nt = ak.num(chunk[truth[0]], axis=1).to_numpy()
-            for b in truth[1:]:
-                m = ak.num(chunk[b], axis=1).to_numpy()
-                flag(m != nt, "length mismatch", b,
-                     lambda i, m=m, b=b: f"{m[i]} values, but {truth[0]} has {nt[i]}")
-        for b in truth:
-            if spec_for(b).energy:
-                bad = ak.to_numpy(ak.any(~np.isfinite(chunk[b]), axis=1))
-                flag(bad, "non-finite energy", b,
-                     lambda i, b=b: _first_bad_value(chunk[b][i], "truth particle"))
+        from pionml.io.checks import EventChunkChecker, moments_of
 
-        # -- cluster-level, on the events whose cluster branches line up
-        ev_ok = np.array([r is None for r in reasons], dtype=bool)
-        sub, ents, ncl = chunk[ev_ok], entries[ev_ok], nclus[ev_ok]
-        first = np.concatenate(([0], np.cumsum(ncl)))[:-1]
-        ev_of = np.repeat(np.arange(len(sub)), ncl)
-        creasons = np.full(int(ncl.sum()), None, dtype=object)
-
-        def cflag(mask, reason, branch, detail):
-            mask = np.asarray(mask, dtype=bool)
-            if not mask.any():
-                return
-            if raise_errors:
-                k = int(np.flatnonzero(mask)[0])
-                e = int(ev_of[k])
-                raise DataError(f"{where(file=self.path, tree=self.tree_name, branch=branch, entry=int(ents[e]), cluster=k - int(first[e]))}: "
-                                f"{detail(k)}")
-            creasons[mask & (creasons == None)] = reason  # noqa: E711
-
-        cells = [b for b in self.branches if spec_for(b).level == 2]
-        ncell = None
-        if "cluster_cell_ID" in cells:
-            ncell = ak.flatten(ak.num(sub["cluster_cell_ID"], axis=2))
-            for b in cells:
-                if b == "cluster_cell_ID":
-                    continue
-                other = ak.flatten(ak.num(sub[b], axis=2))
-                differ = ak.to_numpy(other != ncell)
-                cflag(differ, "length mismatch", b,
-                      lambda k, b=b, o=other: f"{int(o[k])} values in {b}, but "
-                      f"{int(ncell[k])} cells in cluster_cell_ID")
-        for b in cluster_branches:
-            spec = spec_for(b)
-            if not spec.energy:
-                continue
-            vals = ak.flatten(sub[b], axis=1)
-            if np.isfinite(ak.to_numpy(ak.flatten(vals, axis=None))).all():
-                continue
-            bad = ~np.isfinite(vals)
-            if spec.level == 2:
-                bad = ak.any(bad, axis=1)
-            cflag(ak.to_numpy(bad), "non-finite energy", b,
-                  lambda k, v=vals: _first_bad_value(v[k]))
-        # Cell IDs unknown to CellGeo (a cluster with no written cell is legal data).
-        if self.check_cells and ncell is not None and len(sub):
-            flat = ak.to_numpy(ak.flatten(sub["cluster_cell_ID"], axis=None)).astype(np.uint64)
-            idx = self.geometry.index_of_id(flat)
-            if (idx < 0).any():
-                clus_of_cell = np.repeat(np.arange(len(creasons)), ak.to_numpy(ncell))
-                bad = np.zeros(len(creasons), dtype=bool)
-                bad[clus_of_cell[idx < 0]] = True
-                cflag(bad, "cell ID not in CellGeo", "cluster_cell_ID",
-                      lambda k: f"cell ID {int(flat[(idx < 0) & (clus_of_cell == k)][0])} is "
-                      f"not in CellGeo")
-        return reasons, creasons
-
-
-def _first_bad_value(values, item: str = "cell") -> str:
-    """Where the first non-finite value of one cluster's cells (or one event's truth
-    particles) is."""
-    import awkward as ak
-
-    arr = ak.to_list(values)
-    if not isinstance(arr, list):
-        return f"energy is {arr}"
-    for k, x in enumerate(arr):
-        if not np.isfinite(x):
-            return f"{item} {k}: energy is {x}"
-    return "non-finite value"
+        if self._checker is None:
+            geometry = self.geometry if self.check_cells else None
+            self._checker = EventChunkChecker(self.path, geometry,
+                                              "raise" if raise_errors else "skip",
+                                              self._counts, tree=self.tree_name)
+        self._checker.on_error = "raise" if raise_errors else "skip"
+        chunk = ak.with_field(chunk, np.asarray(entries, dtype=np.int64), "entry")
+        return self._checker.check(chunk, int(entries[0]) if len(entries) else 0,
+                                   moments_of(chunk))
 
 
 # ---------------------------------------------------------------------------------------------
