@@ -224,3 +224,16 @@ def test_layer_summaries_of_known_images():
     # an empty layer gives zeros (and the floor of the log), no NaN
     assert torch.isfinite(s).all()
     assert s[:, 8].tolist() == [0.0, 0.0] and s[0, 9].item() == pytest.approx(-3.0)
+
+
+def test_variant_defaults_give_each_variant_its_widths(batch_and_spec):
+    """The CNN classifier's default widths are not the regressor's (the paper's 16 and 32
+    filters, dropout 0.2); a caller's hyper-parameter still wins over both."""
+    _, spec = batch_and_spec
+    heads = {"value": {"kind": "linear"}}
+    clf = build_model("cnn", spec)
+    reg = build_model("cnn", spec, heads=heads, variant="regress")
+    assert clf.hyper["channels"] == (8, 16) and clf.hyper["dropout"] == 0.3
+    assert reg.hyper["channels"] == (16, 32) and reg.hyper["dropout"] == 0.2
+    assert build_model("cnn", spec, heads=heads, variant="regress", channels=[4, 8]).hyper["channels"] == (4, 8)
+    assert model_class("cnn").from_config(reg.config()).hyper == reg.hyper

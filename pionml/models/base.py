@@ -141,6 +141,8 @@ class ClusterModel(nn.Module):
     variants: tuple[str, ...] = ("classify", "regress")
     #: data options per variant on top of ``data_defaults`` (e.g. the regressors' image mode)
     variant_data_defaults: dict = {}
+    #: hyper-parameters per variant on top of ``defaults`` (where a variant's network differs)
+    variant_defaults: dict = {}
     #: why the family cannot be exported to ONNX (``pionml export``); empty when it can
     export_note: str = ""
 
@@ -161,7 +163,8 @@ class ClusterModel(nn.Module):
             raise ConfigError(f"model '{self.name}': no output head")
         self.spec = spec
         self.hyper = {k: (tuple(v) if isinstance(v, list) else v)
-                      for k, v in {**self.defaults, **hyper}.items()}
+                      for k, v in {**self.defaults, **self.variant_defaults.get(variant, {}),
+                                   **hyper}.items()}
         self.head_specs = {name: check_head_spec(name, s) for name, s in heads.items()}
         self.use_scalars = bool(scalars) and self.reads_scalars
         self.inputs = self.model_inputs(self.use_scalars)
