@@ -156,7 +156,7 @@ def runs(data, tmp_path_factory):
     }
 
 
-def test_pionml_combine_end_to_end(runs, tmp_path, capsys):
+def test_pionml_combine_end_to_end(runs, data, tmp_path, capsys):
     from pionml.cli import main
 
     out = tmp_path / "comb"
@@ -191,6 +191,12 @@ def test_pionml_combine_end_to_end(runs, tmp_path, capsys):
                        rtol=1e-5)
     # the pi0 'regressor' is the EM scale: its extra row equals EM, and so does E_pi0
     assert np.allclose(pred["E_em_regress_pi0"], pred["E_em"], rtol=1e-5)
+    # every row joins back to its dataset row (the fake dataset records no input files: -1)
+    assert head[:2] == ["row", "file_index"] and np.all(pred["file_index"] == -1)
+    with DatasetFile(data) as ds:
+        cl = ds.read_rows(pred["row"].astype(np.int64), clusters=("event", "pdg", "split")).clusters
+    assert np.array_equal(cl["event"], pred["event"]) and np.array_equal(cl["pdg"], pred["pdg"])
+    assert np.all(cl["split"] == 2)
     mix_csv = (out / "mixed_sample.csv").read_text().splitlines()
     assert mix_csv[0].startswith("split,E_lo,E_hi") and any(x.startswith("val,") for x in mix_csv)
     plots = {p.name for p in (out / "plots").iterdir()}

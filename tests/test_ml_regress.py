@@ -95,7 +95,7 @@ def test_task_options_and_the_command_line(tmp_path, data):
         assert {"response_2d.png", "median_response.png", "iqr_resolution.png",
                 "s68_resolution.png"} <= plots
         header = (tmp_path / "em" / sp / "eval" / "predictions.csv").read_text().splitlines()[0]
-        assert header == "event,cluster_index,label,E_em,eta,E_true,E_pred"
+        assert header == "row,file_index,event,cluster_index,label,E_em,eta,E_true,E_pred"
     assert main(["train", "--species", "pi0", "--data", str(data), "--out", str(tmp_path / "x")]) == 1
 
 

@@ -57,7 +57,8 @@ def test_end_to_end_train_and_evaluate(tmp_path, data):
     assert float(metrics["rejection_at_eff90"]) > float(metrics["pem_rejection_at_eff90"])
     with open(ev / "predictions.csv") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["event", "cluster_index", "label", "E_em", "eta", "E_true", "score"]
+    assert list(rows[0]) == ["row", "file_index", "event", "cluster_index", "label", "E_em",
+                             "eta", "E_true", "score"]
     label, _ = _test_label_pem(data)
     assert len(rows) == metrics["n_clusters"] == len(label)
     card = json.loads((run_dir / "card.json").read_text())
@@ -114,7 +115,8 @@ def test_corrupt_and_mismatched_checkpoints(tmp_path, pfn_run, data):
     state.pop(next(iter(state)))
     state["extra.weight"] = torch.zeros(3)
     torch.save(state, bad / "weights.pt")
-    with pytest.raises(CheckpointError, match="weights.pt.*does not match model 'pfn'"):
+    with pytest.raises(CheckpointError, match=r"weights.pt does not hold the weights of the "
+                                              r"model model.json describes \('pfn'\)"):
         Run.load(bad)
     # a pickled object is refused, not executed, and the error does not advise unpickling
     torch.save({"x": object()}, bad / "weights.pt")

@@ -193,6 +193,7 @@ def _run_train(args) -> int:
     from pionml.train.trainer import default_config, train_run
 
     from pionml.device import pick_device
+    from pionml.runs.config import cli_options
     from pionml.train import distributed
 
     use_atlas_style()
@@ -233,7 +234,7 @@ def _run_train(args) -> int:
             with _sigterm_interrupts():
                 run_dir = train_run(data, args.model, out, task=args.task, config=config,
                                     hyper=hyper, data_options=data_options, progress=progress,
-                                    resume=args.resume,
+                                    resume=args.resume, cli_options=cli_options(args),
                                     task_options={**_json_object(args.task_options, "--task-options"),
                                                   **(regress_options(sp, args.target, args.weight)
                                                      if sp else {})} or None)

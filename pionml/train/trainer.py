@@ -29,6 +29,7 @@ import torch
 
 import pionml
 from pionml.errors import CheckpointError, ConfigError, PionmlError
+from pionml.runs import config as runconfig
 from pionml.runs import folder as runfiles
 from pionml.device import pick_device
 from pionml.train import distributed
@@ -529,9 +530,9 @@ def check_finite_fields(dataset, splits: dict, fields, positive: bool = True) ->
 
 #: What a run folder holds while it trains (before ``card.json``, written last): the files a
 #: failed fresh training removes again.
-RUN_FILES = (runfiles.MODEL_FILE, runfiles.TASK_FILE, runfiles.DATA_FILE,
-             runfiles.NORMALISATION_FILE, runfiles.WEIGHTS_FILE, runfiles.CHECKPOINT_FILE,
-             runfiles.CURVE_FILE)
+RUN_FILES = (runconfig.CONFIG_FILE, runfiles.MODEL_FILE, runfiles.TASK_FILE,
+             runfiles.DATA_FILE, runfiles.NORMALISATION_FILE, runfiles.WEIGHTS_FILE,
+             runfiles.CHECKPOINT_FILE, runfiles.CURVE_FILE)
 
 
 def prepare_folder(out: Path, resume: bool) -> bool:
@@ -568,8 +569,8 @@ def discard_failed_run(out: Path, made: bool) -> None:
     A folder with a checkpoint is kept (it resumes, or says where the last finite state is)."""
     if (out / runfiles.CHECKPOINT_FILE).is_file():
         return
-    for name in RUN_FILES + (runfiles.CARD_FILE,):
-        for f in (out / name, out / (name + ".tmp")):
+    for name in RUN_FILES + (runfiles.CARD_FILE,):  # and the temporaries of a killed writer
+        for f in (out / name, *out.glob(f".{name}.*.part")):
             try:
                 f.unlink(missing_ok=True)
             except OSError:
@@ -606,7 +607,8 @@ def check_model_inputs(dataset, model_name: str, inputs) -> None:
 def train_run(data_path, model_name: str, out_dir, task: str = "classify",
               config: TrainConfig | None = None, hyper: dict | None = None,
               data_options: dict | None = None, progress: bool = True, resume: bool = False,
-              hooks=(), task_options: dict | None = None, data_sha256: str | None = None) -> Path:
+              hooks=(), task_options: dict | None = None, data_sha256: str | None = None,
+              cli_options: dict | None = None) -> Path:
     """Train ``model_name`` for ``task`` on ``data_path`` into the run folder ``out_dir``.
 
     ``task_options`` go to the task (e.g. ``{"species": "pi0"}`` for ``regress``; the
@@ -615,7 +617,8 @@ def train_run(data_path, model_name: str, out_dir, task: str = "classify",
     ``data_options`` override the data configuration (:class:`~pionml.data.sources.DataConfig`;
     the model's ``data_defaults`` come first). With ``resume`` the run continues from its
     checkpoint, with the saved normalisation, target transforms and data options, on the same
-    data. Returns the run folder.
+    data. ``cli_options``: the command line's options as parsed, recorded in the run's
+    ``config.toml`` (:mod:`pionml.runs.config`) with every other option. Returns the run folder.
     """
     from pionml.models import model_class
 
@@ -632,7 +635,8 @@ def train_run(data_path, model_name: str, out_dir, task: str = "classify",
     distributed.barrier(what="making the run folder")
     try:
         return _train_run(data_path, model_name, out, task, config, hyper, data_options,
-                          progress, resume, hooks, task_options, data_sha256, cls, dist, device)
+                          progress, resume, hooks, task_options, data_sha256, cls, dist, device,
+                          cli_options)
     except BaseException:
         if dist.is_main and not resume:
             discard_failed_run(out, made)
@@ -640,7 +644,7 @@ def train_run(data_path, model_name: str, out_dir, task: str = "classify",
 
 
 def _train_run(data_path, model_name, out, task, config, hyper, data_options, progress, resume,
-               hooks, task_options, data_sha256, cls, dist, device) -> Path:
+               hooks, task_options, data_sha256, cls, dist, device, cli_options=None) -> Path:
     from pionml.data.batch import BatchBuilder
     from pionml.data.normalise import Normalisation
     from pionml.data.sources import DataConfig, make_source, source_kind
@@ -714,6 +718,14 @@ def _train_run(data_path, model_name, out, task, config, hyper, data_options, pr
         runfiles.write_json(out / runfiles.MODEL_FILE, model.config())
         runfiles.write_json(out / runfiles.TASK_FILE, task_obj.to_dict())
         runfiles.write_json(out / runfiles.DATA_FILE, data_config.to_dict())
+        previous = (runconfig.read_config(out) or {}) if resume else None
+        run_config = runconfig.run_config(
+            cli=cli_options, previous=previous,
+            task={"name": task_obj.name, "options": task_obj.options},
+            data={"path": str(data_path.resolve()), "sha256": sha, "options": data_config.to_dict()},
+            model={"name": model_name, "variant": model.variant, "hyper": model.hyper},
+            training=asdict(config))
+        runconfig.write_config(out, run_config)
     model.to(device)
     if model.fits_itself:
         if resume:
@@ -748,9 +760,13 @@ def _train_run(data_path, model_name, out, task, config, hyper, data_options, pr
             "seed": config.seed, "train_config": asdict(config), "device": str(device),
             "world_size": dist.world_size, "history": history, "best_epoch": best_epoch,
             "best_val_loss": None if math.isinf(best_val) else best_val, **model_notes,
+            **({"weights_sha256": file_sha256(out / runfiles.WEIGHTS_FILE)}
+               if model.trainable else {}),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "test_metrics": None,
         }
+        # again with the versions of the libraries the training imported (xgboost, ...)
+        runconfig.write_config(out, {**run_config, "versions": runconfig.library_versions()})
         runfiles.write_json(out / runfiles.CARD_FILE, card)
         if history["epoch"]:
             _save_curve(out / runfiles.CURVE_FILE, history, model_name, task_obj.loss_name,
