@@ -251,7 +251,7 @@ def test_a_rewritten_model_json_is_one_line(run, tmp_path, caplog):
     assert "hyper" in line and "widths" in line and "card.json" in line
 
 
-# --- 4. exports usable as documented ---------------------------------------------------------------
+# --- 4. exports usable as documented -------------------------------------------------------
 def _transform(column, entry):
     x = np.asarray(column, np.float64)
     kind = entry["transform"]
@@ -310,7 +310,7 @@ def test_an_export_of_non_finite_weights_is_refused(run, tmp_path, caplog):
     assert not list(tmp_path.glob("*nan.onnx*"))
 
 
-# --- 10/9/11. smaller items ------------------------------------------------------------------------
+# --- 10/9/11. smaller items ----------------------------------------------------------------
 def test_predict_split_on_root_is_refused_and_the_csv_has_a_split_column(run, root_file,
                                                                          tmp_path, caplog):
     data, folder = run

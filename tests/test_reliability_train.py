@@ -31,7 +31,8 @@ HYPER = '{"channels": [4, 4], "dense": 8}'  # dropout on (0.2): the per-rank RNG
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    return make_fake_dataset(tmp_path_factory.mktemp("reltrain") / "fake.h5", n_clusters=160, seed=8)
+    return make_fake_dataset(tmp_path_factory.mktemp("reltrain") / "fake.h5", n_clusters=160,
+                             seed=8)
 
 
 def common(data, *more):
@@ -166,9 +167,11 @@ def test_two_rank_kill_and_resume_repeats_the_uninterrupted_run(tmp_path, data, 
 
 def test_a_one_process_run_resumed_by_two_ranks_is_refused(tmp_path, data):
     one = tmp_path / "one"
-    assert main(["train", *common(data, "--batch-size", "16", "--epochs", "1"), "--out", str(one)]) == 0
+    assert main(["train", *common(data, "--batch-size", "16", "--epochs", "1"), "--out",
+                 str(one)]) == 0
     before = (one / "checkpoint.pt").read_bytes()
-    res = torchrun([*common(data, "--batch-size", "16", "--epochs", "2"), "--out", str(one), "--resume"])
+    res = torchrun([*common(data, "--batch-size", "16", "--epochs", "2"), "--out", str(one),
+                    "--resume"])
     assert res.returncode != 0
     lines = error_lines(res.stderr)
     assert lines and all("Traceback" not in ln for ln in lines)
@@ -361,7 +364,8 @@ def test_a_point_cloud_model_on_a_dataset_without_cells(tmp_path, data, caplog):
 
 
 @pytest.mark.parametrize("at_epoch", [1, 2])
-def test_a_diverged_training_names_a_file_that_exists(tmp_path, data, caplog, monkeypatch, at_epoch):
+def test_a_diverged_training_names_a_file_that_exists(tmp_path, data, caplog, monkeypatch,
+                                                      at_epoch):
     from pionml.train.trainer import Trainer
 
     real = Trainer._loss
@@ -385,7 +389,8 @@ def test_a_diverged_training_names_a_file_that_exists(tmp_path, data, caplog, mo
         assert "no checkpoint was written" in line
         assert not out.exists()  # nothing to keep: a retry into --out works
     else:
-        assert f"The state after epoch 1 (the last finite one) is in '{out / 'checkpoint.pt'}'" in line
+        ckpt = out / "checkpoint.pt"
+        assert f"The state after epoch 1 (the last finite one) is in '{ckpt}'" in line
         assert runfiles.load_tensors(out / "checkpoint.pt")["history"]["epoch"] == [1]
         # a fresh retry is told to resume, not refused without a word
         caplog.clear()
@@ -427,7 +432,8 @@ def test_train_seed_out_of_range_on_the_command_line(tmp_path, data, seed):
 ])
 def test_resume_with_changed_options_is_refused(tmp_path, data, caplog, change, words):
     out = tmp_path / "run"
-    assert main(["train", *common(data, "--batch-size", "32", "--epochs", "1"), "--out", str(out)]) == 0
+    assert main(["train", *common(data, "--batch-size", "32", "--epochs", "1"), "--out",
+                 str(out)]) == 0
     before = (out / "checkpoint.pt").read_bytes()
     caplog.clear()
     args = common(data, "--batch-size", "32", "--epochs", "2")

@@ -38,7 +38,8 @@ def run(data, tmp_path_factory):
 # --- the TOML writer -------------------------------------------------------------------------
 def test_toml_round_trip_of_every_value_type():
     doc = {
-        "run_format": 1, "name": 'quote " backslash \\ tab \t newline \n bell \x07 del \x7f é 😀',
+        "run_format": 1,
+        "name": 'quote " backslash \\ tab \t newline \n bell \x07 del \x7f é 😀',
         "int": -(2 ** 63), "big": 2 ** 63 - 1, "np_int": np.int16(-3), "flag": True, "off": False,
         "np_bool": np.bool_(True), "floats": [0.1, 1e-300, 1e16, -0.0, 3.0, np.float32(0.5)],
         "empty_list": [], "nested": [[1, 2], ["a", [True]], []],
@@ -49,7 +50,8 @@ def test_toml_round_trip_of_every_value_type():
         "tuple": (1, "two"),
     }
     back = tomllib.loads(toml_text(doc))
-    want = json.loads(json.dumps(doc, default=lambda o: o.item()))  # tuples as lists, numpy as Python
+    want = json.loads(json.dumps(doc,
+                                 default=lambda o: o.item()))  # tuples as lists, numpy as Python
     assert back == want
     assert math.copysign(1.0, back["floats"][3]) == -1.0  # -0.0 keeps its sign
     special = tomllib.loads(toml_text({"v": [math.inf, -math.inf, math.nan]}))["v"]

@@ -244,7 +244,8 @@ def load_tensors(path: Path) -> dict:
         raise CheckpointError(f"checkpoint '{path}': cannot be read safely "
                               f"({type(exc).__name__}: {loader_reason(str(exc))})") from exc
     if not isinstance(obj, dict):
-        raise CheckpointError(f"checkpoint '{path}': expected a dict of tensors, got {type(obj).__name__}")
+        raise CheckpointError(f"checkpoint '{path}': expected a dict of tensors, got "
+                              f"{type(obj).__name__}")
     return obj
 
 
@@ -254,7 +255,8 @@ def load_state(model: torch.nn.Module, state: dict, path: Path) -> None:
         model.load_state_dict(state, strict=True)
     except (RuntimeError, TypeError, AttributeError) as exc:
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-        raise CheckpointError(f"checkpoint '{path}' does not match model '{getattr(model, 'name', '?')}': "
+        raise CheckpointError(f"checkpoint '{path}' does not match model "
+                              f"'{getattr(model, 'name', '?')}': "
                               + " ".join(lines[1:4] or lines[:1])) from exc
 
 
@@ -267,7 +269,8 @@ def build_from_config(folder: Path):
     except PionmlError as exc:
         raise CheckpointError(f"file '{Path(folder) / MODEL_FILE}': {exc}") from exc
     except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"file '{Path(folder) / MODEL_FILE}': invalid model config ({exc!r})") from exc
+        raise CheckpointError(f"file '{Path(folder) / MODEL_FILE}': invalid model config "
+                              f"({exc!r})") from exc
 
 
 def check_data_matches(model, dataset) -> None:
@@ -351,13 +354,14 @@ class Run:
         if data is not None:
             path = Path(data)
             if not path.is_file():
-                raise ConfigError(f"dataset '{path}' " + ("is a directory, not a file" if path.is_dir()
-                                                          else "does not exist"))
+                raise ConfigError(f"dataset '{path}' " + (
+                    "is a directory, not a file" if path.is_dir() else "does not exist"))
             return path
         try:
             path = Path(self.card["data"]["path"])
         except (KeyError, TypeError):
-            raise CheckpointError(f"file '{self.folder / CARD_FILE}': no data path; pass --data") from None
+            raise CheckpointError(f"file '{self.folder / CARD_FILE}': no data path; "
+                                  "pass --data") from None
         if not path.is_file():
             raise ConfigError(f"run '{self.folder}': its dataset '{path}' is gone; pass --data")
         return path
@@ -367,8 +371,8 @@ class Run:
         per-cluster fields the model and its task's conversion to physical units read."""
         from pionml.data.batch import BatchBuilder
 
-        return BatchBuilder(self.normalisation, self.model.inputs,
-                            fields=tuple(self.model.cluster_fields) + tuple(self.task.physical_fields),
+        fields = tuple(self.model.cluster_fields) + tuple(self.task.physical_fields)
+        return BatchBuilder(self.normalisation, self.model.inputs, fields=fields,
                             knn_k=self.data_config.knn_k)
 
     @torch.no_grad()

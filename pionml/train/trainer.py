@@ -90,7 +90,8 @@ class TrainConfig:
         if not self.weight_decay >= 0:
             raise ConfigError(f"weight decay must be >= 0, got {self.weight_decay}")
         if self.scheduler not in SCHEDULERS:
-            raise ConfigError(f"unknown scheduler '{self.scheduler}' (choices: {', '.join(SCHEDULERS)})")
+            raise ConfigError(f"unknown scheduler '{self.scheduler}' (choices: "
+                              f"{', '.join(SCHEDULERS)})")
         if self.recipe not in RECIPES:
             raise ConfigError(f"unknown recipe '{self.recipe}' (choices: {', '.join(RECIPES)})")
         if self.augment not in AUGMENTATIONS:
@@ -129,7 +130,8 @@ def check_seed(seed, what: str = "training seed") -> int:
     try:
         return values.seed(seed)
     except ValueError:
-        raise ConfigError(f"{what} must be an integer with 0 <= seed < 2**32, got {seed!r}") from None
+        raise ConfigError(f"{what} must be an integer with 0 <= seed < 2**32, "
+                          f"got {seed!r}") from None
 
 
 #: The options of :class:`TrainConfig` that a resumed run must share with its checkpoint (the
@@ -160,7 +162,8 @@ def default_config(model_name: str, recipe: str = "default", **overrides) -> Tra
     names = {f.name for f in fields(TrainConfig)}
     unknown = set(overrides) - names
     if unknown:
-        raise ConfigError(f"unknown training option(s) {sorted(unknown)} (accepted: {sorted(names)})")
+        raise ConfigError(f"unknown training option(s) {sorted(unknown)} (accepted: "
+                          f"{sorted(names)})")
     values = {**defaults, **{k: v for k, v in overrides.items() if v is not None}}
     if values.get("stages"):  # a staged training: epochs, lr, patience given apply to each stage
         per_stage = {k: overrides[k] for k in ("epochs", "lr", "patience")
@@ -267,7 +270,8 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=stage.lr,
                                           weight_decay=self.config.weight_decay)
         if self.config.scheduler == "cosine":
-            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=stage.epochs)
+            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer,
+                                                                        T_max=stage.epochs)
         elif self.config.scheduler == "plateau":
             self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
                 self.optimizer, factor=0.5, patience=max(1, stage.patience // 2))
@@ -311,7 +315,8 @@ class Trainer:
                 loss = self._loss(batch, stage)
                 if not torch.isfinite(loss):
                     raise TrainingError(
-                        f"model '{self.model.name}': the training loss became {float(loss.detach())} at "
+                        f"model '{self.model.name}': the training loss became "
+                        f"{float(loss.detach())} at "
                         f"epoch {epoch + 1}, batch {i + 1} (stage {stage.name}); check the inputs "
                         f"for NaN or inf and the learning rate. {self._kept()}")
                 loss.backward()
@@ -375,7 +380,8 @@ class Trainer:
         resumed run repeats the uninterrupted one, or is refused in one line."""
         world, batch = self.dist.world_size, self.config.batch_size
         old_world = int(ckpt.get("world_size", 1))
-        old_batch = int(ckpt.get("batch_size", (ckpt.get("train_config") or {}).get("batch_size", batch)))
+        old_batch = int(ckpt.get("batch_size",
+                                 (ckpt.get("train_config") or {}).get("batch_size", batch)))
         if (old_world, old_batch) != (world, batch):
             def run(w, b):
                 return (f"{w} process{'es' if w > 1 else ''} x batch {b} per process "
@@ -383,8 +389,8 @@ class Trainer:
             raise CheckpointError(
                 f"checkpoint '{path}' was written by {run(old_world, old_batch)}; this run has "
                 f"{run(world, batch)}: resume with the same number of processes (torchrun "
-                f"--nproc_per_node {old_world}, or no torchrun for 1) and --batch-size {old_batch}, "
-                "or start a new run")
+                f"--nproc_per_node {old_world}, or no torchrun for 1) and --batch-size "
+                f"{old_batch}, or start a new run")
         saved = ckpt.get("train_config")
         if saved:
             now = self._resume_options()
@@ -419,10 +425,12 @@ class Trainer:
             self.bad_epochs, self.stage_epoch = int(ckpt["bad_epochs"]), int(ckpt["stage_epoch"])
             ranks = ckpt.get("rng_ranks") or [ckpt["rng"]]
             # every process continues its own random stream (dropout, augmentation)
-            _set_rng_state(ranks[self.dist.rank] if len(ranks) == self.dist.world_size else ckpt["rng"])
+            _set_rng_state(ranks[self.dist.rank] if len(ranks) == self.dist.world_size
+                           else ckpt["rng"])
         except (KeyError, ValueError, TypeError, IndexError, RuntimeError) as exc:
             raise CheckpointError(f"checkpoint '{path}': cannot resume ({exc!r})") from exc
-        logger.info("resumed from %s: stage %d, epoch %d", path, self.stage_index + 1, self.stage_epoch)
+        logger.info("resumed from %s: stage %d, epoch %d", path, self.stage_index + 1,
+                    self.stage_epoch)
 
     # -- the loop -------------------------------------------------------------------------------
     def fit(self, train_source, val_source) -> dict:
@@ -542,7 +550,8 @@ def prepare_folder(out: Path, resume: bool) -> bool:
         raise ConfigError(f"run folder '{out}' is a file, not a folder: choose another --out")
     if resume:
         if not (out / runfiles.CHECKPOINT_FILE).is_file():
-            raise ConfigError(f"--resume: '{out}' holds no {runfiles.CHECKPOINT_FILE} to resume from")
+            raise ConfigError(f"--resume: '{out}' holds no {runfiles.CHECKPOINT_FILE} to "
+                              "resume from")
         if (out / runfiles.CARD_FILE).is_file():
             logger.info("--resume of the finished run %s: it continues from its last epoch", out)
         return False
@@ -662,9 +671,11 @@ def _train_run(data_path, model_name, out, task, config, hyper, data_options, pr
             data_config = DataConfig.from_dict(runfiles.read_json(out / runfiles.DATA_FILE))
             norm = Normalisation.load(out / runfiles.NORMALISATION_FILE)
             if task_obj.name != task:
-                raise CheckpointError(f"run '{out}' was trained for task '{task_obj.name}', not '{task}'")
+                raise CheckpointError(f"run '{out}' was trained for task '{task_obj.name}', not "
+                                      f"'{task}'")
             if task_options and any(task_obj.options.get(k) != v for k, v in task_options.items()):
-                raise CheckpointError(f"run '{out}' was trained with task options {task_obj.options}")
+                raise CheckpointError(f"run '{out}' was trained with task options "
+                                      f"{task_obj.options}")
         else:  # the recipe's task options, then the caller's
             from pionml.tasks import task_class
 
@@ -704,10 +715,13 @@ def _train_run(data_path, model_name, out, task, config, hyper, data_options, pr
             direct = [ds.read_rows(r, clusters=builder.cluster_fields).clusters
                       for r in (train_rows, val_rows)]
     logger.info("train %s (task %s) on %s -> %s, device %s, config %s, hyper %s, data %s",
-                model_name, task, data_path, out, device, asdict(config), hyper, data_config.to_dict())
+                model_name, task, data_path, out, device, asdict(config), hyper,
+                data_config.to_dict())
     if not model.fits_itself:
-        train_src = make_source(data_path, train_rows, builder, data_config, what="train", kind=kind)
-        val_src = make_source(data_path, val_rows, builder, data_config, what="validation", kind=kind)
+        train_src = make_source(data_path, train_rows, builder, data_config, what="train",
+                                kind=kind)
+        val_src = make_source(data_path, val_rows, builder, data_config, what="validation",
+                              kind=kind)
     if dist.is_main:
         if resume:
             saved = runfiles.read_json(out / runfiles.MODEL_FILE)
@@ -722,7 +736,8 @@ def _train_run(data_path, model_name, out, task, config, hyper, data_options, pr
         run_config = runconfig.run_config(
             cli=cli_options, previous=previous,
             task={"name": task_obj.name, "options": task_obj.options},
-            data={"path": str(data_path.resolve()), "sha256": sha, "options": data_config.to_dict()},
+            data={"path": str(data_path.resolve()), "sha256": sha,
+                  "options": data_config.to_dict()},
             model={"name": model_name, "variant": model.variant, "hyper": model.hyper},
             training=asdict(config))
         runconfig.write_config(out, run_config)
