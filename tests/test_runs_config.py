@@ -76,6 +76,16 @@ def test_toml_refuses_what_it_cannot_write_naming_the_key(doc, words):
     assert all(w in str(info.value) for w in words), str(info.value)
 
 
+def test_an_option_toml_cannot_hold_is_one_line_naming_it(tmp_path):
+    from pionml.errors import ConfigError
+    from pionml.runs import write_config
+
+    with pytest.raises(ConfigError, match=r"config.toml': cannot record the run's options "
+                                          r"\(TOML value at 'model.hyper.sizes.\[1\]'"):
+        write_config(tmp_path, {"run_format": 1, "model": {"hyper": {"sizes": [1, None]}}})
+    assert list(tmp_path.iterdir()) == []
+
+
 # --- what a run records ----------------------------------------------------------------------
 def test_config_toml_holds_every_option_that_made_the_run(run, data):
     config = read_config(run)

@@ -105,11 +105,18 @@ def run_config(*, task: dict, data: dict, model: dict, training, cli: dict | Non
 
 
 def write_config(folder: Path, config: dict) -> None:
-    """``config`` to ``folder/config.toml`` through a temporary file renamed on success."""
+    """``config`` to ``folder/config.toml`` through a temporary file renamed on success. A value
+    TOML cannot hold (a None inside a list, an object) is one ConfigError naming the option."""
+    from pionml.errors import ConfigError
     from pionml.runs.folder import write_text
     from pionml.runs.toml_writer import toml_text
 
-    write_text(Path(folder) / CONFIG_FILE, toml_text(without_none(config)))
+    path = Path(folder) / CONFIG_FILE
+    try:
+        text = toml_text(without_none(config))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"file '{path}': cannot record the run's options ({exc})") from exc
+    write_text(path, text)
 
 
 def read_config(folder: Path) -> dict | None:
