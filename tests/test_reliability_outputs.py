@@ -304,6 +304,9 @@ def test_an_export_of_non_finite_weights_is_refused(run, tmp_path, caplog):
     name = next(k for k, v in state.items() if v.is_floating_point())
     state[name][...] = float("nan")
     torch.save(state, folder / "weights.pt")
+    card = json.loads((folder / "card.json").read_text())  # as if the training had written them
+    card["weights_sha256"] = hashlib.sha256((folder / "weights.pt").read_bytes()).hexdigest()
+    (folder / "card.json").write_text(json.dumps(card))
     assert main(["export", str(folder), "--out", str(tmp_path / "nan.onnx")]) == 1
     line = _one_line(caplog)
     assert f"weight '{name}'" in line and "NaN or inf" in line

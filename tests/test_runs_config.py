@@ -28,6 +28,7 @@ def data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def run(data, tmp_path_factory):
+    pytest.importorskip("xgboost")  # imported by this process, not needed by the dnn: not recorded
     out = tmp_path_factory.mktemp("runcfg_run") / "dnn"
     assert main(["--no-progress", "train", "--model", "dnn", "--data", str(data), "--epochs", "1",
                  "--batch-size", "32", "--hyper", HYPER, "--seed", "7", "--lr", "0.002",
@@ -120,16 +121,22 @@ def test_config_toml_holds_every_option_that_made_the_run(run, data):
     assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == []  # no temporary
 
 
-def test_a_bdt_run_records_the_xgboost_version(data, tmp_path):
+def test_the_optional_libraries_a_model_needs_are_recorded(data, tmp_path):
     xgboost = pytest.importorskip("xgboost")
+    torch_geometric = pytest.importorskip("torch_geometric")
     from pionml.train.trainer import TrainConfig, train_run
 
     out = train_run(data, "bdt", tmp_path / "bdt", config=TrainConfig(epochs=3, seed=0),
                     hyper={"max_depth": 2}, progress=False)
     config = read_config(out)
     assert config["versions"]["xgboost"] == xgboost.__version__
+    assert "torch_geometric" not in config["versions"]
     assert "cli" not in config  # a library call: no command line
     assert config["model"]["name"] == "bdt" and config["model"]["hyper"]["max_depth"] == 2
+    out = train_run(data, "pfn", tmp_path / "pfn", config=TrainConfig(epochs=1, batch_size=64),
+                    progress=False)  # point clouds: torch_geometric batches
+    versions = read_config(out)["versions"]
+    assert versions["torch_geometric"] == torch_geometric.__version__ and "xgboost" not in versions
 
 
 def test_a_resume_keeps_the_first_command_and_adds_its_own(data, tmp_path):

@@ -5,13 +5,12 @@ Tables (design.md section 9): ``run_format`` (:data:`RUN_FORMAT`, checked by
 from ``pionml train``; ``[[resumes]]`` the options of each ``--resume``), ``[task]`` (name and
 options), ``[data]`` (the dataset's path and sha256 and the data options), ``[model]`` (name,
 variant, hyper-parameters), ``[training]`` (the training configuration) and ``[versions]``
-(pionml, Python and the libraries the run used). TOML has no null: an option that is None (not
-given, or "the default") is left out, so a missing key reads as None.
+(pionml, Python, the main libraries, and the optional ones the model needs:
+:func:`model_libraries`). TOML has no null: an option that is None (not given, or "the
+default") is left out, so a missing key reads as None.
 
-The file is written when training starts (an interrupted run has it too) and again with the card
-at the end, when the versions of libraries imported by the training (xgboost for ``bdt``,
-torch_geometric for ``gnn``) are known. A run saved before ``config.toml`` existed has none and
-still loads.
+The file is written when training starts, so an interrupted run has it too. A run saved before
+``config.toml`` existed has none and still loads.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ RUN_FORMAT = 1
 #: Libraries whose versions every run records (module name -> distribution names to ask).
 MAIN_LIBRARIES = {"torch": ("torch",), "numpy": ("numpy",), "h5py": ("h5py",),
                   "uproot": ("uproot",)}
-#: Libraries recorded when the run imported them (the models that need them import them).
+#: Libraries recorded when the run's model needs them (:func:`model_libraries`).
 OPTIONAL_LIBRARIES = {"xgboost": ("xgboost", "xgboost-cpu"), "lightgbm": ("lightgbm",),
                       "torch_geometric": ("torch_geometric", "torch-geometric")}
 
@@ -51,17 +50,42 @@ def _version(module: str, distributions) -> str | None:
     return None
 
 
-def library_versions() -> dict:
-    """pionml, Python, the main libraries, and the optional ones this process imported."""
+def library_versions(optional=()) -> dict:
+    """The versions of pionml, Python, the main libraries and the ``optional`` ones (names of
+    :data:`OPTIONAL_LIBRARIES`) that are installed."""
     import pionml
 
     out = {"pionml": pionml.__version__, "python": platform.python_version()}
     for module, dists in MAIN_LIBRARIES.items():
         out[module] = _version(module, dists)
-    for module, dists in OPTIONAL_LIBRARIES.items():
-        if module in sys.modules:
-            out[module] = _version(module, dists)
+    for module in optional:
+        out[module] = _version(module, OPTIONAL_LIBRARIES[module])
     return {k: v for k, v in out.items() if v is not None}
+
+
+def model_libraries(model) -> tuple:
+    """The optional libraries (:data:`OPTIONAL_LIBRARIES`) a model needs: those the modules of
+    its class and of its pionml base classes import (read from their source, so the answer does
+    not depend on what this process imported before), and torch_geometric for a model that
+    reads point clouds (its batches are torch_geometric's)."""
+    import ast
+    import inspect
+
+    found = {"torch_geometric"} if "cloud" in tuple(getattr(model, "inputs", ())) else set()
+    for name in dict.fromkeys(c.__module__ for c in type(model).__mro__):
+        module = sys.modules.get(name)
+        if module is None or not name.startswith("pionml."):
+            continue
+        try:
+            tree = ast.parse(inspect.getsource(module))
+        except (OSError, TypeError, SyntaxError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                found.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                found.add(node.module.split(".")[0])
+    return tuple(m for m in OPTIONAL_LIBRARIES if m in found)
 
 
 def cli_options(args) -> dict:
@@ -85,11 +109,12 @@ def without_none(value):
 
 
 def run_config(*, task: dict, data: dict, model: dict, training, cli: dict | None = None,
-               previous: dict | None = None) -> dict:
+               previous: dict | None = None, libraries=()) -> dict:
     """The content of ``config.toml``. ``task``: name and options; ``data``: path, sha256 and
     options; ``model``: name, variant, hyper; ``training``: the TrainConfig (or its dict);
     ``cli``: the command line's options (None for a library call); ``previous``: the config a
-    resumed run had (its ``cli`` is kept, this ``cli`` is added to ``resumes``)."""
+    resumed run had (its ``cli`` is kept, this ``cli`` is added to ``resumes``); ``libraries``:
+    the optional libraries whose versions are recorded (:func:`model_libraries`)."""
     config = {"run_format": RUN_FORMAT}
     resumes = list((previous or {}).get("resumes", []))
     first_cli = (previous or {}).get("cli") if previous is not None else cli
@@ -100,7 +125,7 @@ def run_config(*, task: dict, data: dict, model: dict, training, cli: dict | Non
     if resumes:
         config["resumes"] = resumes
     config.update(task=task, data=data, model=model, training=training,
-                  versions=library_versions())
+                  versions=library_versions(libraries))
     return without_none(config)
 
 

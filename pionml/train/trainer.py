@@ -739,7 +739,7 @@ def _train_run(data_path, model_name, out, task, config, hyper, data_options, pr
             data={"path": str(data_path.resolve()), "sha256": sha,
                   "options": data_config.to_dict()},
             model={"name": model_name, "variant": model.variant, "hyper": model.hyper},
-            training=asdict(config))
+            training=asdict(config), libraries=runconfig.model_libraries(model))
         runconfig.write_config(out, run_config)
     model.to(device)
     if model.fits_itself:
@@ -780,8 +780,6 @@ def _train_run(data_path, model_name, out, task, config, hyper, data_options, pr
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "test_metrics": None,
         }
-        # again with the versions of the libraries the training imported (xgboost, ...)
-        runconfig.write_config(out, {**run_config, "versions": runconfig.library_versions()})
         runfiles.write_json(out / runfiles.CARD_FILE, card)
         if history["epoch"]:
             _save_curve(out / runfiles.CURVE_FILE, history, model_name, task_obj.loss_name,
