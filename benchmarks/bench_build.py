@@ -6,7 +6,8 @@ included, next to a straightforward per-cell Python-loop rasteriser on the same 
 Writes a synthetic MLTree file (pionml.testing.mltree.synthetic_branches) into a temporary
 folder, builds it with ``build_dataset`` (gzip, lzf and no compression), then times
 ``rasterise_reference`` (per-cell loop: ID lookup, energy cut, pixel) and pionml's compiled
-ID lookup + ``rasterise`` on the same clusters read back from the dataset, and checks that they agree.
+ID lookup + ``rasterise`` on the same clusters read back from the dataset, and checks that they
+agree.
 """
 
 from __future__ import annotations

@@ -47,7 +47,8 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     tmp = tempfile.TemporaryDirectory()
     path = Path(args.data) if args.data else make_fake_dataset(
-        Path(tmp.name) / "bench.h5", n_clusters=args.clusters, seed=0, split_fractions=(1.0, 0.0, 0.0))
+        Path(tmp.name) / "bench.h5", n_clusters=args.clusters, seed=0,
+        split_fractions=(1.0, 0.0, 0.0))
     task = make_task("calibrate")
     with DatasetFile(path) as ds:
         rows = task.rows(ds, "train")
@@ -63,7 +64,8 @@ def main() -> int:
           "members / samples")
     print(f"{'model':<28}{'parameters':>12}{'train clusters/s':>18}{'infer clusters/s':>18}")
     batches = list(source.loader(args.batch_size, shuffle=False))[: args.batches]
-    hyper = {"lgk": {}, "hgm": {}, "bnn": {"n_samples": args.members}, "re": {"members": args.members}}
+    hyper = {"lgk": {}, "hgm": {}, "bnn": {"n_samples": args.members},
+             "re": {"members": args.members}}
     for name, h in hyper.items():
         torch.manual_seed(0)
         model = build_model(name, spec, variant="calibrate", **h)

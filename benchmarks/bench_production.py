@@ -88,7 +88,8 @@ def main() -> int:
                      hdf5_digest(out)[:16]))
         print(f"build: {read} clusters read, {kept} kept, {cells} cells written")
     print(f"\n{'command':10s} {'jobs':>4s} {'wall s':>8s} {'CPU s':>7s} {'events/s':>9s} "
-          f"{'read cl/s':>10s} {'kept cl/s':>10s} {'cells/s':>10s} {'speed-up':>8s}  content digest")
+          f"{'read cl/s':>10s} {'kept cl/s':>10s} {'cells/s':>10s} {'speed-up':>8s}  "
+          "content digest")
     base = {}
     for cmd, j, wall, cpu, ev, rd, kp, cl, dig in rows:
         base.setdefault(cmd, wall)
@@ -100,7 +101,8 @@ def main() -> int:
     for cmd in ("simulate", "build"):
         digests = {r[-1] for r in rows if r[0] == cmd}
         if digests:
-            print(f"{cmd}: {'identical output for every --jobs' if len(digests) == 1 else 'OUTPUTS DIFFER'}")
+            same = "identical output for every --jobs" if len(digests) == 1 else "OUTPUTS DIFFER"
+            print(f"{cmd}: {same}")
     if args.profile:
         import cProfile
         import pstats

@@ -49,7 +49,8 @@ def train_child(path: str, source: str, out: str, workers: int | None) -> None:
     card = json.loads((Path(run) / "card.json").read_text())
     own, children = peak_rss_mb()
     print("RESULT " + json.dumps({"wall_s": wall, "epoch_s": card["history"]["seconds"][0],
-                                  "n_train": card["data"]["n_train"], "source": card["data"]["source"],
+                                  "n_train": card["data"]["n_train"],
+                                  "source": card["data"]["source"],
                                   "rss_main_mb": own, "rss_workers_mb": children,
                                   "train_loss": card["history"]["train_loss"][0],
                                   "val_loss": card["history"]["val_loss"][0]}), flush=True)
@@ -90,14 +91,16 @@ def throughput(path: Path, source: str, batch_size: int = 256, loader_rows: int 
     model = build_model("cnn", spec, heads=task.heads)
     builder = BatchBuilder(norm, model.inputs, fields=task.fields)
     src = make_source(path, rows, builder, DataConfig(source=source))
-    return loader_rate(src, batch_size, max_rows=loader_rows), model_rate(model, task, src, batch_size)
+    return loader_rate(src, batch_size, max_rows=loader_rows), model_rate(model, task, src,
+                                                                          batch_size)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=2_000_000)
     ap.add_argument("--file", default="/tmp/pionml_stream_bench.h5")
-    ap.add_argument("--default", default="datasets/default.h5", help="dataset for the in-memory figures")
+    ap.add_argument("--default", default="datasets/default.h5",
+                    help="dataset for the in-memory figures")
     ap.add_argument("--keep", action="store_true", help="keep the synthetic file")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--source", default="auto", help=argparse.SUPPRESS)
@@ -132,14 +135,16 @@ def main() -> int:
           f"images alone {image_gb:.2f} GB")
     r = run_child(path, "auto", args.workers)
     total = r["rss_main_mb"] + r["rss_workers_mb"]
-    print(f"  one CNN epoch, source chosen by --source auto: {r['source']}; {r['n_train']} training "
+    print(f"  one CNN epoch, source chosen by --source auto: {r['source']}; {r['n_train']} "
+          "training "
           f"clusters in {r['epoch_s']:.0f} s ({r['n_train'] / r['epoch_s']:.0f} clusters/s incl. "
           f"validation), whole run {r['wall_s']:.0f} s, train loss {r['train_loss']:.4f}")
     print(f"  peak resident memory: main {r['rss_main_mb']:.0f} MB + loader worker "
           f"{r['rss_workers_mb']:.0f} MB = {total:.0f} MB "
           f"({'under' if total < 3000 else 'OVER'} the 3 GB target)")
     lr, mr = throughput(path, "stream")
-    print(f"  streaming loader {lr:.0f} clusters/s (one thread) vs CNN training {mr:.0f} clusters/s: "
+    print(f"  streaming loader {lr:.0f} clusters/s (one thread) vs CNN training {mr:.0f} "
+          "clusters/s: "
           f"{lr / mr:.1f}x ({'OK' if lr >= 3 * mr else 'BELOW'} the 3x target)")
     if not args.keep:
         path.unlink()
@@ -150,10 +155,12 @@ def main() -> int:
         print(f"in memory: {default}: {n} clusters, file {default.stat().st_size / 1e6:.0f} MB")
         r = run_child(default, "auto")
         total = r["rss_main_mb"] + r["rss_workers_mb"]
-        print(f"  one CNN epoch, source chosen by --source auto: {r['source']}; {r['n_train']} training "
+        print(f"  one CNN epoch, source chosen by --source auto: {r['source']}; {r['n_train']} "
+              "training "
               f"clusters in {r['epoch_s']:.1f} s; peak resident memory {total:.0f} MB")
         lr, mr = throughput(default, "memory")
-        print(f"  in-memory loader {lr:.0f} clusters/s (one thread) vs CNN training {mr:.0f} clusters/s: "
+        print(f"  in-memory loader {lr:.0f} clusters/s (one thread) vs CNN training {mr:.0f} "
+              "clusters/s: "
               f"{lr / mr:.1f}x")
     else:
         print(f"no {default}: in-memory figures skipped (pionml make-dataset builds it)")

@@ -8,8 +8,8 @@ For each model: clusters/s of a training step (forward + loss + backward + Adam)
 from the source, and clusters/s of the source alone building batches of the model's inputs
 (images; point clouds with kNN edges made per batch) on one thread, as in a loader worker
 process, in the first epoch and in the second (where the in-memory source reuses the kNN
-edges it made in the first). The loader should be at least 3x faster than the model. Without ``--data`` a fake
-dataset of ``--clusters`` rows is used.
+edges it made in the first). The loader should be at least 3x faster than the model. Without
+``--data`` a fake dataset of ``--clusters`` rows is used.
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     tmp = tempfile.TemporaryDirectory()
     path = Path(args.data) if args.data else make_fake_dataset(
-        Path(tmp.name) / "bench.h5", n_clusters=args.clusters, seed=0, split_fractions=(1.0, 0.0, 0.0))
+        Path(tmp.name) / "bench.h5", n_clusters=args.clusters, seed=0,
+        split_fractions=(1.0, 0.0, 0.0))
     task = make_task(args.task, **({"species": "charged"} if args.task == "regress" else {}))
     with DatasetFile(path) as ds:
         rows = task.rows(ds, "train")
@@ -56,7 +57,8 @@ def main() -> int:
         norms = {mode: Normalisation.fit(ds, rows, image_mode=mode)
                  for mode in ("fraction", "log", "standardise")}
         n_cells = (ds.offsets[rows + 1] - ds.offsets[rows]).mean()
-    print(f"# task {args.task}, {len(rows)} clusters of {path if args.data else 'a fake dataset'}, {n_cells:.1f} "
+    print(f"# task {args.task}, {len(rows)} clusters of {path if args.data else 'a fake dataset'}, "
+          f"{n_cells:.1f} "
           f"cells per cluster, {args.source} source, batch {args.batch_size}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
     print(f"{'model':10s} {'params':>9s} {'train clusters/s':>17s} {'loader 1st epoch':>17s} "
@@ -75,14 +77,17 @@ def main() -> int:
         first = loader_rate(source, args.batch_size, epoch=0)
         lrate = loader_rate(source, args.batch_size, epoch=1)
         if not model.trainable:
-            print(f"{name:10s} {0:9d} {'(no training)':>17s} {first:17.0f} {lrate:17.0f} {'-':>13s}")
+            print(f"{name:10s} {0:9d} {'(no training)':>17s} {first:17.0f} {lrate:17.0f} "
+                  f"{'-':>13s}")
             continue
         mrate = model_rate(model, task, source, args.batch_size, args.batches)
         ratios[name] = min(first, lrate) / mrate
         n_par = sum(p.numel() for p in model.parameters())
-        print(f"{name:10s} {n_par:9d} {mrate:17.0f} {first:17.0f} {lrate:17.0f} {ratios[name]:12.1f}x")
+        print(f"{name:10s} {n_par:9d} {mrate:17.0f} {first:17.0f} {lrate:17.0f} "
+              f"{ratios[name]:12.1f}x")
     worst = min(ratios, key=ratios.get)
-    print(f"# smallest loader/model ratio (slower epoch of the loader): {ratios[worst]:.1f}x ({worst}); "
+    print(f"# smallest loader/model ratio (slower epoch of the loader): {ratios[worst]:.1f}x "
+          f"({worst}); "
           f"{'OK' if ratios[worst] >= 3 else 'BELOW'} the 3x target")
     tmp.cleanup()
     return 0

@@ -28,8 +28,9 @@ from pionml.errors import OutputError
 from pionml.io import temp_path
 
 #: Files a trained run folder holds (pionml.runs.folder): never an output of another command.
-RUN_FILES = frozenset({"model.json", "task.json", "data.json", "normalisation.json", "weights.pt",
-                       "checkpoint.pt", "card.json", "training_curve.png", "bdt.json"})
+RUN_FILES = frozenset({"config.toml", "model.json", "task.json", "data.json", "normalisation.json",
+                       "weights.pt", "checkpoint.pt", "card.json", "training_curve.png",
+                       "bdt.json"})
 #: A directory holding any of these is a run folder.
 RUN_MARKERS = ("model.json", "weights.pt", "card.json")
 

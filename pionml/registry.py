@@ -19,14 +19,16 @@ class Registry(dict):
     def register(self, cls):
         """Class decorator: add ``cls`` under ``cls.name`` (empty or repeated names refused)."""
         if not getattr(cls, "name", "") or cls.name in self:
-            raise ConfigError(f"{self.kind} class {cls.__name__}: name {getattr(cls, 'name', '')!r} "
+            raise ConfigError(f"{self.kind} class {cls.__name__}: name "
+                              f"{getattr(cls, 'name', '')!r} "
                               "empty or registered twice")
         self[cls.name] = cls
         return cls
 
     def lookup(self, name: str):
-        """The class registered as ``name``; an unknown name raises ConfigError listing the choices."""
+        """The class registered as ``name``; an unknown name: a ConfigError with the choices."""
         try:
             return self[name]
         except KeyError:
-            raise ConfigError(f"unknown {self.kind} '{name}' (choices: {', '.join(sorted(self))})") from None
+            raise ConfigError(f"unknown {self.kind} '{name}' (choices: "
+                              f"{', '.join(sorted(self))})") from None

@@ -137,7 +137,8 @@ SELECTION = {"eta_max": positive_float, "min_calib": non_negative_float,
 
 
 #: The images' cell-energy cut (``build --image-min-fraction``, a recipe's ``[build]
-#: image_min_fraction``): a fraction of the cluster energy in [0, 1); 0 images every cell with E > 0.
+#: image_min_fraction``): a fraction of the cluster energy in [0, 1); 0 images every cell with
+#: E > 0.
 def cell_fraction(value) -> float:
     """A fraction of the cluster energy: 0 <= f < 1."""
     try:

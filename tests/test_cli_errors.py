@@ -23,7 +23,8 @@ CASES = [
     # (arguments, exit code, words the one line must contain)
     (["simulate", "--events", "0", "--out", "x.root"], 2, ["--events", "must be >= 1, got 0"]),
     (["simulate", "--events", "-5", "--out", "x.root"], 2, ["--events", ">= 1"]),
-    (["simulate", "--events", "10", "--energy", "nan", "--out", "x.root"], 2, ["--energy", "finite"]),
+    (["simulate", "--events", "10", "--energy", "nan", "--out", "x.root"], 2,
+     ["--energy", "finite"]),
     (["train", "--epochs", "-1"], 2, ["--epochs", "must be >= 1, got -1"]),
     (["train", "--batch-size", "0"], 2, ["--batch-size", ">= 1"]),
     (["train", "--lr", "-1"], 2, ["--lr", "> 0"]),

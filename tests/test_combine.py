@@ -136,7 +136,8 @@ def test_a_perfect_classifier_gives_the_oracle_and_soft_routing_with_hard_p_is_h
 
 def test_a_nan_energy_or_score_is_an_error_not_a_dropped_cluster():
     assert np.array_equal(check_finite([1.0, 2.0], "x"), [1.0, 2.0])
-    with pytest.raises(DataError, match=r"run 'r': E_pred: 2 of 4 values .* NaN or inf \(first at position 1\)"):
+    with pytest.raises(DataError, match=r"run 'r': E_pred: 2 of 4 values .* NaN or inf "
+                                        r"\(first at position 1\)"):
         check_finite([1.0, np.nan, 3.0, np.inf], "run 'r': E_pred")
 
 
@@ -146,7 +147,8 @@ def runs(data, tmp_path_factory):
     base = tmp_path_factory.mktemp("comb_runs")
     cfg = TrainConfig(epochs=1, batch_size=64, seed=1)
     return {
-        "classifier": train_run(data, "pem", base / "pem", task="classify", config=cfg, progress=False),
+        "classifier": train_run(data, "pem", base / "pem", task="classify", config=cfg,
+                                progress=False),
         "pi0": train_run(data, "em", base / "em_pi0", task="regress", config=cfg, progress=False,
                          task_options={"species": "pi0"}),
         "charged": train_run(data, "dnn", base / "dnn_charged", task="regress", config=cfg,
@@ -156,7 +158,7 @@ def runs(data, tmp_path_factory):
     }
 
 
-def test_pionml_combine_end_to_end(runs, tmp_path, capsys):
+def test_pionml_combine_end_to_end(runs, data, tmp_path, capsys):
     from pionml.cli import main
 
     out = tmp_path / "comb"
@@ -176,7 +178,8 @@ def test_pionml_combine_end_to_end(runs, tmp_path, capsys):
     assert sum(test["left_out"].values()) + test["n_drawn"] == test["n_input"]
     r = m["routing"]
     assert m["n_correct_pi0"] + m["n_misrouted_pi0_to_charged"] == test["n_per_species"]["pi0"]
-    assert m["n_misrouted_pi0_to_charged"] == round((1 - r["eff_pi0"]) * test["n_per_species"]["pi0"])
+    n_pi0 = test["n_per_species"]["pi0"]
+    assert m["n_misrouted_pi0_to_charged"] == round((1 - r["eff_pi0"]) * n_pi0)
     assert 0 <= r["eff_pi0"] <= 1 and 0 <= r["eff_pipm"] <= 1 and len(r["bins_E_em"]) == 8
     lines = (out / "predictions.csv").read_text().splitlines()
     head = lines[0].split(",")
@@ -186,11 +189,19 @@ def test_pionml_combine_end_to_end(runs, tmp_path, capsys):
     pred = np.genfromtxt(out / "predictions.csv", delimiter=",", names=True)
     to_pi0 = pred["score"] >= m["threshold"]["threshold"]
     assert np.array_equal(pred["to_pi0"] == 1, to_pi0)
-    assert np.allclose(pred["E_combined"], np.where(to_pi0, pred["E_pi0"], pred["E_charged"]), rtol=1e-5)
-    assert np.allclose(pred["E_oracle"], np.where(pred["label"] == 1, pred["E_pi0"], pred["E_charged"]),
+    assert np.allclose(pred["E_combined"], np.where(to_pi0, pred["E_pi0"], pred["E_charged"]),
+                       rtol=1e-5)
+    assert np.allclose(pred["E_oracle"],
+                       np.where(pred["label"] == 1, pred["E_pi0"], pred["E_charged"]),
                        rtol=1e-5)
     # the pi0 'regressor' is the EM scale: its extra row equals EM, and so does E_pi0
     assert np.allclose(pred["E_em_regress_pi0"], pred["E_em"], rtol=1e-5)
+    # every row joins back to its dataset row (the fake dataset records no input files: -1)
+    assert head[:2] == ["row", "file_index"] and np.all(pred["file_index"] == -1)
+    with DatasetFile(data) as ds:
+        cl = ds.read_rows(pred["row"].astype(np.int64), clusters=("event", "pdg", "split")).clusters
+    assert np.array_equal(cl["event"], pred["event"]) and np.array_equal(cl["pdg"], pred["pdg"])
+    assert np.all(cl["split"] == 2)
     mix_csv = (out / "mixed_sample.csv").read_text().splitlines()
     assert mix_csv[0].startswith("split,E_lo,E_hi") and any(x.startswith("val,") for x in mix_csv)
     plots = {p.name for p in (out / "plots").iterdir()}
@@ -199,7 +210,8 @@ def test_pionml_combine_end_to_end(runs, tmp_path, capsys):
     # a fixed threshold routes by that value; train.py forwards 'combine'
     from pionml.train.cli import main as train_py_main
 
-    assert train_py_main(args[:7] + ["--out", str(tmp_path / "fixed"), "--threshold-method", "fixed",
+    assert train_py_main(args[:7] + ["--out", str(tmp_path / "fixed"), "--threshold-method",
+                                     "fixed",
                             "--threshold", "0.615", "--no-plots", "--bootstrap", "0"]) == 0
     m = json.loads((tmp_path / "fixed" / "metrics.json").read_text())
     assert m["threshold"]["threshold"] == 0.615 and "fixed" in m["threshold"]["rules"]
@@ -210,7 +222,8 @@ def test_mismatched_runs_and_arguments_fail_with_one_line(runs, data, tmp_path, 
 
     other = make_fake_dataset(tmp_path / "other.h5", n_clusters=300, seed=99)
     stranger = train_run(other, "em", tmp_path / "em_other", task="regress",
-                         config=TrainConfig(epochs=1), progress=False, task_options={"species": "pi0"})
+                         config=TrainConfig(epochs=1), progress=False,
+                         task_options={"species": "pi0"})
     import shutil
 
     unknown = shutil.copytree(runs["pi0"], tmp_path / "no_hash")
@@ -221,11 +234,13 @@ def test_mismatched_runs_and_arguments_fail_with_one_line(runs, data, tmp_path, 
             "--out", str(tmp_path / "x"), "--no-progress", "--no-plots"]
     cases = [
         (["--pi0", str(stranger)], "runs from different datasets"),
-        (["--pi0", str(runs["pi0"]), "--data", str(other)], "is not the file the runs were trained on"),
+        (["--pi0", str(runs["pi0"]), "--data", str(other)],
+         "is not the file the runs were trained on"),
         (["--pi0", str(runs["charged"])], "a regressor of charged clusters, not of pi0"),
         (["--pi0", str(runs["classifier"])], "not an energy E_pred"),
         (["--pi0", str(runs["pi0"]), "--threshold-method", "fixed"], "needs --threshold"),
-        (["--pi0", str(runs["pi0"]), "--threshold", "0.5"], "is the value of --threshold-method fixed"),
+        (["--pi0", str(runs["pi0"]), "--threshold", "0.5"],
+         "is the value of --threshold-method fixed"),
         (["--pi0", str(tmp_path / "nothing")], "does not exist"),
         (["--pi0", str(unknown)], "its card records no dataset hash"),
     ]

@@ -51,8 +51,10 @@ def test_two_processes_train_like_one(tmp_path, data):
     assert card2["history"]["world_size"] == [2, 2] and card2["history"]["batch_size"] == [32, 32]
     assert card1["history"]["world_size"] == [1, 1] and card1["history"]["batch_size"] == [64, 64]
     assert card2["history"]["effective_batch"] == card1["history"]["effective_batch"] == [64, 64]
-    np.testing.assert_allclose(card2["history"]["val_loss"], card1["history"]["val_loss"], rtol=2e-3)
-    np.testing.assert_allclose(card2["history"]["train_loss"], card1["history"]["train_loss"], rtol=2e-3)
+    np.testing.assert_allclose(card2["history"]["val_loss"], card1["history"]["val_loss"],
+                               rtol=2e-3)
+    np.testing.assert_allclose(card2["history"]["train_loss"], card1["history"]["train_loss"],
+                               rtol=2e-3)
     # the folder reloads like a one-process run and predicts alike
     p1, p2 = Run.load(one).predict(data), Run.load(two).predict(data)
     np.testing.assert_allclose(p2["score"], p1["score"], atol=2e-3)

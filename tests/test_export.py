@@ -24,7 +24,8 @@ from pionml.tasks.base import TASKS  # noqa: E402
 from pionml.testing.fake_dataset import make_fake_dataset  # noqa: E402
 from pionml.train.trainer import TrainConfig, train_run  # noqa: E402
 
-CASES = [(task, name) for task, tcls in sorted(TASKS.items()) for name, mcls in sorted(MODELS.items())
+CASES = [(task, name) for task, tcls in sorted(TASKS.items())
+         for name, mcls in sorted(MODELS.items())
          if mcls.trainable and tcls.model_variant in mcls.variants]
 # the other architectures a family offers through its hyper-parameters (e.g. the CNN's layouts),
 # per model variant: each is exported and checked like the defaults
@@ -62,7 +63,8 @@ def test_the_cases_cover_every_family_and_task():
 
 
 @pytest.mark.parametrize("task,name,hyper", [(t, n, None) for t, n in CASES]
-                         + [pytest.param(t, n, h, id=f"{t}-{n}-{a}") for t, n, a, h in ALTERNATIVES])
+                         + [pytest.param(t, n, h, id=f"{t}-{n}-{a}")
+                            for t, n, a, h in ALTERNATIVES])
 def test_onnx_runtime_reproduces_the_run(tmp_path, data, task, name, hyper, caplog):
     run_dir = _train(data, tmp_path, task, name, hyper)
     out = tmp_path / "exported" / f"{name}.onnx"
@@ -139,7 +141,8 @@ def test_refusals_are_one_line(tmp_path, data, caplog, monkeypatch):
 
     # an operation the tracer cannot carry: one line naming the model, no graph dump
     def fail(*a, **k):
-        raise RuntimeError("Exporting the operator 'aten::foo' to ONNX opset version 18 is not supported\nmore")
+        raise RuntimeError("Exporting the operator 'aten::foo' to ONNX opset version 18 is not "
+                           "supported\nmore")
 
     monkeypatch.setattr("torch.onnx.export", fail)
     assert main(["export", str(cnn)]) == 1
@@ -161,7 +164,8 @@ def test_missing_onnx_gives_the_install_hint(monkeypatch):
 
     monkeypatch.setattr(importlib, "import_module", no_onnx)
     for name in ("onnx", "onnxruntime"):
-        with pytest.raises(ExportError, match=rf"needs the package '{name}': pip install 'pionml\[export\]'"):
+        with pytest.raises(ExportError,
+                           match=rf"needs the package '{name}': pip install 'pionml\[export\]'"):
             require(name)
 
 

@@ -31,14 +31,15 @@ def cell(geo, name, eta, phi):
 
 
 def test_layer_table():
-    assert [l.sampling for l in LAYERS] == [0, 1, 2, 3, 12, 13, 14]
-    assert [l.image_shape for l in IMAGE_LAYERS] == [(128, 4), (16, 16), (8, 16), (4, 4), (4, 4), (2, 4)]
+    assert [la.sampling for la in LAYERS] == [0, 1, 2, 3, 12, 13, 14]
+    assert [la.image_shape for la in IMAGE_LAYERS] == [(128, 4), (16, 16), (8, 16), (4, 4), (4, 4),
+                                                     (2, 4)]
     # The image windows are 0.4 x 0.4 at each layer's granularity.
     for layer in IMAGE_LAYERS:
         n_eta, n_phi = layer.image_shape
         assert n_eta * layer.deta == pytest.approx(0.4)
         assert n_phi * layer.dphi == pytest.approx(0.4, abs=0.01)
-    assert sum(a * b for a, b in (l.image_shape for l in IMAGE_LAYERS)) == 936
+    assert sum(a * b for a, b in (la.image_shape for la in IMAGE_LAYERS)) == 936
     assert layer_by_sampling(13).name == "TileBar1"
     assert layer_by_name("Tile2") is layer_by_name("TileBar2")
     with pytest.raises(KeyError, match="unknown layer"):
@@ -63,7 +64,9 @@ def test_cell_counts(geo):
 def test_cell_ids_round_trip(geo):
     s, r, c = decode_cell_id(geo.id)
     assert (s == geo.sampling).all() and (r == geo.ieta).all() and (c == geo.iphi).all()
-    assert encode_cell_id(2, 5, 7) == geo.id[cell(geo, "EMB2", -1.4 + 5.5 * 0.025, -math.pi + 7.5 * 2 * math.pi / 256)]
+    assert encode_cell_id(2, 5,
+                          7) == geo.id[cell(geo, "EMB2", -1.4 + 5.5 * 0.025,
+                                            -math.pi + 7.5 * 2 * math.pi / 256)]
     idx = geo.index_of_id(np.array([geo.id[10], geo.id[99999], 12345], dtype=np.uint64))
     assert idx.tolist() == [10, 99999, -1]
 
@@ -255,7 +258,8 @@ def test_full_calorimeter_geometry():
     """Cells of every sampling are accepted: non-barrel ones get layer -1 and no grid, barrel
     cells beyond pionml's grid (EMB2 reaches |eta| 1.475 in ATLAS) stay in their layer, off-grid."""
     g = CellGeometry(sampling=[2, 6, 9, 23, 2, 13], eta=[0.0125, 1.6, 2.0, 3.5, 1.4375, 0.05],
-                     phi=[0.01, 0.0, 0.0, 0.0, 0.01, 0.05], deta=[0.025, 0.025, 0.1, 0.2, 0.025, 0.1],
+                     phi=[0.01, 0.0, 0.0, 0.0, 0.01, 0.05],
+                     deta=[0.025, 0.025, 0.1, 0.2, 0.025, 0.1],
                      dphi=[2 * np.pi / 256, 0.025, 0.1, 0.2, 2 * np.pi / 256, 2 * np.pi / 64],
                      r_in=[1600] * 6, r_out=[1700] * 6, sigma=[0.1] * 6,
                      cell_id=np.array([5, 7, 9, 11, 13, 15], dtype=np.uint64))

@@ -34,7 +34,8 @@ def test_lgk_loss_by_hand():
     want_lin = 0.5 * (g(0.1) + alpha * 0.1 + g(0.0))
     want_quad = 0.5 * (g(0.1) + alpha * 0.01 + g(0.0))
     assert float(lgk_loss(r_pred, r_em, h, alpha, "linear")) == pytest.approx(want_lin, rel=1e-6)
-    assert float(lgk_loss(r_pred, r_em, h, alpha, "quadratic")) == pytest.approx(want_quad, rel=1e-6)
+    quadratic = float(lgk_loss(r_pred, r_em, h, alpha, "quadratic"))
+    assert quadratic == pytest.approx(want_quad, rel=1e-6)
     assert float(lgk_loss(r_pred, r_em, h, 0.0)) == pytest.approx(0.5 * (g(0.1) + g(0.0)), rel=1e-6)
     with pytest.raises(ConfigError, match="leak"):
         lgk_loss(r_pred, r_em, leak="cubic")
@@ -93,10 +94,12 @@ def test_mixture_mode_known_answers():
     # unequal, overlapping: the mode from a fine grid
     ov = mix((0.7, 0.0, 0.3), (0.3, 0.4, 0.2))
     grid = np.linspace(-2, 2, 400001)
-    dens = 0.7 * np.exp(-0.5 * (grid / 0.3) ** 2) / 0.3 + 0.3 * np.exp(-0.5 * ((grid - 0.4) / 0.2) ** 2) / 0.2
+    dens = (0.7 * np.exp(-0.5 * (grid / 0.3) ** 2) / 0.3
+            + 0.3 * np.exp(-0.5 * ((grid - 0.4) / 0.2) ** 2) / 0.2)
     assert float(mixture_mode(ov)) == pytest.approx(grid[np.argmax(dens)], abs=2e-5)
     # 50 samples x 3 modes: the averaged mixture (more starts than n_starts)
-    many = torch.cat([mix((0.2, 0.1 * s, 0.3), (0.3, 0.5, 0.2), (0.5, 2.0, 0.05)) for s in range(50)], 1)
+    many = torch.cat([mix((0.2, 0.1 * s, 0.3), (0.3, 0.5, 0.2),
+                          (0.5, 2.0, 0.05)) for s in range(50)], 1)
     assert float(mixture_mode(many)) == pytest.approx(2.0, abs=1e-4)
 
 
@@ -149,7 +152,8 @@ def test_hgm_recovers_a_known_width(one_thread):
         opt.step()
     model.eval()
     with torch.no_grad():
-        s = mixture_summary(model.net_forward(torch.linspace(-0.8, 0.8, 50)[:, None])["mixture"].double())
+        x = torch.linspace(-0.8, 0.8, 50)[:, None]
+        s = mixture_summary(model.net_forward(x)["mixture"].double())
     assert float(s["syst"].median()) == pytest.approx(true_sigma, rel=0.15)
     assert float(s["stat"].max()) == 0.0
 
@@ -284,7 +288,8 @@ def test_train_predict_evaluate(fake, tmp_path, model, hyper, one_thread):
         assert [s["name"] for s in card["train_config"]["stages"]] == ["leaky", "no_leak"]
         assert all(s["epochs"] == 2 for s in card["train_config"]["stages"])
     run = Run.load(out)
-    assert card["data"]["n_train"] == (200 if model == "hgm" else run.task.selection["train"]["kept"])
+    kept = run.task.selection["train"]["kept"]
+    assert card["data"]["n_train"] == (200 if model == "hgm" else kept)
     table = run.predict(split="test")
     assert np.all(table["E_true"] > 0.6)
     np.testing.assert_allclose(table["E_pred"], table["E_em"] / table["R_pred"], rtol=1e-5)
@@ -299,7 +304,8 @@ def test_train_predict_evaluate(fake, tmp_path, model, hyper, one_thread):
     assert m["task"] == "calibrate" and m["n_clusters"] == len(table["rows"])
     if model == "lgk":  # the study against features on request (--vs)
         rows = m["bins_lambda_clus_model"]
-        assert sum(r["n"] for r in rows) == len(table["rows"]) and {"bins_eta_em", "bins_lambda_clus_lcw"} <= set(m)
+        assert sum(r["n"] for r in rows) == len(table["rows"])
+        assert {"bins_eta_em", "bins_lambda_clus_lcw"} <= set(m)
         assert (out / "eval" / "plots" / "vs_lambda_clus.png").is_file()
     header = (out / "eval" / "predictions.csv").read_text().splitlines()[0].split(",")
     assert {"R_pred", "E_pred", "sigma", "sigma_stat", "sigma_syst", "E_em", "E_true",
@@ -314,7 +320,8 @@ def test_several_runs_are_compared(fake, tmp_path, one_thread):
     from pionml.train.trainer import default_config, train_run
 
     runs = []
-    for name, model, hyper, opts in (("hgm", "hgm", {}, None), ("bnn", "bnn", {"n_samples": 4}, None),
+    for name, model, hyper, opts in (("hgm", "hgm", {}, None),
+                                     ("bnn", "bnn", {"n_samples": 4}, None),
                                      ("bnn_small", "bnn", {"n_samples": 4}, {"max_train": 100})):
         runs.append(train_run(fake, model, tmp_path / name, task="calibrate", hyper=hyper,
                               config=default_config(model, epochs=1, batch_size=128),
@@ -325,7 +332,8 @@ def test_several_runs_are_compared(fake, tmp_path, one_thread):
         p.name for p in (tmp_path / "cmp").iterdir()}
     pair = c["pairs"][0]
     assert pair["first"] == "hgm" and pair["second"] == "bnn" and len(c["pairs"]) == 3
-    assert [r["n_train"] for r in c["size_scan"]["bnn"]] == [100, c["size_scan"]["bnn"][1]["n_train"]]
+    scan = c["size_scan"]["bnn"]
+    assert [r["n_train"] for r in scan] == [100, scan[1]["n_train"]]
     assert (tmp_path / "cmp" / "size_scan.png").is_file()
     assert {"median_R_ratio", "median_sigma_rel_diff", "fraction_sigma_within_10pc",
             "t_log_correlation"} <= set(pair)

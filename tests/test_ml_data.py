@@ -24,7 +24,8 @@ def fake(tmp_path_factory):
 
 
 def _all(ds, rows):
-    return ds.read_rows(rows, clusters=("event", "label", "E_em", "eta", "phi", "p_em"), images=True,
+    return ds.read_rows(rows, clusters=("event", "label", "E_em", "eta", "phi", "p_em"),
+                        images=True,
                         cells=CLOUD_CELL_FIELDS)
 
 
@@ -98,7 +99,8 @@ def test_cloud_features_relative_to_centroid(fake):
     raw = raw_cloud_features(b)
     assert raw.shape == (len(b.cells["E"]), len(CLOUD_FEATURES))
     # fractions of the cluster energy sum to one per cluster; relative phi within the window
-    np.testing.assert_allclose(np.add.reduceat(raw[:, 0].astype(np.float64), b.cell_offsets[:-1]), 1, rtol=1e-4)
+    np.testing.assert_allclose(np.add.reduceat(raw[:, 0].astype(np.float64), b.cell_offsets[:-1]),
+                               1, rtol=1e-4)
     deta, dphi = CLOUD_FEATURES.index("deta"), CLOUD_FEATURES.index("dphi")
     assert np.abs(raw[:, deta]).max() < 0.25 and np.abs(raw[:, dphi]).max() < 0.25
     # log of the absolute cell energy, floored at 1 MeV for noise cells with E <= 0
@@ -125,14 +127,16 @@ def test_streamed_normalisation_fit_equals_one_pass_and_round_trips(tmp_path, fa
     np.testing.assert_allclose(small.cloud.mean, one.cloud.mean, rtol=1e-9)
     np.testing.assert_allclose(small.scalars.std, one.scalars.std, rtol=1e-9)
     raw = raw_cloud_features(b)
-    np.testing.assert_allclose(small.cloud.mean, raw.astype(np.float64).mean(axis=0), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(small.cloud.mean, raw.astype(np.float64).mean(axis=0), rtol=1e-5,
+                               atol=1e-7)
     small.save(tmp_path / "n.json")
     back = Normalisation.load(tmp_path / "n.json")
     z = back.cloud.transform(raw)
     np.testing.assert_allclose(z.mean(axis=0), 0, atol=1e-4)  # fitted on this split
     np.testing.assert_allclose(back.cloud.inverse(z), raw, rtol=1e-5, atol=1e-4)
     e, img = b.clusters["E_em"], b.images["EMB2"]
-    np.testing.assert_allclose(back.invert_images(back.images(img, e), e), img, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(back.invert_images(back.images(img, e), e), img, rtol=1e-5,
+                               atol=1e-7)
     log_norm = Normalisation(image_mode="log", cloud=back.cloud, scalars=back.scalars)
     np.testing.assert_allclose(log_norm.invert_images(log_norm.images(img, e), e), img, atol=1e-5)
     with pytest.raises(ConfigError, match="fraction"):
@@ -163,7 +167,8 @@ def test_batches_have_every_input(fake):
     assert len(batch) == 16
     assert batch.images["EMB1"].shape == (16, 128, 4)
     assert batch.scalars.shape == (16, 2)
-    torch.testing.assert_close(batch.clusters["label"], torch.as_tensor(block.clusters["label"], dtype=torch.float32))
+    torch.testing.assert_close(batch.clusters["label"],
+                               torch.as_tensor(block.clusters["label"], dtype=torch.float32))
     g = batch.cloud
     assert g.x.shape[1] == len(CLOUD_FEATURES) + n_layers() == builder.n_cloud_features
     assert int(g.batch.max()) == 15
@@ -173,7 +178,8 @@ def test_batches_have_every_input(fake):
     indeg = np.bincount(g.edge_index[1].numpy(), minlength=g.num_nodes)
     np.testing.assert_array_equal(indeg, np.repeat(np.minimum(4, counts - 1), counts))
     # the one-hot part marks each cell's layer
-    np.testing.assert_array_equal(g.x[:, len(CLOUD_FEATURES):].argmax(1).numpy(), block.cells["layer"])
+    np.testing.assert_array_equal(g.x[:, len(CLOUD_FEATURES):].argmax(1).numpy(),
+                                  block.cells["layer"])
     # images are energy fractions of the cluster
     img = sum(v.sum(dim=(1, 2)) for v in batch.images.values())
     assert torch.all(img <= 1.0 + 1e-4)
@@ -235,7 +241,8 @@ def test_stream_and_memory_give_the_same_batch_content(fake):
     with DatasetFile(fake) as ds:
         rows = ds.split_rows("test")
         norm = Normalisation.fit(ds, ds.split_rows("train"))
-    builder = BatchBuilder(norm, ("images", "cloud", "scalars"), fields=("label", "E_true"), knn_k=3)
+    builder = BatchBuilder(norm, ("images", "cloud", "scalars"), fields=("label", "E_true"),
+                           knn_k=3)
     a = InMemorySource(fake, rows, builder).loader(1000, shuffle=False)
     b = StreamingSource(fake, rows, builder, block_rows=11).loader(1000, shuffle=False)
     ba, bb = next(iter(a)), list(b)
@@ -264,9 +271,12 @@ def test_the_memory_budget_picks_the_source(fake):
     assert per_row > 936 * 4  # the six images, float32
     builder = BatchBuilder(norm, ("images",), fields=("label",))
     need_gb = len(rows) * per_row / 1e9
-    assert make_source(fake, rows, builder, DataConfig(memory_budget_gb=2 * need_gb)).kind == "memory"
-    assert make_source(fake, rows, builder, DataConfig(memory_budget_gb=need_gb / 2)).kind == "stream"
-    assert make_source(fake, rows, builder, DataConfig(source="stream", memory_budget_gb=9)).kind == "stream"
+    assert make_source(fake, rows, builder,
+                       DataConfig(memory_budget_gb=2 * need_gb)).kind == "memory"
+    assert make_source(fake, rows, builder,
+                       DataConfig(memory_budget_gb=need_gb / 2)).kind == "stream"
+    assert make_source(fake, rows, builder,
+                       DataConfig(source="stream", memory_budget_gb=9)).kind == "stream"
     with pytest.raises(ConfigError, match="unknown data source"):
         DataConfig(source="disk")
     with pytest.raises(ConfigError, match="block_rows"):

@@ -47,7 +47,8 @@ def test_recipes_and_the_scalar_option(tmp_path, data):
         assert model["scalars"] is scalars and ("scalars" in model["inputs"]) is scalars
         assert json.loads((run / "card.json").read_text())["train_config"]["recipe"] == recipe
     # the caller's task options win over the recipe's
-    run = train_run(data, "dnn", tmp_path / "mixed", config=default_config("dnn", recipe="seed002", **cfg),
+    run = train_run(data, "dnn", tmp_path / "mixed",
+                    config=default_config("dnn", recipe="seed002", **cfg),
                     task_options={"scalars": True}, progress=False)
     assert json.loads((run / "model.json").read_text())["scalars"] is True
 
@@ -56,7 +57,8 @@ def test_phi_reflection_is_for_image_models(tmp_path, data):
     with pytest.raises(ConfigError, match="unknown augmentation"):
         TrainConfig(augment="flip")
     with pytest.raises(ConfigError, match="phi_reflect mirrors images"):
-        train_run(data, "pfn", tmp_path / "pfn", config=TrainConfig(epochs=1, augment="phi_reflect"),
+        train_run(data, "pfn", tmp_path / "pfn",
+                  config=TrainConfig(epochs=1, augment="phi_reflect"),
                   progress=False)
     run = train_run(data, "cnn", tmp_path / "cnn", progress=False,
                     config=TrainConfig(epochs=1, batch_size=64, augment="phi_reflect"))

@@ -68,7 +68,8 @@ def test_baselines_reproduce_the_files_energies(tmp_path, data, name, field):
 def test_every_regressor_trains_and_predicts_gev(tmp_path, data, name):
     cfg = TrainConfig(epochs=2, batch_size=64, seed=3, patience=5)
     run_dir = train_run(data, name, tmp_path / name, task="regress", config=cfg, progress=False,
-                        task_options={"species": "pi0"}, hyper={"n_layers": 2} if name == "densenet" else None)
+                        task_options={"species": "pi0"},
+                        hyper={"n_layers": 2} if name == "densenet" else None)
     run = Run.load(run_dir)
     assert run.model.variant == "regress" and "scalars" in run.model.inputs
     table = run.predict(data)
@@ -90,13 +91,15 @@ def test_task_options_and_the_command_line(tmp_path, data):
     for sp in ("pi0", "charged"):
         m = json.loads((tmp_path / "em" / sp / "eval" / "metrics.json").read_text())
         assert m["species"] == sp and m["task"] == "regress"
-        assert {"bins_E_true_model", "bins_E_true_em", "bins_E_true_lcw", "bins_E_em_model"} <= set(m)
+        assert {"bins_E_true_model", "bins_E_true_em", "bins_E_true_lcw",
+                "bins_E_em_model"} <= set(m)
         plots = {p.name for p in (tmp_path / "em" / sp / "eval" / "plots").iterdir()}
         assert {"response_2d.png", "median_response.png", "iqr_resolution.png",
                 "s68_resolution.png"} <= plots
         header = (tmp_path / "em" / sp / "eval" / "predictions.csv").read_text().splitlines()[0]
-        assert header == "event,cluster_index,label,E_em,eta,E_true,E_pred"
-    assert main(["train", "--species", "pi0", "--data", str(data), "--out", str(tmp_path / "x")]) == 1
+        assert header == "row,file_index,event,cluster_index,label,E_em,eta,E_true,E_pred"
+    assert main(["train", "--species", "pi0", "--data", str(data), "--out",
+                 str(tmp_path / "x")]) == 1
 
 
 def test_several_regression_runs_on_one_plot(tmp_path, data, capsys):
@@ -111,7 +114,8 @@ def test_several_regression_runs_on_one_plot(tmp_path, data, capsys):
                  "-v"]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split()[:4] == ["run", "model", "species", "n_clusters"]
-    for f in ("median_response_charged.png", "iqr_resolution_charged.png", "s68_resolution_charged.png"):
+    for f in ("median_response_charged.png", "iqr_resolution_charged.png",
+              "s68_resolution_charged.png"):
         assert (tmp_path / "cmp" / f).stat().st_size > 0
 
 
@@ -133,7 +137,8 @@ def test_response_target_round_trips_and_trains(tmp_path, data):
     e_em = torch.tensor(cl["E_em"], dtype=torch.float64)
     batch = SimpleNamespace(clusters={"E_true": e_true, "E_em": e_em})
     value = task.target.forward(e_true / e_em)
-    np.testing.assert_allclose(task.physical({"value": value}, batch)["E_pred"], cl["E_true"], rtol=1e-5)
+    np.testing.assert_allclose(task.physical({"value": value}, batch)["E_pred"], cl["E_true"],
+                               rtol=1e-5)
     gmean = np.exp(np.mean(np.log(cl["E_true"] / cl["E_em"])))
     np.testing.assert_allclose(task.physical({"value": torch.zeros(len(rows))}, batch)["E_pred"],
                                cl["E_em"] * gmean, rtol=1e-5)
@@ -147,7 +152,8 @@ def test_response_target_round_trips_and_trains(tmp_path, data):
     run = Run.load(tmp_path / "r")
     assert run.task.options["target"] == "response"
     table = run.predict(data)
-    assert np.all(np.isfinite(table["E_pred"])) and 0.2 < np.median(table["E_pred"] / table["E_true"]) < 5
+    assert np.all(np.isfinite(table["E_pred"]))
+    assert 0.2 < np.median(table["E_pred"] / table["E_true"]) < 5
     assert main(["train", "--task", "classify", "--target", "response", "--data", str(data),
                  "--out", str(tmp_path / "c")]) == 1
 

@@ -29,7 +29,8 @@ def data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def pfn_run(tmp_path_factory, data):
-    return train_run(data, "pfn", tmp_path_factory.mktemp("runs") / "pfn", config=CFG, progress=False)
+    return train_run(data, "pfn", tmp_path_factory.mktemp("runs") / "pfn", config=CFG,
+                     progress=False)
 
 
 def _test_label_pem(data):
@@ -57,7 +58,8 @@ def test_end_to_end_train_and_evaluate(tmp_path, data):
     assert float(metrics["rejection_at_eff90"]) > float(metrics["pem_rejection_at_eff90"])
     with open(ev / "predictions.csv") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["event", "cluster_index", "label", "E_em", "eta", "E_true", "score"]
+    assert list(rows[0]) == ["row", "file_index", "event", "cluster_index", "label", "E_em",
+                             "eta", "E_true", "score"]
     label, _ = _test_label_pem(data)
     assert len(rows) == metrics["n_clusters"] == len(label)
     card = json.loads((run_dir / "card.json").read_text())
@@ -74,7 +76,8 @@ def test_run_predict_is_physical_and_matches_the_report(pfn_run, data):
     assert np.all((a["score"] >= 0) & (a["score"] <= 1))  # P(pi0), not a logit
     with DatasetFile(data) as ds:
         np.testing.assert_array_equal(a["rows"], ds.split_rows("test"))
-        np.testing.assert_array_equal(a["event"], ds.read_rows(a["rows"], clusters=("event",)).clusters["event"])
+        events = ds.read_rows(a["rows"], clusters=("event",)).clusters["event"]
+        np.testing.assert_array_equal(a["event"], events)
     # a streamed prediction gives the same numbers
     run.data_config.source = "stream"
     run.data_config.block_rows = 7
@@ -114,7 +117,8 @@ def test_corrupt_and_mismatched_checkpoints(tmp_path, pfn_run, data):
     state.pop(next(iter(state)))
     state["extra.weight"] = torch.zeros(3)
     torch.save(state, bad / "weights.pt")
-    with pytest.raises(CheckpointError, match="weights.pt.*does not match model 'pfn'"):
+    with pytest.raises(CheckpointError, match=r"weights.pt does not hold the weights of the "
+                                              r"model model.json describes \('pfn'\)"):
         Run.load(bad)
     # a pickled object is refused, not executed, and the error does not advise unpickling
     torch.save({"x": object()}, bad / "weights.pt")
@@ -125,7 +129,8 @@ def test_corrupt_and_mismatched_checkpoints(tmp_path, pfn_run, data):
     (bad / "task.json").write_text(json.dumps({"task": "nope"}))
     with pytest.raises(CheckpointError, match="unknown task 'nope'"):
         Run.load(bad)
-    (bad / "model.json").write_text(json.dumps({"model": "nope", "hyper": {}, "heads": {}, "spec": {}}))
+    (bad / "model.json").write_text(json.dumps({"model": "nope", "hyper": {}, "heads": {},
+                                                "spec": {}}))
     with pytest.raises(CheckpointError, match="model.json.*unknown model 'nope'"):
         Run.load(bad)
     (bad / "model.json").unlink()
@@ -247,7 +252,8 @@ def test_training_options_are_checked():
 def test_cli_help_does_not_import_torch():
     code = ("import sys, pionml.train.cli as c, pionml.evaluate.cli as e; "
             "assert 'torch' not in sys.modules; "
-            "assert set(c.COMMANDS) == {'train'} and set(e.COMMANDS) == {'evaluate', 'predict', 'combine'}")
+            "assert set(c.COMMANDS) == {'train'} and set(e.COMMANDS) == {'evaluate', 'predict', "
+            "'combine'}")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

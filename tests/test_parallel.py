@@ -178,19 +178,22 @@ def test_build_merges_built_datasets(tmp_path, one_job, caplog):
         cm, ca, cb = (d.read_clusters() for d in (m, a, b))
         for k in ("event", "E_em", "label", "split"):
             np.testing.assert_array_equal(cm[k], np.concatenate([ca[k], cb[k]]))
-        np.testing.assert_array_equal(cm["file_index"], np.r_[ca["file_index"], cb["file_index"] + 1])
+        np.testing.assert_array_equal(cm["file_index"],
+                                      np.r_[ca["file_index"], cb["file_index"] + 1])
         off, cells = m.read_cells(fields=["E"])
         assert off[-1] == a.offsets[-1] + b.offsets[-1]
         np.testing.assert_array_equal(m.read_images()["EMB2"][len(a):], b.read_images()["EMB2"])
         counts = m.attrs["counts"]
         assert counts["clusters_kept"] == len(m) and counts["accounting_ok"]
-        assert counts["clusters_read"] == a.attrs["counts"]["clusters_read"] + b.attrs["counts"]["clusters_read"]
+        assert counts["clusters_read"] == (a.attrs["counts"]["clusters_read"]
+                                           + b.attrs["counts"]["clusters_read"])
         assert len(m.attrs["sources"]["inputs"]) == 2 and len(m.attrs["config"]["merged_from"]) == 2
     # the one-job dataset holds the same clusters (the split differs: drawn per file index)
     whole = tmp_path / "whole.h5"
     assert main(["build", str(one_job), "--out", str(whole), "--no-progress"]) == 0
     with DatasetFile(whole) as w, DatasetFile(merged) as m:
-        np.testing.assert_array_equal(w.read_clusters(["event"])["event"], m.read_clusters(["event"])["event"])
+        np.testing.assert_array_equal(w.read_clusters(["event"])["event"],
+                                      m.read_clusters(["event"])["event"])
     # ROOT files and datasets together: one line
     assert main(["build", str(one_job), str(parts[0]), "--out", str(tmp_path / "x.h5")]) == 1
     assert "not both" in caplog.text
@@ -211,7 +214,8 @@ def test_jagged_reads_offsets_like_awkward():
         np.testing.assert_array_equal(counts[0], ak.to_numpy(ak.num(arr, axis=1)))
         if arr.ndim == 3:
             np.testing.assert_array_equal(counts[1], ak.to_numpy(ak.flatten(ak.num(arr, axis=2))))
-        np.testing.assert_array_equal(flat, ak.to_numpy(ak.flatten(arr, axis=None)).astype(np.float64))
+        np.testing.assert_array_equal(flat,
+                                      ak.to_numpy(ak.flatten(arr, axis=None)).astype(np.float64))
         assert flat.dtype == np.float64
 
 

@@ -29,11 +29,11 @@ def test_non_compensation_and_lcw_move_response_towards_one():
 
 
 def test_low_energy_over_calibration_and_charged_under_calibration():
-    """ATL-PHYS-PUB-2020-018 sec 5.3 (Figs 12a, 13a) on the default spectrum, with the 2018-condition
-    thresholds: the EM scale over-calibrates the clusters of both species with ENG_CALIB_TOT
-    below 1 GeV (the threshold selection bias; for pi+- also the MIP-like ionisation, mip/e =
-    1.43 in LAr), pi0 sit at the EM scale above and pi+- are under-calibrated from a few GeV up
-    (acceptance R1 and R4 of the simulation round 2).
+    """ATL-PHYS-PUB-2020-018 sec 5.3 (Figs 12a, 13a) on the default spectrum, with the
+    2018-condition thresholds: the EM scale over-calibrates the clusters of both species with
+    ENG_CALIB_TOT below 1 GeV (the threshold selection bias; for pi+- also the MIP-like
+    ionisation, mip/e = 1.43 in LAr), pi0 sit at the EM scale above and pi+- are
+    under-calibrated from a few GeV up (acceptance R1 and R4 of the simulation round 2).
 
     Medians over seeds 9/41/101/202/303 (3000 events per species): all clusters below 1 GeV
     pi0 1.04-1.06, pi+- 1.22-1.32; the 0.2-1 GeV bin pi+- 1.05-1.10, pi0 1.00-1.02 (the pi0

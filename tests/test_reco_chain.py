@@ -64,8 +64,8 @@ def test_reconstruct_and_write(tmp_path):
 
 
 def test_time_moments_reach_mltree_and_hdf5(tmp_path):
-    """Cell times -> cluster_time / cluster_SECOND_TIME (arXiv:2412.04370 Eqs 24-25) in the MLTree file
-    and moment_time / moment_SECOND_TIME in the builder's cluster table."""
+    """Cell times -> cluster_time / cluster_SECOND_TIME (arXiv:2412.04370 Eqs 24-25) in the
+    MLTree file and moment_time / moment_SECOND_TIME in the builder's cluster table."""
     from pionml.builder.builder import Selection, build_dataset
     from pionml.io.hdf5 import open_dataset
 

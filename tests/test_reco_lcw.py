@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from pionml.errors import PionmlError
-from pionml.reco.lcw import ClassificationTable, WeightTable, apply_lcw, fit_classification, fit_weights
+from pionml.reco.lcw import (ClassificationTable, WeightTable, apply_lcw, fit_classification,
+                             fit_weights)
 
 
 def _clusters(n, rho_norm, lam, e_gev=10.0, eta=0.1):
@@ -93,9 +94,11 @@ def test_weights_and_application():
                   cell_eta=cells["cell_eta"], cell_volume=cells["cell_volume"],
                   cell_sigma=cells["cell_sigma"], cell_layer=cells["cell_layer"])
     had = apply_lcw(FixedP(0.0), table, **common)
-    assert had["E_LCCalib"] == pytest.approx([10.0] * 3) and had["HAD_WEIGHT"] == pytest.approx([2.0] * 3)
+    assert had["E_LCCalib"] == pytest.approx([10.0] * 3)
+    assert had["HAD_WEIGHT"] == pytest.approx([2.0] * 3)
     em = apply_lcw(FixedP(1.0), table, **common)
-    assert em["E_LCCalib"] == pytest.approx([5.0] * 3) and em["HAD_WEIGHT"] == pytest.approx([1.0] * 3)
+    assert em["E_LCCalib"] == pytest.approx([5.0] * 3)
+    assert em["HAD_WEIGHT"] == pytest.approx([1.0] * 3)
     half = apply_lcw(FixedP(0.5), table, **common)
     assert half["E_LCCalib"] == pytest.approx([7.5] * 3)
 

@@ -251,7 +251,7 @@ def test_a_rewritten_model_json_is_one_line(run, tmp_path, caplog):
     assert "hyper" in line and "widths" in line and "card.json" in line
 
 
-# --- 4. exports usable as documented ---------------------------------------------------------------
+# --- 4. exports usable as documented -------------------------------------------------------
 def _transform(column, entry):
     x = np.asarray(column, np.float64)
     kind = entry["transform"]
@@ -304,13 +304,16 @@ def test_an_export_of_non_finite_weights_is_refused(run, tmp_path, caplog):
     name = next(k for k, v in state.items() if v.is_floating_point())
     state[name][...] = float("nan")
     torch.save(state, folder / "weights.pt")
+    card = json.loads((folder / "card.json").read_text())  # as if the training had written them
+    card["weights_sha256"] = hashlib.sha256((folder / "weights.pt").read_bytes()).hexdigest()
+    (folder / "card.json").write_text(json.dumps(card))
     assert main(["export", str(folder), "--out", str(tmp_path / "nan.onnx")]) == 1
     line = _one_line(caplog)
     assert f"weight '{name}'" in line and "NaN or inf" in line
     assert not list(tmp_path.glob("*nan.onnx*"))
 
 
-# --- 10/9/11. smaller items ------------------------------------------------------------------------
+# --- 10/9/11. smaller items ----------------------------------------------------------------
 def test_predict_split_on_root_is_refused_and_the_csv_has_a_split_column(run, root_file,
                                                                          tmp_path, caplog):
     data, folder = run

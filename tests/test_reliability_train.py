@@ -31,7 +31,8 @@ HYPER = '{"channels": [4, 4], "dense": 8}'  # dropout on (0.2): the per-rank RNG
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    return make_fake_dataset(tmp_path_factory.mktemp("reltrain") / "fake.h5", n_clusters=160, seed=8)
+    return make_fake_dataset(tmp_path_factory.mktemp("reltrain") / "fake.h5", n_clusters=160,
+                             seed=8)
 
 
 def common(data, *more):
@@ -98,6 +99,12 @@ def error_lines(text):
     return [ln for ln in text.splitlines() if " ERROR " in ln]
 
 
+def temporaries(folder):
+    """Temporary files left in a run folder (pionml.io.temp_path's hidden '.NAME.*.part')."""
+    return sorted(p.name for p in Path(folder).iterdir()
+                  if p.name.endswith((".part", ".tmp")))
+
+
 def history(run):
     return json.loads((Path(run) / "card.json").read_text())["history"]
 
@@ -155,14 +162,16 @@ def test_two_rank_kill_and_resume_repeats_the_uninterrupted_run(tmp_path, data, 
     assert b["epoch"] == [1, 2, 3, 4] and b["world_size"] == [2] * 4
     assert b["train_loss"] == a["train_loss"] and b["val_loss"] == a["val_loss"]
     assert same_weights(whole, part)
-    assert not list(part.glob("*.tmp"))
+    assert not temporaries(part)
 
 
 def test_a_one_process_run_resumed_by_two_ranks_is_refused(tmp_path, data):
     one = tmp_path / "one"
-    assert main(["train", *common(data, "--batch-size", "16", "--epochs", "1"), "--out", str(one)]) == 0
+    assert main(["train", *common(data, "--batch-size", "16", "--epochs", "1"), "--out",
+                 str(one)]) == 0
     before = (one / "checkpoint.pt").read_bytes()
-    res = torchrun([*common(data, "--batch-size", "16", "--epochs", "2"), "--out", str(one), "--resume"])
+    res = torchrun([*common(data, "--batch-size", "16", "--epochs", "2"), "--out", str(one),
+                    "--resume"])
     assert res.returncode != 0
     lines = error_lines(res.stderr)
     assert lines and all("Traceback" not in ln for ln in lines)
@@ -227,7 +236,7 @@ def test_a_full_disk_while_saving_is_one_line_and_keeps_the_previous_checkpoint(
 
     def full_disk(obj, f, *a, **k):
         saves.append(Path(f).name)
-        if len(saves) >= 3 and Path(f).name == "checkpoint.pt.tmp":  # the second checkpoint
+        if len(saves) >= 3 and Path(f).name.startswith(".checkpoint.pt."):  # the second one
             Path(f).write_bytes(b"PK\x03\x04 half a zip")  # torch had written part of it
             if failure == "enospc":
                 raise OSError(28, "No space left on device", str(f))
@@ -241,7 +250,7 @@ def test_a_full_disk_while_saving_is_one_line_and_keeps_the_previous_checkpoint(
     assert rc == 1
     line = one_line(caplog, "cannot write", "checkpoint.pt", "its previous version is kept")
     assert ("No space left on device" in line) == (failure == "enospc")
-    assert not list(out.glob("*.tmp"))
+    assert not temporaries(out)
     monkeypatch.setattr(torch, "save", real_save)
     ckpt = runfiles.load_tensors(out / "checkpoint.pt")
     assert ckpt["history"]["epoch"] == [1]  # the previous checkpoint, intact
@@ -355,7 +364,8 @@ def test_a_point_cloud_model_on_a_dataset_without_cells(tmp_path, data, caplog):
 
 
 @pytest.mark.parametrize("at_epoch", [1, 2])
-def test_a_diverged_training_names_a_file_that_exists(tmp_path, data, caplog, monkeypatch, at_epoch):
+def test_a_diverged_training_names_a_file_that_exists(tmp_path, data, caplog, monkeypatch,
+                                                      at_epoch):
     from pionml.train.trainer import Trainer
 
     real = Trainer._loss
@@ -379,7 +389,8 @@ def test_a_diverged_training_names_a_file_that_exists(tmp_path, data, caplog, mo
         assert "no checkpoint was written" in line
         assert not out.exists()  # nothing to keep: a retry into --out works
     else:
-        assert f"The state after epoch 1 (the last finite one) is in '{out / 'checkpoint.pt'}'" in line
+        ckpt = out / "checkpoint.pt"
+        assert f"The state after epoch 1 (the last finite one) is in '{ckpt}'" in line
         assert runfiles.load_tensors(out / "checkpoint.pt")["history"]["epoch"] == [1]
         # a fresh retry is told to resume, not refused without a word
         caplog.clear()
@@ -421,7 +432,8 @@ def test_train_seed_out_of_range_on_the_command_line(tmp_path, data, seed):
 ])
 def test_resume_with_changed_options_is_refused(tmp_path, data, caplog, change, words):
     out = tmp_path / "run"
-    assert main(["train", *common(data, "--batch-size", "32", "--epochs", "1"), "--out", str(out)]) == 0
+    assert main(["train", *common(data, "--batch-size", "32", "--epochs", "1"), "--out",
+                 str(out)]) == 0
     before = (out / "checkpoint.pt").read_bytes()
     caplog.clear()
     args = common(data, "--batch-size", "32", "--epochs", "2")
@@ -470,6 +482,6 @@ def test_sigterm_during_training_is_one_line_and_resumes(tmp_path, data):
     assert "Traceback" not in err
     assert any("interrupted; continue with the same options and --resume" in ln
                for ln in error_lines(err)), err[-1500:]
-    assert not list(out.glob("*.tmp"))
+    assert not temporaries(out)
     ckpt = runfiles.load_tensors(out / "checkpoint.pt")
     assert len(ckpt["history"]["epoch"]) >= 1

@@ -138,7 +138,8 @@ def knn_edges(pos: torch.Tensor, counts: torch.Tensor, k: int) -> torch.Tensor:
     cap = int(np.sum(c * np.clip(np.minimum(k, c - 1), 0, None)))
     src = np.empty(cap, dtype=np.int64)
     dst = np.empty(cap, dtype=np.int64)
-    n = _knn_kernel(np.ascontiguousarray(np.asarray(pos, dtype=np.float32)), starts, c, int(k), src, dst)
+    n = _knn_kernel(np.ascontiguousarray(np.asarray(pos, dtype=np.float32)), starts, c, int(k), src,
+                    dst)
     return torch.as_tensor(np.stack([src[:n], dst[:n]]))
 
 
@@ -155,8 +156,10 @@ def check_block_finite(block: ClusterBlock) -> None:
             if ok.all():
                 continue
             first = int(np.argmax(~ok.reshape(len(a), -1).all(axis=1) if a.ndim > 1 else ~ok))
-            pos = first if offsets is None else int(np.searchsorted(offsets, first, side="right") - 1)
-            raise DataError(f"dataset row {int(block.rows[pos])}: '/{group}/{name}' holds NaN or inf "
+            pos = first if offsets is None else int(np.searchsorted(offsets, first,
+                                                                    side="right") - 1)
+            raise DataError(f"dataset row {int(block.rows[pos])}: '/{group}/{name}' holds NaN or "
+                            "inf "
                             f"({int((~ok).sum())} values in this batch); rebuild the dataset or "
                             "drop the row")
 
@@ -208,7 +211,8 @@ class BatchBuilder:
         norm = self.normalisation
         if "images" in self.inputs:
             e_em = block.clusters["E_em"].astype(np.float32)
-            batch.images = {k: torch.as_tensor(norm.images(v, e_em, k)) for k, v in block.images.items()}
+            batch.images = {k: torch.as_tensor(norm.images(v, e_em, k))
+                            for k, v in block.images.items()}
         if "scalars" in self.inputs:
             batch.scalars = torch.as_tensor(norm.scalars.transform(raw_scalars(block)))
         if "cloud" in self.inputs:
@@ -258,7 +262,8 @@ class EdgeCache:
         self.dst = np.zeros(self.edge_offsets[-1], dtype=np.int32)
         self.done = np.zeros(len(counts), dtype=bool)
 
-    def edges(self, positions: np.ndarray, pos: np.ndarray, cell_offsets: np.ndarray) -> torch.Tensor:
+    def edges(self, positions: np.ndarray, pos: np.ndarray,
+              cell_offsets: np.ndarray) -> torch.Tensor:
         """Edge index (2, E) of a batch: rows at ``positions`` of the source, their cells'
         scaled positions ``pos`` and batch offsets ``cell_offsets``."""
         from pionml.io.hdf5 import gather_csr
@@ -275,4 +280,5 @@ class EdgeCache:
             self.done[positions[todo]] = True
         slots, eoff = gather_csr(self.edge_offsets, positions)
         shift = np.repeat(cell_offsets[:-1], np.diff(eoff))
-        return torch.as_tensor(np.stack([self.src[slots] + shift, self.dst[slots] + shift]).astype(np.int64))
+        return torch.as_tensor(np.stack([self.src[slots] + shift,
+                                         self.dst[slots] + shift]).astype(np.int64))

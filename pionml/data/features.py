@@ -66,7 +66,8 @@ def feature_set(name: str = "moments") -> tuple[Feature, ...]:
 
 
 def available_features(columns, features=MOMENT_FEATURES) -> tuple[list[Feature], list[str]]:
-    """Split ``features`` into those whose column is among ``columns`` and the names of the absent."""
+    """Split ``features`` into those whose column is among ``columns`` and the names of the
+    absent."""
     columns = set(columns)
     present = [f for f in features if f.column in columns]
     absent = [f.name for f in features if f.column not in columns]
@@ -74,7 +75,8 @@ def available_features(columns, features=MOMENT_FEATURES) -> tuple[list[Feature]
 
 
 def feature_matrix(clusters: dict, features) -> np.ndarray:
-    """(n, len(features)) float64 matrix of the raw (untransformed) features from cluster columns."""
+    """(n, len(features)) float64 matrix of the raw (untransformed) features from cluster
+    columns."""
     if not features:
         raise ValueError("no features to read")
     n = len(clusters[features[0].column])

@@ -48,7 +48,8 @@ def raw_cloud_features(block) -> np.ndarray:
     cells with E <= 0 stay finite), eta and phi relative to the cluster centroid (phi wrapped),
     rperp (mm), cell size in eta and phi (design.md section 6: "energy, (eta, phi) relative to
     the centroid, radius, cell size"). The absolute cell energy carries the cluster energy
-    scale, which the fraction alone loses (P_EM uses the cluster energy too, ATL-PHYS-PUB-2020-018 4.1)."""
+    scale, which the fraction alone loses (P_EM uses the cluster energy too,
+    ATL-PHYS-PUB-2020-018 4.1)."""
     counts = np.diff(block.cell_offsets)
     owner = np.repeat(np.arange(len(counts)), counts)
     c, cl = block.cells, block.clusters
@@ -125,7 +126,8 @@ class Standardiser:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Standardiser":
-        return cls(mean=np.asarray(d["mean"], dtype=np.float64), std=np.asarray(d["std"], dtype=np.float64))
+        return cls(mean=np.asarray(d["mean"], dtype=np.float64),
+                   std=np.asarray(d["std"], dtype=np.float64))
 
 
 @dataclass
@@ -195,7 +197,8 @@ class Normalisation:
                 bar.update(len(keep))
             bar.close()
         moments = fit_moments(dataset, rows, moment_time) if "moments" in inputs else None
-        return cls(image_mode=image_mode, cloud=cloud.standardiser(), scalars=scalars.standardiser(),
+        return cls(image_mode=image_mode, cloud=cloud.standardiser(),
+                   scalars=scalars.standardiser(),
                    pixels={k: m.standardiser() for k, m in pixels.items()} or None,
                    moments=moments)
 
@@ -218,7 +221,8 @@ class Normalisation:
                                   "(image_mode 'standardise' needs one fitted per layer)")
         return self.pixels[layer]
 
-    def invert_images(self, z: np.ndarray, e_em: np.ndarray, layer: str | None = None) -> np.ndarray:
+    def invert_images(self, z: np.ndarray, e_em: np.ndarray,
+                      layer: str | None = None) -> np.ndarray:
         if self.image_mode == "standardise":
             st = self._pixel_standardiser(layer)
             return st.inverse(z.reshape(len(z), -1)).reshape(z.shape)

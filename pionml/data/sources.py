@@ -63,7 +63,8 @@ class DataConfig:
 
     def __post_init__(self):
         if self.source not in SOURCES:
-            raise ConfigError(f"unknown data source '{self.source}' (choices: {', '.join(SOURCES)})")
+            raise ConfigError(f"unknown data source '{self.source}' (choices: "
+                              f"{', '.join(SOURCES)})")
         for name in ("block_rows", "buffer_rows"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"data option {name} must be >= 1, got {getattr(self, name)}")
@@ -81,7 +82,8 @@ class DataConfig:
         if self.train_size is not None and (isinstance(self.train_size, bool)
                                             or not isinstance(self.train_size, int)
                                             or self.train_size < 1):
-            raise ConfigError(f"train_size must be an integer >= 1 or None, got {self.train_size!r}")
+            raise ConfigError(f"train_size must be an integer >= 1 or None, got "
+                              f"{self.train_size!r}")
 
     def train_rows(self, rows: np.ndarray, where: str = "") -> np.ndarray:
         """The training rows this configuration uses out of the task's ``rows``: all of them,
@@ -104,7 +106,8 @@ class DataConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ConfigError(f"unknown data option(s) {sorted(unknown)} (accepted: {sorted(known)})")
+            raise ConfigError(f"unknown data option(s) {sorted(unknown)} (accepted: "
+                              f"{sorted(known)})")
         return cls(**d)
 
 
@@ -287,7 +290,8 @@ def source_kind(ds: DatasetFile, n_rows: int, builder: BatchBuilder, config: Dat
     the memory budget."""
     if config.source != "auto":
         return config.source
-    need = n_rows * ds.bytes_per_row(builder.cluster_fields, builder.read_images, builder.cell_fields)
+    need = n_rows * ds.bytes_per_row(builder.cluster_fields, builder.read_images,
+                                     builder.cell_fields)
     return "memory" if need <= config.memory_budget_gb * 1e9 else "stream"
 
 

@@ -438,6 +438,7 @@ def routed_table(runs: CombineRuns, rows, score, threshold: float, device=None,
     ``routed_correctly``), ``E_combined``, ``E_oracle``, ``E_soft`` and ``E_<name>`` of every
     extra run."""
     from pionml.io.hdf5 import DatasetFile
+    from pionml.runs.folder import file_indices
 
     def predict(run):
         e = run.predict(runs.data, rows=rows, device=device, progress=progress)["E_pred"]
@@ -446,7 +447,8 @@ def routed_table(runs: CombineRuns, rows, score, threshold: float, device=None,
     fields = ("event", "cluster_index", "label", "pdg", "E_em", "eta", "E_true", "E_lcw")
     with DatasetFile(runs.data) as ds:
         ds.require(clusters=fields)
-        table = {"rows": np.asarray(rows), **ds.read_rows(rows, clusters=fields).clusters}
+        table = {"rows": np.asarray(rows), **ds.read_rows(rows, clusters=fields).clusters,
+                 "file_index": file_indices(ds, rows)}
     table["score"] = np.asarray(score, np.float64)
     table["E_pi0"], table["E_charged"] = predict(runs.pi0), predict(runs.charged)
     is_pi0 = table["label"] == 1

@@ -21,8 +21,18 @@ from pionml.errors import ConfigError, SchemaError
 logger = logging.getLogger(__name__)
 
 
+#: The first columns of every predictions.csv, which join a row back to its dataset: ``row``,
+#: the row of the dataset's cluster table (``table["rows"]``), and ``file_index``, the input
+#: file the cluster came from (``/clusters/file_index``, a position in the dataset's
+#: ``sources``; -1 when the dataset does not record it: :func:`pionml.runs.folder.file_indices`).
+JOIN_COLUMNS = {"row": "%d", "file_index": "%d"}
+
+
 def write_predictions(path: Path, table: dict, columns: dict) -> None:
-    """predictions.csv: one row per cluster; ``columns``: name -> printf format, in order."""
+    """predictions.csv: one row per cluster; ``columns``: name -> printf format, in order,
+    after :data:`JOIN_COLUMNS` (``table`` holds ``rows`` and ``file_index``)."""
+    columns = {**JOIN_COLUMNS, **columns}
+    table = {**table, "row": table["rows"]}
     data = np.column_stack([np.asarray(table[c], dtype=np.float64) for c in columns]) \
         if len(table["rows"]) else np.zeros((0, len(columns)))
     np.savetxt(path, data, delimiter=",", header=",".join(columns), comments="",

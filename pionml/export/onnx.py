@@ -80,7 +80,8 @@ class InputSpec:
     what: str
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape), "what": self.what}
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape),
+                "what": self.what}
 
 
 def input_specs(model, knn_k: int, task=None) -> list[InputSpec]:
@@ -92,7 +93,8 @@ def input_specs(model, knn_k: int, task=None) -> list[InputSpec]:
     if "images" in model.inputs:
         for name, (h, w) in model.spec.image_shapes.items():
             specs.append(InputSpec(f"image_{name}", "float32", (CLUSTERS, h, w),
-                                   f"layer {name} image (eta x phi), normalised (see 'normalisation')"))
+                                   f"layer {name} image (eta x phi), normalised (see "
+                                   "'normalisation')"))
     if "cloud" in model.inputs:
         f = model.spec.n_cloud_features
         specs.append(InputSpec("cell_features", "float32", (CELLS, f),
@@ -137,7 +139,8 @@ class ExportModule(nn.Module):
 
         x = dict(zip(self.names, tensors))
         # the cluster axis as a tensor (so that it stays dynamic in the graph)
-        first = next(v for k, v in x.items() if k.startswith(("image_", "scalars", "moments", "cluster_"))
+        first = next(v for k, v in x.items()
+                     if k.startswith(("image_", "scalars", "moments", "cluster_"))
                      or k == "n_cells")
         rows = torch.zeros_like(first.reshape(first.shape[0], -1)[:, 0], dtype=torch.long)
         batch = ClusterBatch(rows=rows)
@@ -272,7 +275,8 @@ def preprocessing(run, specs: list[InputSpec]) -> dict:
     if "cell_features" in names:
         out["cloud"] = {**norm["cloud"], "what": (
             "continuous features (x - mean) / std, in this order: E_frac = E / cluster E_EM, "
-            f"log_E = log(max(E / GeV, {LOG_FLOOR_GEV})), deta and dphi of the cell centre relative "
+            f"log_E = log(max(E / GeV, {LOG_FLOOR_GEV})), deta and dphi of the cell centre "
+            "relative "
             "to the cluster (eta, phi) (dphi wrapped to [-pi, pi)), rperp (mm), cell_deta and "
             "cell_dphi (cell sizes); then the one-hot of the layer index in 'layers'"),
             "layers": [layer.name for layer in LAYERS]}
@@ -361,7 +365,8 @@ def export_run(folder, out: Path | None = None, check: bool = True) -> Path:
     if model.export_note:
         raise ExportError(f"model '{model.name}' cannot be exported to ONNX: {model.export_note}")
     if not model.trainable:
-        raise ExportError(f"model '{model.name}' of run '{folder}' is a baseline without a network: "
+        raise ExportError(f"model '{model.name}' of run '{folder}' is a baseline without a "
+                          "network: "
                           "nothing to export (it is a formula of the cluster table)")
     check_finite_weights(run, folder)
     knn_k = int(run.data_config.knn_k) if "cloud" in model.inputs else 0

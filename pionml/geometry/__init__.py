@@ -309,10 +309,10 @@ class NoiseConfig:
     ``sigma_gev``: the electronic noise sigma_el(eta) = sigma0 (1 + slope |eta|), the noise that
     is injected into the cells (the samples have no pile-up). ``threshold_sigma_gev``: the sigma
     of the topo-clustering thresholds (seed, growth, boundary) and of every significance. With
-    ``thresholds = "total"`` (default: the 2018 data-taking conditions of ATL-PHYS-PUB-2020-018 section 3)
-    it is sigma_total = sqrt(sigma_el^2 + sigma_pu^2) = f_pu sigma_el with the pile-up factor
-    f_pu per layer of ``pileup_factor``; with ``thresholds = "electronic"`` it is sigma_el.
-    ``scale`` multiplies every layer (the x0.5 / x2 scans of physics.md 10.1).
+    ``thresholds = "total"`` (default: the 2018 data-taking conditions of ATL-PHYS-PUB-2020-018
+    section 3) it is sigma_total = sqrt(sigma_el^2 + sigma_pu^2) = f_pu sigma_el with the
+    pile-up factor f_pu per layer of ``pileup_factor``; with ``thresholds = "electronic"`` it is
+    sigma_el. ``scale`` multiplies every layer (the x0.5 / x2 scans of physics.md 10.1).
     """
 
     sigma0_mev: tuple[tuple[str, float], ...] = (
@@ -578,7 +578,8 @@ class CellGeometry:
         ps = self.layer == 0
         keep2, keepp = ~ps[s2], ~ps[sp]
         self._super3d = CSR.from_pairs(
-            n, np.concatenate([s2[keep2], sp[keepp], sn]), np.concatenate([d2[keep2], dp[keepp], dn])
+            n, np.concatenate([s2[keep2], sp[keepp], sn]),
+            np.concatenate([d2[keep2], dp[keepp], dn])
         )
         self._neighbours = True
 
@@ -636,7 +637,8 @@ class CellGeometry:
         # Rows are only in range here when the eta intervals truly overlap.
         e_row_lo = B.eta_edges[rows]
         e_row_hi = B.eta_edges[rows + 1]
-        ok = (np.minimum(e_row_hi, np.repeat(e_hi, tot)) - np.maximum(e_row_lo, np.repeat(e_lo, tot))) > eps
+        ok = (np.minimum(e_row_hi, np.repeat(e_hi, tot)) - np.maximum(e_row_lo,
+                                                                      np.repeat(e_lo, tot))) > eps
         dst = self._grid[lb][rows, cols]
         ok &= dst >= 0
         return src[ok].astype(np.int64), dst[ok]

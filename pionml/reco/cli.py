@@ -112,7 +112,8 @@ def _add_lcw(p):
                    help="events per sample (pi0, and pi+- half each charge)")
     p.add_argument("--seed", type=seed, default=1)
     p.add_argument("--out-dir", help="where to write the tables (default: a new folder "
-                                      "lcw_tables_<time>; the shipped tables change only with --install)")
+                                      "lcw_tables_<time>; the shipped tables change only with "
+                                      "--install)")
     p.add_argument("--install", action="store_true",
                    help="replace the tables shipped with pionml (used by every simulate)")
     p.add_argument("--no-progress", action="store_true")
@@ -130,7 +131,8 @@ def _run_lcw(args):
     if args.install and args.noise_thresholds != "total":
         raise ConfigError("the shipped LCW tables belong to the default total-noise thresholds: "
                           f"tables of --noise-thresholds {args.noise_thresholds} go to --out-dir")
-    out = TABLE_DIR if args.install else Path(args.out_dir or time.strftime("lcw_tables_%Y%m%d-%H%M%S"))
+    out = TABLE_DIR if args.install else Path(args.out_dir
+                                              or time.strftime("lcw_tables_%Y%m%d-%H%M%S"))
     if not args.install and out.exists() and any(out.iterdir()):
         raise ConfigError(f"--out-dir '{out}' exists and is not empty")
     derive_lcw_tables(args.events, seed=args.seed, out_dir=out, progress=not args.no_progress,

@@ -92,7 +92,8 @@ def response_table(n_events=1000, seed=3, energies=ENERGIES, progress=False):
                     tagged.append(reco.lcw["EM_PROBABILITY"][sel] >= 0.5)
             cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0)  # noqa: E731
             row[f"{species}_r_clus"] = float(np.mean(cat(r_clus)))
-            row[f"{species}_r_calib"] = float(np.mean(cat(r_calib))) if len(cat(r_calib)) else float("nan")
+            row[f"{species}_r_calib"] = (float(np.mean(cat(r_calib))) if len(cat(r_calib))
+                                         else float("nan"))
             row[f"{species}_em"] = _half_iqr_over_median(cat(r_em))
             row[f"{species}_lcw"] = _half_iqr_over_median(cat(r_lcw))
             t = cat(tagged)
@@ -126,13 +127,13 @@ def _bin_labels(edges=CALIB_BINS):
 
 def cluster_bins(pdg, truth_e, cluster_event, e_em, calib, n_cells, edges=CALIB_BINS,
                  below: float | None = None):
-    """The per-species low-energy rows of one sample: per bin of ENG_CALIB_TOT the number of truth-matched
-    clusters (ENG_CALIB_TOT > 0), their median E^EM / ENG_CALIB_TOT and median cell count; per
-    bin of the pion energy (same edges) the number of pions and the mean number of clusters per
-    pion that are truth-matched with E^EM > 0 (physics.md 6.4). Returns {species: rows}, species
-    'pi0' and 'pi+-', each row a dict with keys bin, n_clus, median_r, median_cells, n_pions,
-    clusters_per_pion. With ``below``, each species' first row (bin ``"<below"``) covers
-    0 < ENG_CALIB_TOT <= below (and pions with energy up to ``below``)."""
+    """The per-species low-energy rows of one sample: per bin of ENG_CALIB_TOT the number of
+    truth-matched clusters (ENG_CALIB_TOT > 0), their median E^EM / ENG_CALIB_TOT and median
+    cell count; per bin of the pion energy (same edges) the number of pions and the mean number
+    of clusters per pion that are truth-matched with E^EM > 0 (physics.md 6.4). Returns
+    {species: rows}, species 'pi0' and 'pi+-', each row a dict with keys bin, n_clus, median_r,
+    median_cells, n_pions, clusters_per_pion. With ``below``, each species' first row (bin
+    ``"<below"``) covers 0 < ENG_CALIB_TOT <= below (and pions with energy up to ``below``)."""
     pdg = np.asarray(pdg)
     truth_e = np.asarray(truth_e, float)
     cl_ev = np.asarray(cluster_event)
@@ -168,7 +169,8 @@ def low_energy_table(n_events=3000, seed=9, edges=CALIB_BINS, below: float | Non
     """:func:`cluster_bins` on ``n_events`` pi0 and ``n_events`` pi+- (half each charge) over the
     default spectrum (log-uniform 0.2-2000 GeV, |eta| < 0.7), in bins ``edges`` (GeV). With
     ``below``, a first row per species (bin ``"<below"``) holds every truth-matched cluster with
-    ENG_CALIB_TOT below that value (ATL-PHYS-PUB-2020-018 section 5.3: "at true energy below 1 GeV")."""
+    ENG_CALIB_TOT below that value (ATL-PHYS-PUB-2020-018 section 5.3: "at true energy below 1
+    GeV")."""
     parts = [_sample(p, n, seed + j, lcw=None)
              for j, (p, n) in enumerate((("pi0", n_events), ("pi+", n_events // 2),
                                          ("pi-", n_events - n_events // 2)))]

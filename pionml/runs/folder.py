@@ -1,10 +1,13 @@
 """The run folder (design.md section 9): layout, model card, safe loading, prediction.
 
-Files: ``model.json`` (constructor config), ``task.json`` (task, options, fitted target
-transforms), ``data.json`` (data options: image mode, kNN, source), ``normalisation.json``,
-``weights.pt`` (state_dict of the best epoch), ``checkpoint.pt`` (for resume), ``card.json``
-(model card) and ``training_curve.png``. Tensors are read with ``torch.load(weights_only=True)``:
-nothing is unpickled. :meth:`Run.load` rebuilds everything from the folder alone;
+Files: ``config.toml`` (every option that made the run and the library versions, with the
+run format: :mod:`pionml.runs.config`), ``model.json`` (constructor config), ``task.json`` (task,
+options, fitted target transforms), ``data.json`` (data options: image mode, kNN, source),
+``normalisation.json``, ``weights.pt`` (state_dict of the best epoch), ``checkpoint.pt`` (for
+resume), ``card.json`` (model card, with the sha256 of ``weights.pt``) and
+``training_curve.png``. Tensors are read with ``torch.load(weights_only=True)``: nothing is
+unpickled. :meth:`Run.load` rebuilds everything from the folder alone, after checking the run
+format and that ``model.json``, ``config.toml``, ``weights.pt`` and the card agree;
 :meth:`Run.predict` gives physical quantities per cluster.
 """
 
@@ -20,6 +23,7 @@ import numpy as np
 import torch
 
 from pionml.errors import CheckpointError, ConfigError, PionmlError
+from pionml.runs.config import CONFIG_FILE, read_config, without_none
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +84,9 @@ def _write_atomically(path: Path, write) -> None:
     file and the reason."""
     from pionml.errors import OutputError
 
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    from pionml.io import temp_path
+
+    tmp = temp_path(path)  # unique: two writers of one file never share a temporary
     try:
         write(tmp)
         tmp.replace(path)
@@ -167,6 +173,66 @@ def check_config_matches_card(config: dict, card: dict, folder: Path) -> None:
                 "changed after training: restore it or retrain)")
 
 
+def check_config_matches_model(run_config: dict | None, config: dict, folder: Path) -> None:
+    """``config.toml``'s model (name, variant, hyper-parameters) must be the one ``model.json``
+    describes; CheckpointError names both files and the first difference."""
+    recorded = (run_config or {}).get("model")
+    if not isinstance(recorded, dict):
+        return
+    have = {"name": config.get("model"), "variant": config.get("variant"),
+            "hyper": without_none(jsonable(config.get("hyper") or {}))}
+    for key, value in have.items():
+        want = recorded.get(key)
+        if key in recorded and want != value:
+            if isinstance(value, dict) and isinstance(want, dict):  # the differing keys only
+                diff = sorted(k for k in set(value) | set(want) if value.get(k) != want.get(k))
+                value, want = ({k: d.get(k) for k in diff} for d in (value, want))
+            raise CheckpointError(
+                f"file '{folder / MODEL_FILE}' does not match '{folder / CONFIG_FILE}': model "
+                f"{key} {value!r} in {MODEL_FILE}, {want!r} in {CONFIG_FILE} (a file of the run "
+                "was changed after training: restore it or retrain)")
+
+
+def check_weights_match(model, state: dict, folder: Path, card: dict) -> None:
+    """``weights.pt`` must hold the state of the model ``model.json`` builds: the same tensor
+    names and shapes, and (when the card records it) the sha256 the training wrote. A mismatch
+    is one CheckpointError naming the run and what differs."""
+    path = folder / WEIGHTS_FILE
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    have = {k: tuple(v.shape) if isinstance(v, torch.Tensor) else None for k, v in state.items()}
+    missing = sorted(set(want) - set(have))
+    extra = sorted(set(have) - set(want))
+    shapes = [k for k in want if k in have and have[k] != want[k]]
+    if missing or extra or shapes:
+        def few(keys):
+            return ", ".join(f"'{k}'" for k in keys[:3]) + (f" and {len(keys) - 3} more"
+                                                           if len(keys) > 3 else "")
+        what = []
+        if missing:
+            what.append(f"{len(missing)} tensor(s) of the model missing ({few(missing)})")
+        if extra:
+            what.append(f"{len(extra)} tensor(s) the model does not have ({few(extra)})")
+        if shapes:
+            k = shapes[0]
+            shape = "not a tensor" if have[k] is None else f"shape {list(have[k])}"
+            what.append(f"'{k}' is {shape} in {WEIGHTS_FILE}, {list(want[k])} in the model"
+                        + (f" ({len(shapes) - 1} more shapes differ)" if len(shapes) > 1 else ""))
+        raise CheckpointError(
+            f"run '{folder}': {WEIGHTS_FILE} does not hold the weights of the model "
+            f"{MODEL_FILE} describes ('{model.name}'): " + "; ".join(what)
+            + " (a file of the run was replaced: restore it or retrain)")
+    recorded = card.get("weights_sha256")
+    if recorded:
+        from pionml.io import file_sha256
+
+        sha = file_sha256(path)
+        if sha != recorded:
+            raise CheckpointError(
+                f"run '{folder}': {WEIGHTS_FILE} has sha256 {sha[:12]}..., {CARD_FILE} records "
+                f"{str(recorded)[:12]}... (the weights were replaced after training: restore "
+                "them or retrain)")
+
+
 def load_tensors(path: Path) -> dict:
     """``torch.load(weights_only=True)`` with a CheckpointError naming the file and problem."""
     path = Path(path)
@@ -178,7 +244,8 @@ def load_tensors(path: Path) -> dict:
         raise CheckpointError(f"checkpoint '{path}': cannot be read safely "
                               f"({type(exc).__name__}: {loader_reason(str(exc))})") from exc
     if not isinstance(obj, dict):
-        raise CheckpointError(f"checkpoint '{path}': expected a dict of tensors, got {type(obj).__name__}")
+        raise CheckpointError(f"checkpoint '{path}': expected a dict of tensors, got "
+                              f"{type(obj).__name__}")
     return obj
 
 
@@ -188,7 +255,8 @@ def load_state(model: torch.nn.Module, state: dict, path: Path) -> None:
         model.load_state_dict(state, strict=True)
     except (RuntimeError, TypeError, AttributeError) as exc:
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-        raise CheckpointError(f"checkpoint '{path}' does not match model '{getattr(model, 'name', '?')}': "
+        raise CheckpointError(f"checkpoint '{path}' does not match model "
+                              f"'{getattr(model, 'name', '?')}': "
                               + " ".join(lines[1:4] or lines[:1])) from exc
 
 
@@ -201,7 +269,8 @@ def build_from_config(folder: Path):
     except PionmlError as exc:
         raise CheckpointError(f"file '{Path(folder) / MODEL_FILE}': {exc}") from exc
     except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"file '{Path(folder) / MODEL_FILE}': invalid model config ({exc!r})") from exc
+        raise CheckpointError(f"file '{Path(folder) / MODEL_FILE}': invalid model config "
+                              f"({exc!r})") from exc
 
 
 def check_data_matches(model, dataset) -> None:
@@ -213,6 +282,21 @@ def check_data_matches(model, dataset) -> None:
         if want != have:
             raise ConfigError(f"file '{dataset.path}': image shapes {have} differ from those the "
                               f"model '{model.name}' was trained on {want}")
+
+
+#: ``file_index`` of the rows of a dataset that does not record its input files (a dataset
+#: written by other tools, or pionml's fake datasets for tests).
+NO_FILE_INDEX = -1
+
+
+def file_indices(dataset, rows) -> np.ndarray:
+    """The input file each of ``rows`` of ``dataset`` (a DatasetFile) came from: its
+    ``/clusters/file_index`` (the position in the dataset's ``sources`` attribute), or
+    :data:`NO_FILE_INDEX` for every row when the dataset has no such column."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if "file_index" not in dataset.cluster_fields:
+        return np.full(len(rows), NO_FILE_INDEX, dtype=np.int64)
+    return dataset.read_rows(rows, clusters=("file_index",)).clusters["file_index"].astype(np.int64)
 
 
 @dataclass
@@ -238,13 +322,18 @@ class Run:
         if not folder.is_dir():
             raise CheckpointError(f"run folder '{folder}' " + (
                 "is a file, not a folder" if folder.exists() else "does not exist"))
+        run_config = read_config(folder)  # a newer run format: refused before anything is read
         card = read_json(folder / CARD_FILE)
         if not isinstance(card, dict):
             raise CheckpointError(f"file '{folder / CARD_FILE}': not a model card (a JSON object)")
         model = build_from_config(folder)  # an unknown or invalid config: named as such
-        check_config_matches_card(read_json(folder / MODEL_FILE), card, folder)
+        config = read_json(folder / MODEL_FILE)
+        check_config_matches_card(config, card, folder)
+        check_config_matches_model(run_config, config, folder)
         if model.trainable:
-            load_state(model, load_tensors(folder / WEIGHTS_FILE), folder / WEIGHTS_FILE)
+            state = load_tensors(folder / WEIGHTS_FILE)
+            check_weights_match(model, state, folder, card)
+            load_state(model, state, folder / WEIGHTS_FILE)
         model.load_files(folder)
         task = Task.from_dict(read_json(folder / TASK_FILE))
         try:
@@ -265,13 +354,14 @@ class Run:
         if data is not None:
             path = Path(data)
             if not path.is_file():
-                raise ConfigError(f"dataset '{path}' " + ("is a directory, not a file" if path.is_dir()
-                                                          else "does not exist"))
+                raise ConfigError(f"dataset '{path}' " + (
+                    "is a directory, not a file" if path.is_dir() else "does not exist"))
             return path
         try:
             path = Path(self.card["data"]["path"])
         except (KeyError, TypeError):
-            raise CheckpointError(f"file '{self.folder / CARD_FILE}': no data path; pass --data") from None
+            raise CheckpointError(f"file '{self.folder / CARD_FILE}': no data path; "
+                                  "pass --data") from None
         if not path.is_file():
             raise ConfigError(f"run '{self.folder}': its dataset '{path}' is gone; pass --data")
         return path
@@ -281,8 +371,8 @@ class Run:
         per-cluster fields the model and its task's conversion to physical units read."""
         from pionml.data.batch import BatchBuilder
 
-        return BatchBuilder(self.normalisation, self.model.inputs,
-                            fields=tuple(self.model.cluster_fields) + tuple(self.task.physical_fields),
+        fields = tuple(self.model.cluster_fields) + tuple(self.task.physical_fields)
+        return BatchBuilder(self.normalisation, self.model.inputs, fields=fields,
                             knn_k=self.data_config.knn_k)
 
     @torch.no_grad()
@@ -292,7 +382,8 @@ class Run:
         """Physical predictions per cluster of ``rows`` (default: the task's rows of ``split``)
         of ``data`` (default: the run's dataset): ``{"rows", the cluster fields of the table
         (event, cluster_index, label, E_em, eta, E_true, ...), the task's output columns}``,
-        ordered by row. The source (in memory or streamed) follows the run's data options."""
+        ordered by row, ``file_index`` (:func:`file_indices`). The source (in memory or
+        streamed) follows the run's data options."""
         from pionml.data.sources import make_source
         from pionml.io.hdf5 import DatasetFile
         from pionml.progress import progress_bar
@@ -313,6 +404,7 @@ class Run:
             fields = self.task.table_fields()
             ds.require(clusters=fields)
             table = {"rows": rows, **ds.read_rows(rows, clusters=fields).clusters}
+            table["file_index"] = file_indices(ds, rows)
         source = make_source(path, rows, builder, self.data_config, what=f"predict {self.name}")
         loader = source.loader(batch_size, shuffle=False, num_workers=num_workers,
                                pin_memory=device.type == "cuda")

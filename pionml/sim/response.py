@@ -180,5 +180,6 @@ def cell_time(rng: np.random.Generator, p: SimParams, geo: CellGeometry, cells: 
     np.sqrt(a, out=a)
     t *= a
     if len(where):
-        t[where] += (delayed * rng.exponential(p.time_delayed_tau_ns, len(where))).astype(np.float32)
+        t[where] += (delayed * rng.exponential(p.time_delayed_tau_ns,
+                                               len(where))).astype(np.float32)
     return t

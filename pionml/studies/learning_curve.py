@@ -287,7 +287,8 @@ class LearningCurve:
         self.settings = settings
         if not self.data.is_file():
             raise ConfigError(f"dataset '{self.data}' " + ("is a directory, not a file"
-                                                          if self.data.is_dir() else "does not exist"))
+                                                          if self.data.is_dir() else "does not "
+                                                          "exist"))
         if self.out.exists() and not self.out.is_dir():
             raise ConfigError(f"--out '{self.out}' is a file, not a folder")
         self.rows = split_rows(self.data, settings.task, settings.task_options)
@@ -536,7 +537,8 @@ def _band(ax, value, err, label, color):
 
 BASELINE_LABELS = {"pem": (r"$\mathcal{P}^{EM}_{clus}$ (LCW)", "grey"),
                    "em": ("EM scale", "k"), "lcw": ("LCW", "grey")}
-METRIC_LABELS = {"auc": "ROC AUC", "rejection_at_eff90": r"$\pi^0$ rejection at 90 % $\pi^\pm$ eff.",
+METRIC_LABELS = {"auc": "ROC AUC",
+                 "rejection_at_eff90": r"$\pi^0$ rejection at 90 % $\pi^\pm$ eff.",
                  "rejection_at_eff95": r"$\pi^0$ rejection at 95 % $\pi^\pm$ eff.",
                  "median_response": r"median $E/E_{true}$",
                  "iqr_resolution": "IQR resolution (half 16-84 % / median)",
@@ -596,7 +598,8 @@ def draw(out, doc: dict) -> list[Path]:
             plt.close(fig)
     else:
         for metric in REGRESS_METRICS:
-            bins = [(r["lo"], r["hi"]) for r in next(iter(curves.values()))[0]["metrics"]["bins_E_true"]]
+            first = next(iter(curves.values()))[0]
+            bins = [(r["lo"], r["hi"]) for r in first["metrics"]["bins_E_true"]]
             used = [i for i, _ in enumerate(bins)
                     if any(e["metrics"]["bins_E_true"][i].get(metric) is not None
                            for entries in curves.values() for e in entries)]

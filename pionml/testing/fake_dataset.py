@@ -56,9 +56,11 @@ def _fake_block(rng, start: int, n: int, separation: float, split_fractions):
         rows, ie, ip = np.nonzero(img)
         cell_parts.append({
             "row": rows, "E": img[rows, ie, ip],
-            "eta": eta_c[rows] + ce[ie], "phi": (phi_c[rows] + cp[ip] + np.pi) % (2 * np.pi) - np.pi,
+            "eta": eta_c[rows] + ce[ie],
+            "phi": (phi_c[rows] + cp[ip] + np.pi) % (2 * np.pi) - np.pi,
             "rperp": np.full(len(rows), 0.5 * float(layer.r_in(0.0) + layer.r_out(0.0))),
-            "layer": np.full(len(rows), layer.index), "sampling": np.full(len(rows), layer.sampling),
+            "layer": np.full(len(rows), layer.index),
+            "sampling": np.full(len(rows), layer.sampling),
             "deta": np.full(len(rows), 0.4 / h), "dphi": np.full(len(rows), layer.dphi),
             "id": (np.uint64(layer.index) << np.uint64(40))
             + ((start + rows) * 4096 + ie * 64 + ip).astype(np.uint64),
@@ -74,7 +76,8 @@ def _fake_block(rng, start: int, n: int, separation: float, split_fractions):
     split = np.where(u < split_fractions[0], 0,
                      np.where(u < split_fractions[0] + split_fractions[1], 1, 2))
     clusters = {
-        "event": np.arange(start, start + n, dtype=np.int64), "cluster_index": np.zeros(n, np.int32),
+        "event": np.arange(start, start + n, dtype=np.int64),
+        "cluster_index": np.zeros(n, np.int32),
         "pdg": np.where(label == 1, 111, np.where(rng.random(n) < 0.5, 211, -211)).astype(np.int32),
         "label": label, "E_em": e_em.astype(np.float32), "eta": eta_c.astype(np.float32),
         "phi": phi_c.astype(np.float32),
@@ -91,8 +94,9 @@ def _fake_block(rng, start: int, n: int, separation: float, split_fractions):
     clusters["moment_CENTER_LAMBDA"] = (np.where(pi0, 150.0, 600.0) * rng.uniform(0.7, 1.3, n)
                                         ).astype(np.float32)
     clusters["moment_SIGNIFICANCE"] = (e_em / 0.05).astype(np.float32)
+    # zeros, as for one-cell clusters
     clusters["moment_SECOND_TIME"] = np.where(rng.random(n) < 0.1, 0.0, rng.exponential(2.0, n)
-                                              ).astype(np.float32)  # zeros, as for one-cell clusters
+                                              ).astype(np.float32)
     clusters["moment_CENTER_MAG"] = rng.uniform(1500, 4000, n).astype(np.float32)
     clusters["moment_FIRST_ENG_DENS"] = (1e-6 * np.exp(rng.normal(0, 1, n))).astype(np.float32)
     clusters["moment_time"] = rng.normal(0, 2.0, n).astype(np.float32)
@@ -135,7 +139,8 @@ def make_fake_dataset(path: str | Path, n_clusters: int = 400, seed: int = 0,
     with DatasetWriter(path, schema, compression=compression) as w:
         for start in range(0, n, block_rows):
             m = min(block_rows, n - start)
-            clusters, images, cells, counts = _fake_block(rng, start, m, separation, split_fractions)
+            clusters, images, cells, counts = _fake_block(rng, start, m, separation,
+                                                          split_fractions)
             w.append(clusters, images, cells, counts)
             bar.update(m)
         w.close(config={"fake": True, "n_clusters": n, "seed": seed, "separation": separation},

@@ -38,13 +38,15 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                         "E_true/E_EM, E_pred = E_EM x the ratio (default response)")
     p.add_argument("--weight", choices=("none", "flat"), default=None,
                    help="regress: training weights; flat = equal weight per log E_true bin, "
-                        "against the pull of the soft clusters (default flat; ATL-PHYS-PUB-2020-018: "
+                        "against the pull of the soft clusters (default flat; "
+                        "ATL-PHYS-PUB-2020-018: "
                         "--target energy --weight none)")
     p.add_argument("--data", default=None,
                    help=f"HDF5 dataset (default: {DEFAULT_DATASET}, built when missing)")
     p.add_argument("--epochs", type=positive_int, default=None,
                    help="maximum number of epochs (default: the model's, e.g. 25 for cnn)")
-    p.add_argument("--batch-size", type=positive_int, default=None, help="default: the model's (256)")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="default: the model's (256)")
     p.add_argument("--lr", type=positive_float, default=None,
                    help="Adam learning rate (default: the model's)")
     p.add_argument("--patience", type=positive_int, default=None,
@@ -73,7 +75,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                         "in memory when they fit --memory-budget)")
     p.add_argument("--memory-budget", type=non_negative_float, default=2.0, metavar="GB",
                    help="largest split read into memory by --source auto (default 2 GB)")
-    p.add_argument("--hyper", default=None, help='model hyper-parameters as JSON, e.g. \'{"growth": 8}\'')
+    p.add_argument("--hyper", default=None,
+                   help='model hyper-parameters as JSON, e.g. \'{"growth": 8}\'')
     p.add_argument("--task-options", default=None, metavar="JSON",
                    help='task options as JSON, e.g. \'{"min_E_dep": 0.3}\' for calibrate')
     p.add_argument("--resume", action="store_true",
@@ -140,7 +143,8 @@ def ensure_default_dataset(path: Path, progress: bool, recipe: Path = DEFAULT_RE
     if not recipe.is_file():
         raise ConfigError(f"default dataset '{path}' is missing and its recipe '{recipe}' too "
                           "(run from the repository root, or pass --data DATASET.h5)")
-    logger.info("default dataset %s is missing: building it from %s (simulate + build)", path, recipe)
+    logger.info("default dataset %s is missing: building it from %s (simulate + build)",
+                path, recipe)
     built = Path(make_dataset(recipe, out=path, progress=progress))
     if not built.is_file():
         raise ConfigError(f"make_dataset did not produce '{built}'")
@@ -193,6 +197,7 @@ def _run_train(args) -> int:
     from pionml.train.trainer import default_config, train_run
 
     from pionml.device import pick_device
+    from pionml.runs.config import cli_options
     from pionml.train import distributed
 
     use_atlas_style()
@@ -203,7 +208,8 @@ def _run_train(args) -> int:
     if args.data:
         data = Path(args.data)
     else:  # the main process builds the default dataset; the others wait for it
-        data = ensure_default_dataset(DEFAULT_DATASET, progress) if dist.is_main else DEFAULT_DATASET
+        data = ensure_default_dataset(DEFAULT_DATASET,
+                                      progress) if dist.is_main else DEFAULT_DATASET
         distributed.barrier()
     if not data.is_file():
         raise ConfigError(f"dataset '{data}' does not exist" if not data.exists()
@@ -233,8 +239,9 @@ def _run_train(args) -> int:
             with _sigterm_interrupts():
                 run_dir = train_run(data, args.model, out, task=args.task, config=config,
                                     hyper=hyper, data_options=data_options, progress=progress,
-                                    resume=args.resume,
-                                    task_options={**_json_object(args.task_options, "--task-options"),
+                                    resume=args.resume, cli_options=cli_options(args),
+                                    task_options={**_json_object(args.task_options,
+                                                                 "--task-options"),
                                                   **(regress_options(sp, args.target, args.weight)
                                                      if sp else {})} or None)
         except KeyboardInterrupt:
@@ -266,7 +273,8 @@ FORWARDED = ("combine",)
 
 
 def main(argv=None) -> int:
-    """``train.py``: the same as ``pionml train``; ``train.py combine ...`` is ``pionml combine``."""
+    """``train.py``: the same as ``pionml train``; ``train.py combine ...`` is
+    ``pionml combine``."""
     from pionml.cli import main as pionml_main
 
     argv = list(argv if argv is not None else __import__("sys").argv[1:])

@@ -29,6 +29,7 @@ import torch
 
 import pionml
 from pionml.errors import CheckpointError, ConfigError, PionmlError
+from pionml.runs import config as runconfig
 from pionml.runs import folder as runfiles
 from pionml.device import pick_device
 from pionml.train import distributed
@@ -89,7 +90,8 @@ class TrainConfig:
         if not self.weight_decay >= 0:
             raise ConfigError(f"weight decay must be >= 0, got {self.weight_decay}")
         if self.scheduler not in SCHEDULERS:
-            raise ConfigError(f"unknown scheduler '{self.scheduler}' (choices: {', '.join(SCHEDULERS)})")
+            raise ConfigError(f"unknown scheduler '{self.scheduler}' (choices: "
+                              f"{', '.join(SCHEDULERS)})")
         if self.recipe not in RECIPES:
             raise ConfigError(f"unknown recipe '{self.recipe}' (choices: {', '.join(RECIPES)})")
         if self.augment not in AUGMENTATIONS:
@@ -128,7 +130,8 @@ def check_seed(seed, what: str = "training seed") -> int:
     try:
         return values.seed(seed)
     except ValueError:
-        raise ConfigError(f"{what} must be an integer with 0 <= seed < 2**32, got {seed!r}") from None
+        raise ConfigError(f"{what} must be an integer with 0 <= seed < 2**32, "
+                          f"got {seed!r}") from None
 
 
 #: The options of :class:`TrainConfig` that a resumed run must share with its checkpoint (the
@@ -159,7 +162,8 @@ def default_config(model_name: str, recipe: str = "default", **overrides) -> Tra
     names = {f.name for f in fields(TrainConfig)}
     unknown = set(overrides) - names
     if unknown:
-        raise ConfigError(f"unknown training option(s) {sorted(unknown)} (accepted: {sorted(names)})")
+        raise ConfigError(f"unknown training option(s) {sorted(unknown)} (accepted: "
+                          f"{sorted(names)})")
     values = {**defaults, **{k: v for k, v in overrides.items() if v is not None}}
     if values.get("stages"):  # a staged training: epochs, lr, patience given apply to each stage
         per_stage = {k: overrides[k] for k in ("epochs", "lr", "patience")
@@ -266,7 +270,8 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=stage.lr,
                                           weight_decay=self.config.weight_decay)
         if self.config.scheduler == "cosine":
-            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=stage.epochs)
+            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer,
+                                                                        T_max=stage.epochs)
         elif self.config.scheduler == "plateau":
             self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
                 self.optimizer, factor=0.5, patience=max(1, stage.patience // 2))
@@ -310,7 +315,8 @@ class Trainer:
                 loss = self._loss(batch, stage)
                 if not torch.isfinite(loss):
                     raise TrainingError(
-                        f"model '{self.model.name}': the training loss became {float(loss.detach())} at "
+                        f"model '{self.model.name}': the training loss became "
+                        f"{float(loss.detach())} at "
                         f"epoch {epoch + 1}, batch {i + 1} (stage {stage.name}); check the inputs "
                         f"for NaN or inf and the learning rate. {self._kept()}")
                 loss.backward()
@@ -374,7 +380,8 @@ class Trainer:
         resumed run repeats the uninterrupted one, or is refused in one line."""
         world, batch = self.dist.world_size, self.config.batch_size
         old_world = int(ckpt.get("world_size", 1))
-        old_batch = int(ckpt.get("batch_size", (ckpt.get("train_config") or {}).get("batch_size", batch)))
+        old_batch = int(ckpt.get("batch_size",
+                                 (ckpt.get("train_config") or {}).get("batch_size", batch)))
         if (old_world, old_batch) != (world, batch):
             def run(w, b):
                 return (f"{w} process{'es' if w > 1 else ''} x batch {b} per process "
@@ -382,8 +389,8 @@ class Trainer:
             raise CheckpointError(
                 f"checkpoint '{path}' was written by {run(old_world, old_batch)}; this run has "
                 f"{run(world, batch)}: resume with the same number of processes (torchrun "
-                f"--nproc_per_node {old_world}, or no torchrun for 1) and --batch-size {old_batch}, "
-                "or start a new run")
+                f"--nproc_per_node {old_world}, or no torchrun for 1) and --batch-size "
+                f"{old_batch}, or start a new run")
         saved = ckpt.get("train_config")
         if saved:
             now = self._resume_options()
@@ -418,10 +425,12 @@ class Trainer:
             self.bad_epochs, self.stage_epoch = int(ckpt["bad_epochs"]), int(ckpt["stage_epoch"])
             ranks = ckpt.get("rng_ranks") or [ckpt["rng"]]
             # every process continues its own random stream (dropout, augmentation)
-            _set_rng_state(ranks[self.dist.rank] if len(ranks) == self.dist.world_size else ckpt["rng"])
+            _set_rng_state(ranks[self.dist.rank] if len(ranks) == self.dist.world_size
+                           else ckpt["rng"])
         except (KeyError, ValueError, TypeError, IndexError, RuntimeError) as exc:
             raise CheckpointError(f"checkpoint '{path}': cannot resume ({exc!r})") from exc
-        logger.info("resumed from %s: stage %d, epoch %d", path, self.stage_index + 1, self.stage_epoch)
+        logger.info("resumed from %s: stage %d, epoch %d", path, self.stage_index + 1,
+                    self.stage_epoch)
 
     # -- the loop -------------------------------------------------------------------------------
     def fit(self, train_source, val_source) -> dict:
@@ -529,9 +538,9 @@ def check_finite_fields(dataset, splits: dict, fields, positive: bool = True) ->
 
 #: What a run folder holds while it trains (before ``card.json``, written last): the files a
 #: failed fresh training removes again.
-RUN_FILES = (runfiles.MODEL_FILE, runfiles.TASK_FILE, runfiles.DATA_FILE,
-             runfiles.NORMALISATION_FILE, runfiles.WEIGHTS_FILE, runfiles.CHECKPOINT_FILE,
-             runfiles.CURVE_FILE)
+RUN_FILES = (runconfig.CONFIG_FILE, runfiles.MODEL_FILE, runfiles.TASK_FILE,
+             runfiles.DATA_FILE, runfiles.NORMALISATION_FILE, runfiles.WEIGHTS_FILE,
+             runfiles.CHECKPOINT_FILE, runfiles.CURVE_FILE)
 
 
 def prepare_folder(out: Path, resume: bool) -> bool:
@@ -541,7 +550,8 @@ def prepare_folder(out: Path, resume: bool) -> bool:
         raise ConfigError(f"run folder '{out}' is a file, not a folder: choose another --out")
     if resume:
         if not (out / runfiles.CHECKPOINT_FILE).is_file():
-            raise ConfigError(f"--resume: '{out}' holds no {runfiles.CHECKPOINT_FILE} to resume from")
+            raise ConfigError(f"--resume: '{out}' holds no {runfiles.CHECKPOINT_FILE} to "
+                              "resume from")
         if (out / runfiles.CARD_FILE).is_file():
             logger.info("--resume of the finished run %s: it continues from its last epoch", out)
         return False
@@ -568,8 +578,8 @@ def discard_failed_run(out: Path, made: bool) -> None:
     A folder with a checkpoint is kept (it resumes, or says where the last finite state is)."""
     if (out / runfiles.CHECKPOINT_FILE).is_file():
         return
-    for name in RUN_FILES + (runfiles.CARD_FILE,):
-        for f in (out / name, out / (name + ".tmp")):
+    for name in RUN_FILES + (runfiles.CARD_FILE,):  # and the temporaries of a killed writer
+        for f in (out / name, *out.glob(f".{name}.*.part")):
             try:
                 f.unlink(missing_ok=True)
             except OSError:
@@ -606,7 +616,8 @@ def check_model_inputs(dataset, model_name: str, inputs) -> None:
 def train_run(data_path, model_name: str, out_dir, task: str = "classify",
               config: TrainConfig | None = None, hyper: dict | None = None,
               data_options: dict | None = None, progress: bool = True, resume: bool = False,
-              hooks=(), task_options: dict | None = None, data_sha256: str | None = None) -> Path:
+              hooks=(), task_options: dict | None = None, data_sha256: str | None = None,
+              cli_options: dict | None = None) -> Path:
     """Train ``model_name`` for ``task`` on ``data_path`` into the run folder ``out_dir``.
 
     ``task_options`` go to the task (e.g. ``{"species": "pi0"}`` for ``regress``; the
@@ -615,7 +626,8 @@ def train_run(data_path, model_name: str, out_dir, task: str = "classify",
     ``data_options`` override the data configuration (:class:`~pionml.data.sources.DataConfig`;
     the model's ``data_defaults`` come first). With ``resume`` the run continues from its
     checkpoint, with the saved normalisation, target transforms and data options, on the same
-    data. Returns the run folder.
+    data. ``cli_options``: the command line's options as parsed, recorded in the run's
+    ``config.toml`` (:mod:`pionml.runs.config`) with every other option. Returns the run folder.
     """
     from pionml.models import model_class
 
@@ -632,7 +644,8 @@ def train_run(data_path, model_name: str, out_dir, task: str = "classify",
     distributed.barrier(what="making the run folder")
     try:
         return _train_run(data_path, model_name, out, task, config, hyper, data_options,
-                          progress, resume, hooks, task_options, data_sha256, cls, dist, device)
+                          progress, resume, hooks, task_options, data_sha256, cls, dist, device,
+                          cli_options)
     except BaseException:
         if dist.is_main and not resume:
             discard_failed_run(out, made)
@@ -640,7 +653,7 @@ def train_run(data_path, model_name: str, out_dir, task: str = "classify",
 
 
 def _train_run(data_path, model_name, out, task, config, hyper, data_options, progress, resume,
-               hooks, task_options, data_sha256, cls, dist, device) -> Path:
+               hooks, task_options, data_sha256, cls, dist, device, cli_options=None) -> Path:
     from pionml.data.batch import BatchBuilder
     from pionml.data.normalise import Normalisation
     from pionml.data.sources import DataConfig, make_source, source_kind
@@ -658,9 +671,11 @@ def _train_run(data_path, model_name, out, task, config, hyper, data_options, pr
             data_config = DataConfig.from_dict(runfiles.read_json(out / runfiles.DATA_FILE))
             norm = Normalisation.load(out / runfiles.NORMALISATION_FILE)
             if task_obj.name != task:
-                raise CheckpointError(f"run '{out}' was trained for task '{task_obj.name}', not '{task}'")
+                raise CheckpointError(f"run '{out}' was trained for task '{task_obj.name}', not "
+                                      f"'{task}'")
             if task_options and any(task_obj.options.get(k) != v for k, v in task_options.items()):
-                raise CheckpointError(f"run '{out}' was trained with task options {task_obj.options}")
+                raise CheckpointError(f"run '{out}' was trained with task options "
+                                      f"{task_obj.options}")
         else:  # the recipe's task options, then the caller's
             from pionml.tasks import task_class
 
@@ -700,10 +715,13 @@ def _train_run(data_path, model_name, out, task, config, hyper, data_options, pr
             direct = [ds.read_rows(r, clusters=builder.cluster_fields).clusters
                       for r in (train_rows, val_rows)]
     logger.info("train %s (task %s) on %s -> %s, device %s, config %s, hyper %s, data %s",
-                model_name, task, data_path, out, device, asdict(config), hyper, data_config.to_dict())
+                model_name, task, data_path, out, device, asdict(config), hyper,
+                data_config.to_dict())
     if not model.fits_itself:
-        train_src = make_source(data_path, train_rows, builder, data_config, what="train", kind=kind)
-        val_src = make_source(data_path, val_rows, builder, data_config, what="validation", kind=kind)
+        train_src = make_source(data_path, train_rows, builder, data_config, what="train",
+                                kind=kind)
+        val_src = make_source(data_path, val_rows, builder, data_config, what="validation",
+                              kind=kind)
     if dist.is_main:
         if resume:
             saved = runfiles.read_json(out / runfiles.MODEL_FILE)
@@ -714,6 +732,15 @@ def _train_run(data_path, model_name, out, task, config, hyper, data_options, pr
         runfiles.write_json(out / runfiles.MODEL_FILE, model.config())
         runfiles.write_json(out / runfiles.TASK_FILE, task_obj.to_dict())
         runfiles.write_json(out / runfiles.DATA_FILE, data_config.to_dict())
+        previous = (runconfig.read_config(out) or {}) if resume else None
+        run_config = runconfig.run_config(
+            cli=cli_options, previous=previous,
+            task={"name": task_obj.name, "options": task_obj.options},
+            data={"path": str(data_path.resolve()), "sha256": sha,
+                  "options": data_config.to_dict()},
+            model={"name": model_name, "variant": model.variant, "hyper": model.hyper},
+            training=asdict(config), libraries=runconfig.model_libraries(model))
+        runconfig.write_config(out, run_config)
     model.to(device)
     if model.fits_itself:
         if resume:
@@ -748,6 +775,8 @@ def _train_run(data_path, model_name, out, task, config, hyper, data_options, pr
             "seed": config.seed, "train_config": asdict(config), "device": str(device),
             "world_size": dist.world_size, "history": history, "best_epoch": best_epoch,
             "best_val_loss": None if math.isinf(best_val) else best_val, **model_notes,
+            **({"weights_sha256": file_sha256(out / runfiles.WEIGHTS_FILE)}
+               if model.trainable else {}),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "test_metrics": None,
         }

@@ -103,7 +103,10 @@ class CellTables:
                    prev_samp=None, next_samp=None) -> "CellTables":
         """Build a small table from Python lists of neighbour lists (for tests and examples)."""
         n = len(sampling)
-        conv = (lambda t: None if t is None else csr_from_lists(t))
+
+        def conv(t):
+            return None if t is None else csr_from_lists(t)
+
         return cls.from_arrays(sampling=sampling, eta=eta, phi=phi, x=x, y=y, z=z,
                                volume=np.ones(n) if volume is None else volume,
                                neighbours=csr_from_lists(neighbours), all2d=conv(all2d),

@@ -274,8 +274,8 @@ def _chain_has_max(g0, loc, ismax, off, idx, visit, stamp):
             if visit[h] == stamp:
                 continue
             visit[h] = stamp
-            l = loc[h]
-            if l >= 0 and ismax[l]:
+            li = loc[h]
+            if li >= 0 and ismax[li]:
                 return True
             stack.append(h)
     return False
@@ -298,11 +298,11 @@ def _local_maxima(cells, Ee, cellg, loc, inP, nb_off, nb_idx, samp_g, cand_mask,
         ok = True
         for kk in range(nb_off[g], nb_off[g + 1]):
             h = nb_idx[kk]
-            l = loc[h]
-            if l < 0 or inP[l] != inP[c]:
+            li = loc[h]
+            if li < 0 or inP[li] != inP[c]:
                 continue
             count += 1
-            if cmp_mask[samp_g[h]] and Ee[l] >= Ee[c]:
+            if cmp_mask[samp_g[h]] and Ee[li] >= Ee[c]:
                 ok = False
         if ok and count >= ncut:
             ismax[c] = True
@@ -370,25 +370,25 @@ def _split(members, maxima, Ee, cellg, loc, inP, mark, nb_off, nb_idx, x, y, z, 
             kc = a1[c]
             g = cellg[c]
             for kk in range(nb_off[g], nb_off[g + 1]):
-                l = loc[nb_idx[kk]]
-                if l < 0 or inP[l] != mark:
+                li = loc[nb_idx[kk]]
+                if li < 0 or inP[li] != mark:
                     continue
-                if a1[l] < 0:
-                    a1[l] = kc
-                    gen[l] = generation
-                    nextl[nn] = l
+                if a1[li] < 0:
+                    a1[li] = kc
+                    gen[li] = generation
+                    nextl[nn] = li
                     nn += 1
-                elif gen[l] == generation and a1[l] != kc and a2[l] < 0:
-                    a2[l] = kc
+                elif gen[li] == generation and a1[li] != kc and a2[li] < 0:
+                    a2[li] = kc
         keepn = 0
         first_shared = nshared
         for j in range(nn):
-            l = nextl[j]
-            if a2[l] >= 0:
-                shared[nshared] = l
+            li = nextl[j]
+            if a2[li] >= 0:
+                shared[nshared] = li
                 nshared += 1
             else:
-                nextl[keepn] = l
+                nextl[keepn] = li
                 keepn += 1
         # this generation's shared cells, sorted by E, follow those of earlier generations
         new_sh = shared[first_shared:nshared].copy()
@@ -402,13 +402,13 @@ def _split(members, maxima, Ee, cellg, loc, inP, mark, nb_off, nb_idx, x, y, z, 
         for c in cur:
             g = cellg[c]
             for kk in range(nb_off[g], nb_off[g + 1]):
-                l = loc[nb_idx[kk]]
-                if l < 0 or inP[l] != mark:
+                li = loc[nb_idx[kk]]
+                if li < 0 or inP[li] != mark:
                     continue
-                if a1[l] < 0:
-                    a1[l] = a1[c]
-                    a2[l] = a2[c]
-                    nextl[nn] = l
+                if a1[li] < 0:
+                    a1[li] = a1[c]
+                    a2[li] = a2[c]
+                    nextl[nn] = li
                     nn += 1
         nxt = nextl[:nn].copy()
         cur = nxt[np.argsort(-Ee[nxt], kind="mergesort")]

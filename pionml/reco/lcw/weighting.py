@@ -22,7 +22,8 @@ import numpy as np
 
 from pionml.errors import PionmlError
 from pionml.geometry import LAYERS
-from pionml.reco.lcw.classification import LOG10_E_MIN_MEV, ClassificationTable, _bin, calibration_share
+from pionml.reco.lcw.classification import (LOG10_E_MIN_MEV, ClassificationTable, _bin,
+                                            calibration_share)
 
 SIGNAL_OVER_NOISE_CUT = 2.0
 MIN_ENTRIES = 10
