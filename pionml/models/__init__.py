@@ -9,6 +9,6 @@ from __future__ import annotations
 
 from pionml.models.base import (MODELS, ClusterModel, DataSpec, build_model, model_class,
                                 register)
-from pionml.models import baseline, cloud, images, moments, trees  # noqa: F401  (register the families)
+from pionml.models import baseline, cloud, hybrid, images, moments, trees  # noqa: F401,E501
 
 __all__ = ["MODELS", "ClusterModel", "DataSpec", "build_model", "model_class", "register"]
