@@ -27,8 +27,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                         "energy, one model per --species; calibrate: the EM-scale response from "
                         "the cluster moments (models lgk, hgm, bnn, re) (default classify)")
     p.add_argument("--model", default="cnn",
-                   help="model name (dnn, cnn, densenet, gnn, pfn; baselines pem for classify, "
-                        "em and lcw for regress)")
+                   help="model name (dnn, cnn, densenet, gnn, pfn, cnn_moments; baselines pem "
+                        "for classify, em and lcw for regress)")
     p.add_argument("--species", choices=("pi0", "charged", "both"), default=None,
                    help="regress: the species of the clusters (charged = pi+ and pi-); both "
                         "trains the two runs one after the other (default charged)")
