@@ -1,4 +1,4 @@
-"""Classification metrics: known answers (pionml.evaluate.metrics, design.md section 8)."""
+"""Classification metrics: known answers (pionml.metrics.classification, design.md section 8)."""
 
 import math
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from pionml.errors import PionmlError
-from pionml.evaluate.metrics import (auc, binned_table, classification_metrics, pi0_rejection_at,
-                            rejection_ratio, roc_curve)
+from pionml.metrics.classification import (auc, binned_table, classification_metrics,
+                                           pi0_rejection_at, rejection_ratio, roc_curve)
 
 # pi+- scores 0.1 0.2 0.3 0.4; pi0 scores 0.25 0.9 (worked by hand in the comments)
 LABELS = np.array([0, 0, 0, 0, 1, 1])
@@ -110,7 +110,7 @@ def test_missing_baseline_gives_none():
 
 
 def test_bootstrap_uncertainties_have_the_known_size():
-    from pionml.evaluate.metrics import bootstrap_uncertainties
+    from pionml.metrics.classification import bootstrap_uncertainties
 
     rng = np.random.default_rng(3)
     n0, n1 = 400, 600

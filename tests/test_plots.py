@@ -7,8 +7,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from pionml.evaluate.metrics import RocCurve  # noqa: E402
-from pionml.evaluate.plots import plot_rejection_ratio  # noqa: E402
+from pionml.figures.plots import plot_rejection_ratio  # noqa: E402
+from pionml.metrics.classification import RocCurve  # noqa: E402
 
 
 def curve(rejection):
@@ -32,7 +32,7 @@ def test_ratio_panel_linear_then_log():
 def test_streamed_pixel_statistics_equal_numpy():
     import numpy as np
 
-    from pionml.evaluate.images import PixelStats
+    from pionml.metrics.images import PixelStats
 
     rng = np.random.default_rng(0)
     x = rng.random((301, 4, 2))
@@ -53,7 +53,7 @@ def test_image_statistics_with_a_span_of_one_class():
     to the other class's sums (it raised 'cannot reshape array of size 0' on the paper sample)."""
     import numpy as np
 
-    from pionml.evaluate.images import PixelStats, image_statistics
+    from pionml.metrics.images import PixelStats, image_statistics
 
     rng = np.random.default_rng(1)
     n = 40
