@@ -72,15 +72,25 @@ def draw_calibration_plots(folder: Path, name: str, table: dict, metrics: dict) 
     (seed 001 Fig. 7, seed 000 Fig. 5), s68_resolution with the ratio to LCW (seed 000 Fig. 8,
     seed 001 Fig. 9), and for runs with uncertainties the pulls with their two-sided fits
     (seed 001 Fig. 12) and the relative uncertainties (Figs. 10, 13). Returns the files."""
+    folder = Path(folder)
+    written = [draw_response_vs_e_dep(folder / "response_2d.png", name, table),
+               draw_linearity(folder / "linearity.png", name, metrics)]
+    written += [draw_resolution(folder / f"resolution_{axis}.png", name, metrics, axis)
+                for axis in ("E_dep", "E_em")]
+    if metrics.get("has_uncertainty"):
+        written += [draw_pulls(folder / "pulls.png", name, table, metrics),
+                    draw_uncertainties(folder / "uncertainty.png", table, metrics)]
+    return written
+
+
+def draw_response_vs_e_dep(path: Path, name: str, table: dict) -> Path:
+    """R_EM, R_pred and K = R_pred / R_EM vs E_dep as 2-D histograms with their medians."""
     import matplotlib.pyplot as plt
 
-    folder = Path(folder)
-    written = []
     e_dep = np.asarray(table["E_true"], np.float64)
     r_em = np.asarray(table["E_em"], np.float64) / e_dep
     r_pred = np.asarray(table["R_pred"], np.float64)
     xb = np.logspace(np.log10(max(e_dep.min(), 0.1)), np.log10(e_dep.max() * 1.01), 40)
-
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
     for ax, (y, label) in zip(axes, ((r_em, r"target $R_{EM} = E_{EM}/E_{dep}$"),
                                      (r_pred, f"{name}: $R_{{pred}}$"),
@@ -96,13 +106,18 @@ def draw_calibration_plots(folder: Path, name: str, table: dict, metrics: dict) 
         ax.set_title(label, fontsize="small")
         ax.legend(fontsize="x-small", loc="upper right")
     fig.tight_layout()
-    written.append(save_figure(fig, folder / "response_2d.png"))
+    return save_figure(fig, path)
+
+
+def draw_linearity(path: Path, name: str, metrics: dict) -> Path:
+    """Median Delta_E of the run, EM and LCW vs E_dep, E_EM and eta."""
+    import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
     for ax, (axis, (xlabel, log)) in zip(axes, AXES.items()):
         for i, (key, label, color, marker) in enumerate(_curves(metrics, name)):
             _draw_binned(ax, metrics[f"bins_{axis}_{key}"], "median_dE", log, label, color, marker,
-                         shift=0.01 * (i - 1) if log else 0.01 * (i - 1))
+                         shift=0.01 * (i - 1))
         ax.axhspan(-0.02, 0.02, color="grey", alpha=0.15, lw=0)
         ax.axhline(0, color="grey", ls=":", lw=1)
         if log:
@@ -111,74 +126,87 @@ def draw_calibration_plots(folder: Path, name: str, table: dict, metrics: dict) 
         ax.set_ylabel(r"median $\Delta_E = E/E_{dep} - 1$")
         ax.legend(fontsize="x-small")
     fig.tight_layout()
-    written.append(save_figure(fig, folder / "linearity.png"))
+    return save_figure(fig, path)
 
-    for axis in ("E_dep", "E_em"):
-        fig, (ax, rax) = plt.subplots(2, 1, figsize=(7, 7), sharex=True,
-                                      gridspec_kw={"height_ratios": [3, 1], "hspace": 0.05})
-        ref = metrics.get(f"bins_{axis}_lcw")
-        for key, label, color, marker in _curves(metrics, name):
-            rows = metrics[f"bins_{axis}_{key}"]
-            _draw_binned(ax, rows, "s68_resolution", True, label, color, marker)
-            if ref is not None:
-                ok = [i for i, r in enumerate(rows)
-                      if r["s68_resolution"] is not None and ref[i]["s68_resolution"]]
-                rax.plot(_centres(rows)[ok],
-                         [rows[i]["s68_resolution"] / ref[i]["s68_resolution"] for i in ok],
-                         marker + "-", color=color, ms=4)
-        ax.set_xscale("log")
-        ax.set_ylabel(S68_LABEL)
-        ax.legend(fontsize="small")
-        rax.axhline(1, color="grey", ls=":", lw=1)
-        rax.set_ylabel("ratio to LCW", fontsize="small")
-        rax.set_xlabel(AXES[axis][0])
-        written.append(save_figure(fig, folder / f"resolution_{axis}.png"))
 
-    if metrics.get("has_uncertainty"):
-        p = pulls(table)
-        fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
-        for ax, key, label in ((axes[0], "t", r"$t = (R_{pred} - R_{EM})/\sigma_{tot}$"),
-                               (axes[1], "t_log", r"$t_{log}$")):
-            t = p[key][np.isfinite(p[key])]
-            s = metrics["pull" if key == "t" else "pull_log"]
-            counts, edges, _ = ax.hist(np.clip(t, -6, 6), bins=120, range=(-6, 6), histtype="step",
-                                       color="C0", label=f"{name} ({len(t)} clusters)")
-            fit = s.get("fit", {})
-            if fit.get("mu") is not None:
-                x = np.linspace(-PULL_RANGE, PULL_RANGE, 300)
-                sig = np.where(x < fit["mu"], fit["sigma_left"], fit["sigma_right"])
-                scale = (edges[1] - edges[0]) / (2 * PULL_RANGE / 60)  # fit histogram -> this one
-                ax.plot(x, fit["amplitude"] * scale * np.exp(-0.5 * ((x - fit["mu"]) / sig) ** 2),
-                        "r-", label=(f"two-sided Gaussian: mu {fit['mu']:+.2f}, sigma L "
-                                     f"{fit['sigma_left']:.2f}, R {fit['sigma_right']:.2f}"))
-            ax.set_xlabel(label)
-            ax.set_title(f"P(|t|<1) = {s['coverage_1']:.3f}, P(|t|<2) = {s['coverage_2']:.3f}",
-                         fontsize="small")
-            ax.legend(fontsize="x-small")
-        fig.tight_layout()
-        written.append(save_figure(fig, folder / "pulls.png"))
+def draw_resolution(path: Path, name: str, metrics: dict, axis: str) -> Path:
+    """s68_resolution of the run, EM and LCW vs ``axis`` (E_dep or E_em), ratio to LCW below."""
+    import matplotlib.pyplot as plt
 
-        fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
-        r = np.asarray(table["R_pred"], np.float64)
-        for key, color in (("sigma", "k"), ("sigma_syst", "C1"), ("sigma_stat", "C2")):
-            rel = np.asarray(table[key], np.float64) / r
-            axes[0].hist(np.clip(rel, 1e-4, 10), bins=np.logspace(-4, 1, 80), histtype="step",
-                         color=color, label=key.replace("sigma", "sigma_tot") if key == "sigma" else key)
-            rows = metrics[f"bins_E_dep_{key}_rel"]
-            ok = [i for i, row in enumerate(rows) if row["median"] is not None]
-            axes[1].plot(_centres(rows)[ok], [rows[i]["median"] for i in ok], "o-", color=color,
-                         label=key)
-        axes[0].set_xscale("log")
-        axes[0].set_xlabel(r"$\sigma / R_{pred}$")
-        axes[0].legend(fontsize="x-small")
-        axes[1].set_xscale("log")
-        axes[1].set_yscale("log")
-        axes[1].set_xlabel(AXES["E_dep"][0])
-        axes[1].set_ylabel(r"median $\sigma / R_{pred}$")
-        axes[1].legend(fontsize="x-small")
-        fig.tight_layout()
-        written.append(save_figure(fig, folder / "uncertainty.png"))
-    return written
+    fig, (ax, rax) = plt.subplots(2, 1, figsize=(7, 7), sharex=True,
+                                  gridspec_kw={"height_ratios": [3, 1], "hspace": 0.05})
+    ref = metrics.get(f"bins_{axis}_lcw")
+    for key, label, color, marker in _curves(metrics, name):
+        rows = metrics[f"bins_{axis}_{key}"]
+        _draw_binned(ax, rows, "s68_resolution", True, label, color, marker)
+        if ref is not None:
+            ok = [i for i, r in enumerate(rows)
+                  if r["s68_resolution"] is not None and ref[i]["s68_resolution"]]
+            rax.plot(_centres(rows)[ok],
+                     [rows[i]["s68_resolution"] / ref[i]["s68_resolution"] for i in ok],
+                     marker + "-", color=color, ms=4)
+    ax.set_xscale("log")
+    ax.set_ylabel(S68_LABEL)
+    ax.legend(fontsize="small")
+    rax.axhline(1, color="grey", ls=":", lw=1)
+    rax.set_ylabel("ratio to LCW", fontsize="small")
+    rax.set_xlabel(AXES[axis][0])
+    return save_figure(fig, path)
+
+
+def draw_pulls(path: Path, name: str, table: dict, metrics: dict) -> Path:
+    """The pulls t and t_log with their two-sided Gaussian fits and coverages."""
+    import matplotlib.pyplot as plt
+
+    p = pulls(table)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    for ax, key, label in ((axes[0], "t", r"$t = (R_{pred} - R_{EM})/\sigma_{tot}$"),
+                           (axes[1], "t_log", r"$t_{log}$")):
+        t = p[key][np.isfinite(p[key])]
+        s = metrics["pull" if key == "t" else "pull_log"]
+        counts, edges, _ = ax.hist(np.clip(t, -6, 6), bins=120, range=(-6, 6), histtype="step",
+                                   color="C0", label=f"{name} ({len(t)} clusters)")
+        fit = s.get("fit", {})
+        if fit.get("mu") is not None:
+            x = np.linspace(-PULL_RANGE, PULL_RANGE, 300)
+            sig = np.where(x < fit["mu"], fit["sigma_left"], fit["sigma_right"])
+            scale = (edges[1] - edges[0]) / (2 * PULL_RANGE / 60)  # fit histogram -> this one
+            ax.plot(x, fit["amplitude"] * scale * np.exp(-0.5 * ((x - fit["mu"]) / sig) ** 2),
+                    "r-", label=(f"two-sided Gaussian: mu {fit['mu']:+.2f}, sigma L "
+                                 f"{fit['sigma_left']:.2f}, R {fit['sigma_right']:.2f}"))
+        ax.set_xlabel(label)
+        ax.set_title(f"P(|t|<1) = {s['coverage_1']:.3f}, P(|t|<2) = {s['coverage_2']:.3f}",
+                     fontsize="small")
+        ax.legend(fontsize="x-small")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def draw_uncertainties(path: Path, table: dict, metrics: dict) -> Path:
+    """The relative uncertainties sigma / R (total, systematic, statistical) and their medians
+    vs E_dep."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    r = np.asarray(table["R_pred"], np.float64)
+    for key, color in (("sigma", "k"), ("sigma_syst", "C1"), ("sigma_stat", "C2")):
+        rel = np.asarray(table[key], np.float64) / r
+        axes[0].hist(np.clip(rel, 1e-4, 10), bins=np.logspace(-4, 1, 80), histtype="step",
+                     color=color, label="sigma_tot" if key == "sigma" else key)
+        rows = metrics[f"bins_E_dep_{key}_rel"]
+        ok = [i for i, row in enumerate(rows) if row["median"] is not None]
+        axes[1].plot(_centres(rows)[ok], [rows[i]["median"] for i in ok], "o-", color=color,
+                     label=key)
+    axes[0].set_xscale("log")
+    axes[0].set_xlabel(r"$\sigma / R_{pred}$")
+    axes[0].legend(fontsize="x-small")
+    axes[1].set_xscale("log")
+    axes[1].set_yscale("log")
+    axes[1].set_xlabel(AXES["E_dep"][0])
+    axes[1].set_ylabel(r"median $\sigma / R_{pred}$")
+    axes[1].legend(fontsize="x-small")
+    fig.tight_layout()
+    return save_figure(fig, path)
 
 
 def draw_calibration_comparison(folder: Path, results: list[dict], comparison: dict) -> list:
