@@ -14,6 +14,7 @@ import numpy as np
 
 from pionml.errors import ConfigError, DataError
 from pionml.metrics.resolution import response_table
+
 #: The species of the mixed sample and their PDG codes.
 MIX_SPECIES = {"pi0": 111, "pi+": 211, "pi-": -211}
 #: Threshold rules (see :func:`choose_threshold`).
@@ -288,9 +289,10 @@ def routing_table(is_pi0, to_pi0, e_em, bins=ROUTING_E_BINS) -> list[dict]:
 
 
 def combine_metrics(table: dict, names, n_boot: int = 100, seed: int = 0) -> dict:
-    """From a :func:`routed_table`: the routing efficiencies (pi+ and pi- apart too; in bins of
-    E_EM), and per method (em, lcw, combined, oracle, soft, the extra runs) the inclusive median
-    response and the tables in bins of E_true; the misrouted clusters' tables apart."""
+    """From a routed table (:func:`pionml.pipelines.combine.routed_table`): the routing
+    efficiencies (pi+ and pi- apart too; in bins of E_EM), and per method (em, lcw, combined,
+    oracle, soft, the extra runs) the inclusive median response and the tables in bins of
+    E_true; the misrouted clusters' tables apart."""
     is_pi0 = table["label"] == 1
     to_pi0 = table["to_pi0"] == 1
     methods = {"em": "E_em", "lcw": "E_lcw", **{m: f"E_{m}" for m in ROUTED},
