@@ -77,9 +77,21 @@ def module_imports(root: Path) -> dict:
     for path in sorted(root.rglob("*.py")):
         module = module_name(path, root)
         tree = ast.parse(path.read_text(), filename=str(path))
-        out[module] = [(target, str(path), line) for target, line in
+        out[module] = [(_existing(target, root), str(path), line) for target, line in
                        _imports(tree, module, path.name == "__init__.py", top)]
     return out
+
+
+def _existing(target: str, root: Path) -> str:
+    """``target`` cut to its longest prefix that is a module or package under ``root``
+    (``from pionml import __version__`` imports the package ``pionml``, not a module)."""
+    parts = target.split(".")
+    while len(parts) > 1:
+        rel = Path(*parts[1:])
+        if (root / rel).is_dir() or (root / rel).with_suffix(".py").is_file():
+            break
+        parts.pop()
+    return ".".join(parts)
 
 
 def package_graph(root: Path, strict: bool = False) -> tuple[dict, dict]:

@@ -31,10 +31,10 @@ def graph(tool):
 
 def test_the_tool_finds_a_known_cycle(tool, tmp_path):
     pkg = tmp_path / "toy"
-    for path, text in {"__init__.py": "", "a/__init__.py": "", "b/__init__.py": "",
+    for path, text in {"__init__.py": "VERSION = 1\n", "a/__init__.py": "", "b/__init__.py": "",
                        "a/x.py": "from toy.b import y\n",
                        "b/y.py": "def f():\n    from ..a import x\n",  # lazy and relative
-                       "c.py": "import toy.a.x\n",
+                       "c.py": "import toy.a.x\nfrom toy import VERSION\n",  # a name, no module
                        "b/cli.py": "from toy.c import *\n"}.items():
         (pkg / path).parent.mkdir(parents=True, exist_ok=True)
         (pkg / path).write_text(text)
