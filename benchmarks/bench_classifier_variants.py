@@ -48,7 +48,7 @@ def main() -> int:
     import numpy as np
     import torch
 
-    from pionml.evaluate.metrics import auc, pi0_rejection_at
+    from pionml.metrics.classification import auc, pi0_rejection_at
     from pionml.evaluate.report import evaluate
     from pionml.runs import Run
     from pionml.train.trainer import default_config, train_run

@@ -8,10 +8,10 @@ import pytest
 from scipy import special
 
 from pionml.errors import ConfigError, DataError
-from pionml.evaluate.combine import (MIX_SPECIES, check_finite, choose_threshold, draw_mixed,
-                                     mix_edges, mixed_sample, route, routed_energy,
-                                     routing_groups, routing_table, soft_energy,
-                                     threshold_report)
+from pionml.metrics.routing import (MIX_SPECIES, choose_threshold, draw_mixed, mix_edges, route,
+                                   routed_energy, routing_groups, routing_table, soft_energy,
+                                   threshold_report)
+from pionml.pipelines.combine import check_finite, mixed_sample
 from pionml.io.hdf5 import DatasetFile
 from pionml.testing.fake_dataset import make_fake_dataset
 from pionml.train.trainer import TrainConfig, train_run

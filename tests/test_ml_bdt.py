@@ -11,7 +11,7 @@ import pytest
 
 from pionml.cli import main
 from pionml.errors import CheckpointError, ConfigError
-from pionml.evaluate.metrics import auc, reference_metrics
+from pionml.metrics.classification import auc, reference_metrics
 from pionml.evaluate.report import evaluate
 from pionml.runs import Run
 from pionml.testing.fake_dataset import make_fake_dataset

@@ -12,8 +12,8 @@ import torch
 
 from pionml.data.features import MOMENT_FEATURES, MomentTransform
 from pionml.errors import ConfigError
-from pionml.evaluate.calibration import bifurcated_gaussian_fit, binned, calibration_metrics
-from pionml.evaluate.regression import shortest_interval, shortest_interval_bounds
+from pionml.metrics.calibration import bifurcated_gaussian_fit, binned, calibration_metrics
+from pionml.metrics.resolution import shortest_interval, shortest_interval_bounds
 from pionml.models import DataSpec, build_model
 from pionml.models.moments import (BatchedLinear, BayesLinear, lgk_loss, mixture_mode,
                                    mixture_nll, mixture_summary, rbf_repulsion)
@@ -233,16 +233,16 @@ def test_calibration_metrics_known_answers():
              "E_pred": 1.1 * e_dep, "R_pred": e_em / (1.1 * e_dep), "E_lcw": e_dep,
              "sigma": np.full(n, np.nan), "sigma_log": np.full(n, np.nan)}
     m = calibration_metrics(table, n_boot=5)
-    assert m["median_dE"] == pytest.approx(0.1) and m["sigma_rel"] == pytest.approx(0.0, abs=1e-12)
+    assert m["median_dE"] == pytest.approx(0.1) and m["s68_resolution"] == pytest.approx(0.0, abs=1e-12)
     for row in m["bins_E_dep_model"]:
         assert row["median_dE"] == pytest.approx(0.1) and row["median_K"] == pytest.approx(1 / 1.1)
     assert all(r["median_dE"] == pytest.approx(-0.2) for r in m["bins_E_dep_em"])
     assert all(r["median_dE"] == pytest.approx(0.0) for r in m["bins_E_dep_lcw"])
     assert not m["has_uncertainty"] and m["n_resistant"] == 0
-    # a known spread: E/E_dep = 1 + N(0, 0.1) gives sigma_rel = 0.1
+    # a known spread: E/E_dep = 1 + N(0, 0.1) gives s68_resolution (the seeds' sigma_rel) = 0.1
     lam = 1 + rng.normal(0, 0.1, 200000)
     rows = binned(lam, np.ones_like(lam), np.ones_like(lam), (0.5, 2.0), n_boot=0)
-    assert rows[0]["sigma_rel"] == pytest.approx(0.1, rel=0.03)
+    assert rows[0]["s68_resolution"] == pytest.approx(0.1, rel=0.03)
 
 
 def test_two_sided_gaussian_fit_and_coverage():
@@ -253,7 +253,7 @@ def test_two_sided_gaussian_fit_and_coverage():
     assert fit["mu"] == pytest.approx(0.2, abs=0.03)
     assert fit["sigma_left"] == pytest.approx(0.6, rel=0.05)
     assert fit["sigma_right"] == pytest.approx(0.9, rel=0.05)
-    from pionml.evaluate.calibration import pull_summary
+    from pionml.metrics.calibration import pull_summary
 
     g = pull_summary(np.random.default_rng(5).normal(0, 1, 100000))
     assert g["coverage_1"] == pytest.approx(0.6827, abs=0.005)
@@ -328,7 +328,7 @@ def test_several_runs_are_compared(fake, tmp_path, one_thread):
                               progress=False, task_options=opts))
     evaluate(runs, out=tmp_path / "cmp")
     c = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
-    assert {"median_dE.png", "sigma_rel.png", "uncertainty_hgm_vs_bnn.png"} <= {
+    assert {"median_dE.png", "s68_resolution.png", "uncertainty_hgm_vs_bnn.png"} <= {
         p.name for p in (tmp_path / "cmp").iterdir()}
     pair = c["pairs"][0]
     assert pair["first"] == "hgm" and pair["second"] == "bnn" and len(c["pairs"]) == 3
@@ -360,7 +360,7 @@ def test_calibrate_refuses_other_models_and_bad_options(fake, tmp_path):
 def test_metrics_vs_a_feature_known_answer():
     """Clusters with feature 0 are calibrated exactly, those with feature 1 are 20 % high: two
     bins of equal counts show median Delta_E 0 and 0.2 (and EM's own numbers beside)."""
-    from pionml.evaluate.calibration import metrics_vs, quantile_edges
+    from pionml.metrics.calibration import metrics_vs, quantile_edges
 
     n = 400
     x = np.repeat([0.0, 1.0], n // 2)
@@ -371,7 +371,7 @@ def test_metrics_vs_a_feature_known_answer():
     assert [r["n"] for r in rows] == [n // 2, n // 2]
     assert rows[0]["median_dE"] == pytest.approx(0.0, abs=1e-12)
     assert rows[1]["median_dE"] == pytest.approx(0.2)
-    assert rows[1]["sigma_rel"] == pytest.approx(0.0, abs=1e-12)
+    assert rows[1]["s68_resolution"] == pytest.approx(0.0, abs=1e-12)
     assert all(r["median_dE"] == pytest.approx(-0.5) for r in m["bins_x_em"])
     edges = quantile_edges(np.arange(100.0), 4)
     assert len(edges) == 5 and edges[0] == 0 and edges[-1] > 99

@@ -1,4 +1,4 @@
-"""Classification metrics: known answers (pionml.evaluate.metrics, design.md section 8)."""
+"""Classification metrics: known answers (pionml.metrics.classification, design.md section 8)."""
 
 import math
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from pionml.errors import PionmlError
-from pionml.evaluate.metrics import (auc, binned_table, classification_metrics, pi0_rejection_at,
-                            rejection_ratio, roc_curve)
+from pionml.metrics.classification import (auc, binned_table, classification_metrics,
+                                           pi0_rejection_at, rejection_ratio, roc_curve)
 
 # pi+- scores 0.1 0.2 0.3 0.4; pi0 scores 0.25 0.9 (worked by hand in the comments)
 LABELS = np.array([0, 0, 0, 0, 1, 1])
@@ -110,7 +110,7 @@ def test_missing_baseline_gives_none():
 
 
 def test_bootstrap_uncertainties_have_the_known_size():
-    from pionml.evaluate.metrics import bootstrap_uncertainties
+    from pionml.metrics.classification import bootstrap_uncertainties
 
     rng = np.random.default_rng(3)
     n0, n1 = 400, 600
@@ -132,3 +132,24 @@ def test_bootstrap_uncertainties_have_the_known_size():
     # a perfect classifier: no spread of the AUC, every replica passes no pi0 (infinite)
     u = bootstrap_uncertainties(labels, labels + 0.1 * rng.random(n0 + n1), n_boot=50)
     assert u["auc_err"] == 0.0 and u["rejection_at_eff90_n_inf"] == 50
+
+
+def test_binned_statistics_known_table():
+    """The one binned table of the energy reports: counts of finite values per [lo, hi) bin,
+    each statistic with a bootstrap error, None below the minimum count."""
+    from pionml.metrics.binned import binned_statistics
+
+    x = np.array([0.5, 1.5, 1.5, 1.5, 1.5, 2.5, 2.5])
+    v = np.array([9.0, 1.0, 2.0, 3.0, np.nan, 4.0, np.inf])
+    stats = {"median": lambda a: float(np.median(a)), "max": lambda a: float(np.max(a))}
+    rows = binned_statistics(v, x, (1.0, 2.0, 3.0), stats, n_boot=50, min_count=2,
+                             unbootstrapped={"size": len})
+    assert [(r["lo"], r["hi"], r["n"]) for r in rows] == [(1.0, 2.0, 3), (2.0, 3.0, 1)]
+    assert rows[0]["median"] == 2.0 and rows[0]["max"] == 3.0 and rows[0]["size"] == 3
+    assert 0 < rows[0]["median_err"] < 1 and rows[0]["max_err"] < 1
+    assert rows[1] == {"lo": 2.0, "hi": 3.0, "n": 1, "median": None, "max": None, "size": None}
+    no_boot = binned_statistics(v, x, (1.0, 2.0), stats, n_boot=0, min_count=2)
+    assert "median_err" not in no_boot[0] and no_boot[0]["median"] == 2.0
+    # the same seed gives the same errors; the generator is shared along the table
+    again = binned_statistics(v, x, (1.0, 2.0, 3.0), stats, n_boot=50, min_count=2)
+    assert again[0]["median_err"] == rows[0]["median_err"]

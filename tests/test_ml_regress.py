@@ -8,9 +8,9 @@ import pytest
 from scipy import optimize, stats
 
 from pionml.errors import ConfigError
-from pionml.evaluate.regression import (iqr_resolution, response_table, s68_resolution,
-                                        shortest_interval)
 from pionml.io.hdf5 import DatasetFile
+from pionml.metrics.resolution import (iqr_resolution, response_table, s68_resolution,
+                                       shortest_interval)
 from pionml.runs import Run
 from pionml.tasks import make_task
 from pionml.testing.fake_dataset import make_fake_dataset

@@ -1,4 +1,4 @@
-"""Plot helpers: the ratio panel's axis follows the ratios it shows."""
+"""Plot helpers: the ratio panel's axis follows the ratios it shows; the one figure writer."""
 
 import matplotlib
 
@@ -7,8 +7,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from pionml.evaluate.metrics import RocCurve  # noqa: E402
-from pionml.evaluate.plots import plot_rejection_ratio  # noqa: E402
+from pionml.figures.plots import plot_rejection_ratio  # noqa: E402
+from pionml.metrics.classification import RocCurve  # noqa: E402
 
 
 def curve(rejection):
@@ -32,7 +32,7 @@ def test_ratio_panel_linear_then_log():
 def test_streamed_pixel_statistics_equal_numpy():
     import numpy as np
 
-    from pionml.evaluate.images import PixelStats
+    from pionml.metrics.images import PixelStats
 
     rng = np.random.default_rng(0)
     x = rng.random((301, 4, 2))
@@ -53,7 +53,7 @@ def test_image_statistics_with_a_span_of_one_class():
     to the other class's sums (it raised 'cannot reshape array of size 0' on the paper sample)."""
     import numpy as np
 
-    from pionml.evaluate.images import PixelStats, image_statistics
+    from pionml.metrics.images import PixelStats, image_statistics
 
     rng = np.random.default_rng(1)
     n = 40
@@ -82,3 +82,45 @@ def test_image_statistics_with_a_span_of_one_class():
     whole.update({"L": frac[~labels]}, 1.0 - outputs[~labels])
     assert stats["pipm"].n == 20 and stats["pi0"].n == 20
     np.testing.assert_allclose(stats["pipm"].mean("L"), whole.mean("L"), rtol=1e-6)
+
+
+def test_save_figure_writes_at_one_resolution(tmp_path):
+    """A 2 x 1 inch figure filled by its axes, trimmed to its content with matplotlib's 0.1 inch
+    padding, is 2.2 x 1.2 inches: 264 x 144 pixels at the writer's 120 dpi."""
+    import matplotlib.image
+
+    from pionml.figures.writer import DPI, save_figure
+
+    fig = plt.figure(figsize=(2, 1))
+    ax = fig.add_axes([0, 0, 1, 1])
+    ax.imshow(np.ones((4, 8)), aspect="auto")
+    ax.set_axis_off()
+    out = save_figure(fig, tmp_path / "f.png")
+    assert DPI == 120 and out == tmp_path / "f.png"
+    assert matplotlib.image.imread(out).shape[:2] == (144, 264)
+    assert not plt.fignum_exists(fig.number)  # closed
+    assert [p.name for p in tmp_path.iterdir()] == ["f.png"]  # no temporary left
+
+
+def test_save_figure_failure_keeps_the_previous_file(tmp_path, monkeypatch):
+    import errno
+
+    import pytest
+
+    from pionml.errors import OutputError
+    from pionml.figures.writer import save_figure
+
+    out = tmp_path / "f.png"
+    out.write_bytes(b"previous")
+    fig, _ = plt.subplots()
+
+    def half_then_full_disk(path, **kw):
+        open(path, "wb").write(b"\x89PNG half")
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(fig, "savefig", half_then_full_disk)
+    with pytest.raises(OutputError, match="f.png.*disk is full"):
+        save_figure(fig, out)
+    assert out.read_bytes() == b"previous"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.png"]
+    assert not plt.fignum_exists(fig.number)

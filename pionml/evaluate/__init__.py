@@ -1,7 +1,9 @@
-"""Evaluation: metrics (numpy), report files (metrics.json, predictions.csv), plots, the command.
+"""Evaluation reports: from run folders to ``RUN/eval/`` (design.md section 11).
 
-- :mod:`pionml.evaluate.metrics`: ROC, rejection, AUC, binned tables (design.md section 8).
-- :mod:`pionml.evaluate.plots`: plot functions, ``ax`` in, artists out.
-- :mod:`pionml.evaluate.report`: evaluate run folders and write ``RUN/eval/``.
-- :mod:`pionml.evaluate.cli`: ``pionml evaluate``.
+- :mod:`pionml.evaluate.report`: evaluate run folders (metrics.json, predictions.csv, plots),
+  ``pionml predict``'s CSV, the comparison of several runs.
+- :mod:`pionml.evaluate.cli`: ``pionml evaluate``, ``pionml predict`` and ``pionml combine``.
+
+The numbers come from :mod:`pionml.metrics`, the figures from :mod:`pionml.figures`, the bdt
+reference from :mod:`pionml.reference`, the combination from :mod:`pionml.pipelines`.
 """

@@ -26,7 +26,7 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="folder of the comparison plots (several runs)")
     p.add_argument("--device", default=None)
     p.add_argument("--vs", nargs="+", default=(), metavar="FEATURE",
-                   help="calibrate runs: Delta_E and sigma_rel also in bins of these features "
+                   help="calibrate runs: Delta_E and s68_resolution also in bins of these features "
                         "(moment-set names such as lambda_clus, rho_clus, or /clusters columns)")
     p.add_argument("--bdt", default="auto", metavar="auto|none|RUN",
                    help="the bdt reference beside each run: a bdt run folder, 'auto' (a bdt run "
@@ -37,8 +37,8 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_evaluate(args) -> int:
-    from pionml.evaluate.plots import use_atlas_style
     from pionml.evaluate.report import evaluate, metrics_table
+    from pionml.figures.writer import use_atlas_style
 
     use_atlas_style()
     results = evaluate(args.runs, data=args.data, out=args.out, progress=not args.no_progress,
@@ -131,8 +131,8 @@ def add_combine_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_combine(args) -> int:
-    from pionml.evaluate.combine import combine, combine_table
-    from pionml.evaluate.plots import use_atlas_style
+    from pionml.figures.writer import use_atlas_style
+    from pionml.pipelines.combine import combine, combine_table
 
     use_atlas_style()
     m = combine(args.classifier, args.pi0, args.charged, also=args.also, data=args.data,

@@ -146,12 +146,12 @@ def evaluate(run_dirs, data=None, out=None, progress: bool = False, device: str 
     dataset (or of ``data``); returns their metrics dicts. Results go to :func:`eval_folder`.
     ``out``: the folder of the comparison plots and table when there are several runs
     (default ``compare_<models>_<split>`` beside the first run); ``plots=False`` writes the
-    numbers only. ``bdt``: the bdt reference beside each run (:mod:`pionml.evaluate.reference`:
+    numbers only. ``bdt``: the bdt reference beside each run (:mod:`pionml.reference.bdt`:
     "auto" = a bdt run among ``run_dirs``, else one fitted on the fly; a bdt run folder; "none").
     ``vs``: features (names of the moment feature set, or cluster-table columns) to study the
     calibration against, in bins of equal counts (calibrate runs; ``pionml evaluate --vs``)."""
     from pionml.device import pick_device
-    from pionml.evaluate.reference import References
+    from pionml.reference.bdt import References
     from pionml.outputs import check_output_dir
 
     if isinstance(run_dirs, (str, Path)):
@@ -243,17 +243,18 @@ def _compare(results, run_dirs, out, split, plots) -> None:
     check_output_dir(cmp_dir, [r["metrics"]["data"] for r in results], what="evaluate --out")
     cmp_dir.mkdir(parents=True, exist_ok=True)
     if plots and all(r["task"] == "classify" for r in results):
-        from pionml.evaluate.classification import draw_comparison
+        from pionml.figures.classification import draw_comparison
 
         draw_comparison(cmp_dir, results)
     elif plots and all(r["task"] == "regress" for r in results):
-        from pionml.evaluate.regression import draw_regression_comparison
+        from pionml.figures.regression import draw_regression_comparison
 
         for species in dict.fromkeys(r["metrics"]["species"] for r in results):
             draw_regression_comparison(cmp_dir, [r for r in results
                                                  if r["metrics"]["species"] == species])
     elif all(r["task"] == "calibrate" for r in results):
-        from pionml.evaluate.calibration import compare_calibrations, draw_calibration_comparison
+        from pionml.figures.calibration import draw_calibration_comparison
+        from pionml.metrics.calibration import compare_calibrations
 
         named = [{**r, "model": r["name"], "name": Path(r["run"]).name} for r in results]
         comparison = compare_calibrations(named)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from pionml.geometry import barrel_geometry
-from pionml.evaluate.metrics import auc
+from pionml.metrics.classification import auc
 
 ENERGIES = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 500.0, 2000.0)
 # physics.md 7.2(d)

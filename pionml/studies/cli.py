@@ -104,7 +104,7 @@ def run(args) -> int:
             if getattr(args, opt):
                 raise UsageError(f"--{opt} is an option of --task regress, not of '{args.task}'")
     from pionml.device import pick_device
-    from pionml.evaluate.plots import use_atlas_style
+    from pionml.figures.writer import use_atlas_style
     from pionml.studies.learning_curve import CurveSettings, LearningCurve, table
     try:
         pick_device(args.device)

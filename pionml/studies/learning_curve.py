@@ -9,8 +9,8 @@ so each run folder records the rows it was trained on and resumes on them. The v
 (early stopping) and the test rows (the metrics) are the task's whole splits for every size.
 
 What is measured per (model, size) on the test rows (the bootstrap errors of
-:func:`pionml.evaluate.metrics.bootstrap_uncertainties` and
-:func:`pionml.evaluate.regression.response_table`, as ``pionml evaluate`` computes them):
+:func:`pionml.metrics.classification.bootstrap_uncertainties` and
+:func:`pionml.metrics.resolution.response_table`, as ``pionml evaluate`` computes them):
 
 - classify: the AUC and the pi0 rejection at 90 % and 95 % pi+- efficiency;
 - regress: the median response and the two resolutions (16-84 % IQR over the median, shortest
@@ -180,8 +180,8 @@ def _rows_digest(rows) -> str:
 # --- metrics -------------------------------------------------------------------------------------
 def classify_scores(labels, scores) -> dict:
     """AUC and the pi0 rejection at each of :data:`EFFICIENCIES`, with their bootstrap errors
-    (:func:`~pionml.evaluate.metrics.bootstrap_uncertainties`, as ``pionml evaluate``)."""
-    from pionml.evaluate.metrics import auc, bootstrap_uncertainties, pi0_rejection_at
+    (:func:`~pionml.metrics.classification.bootstrap_uncertainties`, as ``pionml evaluate``)."""
+    from pionml.metrics.classification import auc, bootstrap_uncertainties, pi0_rejection_at
 
     labels = np.asarray(labels).astype(bool)
     scores = np.asarray(scores, dtype=np.float64)
@@ -199,8 +199,8 @@ def classify_scores(labels, scores) -> dict:
 
 def regress_scores(e_pred, e_true) -> dict:
     """The median response and both resolutions over all clusters and per bin of E_true
-    (:func:`~pionml.evaluate.regression.response_table`, with bootstrap errors)."""
-    from pionml.evaluate.regression import iqr_resolution, response_table, s68_resolution
+    (:func:`~pionml.metrics.resolution.response_table`, with bootstrap errors)."""
+    from pionml.metrics.resolution import iqr_resolution, response_table, s68_resolution
 
     e_pred = np.asarray(e_pred, dtype=np.float64)
     e_true = np.asarray(e_true, dtype=np.float64)
@@ -511,10 +511,9 @@ def _value(x):
 
 
 def _save(fig, path: Path) -> Path:
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    tmp.replace(path)
-    return path
+    from pionml.figures.writer import save_figure
+
+    return save_figure(fig, path)
 
 
 def _curves(doc: dict):
@@ -580,7 +579,7 @@ def draw(out, doc: dict) -> list[Path]:
                                    ls="-" if model != REFERENCE else "--")
                 inf = np.isinf(y)
                 if inf.any():  # no test pi0 passes: the 90 % CL lower limit, drawn as such
-                    from pionml.evaluate.metrics import rejection_lower_limit
+                    from pionml.metrics.classification import rejection_lower_limit
 
                     limits = [rejection_lower_limit(e["metrics"]["n_pi0"])
                               for e, bad in zip(entries, inf) if bad]

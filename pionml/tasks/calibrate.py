@@ -12,7 +12,7 @@ Outputs per cluster (``predictions.csv``): ``R_pred``, ``E_pred`` (GeV, like a `
 so that ``combine`` can add a calibration as a row), ``sigma`` = sigma_tot on R (linear, seed
 001 footnote 13: ln(10) R sigma_log), its parts ``sigma_stat`` and ``sigma_syst``, and
 ``sigma_log`` (sigma_tot of log10 R); NaN for ``lgk``, which has none. Metrics and figures:
-:mod:`pionml.evaluate.calibration`.
+:mod:`pionml.metrics.calibration`.
 """
 
 from __future__ import annotations
@@ -162,26 +162,26 @@ class CalibrateTask(Task):
         return {**out, "E_lcw": "%.6g", **self.columns}
 
     def metrics(self, table: dict) -> dict:
-        from pionml.evaluate.calibration import calibration_metrics
+        from pionml.metrics.calibration import calibration_metrics
 
         return calibration_metrics(table, resistant_R=self.options["resistant_R"])
 
     def metrics_vs(self, table: dict, feature: str, values) -> dict:
-        from pionml.evaluate.calibration import metrics_vs
+        from pionml.metrics.calibration import metrics_vs
 
         return metrics_vs(table, feature, values)
 
     def plots_vs(self, folder, name: str, feature: str, metrics: dict) -> list:
-        from pionml.evaluate.calibration import draw_metrics_vs
+        from pionml.figures.calibration import draw_metrics_vs
 
         return [draw_metrics_vs(folder, name, feature, metrics)]
 
     def summary(self, m: dict) -> str:
-        from pionml.evaluate.calibration import summary_line
+        from pionml.metrics.calibration import summary_line
 
         return summary_line(m)
 
     def plots(self, folder, name: str, table: dict, dataset, progress: bool = False) -> list:
-        from pionml.evaluate.calibration import draw_calibration_plots
+        from pionml.figures.calibration import draw_calibration_plots
 
         return draw_calibration_plots(folder, name, table, self.metrics(table))

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from pionml.errors import ConfigError, DataError
-from pionml.evaluate.metrics import DEFAULT_E_BINS, classification_metrics, reference_metrics
+from pionml.metrics.classification import DEFAULT_E_BINS, classification_metrics, reference_metrics
 from pionml.tasks.base import Task, register_task
 
 
@@ -70,7 +70,7 @@ class ClassifyTask(Task):
 
     def metrics(self, table: dict) -> dict:
         """ROC metrics against pem, and against the bdt reference when the table holds its
-        scores (``bdt_score``, :mod:`pionml.evaluate.reference`)."""
+        scores (``bdt_score``, :mod:`pionml.reference.bdt`)."""
         m = classification_metrics(table["label"], table["score"], table["p_em"],
                                    table["E_em"], DEFAULT_E_BINS)
         if "bdt_score" in table:
@@ -93,8 +93,8 @@ class ClassifyTask(Task):
                 + f"); statistical uncertainties from {m.get('n_bootstrap', 0)} bootstrap replicas")
 
     def plots(self, folder, name: str, table: dict, dataset, progress: bool = False) -> list:
-        from pionml.evaluate.classification import draw_run_plots
-        from pionml.evaluate.images import image_statistics
+        from pionml.figures.classification import draw_run_plots
+        from pionml.metrics.images import image_statistics
 
         stats = image_statistics(dataset, table["rows"], table["label"], table["score"],
                                  progress=progress)

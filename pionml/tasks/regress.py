@@ -18,7 +18,7 @@ Option ``weight``: ``none`` (seed 002) or ``flat`` (default): each training clus
 inverse of the training spectrum in log10 E_true (:class:`~pionml.tasks.transforms.SpectrumWeights`),
 so that the falling spectrum of soft clusters does not pull the predictions of a bin of E_true
 down. Baselines ``em`` and ``lcw`` give ``E_pred`` directly. Metrics: median response and two resolutions in bins of E_true and of E_EM, beside the
-EM scale and LCW (:mod:`pionml.evaluate.regression`).
+EM scale and LCW (:mod:`pionml.metrics.resolution`).
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ class RegressTask(Task):
         return {"E_pred": e.float()}
 
     def metrics(self, table: dict) -> dict:
-        from pionml.evaluate.regression import regression_metrics
+        from pionml.metrics.resolution import regression_metrics
 
         return {"species": self.species, **regression_metrics(table)}
 
@@ -159,6 +159,6 @@ class RegressTask(Task):
                 f"{m['iqr_resolution']:.3f}; " + "; ".join(parts))
 
     def plots(self, folder, name: str, table: dict, dataset, progress: bool = False) -> list:
-        from pionml.evaluate.regression import draw_regression_plots
+        from pionml.figures.regression import draw_regression_plots
 
         return draw_regression_plots(folder, name, self.species, table, self.metrics(table))

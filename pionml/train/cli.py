@@ -192,7 +192,7 @@ def _run_train(args) -> int:
     from pionml.errors import ConfigError
 
     hyper = check_train_arguments(args)
-    from pionml.evaluate.plots import use_atlas_style
+    from pionml.figures.writer import use_atlas_style
     from pionml.evaluate.report import evaluate
     from pionml.train.trainer import default_config, train_run
 

@@ -794,14 +794,11 @@ def _save_curve(path: Path, history: dict, label: str, loss_name: str = "loss",
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pionml.evaluate.plots import plot_training_curve
+    from pionml.figures.plots import plot_training_curve
+    from pionml.figures.writer import save_figure
 
     fig, ax = plt.subplots(figsize=(7, 5))
     plot_training_curve(ax, history, label=label, loss_name=f"{loss_name} (per cluster)",
                         best_epoch=best_epoch, xlabel=xlabel)
     ax.set_title(f"{label}: training and validation loss", fontsize="small")
-    try:
-        runfiles.write_bytes_with(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight",
-                                                                 format="png"))
-    finally:
-        plt.close(fig)
+    save_figure(fig, path)

@@ -1,31 +1,18 @@
-"""Plot functions (hist/mplhep style): each takes an ``ax`` and returns its
-artists; no style is set here (the entry point applies ``mplhep.style.ATLAS``).
+"""Plot functions (hist/mplhep style): each takes an ``ax`` and returns its artists; no style is
+set here (the entry point applies it: :func:`pionml.figures.writer.use_atlas_style`).
 
 Figures reproduced: ATL-PHYS-PUB-2020-018 Fig. 8 (pi0 rejection vs pi+- efficiency with the P_EM baseline
 and a ratio panel), Fig. 9 (the same in bins of cluster energy), Figs. 1-2 (average pi0 and
 pi+- images and their difference), Figs. 10-11 (per-pixel Pearson correlation with the output).
-Efficiency conventions: see :mod:`pionml.evaluate.metrics`.
+Efficiency conventions: see :mod:`pionml.metrics.classification`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from pionml.evaluate.metrics import RocCurve, pi0_efficiency_at
-
-#: pi+- efficiency grid on which ratios of rejections are drawn.
-EFF_GRID = np.linspace(0.05, 0.99, 95)
-
-
-def use_atlas_style() -> None:
-    """The entry point sets the plot style once (mplhep's ATLAS style)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import mplhep
-
-    plt.style.use(mplhep.style.ATLAS)
+from pionml.figures.writer import AXIS_LABELS
+from pionml.metrics.classification import EFF_GRID, RocCurve, rejection_on_grid
 
 
 def plot_training_curve(ax, history: dict, label: str = "", loss_name: str = "loss",
@@ -49,13 +36,6 @@ def plot_training_curve(ax, history: dict, label: str = "", loss_name: str = "lo
     return artists
 
 
-def rejection_on_grid(curve: RocCurve, grid=EFF_GRID) -> np.ndarray:
-    """pi0 rejection interpolated on a pi+- efficiency grid (inf where no pi0 passes)."""
-    eff = np.array([pi0_efficiency_at(curve, g) for g in grid])
-    with np.errstate(divide="ignore"):
-        return 1.0 / eff
-
-
 def plot_rejection(ax, curve: RocCurve, label: str, n_pi0: int | None = None, **kw):
     """pi0 rejection (log scale) vs pi+- efficiency (ATL-PHYS-PUB-2020-018 Fig. 8, top panel). With
     ``n_pi0`` (the pi0 count of the sample) a band shows the binomial standard deviation of
@@ -69,8 +49,8 @@ def plot_rejection(ax, curve: RocCurve, label: str, n_pi0: int | None = None, **
                         color=line.get_color(), alpha=0.2, lw=0)
     ax.set_yscale("log")
     ax.set_xlim(0, 1)
-    ax.set_xlabel(r"$\pi^{\pm}$ efficiency")
-    ax.set_ylabel(r"$\pi^{0}$ rejection")
+    ax.set_xlabel(AXIS_LABELS["pipm_eff"])
+    ax.set_ylabel(AXIS_LABELS["pi0_rejection"])
     return line
 
 
@@ -94,7 +74,7 @@ def plot_rejection_ratio(ax, curve: RocCurve, baseline: RocCurve, label: str, gr
         ax.set_ylim(0, top)
     if not any(c.get_gid() == "ratio_one" for c in ax.get_lines()):
         ax.axhline(1.0, color="grey", ls=":", lw=1, gid="ratio_one")
-    ax.set_xlabel(r"$\pi^{\pm}$ efficiency")
+    ax.set_xlabel(AXIS_LABELS["pipm_eff"])
     ax.set_ylabel(r"ratio to $\mathcal{P}^{EM}_{clus}$")
     return line
 

@@ -2,7 +2,8 @@
 pi+- efficiency with the P_EM baseline and a ratio panel), Fig. 9 (the same in bins of cluster
 E_EM), the rejection at 90 % pi+- efficiency vs cluster energy with its uncertainties, Figs. 1-2
 (average pi0 and pi+- images), Figs. 10-11 (pixel correlation with the output). Each figure is
-drawn from the prediction table (and the streamed image statistics) alone.
+drawn from the prediction table (and the streamed image statistics of
+:mod:`pionml.metrics.images`) alone and saved by :func:`pionml.figures.writer.save_figure`.
 """
 
 from __future__ import annotations
@@ -11,10 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
-from pionml.evaluate.metrics import baseline_available, binned_table, roc_curve
+from pionml.figures.plots import (layer_extent, plot_layer_image, plot_rejection,
+                                  plot_rejection_ratio)
+from pionml.figures.writer import AXIS_LABELS, experiment_label, save_figure
+from pionml.metrics.classification import (baseline_available, binned_table, pi0_efficiency_at,
+                                           roc_curve)
 
 PEM_LABEL = r"LCW $\mathcal{P}^{EM}_{clus}$"
-#: The bdt reference (:mod:`pionml.evaluate.reference`) as the figures name and draw it.
+#: The bdt reference (:mod:`pionml.reference.bdt`) as the figures name and draw it.
 BDT_LABEL = "BDT on the cluster moments"
 BDT_STYLE = {"color": "#7a0177", "ls": "-.", "lw": 2}  # outside the tab10 run colours
 #: Half-width in eta of the EMB1 zoom of the image figures (the central 32 of 128 strips).
@@ -28,20 +33,6 @@ def _rejection_figure():
     fig, (ax, rax) = plt.subplots(2, 1, figsize=(7, 7), sharex=True,
                                   gridspec_kw={"height_ratios": [3, 1], "hspace": 0.05})
     return fig, ax, rax
-
-
-def _label(ax, text: str = ""):
-    """ATLAS plot style, but the label names who made the plot: pionml, not the ATLAS
-    collaboration (an "ATLAS Internal" label would claim an approval these plots never had);
-    ``text``: the sample description under it."""
-    try:
-        import mplhep
-
-        mplhep.label.exp_text("pionml", "Simulation", ax=ax, loc=1)
-    except Exception:  # a label is decoration: never fail a plot for it
-        pass
-    if text:
-        ax.text(0.04, 0.88, text, transform=ax.transAxes, fontsize="x-small", va="top")
 
 
 def sample_text(table: dict) -> str:
@@ -67,8 +58,6 @@ def _finish_rejection(ax, rax, n_pi0: int):
 
 
 def _mark_working_point(ax, curve, n_pi0: int, color):
-    from pionml.evaluate.metrics import pi0_efficiency_at
-
     eff = pi0_efficiency_at(curve, WORKING_POINT)
     if eff > 0:
         sig = np.sqrt(eff * (1 - eff) / n_pi0)
@@ -83,8 +72,6 @@ def draw_comparison(folder: Path, results: list[dict]) -> Path:
     Runs get distinct colours; the legend names the model, and the run folder only where two
     runs share a model. Returns the file written."""
     import matplotlib.pyplot as plt
-
-    from pionml.evaluate.plots import plot_rejection, plot_rejection_ratio
 
     t0 = results[0]["table"]
     n_pi0 = int(np.sum(t0["label"]))
@@ -115,11 +102,8 @@ def draw_comparison(folder: Path, results: list[dict]) -> Path:
         _mark_working_point(ax, pem, n_pi0, "k")
     ax.legend(fontsize="small", loc="lower left")
     _finish_rejection(ax, rax, n_pi0)
-    _label(ax, sample_text(t0))
-    out = Path(folder) / "rejection_vs_efficiency.png"
-    fig.savefig(out, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return out
+    experiment_label(ax, sample_text(t0))
+    return save_figure(fig, Path(folder) / "rejection_vs_efficiency.png")
 
 
 def draw_rejection_vs_energy(ax, rax, table: dict, bins, name: str, color="C0"):
@@ -174,17 +158,15 @@ def draw_rejection_vs_energy(ax, rax, table: dict, bins, name: str, color="C0"):
     rax.set_xscale("log")
     rax.axhline(1.0, color="grey", ls=":", lw=1)
     rax.set_ylabel(r"ratio to $\mathcal{P}^{EM}_{clus}$", fontsize="small")
-    rax.set_xlabel(r"cluster energy at EM scale $E^{EM}_{clus}$ [GeV]")
+    rax.set_xlabel(AXIS_LABELS["E_em_cluster"])
     ax.legend(fontsize="x-small", loc="lower right")
 
 
 def draw_run_plots(folder: Path, name: str, table: dict, stats: dict | None, bins) -> list:
     """The per-run figures of a classifier: Fig. 8, Fig. 9, the rejection vs energy, and
-    (with ``stats`` from :func:`pionml.evaluate.images.image_statistics`) Figs. 1-2 and 10-11
+    (with ``stats`` from :func:`pionml.metrics.images.image_statistics`) Figs. 1-2 and 10-11
     of ATL-PHYS-PUB-2020-018. ``table``: label, score, p_em, E_em per test cluster. Returns the files."""
     import matplotlib.pyplot as plt
-
-    from pionml.evaluate.plots import plot_rejection, plot_rejection_ratio
 
     folder = Path(folder)
     written = []
@@ -195,10 +177,8 @@ def draw_run_plots(folder: Path, name: str, table: dict, stats: dict | None, bin
     has_pem = baseline_available(table["p_em"])
     text = sample_text(table)
 
-    def save(fig, filename, **kw):
-        fig.savefig(folder / filename, dpi=120, **kw)
-        plt.close(fig)
-        written.append(folder / filename)
+    def save(fig, filename):
+        written.append(save_figure(fig, folder / filename))
 
     # Fig. 8: rejection vs efficiency with the pem baseline and the ratio panel
     fig, ax, rax = _rejection_figure()
@@ -217,8 +197,8 @@ def draw_run_plots(folder: Path, name: str, table: dict, stats: dict | None, bin
             plot_rejection_ratio(rax, bdt_curve, pem_curve, BDT_LABEL, **BDT_STYLE)
     ax.legend(loc="lower left")
     _finish_rejection(ax, rax, n_pi0)
-    _label(ax, text)
-    save(fig, "rejection_vs_efficiency.png", bbox_inches="tight")
+    experiment_label(ax, text)
+    save(fig, "rejection_vs_efficiency.png")
 
     # Fig. 9: the same in bins of cluster E_EM: one distinct colour per bin, P_EM dashed in
     # the same colour; the ratios are in the rejection-vs-energy figure below
@@ -241,14 +221,14 @@ def draw_run_plots(folder: Path, name: str, table: dict, stats: dict | None, bin
     ax.legend(fontsize="x-small", title=rf"{name} in bins of $E^{{EM}}_{{clus}}$"
               + ("\n(dashed: " + PEM_LABEL + ")" if has_pem else ""), title_fontsize="x-small",
               loc="upper right")
-    _label(ax, text)
-    save(fig, "rejection_vs_efficiency_Ebins.png", bbox_inches="tight")
+    experiment_label(ax, text)
+    save(fig, "rejection_vs_efficiency_Ebins.png")
 
     fig, (ax, rax) = plt.subplots(2, 1, figsize=(7, 7), sharex=True,
                                   gridspec_kw={"height_ratios": [3, 1], "hspace": 0.05})
     draw_rejection_vs_energy(ax, rax, table, bins, name)
-    _label(ax, text)
-    save(fig, "rejection_vs_energy.png", bbox_inches="tight")
+    experiment_label(ax, text)
+    save(fig, "rejection_vs_energy.png")
     if stats is None:
         return written
     written += draw_image_figures(folder, name, stats)
@@ -259,8 +239,6 @@ def draw_image_figures(folder: Path, name: str, stats: dict) -> list:
     """Figs. 1-2 (average images of each class and their difference) and 10-11 (pixel
     correlation with the output), in delta eta / delta phi around the cluster centre."""
     import matplotlib.pyplot as plt
-
-    from pionml.evaluate.plots import layer_extent, plot_layer_image
 
     folder = Path(folder)
     layers = list(stats["shapes"])
@@ -297,9 +275,7 @@ def draw_image_figures(folder: Path, name: str, stats: dict) -> list:
     fig.suptitle(rf"{name} test sample: average images (the layer shares count the cells with "
                  r"$E > 0$ only, so they can add to more than 100%)", fontsize="small")
     fig.tight_layout()
-    fig.savefig(folder / "average_images.png", dpi=100)
-    plt.close(fig)
-    written.append(folder / "average_images.png")
+    written.append(save_figure(fig, folder / "average_images.png"))
 
     for tag, st in (("pi0", s0), ("pipm", sp)):
         fig, axes = plt.subplots(2, 3, figsize=(14, 7.5))
@@ -320,7 +296,5 @@ def draw_image_figures(folder: Path, name: str, stats: dict) -> list:
         fig.suptitle(f"{name}: Pearson correlation of each pixel's energy fraction with {what}, "
                      f"{sample} clusters")
         fig.tight_layout()
-        fig.savefig(folder / f"pixel_correlation_{tag}.png", dpi=100)
-        plt.close(fig)
-        written.append(folder / f"pixel_correlation_{tag}.png")
+        written.append(save_figure(fig, folder / f"pixel_correlation_{tag}.png"))
     return written

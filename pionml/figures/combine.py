@@ -1,6 +1,6 @@
 """Figures of ``pionml combine`` (ATL-PHYS-PUB-2020-018 Figs. 16-17 and the routing diagnostics
-of docs/figures.md), drawn from the numbers :func:`pionml.evaluate.combine.combine`
-computed: the 2-D response vs E_true per method, the median response and both resolutions of
+of docs/figures.md), drawn from the numbers :func:`pionml.pipelines.combine.combine`
+computed (:mod:`pionml.metrics.routing`) and saved by :func:`pionml.figures.writer.save_figure`: the 2-D response vs E_true per method, the median response and both resolutions of
 every method on one plot each (ratio to LCW), the routing accuracy vs E_EM, the response of
 misrouted clusters apart, and the validation score distributions with the threshold.
 """
@@ -11,7 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pionml.evaluate.combine import ROUTED, routing_groups
+from pionml.figures.regression import draw_method_curves, draw_response_2d
+from pionml.figures.writer import save_figure
+from pionml.metrics.routing import ROUTED, routing_groups
 
 #: Label, colour, marker of the fixed methods (named colours: the ATLAS style's cycle has
 #: near-identical neighbours); extra runs take the other tab10 colours.
@@ -30,8 +32,6 @@ def _style(methods):
 def draw_combine_plots(folder: Path, table: dict, metrics: dict, val_scores, val_is_pi0) -> list:
     """Every figure of a combine report into ``folder``; returns the files written."""
     import matplotlib.pyplot as plt
-
-    from pionml.evaluate.regression import draw_method_curves, draw_response_2d
 
     folder = Path(folder)
     methods = metrics["methods"]
@@ -61,9 +61,7 @@ def draw_combine_plots(folder: Path, table: dict, metrics: dict, val_scores, val
     ax.set_title(f"threshold P($\\pi^0$) >= {t:.3f} ({metrics['threshold']['method']})",
                  fontsize="small")
     ax.legend(fontsize="small", loc="lower right")
-    fig.savefig(folder / "routing_accuracy.png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    written.append(folder / "routing_accuracy.png")
+    written.append(save_figure(fig, folder / "routing_accuracy.png"))
 
     # the response of misrouted clusters, apart from the correctly routed ones
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
@@ -83,9 +81,7 @@ def draw_combine_plots(folder: Path, table: dict, metrics: dict, val_scores, val
         ax.set_title(f"{species} clusters", fontsize="small")
         ax.legend(fontsize="x-small")
     fig.tight_layout()
-    fig.savefig(folder / "misrouted_response.png", dpi=110)
-    plt.close(fig)
-    written.append(folder / "misrouted_response.png")
+    written.append(save_figure(fig, folder / "misrouted_response.png"))
 
     # validation scores and the thresholds of every rule
     fig, ax = plt.subplots(figsize=(7, 5))
@@ -102,7 +98,5 @@ def draw_combine_plots(folder: Path, table: dict, metrics: dict, val_scores, val
     ax.set_ylabel("normalised")
     ax.set_title("validation mixed sample", fontsize="small")
     ax.legend(fontsize="x-small")
-    fig.savefig(folder / "threshold.png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    written.append(folder / "threshold.png")
+    written.append(save_figure(fig, folder / "threshold.png"))
     return written

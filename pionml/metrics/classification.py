@@ -1,4 +1,5 @@
-"""Classification metrics (design.md section 8), numpy only.
+"""Classification metrics (design.md section 8): ROC, AUC, pi0 rejection and its bootstrap
+uncertainties, per-bin tables; numpy only.
 
 Convention (ATL-PHYS-PUB-2020-018 section 5, Fig. 8: "pi0 rejection (defined as the inverse of the pi0
 selection efficiency) as a function of the pi+ selection efficiency"). The score is
@@ -100,6 +101,17 @@ def pi0_efficiency_at(curve: RocCurve, pipm_eff: float) -> float:
     xa, xb = ux[j - 1], ux[j]
     ya, yb = y_high[j - 1], y_low[j]
     return float(ya + (yb - ya) * (pipm_eff - xa) / (xb - xa))
+
+
+#: pi+- efficiency grid on which ratios of rejections are drawn.
+EFF_GRID = np.linspace(0.05, 0.99, 95)
+
+
+def rejection_on_grid(curve: RocCurve, grid=EFF_GRID) -> np.ndarray:
+    """pi0 rejection interpolated on a pi+- efficiency grid (inf where no pi0 passes)."""
+    eff = np.array([pi0_efficiency_at(curve, g) for g in grid])
+    with np.errstate(divide="ignore"):
+        return 1.0 / eff
 
 
 def pi0_rejection_at(labels, scores, pipm_eff: float = 0.9) -> float:

@@ -1,0 +1,82 @@
+"""The one figure writer: the style, the resolution, the experiment label and the axis labels
+every pionml figure shares, and the save that every figure goes through.
+
+- :func:`use_atlas_style`: the entry point (a command) sets mplhep's ATLAS style once; library
+  functions never change the style.
+- :func:`experiment_label`: the label that names who made a plot (pionml, simulation).
+- :data:`AXIS_LABELS`: the axis labels of the quantities drawn by several figures.
+- :func:`save_figure`: a PNG at :data:`DPI`, trimmed to its content, written to a temporary file
+  in the target's folder and renamed onto it (``os.replace``) only when complete, so that an
+  interrupted or failed save never leaves a truncated figure; the figure is closed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: Resolution of every figure (dots per inch).
+DPI = 120
+
+#: Axis labels of the quantities several figures draw.
+AXIS_LABELS = {
+    "E_true": r"$E_{true}$ = ENG_CALIB_TOT [GeV]",
+    "E_dep": r"$E_{dep}$ = ENG_CALIB_TOT [GeV]",
+    "E_em": r"$E_{EM}$ [GeV]",
+    "E_em_cluster": r"cluster energy at EM scale $E^{EM}_{clus}$ [GeV]",
+    "eta": r"$\eta$",
+    "response": r"response $E/E_{true}$",
+    "pipm_eff": r"$\pi^{\pm}$ efficiency",
+    "pi0_rejection": r"$\pi^{0}$ rejection",
+}
+
+
+def use_atlas_style() -> None:
+    """The entry point sets the plot style once (mplhep's ATLAS style), on the Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import mplhep
+
+    plt.style.use(mplhep.style.ATLAS)
+
+
+def experiment_label(ax, text: str = "") -> None:
+    """ATLAS plot style, but the label names who made the plot: pionml, not the ATLAS
+    collaboration (an "ATLAS Internal" label would claim an approval these plots never had);
+    ``text``: the sample description under it."""
+    try:
+        import mplhep
+
+        mplhep.label.exp_text("pionml", "Simulation", ax=ax, loc=1)
+    except Exception:  # a label is decoration: never fail a plot for it
+        pass
+    if text:
+        ax.text(0.04, 0.88, text, transform=ax.transAxes, fontsize="x-small", va="top")
+
+
+def save_figure(fig, path) -> Path:
+    """Write ``fig`` to ``path`` (format from its suffix, PNG by default) at :data:`DPI`,
+    trimmed to its content, through a temporary file renamed onto ``path`` on success; the
+    figure is closed in every case. A failed write (full disk, ...) is one
+    :class:`~pionml.errors.OutputError` naming ``path``, whose previous content is kept.
+    Returns ``path``."""
+    import matplotlib.pyplot as plt
+
+    from pionml.io import remove_quietly, temp_path, write_error
+
+    path = Path(path)
+    tmp = temp_path(path)
+    try:
+        fig.savefig(tmp, dpi=DPI, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
+        os.replace(tmp, path)
+    except OSError as exc:
+        remove_quietly(tmp)
+        raise write_error(path, exc) from exc
+    except BaseException:
+        remove_quietly(tmp)
+        raise
+    finally:
+        plt.close(fig)
+    return path

@@ -1,0 +1,255 @@
+"""Calibration metrics of the moment-based calibrations (docs/models.md, the calibrate task;
+seed 000 sec 3.3 and 5, seed 001 sec 4-5 and App. D), numpy only (scipy for the pull fit); the
+figures are in :mod:`pionml.figures.calibration`.
+
+Per cluster, for every energy scale kappa (``model`` = the run, ``em`` = the EM scale,
+``lcw`` = the dataset's ``E_lcw``, which in pionml's simulation is the LCW hadronic step
+E_EM x HAD_WEIGHT, classification and hadronic weighting without the out-of-cluster and
+dead-material steps, as the seeds compare to):
+
+- prediction power K = R_kappa / R_EM = E_dep / E_kappa (seed 000 Eq. 12), its median;
+- signal linearity Delta_E = E_kappa / E_dep - 1 (seed 001 Eq. 16), median and mean;
+- relative resolution ``s68_resolution`` = Q^w_68(E_kappa / E_dep) / (2 median) with Q^w_68
+  the shortest interval holding 68 % (the seeds' sigma_rel, seed 000 Eq. 17, seed 001 Eq. 17;
+  :func:`pionml.metrics.resolution.s68_resolution`, the regression's statistic of the same
+  name), and the interval itself (``s68_interval``);
+
+in bins of E_dep (0.3-1, 1-3, 3-10, 10-30, 30-100, 100-1000 GeV), of E_EM and of eta, with
+bootstrap errors. For runs with uncertainties: the pulls t = (R_pred - R_EM) / sigma_tot and
+t_log = (log10 R_pred - log10 R_EM) / sigma_log (seed 001 Eqs 19-20), each with a two-sided
+Gaussian fitted over the bulk (|t| < 3: a common centre and a left and a right width), the
+robust width Q^w_68 / 2 and the coverages P(|t| < 1), P(|t| < 2); the median relative
+uncertainties sigma / R, sigma_stat / R, sigma_syst / R. Training-resistant clusters
+(R_EM > ``resistant_R``, seed 001 sec 4.2.3) are counted, not removed.
+
+Several calibrate runs together (:func:`compare_calibrations`): BNN vs RE uncertainty agreement
+(seed 001 sec 5.3, Fig. 11), HGM vs BNN central values (seed 003), t_log of one vs the other
+(Fig. 12), and sigma_stat / sigma_syst against the training size (Fig. 10).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pionml.metrics.binned import binned_statistics
+from pionml.metrics.resolution import s68_resolution, shortest_interval_bounds
+
+E_DEP_BINS = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 1000.0)
+E_EM_BINS = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 1000.0)
+ETA_BINS = tuple(np.round(np.linspace(-0.7, 0.7, 8), 4))
+PULL_RANGE = 3.0
+
+
+def energies(table: dict) -> dict:
+    """Energy scale -> E per cluster: the run's E_pred, E_EM and (when known) E_lcw."""
+    out = {"model": np.asarray(table["E_pred"], np.float64),
+           "em": np.asarray(table["E_em"], np.float64)}
+    if "E_lcw" in table and np.all(np.isfinite(table["E_lcw"])):
+        out["lcw"] = np.asarray(table["E_lcw"], np.float64)
+    return out
+
+
+#: The statistics of E/E_dep in every calibration table, each with a bootstrap error.
+CALIBRATION_STATISTICS = {"median_dE": lambda lam: float(np.median(lam)) - 1.0,
+                          "mean_dE": lambda lam: float(np.mean(lam)) - 1.0,
+                          "s68_resolution": s68_resolution,
+                          "median_K": lambda lam: float(np.median(1.0 / lam))}
+
+
+def binned(e, e_dep, x, bins, n_boot: int = 50, seed: int = 0, min_count: int = 10) -> list[dict]:
+    """Per bin of ``x``: n, the :data:`CALIBRATION_STATISTICS` of E/E_dep (with bootstrap
+    errors) and the shortest 68 % interval of E/E_dep (``s68_interval``), over the clusters with
+    a positive finite E/E_dep (:func:`pionml.metrics.binned.binned_statistics`). Bins with fewer
+    than ``min_count`` clusters: None."""
+    lam = np.asarray(e, np.float64) / np.asarray(e_dep, np.float64)
+    lam = np.where(lam > 0, lam, np.nan)  # a non-positive ratio is no response: left out
+    return binned_statistics(lam, x, bins, CALIBRATION_STATISTICS, n_boot=n_boot, seed=seed,
+                             min_count=min_count, unbootstrapped={"s68_interval": _s68_interval})
+
+
+def _s68_interval(lam: np.ndarray) -> list:
+    return list(shortest_interval_bounds(lam))
+
+
+def bifurcated_gaussian_fit(t: np.ndarray, limit: float = PULL_RANGE, bins: int = 60) -> dict:
+    """Two-sided Gaussian A exp(-(t - mu)^2 / (2 s^2)), s = sigma_left below mu and sigma_right
+    above, fitted (least squares, Poisson weights) to the histogram of ``t`` over
+    |t| < ``limit`` (seed 001 sec 5.4). None values when the fit fails or too few entries."""
+    from scipy.optimize import curve_fit
+
+    t = np.asarray(t, np.float64)
+    t = t[np.isfinite(t) & (np.abs(t) < limit)]
+    out = {"mu": None, "sigma_left": None, "sigma_right": None, "n_fit": int(len(t))}
+    if len(t) < 50:
+        return out
+    counts, edges = np.histogram(t, bins=bins, range=(-limit, limit))
+    centres = 0.5 * (edges[1:] + edges[:-1])
+
+    def f(x, a, mu, sl, sr):
+        s = np.where(x < mu, sl, sr)
+        return a * np.exp(-0.5 * ((x - mu) / s) ** 2)
+
+    lo, hi = shortest_interval_bounds(t)
+    w0 = max((hi - lo) / 2, 1e-3)
+    try:
+        p, _ = curve_fit(f, centres, counts, p0=(counts.max(), float(np.median(t)), w0, w0),
+                         sigma=np.sqrt(np.maximum(counts, 1.0)),
+                         bounds=([0, -limit, 1e-3, 1e-3], [np.inf, limit, 10 * limit, 10 * limit]),
+                         maxfev=5000)
+    except (RuntimeError, ValueError):
+        return out
+    out.update({"amplitude": float(p[0]), "mu": float(p[1]), "sigma_left": float(p[2]),
+                "sigma_right": float(p[3])})
+    return out
+
+
+def pull_summary(t: np.ndarray) -> dict:
+    """Fit, robust width, median and coverage of one pull distribution."""
+    t = np.asarray(t, np.float64)
+    t = t[np.isfinite(t)]
+    if len(t) < 2:
+        return {"n": int(len(t))}
+    lo, hi = shortest_interval_bounds(t)
+    return {"n": int(len(t)), "median": float(np.median(t)), "width68": (hi - lo) / 2,
+            "coverage_1": float(np.mean(np.abs(t) < 1)), "coverage_2": float(np.mean(np.abs(t) < 2)),
+            "fit": bifurcated_gaussian_fit(t)}
+
+
+def pulls(table: dict) -> dict:
+    """t and t_log per cluster (seed 001 Eqs 19-20)."""
+    r_em = np.asarray(table["E_em"], np.float64) / np.asarray(table["E_true"], np.float64)
+    r = np.asarray(table["R_pred"], np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return {"t": (r - r_em) / np.asarray(table["sigma"], np.float64),
+                "t_log": (np.log10(r) - np.log10(r_em)) / np.asarray(table["sigma_log"], np.float64)}
+
+
+def has_uncertainty(table: dict) -> bool:
+    return "sigma" in table and len(table["sigma"]) > 0 and bool(np.all(np.isfinite(table["sigma"])))
+
+
+def calibration_metrics(table: dict, resistant_R: float = 5.0, n_boot: int = 50) -> dict:
+    """The metrics dictionary of a calibrate run (module doc)."""
+    e_dep = np.asarray(table["E_true"], np.float64)
+    e_em = np.asarray(table["E_em"], np.float64)
+    eta = np.asarray(table["eta"], np.float64)
+    r_em = e_em / e_dep
+    scales = energies(table)
+    lam = scales["model"] / e_dep
+    out = {"n_clusters": int(len(e_dep)),
+           "E_lcw_is": "LCW hadronic step (E_EM x HAD_WEIGHT: classification and hadronic "
+                       "weighting, no out-of-cluster or dead-material step)",
+           "median_dE": float(np.median(lam)) - 1.0 if len(lam) else None,
+           "s68_resolution": s68_resolution(lam) if len(lam) > 2 else None,
+           "n_resistant": int(np.sum(r_em > resistant_R)), "resistant_R": float(resistant_R),
+           "fraction_resistant": float(np.mean(r_em > resistant_R)) if len(r_em) else None}
+    for name, e in scales.items():
+        out[f"bins_E_dep_{name}"] = binned(e, e_dep, e_dep, E_DEP_BINS, n_boot)
+        out[f"bins_E_em_{name}"] = binned(e, e_dep, e_em, E_EM_BINS, n_boot)
+        out[f"bins_eta_{name}"] = binned(e, e_dep, eta, ETA_BINS, 0)
+    out["has_uncertainty"] = has_uncertainty(table)
+    if out["has_uncertainty"]:
+        r = np.asarray(table["R_pred"], np.float64)
+        for key in ("sigma", "sigma_stat", "sigma_syst"):
+            rel = np.asarray(table[key], np.float64) / r
+            out[f"median_{key}_rel"] = float(np.median(rel))
+            out[f"bins_E_dep_{key}_rel"] = [
+                {"lo": lo, "hi": hi, "n": int(s.sum()),
+                 "median": float(np.median(rel[s])) if s.sum() else None}
+                for lo, hi in zip(E_DEP_BINS[:-1], E_DEP_BINS[1:])
+                for s in [(e_dep >= lo) & (e_dep < hi)]]
+        p = pulls(table)
+        out["pull"] = pull_summary(p["t"])
+        out["pull_log"] = pull_summary(p["t_log"])
+    return out
+
+
+def quantile_edges(x: np.ndarray, n_bins: int = 10) -> np.ndarray:
+    """Bin edges holding about equal numbers of the finite values of ``x`` (duplicates merged,
+    the last edge just above the maximum so that it is inside)."""
+    x = np.asarray(x, np.float64)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return np.zeros(0)
+    edges = np.unique(np.quantile(x, np.linspace(0, 1, n_bins + 1)))
+    edges[-1] = np.nextafter(edges[-1], np.inf)
+    return edges
+
+
+def metrics_vs(table: dict, feature: str, values: np.ndarray, n_bins: int = 10,
+               n_boot: int = 50) -> dict:
+    """Median Delta_E, mean Delta_E, s68_resolution and K of every energy scale (the run, EM, LCW)
+    in ``n_bins`` quantile bins of ``values`` (one per cluster of ``table``): the calibration
+    as a function of one feature (seed 000 sec 5.2, seed 001 sec 4.2 study E_dep, E_EM and eta;
+    any feature on request). Keys ``bins_<feature>_<scale>``."""
+    values = np.asarray(values, np.float64)
+    if len(values) != len(table["E_true"]):
+        raise ValueError(f"feature '{feature}': {len(values)} values for {len(table['E_true'])} clusters")
+    e_dep = np.asarray(table["E_true"], np.float64)
+    edges = quantile_edges(values, n_bins)
+    return {f"bins_{feature}_{name}": binned(e, e_dep, values, edges, n_boot)
+            for name, e in energies(table).items()}
+
+
+def summary_line(m: dict) -> str:
+    parts = [f"median Delta_E {m['median_dE']:+.4f}, s68_resolution {m['s68_resolution']:.4f}"]
+    for row in m.get("bins_E_dep_model", []):
+        if row["median_dE"] is not None:
+            parts.append(f"E_dep {row['lo']:g}-{row['hi']:g}: {row['median_dE']:+.3f} / "
+                         f"{row['s68_resolution']:.3f}")
+    if m.get("has_uncertainty"):
+        fit = m["pull_log"].get("fit", {})
+        if fit.get("mu") is not None:
+            parts.append(f"t_log mu {fit['mu']:+.2f}, sigma L/R {fit['sigma_left']:.2f}/"
+                         f"{fit['sigma_right']:.2f}, P(|t|<1) {m['pull_log']['coverage_1']:.2f}")
+    return "; ".join(parts)
+
+
+def _common(a: dict, b: dict):
+    """Positions of the clusters two prediction tables share (by dataset row)."""
+    _, ia, ib = np.intersect1d(a["rows"], b["rows"], return_indices=True)
+    return ia, ib
+
+
+def compare_calibrations(results: list[dict]) -> dict:
+    """Cross-run figures of merit. ``results``: dicts with ``name``, ``table``, ``metrics`` and
+    ``n_train``. For every pair of runs with uncertainties: the relative difference of sigma_tot
+    (second - first) / first (its median, shortest-68 half width and the fraction within 10 %;
+    seed 001 Fig. 11b) and the correlation of their t_log; for every pair: the median and
+    spread of R_pred ratio (HGM vs BNN, seed 003); per model, the median sigma_stat and
+    sigma_syst against the training size (seed 001 Fig. 10)."""
+    pairs = []
+    for i, a in enumerate(results):
+        for b in results[i + 1:]:
+            ia, ib = _common(a["table"], b["table"])
+            if len(ia) < 2:
+                continue
+            ra, rb = (np.asarray(x["table"]["R_pred"], np.float64)[j] for x, j in ((a, ia), (b, ib)))
+            ratio = rb / ra
+            lo, hi = shortest_interval_bounds(ratio)
+            row = {"first": a["name"], "second": b["name"], "n": int(len(ia)),
+                   "median_R_ratio": float(np.median(ratio)),
+                   "median_abs_R_ratio_minus_1": float(np.median(np.abs(ratio - 1))),
+                   "R_ratio_width68": (hi - lo) / 2}
+            if a["metrics"].get("has_uncertainty") and b["metrics"].get("has_uncertainty"):
+                sa, sb = (np.asarray(x["table"]["sigma"], np.float64)[j] for x, j in ((a, ia), (b, ib)))
+                rel = (sb - sa) / sa
+                lo, hi = shortest_interval_bounds(rel)
+                ta, tb = (pulls(x["table"])["t_log"][j] for x, j in ((a, ia), (b, ib)))
+                ok = np.isfinite(ta) & np.isfinite(tb)
+                row.update({"median_sigma_rel_diff": float(np.median(rel)),
+                            "sigma_rel_diff_width68": (hi - lo) / 2,
+                            "fraction_sigma_within_10pc": float(np.mean(np.abs(rel) < 0.1)),
+                            "t_log_correlation": float(np.corrcoef(ta[ok], tb[ok])[0, 1])
+                            if ok.sum() > 2 else None})
+            pairs.append(row)
+    scan = {}
+    for r in results:
+        if r["metrics"].get("has_uncertainty"):
+            scan.setdefault(r["model"], []).append(
+                {"name": r["name"], "n_train": r.get("n_train"),
+                 "median_sigma_stat_rel": r["metrics"]["median_sigma_stat_rel"],
+                 "median_sigma_syst_rel": r["metrics"]["median_sigma_syst_rel"]})
+    for rows in scan.values():
+        rows.sort(key=lambda x: x["n_train"] or 0)
+    return {"pairs": pairs, "size_scan": scan}
