@@ -152,7 +152,8 @@ def test_cluster_table(known):
     assert attrs["config"]["seed"] == 7
     assert attrs["sources"]["inputs"][0]["name"] == "known.root"
     assert len(attrs["sources"]["inputs"][0]["sha256"]) == 64
-    assert list(h5py.File(d / "known.h5").attrs) == ["schema_version", "config", "sources", "counts"]
+    assert list(h5py.File(d / "known.h5").attrs) == ["schema_version", "config", "sources",
+                                                     "counts"]
 
 
 def test_point_cloud_equals_the_cluster_cells(known):

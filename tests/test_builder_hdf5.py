@@ -160,7 +160,8 @@ def test_stored_chunks_written_raw_equal_the_ordinary_appends(tmp_path, compress
 
 @pytest.mark.parametrize("dtype", ["<f4", "<i8", "<u2", "|u1", "<f8"])
 @pytest.mark.parametrize("filters", [{}, {"compression": "gzip", "compression_opts": 1},
-                                     {"compression": "gzip", "compression_opts": 1, "shuffle": True},
+                                     {"compression": "gzip", "compression_opts": 1,
+                                      "shuffle": True},
                                      {"compression": "gzip", "shuffle": True},
                                      {"compression": "lzf", "shuffle": True}])
 def test_compressed_chunks_are_the_bytes_hdf5_stores(tmp_path, dtype, filters):

@@ -90,7 +90,8 @@ def test_cluster_straddling_phi_pi():
 
 def test_energy_selection():
     # cluster energy 10 GeV: 1% = 0.1 GeV. Negative, zero and sub-1% cells are dropped.
-    cells = [(2, 0.0, 0.01, 0.0999), (2, 0.03, 0.01, 0.1), (2, 0.06, 0.01, -1.0), (2, 0.08, 0.01, 0.0)]
+    cells = [(2, 0.0, 0.01, 0.0999), (2, 0.03, 0.01, 0.1), (2, 0.06, 0.01, -1.0),
+             (2, 0.08, 0.01, 0.0)]
     b = one_cluster(cells, 0.0, 0.0, 10.0)
     img = b.images["EMB2"][0]
     assert img.sum() == pytest.approx(0.1)
@@ -254,7 +255,8 @@ def _soft_cluster_file(path):
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_build_image_min_fraction_option(tmp_path, geo_file, jobs):
     """``build --image-min-fraction 0`` images the 0.5 % cell, records the cut in the builder
-    config; the default build drops it and records 0.01; --jobs 2 takes the option to its workers."""
+    config; the default build drops it and records 0.01; --jobs 2 takes the option to its
+    workers."""
     from pionml.cli import main
     from pionml.io.hdf5 import open_dataset
 
@@ -311,5 +313,6 @@ def test_recipe_image_min_fraction(tmp_path):
     assert load_recipe(tmp_path / "r.toml").image_min_fraction == 0.0
     for bad in ("1.0", '"0.01"', "true", "-0.5"):
         (tmp_path / "r.toml").write_text(base + f"[build]\nimage_min_fraction = {bad}\n")
-        with pytest.raises(ConfigError, match=r"\[build\] image_min_fraction = .*must be a number in \[0, 1\)"):
+        with pytest.raises(ConfigError, match=r"\[build\] image_min_fraction = "
+                                              r".*must be a number in \[0, 1\)"):
             load_recipe(tmp_path / "r.toml")

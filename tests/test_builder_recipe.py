@@ -106,7 +106,8 @@ def test_make_dataset_with_the_simulation(tmp_path):
 
     two = recipe.make_dataset(tmp_path / "small.toml", out=tmp_path / "two.h5", force=True,
                               progress=False, jobs=2)
-    assert hdf5_digest(two, skip_attributes=("sources",)) == hdf5_digest(out, skip_attributes=("sources",))
+    assert (hdf5_digest(two, skip_attributes=("sources",))
+            == hdf5_digest(out, skip_attributes=("sources",)))
 
 
 def test_make_dataset_checks_output_and_split_before_simulating(tmp_path, monkeypatch):

@@ -116,7 +116,8 @@ def test_separate_geometry_file(tmp_path, small_geo):
 def test_root_written_vector_vector_ttree():
     path = TESTDATA / "uproot-vectorVectorDouble.root"  # written by ROOT (tests/data/README.md)
     arr = read_tree(path, "t", ["x"])
-    assert arr["x"].tolist()[:4] == [[], [[], []], [[10.0], [], [10.0, 20.0]], [[20.0, -21.0, -22.0]]]
+    assert arr["x"].tolist()[:4] == [[], [[], []], [[10.0], [], [10.0, 20.0]],
+                                     [[20.0, -21.0, -22.0]]]
 
 
 def test_old_pdgid_alias(tmp_path, small_geo):

@@ -97,8 +97,8 @@ def test_real_files_keep_the_clusters_and_images_of_pionml(built):
         # the real cloud is pionml's without the cells MLTreeMaker does not write
         for f in ("E", "eta", "phi", "sampling", "layer", "deta", "dphi"):
             np.testing.assert_array_equal(cellp[f][src][written], cellr[f][offr[j]:offr[j + 1]])
-        np.testing.assert_allclose(cellp["rperp"][src][written], cellr["rperp"][offr[j]:offr[j + 1]],
-                                   rtol=1e-6)
+        np.testing.assert_allclose(cellp["rperp"][src][written],
+                                   cellr["rperp"][offr[j]:offr[j + 1]], rtol=1e-6)
         # images: identical unless a removed cell would have been imaged (E > 0, >= 1 % of E_em)
         lost = (e_src > 0) & ~written & (e_src >= 0.01 * cp["E_em"][i])
         if lost.any():  # the images lack exactly those cells' energy

@@ -49,7 +49,8 @@ def add_build_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-images", action="store_true",
                    help="write no layer images (a cluster-table dataset for the moment models)")
     p.add_argument("--no-cells", action="store_true", help="write no point clouds (/cells)")
-    p.add_argument("--image-min-fraction", type=argparse_type(cell_fraction, "fraction"), default=None,
+    p.add_argument("--image-min-fraction", type=argparse_type(cell_fraction, "fraction"),
+                   default=None,
                    metavar="F",
                    help="image a cell when its energy is >= F x the cluster energy (default 0.01, "
                         "ATL-PHYS-PUB-2020-018 section 4.1; 0: every cell with E > 0 inside the "
@@ -150,7 +151,8 @@ def add_make_dataset_arguments(p: argparse.ArgumentParser) -> None:
                    help="output HDF5 (default: the recipe's 'output', next to the recipe)")
     p.add_argument("--force", action="store_true", help="rebuild even if the output exists")
     p.add_argument("--jobs", type=positive_int, default=1,
-                   help="worker processes for simulate and build; the same dataset for any number (1)")
+                   help="worker processes for simulate and build; "
+                        "the same dataset for any number (1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 

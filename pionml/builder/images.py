@@ -1,10 +1,12 @@
-"""Topo-cluster images: a vectorised rasteriser (design.md section 5, ATL-PHYS-PUB-2020-018 section 4.1).
+"""Topo-cluster images: a vectorised rasteriser (design.md section 5,
+ATL-PHYS-PUB-2020-018 section 4.1).
 
 Per imaged layer (EMB1, EMB2, EMB3, Tile0, Tile1, Tile2; the presampler is not imaged) a
 window in (eta, phi) centred on the cluster centroid, at the layer's own granularity
 (deta, dphi). A cell of the cluster is imaged when
 
-* it has ``E > 0`` and ``E >= 1%`` of the cluster energy (noise suppression, ATL-PHYS-PUB-2020-018 4.1),
+* it has ``E > 0`` and ``E >= 1%`` of the cluster energy (noise suppression,
+  ATL-PHYS-PUB-2020-018 4.1),
 * its barycentre lies inside the window (phi differences wrapped into [-pi, pi)).
 
 Pixel convention. The window of a layer with image shape ``(n_eta, n_phi)`` is the pixel grid
@@ -113,7 +115,8 @@ def _rasterise_cells(clus, eta, phi, E, layer, c_eta, c_phi, c_E, slot_of_layer,
     fj = np.floor(rel_phi / dphi[k] + nph / 2.0 + edge)
     inside = (fi >= 0) & (fi < ne) & (fj >= 0) & (fj < nph)  # NaN fails too
     c, k, e = c[inside], k[inside], e[inside]
-    p = block[k] + c * npix[k] + fi[inside].astype(np.int64) * nph[inside] + fj[inside].astype(np.int64)
+    p = (block[k] + c * npix[k] + fi[inside].astype(np.int64) * nph[inside]
+         + fj[inside].astype(np.int64))
     np.add.at(buf, p, e.astype(np.float32))
     energy_in += np.bincount(c, weights=e, minlength=len(energy_in))
     if len(p) > 1:  # pixels that received more than one cell: counted once each, per layer

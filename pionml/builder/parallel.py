@@ -333,7 +333,8 @@ def build_parallel(builder: _Builder, inputs, jobs: int) -> BuildSummary:
     t0 = time.perf_counter()
     inputs, geometry = builder.prepare(inputs)
     if builder.cluster_tree_input:  # image-format files are read whole: one process
-        logger.info("build: image-format ClusterTree inputs are built in one process (--jobs ignored)")
+        logger.info("build: image-format ClusterTree inputs are built in one process "
+                    "(--jobs ignored)")
         return builder.run_prepared(inputs, geometry, t0)
     folder = Path(tempfile.mkdtemp(prefix=".pionml-build-parts-", dir=builder.out.parent))
     try:  # the parts folder never outlives a failure, here or below
@@ -406,8 +407,9 @@ class _PartMerger:
     def _plan_rows(self, r: _PartResult) -> _Pack | None:
         missing = [m for m in self.builder.moments if m not in r.moments]
         if missing:
-            raise SchemaError(f"missing branch (present in the first file): "
-                              f"{where(file=r.part.path, tree=TREE, branch='cluster_' + missing[0])}")
+            raise SchemaError(
+                f"missing branch (present in the first file): "
+                f"{where(file=r.part.path, tree=TREE, branch='cluster_' + missing[0])}")
         self.builder.writer.grow(r.counts)
         self.planner.add(r.file, len(r.counts), int(r.counts.sum()))
         return self.planner.pack()

@@ -214,7 +214,8 @@ class DatasetWriter:
         self.n_rows = 0
         self.n_cells = 0
         self._ds: dict[str, h5py.Dataset] = {}
-        #: per dataset: its storage (dtype, chunk shape, filters), as :func:`compress_chunks` takes it
+        #: per dataset: its storage (dtype, chunk shape, filters), as :func:`compress_chunks`
+        #: takes it
         self.layouts: dict[str, dict] = {}
         groups = {g: self._file.create_group(g) for g in GROUPS}
         self._ds["cells/offsets"] = groups["cells"].create_dataset(
@@ -338,7 +339,8 @@ class ClusterBlock:
 
     ``rows`` (n,) int64: the rows' indices in the file; ``clusters``: field -> (n,) array;
     ``images``: layer -> (n, eta, phi) float32 GeV; ``cell_offsets`` (n+1,) int64 and ``cells``:
-    field -> flat array, the point cloud of row i being ``cells[f][cell_offsets[i]:cell_offsets[i+1]]``.
+    field -> flat array, the point cloud of row i being
+    ``cells[f][cell_offsets[i]:cell_offsets[i+1]]``.
     Groups that were not read are empty dicts (``cell_offsets`` is then all zeros).
     """
 
@@ -568,7 +570,8 @@ class DatasetFile:
         span, or None for all) selects rows after reading."""
         f = self._file
         sel = None if keep is None else np.asarray(keep, dtype=np.int64) - lo
-        rows = np.arange(lo, hi, dtype=np.int64) if sel is None else np.asarray(keep, dtype=np.int64)
+        rows = (np.arange(lo, hi, dtype=np.int64) if sel is None
+                else np.asarray(keep, dtype=np.int64))
 
         def take(a):
             return a if sel is None else a[sel]

@@ -376,7 +376,8 @@ class MLTreeReader:
         # left out, not an error.
         if self.num_entries:
             first = self._read(0, 1)
-            asked = set(required) | (set(branches) if isinstance(branches, (list, tuple)) else set())
+            asked = set(required) | (set(branches) if isinstance(branches, (list, tuple))
+                                     else set())
             guessed = [b for b in self.branches if b not in BRANCHES and b not in asked]
             for b in guessed:
                 try:
@@ -602,8 +603,9 @@ def read_cluster_tree(path, tree: str = CLUSTER_TREE, step_size: int = 10000,
                                   f"{data.shape[1:]}, expected {shape}")
             bad = ~np.isfinite(data).reshape(len(data), -1).all(axis=1)
             if check_pixels and bad.any():
-                raise DataError(f"{where(file=path, tree=tree, branch=name, entry=start + int(np.flatnonzero(bad)[0]))}: "
-                                f"non-finite pixel energy")
+                at = where(file=path, tree=tree, branch=name,
+                           entry=start + int(np.flatnonzero(bad)[0]))
+                raise DataError(f"{at}: non-finite pixel energy")
             out[img] = data
         for s in present_scalars:
             out[s] = np.asarray(arr[s].to_numpy())
