@@ -90,7 +90,8 @@ def test_metrics_dictionary_keys():
     for key in ("auc", "rejection_at_eff90", "pem_rejection_at_eff90", "rejection_ratio_at_eff90",
                 "bins_E_em"):
         assert key in m
-    assert m["rejection_ratio_at_eff90"] == pytest.approx(m["rejection_at_eff90"] / m["pem_rejection_at_eff90"])
+    assert m["rejection_ratio_at_eff90"] == pytest.approx(
+        m["rejection_at_eff90"] / m["pem_rejection_at_eff90"])
 
 
 def test_bad_inputs_raise():

@@ -60,7 +60,8 @@ def dataset_identity(run, path: Path) -> tuple[str, bool]:
 
     record = run.card.get("data") or {}
     recorded = record.get("sha256")
-    if recorded and Path(record.get("path", "")) == path.resolve() and unchanged_since(path, record):
+    if (recorded and Path(record.get("path", "")) == path.resolve()
+            and unchanged_since(path, record)):
         return recorded, True
     sha = file_sha256(path)
     return sha, bool(recorded) and sha == recorded
@@ -200,7 +201,8 @@ def _evaluate_one(run_dir, data, split, device, plots, progress, references, vs=
     table = run.predict(path, split=None if split == "all" else split, device=device,
                         progress=progress)
     if len(table["rows"]) == 0:
-        raise ConfigError(f"dataset '{path}': the {split} split is empty for task '{run.task.name}'")
+        raise ConfigError(f"dataset '{path}': the {split} split is empty "
+                          f"for task '{run.task.name}'")
     table.update(references.outputs(run, path, table["rows"]))
     metrics = {"model": run.name, "task": run.task.name, "data": str(path), "data_sha256": sha,
                "split": split, **run.task.metrics(table)}

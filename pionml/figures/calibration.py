@@ -243,20 +243,24 @@ def draw_calibration_comparison(folder: Path, results: list[dict], comparison: d
         fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
         ra = np.asarray(a["table"]["R_pred"], np.float64)[ia]
         sa = np.asarray(a["table"]["sigma"], np.float64)[ia] / ra
-        sb = np.asarray(b["table"]["sigma"], np.float64)[ib] / np.asarray(b["table"]["R_pred"], np.float64)[ib]
+        sb = (np.asarray(b["table"]["sigma"], np.float64)[ib]
+              / np.asarray(b["table"]["R_pred"], np.float64)[ib])
         lim = (max(min(sa.min(), sb.min()), 1e-3), max(sa.max(), sb.max()))
-        axes[0].hist2d(np.clip(sa, *lim), np.clip(sb, *lim), bins=[np.logspace(*np.log10(lim), 60)] * 2,
+        axes[0].hist2d(np.clip(sa, *lim), np.clip(sb, *lim),
+                       bins=[np.logspace(*np.log10(lim), 60)] * 2,
                        cmin=1, norm="log", cmap="viridis")
         axes[0].plot(lim, lim, "r:")
         axes[0].set_xscale("log")
         axes[0].set_yscale("log")
         axes[0].set_xlabel(f"{a['name']}: $\\sigma_{{tot}}/R$")
         axes[0].set_ylabel(f"{b['name']}: $\\sigma_{{tot}}/R$")
-        rel = (np.asarray(b["table"]["sigma"], np.float64)[ib]
-               - np.asarray(a["table"]["sigma"], np.float64)[ia]) / np.asarray(a["table"]["sigma"], np.float64)[ia]
+        rel = ((np.asarray(b["table"]["sigma"], np.float64)[ib]
+                - np.asarray(a["table"]["sigma"], np.float64)[ia])
+               / np.asarray(a["table"]["sigma"], np.float64)[ia])
         axes[1].hist(np.clip(rel, -1, 1), bins=100, range=(-1, 1), histtype="step")
         axes[1].axvspan(-0.1, 0.1, color="grey", alpha=0.15, lw=0)
-        axes[1].set_xlabel(f"($\\sigma$ {b['name']} - $\\sigma$ {a['name']}) / $\\sigma$ {a['name']}")
+        axes[1].set_xlabel(f"($\\sigma$ {b['name']} - $\\sigma$ {a['name']}) "
+                           f"/ $\\sigma$ {a['name']}")
         axes[1].set_title(f"median {pair['median_sigma_rel_diff']:+.3f}, within 10 %: "
                           f"{pair['fraction_sigma_within_10pc']:.2f}", fontsize="small")
         ta, tb = pulls(a["table"])["t_log"][ia], pulls(b["table"])["t_log"][ib]

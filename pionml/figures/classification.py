@@ -165,7 +165,8 @@ def draw_rejection_vs_energy(ax, rax, table: dict, bins, name: str, color="C0"):
 def draw_run_plots(folder: Path, name: str, table: dict, stats: dict | None, bins) -> list:
     """The per-run figures of a classifier: Fig. 8, Fig. 9, the rejection vs energy, and
     (with ``stats`` from :func:`pionml.metrics.images.image_statistics`) Figs. 1-2 and 10-11
-    of ATL-PHYS-PUB-2020-018. ``table``: label, score, p_em, E_em per test cluster. Returns the files."""
+    of ATL-PHYS-PUB-2020-018. ``table``: label, score, p_em, E_em per test cluster. Returns the
+    files."""
     import matplotlib.pyplot as plt
 
     folder = Path(folder)
@@ -254,7 +255,8 @@ def draw_image_figures(folder: Path, name: str, stats: dict) -> list:
         n0 = avg0 / max(avg0.sum(), 1e-12)
         npm = avgp / max(avgp.sum(), 1e-12)
         vmax = max(n0.max(), npm.max(), 1e-12)
-        for ax_, img, share, who in ((row[0], n0, drawn0, r"$\pi^0$"), (row[1], npm, drawnp, r"$\pi^\pm$")):
+        for ax_, img, share, who in ((row[0], n0, drawn0, r"$\pi^0$"),
+                                     (row[1], npm, drawnp, r"$\pi^\pm$")):
             if share < 1e-3:  # a layer these clusters hardly reach: no shape to show
                 ax_.text(0.5, 0.5, f"{lay}: {who}\nno energy (<0.1 % of " r"$E^{EM}_{clus}$)",
                          ha="center", va="center", transform=ax_.transAxes, fontsize="small")

@@ -1,8 +1,9 @@
 """Figures of ``pionml combine`` (ATL-PHYS-PUB-2020-018 Figs. 16-17 and the routing diagnostics
 of docs/figures.md), drawn from the numbers :func:`pionml.pipelines.combine.combine`
-computed (:mod:`pionml.metrics.routing`) and saved by :func:`pionml.figures.writer.save_figure`: the 2-D response vs E_true per method, the median response and both resolutions of
-every method on one plot each (ratio to LCW), the routing accuracy vs E_EM, the response of
-misrouted clusters apart, and the validation score distributions with the threshold.
+computed (:mod:`pionml.metrics.routing`) and saved by :func:`pionml.figures.writer.save_figure`:
+the 2-D response vs E_true per method, the median response and both resolutions of every method
+on one plot each (ratio to LCW), the routing accuracy vs E_EM, the response of misrouted clusters
+apart, and the validation score distributions with the threshold.
 """
 
 from __future__ import annotations

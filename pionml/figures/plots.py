@@ -1,8 +1,8 @@
 """Plot functions (hist/mplhep style): each takes an ``ax`` and returns its artists; no style is
 set here (the entry point applies it: :func:`pionml.figures.writer.use_atlas_style`).
 
-Figures reproduced: ATL-PHYS-PUB-2020-018 Fig. 8 (pi0 rejection vs pi+- efficiency with the P_EM baseline
-and a ratio panel), Fig. 9 (the same in bins of cluster energy), Figs. 1-2 (average pi0 and
+Figures reproduced: ATL-PHYS-PUB-2020-018 Fig. 8 (pi0 rejection vs pi+- efficiency with the P_EM
+baseline and a ratio panel), Fig. 9 (the same in bins of cluster energy), Figs. 1-2 (average pi0 and
 pi+- images and their difference), Figs. 10-11 (per-pixel Pearson correlation with the output).
 Efficiency conventions: see :mod:`pionml.metrics.classification`.
 """
@@ -45,7 +45,8 @@ def plot_rejection(ax, curve: RocCurve, label: str, n_pi0: int | None = None, **
     if n_pi0:
         eff = curve.pi0_eff[ok]
         sig = np.sqrt(eff * (1 - eff) / n_pi0)
-        ax.fill_between(curve.pipm_eff[ok], 1.0 / (eff + sig), 1.0 / np.maximum(eff - sig, 1.0 / n_pi0 / 10),
+        ax.fill_between(curve.pipm_eff[ok], 1.0 / (eff + sig),
+                        1.0 / np.maximum(eff - sig, 1.0 / n_pi0 / 10),
                         color=line.get_color(), alpha=0.2, lw=0)
     ax.set_yscale("log")
     ax.set_xlim(0, 1)
@@ -55,7 +56,8 @@ def plot_rejection(ax, curve: RocCurve, label: str, n_pi0: int | None = None, **
 
 
 def plot_rejection_ratio(ax, curve: RocCurve, baseline: RocCurve, label: str, grid=EFF_GRID, **kw):
-    """Ratio of the pi0 rejection to the baseline's (ATL-PHYS-PUB-2020-018 Fig. 8 bottom, Fig. 9b)."""
+    """Ratio of the pi0 rejection to the baseline's (ATL-PHYS-PUB-2020-018 Fig. 8 bottom,
+    Fig. 9b)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = rejection_on_grid(curve, grid) / rejection_on_grid(baseline, grid)
     ok = np.isfinite(ratio)

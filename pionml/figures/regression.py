@@ -103,10 +103,11 @@ def draw_method_curves(folder: Path, curves: list, ref, title: str, suffix: str 
     return written
 
 
-def draw_regression_plots(folder: Path, name: str, species: str, table: dict, metrics: dict) -> list:
-    """ATL-PHYS-PUB-2020-018 Figs. 12-15 for one run: the 2-D response vs E_true with the median for the
-    run, EM and LCW; the median response of the three on one plot; both resolutions with a
-    ratio-to-LCW panel. Returns the files written."""
+def draw_regression_plots(folder: Path, name: str, species: str, table: dict,
+                          metrics: dict) -> list:
+    """ATL-PHYS-PUB-2020-018 Figs. 12-15 for one run: the 2-D response vs E_true with the median
+    for the run, EM and LCW; the median response of the three on one plot; both resolutions with
+    a ratio-to-LCW panel. Returns the files written."""
     import matplotlib.pyplot as plt
 
     folder = Path(folder)

@@ -111,7 +111,8 @@ def pull_summary(t: np.ndarray) -> dict:
         return {"n": int(len(t))}
     lo, hi = shortest_interval_bounds(t)
     return {"n": int(len(t)), "median": float(np.median(t)), "width68": (hi - lo) / 2,
-            "coverage_1": float(np.mean(np.abs(t) < 1)), "coverage_2": float(np.mean(np.abs(t) < 2)),
+            "coverage_1": float(np.mean(np.abs(t) < 1)),
+            "coverage_2": float(np.mean(np.abs(t) < 2)),
             "fit": bifurcated_gaussian_fit(t)}
 
 
@@ -121,11 +122,13 @@ def pulls(table: dict) -> dict:
     r = np.asarray(table["R_pred"], np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         return {"t": (r - r_em) / np.asarray(table["sigma"], np.float64),
-                "t_log": (np.log10(r) - np.log10(r_em)) / np.asarray(table["sigma_log"], np.float64)}
+                "t_log": ((np.log10(r) - np.log10(r_em))
+                          / np.asarray(table["sigma_log"], np.float64))}
 
 
 def has_uncertainty(table: dict) -> bool:
-    return "sigma" in table and len(table["sigma"]) > 0 and bool(np.all(np.isfinite(table["sigma"])))
+    return ("sigma" in table and len(table["sigma"]) > 0
+            and bool(np.all(np.isfinite(table["sigma"]))))
 
 
 def calibration_metrics(table: dict, resistant_R: float = 5.0, n_boot: int = 50) -> dict:
@@ -184,7 +187,8 @@ def metrics_vs(table: dict, feature: str, values: np.ndarray, n_bins: int = 10,
     any feature on request). Keys ``bins_<feature>_<scale>``."""
     values = np.asarray(values, np.float64)
     if len(values) != len(table["E_true"]):
-        raise ValueError(f"feature '{feature}': {len(values)} values for {len(table['E_true'])} clusters")
+        raise ValueError(f"feature '{feature}': {len(values)} values "
+                         f"for {len(table['E_true'])} clusters")
     e_dep = np.asarray(table["E_true"], np.float64)
     edges = quantile_edges(values, n_bins)
     return {f"bins_{feature}_{name}": binned(e, e_dep, values, edges, n_boot)
@@ -224,7 +228,8 @@ def compare_calibrations(results: list[dict]) -> dict:
             ia, ib = _common(a["table"], b["table"])
             if len(ia) < 2:
                 continue
-            ra, rb = (np.asarray(x["table"]["R_pred"], np.float64)[j] for x, j in ((a, ia), (b, ib)))
+            ra, rb = (np.asarray(x["table"]["R_pred"], np.float64)[j]
+                      for x, j in ((a, ia), (b, ib)))
             ratio = rb / ra
             lo, hi = shortest_interval_bounds(ratio)
             row = {"first": a["name"], "second": b["name"], "n": int(len(ia)),
@@ -232,7 +237,8 @@ def compare_calibrations(results: list[dict]) -> dict:
                    "median_abs_R_ratio_minus_1": float(np.median(np.abs(ratio - 1))),
                    "R_ratio_width68": (hi - lo) / 2}
             if a["metrics"].get("has_uncertainty") and b["metrics"].get("has_uncertainty"):
-                sa, sb = (np.asarray(x["table"]["sigma"], np.float64)[j] for x, j in ((a, ia), (b, ib)))
+                sa, sb = (np.asarray(x["table"]["sigma"], np.float64)[j]
+                          for x, j in ((a, ia), (b, ib)))
                 rel = (sb - sa) / sa
                 lo, hi = shortest_interval_bounds(rel)
                 ta, tb = (pulls(x["table"])["t_log"][j] for x, j in ((a, ia), (b, ib)))

@@ -1,8 +1,8 @@
 """Classification metrics (design.md section 8): ROC, AUC, pi0 rejection and its bootstrap
 uncertainties, per-bin tables; numpy only.
 
-Convention (ATL-PHYS-PUB-2020-018 section 5, Fig. 8: "pi0 rejection (defined as the inverse of the pi0
-selection efficiency) as a function of the pi+ selection efficiency"). The score is
+Convention (ATL-PHYS-PUB-2020-018 section 5, Fig. 8: "pi0 rejection (defined as the inverse of the
+pi0 selection efficiency) as a function of the pi+ selection efficiency"). The score is
 P(pi0) (like the LCW EM probability). A cluster with ``score < threshold`` is selected as
 pi+- (hadronic). Then, at each threshold:
 
@@ -216,7 +216,8 @@ def bootstrap_uncertainties(labels, scores, pem_scores=None, pipm_eff: float = 0
         out[f"{key}_err"] = float(finite.std(ddof=1)) if len(finite) > 1 else None
         if key != "auc":
             out[f"{key}_n_inf"] = int(np.sum(np.isinf(v)))
-            out[f"{key}_ci68"] = ([float(np.percentile(finite, 16)), float(np.percentile(finite, 84))]
+            out[f"{key}_ci68"] = ([float(np.percentile(finite, 16)),
+                                   float(np.percentile(finite, 84))]
                                   if len(finite) > 1 else None)
     if not has_pem:
         for key in (f"pem_rejection_at_{tag}", f"rejection_ratio_at_{tag}"):

@@ -1,8 +1,8 @@
 """Per-pixel statistics of the images of many clusters, accumulated block by block.
 
-For ATL-PHYS-PUB-2020-018 Figs. 1-2 (average pi0 and pi+- images) and Figs. 10-11 (Pearson correlation of
-each pixel with the classifier output): sums over rows read in spans from the dataset file,
-so a test split of any size is summarised in bounded memory.
+For ATL-PHYS-PUB-2020-018 Figs. 1-2 (average pi0 and pi+- images) and Figs. 10-11 (Pearson
+correlation of each pixel with the classifier output): sums over rows read in spans from the
+dataset file, so a test split of any size is summarised in bounded memory.
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ def image_statistics(dataset, rows, labels, outputs, span_rows: int = 16384,
 
     rows = np.asarray(rows, dtype=np.int64)
     order = np.argsort(rows, kind="stable")
-    rows, labels, outputs = rows[order], np.asarray(labels)[order].astype(bool), np.asarray(outputs)[order]
+    rows, labels, outputs = (rows[order], np.asarray(labels)[order].astype(bool),
+                             np.asarray(outputs)[order])
     stats = {"pi0": PixelStats(), "pipm": PixelStats()}
     bar = progress_bar(total=len(rows), desc="image statistics", progress=progress, leave=False)
     for i in range(0, len(rows), span_rows):

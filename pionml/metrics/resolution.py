@@ -2,12 +2,12 @@
 smallest-interval resolution of the moment-based calibrations), numpy only.
 
 Response R = E_pred / E_true per cluster; in bins of E_true (or of E_EM): the median response,
-``iqr_resolution`` = half the 16-84 % inter-quantile range over the median (ATL-PHYS-PUB-2020-018), and
-``s68_resolution`` = the shortest interval holding 68 % of the responses over twice the median
-(the ATLAS 2023 cluster-calibration note and arXiv:2412.04370, where it is called sigma_rel: one
-statistic, one name here, also in the calibration tables); each with a bootstrap error. Every
-method (a run, the EM scale, LCW) is summarised the same way. The figures are in
-:mod:`pionml.figures.regression`.
+``iqr_resolution`` = half the 16-84 % inter-quantile range over the median
+(ATL-PHYS-PUB-2020-018), and ``s68_resolution`` = the shortest interval holding 68 % of the
+responses over twice the median (the ATLAS 2023 cluster-calibration note and arXiv:2412.04370,
+where it is called sigma_rel: one statistic, one name here, also in the calibration tables); each
+with a bootstrap error. Every method (a run, the EM scale, LCW) is summarised the same way. The
+figures are in :mod:`pionml.figures.regression`.
 """
 
 from __future__ import annotations

@@ -244,8 +244,9 @@ def combine(classifier, pi0, charged, also=(), data=None, out=None, method: str 
     val_pi0 = cls["label"][val] == 1
     thr = threshold_report(cls["score"][val], val_pi0, method, threshold, n_boot=n_boot, seed=seed)
     logger.info("threshold (%s, on %d validation clusters): %.4f; %s", method, len(val_rows),
-                thr["threshold"], ", ".join(f"{m} {r['threshold']:.4f} +- {r['threshold_err'] or 0:.4f}"
-                                            for m, r in thr["rules"].items()))
+                thr["threshold"],
+                ", ".join(f"{m} {r['threshold']:.4f} +- {r['threshold_err'] or 0:.4f}"
+                          for m, r in thr["rules"].items()))
     table = routed_table(runs, test_rows, cls["score"][test], thr["threshold"], device, progress)
     metrics = {
         "task": "combine", "data": str(runs.data), "sha256": runs.classifier.card["data"]["sha256"],
@@ -305,7 +306,8 @@ def write_combined_predictions(path: Path, table: dict, names) -> None:
 def combine_summary(m: dict) -> str:
     r = m["routing"]
     return (f"threshold {m['threshold']['threshold']:.4f} ({m['threshold']['method']}, on the "
-            f"validation split); routed correctly: pi0 {r['eff_pi0']:.3f}, pi+- {r['eff_pipm']:.3f} "
+            f"validation split); routed correctly: pi0 {r['eff_pi0']:.3f}, "
+            f"pi+- {r['eff_pipm']:.3f} "
             f"on {m['n_clusters']} test clusters; median response "
             + ", ".join(f"{k} {m[f'median_response_{k}']:.3f}" for k in m["methods"]))
 
