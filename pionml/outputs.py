@@ -26,6 +26,7 @@ from pathlib import Path
 
 from pionml.errors import OutputError
 from pionml.io import temp_path
+from pionml.io.atomic import json_text  # noqa: F401  (pionml's one strict-JSON writer)
 
 #: Files a trained run folder holds (pionml.runs.folder): never an output of another command.
 RUN_FILES = frozenset({"config.toml", "model.json", "task.json", "data.json", "normalisation.json",
@@ -204,10 +205,4 @@ def write_json(path, obj, inputs=(), what: str = "--out", make_parent: bool = Fa
     return Path(path)
 
 
-def json_text(obj) -> str:
-    """``obj`` as strict JSON text (no Infinity/NaN tokens), as run folders hold it."""
-    import json
 
-    from pionml.runs.folder import _strict, jsonable
-
-    return json.dumps(_strict(jsonable(obj)), indent=2, allow_nan=False)

@@ -10,10 +10,13 @@ what one writes.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from collections import deque
 
 from pionml.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 
 def ordered_map(func, items, jobs: int = 1, initializer=None, initargs=(), ahead: int = 2):
@@ -21,10 +24,8 @@ def ordered_map(func, items, jobs: int = 1, initializer=None, initargs=(), ahead
     many worker processes (``initializer(*initargs)`` runs once in each), with at most
     ``ahead * jobs`` results waiting, so memory stays bounded when the consumer is slower.
     A worker's exception is raised here, at its item's turn. Never more processes than items
-    (:func:`pionml.values.cap_jobs`: one line logged when ``jobs`` is capped)."""
+    (:func:`cap_jobs`: one line logged when ``jobs`` is capped)."""
     if jobs > 1:
-        from pionml.values import cap_jobs
-
         items = list(items)
         jobs = cap_jobs(jobs, len(items), "batches")
     if jobs <= 1:
@@ -82,3 +83,17 @@ def default_jobs() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         return os.cpu_count() or 1
+
+
+def cap_jobs(jobs: int, units: int, what: str = "pieces") -> int:
+    """Worker processes for ``units`` pieces of work: ``jobs`` but never more than the work
+    (one line logged when capped), at least 1. More than the CPU cores is allowed (logged)."""
+    jobs, units = int(jobs), int(units)
+    capped = max(1, min(jobs, units))
+    if capped < jobs:
+        logger.info("--jobs %d: the work is %d %s, so %d process%s", jobs, units, what,
+                    capped, "" if capped == 1 else "es")
+    cores = default_jobs()
+    if capped > cores:
+        logger.info("--jobs %d: more processes than the %d CPU cores available", capped, cores)
+    return capped

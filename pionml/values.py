@@ -16,11 +16,9 @@ Values from a file (TOML) are typed already: a string where a number is expected
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 import numbers
 
-logger = logging.getLogger(__name__)
 
 #: Seeds are 32-bit unsigned integers: what numpy's legacy seeding and every pionml seed
 #: derivation (split hash, simulation batch seeds) take without loss.
@@ -171,20 +169,3 @@ def argparse_type(check, name: str | None = None):
 
 
 seed_arg = argparse_type(seed, "seed")
-
-
-# --- process counts ---------------------------------------------------------------------------
-def cap_jobs(jobs: int, units: int, what: str = "pieces") -> int:
-    """Worker processes for ``units`` pieces of work: ``jobs`` but never more than the work
-    (one line logged when capped), at least 1. More than the CPU cores is allowed (logged)."""
-    jobs, units = int(jobs), int(units)
-    capped = max(1, min(jobs, units))
-    if capped < jobs:
-        logger.info("--jobs %d: the work is %d %s, so %d process%s", jobs, units, what,
-                    capped, "" if capped == 1 else "es")
-    from pionml.parallel import default_jobs
-
-    cores = default_jobs()
-    if capped > cores:
-        logger.info("--jobs %d: more processes than the %d CPU cores available", capped, cores)
-    return capped

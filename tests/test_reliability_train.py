@@ -274,7 +274,7 @@ def test_an_interrupt_while_saving_leaves_no_temporary_file(tmp_path):
         raise Stop()
 
     with pytest.raises(Stop):
-        runfiles._write_atomically(path, interrupted)
+        runfiles.write_atomically(path, interrupted)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["weights.pt"]
     assert torch.equal(runfiles.load_tensors(path)["a"], torch.ones(2))
 

@@ -140,7 +140,7 @@ def test_run_files_are_written_through_unique_temporaries(tmp_path):
         tmp.write_text("{}")
 
     for _ in range(2):
-        runfiles._write_atomically(tmp_path / "card.json", write)
+        runfiles.write_atomically(tmp_path / "card.json", write)
     assert names[0] != names[1]
     assert all(n.startswith(".card.json.") and n.endswith(".part") for n in names), names
     assert sorted(p.name for p in tmp_path.iterdir()) == ["card.json"]

@@ -328,7 +328,7 @@ class _ChunkPlanner:
 def build_parallel(builder: _Builder, inputs, jobs: int) -> BuildSummary:
     """``builder.run(inputs)`` with ``jobs`` worker processes (see the module doc)."""
     from pionml.progress import progress_bar
-    from pionml.values import cap_jobs
+    from pionml.parallel import cap_jobs
 
     t0 = time.perf_counter()
     inputs, geometry = builder.prepare(inputs)

@@ -254,7 +254,7 @@ class Normalisation:
                    moments=_moments_from_dict(d["moments"]) if d.get("moments") else None)
 
     def save(self, path: str | Path) -> None:
-        from pionml.runs.folder import write_text
+        from pionml.io.atomic import write_text
 
         write_text(Path(path), json.dumps(self.to_dict(), indent=2))
 

@@ -133,7 +133,7 @@ def write_config(folder: Path, config: dict) -> None:
     """``config`` to ``folder/config.toml`` through a temporary file renamed on success. A value
     TOML cannot hold (a None inside a list, an object) is one ConfigError naming the option."""
     from pionml.errors import ConfigError
-    from pionml.runs.folder import write_text
+    from pionml.io.atomic import write_text
     from pionml.runs.toml_writer import toml_text
 
     path = Path(folder) / CONFIG_FILE

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from pionml.errors import CheckpointError, ConfigError, PionmlError
+from pionml.io.atomic import json_text, jsonable, write_atomically, write_text  # noqa: F401
 from pionml.runs.config import CONFIG_FILE, read_config, without_none
 
 logger = logging.getLogger(__name__)
@@ -48,88 +49,16 @@ def read_json(path: Path) -> dict:
         raise CheckpointError(f"file '{path}': not valid JSON ({exc})") from exc
 
 
-def _default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, (tuple, Path)):
-        return list(o) if isinstance(o, tuple) else str(o)
-    raise TypeError(f"not JSON serialisable: {type(o)}")
-
-
-def jsonable(obj):
-    """``obj`` as it reads back from JSON (tuples become lists, numpy scalars numbers)."""
-    return json.loads(json.dumps(obj, default=_default))
-
-
-def _strict(obj):
-    """Non-finite floats as strict JSON allows: +-inf as the strings "inf"/"-inf" (which
-    ``float()`` reads back), NaN as null."""
-    if isinstance(obj, dict):
-        return {k: _strict(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_strict(v) for v in obj]
-    if isinstance(obj, (float, np.floating)) and not np.isfinite(obj):
-        return None if np.isnan(obj) else ("inf" if obj > 0 else "-inf")
-    return obj
-
-
-def _write_atomically(path: Path, write) -> None:
-    """``write(tmp)`` to ``path``'s temporary file, renamed to ``path`` on success. On any
-    failure (a full disk, torch's writer failing, an interrupt) the temporary file is removed
-    and ``path`` keeps its previous content; a write error is one OutputError line naming the
-    file and the reason."""
-    from pionml.errors import OutputError
-
-    from pionml.io import temp_path
-
-    tmp = temp_path(path)  # unique: two writers of one file never share a temporary
-    try:
-        write(tmp)
-        tmp.replace(path)
-    except BaseException as exc:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            reason = exc.strerror or str(exc)
-        elif isinstance(exc, RuntimeError):  # torch's PytorchStreamWriter: "file write failed"
-            reason = " ".join(str(exc).split())[:200]
-        else:
-            raise
-        kept = "its previous version is kept" if path.exists() else "nothing was written"
-        raise OutputError(f"cannot write '{path}': {reason} (disk full or not writable?); "
-                          f"{kept}") from exc
-
-
-def write_bytes_with(path: Path, write) -> None:
-    """``write(tmp)`` (e.g. a figure's ``savefig``) to ``path`` through a temporary file."""
-    _write_atomically(Path(path), write)
-
-
-def write_text(path: Path, text: str) -> None:
-    """``text`` to ``path`` through a temporary file renamed on success."""
-    path = Path(path)
-    _write_atomically(path, lambda tmp: tmp.write_text(text))
-
-
 def write_json(path: Path, obj) -> None:
     """Write strict JSON (no Infinity/NaN tokens), atomically."""
-    from pionml.outputs import json_text
-
-    text = json_text(obj)
-    _write_atomically(Path(path), lambda tmp: tmp.write_text(text))
+    write_text(Path(path), json_text(obj))
 
 
 def save_tensors(obj: dict, path: Path) -> None:
     """``torch.save`` to a temporary file renamed on success (no half-written checkpoint, the
     previous one intact when the write fails)."""
     path = Path(path)
-    _write_atomically(path, lambda tmp: torch.save(obj, tmp))
+    write_atomically(path, lambda tmp: torch.save(obj, tmp))
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
