@@ -189,6 +189,12 @@ def test_build_carries_pileup_columns(tmp_path):
         assert np.allclose(cl["mu"], np.array(tree["averageInteractionsPerCrossing"])[cl["event"]])
         present, _ = available_features(ds.cluster_fields)
         assert {"N_PV", "mu"} <= {f.name for f in present}
+    pu2 = _simulate(tmp_path, "pu2.root", "--mu", "60", "--seed", "9")
+    build_dataset([pu, pu2], tmp_path / "one.h5", progress=False)
+    build_dataset([pu, pu2], tmp_path / "two.h5", progress=False, jobs=2)
+    with open_dataset(tmp_path / "one.h5") as one, open_dataset(tmp_path / "two.h5") as two:
+        a, b = (d.read_clusters(["n_pv", "mu", "event"]) for d in (one, two))
+        assert all(np.array_equal(a[k], b[k]) for k in a) and (a["mu"] == 60).any()
     build_dataset([plain], tmp_path / "plain.h5", progress=False)
     with open_dataset(tmp_path / "plain.h5") as ds:
         assert "n_pv" not in ds.cluster_fields and "mu" not in ds.cluster_fields
@@ -207,8 +213,10 @@ def test_recipe_pileup_keys(tmp_path, monkeypatch):
         return path
 
     r = recipe.load_recipe(write("mu_range = [0, 80]\n"))
-    assert r.pileup.mu_range == (0.0, 80.0) and recipe.pileup_tag(r.pileup) == " pileup " \
-        "mu_range 0 80"
+    assert r.pileup.mu_range == (0.0, 80.0)
+    assert recipe.pileup_tag(r.pileup).startswith(" pileup mu_range 0 80 ")
+    assert recipe.pileup_tag(None) == "" and recipe.pileup_tag(PileupConfig(mu=20)) != \
+        recipe.pileup_tag(PileupConfig(mu=20, params=PILEUP_PARAMS.__class__(vertex_eff=0.6)))
     assert recipe.load_recipe(write("mu = 0\n")).pileup is None
     for body, match in (("mu = 500\n", "mu = 500: must be <= 200"),
                         ("mu = 10\nmu_range = [0, 80]\n", "not both"),
@@ -228,3 +236,27 @@ def test_recipe_pileup_keys(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="stop"):
         recipe.make_dataset(write("mu = 20\n"), progress=False)
     assert seen["pileup"].mu == 20
+
+
+def test_bad_pileup_values_are_named_or_counted(tmp_path):
+    """An NPV that is not a finite number >= 0 stops the build naming the branch and entry, or
+    with on_error='skip' costs its event under 'bad_pileup'."""
+    import awkward as ak
+    import uproot
+
+    from pionml.builder.builder import build_dataset
+    from pionml.errors import DataError
+    from pionml.io.root import read_cellgeo, write_mltree
+
+    src = _simulate(tmp_path, "pu.root", "--mu", "30")
+    t = uproot.open(src)["EventTree"]
+    events = {k: t[k].array() for k in t.keys()}
+    npv = ak.to_numpy(events["NPV"]).copy()
+    npv[2] = -1
+    events["NPV"] = npv
+    bad = write_mltree(tmp_path / "bad.root", events, read_cellgeo(src))
+    with pytest.raises(DataError, match=r"NPV = -1 is not a finite number >= 0.*entry 2"):
+        build_dataset([bad], tmp_path / "bad.h5", progress=False)
+    s = build_dataset([bad], tmp_path / "skip.h5", progress=False, on_error="skip")
+    assert s.events_skipped["bad_pileup"] == 1
+    assert s.skipped["bad_pileup"] == int(events["nCluster"][2]) and s.balanced()

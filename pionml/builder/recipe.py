@@ -216,12 +216,18 @@ def _recipe_pileup(path, sim: dict, mu: float, bad):
 
 
 def pileup_tag(cfg) -> str:
-    """How a workdir's model marker names the pile-up of its ROOT files ('' without)."""
+    """How a workdir's model marker names the pile-up of its ROOT files ('' without): the
+    <mu> and a digest of the overlay's parameters (a change of either re-simulates)."""
     if cfg is None:
         return ""
+    import hashlib
+    import json
+    from dataclasses import asdict
+
     what = (f"mu_range {cfg.mu_range[0]:g} {cfg.mu_range[1]:g}" if cfg.mu_range is not None
             else f"mu {cfg.mu:g}")
-    return f" pileup {what}"
+    digest = hashlib.sha256(json.dumps(asdict(cfg.params), sort_keys=True).encode()).hexdigest()
+    return f" pileup {what} {digest[:12]}"
 
 
 def _toml(value) -> str:

@@ -20,7 +20,8 @@ def _add_thresholds(p):
     p.add_argument("--noise-thresholds", choices=THRESHOLDS, default="total",
                    help="sigma of the topo-cluster thresholds: total = electronic (+) pile-up "
                         "noise of the 2018 conditions (default), electronic = electronic only "
-                        "(physics.md 2.4); the injected noise is electronic either way")
+                        "(physics.md 2.4); the injected noise is electronic, plus the pile-up "
+                        "overlay of simulate --mu when asked for (physics.md 2.7)")
 
 
 def _geometry(args, pileup=None):
@@ -59,7 +60,7 @@ def _add_pileup(p):
                         "the one without the option")
     p.add_argument("--mu-range", type=mu_value, nargs=2, metavar=("LO", "HI"), default=None,
                    help="pile-up overlay with <mu> uniform in [LO, HI] per event")
-    p.add_argument("--threshold-mu", type=mu_value, default=None,
+    p.add_argument("--threshold-mu", type=mu_value, default=None, metavar="MU",
                    help="<mu> of the clustering thresholds' total noise (default: --mu, or the "
                         "middle of --mu-range); without an overlay the thresholds are the 2018 "
                         "ones (<mu> = 35)")
