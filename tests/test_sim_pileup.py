@@ -175,7 +175,7 @@ def test_build_carries_pileup_columns(tmp_path):
     """The builder writes n_pv and mu (the columns the N_PV and mu features read) from a file
     with the branches, none from a file without; a later file without them is refused."""
     from pionml.builder.builder import build_dataset
-    from pionml.data.features import available_features
+    from pionml.data.features import MomentTransform, available_features
     from pionml.io.hdf5 import open_dataset
 
     pu = _simulate(tmp_path, "pu.root", "--mu-range", "10", "50")
@@ -189,6 +189,8 @@ def test_build_carries_pileup_columns(tmp_path):
         assert np.allclose(cl["mu"], np.array(tree["averageInteractionsPerCrossing"])[cl["event"]])
         present, _ = available_features(ds.cluster_fields)
         assert {"N_PV", "mu"} <= {f.name for f in present}
+        transform = MomentTransform().fit(ds.read_clusters([f.column for f in present]))
+        assert {"N_PV", "mu"} <= {f.name for f in transform.features}  # not constant: used
     pu2 = _simulate(tmp_path, "pu2.root", "--mu", "60", "--seed", "9")
     build_dataset([pu, pu2], tmp_path / "one.h5", progress=False)
     build_dataset([pu, pu2], tmp_path / "two.h5", progress=False, jobs=2)
