@@ -165,7 +165,7 @@ def test_event_goes_only_when_the_event_is_bad(tmp_path, geo_file):
     assert s.skipped["length_mismatch"] == 2 and s.skipped["bad_energy"] == 1
     assert s.dropped["no_cells"] == 1 and s.clusters_kept == 12 - 8
     assert s.events_skipped == {"length_mismatch": 1, "no_truth_particle": 1, "bad_truth": 1,
-                                "unknown_pdg": 0}
+                                "unknown_pdg": 0, "bad_pileup": 0}
     assert s.clusters_read == 12 and s.balanced()
     text = s.format()
     assert ("accounting: clusters read 12 = kept 4 + dropped [no_cells 1 + eta 0 + not_in_barrel 0 "

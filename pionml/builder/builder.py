@@ -37,12 +37,14 @@ import numpy as np
 from pionml.builder.accounting import BuildSummary
 from pionml.builder.images import MIN_CELL_FRACTION, ImageSpec, image_specs, rasterise
 from pionml.builder.pointcloud import CELL_FIELDS, point_clouds
-from pionml.builder.table import Selection, check_split, cluster_table, select, split_of_events
+from pionml.builder.table import (EVENT_COLUMN_DTYPES, Selection, check_split, cluster_table,
+                                  select, split_of_events)
 from pionml.errors import ConfigError, DataError, PionmlError, SchemaError, where
 from pionml.io import file_info
-from pionml.io.checks import (EVENT_REASONS, FLOAT32_MAX, NOT_MOMENTS, OPTIONAL_CLUSTER,
-                              PDG_BRANCHES, PDG_LABEL, SKIP_REASONS, TREE, EventChunk,
-                              EventChunkChecker, check_cluster_tree_chunk, jagged, moments_of)
+from pionml.io.checks import (EVENT_COLUMNS, EVENT_REASONS, FLOAT32_MAX, NOT_MOMENTS,
+                              OPTIONAL_CLUSTER, PDG_BRANCHES, PDG_LABEL, SKIP_REASONS, TREE,
+                              EventChunk, EventChunkChecker, check_cluster_tree_chunk,
+                              event_columns_of, jagged, moments_of)
 from pionml.values import ENERGY_MAX
 
 __all__ = ["BuildSummary", "Selection", "build_dataset", "expand_inputs", "split_of_events",
@@ -54,7 +56,8 @@ logger = logging.getLogger(__name__)
 REQUIRED = ("cluster_E", "cluster_Eta", "cluster_Phi", "cluster_ENG_CALIB_TOT",
             "cluster_cell_ID", "cluster_cell_E")
 USED_BRANCHES = {"runNumber", "eventNumber", "nCluster", "nTruthPart", "truthPartPdgId",
-                 "truthPartE", "cluster_cell_ID", "cluster_cell_E", "cluster_cell_weight"}
+                 "truthPartE", "cluster_cell_ID", "cluster_cell_E", "cluster_cell_weight",
+                 *EVENT_COLUMNS.values()}
 #: Below this energy-weighted fraction of the cluster energy inside the images
 #: (ATL-PHYS-PUB-2020-018: ~95 %) the build warns: cells placed far from their cluster, e.g. a
 #: CellGeo with permuted IDs.
@@ -147,6 +150,7 @@ class _Builder:
         self.summary = BuildSummary(out=str(self.out))
         self.writer = None
         self.moments: list[str] | None = None
+        self.event_columns: list[str] = []  # n_pv, mu: fixed by the first file, as the moments
         self.energy_in_images_sum = 0.0
         self.cluster_energy_sum = 0.0
         self.fractions: list[np.ndarray] = []
@@ -177,6 +181,8 @@ class _Builder:
             "clusters/n_cells": (np.int32, ()),
             "clusters/image_E_fraction": (np.float32, ()),
         }
+        for col in self.event_columns:
+            s[f"clusters/{col}"] = (EVENT_COLUMN_DTYPES[col], ())
         for m in self.moments or []:
             s[f"clusters/moment_{m}"] = (np.float32, ())
         for spec in self.specs:
@@ -505,6 +511,7 @@ class _Builder:
         """On the first chunk read: the moments (every ``cluster_<MOMENT>`` present) and the
         writer."""
         self.moments = moments_of(chunk)
+        self.event_columns = event_columns_of(chunk)
         missing = [b for b in OPTIONAL_CLUSTER if b not in chunk.fields]
         if missing:
             logger.warning("%s has no %s: stored as NaN", path, ", ".join(missing))
@@ -514,7 +521,7 @@ class _Builder:
         """Check, select, rasterise and write one EventTree chunk."""
         if self.moments is None:
             self._start_event_tree(path, chunk)
-        checked = checker.check(chunk, entry0, self.moments)
+        checked = checker.check(chunk, entry0, self.moments, self.event_columns)
         geo = checker.geometry
         index = checked.cell_index
         # cells in pionml's barrel layers (a full-calorimeter CellGeo has others: layer -1)
@@ -599,7 +606,8 @@ class _Builder:
                   if "cluster_EM_PROBABILITY" in values else nan),
             truth_e=checked.truth_E[event], n_cells=cells_per_kept.astype(np.int32),
             image_fraction=fraction,
-            moments={m: values[f"cluster_{m}"][kept] for m in self.moments})
+            moments={m: values[f"cluster_{m}"][kept] for m in self.moments},
+            event_columns={c: v[event] for c, v in checked.event_columns.items()})
 
     # -- writing and counting
     def _write(self, table: dict, images: dict, cells: dict, cells_written) -> None:

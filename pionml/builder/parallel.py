@@ -61,6 +61,7 @@ class _PartResult:
     file: str | None  # the part's folder of raw arrays (None when nothing was written)
     summary: BuildSummary
     moments: list | None
+    event_columns: list = field(default_factory=list)
     chunk_rows: list = field(default_factory=list)
     chunk_energy: list = field(default_factory=list)
     fractions: list = field(default_factory=list)
@@ -196,8 +197,8 @@ def _build_part(part: _Part) -> _PartResult:
         file = str(b.tmp)
         counts = (np.concatenate(b.writer.counts) if b.writer.counts
                   else np.zeros(0, dtype=np.int64))
-    return _PartResult(part, file, b.summary, b.moments, b.chunk_rows, b.chunk_energy, b.fractions,
-                       counts)
+    return _PartResult(part, file, b.summary, b.moments, b.event_columns, b.chunk_rows,
+                       b.chunk_energy, b.fractions, counts)
 
 
 def _parts(inputs, step: int, jobs: int, folder: Path) -> list[_Part]:
@@ -394,6 +395,7 @@ class _PartMerger:
             return None
         if builder.moments is None:  # fixed by the first chunk read, as in one process
             builder.moments = r.moments
+            builder.event_columns = r.event_columns
             builder._open_writer()
             self.planner = _ChunkPlanner(builder.writer.layouts)
         pack = self._plan_rows(r) if r.chunk_rows else None
@@ -410,6 +412,13 @@ class _PartMerger:
             raise SchemaError(
                 f"missing branch (present in the first file): "
                 f"{where(file=r.part.path, tree=TREE, branch='cluster_' + missing[0])}")
+        if r.event_columns != self.builder.event_columns:  # the table's columns differ
+            from pionml.io.checks import EVENT_COLUMNS
+
+            col = next(iter(set(r.event_columns) ^ set(self.builder.event_columns)))
+            raise SchemaError(f"{'missing' if col not in r.event_columns else 'extra'} branch "
+                              f"(compared with the first file): "
+                              f"{where(file=r.part.path, tree=TREE, branch=EVENT_COLUMNS[col])}")
         self.builder.writer.grow(r.counts)
         self.planner.add(r.file, len(r.counts), int(r.counts.sum()))
         return self.planner.pack()

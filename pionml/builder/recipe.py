@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 SPECIES = ("pi0", "pi+", "pi-")
 _KEYS = {
     "dataset": {"output", "workdir"},
-    "simulation": {"seed", "events", "energy_min", "energy_max"},
+    "simulation": {"seed", "events", "energy_min", "energy_max", "mu", "mu_range"},
     "selection": {"eta_max", "min_calib", "min_em"},
     "split": {"fractions", "seed"},
     "build": {"images", "cells", "image_min_fraction"},
@@ -47,6 +47,20 @@ class Recipe:
     #: the images' cell-energy cut, a fraction of the cluster energy (``[build]
     #: image_min_fraction``; 0.01 by default, ATL-PHYS-PUB-2020-018 section 4.1; 0 = every cell)
     image_min_fraction: float = 0.01
+    #: pile-up overlay (``[simulation] mu``: a fixed <mu>, or ``mu_range = [lo, hi]``: <mu>
+    #: uniform per event; physics.md 2.7); None: no pile-up
+    pileup: object = None
+
+
+def _mu(value) -> float:
+    """A pile-up <mu>: a finite number in [0, MU_MAX]."""
+    from pionml import values
+    from pionml.sim.pileup import MU_MAX
+
+    v = values.non_negative_float(value)
+    if v > MU_MAX:
+        raise ValueError(f"must be <= {MU_MAX:g}, got {v:g}")
+    return v
 
 
 #: The check of every recipe value (:mod:`pionml.values`, the checks of the command line):
@@ -61,6 +75,7 @@ def _checks() -> dict:
         ("simulation", "seed"): values.seed,
         ("simulation", "energy_min"): values.energy,
         ("simulation", "energy_max"): values.energy,
+        ("simulation", "mu"): _mu,
         **{("selection", k): check for k, check in values.SELECTION.items()},
         ("split", "seed"): values.seed,
         ("build", "images"): values.boolean,
@@ -147,6 +162,7 @@ def load_recipe(path) -> Recipe:
     if seed + n_species - 1 > values.SEED_MAX:  # species i is simulated with seed + i
         raise bad("simulation", "seed", seed, f"species are simulated with seed + 0.."
                   f"{n_species - 1}, so it must be at most 2**32 - {n_species}")
+    pileup = _recipe_pileup(path, sim, checked.get(("simulation", "mu"), 0.0), bad)
     fractions = split.get("fractions", [0.7, 0.15, 0.15])
     if (not isinstance(fractions, list) or len(fractions) != 3
             or any(isinstance(x, (bool, str)) for x in fractions)):
@@ -173,7 +189,45 @@ def load_recipe(path) -> Recipe:
         images=checked.get(("build", "images"), True),
         cells=checked.get(("build", "cells"), True),
         image_min_fraction=checked.get(("build", "image_min_fraction"), MIN_CELL_FRACTION),
+        pileup=pileup,
     )
+
+
+def _recipe_pileup(path, sim: dict, mu: float, bad):
+    """The recipe's :class:`pionml.sim.PileupConfig`, or None without pile-up."""
+    from pionml.sim.pileup import PileupConfig
+
+    mu_range = sim.get("mu_range")
+    if mu_range is not None:
+        if (not isinstance(mu_range, list) or len(mu_range) != 2
+                or any(isinstance(x, (bool, str)) for x in mu_range)):
+            raise bad("simulation", "mu_range", mu_range, "needs two numbers [lo, hi]")
+        try:
+            mu_range = tuple(_mu(x) for x in mu_range)
+        except ValueError as exc:
+            raise bad("simulation", "mu_range", list(mu_range), exc) from None
+        if "mu" in sim:
+            raise ConfigError(f"recipe '{path}': [simulation] give mu or mu_range, not both")
+    try:
+        cfg = PileupConfig(mu=mu, mu_range=mu_range)
+    except ConfigError as exc:
+        raise ConfigError(f"recipe '{path}': [simulation] {exc}") from None
+    return cfg if cfg.enabled else None
+
+
+def pileup_tag(cfg) -> str:
+    """How a workdir's model marker names the pile-up of its ROOT files ('' without): the
+    <mu> and a digest of the overlay's parameters (a change of either re-simulates)."""
+    if cfg is None:
+        return ""
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    what = (f"mu_range {cfg.mu_range[0]:g} {cfg.mu_range[1]:g}" if cfg.mu_range is not None
+            else f"mu {cfg.mu:g}")
+    digest = hashlib.sha256(json.dumps(asdict(cfg.params), sort_keys=True).encode()).hexdigest()
+    return f" pileup {what} {digest[:12]}"
 
 
 def _toml(value) -> str:
@@ -189,12 +243,21 @@ def _toml(value) -> str:
     return repr(value)
 
 
-def _simulate_to_root(path, n_events, particle, energy_min, energy_max, seed, progress, jobs=1):
-    """The one call into the simulated production (:func:`pionml.reco.chain.simulate_to_root`)."""
+def _simulate_to_root(path, n_events, particle, energy_min, energy_max, seed, progress, jobs=1,
+                      pileup=None):
+    """The one call into the simulated production (:func:`pionml.reco.chain.simulate_to_root`);
+    with ``pileup`` the thresholds are the total noise at its <mu> (physics.md 2.7)."""
     from pionml.reco.chain import simulate_to_root
 
+    geometry = None
+    if pileup is not None:
+        from pionml.geometry import barrel_geometry
+        from pionml.sim.pileup import threshold_geometry
+
+        geometry = threshold_geometry(barrel_geometry(), pileup.thresholds_at, pileup.params)
     return simulate_to_root(path, n_events=n_events, particle=particle, energy_min=energy_min,
-                            energy_max=energy_max, seed=seed, progress=progress, jobs=jobs)
+                            energy_max=energy_max, seed=seed, progress=progress, jobs=jobs,
+                            geometry=geometry, pileup=pileup)
 
 
 def root_file_name(particle: str) -> str:
@@ -214,6 +277,7 @@ def make_dataset(recipe_path="datasets/default.toml", out=None, force: bool = Fa
     r = load_recipe(recipe_path)
     out = Path(out) if out is not None else r.output
     model = simulation_model()
+    marker_model = model + pileup_tag(r.pileup)  # the ROOT files' model and pile-up
     if out.exists() and not out.is_dir() and not force:
         if not warn_if_stale(out, r.path, model):
             logger.info("dataset %s exists; not rebuilt (force=True to rebuild)", out)
@@ -222,7 +286,7 @@ def make_dataset(recipe_path="datasets/default.toml", out=None, force: bool = Fa
     r.workdir.mkdir(parents=True, exist_ok=True)
     marker = r.workdir / MODEL_FILE
     kept = marker.read_text().strip() if marker.is_file() else None
-    stale = not force and kept != model
+    stale = not force and kept != marker_model
     files = []
     for i, sp in enumerate(SPECIES):
         if sp not in r.events:
@@ -236,9 +300,9 @@ def make_dataset(recipe_path="datasets/default.toml", out=None, force: bool = Fa
             logger.info("simulating %d %s events into %s", r.events[sp], sp, path)
             # simulate_to_root writes a unique temporary file and renames it only on success
             _simulate_to_root(path, r.events[sp], sp, r.energy_min, r.energy_max, r.seed + i,
-                              progress, jobs)
+                              progress, jobs, **({"pileup": r.pileup} if r.pileup else {}))
         files.append(path)
-    marker.write_text(model + "\n")
+    marker.write_text(marker_model + "\n")
     # the model is written with the other attributes, before the rename: an output that is
     # there is complete
     build_dataset(files, out, geometry=None, selection=Selection(**r.selection), split=r.split,

@@ -22,6 +22,8 @@ from pionml.io.checks import PDG_LABEL
 #: The selection's drop reasons, in the order the cuts apply.
 DROP_REASONS = ("no_cells", "eta", "not_in_barrel", "calib", "em_energy")
 SPLIT_NAMES = ("train", "val", "test")
+#: dtypes of the pile-up columns (design.md 10)
+EVENT_COLUMN_DTYPES = {"n_pv": np.int32, "mu": np.float32}
 
 
 @dataclass(frozen=True)
@@ -84,9 +86,12 @@ def labels(pdg) -> np.ndarray:
 
 
 def cluster_table(*, file_index: int, event, entry, cluster_index, pdg, split, e_em, eta, phi,
-                  e_true, e_lcw, p_em, truth_e, n_cells, image_fraction, moments: dict) -> dict:
+                  e_true, e_lcw, p_em, truth_e, n_cells, image_fraction, moments: dict,
+                  event_columns: dict | None = None) -> dict:
     """The cluster-table fields of the kept clusters (design.md 10), by dataset name; the
-    label from the PDG id; ``moments``: moment name -> values."""
+    label from the PDG id; ``moments``: moment name -> values; ``event_columns``: the pile-up
+    columns (``n_pv``, ``mu``: :data:`pionml.io.checks.EVENT_COLUMNS`) of the clusters'
+    events, when the input has them."""
     n = len(e_em)
     table = {
         "event": event,
@@ -106,6 +111,8 @@ def cluster_table(*, file_index: int, event, entry, cluster_index, pdg, split, e
         "n_cells": n_cells,
         "image_E_fraction": image_fraction,
     }
+    for name, values in (event_columns or {}).items():
+        table[name] = np.asarray(values, dtype=EVENT_COLUMN_DTYPES[name])
     for name, values in moments.items():
         table[f"moment_{name}"] = values
     return table

@@ -6,8 +6,10 @@ cluster table holds it (design.md section 10), and the transform seed 001 Table 
 ``calibrate`` models (``lgk``, ``bnn``, ``hgm``, ``re``) and ``bdt`` read the same set; the
 transforms matter to the networks only (a tree is invariant under monotone transforms).
 
-N_PV and mu are event-level pile-up quantities: pionml's simulation has no pile-up, so their
-columns are absent (or constant) and the feature is dropped, with a record in the model card.
+N_PV and mu are event-level pile-up quantities (columns ``n_pv`` and ``mu``, from the EventTree
+branches ``NPV`` and ``averageInteractionsPerCrossing``): a sample simulated without pile-up (no
+``--mu``, physics.md 2.7) or a file without them has no such columns, and a fixed-mu sample a
+constant ``mu``; such a feature is dropped, with a record in the model card.
 """
 
 from __future__ import annotations

@@ -25,8 +25,9 @@ from pionml.values import ENERGY_MAX
 #: alone goes; event-level (``EVENT_REASONS``): the event's clusters go, the event is counted too.
 SKIP_REASONS = ("length_mismatch", "bad_energy", "bad_kinematics", "bad_moment",
                 "ncells_mismatch", "duplicate_cell", "unknown_cell_id", "no_truth_particle",
-                "bad_truth", "unknown_pdg")
-EVENT_REASONS = ("length_mismatch", "no_truth_particle", "bad_truth", "unknown_pdg")
+                "bad_truth", "unknown_pdg", "bad_pileup")
+EVENT_REASONS = ("length_mismatch", "no_truth_particle", "bad_truth", "unknown_pdg",
+                 "bad_pileup")
 #: The label of each truth particle the datasets hold: pi0 -> 1, pi+- -> 0.
 PDG_LABEL = {111: 1, 211: 0, -211: 0}
 #: Values stored as float32 (moments, EM probability) must be finite after the cast.
@@ -41,8 +42,16 @@ OPTIONAL_CLUSTER = ("cluster_E_LCCalib", "cluster_EM_PROBABILITY")
 #: Per-cluster energies checked against :data:`ENERGY_MAX` (the other per-cluster numbers are
 #: kinematics or moments).
 CLUSTER_ENERGIES = ("cluster_E", "cluster_ENG_CALIB_TOT", "cluster_E_LCCalib")
+#: The pile-up of the event (physics.md 2.7): cluster-table column -> EventTree branch. Carried
+#: when the file has the branch; N_PV and <mu> must be finite and >= 0.
+EVENT_COLUMNS = {"n_pv": "NPV", "mu": "averageInteractionsPerCrossing"}
 #: The truth particle's PDG id, under its current name and its older one.
 PDG_BRANCHES = ("truthPartPdgId", "pdgId")
+
+
+def event_columns_of(chunk) -> list[str]:
+    """The cluster-table columns of :data:`EVENT_COLUMNS` whose branch the chunk has."""
+    return [col for col, branch in EVENT_COLUMNS.items() if branch in chunk.fields]
 
 
 def moments_of(chunk) -> list[str]:
@@ -187,7 +196,8 @@ def padded(arr, clusters_per_event) -> np.ndarray:
 @dataclass
 class EventChunk:
     """One chunk of EventTree events, flattened and checked. Per event: ``entry``,
-    ``event_number``, ``pdg``, ``truth_E``, ``clusters_per_event``; per cluster:
+    ``event_number``, ``pdg``, ``truth_E``, ``clusters_per_event``, ``event_columns`` (column
+    of :data:`EVENT_COLUMNS` -> float64, those asked for); per cluster:
     ``per_cluster`` (branch -> float64), ``cells_per_cluster`` (0 where its cell branches
     disagree), ``bad`` (counted under a reason); per cell of those clusters: ``cell_id``,
     ``cell_E``, ``cluster_of_cell``, ``cell_index`` (the CellGeo row, -1 if unknown; None
@@ -211,6 +221,7 @@ class EventChunk:
     cell_events_ok: np.ndarray
     cell_counts_ok: np.ndarray
     cell_rows: np.ndarray
+    event_columns: dict = field(default_factory=dict)
 
     @property
     def event_of_cluster(self) -> np.ndarray:
@@ -267,9 +278,10 @@ class EventChunkChecker:
                               f"{where(file=self.path, tree=self.tree, branch=name)}")
         return arr
 
-    def check(self, chunk, entry0: int, moments) -> EventChunk:
+    def check(self, chunk, entry0: int, moments, event_columns=()) -> EventChunk:
         """Check one chunk (its first entry ``entry0`` when it has no ``entry`` field);
-        ``moments``: the moment names every cluster must have."""
+        ``moments``: the moment names every cluster must have; ``event_columns``: the columns
+        of :data:`EVENT_COLUMNS` every event must have."""
         import awkward as ak
 
         n_events = len(chunk)
@@ -284,8 +296,23 @@ class EventChunkChecker:
         cells = self._cells(chunk, marks, at)
         self._values(marks, at, per_cluster, cells, moments)
         truth = self._truth(chunk, marks, at, entry)
+        pileup = self._pileup(chunk, marks, at, event_columns)
         return EventChunk(entry=entry, clusters_per_event=per_event, per_cluster=per_cluster,
-                          bad=marks.bad, event_bad=marks.event_bad, **cells, **truth)
+                          bad=marks.bad, event_bad=marks.event_bad, event_columns=pileup,
+                          **cells, **truth)
+
+    def _pileup(self, chunk, marks: Marks, at, columns) -> dict:
+        """The event columns (N_PV, <mu>): one finite number >= 0 per event."""
+        out = {}
+        for col in columns:
+            branch = EVENT_COLUMNS[col]
+            values = as_numpy(self.field(chunk, branch, 1), np.float64)
+            with np.errstate(invalid="ignore"):
+                bad = ~np.isfinite(values) | (values < 0)
+            marks.events("bad_pileup", bad, lambda e, v=values, b=branch: (
+                f"{b} = {v[e]:g} is not a finite number >= 0: {at.event(b, e)}"))
+            out[col] = values
+        return out
 
     def _lengths(self, chunk, marks: Marks, at, moments) -> dict:
         """The declared number of clusters and the per-cluster branches' lengths (a wrong

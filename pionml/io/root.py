@@ -45,8 +45,10 @@ class BranchSpec:
 
 def _specs() -> dict[str, BranchSpec]:
     s = {}
-    for n in ("runNumber", "eventNumber", "nCluster", "nTruthPart"):
+    for n in ("runNumber", "eventNumber", "nCluster", "nTruthPart", "NPV"):
         s[n] = BranchSpec(n, 0, "i", group="event")
+    for n in ("actualInteractionsPerCrossing", "averageInteractionsPerCrossing"):
+        s[n] = BranchSpec(n, 0, "f", group="event")
     s["truthPartPdgId"] = BranchSpec("truthPartPdgId", 1, "i", group="truth")
     for n in ("truthPartE", "truthPartPt"):
         s[n] = BranchSpec(n, 1, "f", energy=True, group="truth")

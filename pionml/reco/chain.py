@@ -25,6 +25,9 @@ logger = logging.getLogger(__name__)
 TABLE_DIR = Path(__file__).resolve().parent / "lcw" / "tables"
 CLASSIFICATION_TABLE = TABLE_DIR / "classification.npz"
 WEIGHT_TABLE = TABLE_DIR / "weights.npz"
+#: SimEvents field -> EventTree branch of the pile-up (physics.md 2.7), written with an overlay
+PILEUP_BRANCHES = {"n_pv": "NPV", "mu_actual": "actualInteractionsPerCrossing",
+                   "mu": "averageInteractionsPerCrossing"}
 TRUTH_BRANCHES = {  # SimEvents field -> MLTree per-cell branch
     "E_em": "cluster_cell_hitsE_EM",
     "E_nonem": "cluster_cell_hitsE_nonEM",
@@ -145,8 +148,9 @@ def _jagged(values, offsets):
 
 
 def mltree_branches(ev, reco: Reconstructed, geo: CellGeometry, first_event: int = 0,
-                    run_number: int = 0) -> dict:
-    """The EventTree branches (design.md section 4) of a batch of simulated events."""
+                    run_number: int = 0, pileup: bool = False) -> dict:
+    """The EventTree branches (design.md section 4) of a batch of simulated events; with
+    ``pileup`` also NPV, actualInteractionsPerCrossing and averageInteractionsPerCrossing."""
     import awkward as ak
 
     b = reco.batch
@@ -164,6 +168,10 @@ def mltree_branches(ev, reco: Reconstructed, geo: CellGeometry, first_event: int
         "truthPartEta": _jagged(ev.truth_eta, one),
         "truthPartPhi": _jagged(ev.truth_phi, one),
     }
+    if pileup:  # the types of the real MLTree files: an int and two floats
+        out["NPV"] = np.asarray(ev.n_pv, dtype=np.int32)
+        out["actualInteractionsPerCrossing"] = np.asarray(ev.mu_actual, dtype=np.float32)
+        out["averageInteractionsPerCrossing"] = np.asarray(ev.mu, dtype=np.float32)
     for name in MOMENTS:
         if name in reco.moments:
             out[f"cluster_{name}"] = _jagged(reco.moments[name], ev_off)
@@ -206,7 +214,8 @@ def simulate_to_root(path, n_events: int, particle: str = "mix", energy: float |
                      energy_min: float = 0.2, energy_max: float = 2000.0, seed: int = 0,
                      lcw: LCWTables | None | str = "default", batch_size: int = BATCH_SIZE,
                      progress: bool = True, geometry: CellGeometry | None = None,
-                     jobs: int = 1, shard: tuple[int, int] | None = None) -> ProductionSummary:
+                     jobs: int = 1, shard: tuple[int, int] | None = None,
+                     pileup=None) -> ProductionSummary:
     """Simulate ``n_events`` single pions and write EventTree + CellGeo to ``path``.
 
     Events are made in batches of ``batch_size`` with seeds derived from ``seed`` and the
@@ -215,6 +224,9 @@ def simulate_to_root(path, n_events: int, particle: str = "mix", energy: float |
     written in order) the file holds what one process writes, and ``shard`` = (i, N) writes only
     the i-th of N contiguous ranges of batches, so the N shard files of N independent jobs
     together hold the events of the one-job file, in order, with the same numbers.
+    ``pileup``: a :class:`pionml.sim.PileupConfig` (physics.md 2.7; None or mu = 0: none, the
+    file is exactly the one without it); ``geometry`` carries the clustering thresholds (the
+    command line gives it the total noise at the overlay's mu).
     """
     from pionml.io import remove_quietly, temp_path
     from pionml.outputs import check_output
@@ -240,7 +252,7 @@ def simulate_to_root(path, n_events: int, particle: str = "mix", energy: float |
     tmp = temp_path(path)
     try:
         _simulate_into(tmp, n_events, particle, energy, energy_min, energy_max, seed, lcw,
-                       batch_size, progress, geo, summary, jobs, shard)
+                       batch_size, progress, geo, summary, jobs, shard, pileup)
         os.replace(tmp, os.fspath(path))
     except BaseException:  # error or interrupt: nothing at the final path, no temporary left
         remove_quietly(tmp)
@@ -253,10 +265,11 @@ def simulate_to_root(path, n_events: int, particle: str = "mix", energy: float |
 _WORKER: dict = {}
 
 
-def _init_batches(geo, lcw, particle, energy, energy_min, energy_max, seed):
+def _init_batches(geo, lcw, particle, energy, energy_min, energy_max, seed, pileup=None):
     """Per process: what every batch of one production shares."""
     _WORKER.update(geo=geo, lcw=lcw, particle=particle, energy=energy, energy_min=energy_min,
-                   energy_max=energy_max, seed=seed)
+                   energy_max=energy_max, seed=seed,
+                   pileup=pileup if pileup is not None and pileup.enabled else None)
 
 
 def _simulate_batch(task):
@@ -269,15 +282,16 @@ def _simulate_batch(task):
     batch_seed = np.random.SeedSequence([w["seed"], k]).generate_state(1)[0]
     ev = simulate_events(n, particle=w["particle"], energy=w["energy"],
                          energy_min=w["energy_min"], energy_max=w["energy_max"],
-                         seed=int(batch_seed), geometry=w["geo"])
+                         seed=int(batch_seed), geometry=w["geo"], pileup=w["pileup"])
     reco = reconstruct(ev, w["geo"], w["lcw"])
-    branches = mltree_branches(ev, reco, w["geo"], first_event=start, run_number=w["seed"])
+    branches = mltree_branches(ev, reco, w["geo"], first_event=start, run_number=w["seed"],
+                               pileup=w["pileup"] is not None)
     pdg, count = np.unique(ev.pdg, return_counts=True)
     return n, branches, reco.batch.n_clusters, dict(zip(pdg.tolist(), count.tolist()))
 
 
 def _simulate_into(path, n_events, particle, energy, energy_min, energy_max, seed, lcw,
-                   batch_size, progress, geo, summary, jobs=1, shard=None):
+                   batch_size, progress, geo, summary, jobs=1, shard=None, pileup=None):
     import uproot
     from pionml.progress import progress_bar
 
@@ -289,14 +303,14 @@ def _simulate_into(path, n_events, particle, energy, energy_min, energy_max, see
              for k in shard_units(n_batches, shard)]
     total = sum(t[2] for t in tasks)
     if jobs > 1:  # load the compiled functions once here: the forked workers inherit them
-        _init_batches(geo, lcw, particle, energy, energy_min, energy_max, seed)
+        _init_batches(geo, lcw, particle, energy, energy_min, energy_max, seed, pileup)
         _simulate_batch((0, 0, 1))
     with uproot.recreate(os.fspath(path)) as f, progress_bar(
             total=total, unit="event", desc="simulate", progress=progress) as bar:
         writer = MLTreeWriter(f)
         for n, branches, n_clusters, per_pdg in ordered_map(
                 _simulate_batch, tasks, jobs, _init_batches,
-                (geo, lcw, particle, energy, energy_min, energy_max, seed)):
+                (geo, lcw, particle, energy, energy_min, energy_max, seed, pileup)):
             writer.write(branches)
             summary.events += n
             summary.clusters += n_clusters

@@ -20,13 +20,64 @@ def _add_thresholds(p):
     p.add_argument("--noise-thresholds", choices=THRESHOLDS, default="total",
                    help="sigma of the topo-cluster thresholds: total = electronic (+) pile-up "
                         "noise of the 2018 conditions (default), electronic = electronic only "
-                        "(physics.md 2.4); the injected noise is electronic either way")
+                        "(physics.md 2.4); the injected noise is electronic, plus the pile-up "
+                        "overlay of simulate --mu when asked for (physics.md 2.7)")
 
 
-def _geometry(args):
+def _geometry(args, pileup=None):
+    """The cell geometry with the clustering thresholds of ``--noise-thresholds``; with a
+    pile-up overlay and total-noise thresholds, the total noise at the overlay's mu
+    (physics.md 2.7)."""
     from pionml.geometry import NoiseConfig, barrel_geometry
 
-    return barrel_geometry(NoiseConfig(thresholds=args.noise_thresholds))
+    geo = barrel_geometry(NoiseConfig(thresholds=args.noise_thresholds))
+    if pileup is not None and pileup.enabled and args.noise_thresholds == "total":
+        from pionml.sim.pileup import threshold_geometry
+
+        geo = threshold_geometry(geo, pileup.thresholds_at, pileup.params)
+    return geo
+
+
+def mu_value(text):
+    """A pile-up <mu>: a number in [0, MU_MAX]."""
+    import argparse
+
+    from pionml.sim.pileup import MU_MAX
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (0.0 <= v <= MU_MAX):
+        raise argparse.ArgumentTypeError(f"{text} is outside [0, {MU_MAX:g}]")
+    return v
+
+
+def _add_pileup(p):
+    p.add_argument("--mu", type=mu_value, default=0.0,
+                   help="pile-up overlay with this mean number of interactions per crossing "
+                        "<mu> (physics.md 2.7); 0 (default): no pile-up, the sample is exactly "
+                        "the one without the option")
+    p.add_argument("--mu-range", type=mu_value, nargs=2, metavar=("LO", "HI"), default=None,
+                   help="pile-up overlay with <mu> uniform in [LO, HI] per event")
+    p.add_argument("--threshold-mu", type=mu_value, default=None, metavar="MU",
+                   help="<mu> of the clustering thresholds' total noise (default: --mu, or the "
+                        "middle of --mu-range); without an overlay the thresholds are the 2018 "
+                        "ones (<mu> = 35)")
+
+
+def pileup_config(args):
+    """The :class:`pionml.sim.PileupConfig` of the --mu options (None without an overlay)."""
+    from pionml.errors import ConfigError
+    from pionml.sim.pileup import PileupConfig
+
+    if args.mu_range is not None and args.mu:
+        raise ConfigError("give --mu or --mu-range, not both")
+    if args.threshold_mu is not None and not (args.mu or args.mu_range):
+        raise ConfigError("--threshold-mu needs a pile-up overlay (--mu or --mu-range)")
+    cfg = PileupConfig(mu=args.mu, mu_range=tuple(args.mu_range) if args.mu_range else None,
+                       threshold_mu=args.threshold_mu)
+    return cfg if cfg.enabled else None
 
 
 def _add_simulate(p):
@@ -56,6 +107,7 @@ def _add_simulate(p):
                         "the one-job file, with the same seeds and event numbers")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_thresholds(p)
+    _add_pileup(p)
 
 
 _WRITE_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EIO)
@@ -76,6 +128,7 @@ def _run_simulate(args):
     if args.energy is None and args.energy_min >= args.energy_max:
         raise ConfigError(f"--energy-min {args.energy_min} must be below --energy-max "
                           f"{args.energy_max}")
+    pileup = pileup_config(args)
     lcw = None if args.no_lcw else "default"
     if args.lcw_tables and not args.no_lcw:
         from pionml.reco.chain import LCWTables
@@ -86,13 +139,17 @@ def _run_simulate(args):
                        "--noise-thresholds %s derive matching ones (pionml lcw-derive "
                        "--noise-thresholds %s --out-dir ...) or pass --no-lcw",
                        args.noise_thresholds, args.noise_thresholds)
+    if pileup is not None and not args.no_lcw and not args.lcw_tables:
+        logger.info("pile-up overlay: the shipped LCW tables were derived without pile-up, with "
+                    "the 2018 thresholds (<mu> = 35); the thresholds here are those of <mu> = %g",
+                    pileup.thresholds_at)
     try:
         summary = simulate_to_root(
             args.out, args.events, particle=args.particle, energy=args.energy,
             energy_min=args.energy_min, energy_max=args.energy_max, seed=args.seed,
             lcw=lcw, batch_size=args.batch_size,
-            progress=not args.no_progress, geometry=_geometry(args), jobs=args.jobs,
-            shard=args.shard)
+            progress=not args.no_progress, geometry=_geometry(args, pileup), jobs=args.jobs,
+            shard=args.shard, pileup=pileup)
     except OSError as exc:
         # a write that failed (full disk): one line naming the output; simulate_to_root has
         # removed its temporary file and left a previous --out as it was

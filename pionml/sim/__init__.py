@@ -6,7 +6,8 @@ Entry points: :func:`simulate_events` (the default single-pion sample) and
 """
 
 from .params import DEFAULT_PARAMS, SimParams
+from .pileup import PileupConfig
 from .simulate import SimEvents, iter_simulate_events, simulate_events, simulate_particles
 
-__all__ = ["DEFAULT_PARAMS", "SimEvents", "SimParams", "iter_simulate_events", "simulate_events",
-           "simulate_particles"]
+__all__ = ["DEFAULT_PARAMS", "PileupConfig", "SimEvents", "SimParams", "iter_simulate_events",
+           "simulate_events", "simulate_particles"]

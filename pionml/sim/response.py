@@ -160,7 +160,8 @@ def delayed_fraction(p: SimParams, geo: CellGeometry, cells: np.ndarray, truth: 
 
 
 def cell_time(rng: np.random.Generator, p: SimParams, geo: CellGeometry, cells: np.ndarray,
-              e_cell: np.ndarray, where: np.ndarray, delayed: np.ndarray) -> np.ndarray:
+              e_cell: np.ndarray, where: np.ndarray, delayed: np.ndarray,
+              pileup=None) -> np.ndarray:
     """Reconstructed time (ns) of every cell (physics.md 2.6).
 
     ``cells``: all cells of the batch (deposits and noise-only), ``e_cell`` their EM-scale
@@ -168,6 +169,10 @@ def cell_time(rng: np.random.Generator, p: SimParams, geo: CellGeometry, cells: 
     ``delayed`` their delayed signal share. True time: ``delayed`` x Exp(tau) (the energy-
     weighted mean of the prompt part at 0 and the delayed part); measured time: true time +
     N(0, sigma_t), sigma_t = a / (|E|/GeV) (+) c (|E| floored at ``p.time_e_floor_gev``).
+
+    ``pileup`` = (|signal| per cell, sum |E_j| t_j and sum |E_j| of its pile-up components,
+    physics.md 2.7): the true time is then the |E|-weighted mean of the signal's and the
+    pile-up's times.
     """
     m = len(cells)
     t = rng.standard_normal(m, dtype=np.float32)  # float32 throughout: ~12k cells per event
@@ -179,7 +184,16 @@ def cell_time(rng: np.random.Generator, p: SimParams, geo: CellGeometry, cells: 
     a += c2[lay]
     np.sqrt(a, out=a)
     t *= a
+    if pileup is None:
+        if len(where):
+            t[where] += (delayed * rng.exponential(p.time_delayed_tau_ns,
+                                                   len(where))).astype(np.float32)
+        return t
+    w_sig, tw_pu, w_pu = pileup
+    tw = np.array(tw_pu, dtype=np.float64)
     if len(where):
-        t[where] += (delayed * rng.exponential(p.time_delayed_tau_ns,
-                                               len(where))).astype(np.float32)
+        t_sig = delayed * rng.exponential(p.time_delayed_tau_ns, len(where))
+        tw[where] += w_sig[where] * t_sig
+    den = w_sig + w_pu
+    t += np.divide(tw, den, out=np.zeros(m), where=den > 0).astype(np.float32)
     return t

@@ -24,6 +24,7 @@ from pionml.errors import ConfigError
 from pionml.geometry import LAYER_IS_TILE, CellGeometry, barrel_geometry
 
 from .kinematics import decay_pi0, sample_primaries
+from .pileup import PileupConfig, draw_events, overlay
 from .params import (DEFAULT_PARAMS, M_PI0, M_PIC, PDG_ELECTRON, PDG_GAMMA, PDG_PI0,
                      PDG_POSITRON, SimParams)
 from .response import DM_NAMES, cell_signal, cell_time, delayed_fraction, deposit, window_cells
@@ -42,7 +43,7 @@ _SETUPS = {"atlas": 0, "lar_testbeam": 1, "tile_testbeam": 7}
 _CELL_FIELDS = ("cell", "E", "sigma", "E_em", "E_nonem", "E_invis", "E_escaped", "time")
 _EVENT_FIELDS = ("pdg", "truth_E", "truth_eta", "truth_phi", "truth_pt", *DM_NAMES,
                  "first_int_lambda", "f_em", "track_status", "gamma_E", "gamma_eta",
-                 "gamma_phi", "conv_r")
+                 "gamma_phi", "conv_r", "mu", "mu_actual", "n_pv")
 
 
 @dataclass
@@ -61,7 +62,10 @@ class SimEvents:
     (lambda_I, NaN if no interaction), ``f_em``, ``track_status`` (0 interacts, 1 stops, 2
     punches through, 3 loops in the solenoid; -1 for other particles); for pi0: ``gamma_E``,
     ``gamma_eta``, ``gamma_phi`` (n, 2) (NaN otherwise); ``conv_r`` (n, 2) radius (mm) of an
-    inner-detector conversion of each photon (NaN if none).
+    inner-detector conversion of each photon (NaN if none); pile-up (physics.md 2.7, all 0
+    without it): ``mu`` (<mu>, averageInteractionsPerCrossing), ``mu_actual`` (the interactions
+    of the triggered crossing, actualInteractionsPerCrossing), ``n_pv`` (reconstructed primary
+    vertices, NPV).
     """
 
     event_offsets: np.ndarray
@@ -90,6 +94,9 @@ class SimEvents:
     gamma_eta: np.ndarray
     gamma_phi: np.ndarray
     conv_r: np.ndarray
+    mu: np.ndarray
+    mu_actual: np.ndarray
+    n_pv: np.ndarray
 
     @property
     def n_events(self) -> int:
@@ -150,12 +157,14 @@ def simulate_events(n_events: int, particle: str = "mix", energy: float | None =
                     seed: int = 0, mix=(1.0, 1.0, 1.0), params: SimParams | None = None,
                     geometry: CellGeometry | None = None, noise: bool = True,
                     window: float | None = -1.0, batch_size: int = 500,
-                    progress: bool = False, eta: float | None = None) -> SimEvents:
+                    progress: bool = False, eta: float | None = None,
+                    pileup: PileupConfig | None = None) -> SimEvents:
     """Simulate ``n_events`` single-particle events (physics.md 0.2).
 
     ``particle``: 'mix' | 'pi0' | 'pi+' | 'pi-'; ``energy``: fixed total energy (GeV) or None
     for log-uniform in [energy_min, energy_max]; ``window``: half width of the noise window
-    (default -1: ``params.window_half_width``; None: only cells with deposits are returned).
+    (default -1: ``params.window_half_width``; None: only cells with deposits are returned);
+    ``pileup``: the pile-up overlay (physics.md 2.7; None or mu = 0: none).
     """
     if n_events < 0:
         raise ConfigError(f"n_events must be >= 0, got {n_events}")
@@ -166,7 +175,7 @@ def simulate_events(n_events: int, particle: str = "mix", energy: float | None =
                 energy, seed)
     return simulate_particles(pdg, e, eta_arr, phi, seed=rng.integers(2**63), params=params,
                               geometry=geometry, noise=noise, window=window,
-                              batch_size=batch_size, progress=progress)
+                              batch_size=batch_size, progress=progress, pileup=pileup)
 
 
 def iter_simulate_events(n_events: int, chunk_size: int = 500, seed: int = 0,
@@ -194,7 +203,7 @@ def simulate_particles(pdg, energy, eta, phi, seed: int = 0, params: SimParams |
                        geometry: CellGeometry | None = None, noise: bool = True,
                        window: float | None = -1.0, batch_size: int = 500,
                        progress: bool = False, setup: str = "atlas",
-                       fluctuate: bool = True) -> SimEvents:
+                       fluctuate: bool = True, pileup: PileupConfig | None = None) -> SimEvents:
     """Shoot one particle per event: PDG 111, +-211, 22 (photon), +-11 (electron/positron),
     with total energy ``energy`` (GeV) from the origin at (eta, phi).
 
@@ -202,7 +211,9 @@ def simulate_particles(pdg, energy, eta, phi, seed: int = 0, params: SimParams |
     or field: the EMB test beam of physics.md 2.5) or 'tile_testbeam' (no material in front of
     TileBar0, no field: the Tile test beam of physics.md 2.5); ``fluctuate=False`` switches
     off the cell sampling fluctuations and constant terms (the signal is then the mean
-    response of physics.md 2.2).
+    response of physics.md 2.2). ``pileup``: the overlay of physics.md 2.7, drawn from its own
+    random stream (the particles and the electronic noise are those of the same seed without
+    pile-up); None or mu = 0: none, and the events are exactly those without the option.
     """
     p = params or DEFAULT_PARAMS
     geo = geometry or barrel_geometry()
@@ -226,7 +237,11 @@ def simulate_particles(pdg, energy, eta, phi, seed: int = 0, params: SimParams |
     strip = _SETUPS[setup]
     hw = p.window_half_width if window == -1.0 else window
     batch_size = max(int(batch_size), 1)
-    seeds = np.random.SeedSequence(int(seed)).spawn(max((n + batch_size - 1) // batch_size, 1))
+    n_batches = max((n + batch_size - 1) // batch_size, 1)
+    seeds = np.random.SeedSequence(int(seed)).spawn(n_batches)
+    pu = pileup if pileup is not None and pileup.enabled else None
+    pu_seeds = (np.random.SeedSequence([int(seed), 0x70696C65]).spawn(n_batches) if pu
+                else [None] * n_batches)
     starts = range(0, n, batch_size)
     if progress:
         from pionml.progress import progress_bar
@@ -237,10 +252,10 @@ def simulate_particles(pdg, energy, eta, phi, seed: int = 0, params: SimParams |
         b = min(a + batch_size, n)
         rng = np.random.default_rng(seeds[k])
         parts.append(_simulate_batch(rng, p, geo, pdg[a:b], energy[a:b], eta[a:b], phi[a:b],
-                                     noise, hw, strip, fluctuate))
+                                     noise, hw, strip, fluctuate, pu, pu_seeds[k]))
     if not parts:
         parts = [_simulate_batch(np.random.default_rng(seeds[0]), p, geo, pdg, energy, eta, phi,
-                                 noise, hw, strip, fluctuate)]
+                                 noise, hw, strip, fluctuate, pu, pu_seeds[0])]
     return SimEvents.concatenate(parts)
 
 
@@ -251,7 +266,8 @@ def _sigma32(geo: CellGeometry) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _simulate_batch(rng, p: SimParams, geo: CellGeometry, pdg, energy, eta, phi, noise: bool,
-                    hw, strip: int, fluctuate: bool) -> SimEvents:
+                    hw, strip: int, fluctuate: bool, pileup: PileupConfig | None = None,
+                    pu_seed=None) -> SimEvents:
     n = len(pdg)
     nan2 = np.full((n, 2), np.nan)
     gamma_e, gamma_eta, gamma_phi, conv_r = nan2.copy(), nan2.copy(), nan2.copy(), nan2.copy()
@@ -333,16 +349,29 @@ def _simulate_batch(rng, p: SimParams, geo: CellGeometry, pdg, energy, eta, phi,
     else:
         e_cell = np.zeros(m, np.float32)
     e_cell[where] += signal.astype(np.float32)
+    offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    pu_time = None
+    if pileup is None:
+        mu_ev, actual, npv = np.zeros(n), np.zeros(n, np.int32), np.zeros(n, np.int32)
+    else:  # physics.md 2.7, from its own stream
+        pu_rng = np.random.default_rng(pu_seed)
+        mu_ev, actual, npv = draw_events(pu_rng, n, pileup)
+        ev_of_cell = np.repeat(np.arange(n), counts)
+        e_pu, tw_pu, w_pu = overlay(pu_rng, geo, cells, mu_ev[ev_of_cell], actual[ev_of_cell],
+                                    pileup.params)
+        e_cell += e_pu.astype(np.float32)
+        w_sig = np.zeros(m)
+        w_sig[where] = np.abs(signal)
+        pu_time = (w_sig, tw_pu, w_pu)
     out["E"] = e_cell
     out["sigma"] = sigma_thr
-    out["time"] = cell_time(rng, p, geo, cells, e_cell, where, delayed)
+    out["time"] = cell_time(rng, p, geo, cells, e_cell, where, delayed, pu_time)
     for name, src in (("E_em", truth["em"]), ("E_nonem", truth["had"] + truth["ion"]),
                       ("E_invis", truth["inv"]), ("E_escaped", truth["esc"])):
         arr = np.zeros(m, np.float32)
         arr[where] = src
         out[name] = arr
-    offsets = np.zeros(n + 1, np.int64)
-    np.cumsum(counts, out=offsets[1:])
     mass = np.array([_MASS[int(x)] for x in pdg]) if n else np.zeros(0)
     pt = np.sqrt(np.maximum(energy**2 - mass**2, 0.0)) / np.cosh(eta)
     return SimEvents(event_offsets=offsets, cell=cells, pdg=pdg.astype(np.int32),
@@ -350,4 +379,5 @@ def _simulate_batch(rng, p: SimParams, geo: CellGeometry, pdg, energy, eta, phi,
                      **{name: dm[:, k] for k, name in enumerate(DM_NAMES)},
                      first_int_lambda=first_int, f_em=f_em, track_status=status,
                      gamma_E=gamma_e, gamma_eta=gamma_eta, gamma_phi=gamma_phi, conv_r=conv_r,
-                     **out)
+                     mu=np.asarray(mu_ev, float), mu_actual=np.asarray(actual, np.int32),
+                     n_pv=np.asarray(npv, np.int32), **out)
