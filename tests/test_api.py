@@ -128,6 +128,23 @@ def test_to_awkward_records_and_cells_equal_the_hdf5_arrays(fake):
                                   _h5(fake, "cells", "id")[:off[3]])
 
 
+def test_only_the_asked_fields_are_read(fake, monkeypatch):
+    read = set()
+    getitem = h5py.Dataset.__getitem__
+
+    def spy(self, key):
+        read.add(self.name)
+        return getitem(self, key)
+
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", spy)
+    with DatasetFile(fake) as ds:
+        ds.to_pandas(fields=["E_em", "label"], split="test")
+        assert read == {"/clusters/E_em", "/clusters/label", "/clusters/split"}
+        read.clear()
+        ds.to_awkward(rows=[3, 1], fields=["eta"], cells=["E"])
+        assert read == {"/clusters/eta", "/cells/E", "/cells/offsets"}
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"fields": ["E_em", "nope"]}, r"to_pandas: no cluster field 'nope' in file '.*fake\.h5' "
                                    r"\(available: E_em, "),
