@@ -403,6 +403,7 @@ class DatasetFile:
     >>> with DatasetFile("datasets/default.h5") as ds:
     ...     rows = ds.split_rows("train")
     ...     block = ds.read_rows(rows[:100], clusters=["E_em", "label"], images=True, cells=None)
+    ...     table = ds.to_pandas(fields=["E_em", "label"], split="test")  # for notebooks
 
     The schema is checked on opening (groups, ``schema_version``, the length of every
     per-cluster array, ``/cells/offsets`` non-decreasing and matching the cell arrays); a
@@ -629,6 +630,109 @@ class DatasetFile:
         if len(uniq) == len(rows) and np.all(np.diff(rows) > 0):
             return out
         return out.take(inverse)
+
+    # tables for notebooks: pandas and awkward ------------------------------------------------
+    def _table_rows(self, rows, split, what: str) -> np.ndarray:
+        """The dataset rows of a table: ``rows`` (None = all; indices in the order given, a
+        boolean mask or a slice) kept where the row is in ``split`` (None/'all', a name or a
+        code)."""
+        if rows is None:
+            idx = np.arange(self.n, dtype=np.int64)
+        else:
+            if not isinstance(rows, slice):
+                arr = np.asarray(rows)
+                if arr.ndim != 1:
+                    raise SchemaError(f"{what}: rows must be one-dimensional, got shape "
+                                      f"{arr.shape}")
+                if arr.dtype == bool and len(arr) != self.n:
+                    raise SchemaError(f"{what}: a boolean rows mask needs {self.n} entries, got "
+                                      f"{len(arr)}")
+                if arr.dtype != bool and len(arr) and arr.dtype.kind not in "iu":
+                    raise SchemaError(f"{what}: rows must be whole numbers, a boolean mask or a "
+                                      f"slice, got dtype {arr.dtype}")
+            idx = self._row_index(rows)
+            if len(idx) and (idx.min() < 0 or idx.max() >= self.n):
+                bad = int(idx[(idx < 0) | (idx >= self.n)][0])
+                raise SchemaError(f"{what}: row {bad} out of range 0..{self.n - 1} in "
+                                  f"{where(file=self.path)}")
+        if split is None or split == "all":
+            return idx
+        if isinstance(split, str):
+            if split not in SPLITS:
+                raise SchemaError(f"{what}: unknown split '{split}' for {where(file=self.path)} "
+                                  "(choices: train, val, test, all, or the codes 0, 1, 2)")
+            code = SPLITS[split]
+        elif isinstance(split, (int, np.integer)) and not isinstance(split, bool) \
+                and int(split) in SPLITS.values():
+            code = int(split)
+        else:
+            raise SchemaError(f"{what}: unknown split {split!r} for {where(file=self.path)} "
+                              "(choices: train, val, test, all, or the codes 0, 1, 2)")
+        return idx[self.split_codes[idx] == code]
+
+    def _table_fields(self, fields, available, group: str, what: str) -> list[str]:
+        """``fields`` (None = all of ``available``; one name or a list) checked against the
+        file's ``/group``."""
+        if fields is None:
+            return list(available)
+        fields = [fields] if isinstance(fields, str) else list(fields)
+        unknown = [f for f in fields if f not in available]
+        if unknown:
+            raise SchemaError(f"{what}: no {group} field {', '.join(map(repr, unknown))} in "
+                              f"{where(file=self.path)} (available: {', '.join(available)})")
+        if len(set(fields)) != len(fields):
+            raise SchemaError(f"{what}: {group} field named twice in {fields}")
+        return fields
+
+    def to_pandas(self, rows=None, fields=None, split=None):
+        """The cluster table as a pandas DataFrame: a ``row`` column (the dataset row, as
+        ``predictions.csv``'s ``row``, so the two join on it), then ``fields`` (None = every
+        ``/clusters`` field), for ``rows`` (None = all; indices, kept in the order given, a
+        boolean mask or a slice) that are in ``split`` ('train', 'val', 'test', 0, 1, 2; None =
+        all). Only the asked fields are read. Needs pandas (``pip install 'pionml[pandas]'``)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("DatasetFile.to_pandas needs pandas, which is not installed: "
+                              "pip install 'pionml[pandas]' (or use to_awkward)") from None
+        what = "DatasetFile.to_pandas"
+        fields = self._table_fields(fields, self.cluster_fields, "cluster", what)
+        idx = self._table_rows(rows, split, what)
+        columns = self.read_rows(idx, clusters=fields).clusters
+        return pd.DataFrame({"row": idx, **{k: columns[k] for k in fields}})
+
+    def to_awkward(self, rows=None, fields=None, split=None, cells=False):
+        """The cluster table as an awkward Array of records: ``row`` (the dataset row, as
+        ``predictions.csv``'s ``row``), then ``fields`` (None = every ``/clusters`` field),
+        for ``rows`` in ``split`` (as :meth:`to_pandas`). ``cells``: False (none), True (every
+        ``/cells`` field) or a list of cell fields: a ``cells`` field holding each cluster's
+        cells as a variable-length list of records (``array.cells.E``: jagged, GeV), cut from
+        the flat arrays by ``/cells/offsets``. Only the asked fields are read."""
+        import awkward as ak
+
+        what = "DatasetFile.to_awkward"
+        fields = self._table_fields(fields, self.cluster_fields, "cluster", what)
+        if cells is True:
+            cell_fields = self.cell_fields
+        elif cells is False or cells is None:
+            cell_fields = []
+        else:
+            cell_fields = self._table_fields(cells, self.cell_fields, "cell", what)
+        if cell_fields:
+            self.require(cells=cell_fields)
+        idx = self._table_rows(rows, split, what)
+        block = self.read_rows(idx, clusters=fields, cells=cell_fields)
+        contents = [ak.contents.NumpyArray(idx)]
+        contents += [ak.contents.NumpyArray(block.clusters[k]) for k in fields]
+        names = ["row", *fields]
+        if cell_fields:
+            flat = ak.contents.RecordArray(
+                [ak.contents.NumpyArray(block.cells[k]) for k in cell_fields], cell_fields,
+                length=int(block.cell_offsets[-1]))
+            contents.append(ak.contents.ListOffsetArray(ak.index.Index64(block.cell_offsets),
+                                                        flat))
+            names.append("cells")
+        return ak.Array(ak.contents.RecordArray(contents, names, length=len(idx)))
 
     # the older column-wise API, kept for inspection scripts --------------------------------
     def read_clusters(self, fields=None, rows=None) -> dict[str, np.ndarray]:
