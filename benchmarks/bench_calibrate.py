@@ -88,7 +88,7 @@ def main() -> int:
         y = task.target_log10(batch)
         for net, opt in zip(nets, opts):
             opt.zero_grad()
-            mixture_nll(net.net_forward(batch.moments)["mixture"], y).backward()
+            mixture_nll(net.net_forward(batch.moments), y).backward()
             opt.step()
         if i >= 2:
             n += len(batch)

@@ -37,7 +37,7 @@ def main() -> int:
     from pionml.data.normalise import Normalisation
     from pionml.data.sources import DataConfig, make_source
     from pionml.io.hdf5 import DatasetFile
-    from pionml.models import MODELS, build_model
+    from pionml.models import MODELS, build_for_task
     from pionml.tasks import make_task
     from pionml.testing.fake_dataset import make_fake_dataset
     from pionml.testing.throughput import loader_rate, model_rate
@@ -65,11 +65,10 @@ def main() -> int:
           f"{'loader 2nd epoch':>17s} {'loader/model':>13s}")
     ratios = {}
     for name, cls in MODELS.items():
-        if task.model_variant not in cls.variants:
+        if task.model_variant not in cls.supports:
             continue
         torch.manual_seed(0)
-        model = build_model(name, spec, heads=task.heads, variant=task.model_variant,
-                            scalars=task.scalars)
+        model = build_for_task(name, spec, task)
         config = DataConfig(source=args.source, **cls.data_options(task.model_variant))
         builder = BatchBuilder(norms[config.image_mode], model.inputs,
                                fields=task.fields + model.cluster_fields, knn_k=config.knn_k)

@@ -16,7 +16,7 @@ pytest.importorskip("onnx")
 import pionml.models  # noqa: E402  (fills the registries)
 import pionml.tasks  # noqa: E402
 from pionml.cli import main  # noqa: E402
-from pionml.models.base import MODELS  # noqa: E402
+from pionml.models.base import MODELS, supported_pairs  # noqa: E402
 from pionml.runs import Run  # noqa: E402
 from pionml.export.onnx import (ExportError, batch_feed, example_inputs, input_specs,  # noqa: E402
                                 session)
@@ -24,14 +24,12 @@ from pionml.tasks.base import TASKS  # noqa: E402
 from pionml.testing.fake_dataset import make_fake_dataset  # noqa: E402
 from pionml.train.trainer import TrainConfig, train_run  # noqa: E402
 
-CASES = [(task, name) for task, tcls in sorted(TASKS.items())
-         for name, mcls in sorted(MODELS.items())
-         if mcls.trainable and tcls.model_variant in mcls.variants]
+CASES = [(task, name) for task, name in supported_pairs() if MODELS[name].trainable]
 # the other architectures a family offers through its hyper-parameters (e.g. the CNN's layouts),
 # per model variant: each is exported and checked like the defaults
 ALTERNATIVES = [(task, name, alt, hyper) for task, name in CASES
-                for alt, hyper in getattr(MODELS[name], "alternatives", {}).get(
-                    TASKS[task].model_variant, {}).items()]
+                for alt, hyper in
+                MODELS[name].supports[TASKS[task].model_variant].alternatives.items()]
 BATCH_SIZES = (1, 7, 256)
 
 

@@ -145,15 +145,15 @@ def test_hgm_recovers_a_known_width(one_thread):
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     for step in range(400):
         i = torch.randint(0, n, (256,))
-        out = model.net_forward(x[i])
-        loss = mixture_nll(out["mixture"], y[i])
+        out = model.net_forward(x[i])  # the mixture head
+        loss = mixture_nll(out, y[i])
         opt.zero_grad()
         loss.backward()
         opt.step()
     model.eval()
     with torch.no_grad():
         x = torch.linspace(-0.8, 0.8, 50)[:, None]
-        s = mixture_summary(model.net_forward(x)["mixture"].double())
+        s = mixture_summary(model.net_forward(x).double())
     assert float(s["syst"].median()) == pytest.approx(true_sigma, rel=0.15)
     assert float(s["stat"].max()) == 0.0
 
@@ -164,7 +164,7 @@ def test_batched_ensemble_equals_separate_networks():
     model = build_model("re", DataSpec(n_moments=3), variant="calibrate", widths=[5, 4],
                         members=3, k=2)
     x = torch.randn(7, 3)
-    out = model.net_forward(x)["mixture"]  # (7, 3 members, 2, 3)
+    out = model.net_forward(x)  # the mixture head: (7, 3 members, 2, 3)
     from pionml.models.heads import gaussian_mixture
 
     for m in range(3):
@@ -345,7 +345,8 @@ def test_calibrate_refuses_other_models_and_bad_options(fake, tmp_path):
 
     with pytest.raises(ConfigError, match="no calibrate variant"):
         train_run(fake, "cnn", tmp_path / "x", task="calibrate", progress=False)
-    with pytest.raises(ConfigError, match="task must be 'calibrate'"):
+    with pytest.raises(ConfigError,
+                       match="'hgm' has no classify variant.*moment-based calibration"):
         build_model("hgm", DataSpec(n_moments=3), variant="classify")
     with pytest.raises(ConfigError, match="finite number"):
         make_task("calibrate", min_E_dep=float("nan"))

@@ -10,7 +10,9 @@ from pionml.data.batch import BatchBuilder
 from pionml.data.normalise import Normalisation
 from pionml.errors import ConfigError
 from pionml.io.hdf5 import CLOUD_CELL_FIELDS, DatasetFile
-from pionml.models import MODELS, ClusterModel, DataSpec, build_model, model_class, register
+from pionml.models import (MODELS, ClusterModel, DataSpec, build_for_task, build_model,
+                           model_class, register, supported_pairs)
+from pionml.tasks import TASKS, Task, make_task
 from pionml.models.base import mlp
 from pionml.models.heads import make_head
 from pionml.testing.fake_dataset import make_fake_dataset
@@ -31,42 +33,61 @@ def batch_and_spec(tmp_path_factory):
     return builder(block), spec
 
 
-# the library's own families (a test module may register a family of its own); models fitted
-# in one go (bdt) have nothing to run before they are fitted: tests/test_ml_bdt.py covers them
-CASES = [(n, v) for n in sorted(MODELS) if MODELS[n].__module__.startswith("pionml.")
-         and not MODELS[n].fits_itself for v in MODELS[n].variants]
+# the (task, model) pairs the declarations allow, for the library's own families (a test module
+# may register a family of its own); models fitted in one go (bdt) have nothing to run before
+# they are fitted: tests/test_ml_bdt.py covers them
+CASES = [(t, n) for t, n in supported_pairs() if MODELS[n].__module__.startswith("pionml.")
+         and TASKS[t].__module__.startswith("pionml.") and not MODELS[n].fits_itself]
+
+
+def _body(task, name):
+    return MODELS[name].supports[TASKS[task].model_variant]
 
 
 # the other architectures a family offers through its hyper-parameters (e.g. the CNN's layouts)
-ALTERNATIVES = [pytest.param(n, v, h, id=f"{n}-{v}-{a}") for n, v in CASES
-                for a, h in getattr(MODELS[n], "alternatives", {}).get(v, {}).items()]
+ALTERNATIVES = [pytest.param(t, n, h, id=f"{t}-{n}-{a}") for t, n in CASES
+                for a, h in _body(t, n).alternatives.items()]
 
 
-@pytest.mark.parametrize("name,variant,hyper", [pytest.param(n, v, {}, id=f"{n}-{v}") for n, v in CASES]
-                         + ALTERNATIVES)
-def test_forward_backward(name, variant, hyper, batch_and_spec):
+def test_the_declarations_pair_every_family_with_its_tasks():
+    pairs = set(CASES)
+    for name in ("dnn", "cnn", "densenet", "gnn", "pfn"):
+        assert {("classify", name), ("regress", name)} <= pairs
+    assert {t for t, n in pairs if n == "pem"} == {"classify"}
+    assert {t for t, n in pairs if n in ("em", "lcw")} == {"regress"}
+    assert {n for t, n in pairs if t == "calibrate"} == {"bnn", "hgm", "lgk", "re"}
+    assert ("calibrate", "bdt") not in set(supported_pairs())
+
+
+@pytest.mark.parametrize("task,name,hyper",
+                         [pytest.param(t, n, {}, id=f"{t}-{n}") for t, n in CASES] + ALTERNATIVES)
+def test_forward_backward(task, name, hyper, batch_and_spec):
     batch, spec = batch_and_spec
     torch.manual_seed(0)
-    cls = model_class(name)
-    heads = {"logit": {"kind": "linear"}} if variant == "classify" else {"value": {"kind": "linear"}}
-    model = build_model(name, spec, heads=heads, variant=variant,
-                        scalars=variant == "regress" and cls.trainable, **hyper)
+    task = make_task(task)
+    model = build_for_task(name, spec, task, **hyper)
     out = model(batch)
+    # the output keys are the task's declaration: the heads of the form the family gives, and
+    # the cluster fields a moment family passes through
+    heads = MODELS[name].heads_for(task)
+    assert model.head_specs == {k: {**v} for k, v in heads.items()}
+    assert set(out) == set(heads) | set(getattr(task, "passed_fields", ()))
+    key, = heads
+    assert model.variant == task.model_variant
+    phys = task.physical(out, batch)
+    assert set(phys) == set(task.columns) and all(len(v) == 6 for v in phys.values())
     if not model.trainable:  # the baselines read their answer from the batch
         assert not list(model.parameters())
         if name == "pem":
-            torch.testing.assert_close(torch.sigmoid(out["logit"]), batch.clusters["p_em"], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(torch.sigmoid(out[key]), batch.clusters["p_em"],
+                                       atol=1e-5, rtol=1e-5)
         else:
             field = {"em": "E_em", "lcw": "E_lcw"}[name]
-            assert out["E_pred"] is batch.clusters[field]
+            assert out[key] is batch.clusters[field]
         return
-    if variant == "calibrate":  # the moment families: R (lgk) or a mixture, and E_em
-        key = "R" if "R" in out else "mixture"
-        assert set(out) == {key, "E_em"} and out[key].shape[0] == 6
-        out[key] = out[key].flatten(1).sum(1) if key == "mixture" else out[key]
-    else:
-        key = "logit" if variant == "classify" else "value"
-        assert set(out) == {key} and out[key].shape == (6,)
+    assert out[key].shape[0] == 6
+    if out[key].dim() > 1:  # a mixture (B, S, k, 3)
+        out[key] = out[key].flatten(1).sum(1)
     assert torch.isfinite(out[key]).all()
     loss = torch.nn.functional.mse_loss(out[key], batch.clusters["label"])
     loss.backward()
@@ -75,7 +96,7 @@ def test_forward_backward(name, variant, hyper, batch_and_spec):
     assert any(g.abs().sum() > 0 for g in grads)
     # rebuilding from the config gives the same architecture
     clone = model_class(name).from_config(model.config())
-    assert clone.variant == variant
+    assert clone.variant == task.model_variant
     clone.load_state_dict(model.state_dict())
     model.eval(), clone.eval()
     torch.manual_seed(1)
@@ -84,14 +105,54 @@ def test_forward_backward(name, variant, hyper, batch_and_spec):
     torch.testing.assert_close(a, model(batch)[key])
 
 
+def test_a_run_saved_with_the_old_nominal_heads_loads_the_same_model(batch_and_spec):
+    """model.json files written before the tasks declared their forms of output hold the
+    regressor's ``value`` head for em and lcw and a nominal ``response`` head for the moment
+    families: they load to the model a new run builds, with the same outputs."""
+    batch, spec = batch_and_spec
+    for task, name, old in (("regress", "lcw", {"value": {"kind": "linear"}}),
+                            ("calibrate", "lgk", {"response": {"kind": "linear"}}),
+                            ("calibrate", "hgm", {"response": {"kind": "linear"}})):
+        torch.manual_seed(0)
+        model = build_for_task(name, spec, make_task(task)).eval()
+        loaded = model_class(name).from_config({**model.config(), "heads": old}).eval()
+        assert loaded.head_specs == model.head_specs
+        loaded.load_state_dict(model.state_dict())
+        a, b = model(batch), loaded(batch)
+        assert set(a) == set(b)
+        for k in a:
+            torch.testing.assert_close(a[k], b[k])
+
+
+def test_a_model_refuses_a_task_it_does_not_declare(batch_and_spec):
+    _, spec = batch_and_spec
+    with pytest.raises(ConfigError, match="'cnn' has no calibrate variant.*classify, regress\\): "
+                                          "not a model for task 'calibrate'"):
+        build_for_task("cnn", spec, make_task("calibrate"))
+    with pytest.raises(ConfigError, match="'pem' has no regress variant.*classifier baseline"):
+        build_for_task("pem", spec, make_task("regress"))
+
+    class Logits(Task):  # a task on the regressor body taking only heads: no energy form
+        name = "test_logits_only"
+        heads = {"logit": {"kind": "linear"}}
+        model_variant = "regress"
+
+    with pytest.raises(ConfigError, match="'em' gives its output as 'energy'; task "
+                                          "'test_logits_only' takes 'heads'"):
+        build_for_task("em", spec, Logits())
+    # a task reusing a variant needs no change to the families: its heads are built as declared
+    assert build_for_task("cnn", spec, Logits())(batch_and_spec[0])["logit"].shape == (6,)
+
+
 def test_regressor_bodies_differ_from_the_classifiers(batch_and_spec):
     _, spec = batch_and_spec
     for name in ("dnn", "cnn"):
         c = build_model(name, spec)
         r = build_model(name, spec, heads={"value": {"kind": "linear"}}, variant="regress")
         assert set(c.state_dict()) != set(r.state_dict())
-    with pytest.raises(ConfigError, match="'em' is an energy-calibration baseline"):
-        build_model("em", spec)
+    with pytest.raises(ConfigError,
+                       match="'em' has no classify variant.*energy-calibration baseline"):
+        build_model("em", spec, variant="classify")
 
 
 def test_upscaling_keeps_each_channels_energy():
@@ -140,7 +201,11 @@ def test_heads_keep_their_ranges():
 
 def test_densenet_regression_value_is_bounded(batch_and_spec):
     batch, spec = batch_and_spec
-    model = build_model("densenet", spec, heads={"value": {"kind": "linear"}})
+    model = build_for_task("densenet", spec, make_task("regress"))
+    from pionml.models.heads import LinearHead
+
+    assert isinstance(build_for_task("densenet", spec, make_task("classify")).heads["logit"],
+                      LinearHead)
     with torch.no_grad():
         for p in model.heads["value"].parameters():
             p.fill_(50.0)  # drive the pre-activation far out
@@ -183,6 +248,8 @@ def test_registry_takes_a_new_family_and_lists_choices(batch_and_spec):
         model_class("resnet")
     with pytest.raises(ConfigError, match="classifier baseline"):
         build_model("pem", DataSpec(), heads={"value": {"kind": "linear"}}, variant="regress")
+    with pytest.raises(ConfigError, match="'pem' gives one value per cluster; the task asks for"):
+        build_model("pem", DataSpec(), heads={"a": {"kind": "linear"}, "b": {"kind": "linear"}})
 
 
 def test_a_cnn_saved_before_the_pixel_option_reads_fractions(batch_and_spec):
@@ -226,7 +293,7 @@ def test_layer_summaries_of_known_images():
     assert s[:, 8].tolist() == [0.0, 0.0] and s[0, 9].item() == pytest.approx(-3.0)
 
 
-def test_variant_defaults_give_each_variant_its_widths(batch_and_spec):
+def test_each_variant_has_its_declared_widths(batch_and_spec):
     """The CNN classifier's default widths are not the regressor's (the paper's 16 and 32
     filters, dropout 0.2); a caller's hyper-parameter still wins over both."""
     _, spec = batch_and_spec

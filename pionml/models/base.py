@@ -7,11 +7,21 @@ scalars (E_EM, eta) through the shared scalar branch, and named hyper-parameters
 hyper-parameters are rejected. ``forward(batch)`` returns ``{head name: tensor}``. The loss is
 the task's unless a model overrides :meth:`ClusterModel.get_loss`. Families register with
 :func:`register`; an unknown name lists the choices.
+
+The task-model contract (design.md section 7): a task declares the body variant it wants
+(``Task.model_variant``), the forms of output it takes (``Task.output_forms()``: form name ->
+head specs, the output keys) and whether the model reads the cluster scalars. A family
+declares the variants it supports in ``supports`` (variant -> :class:`Body`: which methods
+build and run that body, its hyper-parameter and data defaults, the form of output it gives,
+its alternative architectures) and builds its heads from the task's declaration
+(:func:`build_for_task`). No family names a task; a new task that reuses a variant needs no
+change to any family.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from types import MappingProxyType
 
 import torch
 from torch import nn
@@ -20,8 +30,11 @@ from pionml.errors import ConfigError
 from pionml.models.heads import check_head_spec, make_head
 from pionml.registry import Registry
 
-#: The heads of a classifier (the default when no task says otherwise).
-CLASSIFY_HEADS = {"logit": {"kind": "linear"}}
+#: The heads of a model built without a task's declaration: one logit.
+DEFAULT_HEADS = {"logit": {"kind": "linear"}}
+#: The form of output a body gives unless its :class:`Body` names another: the task's heads,
+#: built on the body's features.
+HEADS_FORM = "heads"
 #: Width of the shared scalar branch's output.
 SCALAR_WIDTH = 16
 
@@ -97,6 +110,40 @@ def check_hyper(model: str, defaults: dict, hyper: dict) -> None:
             bad(key, value, "a string")
 
 
+@dataclass(frozen=True)
+class Body:
+    """How a family serves one body variant (an entry of ``ClusterModel.supports``).
+
+    ``build`` and ``forward`` name the methods that build the body (returning its output width)
+    and run it; ``hyper`` and ``data`` are the variant's hyper-parameter and data-option defaults
+    over the family's ``defaults`` and ``data_defaults``; ``form`` names the form of output the
+    body gives (a key of the task's ``output_forms()``: :data:`HEADS_FORM` = the task's heads
+    built on the features; another name: a form the family gives from its own output layer or
+    in physical units, under the head names the task declares for it); ``head_kinds`` maps a
+    head kind the task asks for to the spec the family builds instead (e.g. a linear value as a
+    scaled tanh); ``alternatives`` are the other architectures the family offers through its
+    hyper-parameters for this variant (name -> hyper-parameters; the registry-driven tests
+    build, train and export each like the defaults).
+    """
+
+    build: str = "build_body"
+    forward: str = "body_forward"
+    hyper: dict = field(default_factory=dict)
+    data: dict = field(default_factory=dict)
+    form: str = HEADS_FORM
+    head_kinds: dict = field(default_factory=dict)
+    alternatives: dict = field(default_factory=dict)
+
+    def __post_init__(self):  # read-only declarations shared by every instance
+        for name in ("hyper", "data", "head_kinds", "alternatives"):
+            object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
+
+
+#: What most families support: the classifier and the regressor body of ATL-PHYS-PUB-2020-018,
+#: the same network under two heads.
+CLUSTER_VARIANTS = MappingProxyType({"classify": Body(), "regress": Body()})
+
+
 MODELS = Registry("model")
 #: Class decorator: add a model family to the registry under ``cls.name``.
 register = MODELS.register
@@ -107,7 +154,8 @@ model_class = MODELS.lookup
 class ClusterModel(nn.Module):
     """Base class: subclasses set ``name``, ``inputs`` (what the body reads: "images",
     "cloud"), ``defaults`` (body hyper-parameters) and implement :meth:`build_body` (returning
-    the body's output width) and :meth:`body_forward`.
+    the body's output width) and :meth:`body_forward`, or the methods their ``supports``
+    declaration names per variant.
 
     Class attributes besides: ``cluster_fields`` (per-cluster fields read from the batch),
     ``data_defaults`` (data options the family suggests, e.g. ``knn_k``), ``train_defaults``
@@ -126,49 +174,43 @@ class ClusterModel(nn.Module):
     #: recipe name -> hyper-parameters over ``defaults`` (e.g. the architecture a paper's recipe
     #: describes where pionml's default differs); the caller's ``--hyper`` comes last
     recipe_hyper: dict = {}
-    #: model variant -> {name: hyper-parameters}: the other architectures the family offers
-    #: through its hyper-parameters (e.g. the CNN's layouts); the registry-driven tests build,
-    #: train and export each like the defaults
-    alternatives: dict = {}
     trainable: bool = True
     #: fitted by its own :meth:`fit_direct` (a boosted decision tree) instead of the
     #: gradient-descent Trainer; its fitted state lives in files of its own (:meth:`save_files`)
     fits_itself: bool = False
     #: whether the family can read the cluster scalars (E_EM, eta) through the scalar branch
     reads_scalars: bool = True
-    #: body variants of the family: "classify" (ATL-PHYS-PUB-2020-018's classifiers), "regress" (its
-    #: regressors, where they differ); a task names the variant it wants
-    variants: tuple[str, ...] = ("classify", "regress")
-    #: data options per variant on top of ``data_defaults`` (e.g. the regressors' image mode)
-    variant_data_defaults: dict = {}
-    #: hyper-parameters per variant on top of ``defaults`` (where a variant's network differs)
-    variant_defaults: dict = {}
+    #: the body variants the family supports (variant -> :class:`Body`); a task names the
+    #: variant it wants (``Task.model_variant``): "classify" (ATL-PHYS-PUB-2020-018's
+    #: classifiers), "regress" (its regressors, where they differ), "calibrate" (the moment
+    #: calibrations)
+    supports: dict = CLUSTER_VARIANTS
     #: why the family cannot be exported to ONNX (``pionml export``); empty when it can
     export_note: str = ""
+    #: what the family is, said when a task asks for a variant it does not support
+    role: str = ""
 
     def __init__(self, spec: DataSpec, heads: dict | None = None, scalars: bool = False,
-                 variant: str = "classify", **hyper):
+                 variant: str | None = None, **hyper):
         super().__init__()
-        if variant not in self.variants:
-            raise ConfigError(f"model '{self.name}' has no {variant} variant "
-                              f"(it has: {', '.join(self.variants)})")
+        variant = self.default_variant() if variant is None else variant
+        self.body = self.body_for(variant)
         self.variant = variant
         unknown = set(hyper) - set(self.defaults)
         if unknown:
             raise ConfigError(f"model '{self.name}': unknown hyper-parameter(s) {sorted(unknown)} "
                               f"(accepted: {sorted(self.defaults)})")
         check_hyper(self.name, self.defaults, hyper)
-        heads = CLASSIFY_HEADS if heads is None else heads
+        heads = self.bare_heads() if heads is None else heads
         if not heads:
             raise ConfigError(f"model '{self.name}': no output head")
         self.spec = spec
         self.hyper = {k: (tuple(v) if isinstance(v, list) else v)
-                      for k, v in {**self.defaults, **self.variant_defaults.get(variant, {}),
-                                   **hyper}.items()}
+                      for k, v in {**self.defaults, **self.body.hyper, **hyper}.items()}
         self.head_specs = {name: check_head_spec(name, s) for name, s in heads.items()}
         self.use_scalars = bool(scalars) and self.reads_scalars
         self.inputs = self.model_inputs(self.use_scalars)
-        width = self.build_body(spec, **self.hyper)
+        width = getattr(self, self.body.build)(spec, **self.hyper)
         if self.use_scalars:
             if spec.n_scalars < 1:
                 raise ConfigError(f"model '{self.name}': the data give no cluster scalars")
@@ -176,6 +218,19 @@ class ClusterModel(nn.Module):
             width += SCALAR_WIDTH
         self.heads = nn.ModuleDict({n: self.make_head(n, s, width)
                                     for n, s in self.head_specs.items()})
+
+    @classmethod
+    def default_variant(cls) -> str:
+        """The variant a model built without one gets: the first the family supports."""
+        return next(iter(cls.supports))
+
+    @classmethod
+    def body_for(cls, variant: str) -> Body:
+        """The family's declaration for ``variant``; ConfigError when it does not support it."""
+        if variant not in cls.supports:
+            raise ConfigError(f"model '{cls.name}' has no {variant} variant (it has: "
+                              f"{', '.join(cls.supports)})" + (f": {cls.role}" if cls.role else ""))
+        return cls.supports[variant]
 
     @classmethod
     def model_inputs(cls, scalars: bool) -> tuple:
@@ -191,8 +246,10 @@ class ClusterModel(nn.Module):
         raise NotImplementedError
 
     def make_head(self, name: str, spec: dict, width: int) -> nn.Module:
-        """The head ``name`` on ``width`` features (override to change one kind)."""
-        return make_head(name, spec, width)
+        """The head ``name`` on ``width`` features: the spec the task declared, or the one the
+        body declares for its kind (``Body.head_kinds``); a family that owns its output layer
+        overrides this."""
+        return make_head(name, self.body.head_kinds.get(spec["kind"], spec), width)
 
     def get_loss(self, outputs: dict, batch, task, **options) -> torch.Tensor:
         """The training loss; the task's unless a family overrides it (weaver-core pattern).
@@ -232,7 +289,7 @@ class ClusterModel(nn.Module):
     # --------------------------------------------------------------------------------------
     def features(self, batch) -> torch.Tensor:
         """(B, width): the body's features, with the scalar branch's when enabled."""
-        h = self.body_forward(batch)
+        h = getattr(self, self.body.forward)(batch)
         if self.use_scalars:
             h = torch.cat([h, self.scalar_branch(batch.scalars)], dim=1)
         return h
@@ -249,20 +306,77 @@ class ClusterModel(nn.Module):
 
     @classmethod
     def from_config(cls, config: dict) -> "ClusterModel":
-        return cls(DataSpec.from_dict(config["spec"]), heads=config["heads"],
+        return cls(DataSpec.from_dict(config["spec"]), heads=cls.saved_heads(config),
                    scalars=bool(config.get("scalars", False)),
-                   variant=config.get("variant", "classify"), **config["hyper"])
+                   variant=config.get("variant", cls.default_variant()), **config["hyper"])
+
+    @classmethod
+    def bare_heads(cls) -> dict:
+        """The heads of a model built without a task's declaration (:data:`DEFAULT_HEADS`)."""
+        return DEFAULT_HEADS
+
+    @classmethod
+    def saved_heads(cls, config: dict) -> dict:
+        """The heads of a saved ``model.json`` (a family whose saved heads changed form maps
+        the old ones here)."""
+        return config["heads"]
 
     @classmethod
     def data_options(cls, variant: str) -> dict:
         """The family's data options for ``variant``."""
-        return {**cls.data_defaults, **cls.variant_data_defaults.get(variant, {})}
+        return {**cls.data_defaults, **cls.body_for(variant).data}
+
+    @classmethod
+    def heads_for(cls, task) -> dict:
+        """The head specs the family builds for ``task``: the task's declaration of the form
+        of output the family's body gives (ConfigError when the task takes no such form)."""
+        body = cls.body_for(task.model_variant)
+        forms = task.output_forms()
+        if body.form not in forms:
+            raise ConfigError(f"model '{cls.name}' gives its output as '{body.form}'; task "
+                              f"'{task.name}' takes {', '.join(repr(f) for f in forms)}")
+        return forms[body.form]
+
+    @classmethod
+    def check_task(cls, task) -> None:
+        """ConfigError unless the family can serve ``task`` (its variant and form of output)."""
+        try:
+            cls.heads_for(task)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc}: not a model for task '{task.name}'") from None
+
+
+def supported_pairs(models=None, tasks=None) -> list[tuple[str, str]]:
+    """Every (task name, model name) pair the declarations allow, sorted: the registry-driven
+    tests and the studies iterate over these."""
+    from pionml.tasks import TASKS
+
+    models = MODELS if models is None else models
+    tasks = TASKS if tasks is None else tasks
+    out = []
+    for tname, tcls in sorted(tasks.items()):
+        for mname, mcls in sorted(models.items()):
+            body = mcls.supports.get(tcls.model_variant)
+            if body is not None and body.form in tcls.output_forms():
+                out.append((tname, mname))
+    return out
+
+
+def build_for_task(name: str, spec: DataSpec, task, **hyper) -> ClusterModel:
+    """Model ``name`` for ``task`` (a :class:`~pionml.tasks.base.Task`): the body variant the
+    task names, the heads the task declares for the form of output the body gives, the scalar
+    branch when the task asks for it."""
+    cls = model_class(name)
+    cls.check_task(task)
+    return build_model(name, spec, heads=cls.heads_for(task), scalars=task.scalars,
+                       variant=task.model_variant, **hyper)
 
 
 def build_model(name: str, spec: DataSpec, heads: dict | None = None, scalars: bool = False,
-                variant: str = "classify", **hyper) -> ClusterModel:
+                variant: str | None = None, **hyper) -> ClusterModel:
     """Instantiate model ``name`` with input sizes ``spec``, heads and hyper-parameters; values
-    the layers reject (a zero width, a string where a number goes) raise ConfigError."""
+    the layers reject (a zero width, a string where a number goes) raise ConfigError.
+    :func:`build_for_task` takes the heads, scalars and variant from a task's declaration."""
     cls = model_class(name)
     try:
         return cls(spec, heads=heads, scalars=scalars, variant=variant, **hyper)

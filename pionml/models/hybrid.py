@@ -12,6 +12,8 @@ CNN, never instead of it.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from pionml.errors import ConfigError
@@ -29,10 +31,11 @@ class CNNMoments(CNN):
     inputs = ("images", "moments")
     recipes = {}
     recipe_hyper = {}
-    alternatives = {}
+    #: the CNN's bodies (classifier and regressor), each with the moment branch; none of the
+    #: CNN's alternative architectures
+    supports = {variant: replace(body, alternatives={}) for variant, body in CNN.supports.items()}
 
-    def build_body(self, spec: DataSpec, **hyper) -> int:
-        width = super().build_body(spec, **hyper)
+    def _add_moment_branch(self, spec: DataSpec, width: int, hyper: dict) -> int:
         if spec.n_moments < 1:
             raise ConfigError("model 'cnn_moments' reads the cluster moments, and the data give "
                               "none (no /clusters/moment_* columns?)")
@@ -40,5 +43,15 @@ class CNNMoments(CNN):
                                  hyper["dropout"])
         return width + hyper["dense"]
 
+    def build_body(self, spec: DataSpec, **hyper) -> int:
+        return self._add_moment_branch(spec, super().build_body(spec, **hyper), hyper)
+
+    def build_regressor(self, spec: DataSpec, **hyper) -> int:
+        return self._add_moment_branch(spec, super().build_regressor(spec, **hyper), hyper)
+
     def body_forward(self, batch) -> torch.Tensor:
         return torch.cat([super().body_forward(batch), self.moment_branch(batch.moments)], dim=1)
+
+    def regressor_forward(self, batch) -> torch.Tensor:
+        return torch.cat([super().regressor_forward(batch), self.moment_branch(batch.moments)],
+                         dim=1)

@@ -14,8 +14,7 @@ from torch import nn
 
 from pionml.errors import ConfigError
 from pionml.geometry import IMAGE_GROUPS
-from pionml.models.base import ClusterModel, DataSpec, mlp, register
-from pionml.models.heads import ScaledTanhHead
+from pionml.models.base import Body, ClusterModel, DataSpec, mlp, register
 
 #: The three input groups of the CNN and DenseNet (ATL-PHYS-PUB-2020-018 4.2.2, 4.2.3), from the geometry.
 GROUPS = IMAGE_GROUPS
@@ -71,24 +70,31 @@ class DNN(ClusterModel):
     inputs = ("images",)
     defaults = {"hidden": (128, 64, 32), "merged": 64, "dropout": 0.2}
     train_defaults = {"epochs": 30, "batch_size": 256, "lr": 1e-3, "patience": 5}
-    variant_data_defaults = {"regress": {"image_mode": "standardise"}}
+    supports = {"classify": Body(),
+                "regress": Body(build="build_all_pixels", forward="all_pixels_forward",
+                                data={"image_mode": "standardise"})}
 
     def build_body(self, spec: DataSpec, hidden, merged, dropout) -> int:
+        """The classifier: one branch per layer, merged."""
         self.layer_names = list(spec.image_shapes)
-        if self.variant == "regress":
-            n_pix = sum(h * w for h, w in spec.image_shapes.values())
-            self.all_pixels = mlp((n_pix, *hidden), dropout)
-            return hidden[-1]
         self.branches = nn.ModuleDict({
             name: mlp((h * w, *hidden), dropout) for name, (h, w) in spec.image_shapes.items()})
         self.merge = mlp((hidden[-1] * len(self.layer_names), merged), dropout)
         return merged
 
     def body_forward(self, batch) -> torch.Tensor:
-        if self.variant == "regress":  # (B, 936)
-            return self.all_pixels(torch.cat([batch.images[n].flatten(1) for n in self.layer_names], 1))
         feats = [self.branches[n](batch.images[n].flatten(1)) for n in self.layer_names]
         return self.merge(torch.cat(feats, dim=1))
+
+    def build_all_pixels(self, spec: DataSpec, hidden, merged, dropout) -> int:
+        """The regressor: all pixels together through one stack (``merged`` unused)."""
+        self.layer_names = list(spec.image_shapes)
+        n_pix = sum(h * w for h, w in spec.image_shapes.values())
+        self.all_pixels = mlp((n_pix, *hidden), dropout)
+        return hidden[-1]
+
+    def all_pixels_forward(self, batch) -> torch.Tensor:  # (B, 936) pixels in
+        return self.all_pixels(torch.cat([batch.images[n].flatten(1) for n in self.layer_names], 1))
 
 
 NORMS = ("batch", "group", "none")
@@ -170,7 +176,7 @@ def layer_summaries(images: dict, names) -> torch.Tensor:
 @register
 class CNN(ClusterModel):
     """Convolutional networks of ATL-PHYS-PUB-2020-018 section 4.2.2: the classifier (Fig. 5) and, as the
-    ``regress`` variant, the regressor (Fig. 6, :meth:`_build_regressor`).
+    ``regress`` variant, the regressor (Fig. 6, :meth:`build_regressor`).
 
     Classifier layouts (hyper-parameter ``layout``):
 
@@ -204,17 +210,21 @@ class CNN(ClusterModel):
     #: seed 002's training of the classifier (constant rate, early stopping, no augmentation)
     recipes = {"seed002": {"epochs": 25, "batch_size": 256, "lr": 1e-3, "patience": 5,
                            "scheduler": "none", "augment": "none"}}
-    #: the regressor keeps the paper's widths and dropout (ATL-PHYS-PUB-2020-018 4.2.2, Fig. 6)
-    variant_defaults = {"regress": {"channels": (16, 32), "dropout": 0.2}}
+    #: the classifier's alternatives (the paper's pixels, and the public CNN's layout with batch
+    #: normalisation) are built, trained and exported by the registry-driven tests beside the
+    #: defaults; the regressor keeps the paper's widths and dropout (ATL-PHYS-PUB-2020-018
+    #: 4.2.2, Fig. 6)
+    supports = {
+        "classify": Body(alternatives={
+            "fraction": {"channels": (16, 32), "dropout": 0.2, "pixels": "fraction",
+                         "summary": False},
+            "emb2": {"layout": "emb2", "norm": "batch", "pixels": "sqrt"}}),
+        "regress": Body(build="build_regressor", forward="regressor_forward",
+                        hyper={"channels": (16, 32), "dropout": 0.2})}
     #: seed 002's classifier (ATL-PHYS-PUB-2020-018 4.2.2): its widths and dropout, the energy
     #: fractions as they are, no summary branch
     recipe_hyper = {"seed002": {"channels": (16, 32), "dropout": 0.2, "layout": "seed002",
                                 "pixels": "fraction", "summary": False}}
-    #: the paper's pixels, and the public CNN's layout (with batch normalisation), built, trained
-    #: and exported by the registry-driven tests beside the defaults
-    alternatives = {"classify": {"fraction": {"channels": (16, 32), "dropout": 0.2,
-                                              "pixels": "fraction", "summary": False},
-                                 "emb2": {"layout": "emb2", "norm": "batch", "pixels": "sqrt"}}}
 
     #: what a run saved before the hyper-parameter existed was trained with
     _saved_before = {"layout": "seed002", "norm": "none", "pixels": "fraction", "summary": False}
@@ -226,17 +236,19 @@ class CNN(ClusterModel):
         config = {**config, "hyper": {**cls._saved_before, **config["hyper"]}}
         return super().from_config(config)
 
-    def build_body(self, spec: DataSpec, channels, dense, dropout, layout, norm, pixels,
-                   summary) -> int:
-        shapes = spec.image_shapes
-        self.sizes = [shapes[g[0]] for g in GROUPS]
+    def _check_choices(self, spec: DataSpec, layout, norm, pixels) -> None:
+        self.sizes = [spec.image_shapes[g[0]] for g in GROUPS]
         for key, value, choices in (("layout", layout, CNN_LAYOUTS), ("norm", norm, NORMS),
                                     ("pixels", pixels, CNN_PIXELS)):
             if value not in choices:
                 raise ConfigError(f"model 'cnn': unknown {key} '{value}' (choices: {', '.join(choices)})")
         self.layout, self.pixels = layout, pixels
-        if self.variant == "regress":
-            return self._build_regressor(shapes, channels, dense, dropout, norm)
+
+    def build_body(self, spec: DataSpec, channels, dense, dropout, layout, norm, pixels,
+                   summary) -> int:
+        """The classifier (Fig. 5, or the ``emb2`` layout), with the optional summary branch."""
+        self._check_choices(spec, layout, norm, pixels)
+        shapes = spec.image_shapes
         n = len(channels)
         if layout == "emb2":
             emb1, emb2 = GROUPS[0][0], GROUPS[1][0]
@@ -262,9 +274,13 @@ class CNN(ClusterModel):
         self.merge = mlp((len(flat) * dense, dense), dropout)
         return dense
 
-    def _build_regressor(self, shapes, channels, dense, dropout, norm) -> int:
+    def build_regressor(self, spec: DataSpec, channels, dense, dropout, layout, norm, pixels,
+                        summary) -> int:
         """ATL-PHYS-PUB-2020-018 Fig. 6: all six layers on the 16x16 grid (4x4 convolutions), a flattened
-        EMB1 branch, and (E, eta) through the shared scalar branch; concatenated, dense."""
+        EMB1 branch, and (E, eta) through the shared scalar branch; concatenated, dense
+        (``layout``, ``pixels`` and ``summary`` checked, unused)."""
+        self._check_choices(spec, layout, norm, pixels)
+        shapes = spec.image_shapes
         self.layer_names = list(shapes)
         self.grid = shapes[GROUPS[1][0]]  # EMB2's 16x16
         self.all_layers = _conv_stack(len(shapes), channels, (4, 4), (2, 2), norm)
@@ -276,12 +292,13 @@ class CNN(ClusterModel):
         self.merge = mlp((2 * dense, dense), dropout)
         return dense
 
+    def regressor_forward(self, batch) -> torch.Tensor:
+        x = upscale_group(batch.images, self.layer_names, self.grid)  # (B, 6, 16, 16)
+        a = self.dense_all(self.all_layers(x).flatten(1))
+        b = self.emb1_flat(batch.images[GROUPS[0][0]].flatten(1))  # (B, 512)
+        return self.merge(torch.cat([a, b], dim=1))
+
     def body_forward(self, batch) -> torch.Tensor:
-        if self.variant == "regress":
-            x = upscale_group(batch.images, self.layer_names, self.grid)  # (B, 6, 16, 16)
-            a = self.dense_all(self.all_layers(x).flatten(1))
-            b = self.emb1_flat(batch.images[GROUPS[0][0]].flatten(1))  # (B, 512)
-            return self.merge(torch.cat([a, b], dim=1))
         extra = [layer_summaries(batch.images, self.layer_names)] if self.summary else []
         images = batch.images
         if self.pixels == "sqrt":
@@ -349,7 +366,11 @@ class DenseNet(ClusterModel):
     inputs = ("images",)
     defaults = {"n_layers": 13, "growth": 4, "transition": 8, "dense": 64, "dropout": 0.2,
                 "norm": "group"}
-    variant_data_defaults = {"regress": {"image_mode": "log"}}  # log cell energies (4.2.3)
+    #: the regressor reads log cell energies (4.2.3), averaged rather than summed when a layer
+    #: is brought to a coarser grid, and its value is tanh scaled to +-5
+    supports = {"classify": Body(),
+                "regress": Body(data={"image_mode": "log"},
+                                head_kinds={"linear": {"kind": "scaled_tanh", "scale": 5.0}})}
     train_defaults = {"epochs": 20, "batch_size": 256, "lr": 1e-3, "patience": 4}
 
     def build_body(self, spec: DataSpec, n_layers, growth, transition, dense, dropout, norm) -> int:
@@ -374,14 +395,8 @@ class DenseNet(ClusterModel):
         self.merge = mlp((3 * dense, dense), dropout)
         return dense
 
-    def make_head(self, name: str, spec: dict, width: int) -> nn.Module:
-        """A regression value (``value`` head, linear) is tanh scaled to +-5 (ATL-PHYS-PUB-2020-018 4.2.3)."""
-        if name == "value" and spec["kind"] == "linear" and spec.get("n", 1) == 1:
-            return ScaledTanhHead(width, scale=5.0)
-        return super().make_head(name, spec, width)
-
     def body_forward(self, batch) -> torch.Tensor:
-        conserve = self.variant != "regress"  # the regressor reads log energies
+        conserve = self.body.data.get("image_mode") != "log"  # log energies are not summed
         feats = [d(branch(upscale_group(batch.images, g, s, conserve))) for d, branch, g, s in
                  zip(self.dense, self.branches, GROUPS, self.sizes)]
         return self.merge(torch.cat(feats, dim=1))

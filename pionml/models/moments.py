@@ -15,9 +15,12 @@ R = E_EM / E_dep, so that E = E_EM / R.
   (weights (members, in, out), one ``baddbmm`` per layer for all of them), function-space
   repulsion with a Gaussian kernel of median-heuristic width, and an L2 prior / N_train.
 
-Mixture models return ``{"mixture": (B, S, k, 3)}`` = (weight, mean, width) of log10 R for S
-weight samples (BNN), members (RE) or 1 (HGM); ``lgk`` returns ``{"R": (B,)}``. Both also pass
-``E_em`` through so that the task gives E_pred. The mixture mode, moments and the uncertainty
+The families own their output layer and give the calibrate task's declared forms of output
+(``Task.output_forms()``) under the head names the task declares: the mixture models the
+``mixture`` form, (B, S, k, 3) = (weight, mean, width) of log10 R for S weight samples (BNN),
+members (RE) or 1 (HGM); ``lgk`` the ``response`` form, R (B,). Both also pass ``E_em`` through
+(their ``cluster_fields``) so that the task gives E_pred from the outputs alone. The mixture
+mode, moments and the uncertainty
 decomposition (seed 001 App. D.2) are the functions below.
 """
 
@@ -30,11 +33,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from pionml.errors import ConfigError
-from pionml.models.base import ClusterModel, DataSpec, mlp, register
+from pionml.models.base import Body, ClusterModel, DataSpec, mlp, register
 from pionml.models.heads import gaussian_mixture
 
-#: The nominal head of the calibrate task; the moment families own their output layer.
-CALIBRATE_HEADS = {"response": {"kind": "linear"}}
 LEAKS = ("linear", "quadratic")
 KERNEL_INPUTS = ("mean", "params")
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
@@ -213,24 +214,38 @@ class MomentModel(ClusterModel):
     """Base of the moment families: the body reads ``batch.moments`` (spec.n_moments features)
     and the family owns its output layer; E_em is passed through for E = E_em / R."""
 
+    role = "a moment-based calibration"
     inputs = ("moments",)
     cluster_fields = ("E_em",)
     reads_scalars = False
-    variants = ("calibrate",)
+    supports = {"calibrate": Body(form="mixture")}
+    #: the head kind of the family's form of output
+    head_kind = "gaussian_mixture"
     #: what the output describes: "log10" (log10 R, the mixtures) or "linear" (R, lgk)
     target = "log10"
 
-    def __init__(self, spec: DataSpec, heads: dict | None = None, scalars: bool = False,
-                 variant: str = "calibrate", **hyper):
-        if variant != "calibrate":
-            raise ConfigError(f"model '{self.name}' is a moment-based calibration: task must be "
-                              "'calibrate'")
-        super().__init__(spec, heads=CALIBRATE_HEADS, variant=variant, **hyper)
+    @classmethod
+    def bare_heads(cls) -> dict:
+        """Built without a task: the head of the calibrate task's form the family gives
+        (``mixture``, or ``R`` for lgk)."""
+        return {"R" if cls.head_kind == "linear" else "mixture": {"kind": cls.head_kind}}
+
+    @classmethod
+    def saved_heads(cls, config: dict) -> dict:
+        """A run saved before the calibrate task declared its forms of output holds a nominal
+        ``response`` head; its output was the family's own (:meth:`bare_heads`)."""
+        heads = config["heads"]
+        return cls.bare_heads() if heads == {"response": {"kind": "linear"}} else heads
 
     def build_body(self, spec: DataSpec, **hyper) -> int:
         if spec.n_moments < 1:
             raise ConfigError(f"model '{self.name}' reads the cluster moments, and the data give "
                               "none (no /clusters/moment_* columns?)")
+        kinds = {n: s["kind"] for n, s in self.head_specs.items()}
+        if list(kinds.values()) != [self.head_kind]:
+            raise ConfigError(f"model '{self.name}' gives one {self.head_kind} head; the task asks "
+                              f"for {kinds}")
+        self.head = next(iter(kinds))
         self.build_net(spec.n_moments, **hyper)
         return 1
 
@@ -240,11 +255,13 @@ class MomentModel(ClusterModel):
     def make_head(self, name, spec, width):
         return nn.Identity()
 
-    def net_forward(self, x: torch.Tensor) -> dict:  # pragma: no cover - abstract
+    def net_forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        """The family's output (the task's one head) from the moments."""
         raise NotImplementedError
 
     def forward(self, batch) -> dict:
-        return {**self.net_forward(batch.moments), "E_em": batch.clusters["E_em"]}
+        return {self.head: self.net_forward(batch.moments),
+                **{f: batch.clusters[f] for f in self.cluster_fields}}
 
 
 @register
@@ -252,6 +269,8 @@ class LGK(MomentModel):
     """DNN with the leaky Gaussian kernel loss (seed 000 sec 4.1.1), on the linear R."""
 
     name = "lgk"
+    supports = {"calibrate": Body(form="response")}
+    head_kind = "linear"
     target = "linear"
     defaults = {"widths": (256, 128, 64, 8), "h": 0.1, "alpha": 0.05, "leak": "linear"}
     # seed 000: Adam 1e-4, batch 4096, ~100 + ~100 epochs on 17e6 clusters; on a sample 100
@@ -273,11 +292,11 @@ class LGK(MomentModel):
         for layer in self.hidden:
             x = layer(x)
             x = 2 * x * torch.sigmoid(x)  # 2 swish, beta = 1
-        return {"R": 2 * (torch.tanh(self.out(x).squeeze(-1)) + 1)}  # R in [0, 4]
+        return 2 * (torch.tanh(self.out(x).squeeze(-1)) + 1)  # R in [0, 4]
 
     def get_loss(self, outputs, batch, task, leak: bool = True, **options):
         r_em = batch.clusters["E_em"] / batch.clusters["E_true"]
-        return lgk_loss(outputs["R"], r_em, self.hyper["h"],
+        return lgk_loss(outputs[self.head], r_em, self.hyper["h"],
                         self.hyper["alpha"] if leak else 0.0, self.hyper["leak"])
 
 
@@ -299,7 +318,7 @@ class HGM(MomentModel):
 
     def net_forward(self, x):
         raw = self.net(x)
-        return {"mixture": gaussian_mixture(raw, self.hyper["k"], self.hyper["min_width"])[:, None]}
+        return gaussian_mixture(raw, self.hyper["k"], self.hyper["min_width"])[:, None]
 
 
 @register
@@ -334,7 +353,7 @@ class BNN(MomentModel):
             if i < len(self.layers) - 1:
                 h = torch.relu(h)
         mix = gaussian_mixture(h, self.hyper["k"], self.hyper["min_width"])  # (S, B, k, 3)
-        return {"mixture": mix.transpose(0, 1)}
+        return mix.transpose(0, 1)
 
     def for_export(self) -> nn.Module:
         """The ``n_samples`` inference networks, drawn as at inference, frozen into one batched
@@ -354,6 +373,7 @@ class _FrozenBNN(nn.Module):
     def __init__(self, bnn: "BNN"):
         super().__init__()
         self.k, self.min_width = bnn.hyper["k"], bnn.hyper["min_width"]
+        self.head, self.passed = bnn.head, tuple(bnn.cluster_fields)
         gen = bnn._generator(bnn.layers[0].w_mu.device)
         self.layers = nn.ModuleList()
         with torch.no_grad():
@@ -371,7 +391,7 @@ class _FrozenBNN(nn.Module):
             if i < len(self.layers) - 1:
                 h = torch.relu(h)
         mix = gaussian_mixture(h, self.k, self.min_width)
-        return {"mixture": mix.transpose(0, 1), "E_em": batch.clusters["E_em"]}
+        return {self.head: mix.transpose(0, 1), **{f: batch.clusters[f] for f in self.passed}}
 
 
 @register
@@ -398,14 +418,14 @@ class RepulsiveEnsemble(MomentModel):
             if i < len(self.layers) - 1:
                 h = torch.relu(h)
         mix = gaussian_mixture(h, self.hyper["k"], self.hyper["min_width"])  # (M, B, k, 3)
-        return {"mixture": mix.transpose(0, 1)}
+        return mix.transpose(0, 1)
 
     def member_l2(self) -> torch.Tensor:
         """|theta_i|^2 per member (M,)."""
         return sum(p.pow(2).flatten(1).sum(1) for p in self.parameters())
 
     def get_loss(self, outputs, batch, task, **options):
-        mix = outputs["mixture"]  # (B, M, k, 3)
+        mix = outputs[self.head]  # (B, M, k, 3)
         nll = mixture_nll(mix, task.target_log10(batch), per_sample=True)  # (M,)
         if self.hyper["kernel_on"] == "mean":
             f = mixture_moments(mix)[0].transpose(0, 1)  # (M, B): each member's mean log10 R

@@ -29,7 +29,8 @@ import torch
 
 from pionml.data.features import MOMENT_FEATURES, available_features
 from pionml.errors import CheckpointError, ConfigError
-from pionml.models.base import ClusterModel, DataSpec, register
+from pionml.models.base import CLUSTER_VARIANTS, ClusterModel, DataSpec, register
+from pionml.models.baseline import one_value_head
 
 logger = logging.getLogger(__name__)
 
@@ -104,12 +105,12 @@ class BDT(ClusterModel):
     fits_itself = True
     # not calibrate: its LGK and mixture heads have no XGBoost objective (a squared-error fit of
     # the mean response alone would be the way)
-    variants = ("classify", "regress")
+    supports = CLUSTER_VARIANTS
     export_note = ("its XGBoost trees are not a torch graph (convert bdt.json with onnxmltools "
                    "if an ONNX file is needed)")
 
     def __init__(self, spec: DataSpec, heads: dict | None = None, scalars: bool = False,
-                 variant: str = "classify", **hyper):
+                 variant: str | None = None, **hyper):
         super().__init__(spec, heads=heads, variant=variant, **hyper)
         self.booster = None
 
@@ -122,13 +123,7 @@ class BDT(ClusterModel):
         for key, value in (("subsample", subsample), ("colsample", colsample)):
             if not 0 < value <= 1:
                 raise ConfigError(f"model 'bdt': hyper-parameter {key}={value!r} must be in (0, 1]")
-        if len(self.head_specs) != 1:
-            raise ConfigError(f"model 'bdt' fits one head; the task asks for "
-                              f"{sorted(self.head_specs)}")
-        (head, hspec), = self.head_specs.items()
-        if hspec["kind"] != "linear" or hspec.get("n", 1) != 1:
-            raise ConfigError(f"model 'bdt' fits one value per cluster; head '{head}' is {hspec}")
-        self.head = head
+        self.head = one_value_head(self)
         self.features_used = [by_name[n] for n in dict.fromkeys(features)]
         #: the /clusters columns read, in the order of the booster's features
         self.cluster_fields = tuple(f.column for f in self.features_used)

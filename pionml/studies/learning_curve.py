@@ -99,12 +99,10 @@ class CurveSettings:
 def model_choices(task: str) -> list[str]:
     """The models a learning curve of ``task`` can train: those with the task's body variant
     that learn (networks and the bdt), not the baselines."""
-    from pionml.models import MODELS
-    from pionml.tasks import task_class
+    from pionml.models import MODELS, supported_pairs
 
-    variant = task_class(task).model_variant
-    return sorted(name for name, cls in MODELS.items()
-                  if variant in cls.variants and (cls.trainable or cls.fits_itself))
+    return sorted(name for t, name in supported_pairs()
+                  if t == task and (MODELS[name].trainable or MODELS[name].fits_itself))
 
 
 def check_models(task: str, models) -> list[str]:
@@ -254,7 +252,7 @@ def check_hyper(data, settings: CurveSettings) -> None:
     """Build every model of the curve once with its hyper-parameters (input sizes from
     ``data``), so that a bad one is refused before anything is trained or written."""
     from pionml.io.hdf5 import DatasetFile
-    from pionml.models import build_model
+    from pionml.models import build_for_task
     from pionml.tasks import make_task
     from pionml.train.trainer import data_spec
 
@@ -262,8 +260,7 @@ def check_hyper(data, settings: CurveSettings) -> None:
     with DatasetFile(data) as ds:
         spec = data_spec(ds)
     for model in settings.models:
-        build_model(model, spec, heads=task.heads, scalars=task.scalars,
-                    variant=task.model_variant, **(settings.hyper.get(model) or {}))
+        build_for_task(model, spec, task, **(settings.hyper.get(model) or {}))
 
 
 # --- the study -----------------------------------------------------------------------------------

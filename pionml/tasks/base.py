@@ -2,7 +2,9 @@
 
 A :class:`Task` owns: which rows it uses (:meth:`Task.select`), its targets and their fitted,
 invertible transforms (:mod:`pionml.tasks.transforms`, saved with the run as ``task.json``),
-the heads it asks the model for, the loss, the conversion of head outputs to physical
+the body variant and the forms of output it asks the model for (:meth:`Task.output_forms`:
+the output keys, as head specs the model builds; the contract in :mod:`pionml.models.base`),
+the loss, the conversion of head outputs to physical
 quantities (:meth:`Task.physical`), the prediction columns of ``predictions.csv``, and its
 metrics, summary line and plots. The trainer, the run folder and the evaluation only call
 these methods, so a new task (regression, calibration) is added by registering a class.
@@ -55,11 +57,16 @@ class Task:
     :meth:`physical` and :meth:`metrics` (and may override the rest)."""
 
     name: str = ""
-    #: head name -> head spec (pionml.models.heads) the model must provide
+    #: head name -> head spec (pionml.models.heads) a model builds on its body's features: the
+    #: output keys of the ``heads`` form of output
     heads: dict = {}
+    #: the other forms of output the task takes (form name -> head specs, the output keys),
+    #: given by families that own their output layer or answer in physical units (a family's
+    #: ``Body.form`` names the one it gives)
+    other_forms: dict = {}
     #: whether the model reads the cluster scalars (E_EM, eta) through its scalar branch
     scalars: bool = False
-    #: the body variant of the model families this task wants (pionml.models.base)
+    #: the body variant of the model families this task wants (``ClusterModel.supports``)
     model_variant: str = "classify"
     #: per-cluster fields the loss needs in every training batch
     fields: tuple = ()
@@ -86,6 +93,15 @@ class Task:
     #: (``bdt``) names it: "logistic" (binary cross-entropy on a logit), "squared_error";
     #: None: the task has no such form
     head_loss: str | None = None
+
+    @classmethod
+    def output_forms(cls) -> dict:
+        """Every form of output the task takes: form name -> {head name: spec}; ``heads`` (the
+        task's heads built on a body's features) first when the task declares any."""
+        from pionml.models.base import HEADS_FORM
+
+        return {**({HEADS_FORM: dict(cls.heads)} if cls.heads else {}),
+                **{k: dict(v) for k, v in cls.other_forms.items()}}
 
     def __init__(self, **options):
         unknown = set(options) - set(self.defaults)

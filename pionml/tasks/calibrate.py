@@ -35,7 +35,14 @@ MIN_RESPONSE = 1e-6
 @register_task
 class CalibrateTask(Task):
     name = "calibrate"
-    heads = {"response": {"kind": "linear"}}  # nominal: the moment families own their output
+    #: the forms of output, given by the moment families from their own output layer: a
+    #: Gaussian mixture of log10 R, (B, S, k, 3) for S weight samples or members; or R itself (B,)
+    heads = {}
+    other_forms = {"mixture": {"mixture": {"kind": "gaussian_mixture"}},
+                   "response": {"R": {"kind": "linear"}}}
+    #: cluster fields the model passes through beside its head, so that its outputs (an exported
+    #: graph) give E_pred = E_EM / R alone
+    passed_fields = ("E_em",)
     model_variant = "calibrate"
     fields = ("E_true", "E_em")
     select_fields = ("E_true", "E_em")
@@ -130,22 +137,25 @@ class CalibrateTask(Task):
         (seed 001 Eq. 12, seed 003); the families add their own terms."""
         from pionml.models.moments import mixture_nll
 
-        if "mixture" not in outputs:
+        (mixture,) = self.other_forms["mixture"]
+        if mixture not in outputs:
             raise ConfigError("task 'calibrate': this model gives no mixture; it must define "
                               "its own loss")
-        return mixture_nll(outputs["mixture"].float(), self.target_log10(batch))
+        return mixture_nll(outputs[mixture].float(), self.target_log10(batch))
 
     def physical(self, outputs: dict, batch=None) -> dict:
-        e_em = outputs["E_em"].double()
-        if "R" in outputs:
-            r = outputs["R"].double().clamp_min(MIN_RESPONSE)
+        (e_em,) = self.passed_fields
+        e_em = outputs[e_em].double()
+        (mixture,), (response,) = self.other_forms["mixture"], self.other_forms["response"]
+        if response in outputs:
+            r = outputs[response].double().clamp_min(MIN_RESPONSE)
             nan = torch.full_like(r, float("nan"))
             out = {"R_pred": r, "sigma": nan, "sigma_stat": nan, "sigma_syst": nan,
                    "sigma_log": nan}
         else:
             from pionml.models.moments import mixture_summary
 
-            s = mixture_summary(outputs["mixture"].double())
+            s = mixture_summary(outputs[mixture].double())
             r = 10.0 ** s["mode"]
             lin = math.log(10.0) * r
             out = {"R_pred": r, "sigma": lin * s["tot"], "sigma_stat": lin * s["stat"],

@@ -39,6 +39,8 @@ SPECIES = {"pi0": 1, "charged": 0}
 class RegressTask(Task):
     name = "regress"
     heads = {"value": {"kind": "linear"}}
+    #: a model that answers in GeV itself (the calibrations read from the data: em, lcw)
+    other_forms = {"energy": {"E_pred": {"kind": "linear"}}}
     scalars = True
     model_variant = "regress"
     fields = ("E_true",)
@@ -135,8 +137,9 @@ class RegressTask(Task):
         return self.target.forward(self._goal(np.asarray(clusters["E_true"], dtype=np.float64), e_em))
 
     def physical(self, outputs: dict, batch=None) -> dict:
-        if "E_pred" in outputs:  # a baseline that gives the energy itself
-            return {"E_pred": outputs["E_pred"].float()}
+        (energy,) = self.other_forms["energy"]
+        if energy in outputs:  # the energy form: GeV as it is
+            return {"E_pred": outputs[energy].float()}
         e = self.target.inverse(outputs["value"].double())
         if self.by_response:
             if batch is None or "E_em" not in batch.clusters:

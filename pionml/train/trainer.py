@@ -659,7 +659,7 @@ def _train_run(data_path, model_name, out, task, config, hyper, data_options, pr
     from pionml.data.sources import DataConfig, make_source, source_kind
     from pionml.io import file_sha256, file_stamp
     from pionml.io.hdf5 import DatasetFile
-    from pionml.models import build_model
+    from pionml.models import build_for_task
     from pionml.tasks import Task, make_task
 
     seed_everything(config.seed + dist.rank)
@@ -683,9 +683,7 @@ def _train_run(data_path, model_name, out, task, config, hyper, data_options, pr
                                           **(task_options or {})})
             data_config = DataConfig.from_dict({**cls.data_options(task_obj.model_variant),
                                                 **(data_options or {})})
-        if task_obj.model_variant not in cls.variants:  # before any row is read
-            raise ConfigError(f"model '{model_name}' has no {task_obj.model_variant} variant (it "
-                              f"has: {', '.join(cls.variants)}): not a model for task '{task}'")
+        cls.check_task(task_obj)  # before any row is read
         check_model_inputs(ds, model_name, cls.model_inputs(task_obj.scalars))
         train_rows = data_config.train_rows(task_obj.rows(ds, "train"), f"dataset '{data_path}'")
         val_rows = task_obj.rows(ds, "val")
@@ -701,8 +699,7 @@ def _train_run(data_path, model_name, out, task, config, hyper, data_options, pr
                                      image_mode=data_config.image_mode,
                                      progress=progress and dist.is_main,
                                      moment_time=data_config.moment_time)
-        model = build_model(model_name, data_spec(ds, norm), heads=task_obj.heads,
-                            scalars=task_obj.scalars, variant=task_obj.model_variant, **hyper)
+        model = build_for_task(model_name, data_spec(ds, norm), task_obj, **hyper)
         fields_needed = tuple(task_obj.fields) + tuple(model.cluster_fields)
         builder = BatchBuilder(norm, model.inputs, fields=fields_needed, knn_k=data_config.knn_k)
         # the per-cluster inputs are checked up front (a baseline's p_em or E_lcw too)
