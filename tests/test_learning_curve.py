@@ -15,6 +15,7 @@ from pionml.cli import main
 from pionml.errors import ConfigError
 from pionml.studies import learning_curve as lc
 from pionml.testing.fake_dataset import make_fake_dataset
+from pionml.tasks import make_task
 
 ARGS = ["--model", "dnn", "--epochs", "1", "--no-progress"]
 
@@ -124,14 +125,14 @@ def test_the_json_holds_every_pair_with_finite_metrics(first):
                                                               "bdt_150"}
     for entry in [*doc["runs"].values(), doc["baselines"]["pem"]]:
         m = entry.get("metrics", entry)
-        for key in lc.CLASSIFY_METRICS:
+        for key in make_task("classify").score_keys:
             for k in (key, f"{key}_err"):
                 assert m[k] is not None and np.isfinite(float(m[k])), (entry, k)
         assert 0 <= m["auc"] <= 1 and m["rejection_at_eff95"] <= m["rejection_at_eff90"]
     for e in doc["runs"].values():
         assert e["n_train"] == e["size"] and e["train_seconds"] > 0
     assert doc["runs"]["dnn_60"]["epochs"] == 1
-    for metric in (*lc.CLASSIFY_METRICS, "train_seconds"):
+    for metric in (*make_task("classify").score_keys, "train_seconds"):
         assert (out / f"learning_curve_{metric}.png").stat().st_size > 0
     assert not list(out.glob("*.tmp*"))
 

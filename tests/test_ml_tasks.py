@@ -163,3 +163,45 @@ def _unregister():
     yield
     TASKS.pop("test_mean_width", None)
     MODELS.pop("test_gaussian_pfn", None)
+
+
+def test_a_task_owns_its_command_line_options():
+    """Every task's options are on the parser once; the runs a command line asks for come from
+    the task (``--species both``: two runs, tagged); another task's option is refused."""
+    import argparse
+
+    from pionml.tasks import add_task_arguments, task_runs
+
+    p = argparse.ArgumentParser()
+    add_task_arguments(p)
+    runs = task_runs("regress", p.parse_args(["--species", "both", "--target", "energy"]))
+    assert [(r.tag, r.options) for r in runs] == [
+        ("pi0", {"species": "pi0", "target": "energy"}),
+        ("charged", {"species": "charged", "target": "energy"})]
+    assert runs[0].argv == ("--species", "pi0", "--target", "energy")
+    # the species names the run even when the task's default is taken
+    assert [(r.tag, r.options) for r in task_runs("regress", p.parse_args([]))] == [
+        ("charged", {"species": "charged"})]
+    assert [(r.tag, r.options) for r in task_runs("classify", p.parse_args([]))] == [(None, {})]
+    with pytest.raises(ConfigError, match="--weight is an option of --task regress, not of "
+                                          "'calibrate'"):
+        task_runs("calibrate", p.parse_args(["--weight", "flat"]))
+    one = argparse.ArgumentParser()
+    add_task_arguments(one, several=False)  # a command of one run per task: no 'both'
+    with pytest.raises(SystemExit):
+        one.parse_args(["--species", "both"])
+
+
+def test_a_task_scores_answers_for_the_studies(data):
+    """The study score of a task: classify scores P(pi0) (a perfect score has AUC 1), regress
+    E_pred (the truth itself has response 1 and resolution 0); calibrate has none."""
+    label = np.array([0, 1] * 50)
+    m = make_task("classify").score(label * 0.8 + 0.1, {"label": label})
+    assert m["auc"] == 1.0 and set(make_task("classify").score_keys) <= set(m)
+    e = np.linspace(1, 100, 200)
+    r = make_task("regress").score(e, {"E_true": e})
+    assert r["median_response"] == 1.0 and r["iqr_resolution"] == 0.0 and r["bins_E_true"]
+    assert "median response 1" in make_task("regress").score_summary(r)
+    assert make_task("regress").baselines == {"em": "E_em", "lcw": "E_lcw"}
+    with pytest.raises(ConfigError, match="task 'calibrate' has no study score"):
+        make_task("calibrate").score(e, {"E_true": e})

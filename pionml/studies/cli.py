@@ -26,8 +26,12 @@ def training_size(text: str):
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from pionml.cli import positive_float, positive_int, seed
+    from pionml.studies.learning_curve import curve_tasks
+    from pionml.tasks import add_task_arguments
 
-    p.add_argument("--task", default="classify", help="classify or regress (default classify)")
+    tasks = curve_tasks()
+    p.add_argument("--task", default=tasks[0],
+                   help=f"{' or '.join(tasks)} (default {tasks[0]})")
     p.add_argument("--model", nargs="+", required=True, metavar="M",
                    help="models to train at each size (networks; the bdt is always added, the "
                         "baselines pem / em and lcw are drawn as bands)")
@@ -39,12 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, metavar="DIR",
                    help="the study's folder: learning_curve.json, the figures, runs/<model>_<N>; "
                         "run again with the same options to resume")
-    p.add_argument("--species", choices=("pi0", "charged"), default=None,
-                   help="regress: the species of the clusters (default charged)")
-    p.add_argument("--target", choices=("energy", "response"), default=None,
-                   help="regress: what the networks learn (default: the task's, response)")
-    p.add_argument("--weight", choices=("none", "flat"), default=None,
-                   help="regress: training weights (default: the task's, flat)")
+    add_task_arguments(p, several=False)  # one run per (model, size)
     p.add_argument("--epochs", type=positive_int, default=None,
                    help="maximum epochs of the networks (default: each model's; the bdt keeps "
                         "its own boosting rounds and early stopping)")
@@ -88,21 +87,18 @@ def _hyper(text, models) -> dict:
 def run(args) -> int:
     from pathlib import Path
 
-    from pionml.errors import UsageError
-    from pionml.train.cli import regress_options
+    from pionml.errors import ConfigError, UsageError
+    from pionml.studies.learning_curve import curve_tasks
+    from pionml.tasks import task_runs
 
-    from pionml.studies.learning_curve import BASELINES
-
-    if args.task not in BASELINES:
+    if args.task not in curve_tasks():
         raise UsageError(f"--task '{args.task}': a learning curve is drawn for "
-                         f"{' or '.join(BASELINES)}")
-    task_options = {}
-    if args.task == "regress":
-        task_options = regress_options(args.species or "charged", args.target, args.weight)
-    else:
-        for opt in ("species", "target", "weight"):
-            if getattr(args, opt):
-                raise UsageError(f"--{opt} is an option of --task regress, not of '{args.task}'")
+                         f"{' or '.join(curve_tasks())}")
+    try:
+        (only,) = task_runs(args.task, args, several=False)
+    except ConfigError as exc:  # an option of another task
+        raise UsageError(str(exc)) from None
+    task_options = only.options
     from pionml.device import pick_device
     from pionml.figures.writer import use_atlas_style
     from pionml.studies.learning_curve import CurveSettings, LearningCurve, table

@@ -8,17 +8,17 @@ is carried in the run's data options (``train_size``, ``train_subset_seed`` in `
 so each run folder records the rows it was trained on and resumes on them. The validation rows
 (early stopping) and the test rows (the metrics) are the task's whole splits for every size.
 
-What is measured per (model, size) on the test rows (the bootstrap errors of
-:func:`pionml.metrics.classification.bootstrap_uncertainties` and
-:func:`pionml.metrics.resolution.response_table`, as ``pionml evaluate`` computes them):
+What is measured per (model, size) on the test rows is the task's study score
+(:meth:`pionml.tasks.base.Task.score`, with the bootstrap errors ``pionml evaluate`` computes):
 
 - classify: the AUC and the pi0 rejection at 90 % and 95 % pi+- efficiency;
 - regress: the median response and the two resolutions (16-84 % IQR over the median, shortest
   68 % interval over twice the median) in bins of E_true, and over all clusters;
 
 and the training time (wall seconds of the training, and the summed epoch times of the model
-card). The baselines, which learn nothing, are measured once on the same test rows and drawn as
-horizontal bands: ``pem`` (P_EM of LCW) for classify, the EM scale and LCW for regress. The
+card). The task's baselines (``Task.baselines``), which learn nothing, are measured once on the
+same test rows and drawn as horizontal bands: ``pem`` (P_EM of LCW) for classify, the EM scale
+and LCW for regress. A curve is drawn for every task with a study score (``score_column``). The
 ``bdt`` on the cluster moments is trained at every size like the networks, with its own
 defaults (boosting rounds and early stopping), as the evaluation's reference is.
 
@@ -47,18 +47,24 @@ logger = logging.getLogger(__name__)
 JSON_FILE = "learning_curve.json"
 RUNS_DIR = "runs"
 FORMAT = 1
-#: The tasks a learning curve is drawn for, and the baselines of each (no training: bands).
-BASELINES = {"classify": ("pem",), "regress": ("em", "lcw")}
 #: The reference trained at every size beside the networks.
 REFERENCE = "bdt"
 #: Training options a study passes to the networks (the bdt keeps its own defaults).
 TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "patience", "recipe", "device")
-#: pi+- efficiencies of the classify metrics.
-EFFICIENCIES = (0.9, 0.95)
-#: Scalar classify metrics, each with ``_err``: the figures drawn.
-CLASSIFY_METRICS = ("auc", "rejection_at_eff90", "rejection_at_eff95")
-#: Per-bin regress metrics, each with ``_err``: the figures drawn.
-REGRESS_METRICS = ("median_response", "iqr_resolution", "s68_resolution")
+
+
+def curve_tasks() -> list[str]:
+    """The tasks a learning curve is drawn for: those with a study score."""
+    from pionml.tasks import TASKS
+
+    return sorted(name for name, cls in TASKS.items() if cls.score_column)
+
+
+def _task(name: str):
+    """A task ``name`` with its default options (its study declarations and score)."""
+    from pionml.tasks import make_task
+
+    return make_task(name)
 
 
 @dataclass
@@ -75,9 +81,9 @@ class CurveSettings:
     hyper: dict = field(default_factory=dict)  # model -> hyper-parameters
 
     def __post_init__(self):
-        if self.task not in BASELINES:
+        if self.task not in curve_tasks():
             raise UsageError(f"--task '{self.task}': a learning curve is drawn for "
-                             f"{' or '.join(BASELINES)}")
+                             f"{' or '.join(curve_tasks())}")
         unknown = set(self.train_options) - set(TRAIN_OPTIONS)
         if unknown:
             raise ConfigError(f"unknown training option(s) {sorted(unknown)} "
@@ -111,7 +117,7 @@ def check_models(task: str, models) -> list[str]:
     choices = model_choices(task)
     out = []
     for name in models:
-        if name in BASELINES[task]:
+        if name in _task(task).baselines:
             raise UsageError(f"--model {name}: a baseline of task '{task}', drawn as a band "
                              f"beside every curve (choose among {', '.join(choices)})")
         if name not in choices:
@@ -176,61 +182,27 @@ def _rows_digest(rows) -> str:
 
 
 # --- metrics -------------------------------------------------------------------------------------
-def classify_scores(labels, scores) -> dict:
-    """AUC and the pi0 rejection at each of :data:`EFFICIENCIES`, with their bootstrap errors
-    (:func:`~pionml.metrics.classification.bootstrap_uncertainties`, as ``pionml evaluate``)."""
-    from pionml.metrics.classification import auc, bootstrap_uncertainties, pi0_rejection_at
-
-    labels = np.asarray(labels).astype(bool)
-    scores = np.asarray(scores, dtype=np.float64)
-    out = {"n_clusters": int(len(labels)), "n_pi0": int(labels.sum()), "auc": auc(labels, scores)}
-    for eff in EFFICIENCIES:
-        tag = f"eff{round(100 * eff)}"
-        out[f"rejection_at_{tag}"] = pi0_rejection_at(labels, scores, eff)
-        boot = bootstrap_uncertainties(labels, scores, None, eff)
-        out["auc_err"] = boot["auc_err"]
-        for suffix in ("_err", "_ci68", "_n_inf"):
-            out[f"rejection_at_{tag}{suffix}"] = boot[f"rejection_at_{tag}{suffix}"]
-        out["n_bootstrap"] = boot["n_bootstrap"]
-    return out
-
-
-def regress_scores(e_pred, e_true) -> dict:
-    """The median response and both resolutions over all clusters and per bin of E_true
-    (:func:`~pionml.metrics.resolution.response_table`, with bootstrap errors)."""
-    from pionml.metrics.resolution import iqr_resolution, response_table, s68_resolution
-
-    e_pred = np.asarray(e_pred, dtype=np.float64)
-    e_true = np.asarray(e_true, dtype=np.float64)
-    r = e_pred / e_true
-    return {"n_clusters": int(len(r)),
-            "median_response": float(np.median(r)) if len(r) else None,
-            "iqr_resolution": iqr_resolution(r) if len(r) else None,
-            "s68_resolution": s68_resolution(r) if len(r) > 2 else None,
-            "bins_E_true": response_table(e_pred, e_true)}
-
-
 def baseline_metrics(data, task: str, test_rows, task_options=None) -> dict:
     """The baselines' metrics on ``test_rows``: ``pem`` (classify), ``em`` and ``lcw``
     (regress). A baseline whose column holds NaN (a dataset built without LCW tables) is
     None, with a warning."""
     from pionml.io.hdf5 import DatasetFile
 
-    columns = {"pem": "p_em", "em": "E_em", "lcw": "E_lcw"}
-    fields = ("label", "E_true") + tuple(columns[b] for b in BASELINES[task])
+    task_obj = _task(task)
+    columns = task_obj.baselines
+    fields = tuple(dict.fromkeys(task_obj.score_fields + tuple(columns.values())))
     with DatasetFile(data) as ds:
         ds.require(clusters=fields)
         cl = ds.read_rows(np.sort(test_rows), clusters=fields).clusters
     out = {}
-    for name in BASELINES[task]:
+    for name in columns:
         values = np.asarray(cl[columns[name]], dtype=np.float64)
         if not np.all(np.isfinite(values)):
             logger.warning("baseline %s: /clusters/%s is NaN or inf in %d test rows: left out",
                            name, columns[name], int(np.sum(~np.isfinite(values))))
             out[name] = None
             continue
-        out[name] = (classify_scores(cl["label"], values) if task == "classify"
-                     else regress_scores(values, cl["E_true"]))
+        out[name] = task_obj.score(values, cl)
     return out
 
 
@@ -241,10 +213,7 @@ def run_metrics(run_dir, data, device=None, progress: bool = False) -> tuple[dic
 
     run = Run.load(run_dir, device=device or "cpu")
     table = run.predict(data, split="test", device=device, progress=progress)
-    if run.task.name == "classify":
-        metrics = classify_scores(table["label"], table["score"])
-    else:
-        metrics = regress_scores(table["E_pred"], table["E_true"])
+    metrics = run.task.score(table[run.task.score_column], table)
     return metrics, {"test_rows": _rows_digest(table["rows"])}
 
 
@@ -462,24 +431,12 @@ def training_rows_of(card: dict, train_rows) -> np.ndarray:
 
 def summary(task: str, m: dict) -> str:
     """One line of a (model, size) entry's metrics."""
-    def fmt(key, digits=3):
-        x, err = m.get(key), m.get(f"{key}_err")
-        if x is None:
-            return "n/a"
-        return f"{float(x):.{digits}g}" + (f" +- {err:.2g}" if err is not None else "")
-
-    if task == "classify":
-        return (f"AUC {fmt('auc', 4)}, rejection at 90 % {fmt('rejection_at_eff90')}, "
-                f"at 95 % {fmt('rejection_at_eff95')}")
-    return (f"median response {fmt('median_response')}, IQR resolution {fmt('iqr_resolution')}, "
-            f"s68 resolution {fmt('s68_resolution')}")
+    return _task(task).score_summary(m)
 
 
 def table(doc: dict) -> str:
     """A text table of a learning curve: one row per (model, size), the baselines first."""
-    task = doc["task"]
-    keys = CLASSIFY_METRICS if task == "classify" else ("median_response", "iqr_resolution",
-                                                         "s68_resolution")
+    keys = _task(doc["task"]).score_keys
     lines = [f"{'model':10s} {'size':>8s} " + " ".join(f"{k:>24s}" for k in keys)
              + f" {'train s':>9s}"]
 
@@ -542,8 +499,8 @@ METRIC_LABELS = {"auc": "ROC AUC",
 
 
 def figure_paths(out, doc: dict) -> list[Path]:
-    """The files :func:`draw` writes for ``doc`` (regress: the metrics with a filled bin)."""
-    metrics = CLASSIFY_METRICS if doc["task"] == "classify" else REGRESS_METRICS
+    """The files :func:`draw` writes for ``doc`` (metrics per bin: those with a filled bin)."""
+    metrics = _task(doc["task"]).score_keys
     if not doc.get("runs"):
         return []
     return [Path(out) / f"learning_curve_{m}.png" for m in (*metrics, "train_seconds")]
@@ -561,11 +518,11 @@ def draw(out, doc: dict) -> list[Path]:
     curves = _curves(doc)
     if not curves:
         return []
-    task = doc["task"]
+    task = _task(doc["task"])
     baselines = doc.get("baselines") or {}
     written = []
-    if task == "classify":
-        for metric in CLASSIFY_METRICS:
+    if task.score_bins is None:  # one value per metric
+        for metric in task.score_keys:
             fig, ax = plt.subplots(figsize=(7, 5))
             for model, entries in curves.items():
                 x = np.array([e["size"] for e in entries], dtype=np.float64)
@@ -592,12 +549,13 @@ def draw(out, doc: dict) -> list[Path]:
             ax.legend(fontsize="small")
             written.append(_save(fig, out / f"learning_curve_{metric}.png"))
             plt.close(fig)
-    else:
-        for metric in REGRESS_METRICS:
+    else:  # one panel per bin
+        key = task.score_bins
+        for metric in task.score_keys:
             first = next(iter(curves.values()))[0]
-            bins = [(r["lo"], r["hi"]) for r in first["metrics"]["bins_E_true"]]
+            bins = [(r["lo"], r["hi"]) for r in first["metrics"][key]]
             used = [i for i, _ in enumerate(bins)
-                    if any(e["metrics"]["bins_E_true"][i].get(metric) is not None
+                    if any(e["metrics"][key][i].get(metric) is not None
                            for entries in curves.values() for e in entries)]
             if not used:
                 continue
@@ -606,14 +564,14 @@ def draw(out, doc: dict) -> list[Path]:
             fig, axes = plt.subplots(nrow, ncol, figsize=(5 * ncol, 3.8 * nrow), squeeze=False)
             for ax, i in zip(axes.flat, used):
                 for model, entries in curves.items():
-                    rows = [e["metrics"]["bins_E_true"][i] for e in entries]
+                    rows = [e["metrics"][key][i] for e in entries]
                     ax.errorbar([e["size"] for e in entries], [_value(r.get(metric)) for r in rows],
                                 yerr=np.nan_to_num([_value(r.get(f"{metric}_err")) for r in rows]),
                                 marker="o", capsize=3, label=model,
                                 ls="-" if model != REFERENCE else "--")
                 for name, m in baselines.items():
                     if m is not None:
-                        r = m["bins_E_true"][i]
+                        r = m[key][i]
                         _band(ax, r.get(metric), r.get(f"{metric}_err"), *BASELINE_LABELS[name])
                 ax.set_xscale("log")
                 ax.set_title(f"$E_{{true}}$ {bins[i][0]:g}-{bins[i][1]:g} GeV", fontsize="small")

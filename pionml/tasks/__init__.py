@@ -5,7 +5,9 @@ evaluation use; tasks register by name (:func:`register_task`). Target transform
 :mod:`pionml.tasks.transforms`.
 """
 
-from pionml.tasks.base import TABLE_FIELDS, TASKS, Task, make_task, register_task, task_class
+from pionml.tasks.base import (TABLE_FIELDS, TASKS, CliOption, Task, TaskRun, add_task_arguments,
+                               make_task, register_task, task_class, task_runs)
 from pionml.tasks import calibrate, classify, regress  # noqa: F401  (register the tasks)
 
-__all__ = ["TABLE_FIELDS", "TASKS", "Task", "make_task", "register_task", "task_class"]
+__all__ = ["TABLE_FIELDS", "TASKS", "CliOption", "Task", "TaskRun", "add_task_arguments",
+           "make_task", "register_task", "task_class", "task_runs"]

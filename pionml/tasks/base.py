@@ -13,6 +13,7 @@ these methods, so a new task (regression, calibration) is added by registering a
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -36,6 +37,86 @@ task_class = TASKS.lookup
 def make_task(name: str, **options) -> "Task":
     """A new (unfitted) task ``name``; unknown options raise ConfigError."""
     return task_class(name)(**options)
+
+
+@dataclass(frozen=True)
+class CliOption:
+    """A command-line option a task owns: ``--<flag>`` sets the task option ``option`` (the
+    flag with dashes for underscores by default). ``several`` maps a value that trains several
+    runs, one after the other, to the values of those runs (e.g. ``--species both``); commands
+    that make one run per task (``learning-curve``) leave it out of the choices. ``names_run``:
+    the value (the task's default when not given) names the run's folder and is repeated on the
+    command lines pionml prints."""
+
+    flag: str
+    choices: tuple
+    help: str
+    option: str = ""
+    several: dict = field(default_factory=dict)
+    several_help: str = ""
+    names_run: bool = False
+
+    @property
+    def dest(self) -> str:
+        return self.flag.replace("-", "_")
+
+    @property
+    def key(self) -> str:
+        return self.option or self.dest
+
+
+@dataclass(frozen=True)
+class TaskRun:
+    """One run a command line asks for: the task options, a tag for its folder name (None for
+    the only run) and the options to repeat on the command line (``--species pi0``)."""
+
+    options: dict
+    tag: str | None = None
+    argv: tuple = ()
+
+
+def add_task_arguments(parser, several: bool = True, tasks=None) -> None:
+    """Add every registered task's command-line options to ``parser`` (an option shared by
+    tasks once); each defaults to None = the task's default. ``several``: offer the values that
+    train several runs."""
+    seen: dict = {}
+    for name, cls in sorted((TASKS if tasks is None else tasks).items()):
+        for opt in cls.cli_options:
+            if opt.flag in seen:
+                continue
+            seen[opt.flag] = name
+            choices = tuple(opt.choices) + (tuple(opt.several) if several else ())
+            text = f"{name}: {opt.help}" + (f"; {opt.several_help}" if several and opt.several
+                                            and opt.several_help else "")
+            parser.add_argument(f"--{opt.flag}", dest=opt.dest, choices=choices, default=None,
+                                help=text)
+
+
+def task_runs(task: str, args, several: bool = True, tasks=None) -> list[TaskRun]:
+    """The runs the command line asks for task ``task``: its options taken from ``args`` (the
+    task's defaults where not given), one run per value of an option that trains several
+    (``several``). An option of another task given on the command line is a ConfigError naming
+    the option and the task that owns it."""
+    tasks = TASKS if tasks is None else tasks
+    cls = tasks[task] if task in tasks else task_class(task)
+    own = {opt.flag for opt in cls.cli_options}
+    for other, ocls in sorted(tasks.items()):
+        for opt in ocls.cli_options:
+            if opt.flag not in own and getattr(args, opt.dest, None) is not None:
+                raise ConfigError(f"--{opt.flag} is an option of --task {other}, not of '{task}'")
+    runs = [TaskRun({})]
+    for opt in cls.cli_options:
+        value = getattr(args, opt.dest, None)
+        if value is None and not opt.names_run:
+            continue
+        value = cls.defaults[opt.key] if value is None else value
+        values = opt.several.get(value, (value,)) if several else (value,)
+        runs = [TaskRun({**r.options, opt.key: v},
+                        tag="_".join(t for t in (r.tag, str(v) if opt.names_run else None) if t)
+                        or None,
+                        argv=r.argv + (f"--{opt.flag}", str(v)))
+                for r in runs for v in values]
+    return runs
 
 
 def check_finite_columns(clusters: dict, rows, where: str, task: str) -> None:
@@ -93,6 +174,32 @@ class Task:
     #: (``bdt``) names it: "logistic" (binary cross-entropy on a logit), "squared_error";
     #: None: the task has no such form
     head_loss: str | None = None
+    #: the task's command-line options (``pionml train``, ``learning-curve``)
+    cli_options: tuple = ()
+    #: comparisons: the baselines a study sets beside the models (model name -> the
+    #: ``/clusters`` column that holds its answer, in the units of ``score_column``), the
+    #: physical output a study scores (empty: the task has no study score), the per-cluster
+    #: fields :meth:`score` reads, the scalar metrics of a score and, when its metrics are
+    #: per bin, the key of the bins (``score_bins``: a list of rows with ``lo``, ``hi`` and the
+    #: metrics)
+    baselines: dict = {}
+    score_column: str = ""
+    score_fields: tuple = ()
+    score_keys: tuple = ()
+    score_bins: str | None = None
+    #: the task's command-line options (``pionml train``, ``learning-curve``)
+    cli_options: tuple = ()
+    #: comparisons: the baselines a study sets beside the models (model name -> the
+    #: ``/clusters`` column that holds its answer, in the units of ``score_column``), the
+    #: physical output a study scores (empty: the task has no study score), the per-cluster
+    #: fields :meth:`score` reads, the scalar metrics of a score and, when its metrics are
+    #: per bin, the key of the bins (``score_bins``: a list of rows with ``lo``, ``hi`` and the
+    #: metrics)
+    baselines: dict = {}
+    score_column: str = ""
+    score_fields: tuple = ()
+    score_keys: tuple = ()
+    score_bins: str | None = None
 
     @classmethod
     def output_forms(cls) -> dict:
@@ -209,6 +316,42 @@ class Task:
 
     def summary(self, metrics: dict) -> str:
         return ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float))
+
+    # studies --------------------------------------------------------------------------------
+    def score(self, values, clusters: dict) -> dict:
+        """The study metrics (with bootstrap errors) of one answer ``values`` (the
+        ``score_column`` of a model, or a baseline's column) on clusters with the
+        ``score_fields``; a task without a study score says so."""
+        raise ConfigError(f"task '{self.name}' has no study score (a learning curve is for "
+                          "tasks with one)")
+
+    def score_summary(self, metrics: dict) -> str:
+        """One line of a study score: its ``score_keys`` with their errors."""
+        def fmt(key):
+            x, err = metrics.get(key), metrics.get(f"{key}_err")
+            if x is None:
+                return "n/a"
+            return f"{float(x):.3g}" + (f" +- {err:.2g}" if err is not None else "")
+
+        return ", ".join(f"{k} {fmt(k)}" for k in self.score_keys)
+
+    # studies --------------------------------------------------------------------------------
+    def score(self, values, clusters: dict) -> dict:
+        """The study metrics (with bootstrap errors) of one answer ``values`` (the
+        ``score_column`` of a model, or a baseline's column) on clusters with the
+        ``score_fields``; a task without a study score says so."""
+        raise ConfigError(f"task '{self.name}' has no study score (a learning curve is for "
+                          "tasks with one)")
+
+    def score_summary(self, metrics: dict) -> str:
+        """One line of a study score."""
+        def fmt(key, digits=3):
+            x, err = metrics.get(key), metrics.get(f"{key}_err")
+            if x is None:
+                return "n/a"
+            return f"{float(x):.{digits}g}" + (f" +- {err:.2g}" if err is not None else "")
+
+        return ", ".join(f"{k} {fmt(k)}" for k in self.score_keys)
 
     def plots(self, folder, name: str, table: dict, dataset, progress: bool = False) -> list:
         """Draw the task's figures into ``folder``; returns the files written."""

@@ -17,6 +17,10 @@ from pionml.metrics.classification import DEFAULT_E_BINS, classification_metrics
 from pionml.tasks.base import Task, register_task
 
 
+#: pi+- efficiencies of the study score.
+EFFICIENCIES = (0.9, 0.95)
+
+
 @register_task
 class ClassifyTask(Task):
     name = "classify"
@@ -33,6 +37,12 @@ class ClassifyTask(Task):
     defaults = {"scalars": True}
     model_options = ("scalars",)
     recipes = {"seed002": {"scalars": False}}
+    #: comparisons: P_EM of LCW beside the models; a study scores P(pi0) by the AUC and the pi0
+    #: rejection at each of :data:`EFFICIENCIES`
+    baselines = {"pem": "p_em"}
+    score_column = "score"
+    score_fields = ("label",)
+    score_keys = ("auc", "rejection_at_eff90", "rejection_at_eff95")
 
     def __init__(self, **options):
         super().__init__(**options)
@@ -91,6 +101,36 @@ class ClassifyTask(Task):
                 + (f"; bdt {fmt('bdt_rejection_at_eff90')}, AUC {fmt('bdt_auc', 4)}, ratio "
                    f"{fmt('rejection_ratio_to_bdt_at_eff90')}" if "bdt_auc" in m else "")
                 + f"); statistical uncertainties from {m.get('n_bootstrap', 0)} bootstrap replicas")
+
+    def score(self, values, clusters: dict) -> dict:
+        """AUC and the pi0 rejection at each of :data:`EFFICIENCIES` of the scores ``values``,
+        with their bootstrap errors
+        (:func:`~pionml.metrics.classification.bootstrap_uncertainties`, as ``pionml evaluate``)."""
+        from pionml.metrics.classification import auc, bootstrap_uncertainties, pi0_rejection_at
+
+        labels = np.asarray(clusters["label"]).astype(bool)
+        scores = np.asarray(values, dtype=np.float64)
+        out = {"n_clusters": int(len(labels)), "n_pi0": int(labels.sum()),
+               "auc": auc(labels, scores)}
+        for eff in EFFICIENCIES:
+            tag = f"eff{round(100 * eff)}"
+            out[f"rejection_at_{tag}"] = pi0_rejection_at(labels, scores, eff)
+            boot = bootstrap_uncertainties(labels, scores, None, eff)
+            out["auc_err"] = boot["auc_err"]
+            for suffix in ("_err", "_ci68", "_n_inf"):
+                out[f"rejection_at_{tag}{suffix}"] = boot[f"rejection_at_{tag}{suffix}"]
+            out["n_bootstrap"] = boot["n_bootstrap"]
+        return out
+
+    def score_summary(self, m: dict) -> str:
+        def fmt(key, digits=3):
+            x, err = m.get(key), m.get(f"{key}_err")
+            if x is None:
+                return "n/a"
+            return f"{float(x):.{digits}g}" + (f" +- {err:.2g}" if err is not None else "")
+
+        return (f"AUC {fmt('auc', 4)}, rejection at 90 % {fmt('rejection_at_eff90')}, "
+                f"at 95 % {fmt('rejection_at_eff95')}")
 
     def plots(self, folder, name: str, table: dict, dataset, progress: bool = False) -> list:
         from pionml.figures.classification import draw_run_plots

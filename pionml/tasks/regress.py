@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from pionml.errors import ConfigError
-from pionml.tasks.base import Task, register_task
+from pionml.tasks.base import CliOption, Task, register_task
 from pionml.tasks.transforms import SpectrumWeights, TargetTransform
 
 #: Species -> the label its clusters carry (1 = pi0).
@@ -57,6 +57,24 @@ class RegressTask(Task):
     TARGETS = {"energy": "E_true", "response": "E_true / E_EM"}
     loss_name = "mean squared error of the standardised log E_true"
     head_loss = "squared_error"
+    cli_options = (
+        CliOption("species", tuple(SPECIES), "the species of the clusters (charged = pi+ and "
+                  "pi-; default charged)", several={"both": tuple(SPECIES)},
+                  several_help="both trains the two runs one after the other", names_run=True),
+        CliOption("target", tuple(TARGETS), "what the network learns: energy = the "
+                  "standardised log of E_true (ATL-PHYS-PUB-2020-018); response = the "
+                  "standardised log of E_true/E_EM, E_pred = E_EM x the ratio (default "
+                  "response)"),
+        CliOption("weight", WEIGHTS, "training weights; flat = equal weight per log E_true "
+                  "bin, against the pull of the soft clusters (default flat; "
+                  "ATL-PHYS-PUB-2020-018: --target energy --weight none)"))
+    #: comparisons: the EM scale and LCW beside the models; a study scores E_pred by the median
+    #: response and the two resolutions, over all clusters and per bin of E_true
+    baselines = {"em": "E_em", "lcw": "E_lcw"}
+    score_column = "E_pred"
+    score_fields = ("E_true",)
+    score_keys = ("median_response", "iqr_resolution", "s68_resolution")
+    score_bins = "bins_E_true"
 
     def __init__(self, **options):
         super().__init__(**options)
@@ -160,6 +178,31 @@ class RegressTask(Task):
                              f"{row['median_response']:.3f}, resolution {row['iqr_resolution']:.3f}")
         return (f"{self.species}: median response {m['median_response']:.3f}, IQR resolution "
                 f"{m['iqr_resolution']:.3f}; " + "; ".join(parts))
+
+    def score(self, values, clusters: dict) -> dict:
+        """The median response and both resolutions of the energies ``values`` over all
+        clusters and per bin of E_true (:func:`~pionml.metrics.resolution.response_table`, with
+        bootstrap errors)."""
+        from pionml.metrics.resolution import iqr_resolution, response_table, s68_resolution
+
+        e_pred = np.asarray(values, dtype=np.float64)
+        e_true = np.asarray(clusters["E_true"], dtype=np.float64)
+        r = e_pred / e_true
+        return {"n_clusters": int(len(r)),
+                "median_response": float(np.median(r)) if len(r) else None,
+                "iqr_resolution": iqr_resolution(r) if len(r) else None,
+                "s68_resolution": s68_resolution(r) if len(r) > 2 else None,
+                "bins_E_true": response_table(e_pred, e_true)}
+
+    def score_summary(self, m: dict) -> str:
+        def fmt(key, digits=3):
+            x, err = m.get(key), m.get(f"{key}_err")
+            if x is None:
+                return "n/a"
+            return f"{float(x):.{digits}g}" + (f" +- {err:.2g}" if err is not None else "")
+
+        return (f"median response {fmt('median_response')}, IQR resolution "
+                f"{fmt('iqr_resolution')}, s68 resolution {fmt('s68_resolution')}")
 
     def plots(self, folder, name: str, table: dict, dataset, progress: bool = False) -> list:
         from pionml.figures.regression import draw_regression_plots
