@@ -226,12 +226,14 @@ def test_registry_takes_a_new_family_and_lists_choices(batch_and_spec):
             return width
 
         def body_forward(self, batch):
-            return self.net(torch.cat([batch.images[k].flatten(1) for k in self.spec.image_shapes], 1))
+            x = torch.cat([batch.images[k].flatten(1) for k in self.spec.image_shapes], 1)
+            return self.net(x)
 
     try:
         assert model_class("tiny_test_model") is Tiny
         assert build_model("tiny_test_model", spec, width=3)(batch)["logit"].shape == (6,)
-        with pytest.raises(ConfigError, match="unknown hyper-parameter.*depth.*accepted: \\['width'\\]"):
+        with pytest.raises(ConfigError,
+                           match="unknown hyper-parameter.*depth.*accepted: \\['width'\\]"):
             build_model("tiny_test_model", spec, depth=2)
         for bad in ({"width": 0}, {"width": 2.5}, {"width": "4"}):
             with pytest.raises(ConfigError, match="hyper-parameter width=.*whole number"):
@@ -302,5 +304,6 @@ def test_each_variant_has_its_declared_widths(batch_and_spec):
     reg = build_model("cnn", spec, heads=heads, variant="regress")
     assert clf.hyper["channels"] == (8, 16) and clf.hyper["dropout"] == 0.3
     assert reg.hyper["channels"] == (16, 32) and reg.hyper["dropout"] == 0.2
-    assert build_model("cnn", spec, heads=heads, variant="regress", channels=[4, 8]).hyper["channels"] == (4, 8)
+    narrow = build_model("cnn", spec, heads=heads, variant="regress", channels=[4, 8])
+    assert narrow.hyper["channels"] == (4, 8)
     assert model_class("cnn").from_config(reg.config()).hyper == reg.hyper

@@ -67,7 +67,8 @@ def test_classify_task_rows_and_state(tmp_path, data):
 # --- a task and a model defined here, outside the library ---------------------------------------
 @register_task
 class MeanWidthTask(Task):
-    """E_true of pi+- clusters, as a Gaussian: heads mean and log_width of the transformed target."""
+    """E_true of pi+- clusters, as a Gaussian: heads mean and log_width of the transformed
+    target."""
 
     name = "test_mean_width"
     heads = {"mean": {"kind": "linear"}, "log_width": {"kind": "linear"}}
@@ -137,7 +138,8 @@ class GaussianPFN(ClusterModel):
 def test_two_heads_own_loss_two_stages_through_the_trainer(tmp_path, data):
     GaussianPFN.calls.clear()
     stages = [{"name": "mean", "epochs": 6, "lr": 3e-3, "patience": 5, "options": {"step": 1}},
-              {"name": "likelihood", "epochs": 3, "lr": 1e-3, "patience": 5, "options": {"step": 2}}]
+              {"name": "likelihood", "epochs": 3, "lr": 1e-3, "patience": 5,
+               "options": {"step": 2}}]
     cfg = TrainConfig(batch_size=32, seed=2, stages=stages, scheduler="cosine", clip_grad=5.0)
     run_dir = train_run(data, "test_gaussian_pfn", tmp_path / "run", task="test_mean_width",
                         config=cfg, progress=False)

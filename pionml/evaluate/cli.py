@@ -45,16 +45,12 @@ def run_evaluate(args) -> int:
                        device=args.device, split=args.split, plots=not args.no_plots,
                        bdt=args.bdt, vs=tuple(args.vs))
     if len(results) > 1:
-        keys = None
-        if all(m.get("task") == "classify" for m in results):
-            keys = ["run", "model", "n_clusters", "auc", "auc_err", "rejection_at_eff90",
-                    "rejection_at_eff90_err", "rejection_ratio_at_eff90",
-                    "rejection_ratio_at_eff90_err", "rejection_ratio_to_bdt_at_eff90",
-                    "rejection_ratio_to_bdt_at_eff90_err"]
-        elif all(m.get("task") == "regress" for m in results):
-            keys = ["run", "model", "species", "n_clusters", "median_response", "iqr_resolution",
-                    "s68_resolution"]
-        print(metrics_table([{"run": r, **m} for r, m in zip(args.runs, results)], keys))
+        from pionml.tasks import task_class
+
+        tasks = set(m.get("task") for m in results)
+        # runs of one task: the columns it sets side by side (else every scalar metric)
+        keys = list(task_class(tasks.pop()).comparison_keys) if len(tasks) == 1 else []
+        print(metrics_table([{"run": r, **m} for r, m in zip(args.runs, results)], keys or None))
     return 0
 
 

@@ -244,25 +244,11 @@ def _compare(results, run_dirs, out, split, plots) -> None:
     cmp_dir = Path(out) if out else Path(run_dirs[0]).parent / f"compare_{names}_{split}"
     check_output_dir(cmp_dir, [r["metrics"]["data"] for r in results], what="evaluate --out")
     cmp_dir.mkdir(parents=True, exist_ok=True)
-    if plots and all(r["task"] == "classify" for r in results):
-        from pionml.figures.classification import draw_comparison
+    tasks = set(r["task"] for r in results)
+    if len(tasks) == 1:  # runs of one task: its own figures and tables
+        from pionml.tasks import task_class
 
-        draw_comparison(cmp_dir, results)
-    elif plots and all(r["task"] == "regress" for r in results):
-        from pionml.figures.regression import draw_regression_comparison
-
-        for species in dict.fromkeys(r["metrics"]["species"] for r in results):
-            draw_regression_comparison(cmp_dir, [r for r in results
-                                                 if r["metrics"]["species"] == species])
-    elif all(r["task"] == "calibrate" for r in results):
-        from pionml.figures.calibration import draw_calibration_comparison
-        from pionml.metrics.calibration import compare_calibrations
-
-        named = [{**r, "model": r["name"], "name": Path(r["run"]).name} for r in results]
-        comparison = compare_calibrations(named)
-        write_json(cmp_dir / "comparison.json", comparison, what="evaluate --out")
-        if plots:
-            draw_calibration_comparison(cmp_dir, named, comparison)
+        task_class(tasks.pop()).compare(cmp_dir, results, plots=plots)
     summary = [{"run": r["run"], **{k: v for k, v in r["metrics"].items()
                                     if not isinstance(v, (list, dict))}} for r in results]
     write_json(cmp_dir / "summary.json", summary, what="evaluate --out")

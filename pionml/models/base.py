@@ -92,13 +92,15 @@ def check_hyper(model: str, defaults: dict, hyper: dict) -> None:
             if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
                 bad(key, value, f"a whole number >= {lowest}")
         elif isinstance(default, float):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            if (isinstance(value, bool) or not isinstance(value, (int, float))
+                    or not math.isfinite(value)):
                 bad(key, value, "a finite number")
             if key == "dropout" and not 0 <= value < 1:
                 bad(key, value, "in [0, 1)")
             if key != "dropout" and value <= 0:
                 bad(key, value, "> 0")
-        elif isinstance(default, (tuple, list)) and default and all(isinstance(v, str) for v in default):
+        elif (isinstance(default, (tuple, list)) and default
+              and all(isinstance(v, str) for v in default)):
             if not isinstance(value, (tuple, list)) or not value or not all(
                     isinstance(v, str) for v in value):
                 bad(key, value, "a non-empty list of names")
@@ -384,4 +386,5 @@ def build_model(name: str, spec: DataSpec, heads: dict | None = None, scalars: b
         raise
     except (ValueError, TypeError, RuntimeError, ZeroDivisionError, IndexError, KeyError) as exc:
         raise ConfigError(f"model '{name}' cannot be built with hyper-parameters {hyper}: "
-                          f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+                          f"{type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc

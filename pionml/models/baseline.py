@@ -1,7 +1,8 @@
 """Baselines that are models too, so evaluation treats everything alike: ``pem`` (the LCW EM
-probability P_EM as the classifier score; ATL-PHYS-PUB-2020-018 section 4.2, Fig. 8; the ATLAS ML4Jets 2023 talk "Baseline
-cluster calibration P^EM_clus") and the energy calibrations ``em`` (the EM scale) and ``lcw``
-(the LCW hadronic weighting, ``cluster_E_LCCalib``) for the ``regress`` task (ATL-PHYS-PUB-2020-018 5.3).
+probability P_EM as the classifier score; ATL-PHYS-PUB-2020-018 section 4.2, Fig. 8; the ATLAS
+ML4Jets 2023 talk "Baseline cluster calibration P^EM_clus") and the energy calibrations ``em``
+(the EM scale) and ``lcw`` (the LCW hadronic weighting, ``cluster_E_LCCalib``) for the
+``regress`` task (ATL-PHYS-PUB-2020-018 5.3).
 No trainable weights: they read their answer from the dataset and give it under the head names
 the task declares (the classifier's logit; the regressor's ``energy`` form, in GeV).
 """

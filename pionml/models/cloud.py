@@ -1,5 +1,6 @@
-"""Point-cloud models (design.md sections 6-7; the ATLAS ML4Jets 2023 talk: "all point cloud methods significantly
-outperform the baseline P_EM"): a GNN on the kNN cell graph and a particle-flow network.
+"""Point-cloud models (design.md sections 6-7; the ATLAS ML4Jets 2023 talk: "all point cloud
+methods significantly outperform the baseline P_EM"): a GNN on the kNN cell graph and a
+particle-flow network.
 
 Cell features (per design.md 6, standardised by the loader): E / E_cluster, log E, eta and
 phi relative to the centroid, rperp, cell size, layer one-hot.
@@ -17,9 +18,9 @@ from pionml.models.pooling import cluster_max, cluster_mean, cluster_sum
 
 @register
 class GNN(ClusterModel):
-    """Message passing on the cell graph (the ATLAS ML4Jets 2023 talk, "GNN"): a per-cell embedding, ``n_conv``
-    graph convolutions (residual) on kNN edges in (eta, phi, r), then mean, max and sum pooling
-    over the cells of each cluster, and a dense layer.
+    """Message passing on the cell graph (the ATLAS ML4Jets 2023 talk, "GNN"): a per-cell
+    embedding, ``n_conv`` graph convolutions (residual) on kNN edges in (eta, phi, r), then
+    mean, max and sum pooling over the cells of each cluster, and a dense layer.
 
     ``conv="graph"``: GraphConv (linear maps of the node and of the mean of its neighbours),
     the default; ``conv="edge"``: EdgeConv (DGCNN; an MLP on every edge, max aggregation),
@@ -49,7 +50,8 @@ class GNN(ClusterModel):
             self.convs = nn.ModuleList(
                 EdgeConv(mlp((2 * hidden, hidden, hidden)), aggr="max") for _ in range(n_conv))
         else:
-            self.convs = nn.ModuleList(GraphConv(hidden, hidden, aggr="mean") for _ in range(n_conv))
+            self.convs = nn.ModuleList(GraphConv(hidden, hidden, aggr="mean")
+                                       for _ in range(n_conv))
         self.post = mlp((3 * hidden, 2 * hidden), dropout)
         return 2 * hidden
 
@@ -58,15 +60,16 @@ class GNN(ClusterModel):
         h = self.embed(g.x)  # (n_cells, hidden)
         for conv in self.convs:
             h = h + torch.relu(conv(h, g.edge_index))
-        pooled = torch.cat([cluster_mean(h, g.batch, batch.rows), cluster_max(h, g.batch, batch.rows),
+        pooled = torch.cat([cluster_mean(h, g.batch, batch.rows),
+                            cluster_max(h, g.batch, batch.rows),
                             cluster_sum(h, g.batch, batch.rows) / 10.0], dim=1)  # (B, 3 hidden)
         return self.post(pooled)
 
 
 @register
 class PFN(ClusterModel):
-    """Particle-flow network / Deep Sets (the ATLAS ML4Jets 2023 talk, "PFN", "Deep Sets"; Komiske et al.):
-    F(sum over cells of Phi(cell)). No edges."""
+    """Particle-flow network / Deep Sets (the ATLAS ML4Jets 2023 talk, "PFN", "Deep Sets";
+    Komiske et al.): F(sum over cells of Phi(cell)). No edges."""
 
     name = "pfn"
     inputs = ("cloud",)

@@ -6,7 +6,8 @@ family builds them on its body's features with :func:`make_head` (a family may o
 values). A head maps (B, width) features to one tensor:
 
 - ``linear``: ``n`` outputs, no activation; (B,) when n = 1 (a logit, a standardised value);
-- ``scaled_tanh``: ``scale * tanh(linear)``, (B,) (the DenseNet regressor of ATL-PHYS-PUB-2020-018 4.2.3);
+- ``scaled_tanh``: ``scale * tanh(linear)``, (B,) (the DenseNet regressor of
+  ATL-PHYS-PUB-2020-018 4.2.3);
 - ``gaussian_mixture``: ``k`` modes as (B, k, 3) = (weight, mean, width) with the weights a
   softmax and the widths softplus + ``min_width`` (the Gaussian-mixture likelihoods of the
   moment-based calibrations, seeds 001 and 003).
@@ -74,7 +75,8 @@ def check_head_spec(name: str, spec: dict) -> dict:
     spec = dict(spec)
     kind = spec.pop("kind", None)
     if kind not in _KINDS:
-        raise ConfigError(f"head '{name}': unknown kind {kind!r} (choices: {', '.join(HEAD_KINDS)})")
+        raise ConfigError(f"head '{name}': unknown kind {kind!r} "
+                          f"(choices: {', '.join(HEAD_KINDS)})")
     unknown = set(spec) - _KINDS[kind][1]
     if unknown:
         raise ConfigError(f"head '{name}' ({kind}): unknown option(s) {sorted(unknown)} "

@@ -16,7 +16,8 @@ from pionml.errors import ConfigError
 from pionml.geometry import IMAGE_GROUPS
 from pionml.models.base import Body, ClusterModel, DataSpec, mlp, register
 
-#: The three input groups of the CNN and DenseNet (ATL-PHYS-PUB-2020-018 4.2.2, 4.2.3), from the geometry.
+#: The three input groups of the CNN and DenseNet (ATL-PHYS-PUB-2020-018 4.2.2, 4.2.3), from the
+#: geometry.
 GROUPS = IMAGE_GROUPS
 
 
@@ -160,8 +161,10 @@ def layer_summaries(images: dict, names) -> torch.Tensor:
     for name in names:
         x = torch.clamp(images[name], min=0.0)  # (B, h, w)
         h, w = x.shape[1], x.shape[2]
-        eta = torch.linspace(-1.0, 1.0, h, dtype=x.dtype, device=x.device) if h > 1 else x.new_zeros(1)
-        phi = torch.linspace(-1.0, 1.0, w, dtype=x.dtype, device=x.device) if w > 1 else x.new_zeros(1)
+        eta = (torch.linspace(-1.0, 1.0, h, dtype=x.dtype, device=x.device) if h > 1
+               else x.new_zeros(1))
+        phi = (torch.linspace(-1.0, 1.0, w, dtype=x.dtype, device=x.device) if w > 1
+               else x.new_zeros(1))
         f = x.sum(dim=(1, 2))
         norm = torch.clamp(f, min=1e-6)
         p_eta, p_phi = x.sum(dim=2) / norm[:, None], x.sum(dim=1) / norm[:, None]
@@ -175,8 +178,8 @@ def layer_summaries(images: dict, names) -> torch.Tensor:
 
 @register
 class CNN(ClusterModel):
-    """Convolutional networks of ATL-PHYS-PUB-2020-018 section 4.2.2: the classifier (Fig. 5) and, as the
-    ``regress`` variant, the regressor (Fig. 6, :meth:`build_regressor`).
+    """Convolutional networks of ATL-PHYS-PUB-2020-018 section 4.2.2: the classifier (Fig. 5)
+    and, as the ``regress`` variant, the regressor (Fig. 6, :meth:`build_regressor`).
 
     Classifier layouts (hyper-parameter ``layout``):
 
@@ -241,7 +244,8 @@ class CNN(ClusterModel):
         for key, value, choices in (("layout", layout, CNN_LAYOUTS), ("norm", norm, NORMS),
                                     ("pixels", pixels, CNN_PIXELS)):
             if value not in choices:
-                raise ConfigError(f"model 'cnn': unknown {key} '{value}' (choices: {', '.join(choices)})")
+                raise ConfigError(f"model 'cnn': unknown {key} '{value}' "
+                                  f"(choices: {', '.join(choices)})")
         self.layout, self.pixels = layout, pixels
 
     def build_body(self, spec: DataSpec, channels, dense, dropout, layout, norm, pixels,
@@ -276,8 +280,8 @@ class CNN(ClusterModel):
 
     def build_regressor(self, spec: DataSpec, channels, dense, dropout, layout, norm, pixels,
                         summary) -> int:
-        """ATL-PHYS-PUB-2020-018 Fig. 6: all six layers on the 16x16 grid (4x4 convolutions), a flattened
-        EMB1 branch, and (E, eta) through the shared scalar branch; concatenated, dense
+        """ATL-PHYS-PUB-2020-018 Fig. 6: all six layers on the 16x16 grid (4x4 convolutions), a
+        flattened EMB1 branch, and (E, eta) through the shared scalar branch; concatenated, dense
         (``layout``, ``pixels`` and ``summary`` checked, unused)."""
         self._check_choices(spec, layout, norm, pixels)
         shapes = spec.image_shapes
@@ -324,8 +328,8 @@ class CNN(ClusterModel):
 
 
 class DenseBlock(nn.Module):
-    """Dense block of Huang et al. (ATL-PHYS-PUB-2020-018 Ref. [40]): each layer BN-ReLU-conv3x3 sees the
-    concatenation of the block input and of every previous layer's output."""
+    """Dense block of Huang et al. (ATL-PHYS-PUB-2020-018 Ref. [40]): each layer BN-ReLU-conv3x3
+    sees the concatenation of the block input and of every previous layer's output."""
 
     def __init__(self, in_ch: int, n_layers: int, growth: int, norm: str = "batch"):
         super().__init__()
@@ -344,10 +348,10 @@ class DenseBlock(nn.Module):
 
 @register
 class DenseNet(ClusterModel):
-    """DenseNet of ATL-PHYS-PUB-2020-018 section 4.2.3 (Fig. 7): three inputs (EMB1; EMB2+EMB3 at 16x16;
-    Tile0-2 at 4x4), a stem (3x3 conv + pooling of the fine grids), a dense block of 13 layers
-    on each, a transition (1x1 conv + pooling),
-    flatten and dense; concatenated, dense with dropout. Regression output: tanh scaled to +-5.
+    """DenseNet of ATL-PHYS-PUB-2020-018 section 4.2.3 (Fig. 7): three inputs (EMB1; EMB2+EMB3
+    at 16x16; Tile0-2 at 4x4), a stem (3x3 conv + pooling of the fine grids), a dense block of
+    13 layers on each, a transition (1x1 conv + pooling), flatten and dense; concatenated, dense
+    with dropout. Regression output: tanh scaled to +-5.
 
     The growth rate is small (4) so that it trains on a CPU.
 
@@ -390,7 +394,8 @@ class DenseNet(ClusterModel):
                 block, make_norm(norm, block.out_channels), nn.ReLU(),
                 nn.Conv2d(block.out_channels, transition, 1), nn.AvgPool2d(pool), nn.Flatten(),
                 nn.Dropout(dropout)))
-            flats.append(transition * (size[0] // stem[0] // pool[0]) * (size[1] // stem[1] // pool[1]))
+            flats.append(transition * (size[0] // stem[0] // pool[0])
+                         * (size[1] // stem[1] // pool[1]))
         self.dense = nn.ModuleList(mlp((f, dense), dropout) for f in flats)
         self.merge = mlp((3 * dense, dense), dropout)
         return dense

@@ -60,7 +60,8 @@ def component_log_pdf(mixture: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     broadcast over the component axes."""
     w, mu, sig = mixture[..., 0], mixture[..., 1], mixture[..., 2]
     y = y.reshape((-1,) + (1,) * (w.dim() - 1))
-    return torch.log(w.clamp_min(1e-30)) - torch.log(sig) - _LOG_SQRT_2PI - 0.5 * ((y - mu) / sig) ** 2
+    return (torch.log(w.clamp_min(1e-30)) - torch.log(sig) - _LOG_SQRT_2PI
+            - 0.5 * ((y - mu) / sig) ** 2)
 
 
 def mixture_nll(mixture: torch.Tensor, y: torch.Tensor, per_sample: bool = False) -> torch.Tensor:
@@ -86,8 +87,8 @@ def mixture_mode(mixture: torch.Tensor, n_starts: int = 8, iterations: int = 60,
                  tol: float = 1e-7) -> torch.Tensor:
     """The mode of the average of the S mixtures (B, S, k, 3), per cluster (B,).
 
-    Gaussian-mixture mean shift (Carreira-Perpinan, IEEE TPAMI 29 (2007) 767): from the component means of highest
-    density (at most ``n_starts``), y <- sum_i r_i mu_i / sum_i r_i with
+    Gaussian-mixture mean shift (Carreira-Perpinan, IEEE TPAMI 29 (2007) 767): from the
+    component means of highest density (at most ``n_starts``), y <- sum_i r_i mu_i / sum_i r_i with
     r_i = alpha_i N(y | mu_i, sigma_i) / sigma_i^2, a fixed point at every stationary point of
     the density; the converged point of highest density is kept.
     """
@@ -154,7 +155,8 @@ def rbf_repulsion(f: torch.Tensor) -> torch.Tensor:
     d2 = ((f[:, None, :] - g[None, :, :]) ** 2).sum(-1)  # (M, M), gradient through f_i only
     with torch.no_grad():
         off = d2[~torch.eye(m, dtype=torch.bool, device=f.device)]
-        h = (off.sqrt().median() ** 2 / math.log(m)).clamp_min(1e-12) if m > 1 else d2.new_tensor(1.0)
+        h = ((off.sqrt().median() ** 2 / math.log(m)).clamp_min(1e-12) if m > 1
+             else d2.new_tensor(1.0))
     k = torch.exp(-d2 / h)
     num = k.sum(1)
     return num / num.detach()
@@ -409,7 +411,8 @@ class RepulsiveEnsemble(MomentModel):
             raise ConfigError(f"model 're': kernel_on must be one of {', '.join(KERNEL_INPUTS)}, "
                               f"got {kernel_on!r}")
         sizes = (n_in, *widths, 3 * k)
-        self.layers = nn.ModuleList(BatchedLinear(members, a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.layers = nn.ModuleList(BatchedLinear(members, a, b)
+                                    for a, b in zip(sizes[:-1], sizes[1:]))
 
     def net_forward(self, x):
         h = x.unsqueeze(0).expand(self.hyper["members"], -1, -1)

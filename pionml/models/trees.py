@@ -155,7 +155,8 @@ class BDT(ClusterModel):
         dropped = {**{n: "column absent from the dataset" for n in absent},
                    **{n: "constant on the training rows" for n in constant}}
         if dropped:
-            logger.info("bdt: features dropped: %s", ", ".join(f"{n} ({why})" for n, why in dropped.items()))
+            logger.info("bdt: features dropped: %s",
+                        ", ".join(f"{n} ({why})" for n, why in dropped.items()))
         notes = {"features": {"used": {f.name: f.column for f in present if f.name in used},
                               "dropped": dropped}}
         return {**hyper, "features": used}, notes
@@ -209,7 +210,8 @@ class BDT(ClusterModel):
                    "train_loss": train_loss, "val_loss": val_loss, "lr": [config.lr] * n,
                    "seconds": log.seconds[:n]}
         logger.info("bdt: %d boosting rounds on %d features, best round %d (val loss %.4f), "
-                    "%.1f s", n, len(self.features_used), best + 1, val_loss[best], sum(log.seconds))
+                    "%.1f s", n, len(self.features_used), best + 1, val_loss[best],
+                    sum(log.seconds))
         return history, best + 1, float(val_loss[best])
 
     # files ------------------------------------------------------------------------------------

@@ -129,7 +129,8 @@ def check_finite_columns(clusters: dict, rows, where: str, task: str) -> None:
         bad = ~np.isfinite(v)
         if bad.any():
             raise DataError(f"{where}: '/clusters/{name}' is NaN or inf in {int(bad.sum())} of "
-                            f"the {len(v)} rows (first: row {int(np.asarray(rows)[np.argmax(bad)])}) "
+                            f"the {len(v)} rows "
+                            f"(first: row {int(np.asarray(rows)[np.argmax(bad)])}) "
                             f"that task '{task}' selects from; rebuild the dataset without them")
 
 
@@ -176,25 +177,14 @@ class Task:
     head_loss: str | None = None
     #: the task's command-line options (``pionml train``, ``learning-curve``)
     cli_options: tuple = ()
-    #: comparisons: the baselines a study sets beside the models (model name -> the
-    #: ``/clusters`` column that holds its answer, in the units of ``score_column``), the
-    #: physical output a study scores (empty: the task has no study score), the per-cluster
-    #: fields :meth:`score` reads, the scalar metrics of a score and, when its metrics are
-    #: per bin, the key of the bins (``score_bins``: a list of rows with ``lo``, ``hi`` and the
-    #: metrics)
-    baselines: dict = {}
-    score_column: str = ""
-    score_fields: tuple = ()
-    score_keys: tuple = ()
-    score_bins: str | None = None
-    #: the task's command-line options (``pionml train``, ``learning-curve``)
-    cli_options: tuple = ()
-    #: comparisons: the baselines a study sets beside the models (model name -> the
-    #: ``/clusters`` column that holds its answer, in the units of ``score_column``), the
-    #: physical output a study scores (empty: the task has no study score), the per-cluster
-    #: fields :meth:`score` reads, the scalar metrics of a score and, when its metrics are
-    #: per bin, the key of the bins (``score_bins``: a list of rows with ``lo``, ``hi`` and the
-    #: metrics)
+    #: the columns of the text table that sets several evaluated runs of the task side by side
+    #: (``pionml evaluate RUN RUN ...``); empty: every scalar metric
+    comparison_keys: tuple = ()
+    #: studies: the baselines a study sets beside the models (model name -> the ``/clusters``
+    #: column that holds its answer, in the units of ``score_column``), the physical output a
+    #: study scores (empty: the task has no study score), the per-cluster fields :meth:`score`
+    #: reads, the scalar metrics of a score and, when its metrics are per bin, the key of the
+    #: bins (``score_bins``: a list of rows with ``lo``, ``hi`` and the metrics)
     baselines: dict = {}
     score_column: str = ""
     score_fields: tuple = ()
@@ -326,24 +316,6 @@ class Task:
                           "tasks with one)")
 
     def score_summary(self, metrics: dict) -> str:
-        """One line of a study score: its ``score_keys`` with their errors."""
-        def fmt(key):
-            x, err = metrics.get(key), metrics.get(f"{key}_err")
-            if x is None:
-                return "n/a"
-            return f"{float(x):.3g}" + (f" +- {err:.2g}" if err is not None else "")
-
-        return ", ".join(f"{k} {fmt(k)}" for k in self.score_keys)
-
-    # studies --------------------------------------------------------------------------------
-    def score(self, values, clusters: dict) -> dict:
-        """The study metrics (with bootstrap errors) of one answer ``values`` (the
-        ``score_column`` of a model, or a baseline's column) on clusters with the
-        ``score_fields``; a task without a study score says so."""
-        raise ConfigError(f"task '{self.name}' has no study score (a learning curve is for "
-                          "tasks with one)")
-
-    def score_summary(self, metrics: dict) -> str:
         """One line of a study score."""
         def fmt(key, digits=3):
             x, err = metrics.get(key), metrics.get(f"{key}_err")
@@ -356,3 +328,10 @@ class Task:
     def plots(self, folder, name: str, table: dict, dataset, progress: bool = False) -> list:
         """Draw the task's figures into ``folder``; returns the files written."""
         return []
+
+    @classmethod
+    def compare(cls, folder, results: list, plots: bool = True) -> None:
+        """Write what sets several evaluated runs of the task side by side into ``folder``
+        (``results``: the evaluation's entries, with ``run``, ``name``, ``table`` and
+        ``metrics``): figures when ``plots``, and tables of the task's own; nothing by default
+        (the evaluation writes the summary of the scalar metrics for every task)."""

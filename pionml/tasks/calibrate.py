@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from pionml.errors import ConfigError
 from pionml.tasks.base import Task, register_task
+
+if TYPE_CHECKING:  # torch is imported where a tensor is made: the command line stays light
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +64,8 @@ class CalibrateTask(Task):
         for key in self.defaults:
             v = self.options[key]
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ConfigError(f"task 'calibrate': option {key} must be a finite number, got {v!r}")
+                raise ConfigError(f"task 'calibrate': option {key} must be a finite number, "
+                                  f"got {v!r}")
         if self.options["resistant_R"] <= 0:
             raise ConfigError("task 'calibrate': resistant_R must be > 0")
         m = self.options["max_train"]
@@ -128,6 +132,8 @@ class CalibrateTask(Task):
     @staticmethod
     def target_log10(batch) -> torch.Tensor:
         """log10 R_EM of the batch's clusters."""
+        import torch
+
         e_em, e_dep = batch.clusters["E_em"].double(), batch.clusters["E_true"].double()
         return torch.log10(e_em / e_dep).float()
 
@@ -144,6 +150,8 @@ class CalibrateTask(Task):
         return mixture_nll(outputs[mixture].float(), self.target_log10(batch))
 
     def physical(self, outputs: dict, batch=None) -> dict:
+        import torch
+
         (e_em,) = self.passed_fields
         e_em = outputs[e_em].double()
         (mixture,), (response,) = self.other_forms["mixture"], self.other_forms["response"]
@@ -190,6 +198,23 @@ class CalibrateTask(Task):
         from pionml.metrics.calibration import summary_line
 
         return summary_line(m)
+
+    @classmethod
+    def compare(cls, folder, results: list, plots: bool = True) -> None:
+        """The calibrations compared cluster by cluster (``comparison.json``,
+        :func:`~pionml.metrics.calibration.compare_calibrations`) and drawn together."""
+        from pathlib import Path
+
+        from pionml.metrics.calibration import compare_calibrations
+        from pionml.outputs import write_json
+
+        named = [{**r, "model": r["name"], "name": Path(r["run"]).name} for r in results]
+        comparison = compare_calibrations(named)
+        write_json(Path(folder) / "comparison.json", comparison, what="evaluate --out")
+        if plots:
+            from pionml.figures.calibration import draw_calibration_comparison
+
+            draw_calibration_comparison(folder, named, comparison)
 
     def plots(self, folder, name: str, table: dict, dataset, progress: bool = False) -> list:
         from pionml.figures.calibration import draw_calibration_plots

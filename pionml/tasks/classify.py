@@ -1,20 +1,24 @@
 """``classify``: pi0 vs pi+- (ATL-PHYS-PUB-2020-018 section 4.2; design.md sections 7-8).
 
 Label 1 = pi0, 0 = pi+-; one ``logit`` head trained with binary cross-entropy on the logit
-(ATL-PHYS-PUB-2020-018 footnote 3); the physical output is ``score`` = P(pi0), like the LCW EM probability;
+(ATL-PHYS-PUB-2020-018 footnote 3); the physical output is ``score`` = P(pi0), like the LCW EM
+probability;
 metrics are the ROC, AUC and pi0 rejection at 90 % pi+- efficiency against ``pem`` (P_EM), in
 bins of cluster E_em too; figures are ATL-PHYS-PUB-2020-018 Figs. 1-2 and 8-11.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from pionml.errors import ConfigError, DataError
 from pionml.metrics.classification import DEFAULT_E_BINS, classification_metrics, reference_metrics
 from pionml.tasks.base import Task, register_task
+
+if TYPE_CHECKING:  # torch is imported where a tensor is made: the command line stays light
+    import torch
 
 
 #: pi+- efficiencies of the study score.
@@ -40,6 +44,10 @@ class ClassifyTask(Task):
     #: comparisons: P_EM of LCW beside the models; a study scores P(pi0) by the AUC and the pi0
     #: rejection at each of :data:`EFFICIENCIES`
     baselines = {"pem": "p_em"}
+    comparison_keys = ("run", "model", "n_clusters", "auc", "auc_err", "rejection_at_eff90",
+                       "rejection_at_eff90_err", "rejection_ratio_at_eff90",
+                       "rejection_ratio_at_eff90_err", "rejection_ratio_to_bdt_at_eff90",
+                       "rejection_ratio_to_bdt_at_eff90_err")
     score_column = "score"
     score_fields = ("label",)
     score_keys = ("auc", "rejection_at_eff90", "rejection_at_eff95")
@@ -57,7 +65,8 @@ class ClassifyTask(Task):
         bad = ~np.isin(label, (0, 1))
         if bad.any():
             raise DataError(f"{where}: {int(bad.sum())} rows have a label other than 0 (pi+-) or "
-                            f"1 (pi0), e.g. {label[bad][0]!r} (first at position {int(np.argmax(bad))})")
+                            f"1 (pi0), e.g. {label[bad][0]!r} "
+                            f"(first at position {int(np.argmax(bad))})")
         return np.ones(len(label), dtype=bool)
 
     def check_rows(self, dataset, rows, split: str) -> None:
@@ -70,12 +79,16 @@ class ClassifyTask(Task):
                             "needs both classes")
 
     def loss(self, outputs: dict, batch, **options) -> torch.Tensor:
+        import torch.nn.functional as F
+
         return F.binary_cross_entropy_with_logits(outputs["logit"].float(), batch.clusters["label"])
 
     def head_target(self, clusters: dict) -> np.ndarray:
         return np.asarray(clusters["label"], dtype=np.float64)
 
     def physical(self, outputs: dict, batch=None) -> dict:
+        import torch
+
         return {"score": torch.sigmoid(outputs["logit"].float())}
 
     def metrics(self, table: dict) -> dict:
@@ -131,6 +144,14 @@ class ClassifyTask(Task):
 
         return (f"AUC {fmt('auc', 4)}, rejection at 90 % {fmt('rejection_at_eff90')}, "
                 f"at 95 % {fmt('rejection_at_eff95')}")
+
+    @classmethod
+    def compare(cls, folder, results: list, plots: bool = True) -> None:
+        """The ROC and rejection curves of the runs together."""
+        if plots:
+            from pionml.figures.classification import draw_comparison
+
+            draw_comparison(folder, results)
 
     def plots(self, folder, name: str, table: dict, dataset, progress: bool = False) -> list:
         from pionml.figures.classification import draw_run_plots

@@ -7,29 +7,34 @@ fitted on the species' training rows and saved with the run); one ``value`` head
 error; the model reads the cluster's E_EM and eta through its scalar branch besides the cells.
 The physical output is ``E_pred`` in GeV.
 
-Option ``target``: ``energy`` (the seed-002 recipe above) or ``response`` (default): the head learns the
-standardised log of E_true / E_EM and E_pred = E_EM x the predicted ratio. A network that
+Option ``target``: ``energy`` (the seed-002 recipe above) or ``response`` (default): the head
+learns the standardised log of E_true / E_EM and E_pred = E_EM x the predicted ratio. A network that
 outputs the training mean then reproduces the EM scale up to a constant, so the EM-scale
 resolution is where it starts rather than what it must rediscover from the standardised log
 energy (a pionml option, not in the seeds; the moment calibrations of seeds 000/001 target the
 response for the same reason). Clusters with E_EM <= 0 cannot use it and are left out, counted.
 
-Option ``weight``: ``none`` (seed 002) or ``flat`` (default): each training cluster weighted by the
-inverse of the training spectrum in log10 E_true (:class:`~pionml.tasks.transforms.SpectrumWeights`),
-so that the falling spectrum of soft clusters does not pull the predictions of a bin of E_true
-down. Baselines ``em`` and ``lcw`` give ``E_pred`` directly. Metrics: median response and two resolutions in bins of E_true and of E_EM, beside the
-EM scale and LCW (:mod:`pionml.metrics.resolution`).
+Option ``weight``: ``none`` (seed 002) or ``flat`` (default): each training cluster weighted by
+the inverse of the training spectrum in log10 E_true
+(:class:`~pionml.tasks.transforms.SpectrumWeights`), so that the falling spectrum of soft
+clusters does not pull the predictions of a bin of E_true down. Baselines ``em`` and ``lcw``
+give ``E_pred`` directly (the task's ``energy`` form of output). Metrics: median response and
+two resolutions in bins of E_true and of E_EM, beside the EM scale and LCW
+(:mod:`pionml.metrics.resolution`).
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from pionml.errors import ConfigError
 from pionml.tasks.base import CliOption, Task, register_task
 from pionml.tasks.transforms import SpectrumWeights, TargetTransform
+
+if TYPE_CHECKING:  # torch is imported where a tensor is made: the command line stays light
+    import torch
 
 #: Species -> the label its clusters carry (1 = pi0).
 SPECIES = {"pi0": 1, "charged": 0}
@@ -71,6 +76,8 @@ class RegressTask(Task):
     #: comparisons: the EM scale and LCW beside the models; a study scores E_pred by the median
     #: response and the two resolutions, over all clusters and per bin of E_true
     baselines = {"em": "E_em", "lcw": "E_lcw"}
+    comparison_keys = ("run", "model", "species", "n_clusters", "median_response",
+                       "iqr_resolution", "s68_resolution")
     score_column = "E_pred"
     score_fields = ("E_true",)
     score_keys = ("median_response", "iqr_resolution", "s68_resolution")
@@ -115,7 +122,8 @@ class RegressTask(Task):
         return keep
 
     def selection_text(self) -> str:
-        return f"{self.species} clusters with E_true > 0" + (" and E_EM > 0" if self.by_response else "")
+        return (f"{self.species} clusters with E_true > 0"
+                + (" and E_EM > 0" if self.by_response else ""))
 
     def fit(self, dataset, rows) -> None:
         cl = dataset.read_rows(rows, clusters=self.fields).clusters
@@ -137,6 +145,8 @@ class RegressTask(Task):
             self.weights = SpectrumWeights.from_dict(state["weights"])
 
     def loss(self, outputs: dict, batch, **options) -> torch.Tensor:
+        import torch.nn.functional as F
+
         c = batch.clusters
         goal = self._goal(c["E_true"].double(), c["E_em"].double() if self.by_response else None)
         y = self.target.forward(goal).float()
@@ -152,7 +162,8 @@ class RegressTask(Task):
 
     def head_target(self, clusters: dict) -> np.ndarray:
         e_em = np.asarray(clusters["E_em"], dtype=np.float64) if self.by_response else None
-        return self.target.forward(self._goal(np.asarray(clusters["E_true"], dtype=np.float64), e_em))
+        e_true = np.asarray(clusters["E_true"], dtype=np.float64)
+        return self.target.forward(self._goal(e_true, e_em))
 
     def physical(self, outputs: dict, batch=None) -> dict:
         (energy,) = self.other_forms["energy"]
@@ -175,7 +186,8 @@ class RegressTask(Task):
         for row in m.get("bins_E_true_model", []):
             if row["median_response"] is not None and row["lo"] in (1.0, 10.0, 100.0):
                 parts.append(f"E_true {row['lo']:g}-{row['hi']:g} GeV: response "
-                             f"{row['median_response']:.3f}, resolution {row['iqr_resolution']:.3f}")
+                             f"{row['median_response']:.3f}, resolution "
+                             f"{row['iqr_resolution']:.3f}")
         return (f"{self.species}: median response {m['median_response']:.3f}, IQR resolution "
                 f"{m['iqr_resolution']:.3f}; " + "; ".join(parts))
 
@@ -203,6 +215,16 @@ class RegressTask(Task):
 
         return (f"median response {fmt('median_response')}, IQR resolution "
                 f"{fmt('iqr_resolution')}, s68 resolution {fmt('s68_resolution')}")
+
+    @classmethod
+    def compare(cls, folder, results: list, plots: bool = True) -> None:
+        """The response and resolutions of the runs together, one figure set per species."""
+        if plots:
+            from pionml.figures.regression import draw_regression_comparison
+
+            for species in dict.fromkeys(r["metrics"]["species"] for r in results):
+                draw_regression_comparison(folder, [r for r in results
+                                                    if r["metrics"]["species"] == species])
 
     def plots(self, folder, name: str, table: dict, dataset, progress: bool = False) -> list:
         from pionml.figures.regression import draw_regression_plots

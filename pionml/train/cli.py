@@ -20,6 +20,7 @@ DEFAULT_RECIPE = Path("datasets") / "default.toml"
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     from pionml.cli import non_negative_float, non_negative_int, positive_float, positive_int
+    from pionml.tasks import add_task_arguments
     from pionml.values import seed_arg
 
     p.add_argument("--task", default="classify",
@@ -29,18 +30,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="cnn",
                    help="model name (dnn, cnn, densenet, gnn, pfn, cnn_moments; baselines pem "
                         "for classify, em and lcw for regress)")
-    p.add_argument("--species", choices=("pi0", "charged", "both"), default=None,
-                   help="regress: the species of the clusters (charged = pi+ and pi-); both "
-                        "trains the two runs one after the other (default charged)")
-    p.add_argument("--target", choices=("energy", "response"), default=None,
-                   help="regress: what the network learns: energy = the standardised log of "
-                        "E_true (ATL-PHYS-PUB-2020-018); response = the standardised log of "
-                        "E_true/E_EM, E_pred = E_EM x the ratio (default response)")
-    p.add_argument("--weight", choices=("none", "flat"), default=None,
-                   help="regress: training weights; flat = equal weight per log E_true bin, "
-                        "against the pull of the soft clusters (default flat; "
-                        "ATL-PHYS-PUB-2020-018: "
-                        "--target energy --weight none)")
+    add_task_arguments(p)  # each task's own options (regress: --species, --target, --weight)
     p.add_argument("--data", default=None,
                    help=f"HDF5 dataset (default: {DEFAULT_DATASET}, built when missing)")
     p.add_argument("--epochs", type=positive_int, default=None,
@@ -90,14 +80,12 @@ def check_train_arguments(args) -> dict:
     the hyper-parameters' JSON, the device, --resume with --out. Returns the parsed hyper."""
     from pionml.errors import ConfigError
     from pionml.models import model_class
-    from pionml.tasks import task_class
+    from pionml.tasks import task_class, task_runs
     from pionml.device import pick_device
 
     model_class(args.model)
     task_class(args.task)
-    for opt in ("species", "target", "weight"):
-        if getattr(args, opt) and args.task != "regress":
-            raise ConfigError(f"--{opt} is an option of --task regress, not of '{args.task}'")
+    task_runs(args.task, args)  # another task's option: one line
     pick_device(args.device)
     if args.resume and not args.out:
         raise ConfigError("--resume needs --out RUN (the run folder to continue)")
@@ -151,12 +139,6 @@ def ensure_default_dataset(path: Path, progress: bool, recipe: Path = DEFAULT_RE
     return built
 
 
-def regress_options(species: str, target: str | None, weight: str | None) -> dict:
-    """The regress task's options from the command line (the task's defaults otherwise)."""
-    return {"species": species, **({"target": target} if target else {}),
-            **({"weight": weight} if weight else {})}
-
-
 @contextlib.contextmanager
 def _sigterm_interrupts():
     """SIGTERM (``kill``, torchrun stopping the other processes when one fails, a batch
@@ -198,6 +180,7 @@ def _run_train(args) -> int:
 
     from pionml.device import pick_device
     from pionml.runs.config import cli_options
+    from pionml.tasks import task_runs
     from pionml.train import distributed
 
     use_atlas_style()
@@ -214,8 +197,7 @@ def _run_train(args) -> int:
     if not data.is_file():
         raise ConfigError(f"dataset '{data}' does not exist" if not data.exists()
                           else f"dataset '{data}' is not a file")
-    species = ([None] if args.task != "regress" else
-               ["pi0", "charged"] if args.species == "both" else [args.species or "charged"])
+    runs = task_runs(args.task, args)  # one per species of regress --species both
     stamp = time.strftime('%Y%m%d-%H%M%S')
     config = default_config(args.model, recipe=args.recipe, epochs=args.epochs,
                             batch_size=args.batch_size,
@@ -226,15 +208,15 @@ def _run_train(args) -> int:
     data_options = {"source": args.source, "memory_budget_gb": args.memory_budget}
     if args.workers is not None:
         data_options["num_workers"] = args.workers
-    for sp in species:
-        tag = f"{args.task}_{args.model}" + (f"_{sp}" if sp else "")
+    for one in runs:
+        tag = f"{args.task}_{args.model}" + (f"_{one.tag}" if one.tag else "")
         if args.out:
-            out = Path(args.out) if len(species) == 1 else Path(args.out) / sp
+            out = Path(args.out) if len(runs) == 1 else Path(args.out) / one.tag
         else:
             out = Path("models") / f"{tag}_{stamp}"
         out = distributed.broadcast(out)  # one run folder for every process
         logger.info("pionml train: model %s, task %s%s, data %s, out %s, seed %d", args.model,
-                    args.task, f" ({sp})" if sp else "", data, out, args.seed)
+                    args.task, f" ({one.tag})" if one.tag else "", data, out, args.seed)
         try:
             with _sigterm_interrupts():
                 run_dir = train_run(data, args.model, out, task=args.task, config=config,
@@ -242,14 +224,13 @@ def _run_train(args) -> int:
                                     resume=args.resume, cli_options=cli_options(args),
                                     task_options={**_json_object(args.task_options,
                                                                  "--task-options"),
-                                                  **(regress_options(sp, args.target, args.weight)
-                                                     if sp else {})} or None)
+                                                  **one.options} or None)
         except KeyboardInterrupt:
             rank = f"rank {dist.rank} of {dist.world_size}: " if dist.active else ""
             if (out / "checkpoint.pt").is_file():
                 logger.error("%sinterrupted; continue with the same options and --resume: "
                              "pionml train --task %s --model %s%s --data %s --out %s --resume",
-                             rank, args.task, args.model, f" --species {sp}" if sp else "",
+                             rank, args.task, args.model, "".join(f" {a}" for a in one.argv),
                              data, out)
             else:
                 logger.error("%sinterrupted before the first checkpoint: nothing to resume, "
