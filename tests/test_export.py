@@ -16,11 +16,11 @@ pytest.importorskip("onnx")
 import pionml.models  # noqa: E402  (fills the registries)
 import pionml.tasks  # noqa: E402
 from pionml.cli import main  # noqa: E402
-from pionml.models.base import MODELS, supported_pairs  # noqa: E402
+from pionml.models.base import MODELS  # noqa: E402
 from pionml.runs import Run  # noqa: E402
 from pionml.export.onnx import (ExportError, batch_feed, example_inputs, input_specs,  # noqa: E402
                                 session)
-from pionml.tasks.base import TASKS  # noqa: E402
+from pionml.tasks.base import TASKS, supported_pairs  # noqa: E402
 from pionml.testing.fake_dataset import make_fake_dataset  # noqa: E402
 from pionml.train.trainer import TrainConfig, train_run  # noqa: E402
 

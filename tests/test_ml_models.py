@@ -11,8 +11,8 @@ from pionml.data.normalise import Normalisation
 from pionml.errors import ConfigError
 from pionml.io.hdf5 import CLOUD_CELL_FIELDS, DatasetFile
 from pionml.models import (MODELS, ClusterModel, DataSpec, build_for_task, build_model,
-                           model_class, register, supported_pairs)
-from pionml.tasks import TASKS, Task, make_task
+                           model_class, register)
+from pionml.tasks import TASKS, Task, make_task, supported_pairs
 from pionml.models.base import mlp
 from pionml.models.heads import make_head
 from pionml.testing.fake_dataset import make_fake_dataset

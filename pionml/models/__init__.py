@@ -9,8 +9,8 @@ body variants they support (``supports``; the contract in :mod:`pionml.models.ba
 from __future__ import annotations
 
 from pionml.models.base import (MODELS, Body, ClusterModel, DataSpec, build_for_task,
-                                build_model, model_class, register, supported_pairs)
+                                build_model, model_class, register)
 from pionml.models import baseline, cloud, hybrid, images, moments, trees  # noqa: F401,E501
 
 __all__ = ["MODELS", "Body", "ClusterModel", "DataSpec", "build_for_task", "build_model",
-           "model_class", "register", "supported_pairs"]
+           "model_class", "register"]

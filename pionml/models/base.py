@@ -348,22 +348,6 @@ class ClusterModel(nn.Module):
             raise ConfigError(f"{exc}: not a model for task '{task.name}'") from None
 
 
-def supported_pairs(models=None, tasks=None) -> list[tuple[str, str]]:
-    """Every (task name, model name) pair the declarations allow, sorted: the registry-driven
-    tests and the studies iterate over these."""
-    from pionml.tasks import TASKS
-
-    models = MODELS if models is None else models
-    tasks = TASKS if tasks is None else tasks
-    out = []
-    for tname, tcls in sorted(tasks.items()):
-        for mname, mcls in sorted(models.items()):
-            body = mcls.supports.get(tcls.model_variant)
-            if body is not None and body.form in tcls.output_forms():
-                out.append((tname, mname))
-    return out
-
-
 def build_for_task(name: str, spec: DataSpec, task, **hyper) -> ClusterModel:
     """Model ``name`` for ``task`` (a :class:`~pionml.tasks.base.Task`): the body variant the
     task names, the heads the task declares for the form of output the body gives, the scalar

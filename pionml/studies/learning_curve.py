@@ -105,7 +105,8 @@ class CurveSettings:
 def model_choices(task: str) -> list[str]:
     """The models a learning curve of ``task`` can train: those with the task's body variant
     that learn (networks and the bdt), not the baselines."""
-    from pionml.models import MODELS, supported_pairs
+    from pionml.models import MODELS
+    from pionml.tasks import supported_pairs
 
     return sorted(name for t, name in supported_pairs()
                   if t == task and (MODELS[name].trainable or MODELS[name].fits_itself))

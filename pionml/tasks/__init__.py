@@ -6,8 +6,9 @@ evaluation use; tasks register by name (:func:`register_task`). Target transform
 """
 
 from pionml.tasks.base import (TABLE_FIELDS, TASKS, CliOption, Task, TaskRun, add_task_arguments,
-                               make_task, register_task, task_class, task_runs)
+                               make_task, register_task, supported_pairs, task_class,
+                               task_runs)
 from pionml.tasks import calibrate, classify, regress  # noqa: F401  (register the tasks)
 
 __all__ = ["TABLE_FIELDS", "TASKS", "CliOption", "Task", "TaskRun", "add_task_arguments",
-           "make_task", "register_task", "task_class", "task_runs"]
+           "make_task", "register_task", "supported_pairs", "task_class", "task_runs"]

@@ -119,6 +119,24 @@ def task_runs(task: str, args, several: bool = True, tasks=None) -> list[TaskRun
     return runs
 
 
+def supported_pairs(models=None, tasks=None) -> list[tuple[str, str]]:
+    """Every (task name, model name) pair the declarations allow, sorted: the task's body
+    variant among the family's ``supports``, and the form of output that body gives among the
+    task's :meth:`Task.output_forms`. The registry-driven tests and the studies iterate over
+    these."""
+    from pionml.models.base import MODELS
+
+    models = MODELS if models is None else models
+    tasks = TASKS if tasks is None else tasks
+    out = []
+    for tname, tcls in sorted(tasks.items()):
+        for mname, mcls in sorted(models.items()):
+            body = mcls.supports.get(tcls.model_variant)
+            if body is not None and body.form in tcls.output_forms():
+                out.append((tname, mname))
+    return out
+
+
 def check_finite_columns(clusters: dict, rows, where: str, task: str) -> None:
     """DataError naming ``where``, the field, the count and the first row of a NaN or inf in a
     column a task selects its rows by: bad values are refused, never selected out silently."""
