@@ -31,12 +31,14 @@ _PUBLIC = {
     "register_model": "pionml.models",
     "model_class": "pionml.models",
     "build_model": "pionml.models",
+    "build_for_task": "pionml.models",
     # task registry
     "Task": "pionml.tasks",
     "TASKS": "pionml.tasks",
     "register_task": "pionml.tasks",
     "task_class": "pionml.tasks",
     "make_task": "pionml.tasks",
+    "supported_pairs": "pionml.tasks",
     # metrics (numpy only)
     "roc_curve": "pionml.metrics.classification",
     "auc": "pionml.metrics.classification",
