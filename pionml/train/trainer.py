@@ -652,37 +652,64 @@ def train_run(data_path, model_name: str, out_dir, task: str = "classify",
         raise
 
 
-def _train_run(data_path, model_name, out, task, config, hyper, data_options, progress, resume,
-               hooks, task_options, data_sha256, cls, dist, device, cli_options=None) -> Path:
+@dataclass
+class _Prepared:
+    """What a training needs, read from the dataset before the run folder is written: the task,
+    the data options, the normalisation, the rows, the model and its batch builder."""
+
+    sha: str
+    task: object
+    data_config: object
+    norm: object
+    train_rows: np.ndarray
+    val_rows: np.ndarray
+    hyper: dict
+    notes: dict
+    model: object
+    builder: object
+    kind: str
+    direct: list | None
+
+
+def _task_and_data_options(out, task, config, cls, task_options, data_options, resume):
+    """The task, the data options and (resumed) the saved normalisation: a resumed run's own,
+    checked against what the caller asks; else the recipe's task options, then the caller's."""
+    from pionml.data.normalise import Normalisation
+    from pionml.data.sources import DataConfig
+    from pionml.tasks import Task, make_task, task_class
+
+    if resume:
+        task_obj = Task.from_dict(runfiles.read_json(out / runfiles.TASK_FILE))
+        data_config = DataConfig.from_dict(runfiles.read_json(out / runfiles.DATA_FILE))
+        norm = Normalisation.load(out / runfiles.NORMALISATION_FILE)
+        if task_obj.name != task:
+            raise CheckpointError(f"run '{out}' was trained for task '{task_obj.name}', not "
+                                  f"'{task}'")
+        if task_options and any(task_obj.options.get(k) != v for k, v in task_options.items()):
+            raise CheckpointError(f"run '{out}' was trained with task options "
+                                  f"{task_obj.options}")
+        return task_obj, data_config, norm
+    task_obj = make_task(task, **{**task_class(task).recipes.get(config.recipe, {}),
+                                  **(task_options or {})})
+    data_config = DataConfig.from_dict({**cls.data_options(task_obj.model_variant),
+                                        **(data_options or {})})
+    return task_obj, data_config, None
+
+
+def _prepare(data_path: Path, model_name, out, task, config, hyper, data_options, progress,
+             resume, task_options, data_sha256, cls, dist) -> _Prepared:
+    """Read and check what the training needs from the dataset (no run file is written)."""
     from pionml.data.batch import BatchBuilder
     from pionml.data.normalise import Normalisation
-    from pionml.data.sources import DataConfig, make_source, source_kind
-    from pionml.io import file_sha256, file_stamp
+    from pionml.data.sources import source_kind
+    from pionml.io import file_sha256
     from pionml.io.hdf5 import DatasetFile
     from pionml.models import build_for_task
-    from pionml.tasks import Task, make_task
 
-    seed_everything(config.seed + dist.rank)
-    data_path = Path(data_path)
     with DatasetFile(data_path) as ds:
         sha = data_sha256 or file_sha256(data_path)
-        if resume:
-            task_obj = Task.from_dict(runfiles.read_json(out / runfiles.TASK_FILE))
-            data_config = DataConfig.from_dict(runfiles.read_json(out / runfiles.DATA_FILE))
-            norm = Normalisation.load(out / runfiles.NORMALISATION_FILE)
-            if task_obj.name != task:
-                raise CheckpointError(f"run '{out}' was trained for task '{task_obj.name}', not "
-                                      f"'{task}'")
-            if task_options and any(task_obj.options.get(k) != v for k, v in task_options.items()):
-                raise CheckpointError(f"run '{out}' was trained with task options "
-                                      f"{task_obj.options}")
-        else:  # the recipe's task options, then the caller's
-            from pionml.tasks import task_class
-
-            task_obj = make_task(task, **{**task_class(task).recipes.get(config.recipe, {}),
-                                          **(task_options or {})})
-            data_config = DataConfig.from_dict({**cls.data_options(task_obj.model_variant),
-                                                **(data_options or {})})
+        task_obj, data_config, norm = _task_and_data_options(out, task, config, cls,
+                                                             task_options, data_options, resume)
         cls.check_task(task_obj)  # before any row is read
         check_model_inputs(ds, model_name, cls.model_inputs(task_obj.scalars))
         train_rows = data_config.train_rows(task_obj.rows(ds, "train"), f"dataset '{data_path}'")
@@ -691,9 +718,9 @@ def _train_run(data_path, model_name, out, task, config, hyper, data_options, pr
             raise ConfigError(f"dataset '{data_path}': empty train ({len(train_rows)}) or "
                               f"validation ({len(val_rows)}) split for task '{task}'")
         task_obj.check_rows(ds, train_rows, "train")
-        model_notes = {}
+        notes = {}
         if not resume:  # fitted first: the moment features it keeps size the model's input
-            hyper, model_notes = cls.hyper_for_data(hyper, ds, train_rows)
+            hyper, notes = cls.hyper_for_data(hyper, ds, train_rows)
             task_obj.fit(ds, train_rows)
             norm = Normalisation.fit(ds, train_rows, inputs=cls.model_inputs(task_obj.scalars),
                                      image_mode=data_config.image_mode,
@@ -708,79 +735,114 @@ def _train_run(data_path, model_name, out, task, config, hyper, data_options, pr
                             builder.cluster_fields, positive=bool(builder.inputs))
         # one choice of source for both splits: the memory budget is the run's
         kind = source_kind(ds, len(train_rows) + len(val_rows), builder, data_config)
+        direct = None
         if model.fits_itself:  # a tree reads its columns whole: no batches
             direct = [ds.read_rows(r, clusters=builder.cluster_fields).clusters
                       for r in (train_rows, val_rows)]
+    return _Prepared(sha, task_obj, data_config, norm, train_rows, val_rows, hyper, notes,
+                     model, builder, kind, direct)
+
+
+def _write_run_files(out: Path, p: _Prepared, model_name, data_path: Path, config, cli_options,
+                     resume) -> None:
+    """model.json, task.json, data.json, normalisation.json and config.toml (rank 0); a resumed
+    run's model.json must be the model built now."""
+    model = p.model
+    if resume:
+        saved = runfiles.read_json(out / runfiles.MODEL_FILE)
+        if saved != runfiles.jsonable(model.config()):
+            raise CheckpointError(f"run '{out}' was made with another model config "
+                                  f"({out / runfiles.MODEL_FILE}); use another --out")
+    p.norm.save(out / runfiles.NORMALISATION_FILE)
+    runfiles.write_json(out / runfiles.MODEL_FILE, model.config())
+    runfiles.write_json(out / runfiles.TASK_FILE, p.task.to_dict())
+    runfiles.write_json(out / runfiles.DATA_FILE, p.data_config.to_dict())
+    previous = (runconfig.read_config(out) or {}) if resume else None
+    run_config = runconfig.run_config(
+        cli=cli_options, previous=previous,
+        task={"name": p.task.name, "options": p.task.options},
+        data={"path": str(data_path.resolve()), "sha256": p.sha,
+              "options": p.data_config.to_dict()},
+        model={"name": model_name, "variant": model.variant, "hyper": model.hyper},
+        training=asdict(config), libraries=runconfig.model_libraries(model))
+    runconfig.write_config(out, run_config)
+
+
+def _write_card(out: Path, p: _Prepared, model_name, task, data_path: Path, config, device,
+                dist, history, best_epoch, best_val, source: str) -> None:
+    """card.json (the model card) and training_curve.png (rank 0)."""
+    from pionml.io import file_sha256, file_stamp
+
+    model, norm = p.model, p.norm
+    card = {
+        "model": model_name, "task": task, "task_options": p.task.options,
+        "variant": model.variant, "hyper": model.hyper, "inputs": list(model.inputs),
+        "heads": model.head_specs,
+        **({"moment_features": norm.moments.card()} if norm.moments is not None else {}),
+        "n_parameters": int(sum(t.numel() for t in model.parameters())),
+        "data": {"path": str(data_path.resolve()), "sha256": p.sha,
+                 **file_stamp(data_path),
+                 "n_train": len(p.train_rows), "n_val": len(p.val_rows),
+                 "source": source, "options": p.data_config.to_dict()},
+        "package_version": pionml.__version__, "torch_version": torch.__version__,
+        "seed": config.seed, "train_config": asdict(config), "device": str(device),
+        "world_size": dist.world_size, "history": history, "best_epoch": best_epoch,
+        "best_val_loss": None if math.isinf(best_val) else best_val, **p.notes,
+        **({"weights_sha256": file_sha256(out / runfiles.WEIGHTS_FILE)}
+           if model.trainable else {}),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "test_metrics": None,
+    }
+    runfiles.write_json(out / runfiles.CARD_FILE, card)
+    if history["epoch"]:
+        _save_curve(out / runfiles.CURVE_FILE, history, model_name, p.task.loss_name,
+                    best_epoch, xlabel="boosting round" if model.fits_itself else "epoch")
+
+
+def _train_run(data_path, model_name, out, task, config, hyper, data_options, progress, resume,
+               hooks, task_options, data_sha256, cls, dist, device, cli_options=None) -> Path:
+    """Prepare (read and check), write the run files, fit (the Trainer, or the model's own
+    fit for a tree), write the card."""
+    from pionml.data.sources import make_source
+
+    seed_everything(config.seed + dist.rank)
+    data_path = Path(data_path)
+    p = _prepare(data_path, model_name, out, task, config, hyper, data_options, progress,
+                 resume, task_options, data_sha256, cls, dist)
+    model = p.model
     logger.info("train %s (task %s) on %s -> %s, device %s, config %s, hyper %s, data %s",
-                model_name, task, data_path, out, device, asdict(config), hyper,
-                data_config.to_dict())
+                model_name, task, data_path, out, device, asdict(config), p.hyper,
+                p.data_config.to_dict())
     if not model.fits_itself:
-        train_src = make_source(data_path, train_rows, builder, data_config, what="train",
-                                kind=kind)
-        val_src = make_source(data_path, val_rows, builder, data_config, what="validation",
-                              kind=kind)
+        train_src = make_source(data_path, p.train_rows, p.builder, p.data_config,
+                                what="train", kind=p.kind)
+        val_src = make_source(data_path, p.val_rows, p.builder, p.data_config,
+                              what="validation", kind=p.kind)
     if dist.is_main:
-        if resume:
-            saved = runfiles.read_json(out / runfiles.MODEL_FILE)
-            if saved != runfiles.jsonable(model.config()):
-                raise CheckpointError(f"run '{out}' was made with another model config "
-                                      f"({out / runfiles.MODEL_FILE}); use another --out")
-        norm.save(out / runfiles.NORMALISATION_FILE)
-        runfiles.write_json(out / runfiles.MODEL_FILE, model.config())
-        runfiles.write_json(out / runfiles.TASK_FILE, task_obj.to_dict())
-        runfiles.write_json(out / runfiles.DATA_FILE, data_config.to_dict())
-        previous = (runconfig.read_config(out) or {}) if resume else None
-        run_config = runconfig.run_config(
-            cli=cli_options, previous=previous,
-            task={"name": task_obj.name, "options": task_obj.options},
-            data={"path": str(data_path.resolve()), "sha256": sha,
-                  "options": data_config.to_dict()},
-            model={"name": model_name, "variant": model.variant, "hyper": model.hyper},
-            training=asdict(config), libraries=runconfig.model_libraries(model))
-        runconfig.write_config(out, run_config)
+        _write_run_files(out, p, model_name, data_path, config, cli_options, resume)
     model.to(device)
     if model.fits_itself:
         if resume:
             raise ConfigError(f"model '{model_name}' is fitted in one go: nothing to --resume")
-        history, best_epoch, best_val = model.fit_direct(*direct, task_obj, config, device,
+        history, best_epoch, best_val = model.fit_direct(*p.direct, p.task, config, device,
                                                          progress=progress and dist.is_main)
         if dist.is_main:
             model.save_files(out)
+        source = "memory"
     else:
-        workers = data_config.num_workers
+        workers = p.data_config.num_workers
         if workers is None:
             workers = auto_workers(device, train_src.kind)
-        trainer = Trainer(model, task_obj, config, out, device, hooks=hooks, progress=progress,
-                          num_workers=workers, data_sha256=sha)
+        trainer = Trainer(model, p.task, config, out, device, hooks=hooks, progress=progress,
+                          num_workers=workers, data_sha256=p.sha)
         if resume and model.trainable:
             trainer.resume(out / runfiles.CHECKPOINT_FILE)
         history = trainer.fit(train_src, val_src)
         best_epoch, best_val = trainer.best_epoch, trainer.best_val
+        source = train_src.kind
     if dist.is_main:
-        card = {
-            "model": model_name, "task": task, "task_options": task_obj.options,
-            "variant": model.variant, "hyper": model.hyper, "inputs": list(model.inputs),
-            "heads": model.head_specs,
-            **({"moment_features": norm.moments.card()} if norm.moments is not None else {}),
-            "n_parameters": int(sum(p.numel() for p in model.parameters())),
-            "data": {"path": str(data_path.resolve()), "sha256": sha,
-                     **file_stamp(data_path),
-                     "n_train": len(train_rows), "n_val": len(val_rows),
-                     "source": "memory" if model.fits_itself else train_src.kind,
-                     "options": data_config.to_dict()},
-            "package_version": pionml.__version__, "torch_version": torch.__version__,
-            "seed": config.seed, "train_config": asdict(config), "device": str(device),
-            "world_size": dist.world_size, "history": history, "best_epoch": best_epoch,
-            "best_val_loss": None if math.isinf(best_val) else best_val, **model_notes,
-            **({"weights_sha256": file_sha256(out / runfiles.WEIGHTS_FILE)}
-               if model.trainable else {}),
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "test_metrics": None,
-        }
-        runfiles.write_json(out / runfiles.CARD_FILE, card)
-        if history["epoch"]:
-            _save_curve(out / runfiles.CURVE_FILE, history, model_name, task_obj.loss_name,
-                        best_epoch, xlabel="boosting round" if model.fits_itself else "epoch")
+        _write_card(out, p, model_name, task, data_path, config, device, dist, history,
+                    best_epoch, best_val, source)
     return out
 
 
