@@ -240,7 +240,8 @@ def test_calibration_metrics_known_answers():
     assert all(r["median_dE"] == pytest.approx(-0.2) for r in m["bins_E_dep_em"])
     assert all(r["median_dE"] == pytest.approx(0.0) for r in m["bins_E_dep_lcw"])
     assert not m["has_uncertainty"] and m["n_resistant"] == 0
-    # a known spread: E/E_dep = 1 + N(0, 0.1) gives s68_resolution (the seeds' sigma_rel) = 0.1
+    # a known spread: E/E_dep = 1 + N(0, 0.1) gives s68_resolution (sigma_rel of
+    # ATL-PHYS-PUB-2023-019 and arXiv:2412.04370) = 0.1
     lam = 1 + rng.normal(0, 0.1, 200000)
     rows = binned(lam, np.ones_like(lam), np.ones_like(lam), (0.5, 2.0), n_boot=0)
     assert rows[0]["s68_resolution"] == pytest.approx(0.1, rel=0.03)

@@ -1,4 +1,4 @@
-"""The named moment feature set (seed 001 Table 1/2)."""
+"""The named moment feature set (arXiv:2412.04370 Table 1/2)."""
 
 import numpy as np
 import pytest

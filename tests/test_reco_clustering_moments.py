@@ -181,8 +181,8 @@ def test_cluster_time_and_its_second_moment():
 
 
 def test_time_moments_use_only_cells_above_two_sigma():
-    """Seed 001 App. B.1: only cells with zeta = E/sigma > 2 enter t_clus and Var(t): a cell at
-    zeta = 1.5, one exactly at 2 and a negative cell (zeta = -30) are left out."""
+    """arXiv:2412.04370 App. B.1: only cells with zeta = E/sigma > 2 enter t_clus and Var(t): a cell
+    at zeta = 1.5, one exactly at 2 and a negative cell (zeta = -30) are left out."""
     t, E, batch, truth = two_cluster_event()
     E = E.copy()
     E[7] = -3.0  # A's PS cell: large |E| but negative

@@ -1,10 +1,11 @@
 """The named cluster-moment feature set: one place for the moment models and the BDT.
 
-The features of the ATLAS moment-based calibration networks, seed 001 sec 3.1.2, Table 1 and
-Table 2 (the same 15 in seed 000 Table 1 and seed 003): what each is, which column of the HDF5
-cluster table holds it (design.md section 10), and the transform seed 001 Table 2 gives it.
-``calibrate`` models (``lgk``, ``bnn``, ``hgm``, ``re``) and ``bdt`` read the same set; the
-transforms matter to the networks only (a tree is invariant under monotone transforms).
+The features of the ATLAS moment-based calibration networks, arXiv:2412.04370 sec 3.1.2, Table 1 and
+Table 2 (the same 15 in ATL-PHYS-PUB-2023-019 Table 1 and the HEP 2025 calibration talk (Sainz)):
+what each is, which column of the HDF5 cluster table holds it (design.md section 10), and the
+transform arXiv:2412.04370 Table 2 gives it. ``calibrate`` models (``lgk``, ``bnn``, ``hgm``,
+``re``) and ``bdt`` read the same set; the transforms matter to the networks only (a tree is
+invariant under monotone transforms).
 
 N_PV and mu are event-level pile-up quantities (columns ``n_pv`` and ``mu``, from the EventTree
 branches ``NPV`` and ``averageInteractionsPerCrossing``): a sample simulated without pile-up (no
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: Transforms of seed 001 Table 2 (Eqs 7-9).
+#: Transforms of arXiv:2412.04370 Table 2 (Eqs 7-9).
 TRANSFORMS = ("log10_std", "std", "maxabs")
 
 
@@ -32,13 +33,13 @@ class Feature:
     description: str
 
 
-#: seed 001 Table 1 (meaning) and Table 2 (transform); columns as the builder writes them.
+#: arXiv:2412.04370 Table 1 (meaning) and Table 2 (transform); columns as the builder writes them.
 MOMENT_FEATURES: tuple[Feature, ...] = (
     Feature("E_EM", "E_em", "log10_std", "cluster signal at the EM scale [GeV]"),
     Feature("y_EM", "eta", "std", "cluster rapidity at the EM scale (massless: eta)"),
     Feature("zeta_EM", "moment_SIGNIFICANCE", "log10_std", "cluster signal significance"),
     Feature("Var_t", "moment_SECOND_TIME", "log10_std",
-            "variance of the E^2-weighted cell-time distribution [ns^2] (seed 001 Eq. 24)"),
+            "variance of the E^2-weighted cell-time distribution [ns^2] (arXiv:2412.04370 Eq. 24)"),
     Feature("lambda_clus", "moment_CENTER_LAMBDA", "log10_std",
             "centre-of-gravity distance from the calorimeter front face [mm]"),
     Feature("c_clus", "moment_CENTER_MAG", "std",
@@ -49,7 +50,7 @@ MOMENT_FEATURES: tuple[Feature, ...] = (
             "normalised energy dispersion along the principal axis"),
     Feature("m2_lat", "moment_LATERAL", "std",
             "normalised energy dispersion perpendicular to the principal axis"),
-    Feature("ptD", "moment_PTD", "std", "signal compactness p_T D (seed 001 Eq. 23)"),
+    Feature("ptD", "moment_PTD", "std", "signal compactness p_T D (arXiv:2412.04370 Eq. 23)"),
     Feature("f_iso", "moment_ISOLATION", "std", "cluster isolation"),
     Feature("t_clus", "moment_time", "maxabs", "cluster signal time [ns]"),
     Feature("N_PV", "n_pv", "std", "number of reconstructed primary vertices (event)"),
@@ -88,21 +89,22 @@ def feature_matrix(clusters: dict, features) -> np.ndarray:
     return out
 
 
-#: Feature options of the moment models: seed 000 sec 4.2 gives t_clus a signed cube root and
-#: a standardisation instead of seed 001's max-abs (docs/models.md, the calibrate task).
+#: Feature options of the moment models: ATL-PHYS-PUB-2023-019 sec 4.2 gives t_clus a signed cube
+#: root and a standardisation instead of arXiv:2412.04370's max-abs (docs/models.md, the calibrate
+#: task).
 TIME_TRANSFORMS = ("maxabs", "cbrt_std")
 
 
 class MomentTransform:
-    """The seed 001 Table 2 transforms of a feature set, fitted on the training rows and saved
-    with the run (``normalisation.json``), invertible.
+    """The arXiv:2412.04370 Table 2 transforms of a feature set, fitted on the training rows and
+    saved with the run (``normalisation.json``), invertible.
 
     - ``log10_std`` (Eq. 7): (log10 x - mean) / std of log10 x. A value <= 0 cannot be logged:
       it is floored at the smallest positive training value of that feature, and the count of
       floored training values is recorded (``n_floored``; never a silent -inf);
     - ``std`` (Eq. 8): (x - mean) / std;
-    - ``maxabs`` (Eq. 9): x / max |x|; ``cbrt_std`` (seed 000, t_clus only): the standardised
-      signed cube root.
+    - ``maxabs`` (Eq. 9): x / max |x|; ``cbrt_std`` (ATL-PHYS-PUB-2023-019, t_clus only): the
+      standardised signed cube root.
 
     Features whose column is absent from the dataset, or constant on the training rows
     (N_PV and mu without pile-up: std = 0, or max |x| = 0), are dropped and recorded in

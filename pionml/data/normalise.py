@@ -7,8 +7,9 @@ energy"), ``log`` (log of the energy; the DenseNet regressor), ``standardise`` (
 energy standardised with its training mean and spread; the DNN regressor), or ``none``.
 Point clouds (design.md section 6): continuous cell features standardised, layer one-hot.
 Cluster scalars (log E_em, eta): standardised.
-Cluster moments (the moment-based calibrations): the seed 001 Table 2 transforms of the named
-feature set (:class:`pionml.data.features.MomentTransform`), constant or absent features dropped.
+Cluster moments (the moment-based calibrations): the arXiv:2412.04370 Table 2 transforms of the
+named feature set (:class:`pionml.data.features.MomentTransform`), constant or absent features
+dropped.
 """
 
 from __future__ import annotations

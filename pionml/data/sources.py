@@ -55,7 +55,8 @@ class DataConfig:
     block_rows: int = 4096
     buffer_rows: int = 32768
     num_workers: int | None = None
-    #: t_clus transform of the moment models: "maxabs" (seed 001) or "cbrt_std" (seed 000)
+    #: t_clus transform of the moment models: "maxabs" (arXiv:2412.04370) or "cbrt_std"
+    #: (ATL-PHYS-PUB-2023-019)
     moment_time: str = "maxabs"
     #: a nested subset of the training rows (learning curves): their number, None = all
     train_size: int | None = None

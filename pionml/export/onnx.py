@@ -22,8 +22,8 @@ Beside ``FILE.onnx`` goes ``FILE.onnx.json`` (:func:`side_file`; never ``FILE.js
 the default ``RUN/model.onnx`` would be the run's own ``model.json``): the input and output names
 in order with shapes and meanings, every constant needed to make the inputs from a cluster
 (``normalisation``: image mode and pixel constants, cloud and scalar standardisation, the
-moment features in graph order with their seed 001 Table 2 transform and fitted constants), the
-kNN recipe and an excerpt of the model card. Both files are written to temporary files and
+moment features in graph order with their arXiv:2412.04370 Table 2 transform and fitted constants),
+the kNN recipe and an excerpt of the model card. Both files are written to temporary files and
 renamed only when the export and its check succeeded (:mod:`pionml.outputs`): a failed export
 leaves a previous pair intact. A run whose weights hold NaN or inf is refused. A family
 that needs another module for export (weaver-core's ``for_inference`` pattern) overrides
@@ -112,7 +112,7 @@ def input_specs(model, knn_k: int, task=None) -> list[InputSpec]:
         specs.append(InputSpec("moments", "float32", (CLUSTERS, model.spec.n_moments),
                                "the cluster moment features in the order of "
                                "normalisation.moments, each transformed as its entry there "
-                               "says (seed 001 Table 2)"))
+                               "says (arXiv:2412.04370 Table 2)"))
     if "scalars" in model.inputs:
         specs.append(InputSpec("scalars", "float32", (CLUSTERS, model.spec.n_scalars),
                                f"standardised cluster scalars {', '.join(SCALAR_FEATURES)}"))
@@ -294,8 +294,9 @@ def preprocessing(run, specs: list[InputSpec]) -> dict:
     return out
 
 
-#: The per-feature transforms of the ``moments`` input (seed 001 Table 2, Eqs 7-9; seed 000
-#: sec 4.2 for cbrt_std), as :meth:`pionml.data.features.MomentTransform.transform` applies them.
+#: The per-feature transforms of the ``moments`` input (arXiv:2412.04370 Table 2, Eqs 7-9;
+#: ATL-PHYS-PUB-2023-019 sec 4.2 for cbrt_std), as
+#: :meth:`pionml.data.features.MomentTransform.transform` applies them.
 MOMENT_TRANSFORMS = {
     "log10_std": "(log10(max(x, floor)) - shift) / scale",
     "std": "(x - shift) / scale",

@@ -1,5 +1,5 @@
-"""The figures of the calibrate task (docs/models.md; seed 000 sec 5, seed 001 sec 4-5), drawn
-from the numbers of :mod:`pionml.metrics.calibration` and saved by
+"""The figures of the calibrate task (docs/models.md; ATL-PHYS-PUB-2023-019 sec 5, arXiv:2412.04370
+sec 4-5), drawn from the numbers of :mod:`pionml.metrics.calibration` and saved by
 :func:`pionml.figures.writer.save_figure`: the response vs E_dep, the linearity and the
 resolution of the run beside EM and LCW, the pulls and uncertainties of runs that have them, and
 several runs together (:func:`draw_calibration_comparison`).
@@ -67,11 +67,12 @@ AXES = {"E_dep": (AXIS_LABELS["E_dep"], True), "E_em": (AXIS_LABELS["E_em"], Tru
 
 
 def draw_calibration_plots(folder: Path, name: str, table: dict, metrics: dict) -> list:
-    """The figures of one run: R_EM and R_pred vs E_dep with the median (seed 001 Fig. 4),
-    K vs E_dep (seed 000 Fig. 3), median Delta_E vs E_dep, E_EM and eta for EM, LCW and the run
-    (seed 001 Fig. 7, seed 000 Fig. 5), s68_resolution with the ratio to LCW (seed 000 Fig. 8,
-    seed 001 Fig. 9), and for runs with uncertainties the pulls with their two-sided fits
-    (seed 001 Fig. 12) and the relative uncertainties (Figs. 10, 13). Returns the files."""
+    """The figures of one run: R_EM and R_pred vs E_dep with the median (arXiv:2412.04370 Fig. 4),
+    K vs E_dep (ATL-PHYS-PUB-2023-019 Fig. 3), median Delta_E vs E_dep, E_EM and eta for EM, LCW and
+    the run (arXiv:2412.04370 Fig. 7, ATL-PHYS-PUB-2023-019 Fig. 5), s68_resolution with the ratio
+    to LCW (ATL-PHYS-PUB-2023-019 Fig. 8, arXiv:2412.04370 Fig. 9), and for runs with uncertainties
+    the pulls with their two-sided fits (arXiv:2412.04370 Fig. 12) and the relative uncertainties
+    (Figs. 10, 13). Returns the files."""
     folder = Path(folder)
     written = [draw_response_vs_e_dep(folder / "response_2d.png", name, table),
                draw_linearity(folder / "linearity.png", name, metrics)]
@@ -212,7 +213,7 @@ def draw_uncertainties(path: Path, table: dict, metrics: dict) -> Path:
 def draw_calibration_comparison(folder: Path, results: list[dict], comparison: dict) -> list:
     """Several calibrate runs on one plot each: median Delta_E and s68_resolution vs E_dep with EM
     and LCW (from the first run's clusters), the sigma agreement and t_log of each pair of runs
-    with uncertainties (seed 001 Figs. 11-12), and the training-size scan (Fig. 10)."""
+    with uncertainties (arXiv:2412.04370 Figs. 11-12), and the training-size scan (Fig. 10)."""
     import matplotlib.pyplot as plt
 
     folder = Path(folder)

@@ -24,7 +24,8 @@ def _centres(rows):
 
 def plot_response_2d(ax, e_true, e, rows, title: str):
     """The response E / E_true vs E_true as a 2-D histogram (log colour) with the median of
-    each bin of ``rows`` (a :func:`response_table`) overlaid (seed 002 Figs. 12-13, 16)."""
+    each bin of ``rows`` (a :func:`response_table`) overlaid
+    (ATL-PHYS-PUB-2020-018 Figs. 12-13, 16)."""
     e_true = np.asarray(e_true, np.float64)
     r = np.asarray(e, np.float64) / e_true
     xbins = np.logspace(np.log10(max(e_true.min(), 0.1)), np.log10(e_true.max() * 1.01), 40)
@@ -144,8 +145,8 @@ def draw_regression_plots(folder: Path, name: str, species: str, table: dict,
 
 
 def draw_regression_comparison(folder: Path, results: list[dict]) -> list:
-    """Several regression runs of one species on one plot each (seed 002 Figs. 14-15): the
-    median response and both resolutions of every run, with EM and LCW from the first run's
+    """Several regression runs of one species on one plot each (ATL-PHYS-PUB-2020-018 Figs. 14-15):
+    the median response and both resolutions of every run, with EM and LCW from the first run's
     clusters and the ratio to LCW. ``results``: dicts with ``name`` and ``metrics``."""
     import matplotlib.pyplot as plt
 

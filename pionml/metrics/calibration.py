@@ -1,30 +1,31 @@
 """Calibration metrics of the moment-based calibrations (docs/models.md, the calibrate task;
-seed 000 sec 3.3 and 5, seed 001 sec 4-5 and App. D), numpy only (scipy for the pull fit); the
-figures are in :mod:`pionml.figures.calibration`.
+ATL-PHYS-PUB-2023-019 sec 3.3 and 5, arXiv:2412.04370 sec 4-5 and App. D), numpy only (scipy for the
+pull fit); the figures are in :mod:`pionml.figures.calibration`.
 
 Per cluster, for every energy scale kappa (``model`` = the run, ``em`` = the EM scale,
 ``lcw`` = the dataset's ``E_lcw``, which in pionml's simulation is the LCW hadronic step
 E_EM x HAD_WEIGHT, classification and hadronic weighting without the out-of-cluster and
-dead-material steps, as the seeds compare to):
+dead-material steps, as ATL-PHYS-PUB-2023-019 and arXiv:2412.04370 compare to):
 
-- prediction power K = R_kappa / R_EM = E_dep / E_kappa (seed 000 Eq. 12), its median;
-- signal linearity Delta_E = E_kappa / E_dep - 1 (seed 001 Eq. 16), median and mean;
+- prediction power K = R_kappa / R_EM = E_dep / E_kappa (ATL-PHYS-PUB-2023-019 Eq. 12), its median;
+- signal linearity Delta_E = E_kappa / E_dep - 1 (arXiv:2412.04370 Eq. 16), median and mean;
 - relative resolution ``s68_resolution`` = Q^w_68(E_kappa / E_dep) / (2 median) with Q^w_68
-  the shortest interval holding 68 % (the seeds' sigma_rel, seed 000 Eq. 17, seed 001 Eq. 17;
-  :func:`pionml.metrics.resolution.s68_resolution`, the regression's statistic of the same
+  the shortest interval holding 68 % (sigma_rel of ATL-PHYS-PUB-2023-019 Eq. 17, arXiv:2412.04370
+  Eq. 17; :func:`pionml.metrics.resolution.s68_resolution`, the regression's statistic of the same
   name), and the interval itself (``s68_interval``);
 
 in bins of E_dep (0.3-1, 1-3, 3-10, 10-30, 30-100, 100-1000 GeV), of E_EM and of eta, with
 bootstrap errors. For runs with uncertainties: the pulls t = (R_pred - R_EM) / sigma_tot and
-t_log = (log10 R_pred - log10 R_EM) / sigma_log (seed 001 Eqs 19-20), each with a two-sided
+t_log = (log10 R_pred - log10 R_EM) / sigma_log (arXiv:2412.04370 Eqs 19-20), each with a two-sided
 Gaussian fitted over the bulk (|t| < 3: a common centre and a left and a right width), the
 robust width Q^w_68 / 2 and the coverages P(|t| < 1), P(|t| < 2); the median relative
 uncertainties sigma / R, sigma_stat / R, sigma_syst / R. Training-resistant clusters
-(R_EM > ``resistant_R``, seed 001 sec 4.2.3) are counted, not removed.
+(R_EM > ``resistant_R``, arXiv:2412.04370 sec 4.2.3) are counted, not removed.
 
 Several calibrate runs together (:func:`compare_calibrations`): BNN vs RE uncertainty agreement
-(seed 001 sec 5.3, Fig. 11), HGM vs BNN central values (seed 003), t_log of one vs the other
-(Fig. 12), and sigma_stat / sigma_syst against the training size (Fig. 10).
+(arXiv:2412.04370 sec 5.3, Fig. 11), HGM vs BNN central values (the HEP 2025
+calibration talk (Sainz)), t_log of one vs the other (Fig. 12), and sigma_stat / sigma_syst against
+the training size (Fig. 10).
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def _s68_interval(lam: np.ndarray) -> list:
 def bifurcated_gaussian_fit(t: np.ndarray, limit: float = PULL_RANGE, bins: int = 60) -> dict:
     """Two-sided Gaussian A exp(-(t - mu)^2 / (2 s^2)), s = sigma_left below mu and sigma_right
     above, fitted (least squares, Poisson weights) to the histogram of ``t`` over
-    |t| < ``limit`` (seed 001 sec 5.4). None values when the fit fails or too few entries."""
+    |t| < ``limit`` (arXiv:2412.04370 sec 5.4). None values when the fit fails or too few
+    entries."""
     from scipy.optimize import curve_fit
 
     t = np.asarray(t, np.float64)
@@ -117,7 +119,7 @@ def pull_summary(t: np.ndarray) -> dict:
 
 
 def pulls(table: dict) -> dict:
-    """t and t_log per cluster (seed 001 Eqs 19-20)."""
+    """t and t_log per cluster (arXiv:2412.04370 Eqs 19-20)."""
     r_em = np.asarray(table["E_em"], np.float64) / np.asarray(table["E_true"], np.float64)
     r = np.asarray(table["R_pred"], np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -183,8 +185,8 @@ def metrics_vs(table: dict, feature: str, values: np.ndarray, n_bins: int = 10,
                n_boot: int = 50) -> dict:
     """Median Delta_E, mean Delta_E, s68_resolution and K of every energy scale (the run, EM, LCW)
     in ``n_bins`` quantile bins of ``values`` (one per cluster of ``table``): the calibration
-    as a function of one feature (seed 000 sec 5.2, seed 001 sec 4.2 study E_dep, E_EM and eta;
-    any feature on request). Keys ``bins_<feature>_<scale>``."""
+    as a function of one feature (ATL-PHYS-PUB-2023-019 sec 5.2, arXiv:2412.04370 sec 4.2 study
+    E_dep, E_EM and eta; any feature on request). Keys ``bins_<feature>_<scale>``."""
     values = np.asarray(values, np.float64)
     if len(values) != len(table["E_true"]):
         raise ValueError(f"feature '{feature}': {len(values)} values "
@@ -219,9 +221,9 @@ def compare_calibrations(results: list[dict]) -> dict:
     """Cross-run figures of merit. ``results``: dicts with ``name``, ``table``, ``metrics`` and
     ``n_train``. For every pair of runs with uncertainties: the relative difference of sigma_tot
     (second - first) / first (its median, shortest-68 half width and the fraction within 10 %;
-    seed 001 Fig. 11b) and the correlation of their t_log; for every pair: the median and
-    spread of R_pred ratio (HGM vs BNN, seed 003); per model, the median sigma_stat and
-    sigma_syst against the training size (seed 001 Fig. 10)."""
+    arXiv:2412.04370 Fig. 11b) and the correlation of their t_log; for every pair: the median and
+    spread of R_pred ratio (HGM vs BNN, the HEP 2025 calibration talk (Sainz)); per model, the
+    median sigma_stat and sigma_syst against the training size (arXiv:2412.04370 Fig. 10)."""
     pairs = []
     for i, a in enumerate(results):
         for b in results[i + 1:]:

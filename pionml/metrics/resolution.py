@@ -29,7 +29,7 @@ def iqr_resolution(r: np.ndarray) -> float:
 
 def shortest_interval_bounds(r: np.ndarray, fraction: float = 0.6826894921) -> tuple[float, float]:
     """(left, right) of the shortest interval holding ``fraction`` of the values: sorted x,
-    k = ceil(fraction n), the smallest x[i + k - 1] - x[i] (seed 001 Eqs 37-38); the first
+    k = ceil(fraction n), the smallest x[i + k - 1] - x[i] (arXiv:2412.04370 Eqs 37-38); the first
     such interval when several tie. NaN, NaN for fewer than two values in it."""
     r = np.sort(np.asarray(r, dtype=np.float64))
     n = len(r)

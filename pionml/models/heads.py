@@ -10,7 +10,7 @@ values). A head maps (B, width) features to one tensor:
   ATL-PHYS-PUB-2020-018 4.2.3);
 - ``gaussian_mixture``: ``k`` modes as (B, k, 3) = (weight, mean, width) with the weights a
   softmax and the widths softplus + ``min_width`` (the Gaussian-mixture likelihoods of the
-  moment-based calibrations, seeds 001 and 003).
+  moment-based calibrations, arXiv:2412.04370 and the HEP 2025 calibration talk (Sainz)).
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class GaussianMixtureHead(nn.Module):
 def gaussian_mixture(raw: torch.Tensor, k: int, min_width: float = 1e-3) -> torch.Tensor:
     """(..., 3k) raw outputs -> (..., k, 3) mixture = (weight, mean, width) per mode: the
     weights a softmax over the modes, the widths softplus + ``min_width`` (the output order and
-    the positivity transform the seeds leave open: pionml's choice)."""
+    the positivity transform the references leave open: pionml's choice)."""
     raw = raw.reshape(*raw.shape[:-1], k, 3)
     weights = torch.softmax(raw[..., 0], dim=-1)
     widths = F.softplus(raw[..., 2]) + min_width

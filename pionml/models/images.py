@@ -210,7 +210,8 @@ class CNN(ClusterModel):
     defaults = {"channels": (8, 16), "dense": 64, "dropout": 0.3, "layout": "seed002",
                 "norm": "none", "pixels": "log", "summary": True}
     train_defaults = {"epochs": 25, "batch_size": 256, "lr": 1e-3, "patience": 5}
-    #: seed 002's training of the classifier (constant rate, early stopping, no augmentation)
+    #: ATL-PHYS-PUB-2020-018's training of the classifier (constant rate, early stopping, no
+    #: augmentation)
     recipes = {"seed002": {"epochs": 25, "batch_size": 256, "lr": 1e-3, "patience": 5,
                            "scheduler": "none", "augment": "none"}}
     #: the classifier's alternatives (the paper's pixels, and the public CNN's layout with batch
@@ -224,7 +225,7 @@ class CNN(ClusterModel):
             "emb2": {"layout": "emb2", "norm": "batch", "pixels": "sqrt"}}),
         "regress": Body(build="build_regressor", forward="regressor_forward",
                         hyper={"channels": (16, 32), "dropout": 0.2})}
-    #: seed 002's classifier (ATL-PHYS-PUB-2020-018 4.2.2): its widths and dropout, the energy
+    #: ATL-PHYS-PUB-2020-018's classifier (its sec 4.2.2): its widths and dropout, the energy
     #: fractions as they are, no summary branch
     recipe_hyper = {"seed002": {"channels": (16, 32), "dropout": 0.2, "layout": "seed002",
                                 "pixels": "fraction", "summary": False}}

@@ -1,18 +1,20 @@
 """The moment-based cluster calibrations (task ``calibrate``; docs/models.md):
 networks that read a cluster's moments (the named feature set of
-:mod:`pionml.data.features`, transformed by seed 001 Table 2) and predict its EM-scale response
-R = E_EM / E_dep, so that E = E_EM / R.
+:mod:`pionml.data.features`, transformed by arXiv:2412.04370 Table 2) and predict its EM-scale
+response R = E_EM / E_dep, so that E = E_EM / R.
 
-- ``lgk``: the DNN of seed 000 sec 4.1.1: 256-128-64-8 with 2 swish, output 2 (tanh + 1) on the
-  linear R; leaky Gaussian kernel loss with h = 0.1, alpha = 0.05, then a second stage with
-  alpha = 0. The leak's form is lost in the seed extraction: ``leak`` = ``linear``
-  (alpha |x|, default) or ``quadratic`` (alpha x^2), recorded with the run.
-- ``hgm``: seed 003's deterministic network {64, 64, 64, 64} ReLU with a 3-mode Gaussian-mixture
-  likelihood on log10 R (the heteroscedastic mixture loss).
-- ``bnn``: seed 001's Bayesian version: every weight and bias Gaussian, q = N(mu, softplus(rho)^2),
-  N(0, 1) prior, KL scaled by the training size; one weight sample per step, 50 at inference.
-- ``re``: seed 001's repulsive ensemble: 50 such networks trained together as one batched module
-  (weights (members, in, out), one ``baddbmm`` per layer for all of them), function-space
+- ``lgk``: the DNN of ATL-PHYS-PUB-2023-019 sec 4.1.1: 256-128-64-8 with 2 swish, output 2
+  (tanh + 1) on the linear R; leaky Gaussian kernel loss with h = 0.1, alpha = 0.05, then a second
+  stage with alpha = 0. The leak's form is lost in the text of ATL-PHYS-PUB-2023-019 pionml worked
+  from: ``leak`` = ``linear`` (alpha |x|, default) or ``quadratic`` (alpha x^2), recorded with the
+  run.
+- ``hgm``: the deterministic network of the HEP 2025 calibration talk (Sainz), {64, 64, 64, 64} ReLU
+  with a 3-mode Gaussian-mixture likelihood on log10 R (the heteroscedastic mixture loss).
+- ``bnn``: arXiv:2412.04370's Bayesian version: every weight and bias Gaussian,
+  q = N(mu, softplus(rho)^2), N(0, 1) prior, KL scaled by the training size; one weight sample per
+  step, 50 at inference.
+- ``re``: arXiv:2412.04370's repulsive ensemble: 50 such networks trained together as one batched
+  module (weights (members, in, out), one ``baddbmm`` per layer for all of them), function-space
   repulsion with a Gaussian kernel of median-heuristic width, and an L2 prior / N_train.
 
 The families own their output layer and give the calibrate task's declared forms of output
@@ -21,7 +23,7 @@ The families own their output layer and give the calibrate task's declared forms
 members (RE) or 1 (HGM); ``lgk`` the ``response`` form, R (B,). Both also pass ``E_em`` through
 (their ``cluster_fields``) so that the task gives E_pred from the outputs alone. The mixture
 mode, moments and the uncertainty
-decomposition (seed 001 App. D.2) are the functions below.
+decomposition (arXiv:2412.04370 App. D.2) are the functions below.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 # ----------------------------------------------------------------------------- losses and maths
 def lgk_loss(r_pred: torch.Tensor, r_em: torch.Tensor, h: float = 0.1, alpha: float = 0.05,
              leak: str = "linear") -> torch.Tensor:
-    """Leaky Gaussian kernel loss (seed 000 Eq. 8; its leak term is lost in the
+    """Leaky Gaussian kernel loss (ATL-PHYS-PUB-2023-019 Eq. 8; its leak term is lost in the
     extraction, so the leak's form is an option), batch mean of
     -exp(-x^2 / (2 h^2)) / (sqrt(2 pi) h) + alpha * leak(x), x = R_pred / R_EM - 1."""
     x = r_pred / r_em - 1.0
@@ -135,7 +137,7 @@ def mixture_mode(mixture: torch.Tensor, n_starts: int = 8, iterations: int = 60,
 
 
 def mixture_summary(mixture: torch.Tensor) -> dict:
-    """Per cluster, in log10 R (seed 001 App. D.2, Eqs 40-42): ``mode`` of the averaged
+    """Per cluster, in log10 R (arXiv:2412.04370 App. D.2, Eqs 40-42): ``mode`` of the averaged
     mixture, ``mean`` (its mean), ``syst`` = sqrt(mean_s v_s), ``stat`` = the spread of the
     m_s over the S samples or members (0 for S = 1), ``tot`` = sqrt(syst^2 + stat^2)."""
     m, v = mixture_moments(mixture)
@@ -146,10 +148,10 @@ def mixture_summary(mixture: torch.Tensor) -> dict:
 
 
 def rbf_repulsion(f: torch.Tensor) -> torch.Tensor:
-    """Function-space repulsion of seed 001 Eq. 36 for members' outputs ``f`` (M, D):
+    """Function-space repulsion of arXiv:2412.04370 Eq. 36 for members' outputs ``f`` (M, D):
     sum_j k(f_i, sg f_j) / sum_j k(sg f_i, sg f_j) per member (M,) (value 1, gradient pushing
     member i away from the others), k(f, g) = exp(-|f - g|^2 / h) with the median heuristic
-    h = med^2 / ln M over the pairwise distances (seed 001 App. C.3)."""
+    h = med^2 / ln M over the pairwise distances (arXiv:2412.04370 App. C.3)."""
     m = f.shape[0]
     g = f.detach()
     d2 = ((f[:, None, :] - g[None, :, :]) ** 2).sum(-1)  # (M, M), gradient through f_i only
@@ -268,15 +270,16 @@ class MomentModel(ClusterModel):
 
 @register
 class LGK(MomentModel):
-    """DNN with the leaky Gaussian kernel loss (seed 000 sec 4.1.1), on the linear R."""
+    """DNN with the leaky Gaussian kernel loss (ATL-PHYS-PUB-2023-019 sec 4.1.1), on
+    the linear R."""
 
     name = "lgk"
     supports = {"calibrate": Body(form="response")}
     head_kind = "linear"
     target = "linear"
     defaults = {"widths": (256, 128, 64, 8), "h": 0.1, "alpha": 0.05, "leak": "linear"}
-    # seed 000: Adam 1e-4, batch 4096, ~100 + ~100 epochs on 17e6 clusters; on a sample 100
-    # times smaller the same number of steps needs a smaller batch and a larger rate
+    # ATL-PHYS-PUB-2023-019: Adam 1e-4, batch 4096, ~100 + ~100 epochs on 17e6 clusters; on a sample
+    # 100 times smaller the same number of steps needs a smaller batch and a larger rate
     train_defaults = {"batch_size": 512, "lr": 1e-3, "stages": [
         {"name": "leaky", "epochs": 30, "lr": 1e-3, "patience": 5, "options": {"leak": True}},
         {"name": "no_leak", "epochs": 30, "lr": 1e-3, "patience": 5, "options": {"leak": False}}]}
@@ -303,13 +306,14 @@ class LGK(MomentModel):
 
 
 _MIXTURE_DEFAULTS = {"widths": (64, 64, 64, 64), "k": 3, "min_width": 1e-3}
-# seed 001 Table 3: Adam 1e-4, batch 4096, 150 epochs, milestones 25/100 on 8.7e6 clusters
+# arXiv:2412.04370 Table 3: Adam 1e-4, batch 4096, 150 epochs, milestones 25/100 on 8.7e6 clusters
 _MIXTURE_TRAIN = {"epochs": 40, "batch_size": 512, "lr": 1e-3, "patience": 6}
 
 
 @register
 class HGM(MomentModel):
-    """Deterministic network with the heteroscedastic Gaussian-mixture loss (seed 003)."""
+    """Deterministic network with the heteroscedastic Gaussian-mixture loss (the HEP 2025
+    calibration talk (Sainz))."""
 
     name = "hgm"
     defaults = dict(_MIXTURE_DEFAULTS)
@@ -325,7 +329,7 @@ class HGM(MomentModel):
 
 @register
 class BNN(MomentModel):
-    """Bayesian network with the Gaussian-mixture likelihood (seed 001 sec 3.3.1-3.3.2): one
+    """Bayesian network with the Gaussian-mixture likelihood (arXiv:2412.04370 sec 3.3.1-3.3.2): one
     weight sample per training step, ``n_samples`` at inference; loss = NLL + KL / N_train."""
 
     name = "bnn"
@@ -398,8 +402,8 @@ class _FrozenBNN(nn.Module):
 
 @register
 class RepulsiveEnsemble(MomentModel):
-    """``members`` networks trained together (seed 001 sec 3.3.3-3.3.4, App. C.2-C.3, Eq. 36):
-    per member its mixture NLL + repulsion / N_train + |theta|^2 / (2 sigma^2 N_train),
+    """``members`` networks trained together (arXiv:2412.04370 sec 3.3.3-3.3.4, App. C.2-C.3, Eq.
+    36): per member its mixture NLL + repulsion / N_train + |theta|^2 / (2 sigma^2 N_train),
     averaged over the members (Eq. 36 sums them: the same minimum, a scale Adam ignores)."""
 
     name = "re"

@@ -53,7 +53,7 @@ class PileupParams:
     #: physics note 2.4) [E]
     mu_ref: float = 35.0
     #: vertex reconstruction efficiency per pile-up interaction (N_PV reaches ~65 at mu ~ 80 in
-    #: seed 000 Fig. 9) [E]
+    #: ATL-PHYS-PUB-2023-019 Fig. 9) [E]
     vertex_eff: float = 0.7
     #: EM-scale energy flow of one minimum-bias interaction into the barrel calorimeter, per unit
     #: eta and radian of phi at eta = 0 (GeV), from dN_ch/deta ~ 6.4 at 13 TeV [M: ATLAS
@@ -127,7 +127,7 @@ def pulse_samples(tau_ns: float = PILEUP_PARAMS.shaper_tau_ns,
     The shaped pulse has zero area, but its 25 ns samples sum to ~ -0.09 (sum over k != 0 of
     -1.09 with the default tau and drift time): the undershoot (g_k < 0) is scaled so that the
     sum over k != 0 is exactly -1, the cancellation on average in the middle of a filled bunch
-    train that ATLAS' optimal filtering achieves (seed 000 footnote 13)."""
+    train that ATLAS' optimal filtering achieves (ATL-PHYS-PUB-2023-019 footnote 13)."""
     dt = 0.25
     t = np.arange(0.0, drift_ns + 20 * tau_ns, dt)
     x = t / tau_ns

@@ -1,16 +1,16 @@
 """``calibrate``: the EM-scale response of a cluster from its moments, the moment-based
-calibrations of seeds 000, 001 and 003 (docs/models.md; models in
-:mod:`pionml.models.moments`).
+calibrations of ATL-PHYS-PUB-2023-019, arXiv:2412.04370 and the HEP 2025 calibration talk by Sainz
+(docs/models.md; models in :mod:`pionml.models.moments`).
 
 Target: R = E_EM / E_dep with E_dep = ENG_CALIB_TOT (``E_true``), on clusters with
-E_dep > ``min_E_dep`` (0.3 GeV, seeds 000 sec 3.2 and 001 sec 3.1.1) and E_EM > ``min_E_em``
-(0); every cut is counted and logged per split. The target transform is the model's: ``lgk``
-learns the linear R (its loss is its own), the mixture models log10 R with the Gaussian-mixture
-likelihood (this task's :meth:`loss`). The calibrated energy is E = E_EM / R_pred.
+E_dep > ``min_E_dep`` (0.3 GeV, ATL-PHYS-PUB-2023-019 sec 3.2 and arXiv:2412.04370 sec 3.1.1) and
+E_EM > ``min_E_em`` (0); every cut is counted and logged per split. The target transform is the
+model's: ``lgk`` learns the linear R (its loss is its own), the mixture models log10 R with the
+Gaussian-mixture likelihood (this task's :meth:`loss`). The calibrated energy is E = E_EM / R_pred.
 
 Outputs per cluster (``predictions.csv``): ``R_pred``, ``E_pred`` (GeV, like a ``regress`` run,
-so that ``combine`` can add a calibration as a row), ``sigma`` = sigma_tot on R (linear, seed
-001 footnote 13: ln(10) R sigma_log), its parts ``sigma_stat`` and ``sigma_syst``, and
+so that ``combine`` can add a calibration as a row), ``sigma`` = sigma_tot on R (linear,
+arXiv:2412.04370 footnote 13: ln(10) R sigma_log), its parts ``sigma_stat`` and ``sigma_syst``, and
 ``sigma_log`` (sigma_tot of log10 R); NaN for ``lgk``, which has none. Metrics and figures:
 :mod:`pionml.metrics.calibration`.
 """
@@ -53,9 +53,9 @@ class CalibrateTask(Task):
     columns = {"R_pred": "%.6g", "E_pred": "%.6g", "sigma": "%.5g", "sigma_stat": "%.5g",
                "sigma_syst": "%.5g", "sigma_log": "%.5g"}
     #: min_E_dep, min_E_em: the cuts (GeV); resistant_R: R_EM above which a cluster is counted as
-    #: "training resistant" (seed 001 sec 4.2.3) in the report (never dropped); max_train: train
-    #: on a random subset of at most this many selected training clusters (0 = all; the
-    #: training-size scan of seed 001 Fig. 10)
+    #: "training resistant" (arXiv:2412.04370 sec 4.2.3) in the report (never dropped); max_train:
+    #: train on a random subset of at most this many selected training clusters (0 = all; the
+    #: training-size scan of arXiv:2412.04370 Fig. 10)
     defaults = {"min_E_dep": 0.3, "min_E_em": 0.0, "resistant_R": 5.0, "max_train": 0}
     loss_name = "loss"
 
@@ -140,7 +140,8 @@ class CalibrateTask(Task):
     # learning ---------------------------------------------------------------------------------
     def loss(self, outputs: dict, batch, **options) -> torch.Tensor:
         """Gaussian-mixture negative log likelihood of log10 R_EM under the (averaged) mixture
-        (seed 001 Eq. 12, seed 003); the families add their own terms."""
+        (arXiv:2412.04370 Eq. 12, the HEP 2025 calibration talk (Sainz)); the families add their own
+        terms."""
         from pionml.models.moments import mixture_nll
 
         (mixture,) = self.other_forms["mixture"]

@@ -37,7 +37,8 @@ class ClassifyTask(Task):
     loss_name = "binary cross-entropy"
     head_loss = "logistic"
     #: ``scalars``: the model reads the cluster's E_EM and eta through its scalar branch beside
-    #: the cells (the default); False is seed 002's classifier, which sees energy fractions only
+    #: the cells (the default); False is ATL-PHYS-PUB-2020-018's classifier, which sees energy
+    #: fractions only
     defaults = {"scalars": True}
     model_options = ("scalars",)
     recipes = {"seed002": {"scalars": False}}

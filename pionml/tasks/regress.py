@@ -7,15 +7,16 @@ fitted on the species' training rows and saved with the run); one ``value`` head
 error; the model reads the cluster's E_EM and eta through its scalar branch besides the cells.
 The physical output is ``E_pred`` in GeV.
 
-Option ``target``: ``energy`` (the seed-002 recipe above) or ``response`` (default): the head
-learns the standardised log of E_true / E_EM and E_pred = E_EM x the predicted ratio. A network that
-outputs the training mean then reproduces the EM scale up to a constant, so the EM-scale
-resolution is where it starts rather than what it must rediscover from the standardised log
-energy (a pionml option, not in the seeds; the moment calibrations of seeds 000/001 target the
-response for the same reason). Clusters with E_EM <= 0 cannot use it and are left out, counted.
+Option ``target``: ``energy`` (the ATL-PHYS-PUB-2020-018 recipe above) or ``response`` (default):
+the head learns the standardised log of E_true / E_EM and E_pred = E_EM x the predicted ratio. A
+network that outputs the training mean then reproduces the EM scale up to a constant, so the
+EM-scale resolution is where it starts rather than what it must rediscover from the standardised log
+energy (a pionml option, not in the references; the moment calibrations of ATL-PHYS-PUB-2023-019 and
+arXiv:2412.04370 target the response for the same reason). Clusters with E_EM <= 0 cannot use it and
+are left out, counted.
 
-Option ``weight``: ``none`` (seed 002) or ``flat`` (default): each training cluster weighted by
-the inverse of the training spectrum in log10 E_true
+Option ``weight``: ``none`` (ATL-PHYS-PUB-2020-018) or ``flat`` (default): each training cluster
+weighted by the inverse of the training spectrum in log10 E_true
 (:class:`~pionml.tasks.transforms.SpectrumWeights`), so that the falling spectrum of soft
 clusters does not pull the predictions of a bin of E_true down. Baselines ``em`` and ``lcw``
 give ``E_pred`` directly (the task's ``energy`` form of output). Metrics: median response and
@@ -53,8 +54,8 @@ class RegressTask(Task):
     metric_fields = ("E_lcw",)
     columns = {"E_pred": "%.6g"}
     column_doc = {"E_pred": "predicted true cluster energy (ENG_CALIB_TOT) in GeV"}
-    # target 'energy' with weight 'none' is the seed-002 recipe; the defaults measured better
-    # (docs/models.md, the regress task)
+    # target 'energy' with weight 'none' is the ATL-PHYS-PUB-2020-018 recipe; the defaults measured
+    # better (docs/models.md, the regress task)
     defaults = {"species": "charged", "target": "response", "weight": "flat",
                 "transform": "log+standardise"}
     WEIGHTS = ("none", "flat")

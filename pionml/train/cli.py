@@ -44,9 +44,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scheduler", choices=("none", "cosine", "plateau"), default=None,
                    help="learning-rate schedule (default: the model's, none)")
     p.add_argument("--recipe", choices=("default", "seed002"), default="default",
-                   help="seed002: ATL-PHYS-PUB-2020-018's classifier recipe as seed 002 gives it "
-                        "(images as energy fractions only, no E_EM/eta branch, constant learning "
-                        "rate, no augmentation); default: pionml's (see docs/models.md)")
+                   help="seed002: ATL-PHYS-PUB-2020-018's classifier recipe as "
+                        "ATL-PHYS-PUB-2020-018 gives it (images as energy fractions only, no "
+                        "E_EM/eta branch, constant learning rate, no augmentation); default: "
+                        "pionml's (see docs/models.md)")
     p.add_argument("--augment", choices=("none", "phi_reflect"), default=None,
                    help="training augmentation: phi_reflect mirrors the images of a random half "
                         "of every batch in phi (image models; default: the model's)")

@@ -41,9 +41,10 @@ SCHEDULERS = ("none", "cosine", "plateau")
 #: training batch in phi (the barrel is symmetric under phi -> -phi about the cluster centre).
 AUGMENTATIONS = ("none", "phi_reflect")
 #: Named recipes: ``default``, and ``seed002``, ATL-PHYS-PUB-2020-018's classifier recipe as
-#: seed 002 gives it (images as energy fractions only, no E_EM or eta; constant learning rate;
-#: no augmentation). A recipe sets the task options of :attr:`pionml.tasks.base.Task.recipes`
-#: and the training options of :attr:`pionml.models.base.ClusterModel.recipes`.
+#: ATL-PHYS-PUB-2020-018 gives it (images as energy fractions only, no E_EM or eta; constant
+#: learning rate; no augmentation). A recipe sets the task options of
+#: :attr:`pionml.tasks.base.Task.recipes` and the training options of
+#: :attr:`pionml.models.base.ClusterModel.recipes`.
 RECIPES = ("default", "seed002")
 
 

@@ -101,8 +101,8 @@ def cluster_moments(batch: ClusterBatch, cell_index, E, sigma, geo_or_tables, *,
     time : optional flat per-cell time (ns): the cluster time ``time`` and ``SECOND_TIME``
         (physics.md 6.2; arXiv:2412.04370 App. B.1 Eqs 24-25): (w E)^2-weighted first moment and
         variance of the cell times over the cells with significance E/sigma above
-        ``config.time_min_significance`` (2; signed, as the seeds define it). A cluster without
-        such a cell gets 0 for both.
+        ``config.time_min_significance`` (2; signed, as arXiv:2412.04370 defines it). A cluster
+        without such a cell gets 0 for both.
     dead_material : optional dict of per-event arrays ``dm_front``, ``dm_ps_emb1``, ``dm_gap``,
         ``dm_leak`` (GeV); shared among truth-matched clusters with weights
         E_adjacent^alpha * exp(-dR/r0), dR to (``truth_eta``, ``truth_phi``) of the event.
