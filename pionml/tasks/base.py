@@ -353,3 +353,12 @@ class Task:
         (``results``: the evaluation's entries, with ``run``, ``name``, ``table`` and
         ``metrics``): figures when ``plots``, and tables of the task's own; nothing by default
         (the evaluation writes the summary of the scalar metrics for every task)."""
+
+
+def format_metric(metrics: dict, key: str, digits: int = 3) -> str:
+    """``metrics[key]`` to ``digits`` significant digits with its ``KEY_err`` when there is one
+    ("0.975 +- 0.0015"); "n/a" when the metric is missing (the study summaries of the tasks)."""
+    x, err = metrics.get(key), metrics.get(f"{key}_err")
+    if x is None:
+        return "n/a"
+    return f"{float(x):.{digits}g}" + (f" +- {err:.2g}" if err is not None else "")

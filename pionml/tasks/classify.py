@@ -15,7 +15,7 @@ import numpy as np
 
 from pionml.errors import ConfigError, DataError
 from pionml.metrics.classification import DEFAULT_E_BINS, classification_metrics, reference_metrics
-from pionml.tasks.base import Task, register_task
+from pionml.tasks.base import Task, format_metric, register_task
 
 if TYPE_CHECKING:  # torch is imported where a tensor is made: the command line stays light
     import torch
@@ -138,10 +138,7 @@ class ClassifyTask(Task):
 
     def score_summary(self, m: dict) -> str:
         def fmt(key, digits=3):
-            x, err = m.get(key), m.get(f"{key}_err")
-            if x is None:
-                return "n/a"
-            return f"{float(x):.{digits}g}" + (f" +- {err:.2g}" if err is not None else "")
+            return format_metric(m, key, digits)
 
         return (f"AUC {fmt('auc', 4)}, rejection at 90 % {fmt('rejection_at_eff90')}, "
                 f"at 95 % {fmt('rejection_at_eff95')}")

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pionml.errors import ConfigError
-from pionml.tasks.base import CliOption, Task, register_task
+from pionml.tasks.base import CliOption, Task, format_metric, register_task
 from pionml.tasks.transforms import SpectrumWeights, TargetTransform
 
 if TYPE_CHECKING:  # torch is imported where a tensor is made: the command line stays light
@@ -209,10 +209,7 @@ class RegressTask(Task):
 
     def score_summary(self, m: dict) -> str:
         def fmt(key, digits=3):
-            x, err = m.get(key), m.get(f"{key}_err")
-            if x is None:
-                return "n/a"
-            return f"{float(x):.{digits}g}" + (f" +- {err:.2g}" if err is not None else "")
+            return format_metric(m, key, digits)
 
         return (f"median response {fmt('median_response')}, IQR resolution "
                 f"{fmt('iqr_resolution')}, s68 resolution {fmt('s68_resolution')}")
