@@ -224,7 +224,8 @@ class CNN(ClusterModel):
                          "summary": False},
             "emb2": {"layout": "emb2", "norm": "batch", "pixels": "sqrt"}}),
         "regress": Body(build="build_regressor", forward="regressor_forward",
-                        hyper={"channels": (16, 32), "dropout": 0.2})}
+                        hyper={"channels": (16, 32), "dropout": 0.2, "summary": False},
+                        alternatives={"summary": {"summary": True}})}
     #: ATL-PHYS-PUB-2020-018's classifier (its sec 4.2.2): its widths and dropout, the energy
     #: fractions as they are, no summary branch
     recipe_hyper = {"seed002": {"channels": (16, 32), "dropout": 0.2, "layout": "seed002",
@@ -283,7 +284,8 @@ class CNN(ClusterModel):
                         summary) -> int:
         """ATL-PHYS-PUB-2020-018 Fig. 6: all six layers on the 16x16 grid (4x4 convolutions), a
         flattened EMB1 branch, and (E, eta) through the shared scalar branch; concatenated, dense
-        (``layout``, ``pixels`` and ``summary`` checked, unused)."""
+        (``layout`` and ``pixels`` checked, unused). ``summary`` (off for the regressor by
+        default) adds the layer-summary branch as in the classifier."""
         self._check_choices(spec, layout, norm, pixels)
         shapes = spec.image_shapes
         self.layer_names = list(shapes)
@@ -294,14 +296,20 @@ class CNN(ClusterModel):
         h1, w1 = shapes[GROUPS[0][0]]
         self.dense_all = mlp((flat, dense), dropout)
         self.emb1_flat = mlp((h1 * w1, dense), dropout)
-        self.merge = mlp((2 * dense, dense), dropout)
+        self.summary = bool(summary)
+        if self.summary:
+            self.summary_branch = mlp((len(SUMMARY_FEATURES) * len(shapes), dense), dropout)
+        self.merge = mlp(((3 if self.summary else 2) * dense, dense), dropout)
         return dense
 
     def regressor_forward(self, batch) -> torch.Tensor:
         x = upscale_group(batch.images, self.layer_names, self.grid)  # (B, 6, 16, 16)
         a = self.dense_all(self.all_layers(x).flatten(1))
         b = self.emb1_flat(batch.images[GROUPS[0][0]].flatten(1))  # (B, 512)
-        return self.merge(torch.cat([a, b], dim=1))
+        feats = [a, b]
+        if self.summary:
+            feats.append(self.summary_branch(layer_summaries(batch.images, self.layer_names)))
+        return self.merge(torch.cat(feats, dim=1))
 
     def body_forward(self, batch) -> torch.Tensor:
         extra = [layer_summaries(batch.images, self.layer_names)] if self.summary else []
