@@ -199,8 +199,9 @@ class CNN(ClusterModel):
     default is the ``seed002`` layout reading the energy fractions through the ``log`` scaling
     with the summary branch (docs/models.md: each beat the paper's network on the same data, the
     ``emb2`` layout did not); ``--recipe seed002`` gives the paper's network (``seed002``
-    layout, ``pixels`` = ``fraction``, no summary branch). The regressor ignores ``layout``,
-    ``pixels`` and ``summary`` (it reads standardised pixels). The classifier's default widths
+    layout, ``pixels`` = ``fraction``, no summary branch). The regressor ignores ``layout`` and
+    ``pixels`` (it reads the energy fractions as they are) and has the summary branch only when
+    asked (``summary`` true; docs/models.md, the charged regressor). The classifier's default widths
     (8 and 16 filters, dropout 0.3) are half the paper's (16 and 32, dropout 0.2): as good on the
     default dataset with the summary branch, at a quarter of the EMB1 branch's cost.
     """
