@@ -4,6 +4,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import pytest  # noqa: E402
+
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -124,3 +126,37 @@ def test_save_figure_failure_keeps_the_previous_file(tmp_path, monkeypatch):
     assert out.read_bytes() == b"previous"
     assert [p.name for p in tmp_path.iterdir()] == ["f.png"]
     assert not plt.fignum_exists(fig.number)
+
+
+def test_binned_rows_keep_resolutions_above_zero_and_mark_thin_bins():
+    """One rule for every binned figure: a resolution's error bar stops at zero, a bin with
+    fewer than MIN_BIN_CLUSTERS clusters is an open marker with no error bar, an empty bin is
+    skipped."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pionml.figures.plots import MIN_BIN_CLUSTERS, plot_binned_rows
+
+    rows = [{"n": 500, "iqr_resolution": 0.10, "iqr_resolution_err": 0.02},
+            {"n": 400, "iqr_resolution": 0.05, "iqr_resolution_err": 1.5},   # a wild error
+            {"n": MIN_BIN_CLUSTERS - 1, "iqr_resolution": 0.30, "iqr_resolution_err": 0.9},
+            {"n": 0, "iqr_resolution": None, "iqr_resolution_err": None}]
+    fig, ax = plt.subplots()
+    artist = plot_binned_rows(ax, [1.0, 2.0, 3.0, 4.0], rows, "iqr_resolution", "m", "C0")
+    line, _, (bars,) = artist.lines
+    assert list(line.get_xdata()) == [1.0, 2.0]  # the thin bin and the empty one are not joined
+    segments = bars.get_segments()
+    lows = [min(seg[:, 1]) for seg in segments]
+    highs = [max(seg[:, 1]) for seg in segments]
+    assert lows == pytest.approx([0.08, 0.0]) and highs == pytest.approx([0.12, 1.55])
+    thin = [ln for ln in ax.lines if ln is not line and len(ln.get_xdata()) == 1]
+    assert len(thin) == 1 and list(thin[0].get_xdata()) == [3.0]
+    assert thin[0].get_markerfacecolor() == "none"
+    # a median response (not a resolution) keeps its error bar as it is
+    ax2 = plt.subplots()[1]
+    rows2 = [{"n": 100, "median_response": 0.5, "median_response_err": 0.7}]
+    _, _, (bars2,) = plot_binned_rows(ax2, [1.0], rows2, "median_response", "m", "C1").lines
+    assert min(bars2.get_segments()[0][:, 1]) == pytest.approx(-0.2)
+    plt.close("all")

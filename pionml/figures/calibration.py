@@ -53,13 +53,13 @@ def _curves(metrics: dict, name: str):
 
 
 def _draw_binned(ax, rows, key, log, label, color, marker, shift: float = 0.0):
-    ok = [i for i, r in enumerate(rows) if r[key] is not None]
-    x = _centres(rows, log)[ok]
+    """``key`` per bin at the bin centres (shifted for legibility) through the one binned
+    drawing of every figure (:func:`pionml.figures.plots.plot_binned_rows`)."""
+    from pionml.figures.plots import plot_binned_rows
+
+    x = _centres(rows, log)
     x = x * 10 ** shift if log else x + shift
-    yerr = [rows[i].get(f"{key}_err") for i in ok]
-    yerr = None if any(e is None for e in yerr) else yerr
-    return ax.errorbar(x, [rows[i][key] for i in ok], yerr=yerr, fmt=marker + "-", color=color,
-                       label=label, capsize=2, ms=4)
+    return plot_binned_rows(ax, x, rows, key, label, color, marker, ms=4)
 
 
 AXES = {"E_dep": (AXIS_LABELS["E_dep"], True), "E_em": (AXIS_LABELS["E_em"], True),

@@ -117,3 +117,45 @@ def plot_layer_image(ax, image: np.ndarray, title: str = "", extent=None, cmap="
             cb.set_label(cbar_label, fontsize="small")
         artists.append(cb)
     return artists
+
+
+#: A bin with fewer clusters is drawn as an open marker without an error bar (its bootstrap
+#: error means little) and left out of the line; the same rule for every binned figure.
+MIN_BIN_CLUSTERS = 20
+
+
+def plot_binned_rows(ax, x, rows, key: str, label: str, color, marker: str = "o",
+                     min_clusters: int = MIN_BIN_CLUSTERS, **kw):
+    """A per-bin quantity ``key`` of ``rows`` (binned tables: ``n``, ``key``, ``key_err``) at
+    ``x``, the one way every binned figure draws: empty bins skipped; bins with fewer than
+    ``min_clusters`` clusters as open markers with no error bar; a resolution (a key ending in
+    ``resolution``) never below zero, its error bar cut at zero. Returns the errorbar artist of
+    the well-filled bins (None when there is none)."""
+    x = np.asarray(x, dtype=np.float64)
+    shown = [i for i, r in enumerate(rows) if r.get(key) is not None]
+    full = [i for i in shown if _bin_count(rows[i]) >= min_clusters]
+    few = [i for i in shown if _bin_count(rows[i]) < min_clusters]
+    floor = 0.0 if key.endswith("resolution") else None
+    artist = None
+    if full:
+        y = np.array([rows[i][key] for i in full], dtype=np.float64)
+        errs = [rows[i].get(f"{key}_err") for i in full]
+        yerr = None
+        if not any(e is None for e in errs):
+            err = np.array(errs, dtype=np.float64)
+            lower = np.minimum(err, y - floor) if floor is not None else err
+            yerr = np.vstack([np.maximum(lower, 0.0), err])
+        artist = ax.errorbar(x[full], y, yerr=yerr, fmt=marker + "-", color=color, label=label,
+                             capsize=2, **kw)
+    if few:
+        y = np.array([rows[i][key] for i in few], dtype=np.float64)
+        ax.plot(x[few], y, marker, color=color, mfc="none", ls="none",
+                label=None if full else label,
+                **{k: v for k, v in kw.items() if k in ("ms", "markersize")})
+    return artist
+
+
+def _bin_count(row) -> int:
+    """The number of clusters of a binned row (a row without ``n`` counts as well filled)."""
+    n = row.get("n")
+    return MIN_BIN_CLUSTERS if n is None else int(n)

@@ -57,11 +57,11 @@ def draw_response_2d(path: Path, e_true, panels: list) -> Path:
 
 def plot_binned(ax, rows, key: str, label: str, color, marker: str = "o", **kw):
     """A per-bin quantity ``key`` of ``rows`` (a :func:`response_table`) with its bootstrap
-    error against the bin centres; empty bins are skipped."""
-    ok = [i for i, row in enumerate(rows) if row[key] is not None]
-    return ax.errorbar(_centres(rows)[ok], [rows[i][key] for i in ok],
-                       yerr=[rows[i].get(f"{key}_err") for i in ok], fmt=marker + "-",
-                       color=color, label=label, capsize=2, **kw)
+    error against the bin centres (:func:`pionml.figures.plots.plot_binned_rows`: empty bins
+    skipped, thin bins marked, resolutions never below zero)."""
+    from pionml.figures.plots import plot_binned_rows
+
+    return plot_binned_rows(ax, _centres(rows), rows, key, label, color, marker, **kw)
 
 
 #: The binned quantities drawn for several methods: key, axis label, file name.
