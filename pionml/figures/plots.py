@@ -126,15 +126,16 @@ MIN_BIN_CLUSTERS = 20
 
 def plot_binned_rows(ax, x, rows, key: str, label: str, color, marker: str = "o",
                      min_clusters: int = MIN_BIN_CLUSTERS, **kw):
-    """A per-bin quantity ``key`` of ``rows`` (binned tables: ``n``, ``key``, ``key_err``) at
-    ``x``, the one way every binned figure draws: empty bins skipped; bins with fewer than
-    ``min_clusters`` clusters as open markers with no error bar; a resolution (a key ending in
-    ``resolution``) never below zero, its error bar cut at zero. Returns the errorbar artist of
-    the well-filled bins (None when there is none)."""
+    """A per-bin quantity ``key`` of ``rows`` (binned tables: ``n``, ``key``, ``key_err``; a
+    row without ``n`` counts as well filled) at ``x``, the one way every binned figure draws:
+    empty bins skipped; bins with fewer than ``min_clusters`` clusters as open markers with no
+    error bar; a resolution (a key ending in ``resolution``) never below zero, its error bar cut
+    at zero. Returns the errorbar artist of the well-filled bins (None when there is none)."""
     x = np.asarray(x, dtype=np.float64)
     shown = [i for i, r in enumerate(rows) if r.get(key) is not None]
-    full = [i for i in shown if _bin_count(rows[i]) >= min_clusters]
-    few = [i for i in shown if _bin_count(rows[i]) < min_clusters]
+    few = [i for i in shown
+           if rows[i].get("n") is not None and int(rows[i]["n"]) < min_clusters]
+    full = [i for i in shown if i not in few]
     floor = 0.0 if key.endswith("resolution") else None
     artist = None
     if full:
@@ -153,9 +154,3 @@ def plot_binned_rows(ax, x, rows, key: str, label: str, color, marker: str = "o"
                 label=None if full else label,
                 **{k: v for k, v in kw.items() if k in ("ms", "markersize")})
     return artist
-
-
-def _bin_count(row) -> int:
-    """The number of clusters of a binned row (a row without ``n`` counts as well filled)."""
-    n = row.get("n")
-    return MIN_BIN_CLUSTERS if n is None else int(n)

@@ -93,13 +93,19 @@ def check_config_matches_card(config: dict, card: dict, folder: Path) -> None:
               ("inputs", jsonable(config.get("inputs")), card.get("inputs")))
     for key, have, want in checks:
         if key in card and key in config and have != want:
-            if isinstance(have, dict) and isinstance(want, dict):  # the differing keys only
-                diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
-                have, want = ({k: d.get(k) for k in diff} for d in (have, want))
+            have, want = _differing(have, want)
             raise CheckpointError(
                 f"file '{folder / MODEL_FILE}' does not match '{folder / CARD_FILE}': {key} "
                 f"{have!r} in {MODEL_FILE}, {want!r} in {CARD_FILE} (the model config was "
                 "changed after training: restore it or retrain)")
+
+
+def _differing(a, b):
+    """Two values as an error line shows them: of two dicts only the keys that differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        return tuple({k: d.get(k) for k in diff} for d in (a, b))
+    return a, b
 
 
 def check_config_matches_model(run_config: dict | None, config: dict, folder: Path) -> None:
@@ -113,9 +119,7 @@ def check_config_matches_model(run_config: dict | None, config: dict, folder: Pa
     for key, value in have.items():
         want = recorded.get(key)
         if key in recorded and want != value:
-            if isinstance(value, dict) and isinstance(want, dict):  # the differing keys only
-                diff = sorted(k for k in set(value) | set(want) if value.get(k) != want.get(k))
-                value, want = ({k: d.get(k) for k in diff} for d in (value, want))
+            value, want = _differing(value, want)
             raise CheckpointError(
                 f"file '{folder / MODEL_FILE}' does not match '{folder / CONFIG_FILE}': model "
                 f"{key} {value!r} in {MODEL_FILE}, {want!r} in {CONFIG_FILE} (a file of the run "

@@ -465,12 +465,6 @@ def _value(x):
     return float("nan") if x is None else float(x)
 
 
-def _save(fig, path: Path) -> Path:
-    from pionml.figures.writer import save_figure
-
-    return save_figure(fig, path)
-
-
 def _curves(doc: dict):
     """model -> entries sorted by size."""
     by_model: dict = {}
@@ -515,6 +509,8 @@ def draw(out, doc: dict) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from pionml.figures.writer import save_figure
+
     out = Path(out)
     curves = _curves(doc)
     if not curves:
@@ -548,8 +544,7 @@ def draw(out, doc: dict) -> list[Path]:
             ax.set_xlabel("training clusters")
             ax.set_ylabel(METRIC_LABELS[metric])
             ax.legend(fontsize="small")
-            written.append(_save(fig, out / f"learning_curve_{metric}.png"))
-            plt.close(fig)
+            written.append(save_figure(fig, out / f"learning_curve_{metric}.png"))
     else:  # one panel per bin
         key = task.score_bins
         for metric in task.score_keys:
@@ -582,8 +577,7 @@ def draw(out, doc: dict) -> list[Path]:
                 ax.set_visible(False)
             axes.flat[0].legend(fontsize="x-small")
             fig.tight_layout()
-            written.append(_save(fig, out / f"learning_curve_{metric}.png"))
-            plt.close(fig)
+            written.append(save_figure(fig, out / f"learning_curve_{metric}.png"))
     fig, ax = plt.subplots(figsize=(7, 5))
     for model, entries in curves.items():
         ax.plot([e["size"] for e in entries], [e["train_seconds"] for e in entries], "o-",
@@ -593,7 +587,6 @@ def draw(out, doc: dict) -> list[Path]:
     ax.set_xlabel("training clusters")
     ax.set_ylabel("training time [s]")
     ax.legend(fontsize="small")
-    written.append(_save(fig, out / "learning_curve_train_seconds.png"))
-    plt.close(fig)
+    written.append(save_figure(fig, out / "learning_curve_train_seconds.png"))
     return written
 

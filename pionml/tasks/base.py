@@ -335,13 +335,7 @@ class Task:
 
     def score_summary(self, metrics: dict) -> str:
         """One line of a study score."""
-        def fmt(key, digits=3):
-            x, err = metrics.get(key), metrics.get(f"{key}_err")
-            if x is None:
-                return "n/a"
-            return f"{float(x):.{digits}g}" + (f" +- {err:.2g}" if err is not None else "")
-
-        return ", ".join(f"{k} {fmt(k)}" for k in self.score_keys)
+        return ", ".join(f"{k} {format_metric(metrics, k)}" for k in self.score_keys)
 
     def plots(self, folder, name: str, table: dict, dataset, progress: bool = False) -> list:
         """Draw the task's figures into ``folder``; returns the files written."""

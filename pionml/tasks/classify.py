@@ -9,6 +9,8 @@ bins of cluster E_em too; figures are ATL-PHYS-PUB-2020-018 Figs. 1-2 and 8-11.
 
 from __future__ import annotations
 
+from functools import partial
+
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -102,12 +104,7 @@ class ClassifyTask(Task):
         return m
 
     def summary(self, m: dict) -> str:
-        def fmt(key, digits=3):
-            x, err = m.get(key), m.get(f"{key}_err")
-            if x is None:
-                return "n/a"
-            text = f"{float(x):.{digits}g}"
-            return text + (f" +- {err:.2g}" if err is not None else "")
+        fmt = partial(format_metric, m)
 
         return (f"AUC {fmt('auc', 4)}, pi0 rejection at 90% pi+- efficiency "
                 f"{fmt('rejection_at_eff90')} (pem {fmt('pem_rejection_at_eff90')}, "
@@ -137,8 +134,7 @@ class ClassifyTask(Task):
         return out
 
     def score_summary(self, m: dict) -> str:
-        def fmt(key, digits=3):
-            return format_metric(m, key, digits)
+        fmt = partial(format_metric, m)
 
         return (f"AUC {fmt('auc', 4)}, rejection at 90 % {fmt('rejection_at_eff90')}, "
                 f"at 95 % {fmt('rejection_at_eff95')}")

@@ -26,6 +26,8 @@ two resolutions in bins of E_true and of E_EM, beside the EM scale and LCW
 
 from __future__ import annotations
 
+from functools import partial
+
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -208,8 +210,7 @@ class RegressTask(Task):
                 "bins_E_true": response_table(e_pred, e_true)}
 
     def score_summary(self, m: dict) -> str:
-        def fmt(key, digits=3):
-            return format_metric(m, key, digits)
+        fmt = partial(format_metric, m)
 
         return (f"median response {fmt('median_response')}, IQR resolution "
                 f"{fmt('iqr_resolution')}, s68 resolution {fmt('s68_resolution')}")
