@@ -2,15 +2,17 @@
 
 Tables (design.md section 9): ``run_format`` (:data:`RUN_FORMAT`, checked by
 :func:`read_config`), ``[cli]`` (the command line's options as parsed, when the run was started
-from ``pionml train``; ``[[resumes]]`` the options of each ``--resume``), ``[task]`` (name and
-options), ``[data]`` (the dataset's path and sha256 and the data options), ``[model]`` (name,
-variant, hyper-parameters), ``[training]`` (the training configuration) and ``[versions]``
-(pionml, Python, the main libraries, and the optional ones the model needs:
+from ``pionml train``; only those typed when it was started with ``--config FILE``, whose
+options the other tables hold; ``[[resumes]]`` the options of each ``--resume``), ``[task]``
+(name and options), ``[data]`` (the dataset's path and sha256 and the data options),
+``[model]`` (name, variant, hyper-parameters), ``[training]`` (the training configuration) and
+``[versions]`` (pionml, Python, the main libraries, and the optional ones the model needs:
 :func:`model_libraries`). TOML has no null: an option that is None (not given, or "the
 default") is left out, so a missing key reads as None.
 
 The file is written when training starts, so an interrupted run has it too. A run saved before
-``config.toml`` existed has none and still loads.
+``config.toml`` existed has none and still loads. ``pionml train --config RUN/config.toml``
+reads it back as an experiment file (:mod:`pionml.train.config_file`) and repeats the run.
 """
 
 from __future__ import annotations
@@ -157,11 +159,17 @@ def read_config(folder: Path) -> dict | None:
         config = tomllib.loads(path.read_text())
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise CheckpointError(f"file '{path}': not a readable TOML run config ({exc})") from exc
-    fmt = config.get("run_format")
-    if isinstance(fmt, bool) or not isinstance(fmt, int) or fmt < 1:
-        raise CheckpointError(f"file '{path}': 'run_format' is {fmt!r}, not a run format "
-                              f"number (this pionml writes {RUN_FORMAT})")
-    if fmt > RUN_FORMAT:
-        raise CheckpointError(f"file '{path}': run format {fmt} is newer than this pionml "
-                              f"reads ({RUN_FORMAT}): update pionml to load this run")
+    check_run_format(config.get("run_format"), path)
     return config
+
+
+def check_run_format(fmt, path: Path, error=CheckpointError) -> int:
+    """``fmt``, the ``run_format`` of the file ``path``: an integer >= 1 and at most
+    :data:`RUN_FORMAT`, else one ``error`` naming the file."""
+    if isinstance(fmt, bool) or not isinstance(fmt, int) or fmt < 1:
+        raise error(f"file '{path}': 'run_format' is {fmt!r}, not a run format "
+                    f"number (this pionml writes {RUN_FORMAT})")
+    if fmt > RUN_FORMAT:
+        raise error(f"file '{path}': run format {fmt} is newer than this pionml "
+                    f"reads ({RUN_FORMAT}): update pionml to load this run")
+    return fmt

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import time
 from pathlib import Path
@@ -23,6 +22,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     from pionml.tasks import add_task_arguments
     from pionml.values import seed_arg
 
+    p.add_argument("--config", default=None, metavar="TOML",
+                   help="an experiment file: tables [task], [data], [model], [training] with "
+                        "the options below, or a run folder's config.toml as it is (repeat a "
+                        "run: --config RUN/config.toml --out NEW); options given here win "
+                        "(see docs/design.md)")
     p.add_argument("--task", default="classify",
                    help="classify: pi0 vs pi+- (output P(pi0)); regress: the cluster's true "
                         "energy, one model per --species; calibrate: the EM-scale response from "
@@ -73,42 +77,41 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its checkpoint (same data)")
     p.add_argument("--no-eval", action="store_true", help="do not evaluate at the end")
+    p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=None,
+                   help="TensorBoard logs in RUN/tensorboard (default: on when the tensorboard "
+                        "package is installed, else one warning line; --tensorboard: an error "
+                        "without it)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    track_given(p)
 
 
-def check_train_arguments(args) -> dict:
-    """Everything that can be checked before data are built or read: the model and task names,
-    the hyper-parameters' JSON, the device, --resume with --out. Returns the parsed hyper."""
-    from pionml.errors import ConfigError
-    from pionml.models import model_class
-    from pionml.tasks import task_class, task_runs
-    from pionml.device import pick_device
+_TRACKING: dict = {}
 
-    model_class(args.model)
-    task_class(args.task)
-    task_runs(args.task, args)  # another task's option: one line
-    pick_device(args.device)
-    if args.resume and not args.out:
-        raise ConfigError("--resume needs --out RUN (the run folder to continue)")
-    hyper = _json_object(args.hyper, "--hyper")
-    task_options = _json_object(getattr(args, "task_options", None), "--task-options")
-    if task_options:
-        from pionml.tasks import make_task
 
-        make_task(args.task, **task_options)  # unknown or bad options: one line, before any work
-    return hyper
+def track_given(parser: argparse.ArgumentParser) -> None:
+    """Make every option of ``parser`` note its dest in the parsed namespace's ``_given`` set
+    when it is typed on the command line, so that ``--config``'s file gives way only to the
+    options typed (a typed value equal to the default too)."""
+    for action in parser._actions:
+        if isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+            continue
+        base = type(action)
+        if base not in _TRACKING:
+            def __call__(self, parser, namespace, values, option_string=None, _base=base):
+                _base.__call__(self, parser, namespace, values, option_string)
+                if "_given" not in vars(namespace):
+                    namespace._given = set()
+                namespace._given.add(self.dest)
+            _TRACKING[base] = type(base.__name__, (base,), {"__call__": __call__})
+        action.__class__ = _TRACKING[base]
 
 
 def _json_object(text, flag: str) -> dict:
-    from pionml.errors import ConfigError
+    """``text`` (a command-line option's JSON) as a dict (:func:`pionml.train.config_file.
+    json_object`)."""
+    from pionml.train.config_file import json_object
 
-    try:
-        value = json.loads(text) if text else {}
-    except ValueError as exc:
-        raise ConfigError(f"{flag} is not valid JSON: {exc}") from exc
-    if not isinstance(value, dict):
-        raise ConfigError(f"{flag} must be a JSON object, got {text!r}")
-    return value
+    return json_object(text, flag)
 
 
 def ensure_default_dataset(path: Path, progress: bool, recipe: Path = DEFAULT_RECIPE) -> Path:
@@ -173,24 +176,26 @@ def run_train(args) -> int:
 
 def _run_train(args) -> int:
     from pionml.errors import ConfigError
+    from pionml.train.config_file import experiment
 
-    hyper = check_train_arguments(args)
+    exp = experiment(args)  # --config's file under the typed options, checked before any work
     from pionml.figures.writer import use_atlas_style
     from pionml.evaluate.report import evaluate
-    from pionml.train.trainer import default_config, train_run
+    from pionml.train.trainer import train_run
 
     from pionml.device import pick_device
     from pionml.runs.config import cli_options
-    from pionml.tasks import task_runs
     from pionml.train import distributed
+    from pionml.train import tensorboard
 
     use_atlas_style()
-    dist = distributed.init_from_env(pick_device(args.device).type)  # torchrun sets WORLD_SIZE
+    dist = distributed.init_from_env(pick_device(exp.training.device).type)  # torchrun
     if not dist.is_main:  # one process reports
         logging.getLogger("pionml").setLevel(logging.WARNING)
+    logs = tensorboard.resolve(exp.tensorboard, warn=dist.is_main)
     progress = not args.no_progress
-    if args.data:
-        data = Path(args.data)
+    if exp.data is not None:
+        data = exp.data
     else:  # the main process builds the default dataset; the others wait for it
         data = ensure_default_dataset(DEFAULT_DATASET,
                                       progress) if dist.is_main else DEFAULT_DATASET
@@ -198,47 +203,47 @@ def _run_train(args) -> int:
     if not data.is_file():
         raise ConfigError(f"dataset '{data}' does not exist" if not data.exists()
                           else f"dataset '{data}' is not a file")
-    runs = task_runs(args.task, args)  # one per species of regress --species both
+    runs = exp.runs  # one per species of regress --species both
     stamp = time.strftime('%Y%m%d-%H%M%S')
-    config = default_config(args.model, recipe=args.recipe, epochs=args.epochs,
-                            batch_size=args.batch_size,
-                            lr=args.lr, patience=args.patience, seed=args.seed,
-                            device=args.device, scheduler=args.scheduler,
-                            clip_grad=args.clip_grad, amp=False if args.no_amp else None,
-                            augment=args.augment)
-    data_options = {"source": args.source, "memory_budget_gb": args.memory_budget}
-    if args.workers is not None:
-        data_options["num_workers"] = args.workers
+    seed = exp.training.seed
+    recorded = cli_options(args)
+    if exp.config:  # the options typed; the file's are in the run config's other tables
+        typed = set(getattr(args, "_given", ())) | {"command", "config"}
+        recorded = {k: v for k, v in recorded.items() if k in typed}
     for one in runs:
-        tag = f"{args.task}_{args.model}" + (f"_{one.tag}" if one.tag else "")
-        if args.out:
-            out = Path(args.out) if len(runs) == 1 else Path(args.out) / one.tag
+        tag = f"{exp.task}_{exp.model}" + (f"_{one.tag}" if one.tag else "")
+        if exp.out:
+            out = exp.out if len(runs) == 1 else exp.out / one.tag
         else:
             out = Path("models") / f"{tag}_{stamp}"
         out = distributed.broadcast(out)  # one run folder for every process
-        logger.info("pionml train: model %s, task %s%s, data %s, out %s, seed %d", args.model,
-                    args.task, f" ({one.tag})" if one.tag else "", data, out, args.seed)
+        logger.info("pionml train: model %s, task %s%s, data %s, out %s, seed %d%s", exp.model,
+                    exp.task, f" ({one.tag})" if one.tag else "", data, out, seed,
+                    f", config {exp.config}" if exp.config else "")
         try:
             with _sigterm_interrupts():
-                run_dir = train_run(data, args.model, out, task=args.task, config=config,
-                                    hyper=hyper, data_options=data_options, progress=progress,
-                                    resume=args.resume, cli_options=cli_options(args),
-                                    task_options={**_json_object(args.task_options,
-                                                                 "--task-options"),
-                                                  **one.options} or None)
+                run_dir = train_run(data, exp.model, out, task=exp.task, config=exp.training,
+                                    hyper=exp.hyper, data_options=exp.data_options,
+                                    progress=progress, resume=exp.resume,
+                                    cli_options=recorded,
+                                    task_options={**exp.task_options, **one.options} or None,
+                                    data_sha256=exp.data_sha256, tensorboard=logs)
         except KeyboardInterrupt:
             rank = f"rank {dist.rank} of {dist.world_size}: " if dist.active else ""
             if (out / "checkpoint.pt").is_file():
+                config = f" --config {exp.config}" if exp.config else ""
                 logger.error("%sinterrupted; continue with the same options and --resume: "
-                             "pionml train --task %s --model %s%s --data %s --out %s --resume",
-                             rank, args.task, args.model, "".join(f" {a}" for a in one.argv),
-                             data, out)
+                             "pionml train%s --task %s --model %s%s --data %s --out %s --resume",
+                             rank, config, exp.task, exp.model,
+                             "".join(f" {a}" for a in one.argv), data, out)
             else:
                 logger.error("%sinterrupted before the first checkpoint: nothing to resume, "
                              "'%s' can be trained into again", rank, out)
             raise
-        if not args.no_eval and dist.is_main:
-            evaluate([run_dir], progress=progress, device=args.device)
+        if exp.evaluate and dist.is_main:
+            (metrics,) = evaluate([run_dir], progress=progress, device=exp.training.device)
+            if logs:
+                tensorboard.log_metrics(run_dir, metrics)
         logger.info("run folder: %s", run_dir)
     return 0
 

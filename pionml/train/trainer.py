@@ -210,6 +210,10 @@ class Hook:
     def on_fit_start(self, trainer: "Trainer") -> None:
         pass
 
+    def on_train_batch_end(self, trainer: "Trainer", logs: dict) -> None:
+        """After every training batch: ``step`` (the batch counted from the first epoch, from
+        1: epoch index x batches per epoch + batch) and ``loss`` (the batch's)."""
+
     def on_epoch_end(self, trainer: "Trainer", logs: dict) -> None:
         pass
 
@@ -324,8 +328,12 @@ class Trainer:
                 if self.config.clip_grad:
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad)
                 self.optimizer.step()
-                total += float(loss.detach()) * len(batch)
+                value = float(loss.detach())
+                total += value * len(batch)
                 n += len(batch)
+                for hook in self.hooks:
+                    hook.on_train_batch_end(self, {"step": epoch * n_batches + i + 1,
+                                                   "loss": value})
                 bar.set_postfix(loss=f"{total / n:.4f}")
         total, n = distributed.all_reduce_sum([total, n], device=self.device,
                                               what=f"the training loss of epoch {epoch + 1}")
@@ -585,6 +593,12 @@ def discard_failed_run(out: Path, made: bool) -> None:
                 f.unlink(missing_ok=True)
             except OSError:
                 pass
+    from pionml.train.tensorboard import log_dir
+
+    if log_dir(out).is_dir():  # the logs of a training that never ended an epoch
+        import shutil
+
+        shutil.rmtree(log_dir(out), ignore_errors=True)
     if made:
         try:
             out.rmdir()  # only when empty: nothing but this run's files is ever removed
@@ -618,7 +632,7 @@ def train_run(data_path, model_name: str, out_dir, task: str = "classify",
               config: TrainConfig | None = None, hyper: dict | None = None,
               data_options: dict | None = None, progress: bool = True, resume: bool = False,
               hooks=(), task_options: dict | None = None, data_sha256: str | None = None,
-              cli_options: dict | None = None) -> Path:
+              cli_options: dict | None = None, tensorboard: bool = False) -> Path:
     """Train ``model_name`` for ``task`` on ``data_path`` into the run folder ``out_dir``.
 
     ``task_options`` go to the task (e.g. ``{"species": "pi0"}`` for ``regress``; the
@@ -628,7 +642,10 @@ def train_run(data_path, model_name: str, out_dir, task: str = "classify",
     the model's ``data_defaults`` come first). With ``resume`` the run continues from its
     checkpoint, with the saved normalisation, target transforms and data options, on the same
     data. ``cli_options``: the command line's options as parsed, recorded in the run's
-    ``config.toml`` (:mod:`pionml.runs.config`) with every other option. Returns the run folder.
+    ``config.toml`` (:mod:`pionml.runs.config`) with every other option. ``tensorboard``: write
+    TensorBoard logs in ``out_dir/tensorboard`` (:mod:`pionml.train.tensorboard`; the main
+    process only; ``pionml train`` asks for them unless ``--no-tensorboard``). Returns the run
+    folder.
     """
     from pionml.models import model_class
 
@@ -646,7 +663,7 @@ def train_run(data_path, model_name: str, out_dir, task: str = "classify",
     try:
         return _train_run(data_path, model_name, out, task, config, hyper, data_options,
                           progress, resume, hooks, task_options, data_sha256, cls, dist, device,
-                          cli_options)
+                          cli_options, tensorboard and dist.is_main)
     except BaseException:
         if dist.is_main and not resume:
             discard_failed_run(out, made)
@@ -801,9 +818,10 @@ def _write_card(out: Path, p: _Prepared, model_name, task, data_path: Path, conf
 
 
 def _train_run(data_path, model_name, out, task, config, hyper, data_options, progress, resume,
-               hooks, task_options, data_sha256, cls, dist, device, cli_options=None) -> Path:
+               hooks, task_options, data_sha256, cls, dist, device, cli_options=None,
+               tensorboard=False) -> Path:
     """Prepare (read and check), write the run files, fit (the Trainer, or the model's own
-    fit for a tree), write the card."""
+    fit for a tree), write the card; with ``tensorboard`` the logs too."""
     from pionml.data.sources import make_source
 
     seed_everything(config.seed + dist.rank)
@@ -814,6 +832,9 @@ def _train_run(data_path, model_name, out, task, config, hyper, data_options, pr
     logger.info("train %s (task %s) on %s -> %s, device %s, config %s, hyper %s, data %s",
                 model_name, task, data_path, out, device, asdict(config), p.hyper,
                 p.data_config.to_dict())
+    train_src = val_src = None
+    if model.fits_itself and resume:
+        raise ConfigError(f"model '{model_name}' is fitted in one go: nothing to --resume")
     if not model.fits_itself:
         train_src = make_source(data_path, p.train_rows, p.builder, p.data_config,
                                 what="train", kind=p.kind)
@@ -822,19 +843,39 @@ def _train_run(data_path, model_name, out, task, config, hyper, data_options, pr
     if dist.is_main:
         _write_run_files(out, p, model_name, data_path, config, cli_options, resume)
     model.to(device)
+    tb = None
+    if tensorboard:
+        from pionml.train.tensorboard import TensorBoardLog
+
+        tb = TensorBoardLog(out)
+    try:
+        _fit_and_card(out, p, model_name, task, data_path, config, device, dist, progress,
+                      resume, hooks, tb, train_src, val_src)
+    finally:
+        if tb is not None:
+            tb.close()
+    return out
+
+
+def _fit_and_card(out, p, model_name, task, data_path, config, device, dist, progress, resume,
+                  hooks, tb, train_src, val_src) -> None:
+    """Fit (the Trainer, or the model's own fit), write the card (rank 0) and log them to
+    TensorBoard (``tb``, or None)."""
+    model = p.model
     if model.fits_itself:
-        if resume:
-            raise ConfigError(f"model '{model_name}' is fitted in one go: nothing to --resume")
         history, best_epoch, best_val = model.fit_direct(*p.direct, p.task, config, device,
                                                          progress=progress and dist.is_main)
         if dist.is_main:
             model.save_files(out)
+        if tb is not None:
+            tb.history(history)
         source = "memory"
     else:
         workers = p.data_config.num_workers
         if workers is None:
             workers = auto_workers(device, train_src.kind)
-        trainer = Trainer(model, p.task, config, out, device, hooks=hooks, progress=progress,
+        trainer = Trainer(model, p.task, config, out, device,
+                          hooks=[*hooks, *([tb] if tb is not None else [])], progress=progress,
                           num_workers=workers, data_sha256=p.sha)
         if resume and model.trainable:
             trainer.resume(out / runfiles.CHECKPOINT_FILE)
@@ -844,7 +885,8 @@ def _train_run(data_path, model_name, out, task, config, hyper, data_options, pr
     if dist.is_main:
         _write_card(out, p, model_name, task, data_path, config, device, dist, history,
                     best_epoch, best_val, source)
-    return out
+    if tb is not None:
+        tb.card(runfiles.read_json(out / runfiles.CARD_FILE), step=len(history["epoch"]))
 
 
 def _save_curve(path: Path, history: dict, label: str, loss_name: str = "loss",
