@@ -168,3 +168,21 @@ def test_a_boosted_tree_logs_its_rounds(data, tmp_path):
     assert [p.step for p in points] == history["epoch"]
     assert [p.value for p in points] == pytest.approx(history["val_loss"], rel=1e-6)
     assert "loss/train_step" not in acc.Tags()["scalars"]  # no batches
+
+
+def test_a_resumed_run_continues_its_steps(data, tmp_path):
+    out = tmp_path / "resumed"
+    assert main(["--no-progress", "train", "--model", "dnn", "--data", str(data), "--epochs", "2",
+                 "--batch-size", str(BATCH), "--hyper", HYPER, "--out", str(out),
+                 "--no-eval"]) == 0
+    assert main(["--no-progress", "train", "--model", "dnn", "--data", str(data), "--epochs", "3",
+                 "--batch-size", str(BATCH), "--hyper", HYPER, "--out", str(out), "--no-eval",
+                 "--resume"]) == 0
+    history = json.loads((out / "card.json").read_text())["history"]
+    acc = _events(out / tensorboard.TENSORBOARD_DIR)
+    points = acc.Scalars("loss/train")
+    assert [p.step for p in points] == [1, 2, 3] == history["epoch"]
+    assert [p.value for p in points] == pytest.approx(history["train_loss"], rel=1e-6)
+    assert len(list((out / tensorboard.TENSORBOARD_DIR).iterdir())) == 2  # one file per start
+    steps = [e.step for e in acc.Tensors("card/text_summary")]
+    assert steps == [2, 3]  # the card of each start

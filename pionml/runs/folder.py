@@ -4,11 +4,12 @@ Files: ``config.toml`` (every option that made the run and the library versions,
 run format: :mod:`pionml.runs.config`), ``model.json`` (constructor config), ``task.json`` (task,
 options, fitted target transforms), ``data.json`` (data options: image mode, kNN, source),
 ``normalisation.json``, ``weights.pt`` (state_dict of the best epoch), ``checkpoint.pt`` (for
-resume), ``card.json`` (model card, with the sha256 of ``weights.pt``) and
-``training_curve.png``. Tensors are read with ``torch.load(weights_only=True)``: nothing is
-unpickled. :meth:`Run.load` rebuilds everything from the folder alone, after checking the run
-format and that ``model.json``, ``config.toml``, ``weights.pt`` and the card agree;
-:meth:`Run.predict` gives physical quantities per cluster.
+resume), ``card.json`` (model card, with the sha256 of ``weights.pt``),
+``training_curve.png`` and ``tensorboard/`` (TensorBoard logs, :mod:`pionml.train.tensorboard`:
+not read here; a run loads the same without them). Tensors are read with
+``torch.load(weights_only=True)``: nothing is unpickled. :meth:`Run.load` rebuilds everything
+from the folder alone, after checking the run format and that ``model.json``, ``config.toml``,
+``weights.pt`` and the card agree; :meth:`Run.predict` gives physical quantities per cluster.
 """
 
 from __future__ import annotations

@@ -296,6 +296,13 @@ def experiment(args) -> Experiment:
     if data_options.get("num_workers") is not None and data_options["num_workers"] < 0:
         raise ConfigError(f"file '{path}': [data] options.num_workers must be >= 0, got "
                           f"{data_options['num_workers']}")
+    if path and data_t.get("options"):
+        from pionml.data.sources import DataConfig
+
+        try:
+            DataConfig.from_dict(data_options)  # the values, before any work
+        except ConfigError as exc:
+            raise ConfigError(f"file '{path}': [data] options: {exc}") from exc
     # training
     base = {k: v for k, v in train_t.items() if k not in RUN_KEYS}
     overrides = {}
