@@ -36,8 +36,8 @@ def data(tmp_path_factory):
 def batch_and_spec(data):
     with DatasetFile(data) as ds:
         rows = ds.split_rows("train")
-        norm = Normalisation.fit(ds, rows, inputs=("cloud",))
-        builder = BatchBuilder(norm, ("cloud",), fields=("label",))
+        norm = Normalisation.fit(ds, rows, inputs=("cloud", "scalars"))
+        builder = BatchBuilder(norm, ("cloud", "scalars"), fields=("label",))
         block = ds.read_rows(rows[:5], clusters=builder.cluster_fields, cells=CLOUD_CELL_FIELDS)
         spec = data_spec(ds, norm)
     return builder(block), spec
