@@ -24,7 +24,7 @@ from pionml.testing.fake_dataset import make_fake_dataset
 from pionml.train.trainer import data_spec
 
 NF = len(CLOUD_FEATURES)
-LOGE = CLOUD_FEATURES.index("log_E")
+EFRAC = CLOUD_FEATURES.index("E_frac")
 
 
 @pytest.fixture(scope="module")
@@ -166,12 +166,12 @@ def test_size_buckets_give_the_values_of_one_padded_block(batch_and_spec):
 def test_the_cap_keeps_the_highest_energy_cells_and_counts(batch_and_spec, caplog):
     _, spec = batch_and_spec
     x = _cells(spec, 9, 6)
-    x[:, LOGE] = torch.tensor([0.5, 3.0, -1.0, 2.0, 1.0, 4.0, 0.0, 1.5, -2.0])  # 5 + 4 cells
+    x[:, EFRAC] = torch.tensor([0.5, 3.0, -1.0, 2.0, 1.0, 4.0, 0.0, 1.5, -2.0])  # 5 + 4 cells
     padded, valid, counts = pad_cells(x, torch.tensor([0] * 5 + [1] * 4), torch.zeros(2))
     assert counts.tolist() == [5, 4] and valid.sum(1).tolist() == [5, 4]
-    kept, kvalid = keep_highest(padded, valid, padded[..., LOGE], 3)
-    assert kept[0, :, LOGE].tolist() == [3.0, 2.0, 1.0]
-    assert kept[1, :, LOGE].tolist() == [4.0, 1.5, 0.0] and kvalid.all()
+    kept, kvalid = keep_highest(padded, valid, padded[..., EFRAC], 3)
+    assert kept[0, :, EFRAC].tolist() == [3.0, 2.0, 1.0]
+    assert kept[1, :, EFRAC].tolist() == [4.0, 1.5, 0.0] and kvalid.all()
     capped = _model(spec, max_cells=3)
     with caplog.at_level(logging.WARNING, logger="pionml.models.transformer"):
         out = capped(_batch(x, [5, 4]))["logit"]
@@ -179,6 +179,21 @@ def test_the_cap_keeps_the_highest_energy_cells_and_counts(batch_and_spec, caplo
     assert "more than max_cells=3" in caplog.text
     top = _model(spec)(_batch(torch.cat([x[[1, 3, 4]], x[[5, 7, 6]]]), [3, 3]))["logit"]
     torch.testing.assert_close(out, top, rtol=1e-5, atol=1e-6)
+
+
+def test_bfloat16_autocast_keeps_the_mask_and_the_values(batch_and_spec):
+    """The trainer's mixed precision (bfloat16 autocast, on CUDA) run here on the CPU: finite,
+    near the float32 output, and padding still changes nothing."""
+    _, spec = batch_and_spec
+    model = _model(spec)
+    small, big = _cells(spec, 4, 1), _cells(spec, 40, 2)
+    ref = model(_batch(torch.cat([small, big]), [4, 40]))["logit"]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        alone = model(_batch(small, [4]))["logit"].float()
+        both = model(_batch(torch.cat([small, big]), [4, 40]))["logit"].float()
+    assert torch.isfinite(both).all()
+    torch.testing.assert_close(both, ref, rtol=0.05, atol=0.05)
+    torch.testing.assert_close(both[0], alone[0], rtol=0.02, atol=0.02)
 
 
 def test_bad_hyper_parameters_are_one_line(batch_and_spec):

@@ -55,6 +55,9 @@ MASKED = -1e9
 #: Columns of the point-cloud features the pair features read.
 _DETA, _DPHI = CLOUD_FEATURES.index("deta"), CLOUD_FEATURES.index("dphi")
 _RPERP, _LOGE = CLOUD_FEATURES.index("rperp"), CLOUD_FEATURES.index("log_E")
+#: The cap orders cells by E / E_EM (linear in E, so cells below the 1 MeV floor of log E keep
+#: their order; the standardisation keeps it too).
+_EFRAC = CLOUD_FEATURES.index("E_frac")
 
 
 def pair_features(deta: torch.Tensor, dphi: torch.Tensor, rperp: torch.Tensor,
@@ -234,7 +237,7 @@ class Transformer(ClusterModel):
         g = batch.cloud
         padded, valid, counts = pad_cells(g.x, g.batch, batch.rows)
         cap = int(self.hyper["max_cells"])
-        padded, valid = keep_highest(padded, valid, padded[..., _LOGE], cap)
+        padded, valid = keep_highest(padded, valid, padded[..., _EFRAC], cap)
         if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
             return self.encode(padded, valid)
         self._count_truncation(counts, cap)
