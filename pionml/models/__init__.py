@@ -11,6 +11,7 @@ from __future__ import annotations
 from pionml.models.base import (MODELS, Body, ClusterModel, DataSpec, build_for_task,
                                 build_model, model_class, register)
 from pionml.models import baseline, cloud, hybrid, images, moments, trees  # noqa: F401,E501
+from pionml.models import transformer  # noqa: F401
 
 __all__ = ["MODELS", "Body", "ClusterModel", "DataSpec", "build_for_task", "build_model",
            "model_class", "register"]

@@ -1,0 +1,287 @@
+"""A transformer on the cells of a cluster with pairwise interaction features (Particle
+Transformer, Qu, Li, Qian, arXiv:2202.03772; weaver-core ``ParticleTransformer.py``).
+
+Every cell is a token: the point-cloud features the GNN and PFN read (E / E_cluster, log E, eta
+and phi relative to the centroid, rperp, cell size, layer one-hot; standardised by the loader,
+pionml.data.normalise.CLOUD_FEATURES). Self-attention blocks (pre-LayerNorm, as ParT's particle
+attention blocks) add to the attention scores of every head a bias made once per batch from
+features of the pair of cells (ParT's interaction matrix U, shared by the blocks):
+
+- the continuous pair features (:func:`pair_features`): ln dR, ln z = ln(min(E_i, E_j) /
+  (E_i + E_j)), ln kT = ln(min(E_i, E_j) dR), |d eta|, |d phi|, |d rperp|, through a small
+  pointwise MLP (pairs -> ``pair_hidden`` -> one value per head);
+- the layer pair: a learned symmetric table (layer_i, layer_j) -> one value per head, read
+  through the layer one-hots (same layer, adjacent layers, EM against hadronic, ...).
+
+The loader gives standardised features, not the physical ones: eta, phi, rperp and log E enter
+the pair features as (standardised value) x (a learned positive scale per coordinate, 1 at the
+start). The standardisation's shift cancels in every difference and in ln z (a ratio); ln kT
+keeps it as a constant, which the pair MLP's bias absorbs. Then class-attention pooling (CaiT,
+Touvron et al. 2103.17239; ParT's class-token blocks): a learned class token attends to the
+cells in ``class_blocks`` blocks; its final state is the body's output, followed by the shared
+scalar branch and the task's heads.
+
+Variable numbers of cells: the clusters of a batch are padded to the largest and a key-padding
+mask keeps every query from attending to padding (a cluster's output does not depend on the
+batch it is in). The loader does not sort clusters by size, so in training and evaluation the
+model buckets the clusters of a batch by size itself (``buckets`` groups of similar size, each
+padded to its own largest; the same values as one padded block, less padding); an exported
+graph pads once. Clusters with more than ``max_cells`` cells keep their ``max_cells``
+highest-energy cells: counted over the training rows in the model card (``truncation``) and
+logged, and counted again in every forward pass outside an export (``truncated``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from pionml.data.normalise import CLOUD_FEATURES
+from pionml.errors import ConfigError
+from pionml.models.base import ClusterModel, DataSpec, check_hyper, register
+
+logger = logging.getLogger(__name__)
+
+#: The continuous pair features, in the order of :func:`pair_features`.
+PAIR_FEATURES = ("ln_dR", "ln_z", "ln_kT", "abs_deta", "abs_dphi", "abs_drperp")
+#: Smallest dR in ln dR and ln kT (cells with the same centre in two layers have dR = 0).
+DR_FLOOR = 1e-3
+#: The score of a padded key: exp of it is exactly 0 in float32 and bfloat16.
+MASKED = -1e9
+#: Columns of the point-cloud features the pair features read.
+_DETA, _DPHI = CLOUD_FEATURES.index("deta"), CLOUD_FEATURES.index("dphi")
+_RPERP, _LOGE = CLOUD_FEATURES.index("rperp"), CLOUD_FEATURES.index("log_E")
+#: The cap orders cells by E / E_EM (linear in E, so cells below the 1 MeV floor of log E keep
+#: their order; the standardisation keeps it too).
+_EFRAC = CLOUD_FEATURES.index("E_frac")
+
+
+def pair_features(deta: torch.Tensor, dphi: torch.Tensor, rperp: torch.Tensor,
+                  log_e: torch.Tensor) -> torch.Tensor:
+    """(B, N, N, 6) features of every pair of cells (i, j), from (B, N) per-cell eta and phi
+    (relative to the cluster), rperp and ln E; in :data:`PAIR_FEATURES` order:
+
+    ln dR with dR = sqrt(d eta^2 + d phi^2 + DR_FLOOR^2) (finite, and differentiable at 0);
+    ln z = min(ln E_i, ln E_j) - ln(E_i + E_j); ln kT = min(ln E_i, ln E_j) + ln dR;
+    |d eta|, |d phi|, |d rperp|. All symmetric in (i, j). dphi is relative to the cluster
+    centroid and already wrapped, so differences within a cluster need no wrap.
+    ln(E_i + E_j) is computed as max + ln(1 + exp(-|ln E_i - ln E_j|)) (stable, and exported
+    to ONNX without a logaddexp operator)."""
+    def diff(a):
+        return a.unsqueeze(2) - a.unsqueeze(1)
+
+    de, dp, dr_perp, dl = diff(deta), diff(dphi), diff(rperp), diff(log_e)
+    ln_dr = 0.5 * torch.log(de * de + dp * dp + DR_FLOOR ** 2)
+    li, lj = log_e.unsqueeze(2), log_e.unsqueeze(1)
+    lmin = torch.minimum(li, lj)
+    ln_sum = torch.maximum(li, lj) + torch.log1p(torch.exp(-dl.abs()))
+    return torch.stack([ln_dr, lmin - ln_sum, lmin + ln_dr, de.abs(), dp.abs(), dr_perp.abs()],
+                       dim=-1)
+
+
+def pad_cells(x: torch.Tensor, cell_cluster: torch.Tensor, rows: torch.Tensor):
+    """Flat cells -> ((B, N, F) padded, (B, N) valid, (B,) counts), N = the most cells of a
+    cluster; ``cell_cluster`` (n,) non-decreasing (cells of a cluster contiguous), B =
+    len(``rows``). Only ONNX-exportable operations, with N and B taken from tensors (dynamic in
+    an exported graph)."""
+    ones = torch.ones_like(cell_cluster)
+    counts = torch.zeros_like(rows, dtype=cell_cluster.dtype).scatter_add(0, cell_cluster, ones)
+    starts = torch.cumsum(counts, 0) - counts
+    pos = torch.cumsum(ones, 0) - 1 - starts[cell_cluster]  # index of each cell in its cluster
+    width = torch.arange(counts.max(), device=counts.device)
+    valid = width.unsqueeze(0) < counts.unsqueeze(1)  # (B, N)
+    index = cell_cluster * valid.shape[1] + pos
+    flat = torch.zeros_like(valid.reshape(-1, 1), dtype=x.dtype).expand(-1, x.shape[1])
+    flat = flat.scatter(0, index.unsqueeze(1).expand(-1, x.shape[1]), x)
+    return flat.reshape(valid.shape[0], valid.shape[1], x.shape[1]), valid, counts
+
+
+def keep_highest(padded: torch.Tensor, valid: torch.Tensor, energy: torch.Tensor, cap: int):
+    """The cells of each cluster in order of decreasing ``energy`` (B, N), at most ``cap`` of
+    them: ((B, min(N, cap), F), (B, min(N, cap)) valid). Padding sorts last."""
+    key = torch.where(valid, energy, torch.full_like(energy, -math.inf))
+    order = torch.argsort(key, dim=1, descending=True)[:, :cap]
+    kept = padded.gather(1, order.unsqueeze(2).expand(-1, -1, padded.shape[2]))
+    return kept, valid.gather(1, order)
+
+
+class Attention(nn.Module):
+    """Multi-head attention of queries ``q`` (B, Nq, D) on keys and values ``kv`` (B, Nk, D),
+    with an additive bias (B, H or 1, Nq, Nk) that holds :data:`MASKED` on padded keys (the
+    key-padding mask, made once per batch). Written out
+    (no fused kernel), so that the export carries it unchanged; no dropout on the attention
+    weights (a (B, H, N, N) random mask was an eighth of a CPU step), dropout on the block
+    outputs instead."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def _split(self, t: torch.Tensor) -> torch.Tensor:  # (B, N, D) -> (B, H, N, D / H)
+        return t.reshape(t.shape[0], t.shape[1], self.heads, -1).transpose(1, 2)
+
+    def forward(self, q, kv, bias):
+        k, v = self.kv(kv).chunk(2, dim=-1)
+        q, k, v = self._split(self.q(q)), self._split(k), self._split(v)
+        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(q.shape[-1]) + bias
+        weights = torch.softmax(scores.float(), dim=-1).to(v.dtype)
+        out = torch.matmul(weights, v).transpose(1, 2)
+        return self.proj(out.reshape(out.shape[0], out.shape[1], -1))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block (attention, then a GELU feed-forward, both residual).
+    With ``cls`` (B, 1, D) it is a class-attention block: the class token attends to itself
+    and the cells, and only the class token is updated."""
+
+    def __init__(self, dim: int, heads: int, ffn: int, dropout: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.ffn = nn.Sequential(nn.Linear(dim, ffn * dim), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(ffn * dim, dim))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x, bias, cls=None):
+        if cls is None:
+            h = self.norm1(x)
+            x = x + self.drop(self.attn(h, h, bias))
+        else:
+            u = self.norm1(torch.cat([cls, x], dim=1))
+            x = cls + self.drop(self.attn(u[:, :1], u, bias))
+        return x + self.drop(self.ffn(self.norm2(x)))
+
+
+@register
+class Transformer(ClusterModel):
+    """Particle Transformer on the cells (module docstring): ``embed`` wide tokens,
+    ``num_heads`` heads, ``blocks`` self-attention blocks with the pair bias, ``class_blocks``
+    class-attention blocks; ``ffn`` the feed-forward width in units of ``embed``;
+    ``pair_hidden`` the width of the pair MLP; ``max_cells`` the cap on cells per cluster
+    (highest energy kept); ``buckets`` the size groups of a batch in training and evaluation
+    (1 = pad the batch once)."""
+
+    name = "transformer"
+    inputs = ("cloud",)
+    defaults = {"embed": 32, "num_heads": 4, "blocks": 2, "class_blocks": 1, "ffn": 2,
+                "pair_hidden": 8, "max_cells": 128, "buckets": 8, "dropout": 0.1}
+    data_defaults = {"knn_k": 0}
+    train_defaults = {"epochs": 30, "batch_size": 128, "lr": 5e-4, "patience": 5}
+
+    def build_body(self, spec: DataSpec, embed, num_heads, blocks, class_blocks, ffn, pair_hidden,
+                   max_cells, buckets, dropout) -> int:
+        if embed % num_heads:
+            raise ConfigError(f"model 'transformer': embed={embed} must be a multiple of "
+                              f"num_heads={num_heads}")
+        heads = num_heads
+        n_layers = spec.n_cloud_features - len(CLOUD_FEATURES)
+        if n_layers < 1:
+            raise ConfigError("model 'transformer': the point clouds carry no layer one-hot "
+                              f"({spec.n_cloud_features} features)")
+        self.n_heads, self.n_layers = heads, n_layers
+        self.embed = nn.Sequential(nn.Linear(spec.n_cloud_features, embed), nn.GELU(),
+                                   nn.Linear(embed, embed))
+        # ln of the scales of (eta, phi, rperp, ln E) in the pair features (standardised units)
+        self.pair_log_scale = nn.Parameter(torch.zeros(4))
+        self.pair_mlp = nn.Sequential(nn.Linear(len(PAIR_FEATURES), pair_hidden), nn.ReLU(),
+                                      nn.Linear(pair_hidden, heads))
+        self.layer_pair = nn.Parameter(torch.zeros(n_layers, n_layers, heads))
+        self.blocks = nn.ModuleList(Block(embed, heads, ffn, dropout) for _ in range(blocks))
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed))
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        self.class_blocks = nn.ModuleList(Block(embed, heads, ffn, dropout)
+                                          for _ in range(class_blocks))
+        self.norm = nn.LayerNorm(embed)
+        #: cells and clusters cut by ``max_cells`` in forward passes (not in an export)
+        self.truncated = {"clusters": 0, "cells": 0, "seen": 0}
+        return embed
+
+    # ------------------------------------------------------------------------------------
+    def pair_bias(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """(B, H, N, N) attention bias from padded cells ``x`` (B, N, F): the pair MLP on
+        :func:`pair_features` plus the layer-pair table; :data:`MASKED` where the key (the last
+        axis) is a padded cell."""
+        s = torch.exp(self.pair_log_scale)
+        feats = pair_features(x[..., _DETA] * s[0], x[..., _DPHI] * s[1], x[..., _RPERP] * s[2],
+                              x[..., _LOGE] * s[3])
+        bias = self.pair_mlp(feats).permute(0, 3, 1, 2)  # (B, H, N, N)
+        onehot = x[..., len(CLOUD_FEATURES):].unsqueeze(1)  # (B, 1, N, L)
+        table = self.layer_pair + self.layer_pair.transpose(0, 1)  # symmetric (L, L, H)
+        layer = torch.matmul(torch.matmul(onehot, table.permute(2, 0, 1)),
+                             onehot.transpose(-1, -2))  # (B, H, N, N)
+        return (bias + layer.to(bias.dtype)).masked_fill(~valid[:, None, None, :], MASKED)
+
+    def encode(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """(B, D) class-token state of padded cells ``x`` (B, N, F) with mask ``valid``."""
+        bias = self.pair_bias(x, valid)
+        h = self.embed(x)
+        for block in self.blocks:
+            h = block(h, bias)
+        cls = self.cls_token.expand(h.shape[0], -1, -1).to(h.dtype)
+        # the class token attends to itself and the cells: (B, 1, 1, 1 + N), padded keys masked
+        keys = torch.cat([torch.ones_like(valid[:, :1]), valid], dim=1)
+        cls_bias = torch.zeros_like(keys, dtype=bias.dtype).masked_fill(~keys, MASKED)
+        for block in self.class_blocks:
+            cls = block(h, cls_bias[:, None, None, :], cls=cls)
+        return self.norm(cls[:, 0])
+
+    def body_forward(self, batch) -> torch.Tensor:
+        g = batch.cloud
+        padded, valid, counts = pad_cells(g.x, g.batch, batch.rows)
+        cap = int(self.hyper["max_cells"])
+        padded, valid = keep_highest(padded, valid, padded[..., _EFRAC], cap)
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            return self.encode(padded, valid)
+        self._count_truncation(counts, cap)
+        n_buckets = min(int(self.hyper["buckets"]), len(counts))
+        if n_buckets <= 1:
+            return self.encode(padded, valid)
+        kept = counts.clamp(max=cap)
+        order = torch.argsort(kept)
+        out = None
+        for idx in torch.tensor_split(order, n_buckets):
+            n = int(kept[idx].max())
+            part = self.encode(padded[idx, :n], valid[idx, :n])
+            if out is None:
+                out = part.new_zeros((len(counts), part.shape[1]))
+            out[idx] = part
+        return out
+
+    def _count_truncation(self, counts: torch.Tensor, cap: int) -> None:
+        over = counts > cap
+        n_over = int(over.sum())
+        self.truncated["seen"] += len(counts)
+        if n_over:
+            cut = int((counts[over] - cap).sum())
+            if not self.truncated["clusters"]:
+                logger.warning("transformer: %d of %d clusters in a batch have more than "
+                               "max_cells=%d cells; their %d lowest-energy cells are left out "
+                               "(counted in model.truncated)", n_over, len(counts), cap, cut)
+            self.truncated["clusters"] += n_over
+            self.truncated["cells"] += cut
+
+    @classmethod
+    def hyper_for_data(cls, hyper: dict, dataset, rows) -> tuple[dict, dict]:
+        """The hyper-parameters unchanged; the model card gets the truncation by ``max_cells``
+        counted over the training rows (clusters cut, cells left out, the largest cluster)."""
+        check_hyper(cls.name, cls.defaults, {k: v for k, v in hyper.items() if k in cls.defaults})
+        cap = int(hyper.get("max_cells", cls.defaults["max_cells"]))
+        counts = np.diff(dataset.offsets)[np.asarray(rows, dtype=np.int64)]
+        over = counts > cap
+        note = {"max_cells": cap, "clusters": int(over.sum()), "of_clusters": int(len(counts)),
+                "cells_left_out": int((counts[over] - cap).sum()),
+                "of_cells": int(counts.sum()), "largest_cluster": int(counts.max(initial=0))}
+        if note["clusters"]:
+            logger.warning("transformer: %d of %d training clusters have more than max_cells=%d "
+                           "cells; %d of %d cells (the lowest-energy ones) are left out",
+                           note["clusters"], note["of_clusters"], cap, note["cells_left_out"],
+                           note["of_cells"])
+        return hyper, {"truncation": note}
