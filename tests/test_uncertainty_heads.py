@@ -193,6 +193,32 @@ def test_training_writes_sigmas_and_pulls(tmp_path, data, options):
     np.testing.assert_allclose(np.sort(pred["sigma"]), np.sort(table["sigma"]), rtol=1e-3)
 
 
+@pytest.mark.parametrize("name", ["cnn", "pfn", "gnn"])
+def test_every_family_takes_both(tmp_path, data, name):
+    """A mixture-head ensemble of an image and two point-cloud families trains, reloads and
+    gives its members' own outputs stacked."""
+    from pionml.train.trainer import TrainConfig, train_run
+
+    out = train_run(data, name, tmp_path / name, task="regress",
+                    task_options={"head": "mixture", "ensemble": 2, "target": "energy"},
+                    config=TrainConfig(epochs=1, batch_size=128), progress=False)
+    run = Run.load(out)
+    assert run.model.name == name and len(run.model.members) == 2
+    builder = run.batch_builder()
+    with DatasetFile(data) as ds:
+        rows = run.task.rows(ds, "test")[:20]
+        block = ds.read_rows(rows, clusters=builder.cluster_fields, images=builder.read_images,
+                             cells=builder.cell_fields)
+    batch = builder(block)
+    with torch.no_grad():
+        mix = run.model(batch)["mixture"]
+        assert mix.shape == (len(rows), 2, 3, 3)
+        for i, member in enumerate(run.model.members):
+            torch.testing.assert_close(mix[:, i], member(batch)["mixture"])
+        phys = run.task.physical(run.model(batch), batch)
+    assert np.all(phys["sigma_stat"].numpy() > 0) and np.all(phys["sigma_syst"].numpy() > 0)
+
+
 def test_export_gives_the_sigmas(tmp_path, data):
     pytest.importorskip("onnxruntime")
     from pionml.export.onnx import batch_feed, input_specs, session

@@ -32,7 +32,7 @@ networks trained as one module (:mod:`pionml.models.ensemble`); E_pred from thei
 heads) or the mode of their averaged mixture (mixture heads). Either way ``predictions.csv``
 gets ``sigma``, ``sigma_stat`` and ``sigma_syst`` in GeV (:meth:`RegressTask.physical`) and the
 report the pulls (E_pred - E_true) / sigma per bin of E_true
-(:func:`pionml.metrics.calibration.binned_pulls`). Both are generic over the families: the head
+(:func:`pionml.metrics.pulls.energy_pull_metrics`). Both are generic over the families: the head
 is a spec every family builds on its features, the ensemble wraps any network family.
 """
 
