@@ -163,24 +163,33 @@ def draw_pulls(path: Path, name: str, table: dict, metrics: dict) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
     for ax, key, label in ((axes[0], "t", r"$t = (R_{pred} - R_{EM})/\sigma_{tot}$"),
                            (axes[1], "t_log", r"$t_{log}$")):
-        t = p[key][np.isfinite(p[key])]
-        s = metrics["pull" if key == "t" else "pull_log"]
-        counts, edges, _ = ax.hist(np.clip(t, -6, 6), bins=120, range=(-6, 6), histtype="step",
-                                   color="C0", label=f"{name} ({len(t)} clusters)")
-        fit = s.get("fit", {})
-        if fit.get("mu") is not None:
-            x = np.linspace(-PULL_RANGE, PULL_RANGE, 300)
-            sig = np.where(x < fit["mu"], fit["sigma_left"], fit["sigma_right"])
-            scale = (edges[1] - edges[0]) / (2 * PULL_RANGE / 60)  # fit histogram -> this one
-            ax.plot(x, fit["amplitude"] * scale * np.exp(-0.5 * ((x - fit["mu"]) / sig) ** 2),
-                    "r-", label=(f"two-sided Gaussian: mu {fit['mu']:+.2f}, sigma L "
-                                 f"{fit['sigma_left']:.2f}, R {fit['sigma_right']:.2f}"))
-        ax.set_xlabel(label)
-        ax.set_title(f"P(|t|<1) = {s['coverage_1']:.3f}, P(|t|<2) = {s['coverage_2']:.3f}",
-                     fontsize="small")
-        ax.legend(fontsize="x-small")
+        plot_pulls(ax, p[key], metrics["pull" if key == "t" else "pull_log"], name, label)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def plot_pulls(ax, t, summary: dict, name: str, label: str, title: str = "",
+               bins: int = 120) -> None:
+    """One pull distribution ``t`` on ``ax``: its histogram over |t| < 6 (the tails in the end
+    bins), the two-sided Gaussian fitted to it (``summary``:
+    :func:`pionml.metrics.pulls.pull_summary`) and its coverages in the title."""
+    t = np.asarray(t, np.float64)
+    t = t[np.isfinite(t)]
+    counts, edges, _ = ax.hist(np.clip(t, -6, 6), bins=bins, range=(-6, 6), histtype="step",
+                               color="C0", label=f"{name} ({len(t)} clusters)")
+    fit = summary.get("fit", {})
+    if fit.get("mu") is not None:
+        x = np.linspace(-PULL_RANGE, PULL_RANGE, 300)
+        sig = np.where(x < fit["mu"], fit["sigma_left"], fit["sigma_right"])
+        scale = (edges[1] - edges[0]) / (2 * PULL_RANGE / 60)  # fit histogram -> this one
+        ax.plot(x, fit["amplitude"] * scale * np.exp(-0.5 * ((x - fit["mu"]) / sig) ** 2),
+                "r-", label=(f"two-sided Gaussian: mu {fit['mu']:+.2f}, sigma L "
+                             f"{fit['sigma_left']:.2f}, R {fit['sigma_right']:.2f}"))
+    ax.set_xlabel(label)
+    if "coverage_1" in summary:
+        ax.set_title((f"{title}: " if title else "") + f"P(|t|<1) = {summary['coverage_1']:.3f}, "
+                     f"P(|t|<2) = {summary['coverage_2']:.3f}", fontsize="small")
+    ax.legend(fontsize="x-small")
 
 
 def draw_uncertainties(path: Path, table: dict, metrics: dict) -> Path:

@@ -8,6 +8,8 @@ importable from anywhere without importing torch, matplotlib or another part of 
   resolutions, the regression tables.
 - :mod:`pionml.metrics.calibration`: linearity, prediction power, resolution, pulls of the
   moment-based calibrations; several runs compared.
+- :mod:`pionml.metrics.pulls`: pulls of per-cluster uncertainties (two-sided fit, coverage),
+  over all clusters and per energy bin, for every task that gives a sigma.
 - :mod:`pionml.metrics.routing`: classify-then-regress (mixed sample, threshold, routing).
 - :mod:`pionml.metrics.images`: per-pixel statistics of many clusters' images.
 """

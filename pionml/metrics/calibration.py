@@ -33,12 +33,13 @@ from __future__ import annotations
 import numpy as np
 
 from pionml.metrics.binned import binned_statistics
+from pionml.metrics.pulls import (PULL_RANGE, bifurcated_gaussian_fit, binned_medians,  # noqa: F401
+                                  pull_summary)
 from pionml.metrics.resolution import s68_resolution, shortest_interval_bounds
 
 E_DEP_BINS = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 1000.0)
 E_EM_BINS = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 1000.0)
 ETA_BINS = tuple(np.round(np.linspace(-0.7, 0.7, 8), 4))
-PULL_RANGE = 3.0
 
 
 def energies(table: dict) -> dict:
@@ -70,52 +71,6 @@ def binned(e, e_dep, x, bins, n_boot: int = 50, seed: int = 0, min_count: int = 
 
 def _s68_interval(lam: np.ndarray) -> list:
     return list(shortest_interval_bounds(lam))
-
-
-def bifurcated_gaussian_fit(t: np.ndarray, limit: float = PULL_RANGE, bins: int = 60) -> dict:
-    """Two-sided Gaussian A exp(-(t - mu)^2 / (2 s^2)), s = sigma_left below mu and sigma_right
-    above, fitted (least squares, Poisson weights) to the histogram of ``t`` over
-    |t| < ``limit`` (arXiv:2412.04370 sec 5.4). None values when the fit fails or too few
-    entries."""
-    from scipy.optimize import curve_fit
-
-    t = np.asarray(t, np.float64)
-    t = t[np.isfinite(t) & (np.abs(t) < limit)]
-    out = {"mu": None, "sigma_left": None, "sigma_right": None, "n_fit": int(len(t))}
-    if len(t) < 50:
-        return out
-    counts, edges = np.histogram(t, bins=bins, range=(-limit, limit))
-    centres = 0.5 * (edges[1:] + edges[:-1])
-
-    def f(x, a, mu, sl, sr):
-        s = np.where(x < mu, sl, sr)
-        return a * np.exp(-0.5 * ((x - mu) / s) ** 2)
-
-    lo, hi = shortest_interval_bounds(t)
-    w0 = max((hi - lo) / 2, 1e-3)
-    try:
-        p, _ = curve_fit(f, centres, counts, p0=(counts.max(), float(np.median(t)), w0, w0),
-                         sigma=np.sqrt(np.maximum(counts, 1.0)),
-                         bounds=([0, -limit, 1e-3, 1e-3], [np.inf, limit, 10 * limit, 10 * limit]),
-                         maxfev=5000)
-    except (RuntimeError, ValueError):
-        return out
-    out.update({"amplitude": float(p[0]), "mu": float(p[1]), "sigma_left": float(p[2]),
-                "sigma_right": float(p[3])})
-    return out
-
-
-def pull_summary(t: np.ndarray) -> dict:
-    """Fit, robust width, median and coverage of one pull distribution."""
-    t = np.asarray(t, np.float64)
-    t = t[np.isfinite(t)]
-    if len(t) < 2:
-        return {"n": int(len(t))}
-    lo, hi = shortest_interval_bounds(t)
-    return {"n": int(len(t)), "median": float(np.median(t)), "width68": (hi - lo) / 2,
-            "coverage_1": float(np.mean(np.abs(t) < 1)),
-            "coverage_2": float(np.mean(np.abs(t) < 2)),
-            "fit": bifurcated_gaussian_fit(t)}
 
 
 def pulls(table: dict) -> dict:
@@ -158,11 +113,7 @@ def calibration_metrics(table: dict, resistant_R: float = 5.0, n_boot: int = 50)
         for key in ("sigma", "sigma_stat", "sigma_syst"):
             rel = np.asarray(table[key], np.float64) / r
             out[f"median_{key}_rel"] = float(np.median(rel))
-            out[f"bins_E_dep_{key}_rel"] = [
-                {"lo": lo, "hi": hi, "n": int(s.sum()),
-                 "median": float(np.median(rel[s])) if s.sum() else None}
-                for lo, hi in zip(E_DEP_BINS[:-1], E_DEP_BINS[1:])
-                for s in [(e_dep >= lo) & (e_dep < hi)]]
+            out[f"bins_E_dep_{key}_rel"] = binned_medians(rel, e_dep, E_DEP_BINS)
         p = pulls(table)
         out["pull"] = pull_summary(p["t"])
         out["pull_log"] = pull_summary(p["t_log"])

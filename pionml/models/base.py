@@ -308,6 +308,13 @@ class ClusterModel(nn.Module):
 
     @classmethod
     def from_config(cls, config: dict) -> "ClusterModel":
+        """The model ``config`` describes; with ``ensemble: N``, an ensemble of N members
+        (:mod:`pionml.models.ensemble`) each built from the rest of it."""
+        from pionml.models.ensemble import ENSEMBLE_KEY, make_ensemble
+
+        if ENSEMBLE_KEY in config:
+            one = {k: v for k, v in config.items() if k != ENSEMBLE_KEY}
+            return make_ensemble(cls, config[ENSEMBLE_KEY], lambda: cls.from_config(one))
         return cls(DataSpec.from_dict(config["spec"]), heads=cls.saved_heads(config),
                    scalars=bool(config.get("scalars", False)),
                    variant=config.get("variant", cls.default_variant()), **config["hyper"])
@@ -342,20 +349,33 @@ class ClusterModel(nn.Module):
     @classmethod
     def check_task(cls, task) -> None:
         """ConfigError unless the family can serve ``task`` (its variant and form of output)."""
+        from pionml.models.ensemble import check_ensemble
+
         try:
             cls.heads_for(task)
         except ConfigError as exc:
             raise ConfigError(f"{exc}: not a model for task '{task.name}'") from None
+        check_ensemble(cls, ensemble_members(task))
+
+
+def ensemble_members(task) -> int:
+    """The number of networks ``task`` asks to train as one ensemble (its ``ensemble_members``;
+    1 = one network, for a task that does not say)."""
+    return getattr(task, "ensemble_members", 1)
 
 
 def build_for_task(name: str, spec: DataSpec, task, **hyper) -> ClusterModel:
     """Model ``name`` for ``task`` (a :class:`~pionml.tasks.base.Task`): the body variant the
     task names, the heads the task declares for the form of output the body gives, the scalar
-    branch when the task asks for it."""
+    branch when the task asks for it; an ensemble of networks (:mod:`pionml.models.ensemble`)
+    when the task asks for more than one (``ensemble_members``)."""
+    from pionml.models.ensemble import make_ensemble
+
     cls = model_class(name)
     cls.check_task(task)
-    return build_model(name, spec, heads=cls.heads_for(task), scalars=task.scalars,
-                       variant=task.model_variant, **hyper)
+    return make_ensemble(cls, ensemble_members(task), lambda: build_model(
+        name, spec, heads=cls.heads_for(task), scalars=task.scalars,
+        variant=task.model_variant, **hyper))
 
 
 def build_model(name: str, spec: DataSpec, heads: dict | None = None, scalars: bool = False,

@@ -46,7 +46,8 @@ class CliOption:
     runs, one after the other, to the values of those runs (e.g. ``--species both``); commands
     that make one run per task (``learning-curve``) leave it out of the choices. ``names_run``:
     the value (the task's default when not given) names the run's folder and is repeated on the
-    command lines pionml prints."""
+    command lines pionml prints. Empty ``choices``: any value ``type`` (e.g. int) accepts,
+    shown as ``metavar``; the task checks it."""
 
     flag: str
     choices: tuple
@@ -55,6 +56,7 @@ class CliOption:
     several: dict = field(default_factory=dict)
     several_help: str = ""
     names_run: bool = False
+    metavar: str | None = None
 
     @property
     def dest(self) -> str:
@@ -88,8 +90,8 @@ def add_task_arguments(parser, several: bool = True, tasks=None) -> None:
             choices = tuple(opt.choices) + (tuple(opt.several) if several else ())
             text = f"{name}: {opt.help}" + (f"; {opt.several_help}" if several and opt.several
                                             and opt.several_help else "")
-            parser.add_argument(f"--{opt.flag}", dest=opt.dest, choices=choices, default=None,
-                                help=text)
+            parser.add_argument(f"--{opt.flag}", dest=opt.dest, choices=choices or None,
+                                metavar=opt.metavar, default=None, help=text)
 
 
 def task_runs(task: str, args, several: bool = True, tasks=None) -> list[TaskRun]:

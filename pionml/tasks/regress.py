@@ -22,6 +22,18 @@ clusters does not pull the predictions of a bin of E_true down. Baselines ``em``
 give ``E_pred`` directly (the task's ``energy`` form of output). Metrics: median response and
 two resolutions in bins of E_true and of E_EM, beside the EM scale and LCW
 (:mod:`pionml.metrics.resolution`).
+
+Uncertainties (docs/models.md, "Uncertainties of the cell-level regressors"). Option ``head``:
+``value`` (default, the above) or ``mixture``: a Gaussian mixture of the same standardised log
+target (``MIXTURE_MODES`` modes, the ``gaussian_mixture`` head of :mod:`pionml.models.heads`, as
+the ``hgm`` calibration has on log10 R), trained by its negative log likelihood (weighted like the
+squared error); E_pred from the mode of the mixture, as ``hgm``. Option ``ensemble``: N > 1
+networks trained as one module (:mod:`pionml.models.ensemble`); E_pred from their mean (value
+heads) or the mode of their averaged mixture (mixture heads). Either way ``predictions.csv``
+gets ``sigma``, ``sigma_stat`` and ``sigma_syst`` in GeV (:meth:`RegressTask.physical`) and the
+report the pulls (E_pred - E_true) / sigma per bin of E_true
+(:func:`pionml.metrics.pulls.energy_pull_metrics`). Both are generic over the families: the head
+is a spec every family builds on its features, the ensemble wraps any network family.
 """
 
 from __future__ import annotations
@@ -41,6 +53,55 @@ if TYPE_CHECKING:  # torch is imported where a tensor is made: the command line 
 
 #: Species -> the label its clusters carry (1 = pi0).
 SPECIES = {"pi0": 1, "charged": 0}
+#: Option ``head`` -> the head the task declares: one value, or a Gaussian mixture of it with
+#: the modes and width floor of the ``hgm`` calibration (pionml.models.moments)
+MIXTURE_MODES = 3
+HEAD_SPECS = {"value": {"value": {"kind": "linear"}},
+              "mixture": {"mixture": {"kind": "gaussian_mixture", "k": MIXTURE_MODES,
+                                      "min_width": 1e-3}}}
+#: The uncertainty columns of a run with a mixture head or an ensemble (GeV), as a calibrate
+#: run names them
+SIGMA_COLUMNS = {"sigma": "%.5g", "sigma_stat": "%.5g", "sigma_syst": "%.5g"}
+SIGMA_DOC = {
+    "sigma": "total uncertainty of E_pred in GeV: sqrt(sigma_stat^2 + sigma_syst^2)",
+    "sigma_stat": "statistical (model) uncertainty of E_pred in GeV: the spread of the "
+                  "ensemble members (0 for one network)",
+    "sigma_syst": "systematic (data) uncertainty of E_pred in GeV: the width of the members' "
+                  "mixtures, sqrt(mean of their variances) (0 without a mixture head)"}
+
+
+class _ClassOrTask:
+    """``output_forms`` of the class (its declaration: the registry-driven pairs) or of one task
+    (its options choose the head)."""
+
+    def __init__(self, func):
+        self.func = func
+
+    def __get__(self, obj, cls):
+        return partial(self.func, cls if obj is None else obj)
+
+
+def ensemble_size(value) -> int:
+    """The option ``ensemble`` as a whole number >= 1 (the command line gives a string);
+    ConfigError otherwise."""
+    try:
+        n = int(value) if not isinstance(value, (bool, float)) else None
+    except (TypeError, ValueError):
+        n = None
+    if n is None or n < 1 or (isinstance(value, str) and value.strip() != str(n)):
+        raise ConfigError(f"task 'regress': option ensemble must be a whole number >= 1 (the "
+                          f"number of networks), got {value!r}")
+    return n
+
+
+def mixture_nll_per_cluster(mixture: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """-log p(y) under a Gaussian mixture (B, k, 3) = (weight, mean, width) per cluster, (B,)
+    (:func:`~pionml.models.moments.component_log_pdf`, the likelihood of ``hgm``)."""
+    import torch
+
+    from pionml.models.moments import component_log_pdf
+
+    return -torch.logsumexp(component_log_pdf(mixture, y), dim=-1)
 
 
 @register_task
@@ -59,7 +120,10 @@ class RegressTask(Task):
     # target 'energy' with weight 'none' is the ATL-PHYS-PUB-2020-018 recipe; the defaults measured
     # better (docs/models.md, the regress task)
     defaults = {"species": "charged", "target": "response", "weight": "flat",
-                "transform": "log+standardise"}
+                "transform": "log+standardise", "head": "value", "ensemble": 1}
+    #: the head and the ensemble are the network's, not the rows' or the target's: the bdt
+    #: reference of a run with them is the plain regressor of the same rows and target
+    model_options = ("head", "ensemble")
     WEIGHTS = ("none", "flat")
     #: target option -> what the head learns (before the transform)
     TARGETS = {"energy": "E_true", "response": "E_true / E_EM"}
@@ -75,7 +139,12 @@ class RegressTask(Task):
                   "response)"),
         CliOption("weight", WEIGHTS, "training weights; flat = equal weight per log E_true "
                   "bin, against the pull of the soft clusters (default flat; "
-                  "ATL-PHYS-PUB-2020-018: --target energy --weight none)"))
+                  "ATL-PHYS-PUB-2020-018: --target energy --weight none)"),
+        CliOption("head", tuple(HEAD_SPECS), "the output head: value (default) or mixture = "
+                  "a Gaussian mixture of the target, E_pred from its mode and sigma, "
+                  "sigma_stat, sigma_syst (GeV) from its width"),
+        CliOption("ensemble", (), "train N networks as one ensemble (default 1): E_pred "
+                  "from their mean, sigma_stat from their spread", metavar="N"))
     #: comparisons: the EM scale and LCW beside the models; a study scores E_pred by the median
     #: response and the two resolutions, over all clusters and per bin of E_true
     baselines = {"em": "E_em", "lcw": "E_lcw"}
@@ -97,13 +166,54 @@ class RegressTask(Task):
         if self.options["weight"] not in self.WEIGHTS:
             raise ConfigError(f"task 'regress': unknown weight '{self.options['weight']}' "
                               f"(choices: {', '.join(self.WEIGHTS)})")
+        if self.options["head"] not in HEAD_SPECS:
+            raise ConfigError(f"task 'regress': unknown head '{self.options['head']}' "
+                              f"(choices: {', '.join(HEAD_SPECS)})")
+        self.options["ensemble"] = ensemble_size(self.options["ensemble"])
         self.target = TargetTransform(self.options["transform"])
+        self.heads = dict(HEAD_SPECS[self.options["head"]])
+        if self.has_uncertainty:
+            self.columns = {**type(self).columns, **SIGMA_COLUMNS}
+            self.column_doc = {**type(self).column_doc, **SIGMA_DOC}
+            # a model that answers in GeV itself has neither a mixture nor members
+            self.other_forms = {}
+        if self.mixture:
+            names = [s.name for s in self.target.steps]
+            if names[0] not in ("log", "log10") or set(names[1:]) - {"standardise"}:
+                raise ConfigError(f"task 'regress': head 'mixture' needs a log target "
+                                  f"transform (log or log10, then standardise), got "
+                                  f"'{self.options['transform']}'")
+            self.loss_name = "Gaussian-mixture NLL of the standardised log E_true" + (
+                "/E_EM" if self.by_response else "")
+            self.head_loss = None  # no per-cluster loss a tree could fit
         self.weights = SpectrumWeights() if self.options["weight"] == "flat" else None
         if self.by_response:
             self.fields = ("E_true", "E_em")
             self.physical_fields = ("E_em",)
             self.select_fields = ("label", "E_true", "E_em")
-            self.loss_name = "mean squared error of the standardised log E_true/E_EM"
+            if not self.mixture:
+                self.loss_name = "mean squared error of the standardised log E_true/E_EM"
+
+    @_ClassOrTask
+    def output_forms(self_or_cls) -> dict:
+        """The forms of output of the class's declaration, or of this task's head and
+        ensemble (a mixture head, an ensemble: the heads form only)."""
+        return Task.output_forms.__func__(self_or_cls)
+
+    @property
+    def mixture(self) -> bool:
+        """Whether the head is a Gaussian mixture (option ``head``)."""
+        return self.options["head"] == "mixture"
+
+    @property
+    def ensemble_members(self) -> int:
+        """The number of networks trained as one ensemble (option ``ensemble``)."""
+        return self.options["ensemble"]
+
+    @property
+    def has_uncertainty(self) -> bool:
+        """Whether the run gives sigma, sigma_stat and sigma_syst."""
+        return self.mixture or self.ensemble_members > 1
 
     @property
     def by_response(self) -> bool:
@@ -153,6 +263,12 @@ class RegressTask(Task):
         c = batch.clusters
         goal = self._goal(c["E_true"].double(), c["E_em"].double() if self.by_response else None)
         y = self.target.forward(goal).float()
+        if self.mixture:  # the Gaussian-mixture NLL per cluster, weighted like the squared error
+            nll = mixture_nll_per_cluster(outputs["mixture"].float(), y)
+            if self.weights is None:
+                return nll.mean()
+            w = self.weights(c["E_true"].double()).float()
+            return (w * nll).sum() / w.sum()
         if self.weights is None:
             return F.mse_loss(outputs["value"].float(), y)
         w = self.weights(c["E_true"].double()).float()
@@ -169,20 +285,74 @@ class RegressTask(Task):
         return self.target.forward(self._goal(e_true, e_em))
 
     def physical(self, outputs: dict, batch=None) -> dict:
-        (energy,) = self.other_forms["energy"]
+        (energy,) = type(self).other_forms["energy"]
         if energy in outputs:  # the energy form: GeV as it is
             return {"E_pred": outputs[energy].float()}
-        e = self.target.inverse(outputs["value"].double())
+        if self.has_uncertainty:
+            return self._physical_with_sigma(outputs, batch)
+        return {"E_pred": self._energy(self.target.inverse(outputs["value"].double()), batch)
+                .float()}
+
+    def _energy(self, goal, batch):
+        """E_pred from what the head learns (E_true, or E_true / E_EM)."""
         if self.by_response:
             if batch is None or "E_em" not in batch.clusters:
                 raise ValueError("regress with target 'response' needs the batch's E_em")
-            e = e * batch.clusters["E_em"].double()
-        return {"E_pred": e.float()}
+            return goal * batch.clusters["E_em"].double()
+        return goal
+
+    def _log_affine(self) -> tuple[float, float]:
+        """(a, b) with ln(goal) = a y + b for the head's y (the log target transform, fitted)."""
+        import torch
+
+        ln = torch.log(self.target.inverse(torch.tensor([0.0, 1.0], dtype=torch.float64)))
+        return float(ln[1] - ln[0]), float(ln[0])
+
+    def _physical_with_sigma(self, outputs: dict, batch) -> dict:
+        """E_pred and its sigma, sigma_stat, sigma_syst (GeV) from the mixture(s) or members.
+
+        In the natural log L of what the head learns (an affine map of the head's y): a
+        mixture head gives (B, S, k, 3) for S = 1 network or S members, summarised as the
+        ``calibrate`` task does (:func:`~pionml.models.moments.mixture_summary`: L_pred = the mode
+        of the averaged mixture, syst = sqrt(mean_s v_s), stat = the spread of the members'
+        means m_s, tot = sqrt(syst^2 + stat^2)); value heads give S member values L_s: L_pred =
+        their mean, stat = their spread (ddof 0, as calibrate), syst = 0. E_pred = exp(L_pred)
+        (x E_EM for the response), and each sigma is propagated to GeV at first order, sigma_E =
+        E_pred sigma_L (calibrate: sigma_R = ln(10) R sigma_log10)."""
+        import torch
+
+        a, b = self._log_affine()
+        if self.mixture:
+            from pionml.models.moments import mixture_summary
+
+            mix = outputs["mixture"].double()
+            if mix.dim() == 3:  # one network: S = 1
+                mix = mix[:, None]
+            mix = torch.stack([mix[..., 0], a * mix[..., 1] + b, abs(a) * mix[..., 2]], dim=-1)
+            s = mixture_summary(mix)
+            log_pred, stat, syst, tot = s["mode"], s["stat"], s["syst"], s["tot"]
+        else:
+            values = a * outputs["value"].double() + b  # (B, S)
+            log_pred = values.mean(1)
+            stat = ((values - log_pred[:, None]) ** 2).mean(1).sqrt()
+            syst = torch.zeros_like(stat)
+            tot = stat
+        e = self._energy(torch.exp(log_pred), batch)
+        return {"E_pred": e.float(), "sigma": (e * tot).float(), "sigma_stat": (e * stat).float(),
+                "sigma_syst": (e * syst).float()}
 
     def metrics(self, table: dict) -> dict:
-        from pionml.metrics.resolution import regression_metrics
+        """The response tables (:func:`~pionml.metrics.resolution.regression_metrics`) and, for a
+        run with a sigma, its pulls per bin of E_true
+        (:func:`~pionml.metrics.pulls.energy_pull_metrics`; ``has_uncertainty``)."""
+        from pionml.metrics.pulls import SIGMA_KEYS, energy_pull_metrics
+        from pionml.metrics.resolution import DEFAULT_TRUE_BINS, regression_metrics
 
-        return {"species": self.species, **regression_metrics(table)}
+        out = {"species": self.species, **regression_metrics(table)}
+        out["has_uncertainty"] = all(k in table for k in SIGMA_KEYS)
+        if out["has_uncertainty"]:
+            out.update(energy_pull_metrics(table, DEFAULT_TRUE_BINS))
+        return out
 
     def summary(self, m: dict) -> str:
         parts = []
@@ -191,6 +361,12 @@ class RegressTask(Task):
                 parts.append(f"E_true {row['lo']:g}-{row['hi']:g} GeV: response "
                              f"{row['median_response']:.3f}, resolution "
                              f"{row['iqr_resolution']:.3f}")
+        pull = m.get("pull", {})
+        if pull.get("coverage_1") is not None:
+            fit = pull.get("fit", {})
+            parts.append(f"pulls: P(|t|<1) {pull['coverage_1']:.2f}" + (
+                f", two-sided fit mu {fit['mu']:+.2f}, sigma L/R {fit['sigma_left']:.2f}/"
+                f"{fit['sigma_right']:.2f}" if fit.get("mu") is not None else ""))
         return (f"{self.species}: median response {m['median_response']:.3f}, IQR resolution "
                 f"{m['iqr_resolution']:.3f}; " + "; ".join(parts))
 
