@@ -76,6 +76,20 @@ def test_a_batch_without_energy_targets_gives_a_zero_regression_loss_with_a_grad
     assert out.grad is not None and float(out.grad.abs().sum()) == 0.0
 
 
+def test_clusters_without_an_energy_target_are_counted_and_kept_for_the_classification():
+    task = make_task("joint")  # target response: E_true > 0 and E_EM > 0
+    table = {"label": np.array([1, 1, 0, 0, 0]), "E_true": np.array([1.0, 0.0, 2.0, -1.0, 3.0]),
+             "E_em": np.array([1.0, 1.0, 1.0, 1.0, 0.0]),
+             "E_pred_pi0": np.arange(5.0), "E_pred_charged": 10 + np.arange(5.0)}
+    assert task.select(table).all()  # every cluster is classified
+    assert task.no_target_counts(table) == {"pi0": 1, "charged": 2}
+    sub = task.species_table(table, "charged")
+    assert np.array_equal(sub["E_pred"], [12.0]) and np.array_equal(sub["label"], [0])
+    assert np.array_equal(task.species_table(table, "pi0")["E_pred"], [0.0])
+    energy = make_task("joint", target="energy")  # E_EM does not matter to the energy target
+    assert energy.no_target_counts(table) == {"pi0": 1, "charged": 1}
+
+
 def test_bad_alpha_is_one_line_and_the_families_declare_the_joint_variant(tmp_path, caplog):
     for bad in (1.5, -0.1, float("nan"), True, "0.5"):
         with pytest.raises(ConfigError, match="option alpha must be a number in \\[0, 1\\]"):

@@ -31,7 +31,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from pionml.errors import CheckpointError, ConfigError
+from pionml.errors import CheckpointError, ConfigError, DataError
 from pionml.tasks.base import Task, register_task
 from pionml.tasks.classify import ClassifyTask
 from pionml.tasks.regress import SPECIES, RegressTask
@@ -77,10 +77,8 @@ class JointTask(Task):
     #: the regression of each species, as the ``regress`` task's options
     defaults = {"alpha": DEFAULT_ALPHA,
                 **{k: v for k, v in RegressTask.defaults.items() if k != "species"}}
-    baselines = dict(ClassifyTask.baselines)
-    score_column = ClassifyTask.score_column
-    score_fields = ClassifyTask.score_fields
-    score_keys = ClassifyTask.score_keys
+    # no study score (score_column): a learning curve trains the bdt beside every network, and a
+    # tree fits one head, not the joint task's three
     comparison_keys = ("run", "model", "n_clusters", "auc", "auc_err", "rejection_at_eff90",
                        "rejection_at_eff90_err",
                        *(f"{sp}_{k}" for sp in SPECIES for k in ("median_response",
@@ -127,7 +125,7 @@ class JointTask(Task):
         for sp, reg in self.regress.items():
             keep = self.energy_mask(cl, sp)
             if not keep.any():
-                raise ConfigError(f"file '{dataset.path}': no {sp} training cluster with a valid "
+                raise DataError(f"file '{dataset.path}': no {sp} training cluster with a valid "
                                   f"energy target ({reg.selection_text()}): the joint task "
                                   "needs both species")
             reg.fit(dataset, rows[keep])
@@ -219,12 +217,6 @@ class JointTask(Task):
     def summary(self, m: dict) -> str:
         return (self.classify.summary(m) + "; "
                 + "; ".join(self.regress[sp].summary(m[f"regress_{sp}"]) for sp in SPECIES))
-
-    def score(self, values, clusters: dict) -> dict:
-        return self.classify.score(values, clusters)
-
-    def score_summary(self, metrics: dict) -> str:
-        return self.classify.score_summary(metrics)
 
     def plots(self, folder, name: str, table: dict, dataset, progress: bool = False) -> list:
         """The classify figures in ``folder``, each species' regress figures in
