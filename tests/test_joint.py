@@ -252,5 +252,6 @@ def test_combine_with_a_joint_run(joint_runs, other_runs, tmp_path, caplog, caps
     caplog.clear()
     assert main(base + ["--joint", str(other_runs["classifier"]), "--out",
                         str(tmp_path / "bad"), "--no-plots"]) == 1
-    assert "not of task 'joint'" in _one_error(caplog)
+    assert ("task 'classify' gives score, not score, E_pred_pi0, E_pred_charged"
+            in _one_error(caplog))
     assert not (tmp_path / "bad").exists()

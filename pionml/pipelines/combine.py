@@ -139,10 +139,10 @@ def _check_role(run, role: str) -> None:
     must be of the species of its role."""
     columns = run.task.columns
     if role == "joint":
-        if run.task.name != "joint" or not set(JOINT_COLUMNS) <= set(columns):
-            raise ConfigError(f"--joint '{run.folder}': a run of task '{run.task.name}' "
-                              f"(it gives {', '.join(columns)}), not of task 'joint' (a score "
-                              "and an energy head per species)")
+        if not set(JOINT_COLUMNS) <= set(columns):
+            raise ConfigError(f"--joint '{run.folder}': task '{run.task.name}' gives "
+                              f"{', '.join(columns)}, not {', '.join(JOINT_COLUMNS)} (a score "
+                              "and an energy head per species: a run of task 'joint')")
         return
     if role == "classifier":
         if "score" not in columns:
