@@ -126,8 +126,8 @@ def test_a_run_saved_with_the_old_nominal_heads_loads_the_same_model(batch_and_s
 
 def test_a_model_refuses_a_task_it_does_not_declare(batch_and_spec):
     _, spec = batch_and_spec
-    with pytest.raises(ConfigError, match="'cnn' has no calibrate variant.*classify, regress\\): "
-                                          "not a model for task 'calibrate'"):
+    with pytest.raises(ConfigError, match="'cnn' has no calibrate variant.*classify, regress, "
+                                          "joint\\): not a model for task 'calibrate'"):
         build_for_task("cnn", spec, make_task("calibrate"))
     with pytest.raises(ConfigError, match="'pem' has no regress variant.*classifier baseline"):
         build_for_task("pem", spec, make_task("regress"))

@@ -99,6 +99,9 @@ def add_combine_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--also", nargs="+", default=[], metavar="RUN",
                    help="further runs predicting E_pred (regressors, calibrations): one more "
                         "row each, applied to every cluster")
+    p.add_argument("--joint", default=None, metavar="RUN",
+                   help="a run of task joint (one network: a score and an energy head per "
+                        "species): its rows routed by its own score, beside the three runs")
     p.add_argument("--data", default=None,
                    help="dataset (default: the runs'); it must be the file they were trained on")
     p.add_argument("--out", default=None,
@@ -135,7 +138,7 @@ def run_combine(args) -> int:
                 out=args.out, method=args.threshold_method, threshold=args.threshold,
                 seed=args.seed, per_decade=args.bins_per_decade, flat_energy=args.flat_energy,
                 n_boot=args.bootstrap, device=args.device, progress=not args.no_progress,
-                plots=not args.no_plots)
+                plots=not args.no_plots, joint=args.joint)
     for key in ("median_response", "iqr_resolution", "s68_resolution"):
         print(f"{key} in bins of E_true:\n{combine_table(m, key)}\n")
     return 0

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from pionml.errors import ConfigError
-from pionml.models.base import ClusterModel, DataSpec, mlp, register
+from pionml.models.base import CLUSTER_VARIANTS, Body, ClusterModel, DataSpec, mlp, register
 from pionml.models.pooling import cluster_max, cluster_mean, cluster_sum
 
 
@@ -38,6 +38,7 @@ class GNN(ClusterModel):
     inputs = ("cloud",)
     defaults = {"hidden": 32, "n_conv": 3, "dropout": 0.1, "conv": "graph"}
     data_defaults = {"knn_k": 6}
+    supports = {**CLUSTER_VARIANTS, "joint": Body()}
     train_defaults = {"epochs": 30, "batch_size": 256, "lr": 1e-3, "patience": 5}
 
     def build_body(self, spec: DataSpec, hidden, n_conv, dropout, conv) -> int:
@@ -75,6 +76,7 @@ class PFN(ClusterModel):
     inputs = ("cloud",)
     defaults = {"phi": (64, 64, 64), "f": (64, 64), "dropout": 0.1}
     data_defaults = {"knn_k": 0}
+    supports = {**CLUSTER_VARIANTS, "joint": Body()}
     train_defaults = {"epochs": 30, "batch_size": 256, "lr": 1e-3, "patience": 5}
 
     def build_body(self, spec: DataSpec, phi, f, dropout) -> int:

@@ -73,7 +73,8 @@ class DNN(ClusterModel):
     train_defaults = {"epochs": 30, "batch_size": 256, "lr": 1e-3, "patience": 5}
     supports = {"classify": Body(),
                 "regress": Body(build="build_all_pixels", forward="all_pixels_forward",
-                                data={"image_mode": "standardise"})}
+                                data={"image_mode": "standardise"}),
+                "joint": Body()}
 
     def build_body(self, spec: DataSpec, hidden, merged, dropout) -> int:
         """The classifier: one branch per layer, merged."""
@@ -226,7 +227,8 @@ class CNN(ClusterModel):
             "emb2": {"layout": "emb2", "norm": "batch", "pixels": "sqrt"}}),
         "regress": Body(build="build_regressor", forward="regressor_forward",
                         hyper={"channels": (16, 32), "dropout": 0.2, "summary": False},
-                        alternatives={"summary": {"summary": True}})}
+                        alternatives={"summary": {"summary": True}}),
+        "joint": Body()}
     #: ATL-PHYS-PUB-2020-018's classifier (its sec 4.2.2): its widths and dropout, the energy
     #: fractions as they are, no summary branch
     recipe_hyper = {"seed002": {"channels": (16, 32), "dropout": 0.2, "layout": "seed002",
@@ -384,7 +386,8 @@ class DenseNet(ClusterModel):
     #: is brought to a coarser grid, and its value is tanh scaled to +-5
     supports = {"classify": Body(),
                 "regress": Body(data={"image_mode": "log"},
-                                head_kinds={"linear": {"kind": "scaled_tanh", "scale": 5.0}})}
+                                head_kinds={"linear": {"kind": "scaled_tanh", "scale": 5.0}}),
+                "joint": Body()}
     train_defaults = {"epochs": 20, "batch_size": 256, "lr": 1e-3, "patience": 4}
 
     def build_body(self, spec: DataSpec, n_layers, growth, transition, dense, dropout, norm) -> int:

@@ -18,6 +18,18 @@ classification and hadronic-weighting steps only, as the note's LCW) and any fur
 prediction is ``E_pred`` in GeV (``also``: regressors, moment-based calibrations), each
 summarised by :func:`pionml.metrics.resolution.response_table` in bins of E_true.
 
+A **joint** run (``--joint``: a ``joint`` task, one network that classifies and has an energy head
+per species) adds its rows on the same mixed sample: ``joint_combined`` (its own score routes each
+cluster to its own head of that class, at a threshold chosen by the same rule on the validation
+split from its own score), ``joint_oracle`` (the true species picks the head) and ``joint_soft``
+(p E_pi0 + (1 - p) E_charged of its own p and heads).
+
+Uncertainties: when both regressors' predictions carry ``sigma`` (and ``sigma_stat``,
+``sigma_syst``; in GeV, or on the response R for a ``calibrate`` run, converted to GeV), the routed
+and oracle energies take the sigma of the regressor they pick, and the soft mixture the sigma of a
+two-component mixture (:func:`mixture_sigma`); each is written beside its energy and summarised
+by the fraction of clusters with |E - E_true| < sigma (:func:`sigma_summary`).
+
 :func:`combine` does the whole step from run folders and writes ``metrics.json``,
 ``predictions.csv``, ``mixed_sample.csv`` and the plots into one folder; the numbers are
 computed by :mod:`pionml.metrics.routing`, the figures drawn by :mod:`pionml.figures.combine`.
@@ -33,9 +45,72 @@ import numpy as np
 
 from pionml.errors import CheckpointError, ConfigError, DataError
 from pionml.metrics.routing import (ROUTED, MixedSample, combine_metrics, draw_mixed, mix_edges,
-                                    route, routed_energy, soft_energy, threshold_report)
+                                    route, routed_energy, routing_efficiencies, soft_energy,
+                                    threshold_report)
 
 logger = logging.getLogger(__name__)
+
+#: The rows of a joint run, beside :data:`ROUTED`: routed by its own score to its own head,
+#: routed by the true species, and its soft mixture (labels: pionml.figures.combine.STYLE).
+JOINT_ROUTED = ("joint_combined", "joint_oracle", "joint_soft")
+#: The columns of a joint run's predictions: its score and its energy head of each species.
+JOINT_COLUMNS = ("score", "E_pred_pi0", "E_pred_charged")
+#: The uncertainty columns a regressor's predictions may carry (total, statistical, systematic).
+SIGMAS = ("sigma", "sigma_stat", "sigma_syst")
+
+
+# --- uncertainties ---------------------------------------------------------------------------
+def mixture_sigma(p, e0, s0, e1, s1) -> np.ndarray:
+    """The standard deviation of the mixture p N(e0, s0) + (1 - p) N(e1, s1), whose mean is the
+    soft energy p e0 + (1 - p) e1: sqrt(p s0^2 + (1 - p) s1^2 + p (1 - p) (e0 - e1)^2)."""
+    p = np.asarray(p, np.float64)
+    e0, e1 = np.asarray(e0, np.float64), np.asarray(e1, np.float64)
+    s0, s1 = np.asarray(s0, np.float64), np.asarray(s1, np.float64)
+    return np.sqrt(p * s0 ** 2 + (1.0 - p) * s1 ** 2 + p * (1.0 - p) * (e0 - e1) ** 2)
+
+
+def energy_sigmas(pred: dict, what: str) -> dict:
+    """The uncertainty columns (:data:`SIGMAS`) of a run's predictions in GeV: as they are, or,
+    for a ``calibrate`` run (whose sigmas are on its response R = E_EM / E), times E / R. Empty
+    when the run gives none or only NaN (``lgk``); a NaN among finite values is a DataError."""
+    if "sigma" not in pred or np.all(np.isnan(np.asarray(pred["sigma"], np.float64))):
+        return {}
+    scale = (np.asarray(pred["E_pred"], np.float64) / np.asarray(pred["R_pred"], np.float64)
+             if "R_pred" in pred else 1.0)
+    return {k: check_finite(np.asarray(pred[k], np.float64) * scale, f"{what}: {k}")
+            for k in SIGMAS if k in pred}
+
+
+def propagate_sigmas(table: dict, s_pi0: dict, s_charged: dict, prefix: str = "") -> None:
+    """Add to ``table`` the sigmas of the routed (``sigma_<prefix>combined``), oracle and soft
+    energies from the regressors' sigmas ``s_pi0`` and ``s_charged`` (the columns both carry):
+    routing picks the sigma of the regressor it picks; the soft mixture's total sigma is
+    :func:`mixture_sigma`, its statistical and systematic parts mix as p s0^2 + (1 - p) s1^2
+    (the spread between the two energies, p (1 - p) (E0 - E1)^2, is in the total only)."""
+    e0, e1, p = table[f"E_{prefix}pi0"], table[f"E_{prefix}charged"], table[f"{prefix}score"]
+    to_pi0, is_pi0 = table[f"{prefix}to_pi0"] == 1, table["label"] == 1
+    for k in SIGMAS:
+        if k not in s_pi0 or k not in s_charged:
+            continue
+        a, b = s_pi0[k], s_charged[k]
+        table[f"{k}_{prefix}combined"] = routed_energy(to_pi0, a, b)
+        table[f"{k}_{prefix}oracle"] = routed_energy(is_pi0, a, b)
+        table[f"{k}_{prefix}soft"] = (mixture_sigma(p, e0, a, e1, b) if k == "sigma" else
+                                      np.sqrt(p * a ** 2 + (1.0 - p) * b ** 2))
+
+
+def sigma_summary(table: dict, methods) -> dict:
+    """Per method with a ``sigma_<method>`` column: the median of sigma / E and the fraction of
+    clusters with |E - E_true| < sigma (0.683 for Gaussian errors of the right size)."""
+    out = {}
+    e_true = np.asarray(table["E_true"], np.float64)
+    for m in methods:
+        if f"sigma_{m}" not in table:
+            continue
+        e, s = np.asarray(table[f"E_{m}"], np.float64), np.asarray(table[f"sigma_{m}"], np.float64)
+        out[m] = {"median_relative_sigma": float(np.median(s / e)),
+                  "coverage_1sigma": float(np.mean(np.abs(e - e_true) < s))}
+    return out
 
 
 # --- the mixed sample of a dataset -----------------------------------------------------------
@@ -63,6 +138,12 @@ def _check_role(run, role: str) -> None:
     """The classifier must output ``score``; the others ``E_pred``; a per-species regressor
     must be of the species of its role."""
     columns = run.task.columns
+    if role == "joint":
+        if not set(JOINT_COLUMNS) <= set(columns):
+            raise ConfigError(f"--joint '{run.folder}': task '{run.task.name}' gives "
+                              f"{', '.join(columns)}, not {', '.join(JOINT_COLUMNS)} (a score "
+                              "and an energy head per species: a run of task 'joint')")
+        return
     if role == "classifier":
         if "score" not in columns:
             raise ConfigError(f"--classifier '{run.folder}': task '{run.task.name}' gives "
@@ -115,7 +196,7 @@ def also_names(runs) -> list[str]:
         sp = run.task.options.get("species")
         base = f"{run.name}_{run.task.name}" + (f"_{sp}" if sp else "")
         name, k = base, 2
-        while name in names or name in ("em", "lcw", *ROUTED):
+        while name in names or name in ("em", "lcw", *ROUTED, *JOINT_ROUTED):
             name, k = f"{base}_{k}", k + 1
         names.append(name)
     return names
@@ -132,18 +213,22 @@ class CombineRuns:
     also: list
     names: list
     data: Path
+    joint: object = None
 
     def roles(self) -> dict:
-        return {"classifier": self.classifier, "pi0": self.pi0, "charged": self.charged}
+        return {"classifier": self.classifier, "pi0": self.pi0, "charged": self.charged,
+                **({"joint": self.joint} if self.joint is not None else {})}
 
 
-def load_runs(classifier, pi0, charged, also=(), data=None, device=None) -> CombineRuns:
+def load_runs(classifier, pi0, charged, also=(), data=None, device=None,
+              joint=None) -> CombineRuns:
     """Load the run folders, check each one's role (:func:`_check_role`) and that all come from
     the dataset ``data`` (default theirs: :func:`check_same_dataset`)."""
     from pionml.runs import Run
 
-    runs = {role: Run.load(folder, device=device or "cpu")
-            for role, folder in (("classifier", classifier), ("pi0", pi0), ("charged", charged))}
+    roles = (("classifier", classifier), ("pi0", pi0), ("charged", charged)) + (
+        (("joint", joint),) if joint is not None else ())
+    runs = {role: Run.load(folder, device=device or "cpu") for role, folder in roles}
     extra = [Run.load(folder, device=device or "cpu") for folder in also]
     for role, run in runs.items():
         _check_role(run, role)
@@ -166,17 +251,23 @@ def check_finite(values, what: str) -> np.ndarray:
 
 
 def routed_table(runs: CombineRuns, rows, score, threshold: float, device=None,
-                 progress: bool = False) -> dict:
+                 progress: bool = False, joint: dict | None = None) -> dict:
     """The clusters ``rows`` (sorted) with their classifier ``score``: the cluster fields,
     ``pdg``, ``E_lcw``, both regressors' energies, the routing decision (``to_pi0``,
     ``routed_correctly``), ``E_combined``, ``E_oracle``, ``E_soft`` and ``E_<name>`` of every
-    extra run."""
+    extra run; the sigmas of the routed energies when both regressors give theirs
+    (:func:`propagate_sigmas`). ``joint``: a joint run's predictions on ``rows`` (its ``score``
+    and heads) and its ``threshold``: the same columns with ``joint_`` (:func:`joint_columns`)."""
     from pionml.io.hdf5 import DatasetFile
     from pionml.runs.folder import file_indices
 
-    def predict(run):
-        e = run.predict(runs.data, rows=rows, device=device, progress=progress)["E_pred"]
-        return check_finite(e, f"run '{run.folder}': E_pred")
+    sigmas = {}
+
+    def predict(run, role=None):
+        pred = run.predict(runs.data, rows=rows, device=device, progress=progress)
+        if role is not None:
+            sigmas[role] = energy_sigmas(pred, f"run '{run.folder}'")
+        return check_finite(pred["E_pred"], f"run '{run.folder}': E_pred")
 
     fields = ("event", "cluster_index", "label", "pdg", "E_em", "eta", "E_true", "E_lcw")
     with DatasetFile(runs.data) as ds:
@@ -184,7 +275,7 @@ def routed_table(runs: CombineRuns, rows, score, threshold: float, device=None,
         table = {"rows": np.asarray(rows), **ds.read_rows(rows, clusters=fields).clusters,
                  "file_index": file_indices(ds, rows)}
     table["score"] = np.asarray(score, np.float64)
-    table["E_pi0"], table["E_charged"] = predict(runs.pi0), predict(runs.charged)
+    table["E_pi0"], table["E_charged"] = predict(runs.pi0, "pi0"), predict(runs.charged, "charged")
     is_pi0 = table["label"] == 1
     to_pi0 = route(table["score"], threshold)
     table["to_pi0"] = to_pi0.astype(np.int8)
@@ -192,18 +283,44 @@ def routed_table(runs: CombineRuns, rows, score, threshold: float, device=None,
     table["E_combined"] = routed_energy(to_pi0, table["E_pi0"], table["E_charged"])
     table["E_oracle"] = routed_energy(is_pi0, table["E_pi0"], table["E_charged"])
     table["E_soft"] = soft_energy(table["score"], table["E_pi0"], table["E_charged"])
+    propagate_sigmas(table, sigmas["pi0"], sigmas["charged"])
     for name, run in zip(runs.names, runs.also):
         table[f"E_{name}"] = predict(run)
+    if joint is not None:
+        joint_columns(table, joint["pred"], joint["threshold"])
     return table
+
+
+def joint_columns(table: dict, pred: dict, threshold: float) -> None:
+    """Add a joint run's rows to a routed table: ``joint_score``, ``E_joint_pi0`` and
+    ``E_joint_charged`` (its heads), ``joint_to_pi0`` (its score at ``threshold``),
+    ``joint_routed_correctly`` and the energies of :data:`JOINT_ROUTED`; the sigmas when its
+    heads give them (``sigma_pi0``, ... columns)."""
+    p = np.asarray(pred["score"], np.float64)
+    e0 = np.asarray(pred["E_pred_pi0"], np.float64)
+    e1 = np.asarray(pred["E_pred_charged"], np.float64)
+    table["joint_score"], table["E_joint_pi0"], table["E_joint_charged"] = p, e0, e1
+    to_pi0 = route(p, threshold)
+    is_pi0 = table["label"] == 1
+    table["joint_to_pi0"] = to_pi0.astype(np.int8)
+    table["joint_routed_correctly"] = (to_pi0 == is_pi0).astype(np.int8)
+    table["E_joint_combined"] = routed_energy(to_pi0, e0, e1)
+    table["E_joint_oracle"] = routed_energy(is_pi0, e0, e1)
+    table["E_joint_soft"] = soft_energy(p, e0, e1)
+    heads = [{k: np.asarray(pred[f"{k}_{sp}"], np.float64) for k in SIGMAS if f"{k}_{sp}" in pred}
+             for sp in ("pi0", "charged")]
+    propagate_sigmas(table, *heads, prefix="joint_")
 
 
 def combine(classifier, pi0, charged, also=(), data=None, out=None, method: str = "ml",
             threshold: float | None = None, seed: int = 0, per_decade: int = 10,
             flat_energy: bool = False, n_boot: int = 100, device=None, progress: bool = False,
-            plots: bool = True) -> dict:
+            plots: bool = True, joint=None) -> dict:
     """Classify, then regress, from run folders: the mixed samples of the validation and test
     splits, the threshold (``method``; ``threshold`` for 'fixed') on the validation one, the
-    routed, oracle and soft energies with EM, LCW and the ``also`` runs on the test one.
+    routed, oracle and soft energies with EM, LCW and the ``also`` runs on the test one; with
+    ``joint`` (a joint run's folder), its own rows (:data:`JOINT_ROUTED`) routed by its own
+    score at its own threshold (the same rule, on the same validation sample).
     Writes ``metrics.json``, ``predictions.csv``, ``mixed_sample.csv`` and (``plots``) the
     figures into ``out`` (default ``combine_<classifier>_<pi0>_<charged>`` beside the
     classifier's run). Returns the metrics."""
@@ -218,13 +335,14 @@ def combine(classifier, pi0, charged, also=(), data=None, out=None, method: str 
                           f"not of '{method}'")
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise ConfigError(f"--threshold {threshold:g}: a cut on P(pi0) must be in [0, 1]")
-    roles = [classifier, pi0, charged, *also]
+    roles = [classifier, pi0, charged, *also, *([joint] if joint is not None else [])]
     if out is not None:  # before any work
         check_output_dir(out, [data, *roles], what="combine --out")
     device = pick_device(device)
-    runs = load_runs(classifier, pi0, charged, also, data, device)
+    runs = load_runs(classifier, pi0, charged, also, data, device, joint=joint)
     out = Path(out) if out else Path(classifier).parent / (
-        f"combine_{runs.classifier.name}_{runs.pi0.name}_{runs.charged.name}")
+        f"combine_{runs.classifier.name}_{runs.pi0.name}_{runs.charged.name}"
+        + (f"_joint_{runs.joint.name}" if runs.joint is not None else ""))
     inputs = [runs.data, *roles]
     check_output_dir(out, inputs, what="combine --out")
 
@@ -238,16 +356,26 @@ def combine(classifier, pi0, charged, also=(), data=None, out=None, method: str 
                 "; ".join(f"{k}: {v}" for k, v in mix.left_out.items() if v) or "none")
 
     both = np.union1d(val_rows, test_rows)  # one pass of the classifier
+    val, test = np.searchsorted(both, val_rows), np.searchsorted(both, test_rows)
     cls = runs.classifier.predict(runs.data, rows=both, device=device, progress=progress)
     check_finite(cls["score"], f"classifier '{runs.classifier.folder}': P(pi0)")
-    val, test = np.searchsorted(both, val_rows), np.searchsorted(both, test_rows)
     val_pi0 = cls["label"][val] == 1
-    thr = threshold_report(cls["score"][val], val_pi0, method, threshold, n_boot=n_boot, seed=seed)
-    logger.info("threshold (%s, on %d validation clusters): %.4f; %s", method, len(val_rows),
-                thr["threshold"],
-                ", ".join(f"{m} {r['threshold']:.4f} +- {r['threshold_err'] or 0:.4f}"
-                          for m, r in thr["rules"].items()))
-    table = routed_table(runs, test_rows, cls["score"][test], thr["threshold"], device, progress)
+    thr = _threshold(cls["score"][val], val_pi0, method, threshold, n_boot, seed, len(val_rows),
+                     "classifier")
+    joint_in = joint_info = None
+    if runs.joint is not None:  # one pass of the joint run: its score and heads
+        jp = runs.joint.predict(runs.data, rows=both, device=device, progress=progress)
+        for k in JOINT_COLUMNS:
+            check_finite(jp[k], f"joint run '{runs.joint.folder}': {k}")
+        jthr = _threshold(jp["score"][val], val_pi0, method, threshold, n_boot, seed,
+                          len(val_rows), "joint run")
+        joint_in = {"pred": {k: np.asarray(v)[test] for k, v in jp.items()
+                             if np.ndim(v) == 1 and len(v) == len(both)},
+                    "threshold": jthr["threshold"], "val_scores": jp["score"][val]}
+        joint_info = {"threshold": {**jthr, "chosen_on": "val"}}
+    table = routed_table(runs, test_rows, cls["score"][test], thr["threshold"], device, progress,
+                         joint=joint_in)
+    names = list(runs.names) + (list(JOINT_ROUTED) if runs.joint is not None else [])
     metrics = {
         "task": "combine", "data": str(runs.data), "sha256": runs.classifier.card["data"]["sha256"],
         "runs": {**{role: {"folder": str(r.folder), "model": r.name, "task": r.task.name,
@@ -257,8 +385,15 @@ def combine(classifier, pi0, charged, also=(), data=None, out=None, method: str 
         "mix": {"seed": seed, "bins_per_decade": per_decade, "flat_energy": flat_energy,
                 "test": mix.summary(), "val": val_mix.summary()},
         "threshold": {**thr, "chosen_on": "val"},
-        **combine_metrics(table, runs.names, n_boot=n_boot, seed=seed),
+        **combine_metrics(table, names, n_boot=n_boot, seed=seed),
     }
+    if joint_info is not None:
+        joint_info["routing"] = routing_efficiencies(table["joint_to_pi0"] == 1,
+                                                     table["label"] == 1)
+        metrics["joint"] = joint_info
+    uncertainties = sigma_summary(table, metrics["methods"])
+    if uncertainties:
+        metrics["uncertainties"] = uncertainties
 
     out.mkdir(parents=True, exist_ok=True)
     with atomic_outputs([out / "metrics.json", out / "mixed_sample.csv", out / "predictions.csv"],
@@ -270,10 +405,21 @@ def combine(classifier, pi0, charged, also=(), data=None, out=None, method: str 
         from pionml.figures.combine import draw_combine_plots
 
         (out / "plots").mkdir(exist_ok=True)
-        draw_combine_plots(out / "plots", table, metrics, cls["score"][val], val_pi0)
+        draw_combine_plots(out / "plots", table, metrics, cls["score"][val], val_pi0,
+                           joint_scores=None if joint_in is None else joint_in["val_scores"])
     logger.info("combine: %s", combine_summary(metrics))
     logger.info("combine results: %s", out)
     return metrics
+
+
+def _threshold(scores, is_pi0, method, value, n_boot, seed, n_val, who) -> dict:
+    """The threshold report of ``scores`` on the validation mixed sample, logged."""
+    thr = threshold_report(scores, is_pi0, method, value, n_boot=n_boot, seed=seed)
+    logger.info("%s threshold (%s, on %d validation clusters): %.4f; %s", who, method, n_val,
+                thr["threshold"],
+                ", ".join(f"{m} {r['threshold']:.4f} +- {r['threshold_err'] or 0:.4f}"
+                          for m, r in thr["rules"].items()))
+    return thr
 
 
 def _species_text(mix: MixedSample) -> str:
@@ -293,22 +439,31 @@ def write_mix_csv(path: Path, mixes: dict) -> None:
 
 def write_combined_predictions(path: Path, table: dict, names) -> None:
     """predictions.csv of the mixed test sample: the cluster, the routing decision and every
-    energy."""
+    energy; a joint run's score, routing and energies; every sigma the table holds."""
     from pionml.evaluate.report import write_predictions
     from pionml.tasks.base import _TABLE_FORMATS
 
     columns = {**_TABLE_FORMATS, "pdg": "%d", "score": "%.7g", "to_pi0": "%d",
                "routed_correctly": "%d", "E_lcw": "%.6g", "E_pi0": "%.6g", "E_charged": "%.6g",
                **{f"E_{m}": "%.6g" for m in ROUTED}, **{f"E_{n}": "%.6g" for n in names}}
+    if "joint_score" in table:
+        columns.update({"joint_score": "%.7g", "joint_to_pi0": "%d",
+                        "joint_routed_correctly": "%d", "E_joint_pi0": "%.6g",
+                        "E_joint_charged": "%.6g", **{f"E_{m}": "%.6g" for m in JOINT_ROUTED}})
+    columns.update({k: "%.5g" for k in table if k.startswith("sigma_")})
     write_predictions(path, table, columns)
 
 
 def combine_summary(m: dict) -> str:
     r = m["routing"]
+    j = m.get("joint")
     return (f"threshold {m['threshold']['threshold']:.4f} ({m['threshold']['method']}, on the "
             f"validation split); routed correctly: pi0 {r['eff_pi0']:.3f}, "
             f"pi+- {r['eff_pipm']:.3f} "
-            f"on {m['n_clusters']} test clusters; median response "
+            + (f"(joint run: threshold {j['threshold']['threshold']:.4f}, pi0 "
+               f"{j['routing']['eff_pi0']:.3f}, pi+- {j['routing']['eff_pipm']:.3f}) "
+               if j else "")
+            + f"on {m['n_clusters']} test clusters; median response "
             + ", ".join(f"{k} {m[f'median_response_{k}']:.3f}" for k in m["methods"]))
 
 
