@@ -307,3 +307,12 @@ def test_each_variant_has_its_declared_widths(batch_and_spec):
     narrow = build_model("cnn", spec, heads=heads, variant="regress", channels=[4, 8])
     assert narrow.hyper["channels"] == (4, 8)
     assert model_class("cnn").from_config(reg.config()).hyper == reg.hyper
+
+
+def test_hyper_named_like_a_build_keyword_is_one_config_error():
+    """--hyper '{"heads": 2}' is refused by name (the task sets the heads), not a TypeError."""
+    from pionml.models.base import DataSpec, build_for_task
+    from pionml.tasks import make_task
+
+    with pytest.raises(ConfigError, match="'heads' cannot be a hyper-parameter"):
+        build_for_task("dnn", DataSpec(), make_task("classify"), heads=2)

@@ -364,6 +364,10 @@ def ensemble_members(task) -> int:
     return getattr(task, "ensemble_members", 1)
 
 
+#: build_model's own keywords: set by the task, never by --hyper
+RESERVED_HYPER = frozenset({"spec", "heads", "scalars", "variant", "name"})
+
+
 def build_for_task(name: str, spec: DataSpec, task, **hyper) -> ClusterModel:
     """Model ``name`` for ``task`` (a :class:`~pionml.tasks.base.Task`): the body variant the
     task names, the heads the task declares for the form of output the body gives, the scalar
@@ -373,6 +377,10 @@ def build_for_task(name: str, spec: DataSpec, task, **hyper) -> ClusterModel:
 
     cls = model_class(name)
     cls.check_task(task)
+    reserved = sorted(set(hyper) & RESERVED_HYPER)
+    if reserved:
+        raise ConfigError(f"model '{name}': {', '.join(map(repr, reserved))} cannot be a "
+                          "hyper-parameter (the task sets it)")
     return make_ensemble(cls, ensemble_members(task), lambda: build_model(
         name, spec, heads=cls.heads_for(task), scalars=task.scalars,
         variant=task.model_variant, **hyper))

@@ -42,7 +42,8 @@ from torch import nn
 
 from pionml.data.normalise import CLOUD_FEATURES
 from pionml.errors import ConfigError
-from pionml.models.base import ClusterModel, DataSpec, check_hyper, register
+from pionml.models.base import (CLUSTER_VARIANTS, Body, ClusterModel, DataSpec, check_hyper,
+                                register)
 
 logger = logging.getLogger(__name__)
 
@@ -171,6 +172,7 @@ class Transformer(ClusterModel):
 
     name = "transformer"
     inputs = ("cloud",)
+    supports = {**CLUSTER_VARIANTS, "joint": Body()}
     defaults = {"embed": 32, "num_heads": 4, "blocks": 2, "class_blocks": 1, "ffn": 2,
                 "pair_hidden": 8, "max_cells": 128, "buckets": 8, "dropout": 0.1}
     data_defaults = {"knn_k": 0}
