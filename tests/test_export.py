@@ -33,6 +33,10 @@ CASES = [(task, name) for task, name in supported_pairs() if MODELS[name].traina
 ALTERNATIVES = [(task, name, alt, hyper) for task, name in CASES
                 for alt, hyper in
                 MODELS[name].supports[TASKS[task].model_variant].alternatives.items()]
+# task options that change the graph's outputs (the regressors' uncertainty heads): an image, a
+# point-cloud and a graph family, each exported with its sigmas
+OPTION_CASES = [("regress", "cnn", {"head": "mixture"}), ("regress", "pfn", {"ensemble": 2}),
+                ("regress", "gnn", {"head": "mixture", "ensemble": 2})]
 BATCH_SIZES = (1, 7, 256)
 
 
@@ -41,9 +45,10 @@ def data(tmp_path_factory):
     return make_fake_dataset(tmp_path_factory.mktemp("export") / "fake.h5", n_clusters=320, seed=3)
 
 
-def _train(data, tmp_path, task, name, hyper=None):
+def _train(data, tmp_path, task, name, hyper=None, options=None):
     return train_run(data, name, tmp_path / f"{task}_{name}", task=task, hyper=hyper,
-                     config=TrainConfig(epochs=1, batch_size=64), progress=False)
+                     task_options=options, config=TrainConfig(epochs=1, batch_size=64),
+                     progress=False)
 
 
 def _feed(run, data, rows):
@@ -63,11 +68,13 @@ def test_the_cases_cover_every_family_and_task():
     assert {"classify", "regress"} <= {task for task, _ in CASES}
 
 
-@pytest.mark.parametrize("task,name,hyper", [(t, n, None) for t, n in CASES]
-                         + [pytest.param(t, n, h, id=f"{t}-{n}-{a}")
-                            for t, n, a, h in ALTERNATIVES])
-def test_onnx_runtime_reproduces_the_run(tmp_path, data, task, name, hyper, caplog):
-    run_dir = _train(data, tmp_path, task, name, hyper)
+@pytest.mark.parametrize("task,name,hyper,options", [(t, n, None, None) for t, n in CASES]
+                         + [pytest.param(t, n, h, None, id=f"{t}-{n}-{a}")
+                            for t, n, a, h in ALTERNATIVES]
+                         + [pytest.param(t, n, None, o, id=f"{t}-{n}-" + "-".join(map(str, o)))
+                            for t, n, o in OPTION_CASES])
+def test_onnx_runtime_reproduces_the_run(tmp_path, data, task, name, hyper, options, caplog):
+    run_dir = _train(data, tmp_path, task, name, hyper, options)
     out = tmp_path / "exported" / f"{name}.onnx"
     rc = main(["export", str(run_dir), "--out", str(out)])
     note = pionml.models.model_class(name).export_note
@@ -81,6 +88,8 @@ def test_onnx_runtime_reproduces_the_run(tmp_path, data, task, name, hyper, capl
     assert [i.name for i in sess.get_inputs()] == [i["name"] for i in meta["inputs"]]
     outputs = [o["name"] for o in meta["outputs"]]
     assert outputs == list(run.task.columns)
+    if options:  # the uncertainty heads export their sigmas
+        assert {"sigma", "sigma_stat", "sigma_syst"} <= set(outputs)
     assert meta["card"]["model"] == name and meta["model"] == name and meta["task"] == task
     specs = [s for s in input_specs(run.model, run.data_config.knn_k, run.task)
              if s.name in {i["name"] for i in meta["inputs"]}]

@@ -16,6 +16,7 @@ from pionml.metrics.calibration import bifurcated_gaussian_fit, binned, calibrat
 from pionml.metrics.resolution import shortest_interval, shortest_interval_bounds
 from pionml.models import DataSpec, build_model
 from pionml.models.moments import (BatchedLinear, BayesLinear, lgk_loss, mixture_mode,
+                                   mixture_moments,
                                    mixture_nll, mixture_summary, rbf_repulsion)
 
 
@@ -384,3 +385,17 @@ def test_metrics_vs_a_feature_known_answer():
 
     with pytest.raises(ConfigError, match="--vs is for calibrate runs"):
         make_task("classify").metrics_vs(table, "x", x)
+
+
+def test_mixture_variance_has_no_cancellation_in_float32():
+    """Narrow modes far from zero, float32, weights from a softmax (their sum 1 only to
+    rounding): the variance is the widths' (1e-6), not the rounding of E[x^2] - m^2 (~1e-5)."""
+    w = torch.softmax(torch.tensor([0.1, 0.2, 0.3]), 0)
+    mix = torch.stack([w, torch.full((3,), 8.0), torch.full((3,), 1e-3)], -1)[None, None]
+    m, v = mixture_moments(mix.float())
+    assert m.item() == pytest.approx(8.0, rel=1e-6)
+    assert v.item() == pytest.approx(1e-6, rel=1e-4)
+    # two modes: the law of total variance, 0.5 x 1 + 0.5 x 1 (widths) + 1 (means 3 -+ 1)
+    mix2 = torch.tensor([[[[0.5, 2.0, 1.0], [0.5, 4.0, 1.0]]]])
+    m2, v2 = mixture_moments(mix2)
+    assert m2.item() == pytest.approx(3.0) and v2.item() == pytest.approx(2.0)

@@ -160,3 +160,25 @@ def test_binned_rows_keep_resolutions_above_zero_and_mark_thin_bins():
     _, _, (bars2,) = plot_binned_rows(ax2, [1.0], rows2, "median_response", "m", "C1").lines
     assert min(bars2.get_segments()[0][:, 1]) == pytest.approx(-0.2)
     plt.close("all")
+
+
+@pytest.mark.parametrize("env,imported,want", [
+    (None, False, "agg"),  # a script or the command line: files only
+    ("svg", False, "svg"),  # a Jupyter kernel sets MPLBACKEND (its inline backend)
+    (None, True, "pdf"),  # the caller chose a backend before pyplot: kept
+])
+def test_file_backend_keeps_a_backend_the_caller_chose(env, imported, want):
+    import os
+    import subprocess
+    import sys
+
+    code = ("import matplotlib\n"
+            + ("matplotlib.use('pdf'); import matplotlib.pyplot\n" if imported else "")
+            + "from pionml.figures.writer import file_backend\nfile_backend()\n"
+            "print(matplotlib.get_backend().lower())")
+    environ = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+    if env:
+        environ["MPLBACKEND"] = env
+    out = subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out[-1] == want

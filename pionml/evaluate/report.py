@@ -178,9 +178,9 @@ def feature_column(name: str) -> str:
 
 def _evaluate_one(run_dir, data, split, device, plots, progress, references, vs=()) -> dict:
     """Predictions, metrics, files and plots of one run (see :func:`evaluate`)."""
-    import matplotlib
+    from pionml.figures.writer import file_backend
 
-    matplotlib.use("Agg")
+    file_backend()
     from pionml.io.hdf5 import DatasetFile
     from pionml.outputs import atomic_output
     from pionml.outputs import write_json as write_output_json

@@ -31,11 +31,24 @@ AXIS_LABELS = {
 }
 
 
-def use_atlas_style() -> None:
-    """The entry point sets the plot style once (mplhep's ATLAS style), on the Agg backend."""
+def file_backend() -> None:
+    """Figures are written to files: the Agg backend, unless a backend is chosen already (the
+    ``MPLBACKEND`` of a Jupyter kernel, which shows figures inline, or pyplot imported by the
+    caller): a notebook that calls pionml keeps its own backend and ``plt.show()``."""
+    import os
+    import sys
+
+    if os.environ.get("MPLBACKEND") or "matplotlib.pyplot" in sys.modules:
+        return
     import matplotlib
 
     matplotlib.use("Agg")
+
+
+def use_atlas_style() -> None:
+    """The entry point sets the plot style once (mplhep's ATLAS style), on the Agg backend
+    (:func:`file_backend`)."""
+    file_backend()
     import matplotlib.pyplot as plt
     import mplhep
 

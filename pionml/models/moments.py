@@ -78,11 +78,14 @@ def mixture_nll(mixture: torch.Tensor, y: torch.Tensor, per_sample: bool = False
 
 
 def mixture_moments(mixture: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean m_s and variance v_s of each of the S mixtures: (B, S) each."""
+    """Mean m_s and variance v_s of each of the S mixtures: (B, S) each. The variance as
+    sum_i w_i (sigma_i^2 + (mu_i - m)^2), not E[x^2] - m^2: no cancellation when the widths are
+    small beside the means (an exported float32 graph gave 0 where torch gave the width)."""
     w, mu, sig = mixture[..., 0], mixture[..., 1], mixture[..., 2]
     m = (w * mu).sum(-1)
-    v = (w * (sig * sig + mu * mu)).sum(-1) - m * m
-    return m, v.clamp_min(0.0)
+    d = mu - m[..., None]
+    v = (w * (sig * sig + d * d)).sum(-1)
+    return m, v
 
 
 def mixture_mode(mixture: torch.Tensor, n_starts: int = 8, iterations: int = 60,

@@ -504,9 +504,9 @@ def figure_paths(out, doc: dict) -> list[Path]:
 def draw(out, doc: dict) -> list[Path]:
     """The figures of a learning curve in ``out``: one per metric against the training size
     (log x, bootstrap error bars), the baselines as horizontal bands; and the training time."""
-    import matplotlib
+    from pionml.figures.writer import file_backend
 
-    matplotlib.use("Agg")
+    file_backend()
     import matplotlib.pyplot as plt
 
     from pionml.figures.writer import save_figure

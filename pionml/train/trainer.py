@@ -891,9 +891,9 @@ def _fit_and_card(out, p, model_name, task, data_path, config, device, dist, pro
 
 def _save_curve(path: Path, history: dict, label: str, loss_name: str = "loss",
                 best_epoch: int | None = None, xlabel: str = "epoch") -> None:
-    import matplotlib
+    from pionml.figures.writer import file_backend
 
-    matplotlib.use("Agg")
+    file_backend()
     import matplotlib.pyplot as plt
 
     from pionml.figures.plots import plot_training_curve
