@@ -21,6 +21,7 @@ def test_paper_recipe_is_the_published_spectrum_and_mix():
     assert r.events["pi+"] == r.events["pi-"]
     assert r.selection == {"eta_max": 0.7, "min_calib": 0.2, "min_em": 0.0}  # section 4.1
     assert r.images and r.cells and r.output == ROOT / "datasets" / "paper.h5"
+    assert r.image_min_fraction == 0.0  # every cell imaged, as the default dataset
     # more than one cluster per event is kept (measured 1.21): the events alone reach most of it
     assert sum(r.events.values()) >= 0.8 * GOAL
 
