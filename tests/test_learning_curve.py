@@ -231,3 +231,23 @@ def test_subset_rows_and_the_data_option():
             DataConfig(train_size=bad)
     # an older run's data.json, without the option, still loads
     assert DataConfig.from_dict({"knn_k": 3}).train_size is None
+
+
+def test_regressors_with_a_sigma_get_its_curve(fake, tmp_path):
+    """A mixture-head regressor's entries carry the median relative sigmas and the pull
+    coverage, overall and per E_true bin, and the study draws them against the size."""
+    out = tmp_path / "sigma"
+    assert main(["learning-curve", "--task", "regress", "--head", "mixture", "--target",
+                 "energy", *ARGS, "--sizes", "60", "120", "--data", str(fake), "--out",
+                 str(out)]) == 0
+    doc = _doc(out)
+    for key in ("dnn_60", "dnn_120"):
+        u = doc["runs"][key]["metrics"]["uncertainty"]
+        assert 0 < u["median_sigma_syst_rel"] < np.inf
+        assert u["median_sigma_stat_rel"] == 0  # one network: no spread of members
+        assert 0 <= u["coverage_1"] <= u["coverage_2"] <= 1
+        n = doc["runs"][key]["metrics"]["n_clusters"]
+        assert sum(b["n"] for b in u["bins_E_true"]) <= n
+    assert "uncertainty" not in doc["runs"]["bdt_60"]["metrics"]  # the bdt has no sigma
+    assert (out / "learning_curve_uncertainty.png").is_file()
+    assert lc.uncertainty_summary({"E_pred": np.ones(3), "E_true": np.ones(3)}) is None

@@ -215,7 +215,38 @@ def run_metrics(run_dir, data, device=None, progress: bool = False) -> tuple[dic
     run = Run.load(run_dir, device=device or "cpu")
     table = run.predict(data, split="test", device=device, progress=progress)
     metrics = run.task.score(table[run.task.score_column], table)
+    summary = uncertainty_summary(table)
+    if summary is not None:
+        metrics["uncertainty"] = summary
     return metrics, {"test_rows": _rows_digest(table["rows"])}
+
+
+#: what ``uncertainty`` of a run entry holds, beside each figure's label
+UNCERTAINTY_KEYS = {"median_sigma_stat_rel": r"median $\sigma_{stat}/E_{pred}$",
+                    "median_sigma_syst_rel": r"median $\sigma_{syst}/E_{pred}$",
+                    "coverage_1": r"pull coverage $P(|t| < 1)$"}
+
+
+def uncertainty_summary(table: dict) -> dict | None:
+    """For a regressor with a sigma per cluster (``--head mixture``, ``--ensemble N``): the
+    median relative sigma, sigma_stat and sigma_syst and the pull coverage P(|t| < 1),
+    P(|t| < 2) on the test rows, over all clusters and per bin of E_true
+    (:func:`pionml.metrics.pulls.energy_pull_metrics`); None for a run without one."""
+    from pionml.metrics.pulls import SIGMA_KEYS, energy_pull_metrics
+    from pionml.metrics.resolution import DEFAULT_TRUE_BINS
+
+    if not all(k in table for k in SIGMA_KEYS) or "E_true" not in table:
+        return None
+    m = energy_pull_metrics(table, DEFAULT_TRUE_BINS)
+    out = {k: m[k] for k in ("median_sigma_rel", "median_sigma_stat_rel", "median_sigma_syst_rel")}
+    out.update({k: m["pull"].get(k) for k in ("coverage_1", "coverage_2")})
+    out["bins_E_true"] = [
+        {"lo": p["lo"], "hi": p["hi"], "n": p["n"], "coverage_1": p.get("coverage_1"),
+         **{f"median_{k}_rel": r["median"] for k, r in
+            (("sigma_stat", st), ("sigma_syst", sy))}}
+        for p, st, sy in zip(m["bins_E_true_pull"], m["bins_E_true_sigma_stat_rel"],
+                             m["bins_E_true_sigma_syst_rel"])]
+    return out
 
 
 def check_hyper(data, settings: CurveSettings) -> None:
@@ -229,8 +260,11 @@ def check_hyper(data, settings: CurveSettings) -> None:
     task = make_task(settings.task, **settings.task_options)
     with DatasetFile(data) as ds:
         spec = data_spec(ds)
+    reference = make_task(settings.task, **{k: v for k, v in settings.task_options.items()
+                                            if k not in task.model_options})
     for model in settings.models:
-        build_for_task(model, spec, task, **(settings.hyper.get(model) or {}))
+        build_for_task(model, spec, reference if model == REFERENCE else task,
+                       **(settings.hyper.get(model) or {}))
 
 
 # --- the study -----------------------------------------------------------------------------------
@@ -334,8 +368,12 @@ class LearningCurve:
 
         s = self.settings
         opts = s.train_options
+        task_options = dict(s.task_options)
         if model == REFERENCE:  # the reference keeps its defaults, as the evaluation's does
             config = default_config(REFERENCE, seed=s.seed, device=opts.get("device"))
+            # and the task's rows and targets, not the networks' model options (a head)
+            task_options = {k: v for k, v in task_options.items()
+                            if k not in _task(s.task).model_options}
         else:
             config = default_config(model, recipe=opts.get("recipe") or "default",
                                     epochs=opts.get("epochs"), batch_size=opts.get("batch_size"),
@@ -344,7 +382,7 @@ class LearningCurve:
         train_run(self.data, model, folder, task=s.task, config=config,
                   hyper=s.hyper.get(model), progress=progress, resume=resume,
                   data_options={"train_size": size, "train_subset_seed": s.seed},
-                  task_options=s.task_options or None, data_sha256=sha)
+                  task_options=task_options or None, data_sha256=sha)
 
     def run(self, sizes, progress: bool = True) -> dict:
         """Train and evaluate every (model, size) not done yet; returns the JSON document.
@@ -498,12 +536,16 @@ def figure_paths(out, doc: dict) -> list[Path]:
     metrics = _task(doc["task"]).score_keys
     if not doc.get("runs"):
         return []
-    return [Path(out) / f"learning_curve_{m}.png" for m in (*metrics, "train_seconds")]
+    sigma = any(e["metrics"].get("uncertainty") for e in doc["runs"].values())
+    return [Path(out) / f"learning_curve_{m}.png"
+            for m in (*metrics, *(("uncertainty",) if sigma else ()), "train_seconds")]
 
 
 def draw(out, doc: dict) -> list[Path]:
     """The figures of a learning curve in ``out``: one per metric against the training size
-    (log x, bootstrap error bars), the baselines as horizontal bands; and the training time."""
+    (log x, bootstrap error bars), the baselines as horizontal bands; for regressors with a
+    sigma, their median relative sigma_stat and sigma_syst and pull coverage; and the training
+    time."""
     from pionml.figures.writer import file_backend
 
     file_backend()
@@ -578,6 +620,23 @@ def draw(out, doc: dict) -> list[Path]:
             axes.flat[0].legend(fontsize="x-small")
             fig.tight_layout()
             written.append(save_figure(fig, out / f"learning_curve_{metric}.png"))
+    with_sigma = {m: [e for e in v if e["metrics"].get("uncertainty")] for m, v in curves.items()}
+    with_sigma = {m: v for m, v in with_sigma.items() if v}
+    if with_sigma:  # sigma_stat should fall with the size, sigma_syst stay, the coverage hold
+        fig, axes = plt.subplots(1, len(UNCERTAINTY_KEYS), figsize=(5 * len(UNCERTAINTY_KEYS), 4))
+        for ax, (key, label) in zip(axes, UNCERTAINTY_KEYS.items()):
+            for model, entries in with_sigma.items():
+                ax.plot([e["size"] for e in entries],
+                        [_value(e["metrics"]["uncertainty"].get(key)) for e in entries], "o-",
+                        label=model)
+            if key == "coverage_1":
+                ax.axhline(0.6827, color="grey", ls=":", lw=1, label="Gaussian")
+            ax.set_xscale("log")
+            ax.set_xlabel("training clusters")
+            ax.set_ylabel(label)
+            ax.legend(fontsize="small")
+        fig.tight_layout()
+        written.append(save_figure(fig, out / "learning_curve_uncertainty.png"))
     fig, ax = plt.subplots(figsize=(7, 5))
     for model, entries in curves.items():
         ax.plot([e["size"] for e in entries], [e["train_seconds"] for e in entries], "o-",
