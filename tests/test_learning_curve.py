@@ -185,6 +185,9 @@ def test_other_settings_in_the_same_folder_are_refused(fake, first):
     (["--model", "dnn", "--sizes", "60", "--data", "missing.h5"], ["--data", "missing.h5",
                                                                      "does not exist"]),
     (["--task", "calibrate", "--model", "dnn", "--sizes", "60"], ["--task", "classify or regress"]),
+    (["--model", "dnn", "--sizes", "60", "--val-size", "0"], ["--val-size", ">= 1"]),
+    (["--model", "dnn", "--sizes", "60", "--val-size", "5000"], ["--val-size", "5000",
+                                                                   "validation split"]),
 ])
 def test_bad_arguments_are_one_line_and_exit_2(fake, tmp_path, capsys, args, words):
     argv = ["learning-curve", *args, "--out", str(tmp_path / "o")]
@@ -251,3 +254,23 @@ def test_regressors_with_a_sigma_get_its_curve(fake, tmp_path):
     assert "uncertainty" not in doc["runs"]["bdt_60"]["metrics"]  # the bdt has no sigma
     assert (out / "learning_curve_uncertainty.png").is_file()
     assert lc.uncertainty_summary({"E_pred": np.ones(3), "E_true": np.ones(3)}) is None
+
+
+def test_a_validation_subset_is_the_same_for_every_training(fake, tmp_path, monkeypatch):
+    """--val-size: every training validates on the same seeded subset of that many validation
+    clusters; the test rows stay the whole split; another --val-size in the folder is refused."""
+    spy = Spy(monkeypatch)
+    out = tmp_path / "val"
+    assert main(["learning-curve", *ARGS, "--sizes", "60", "120", "--val-size", "40",
+                 "--data", str(fake), "--out", str(out)]) == 0
+    val = [rows for what, _, rows in spy.sources if what == "validation"]
+    assert len(val) == 2 and all(np.array_equal(v, val[0]) for v in val)  # the dnn at 2 sizes
+    whole = lc.split_rows(fake, "classify")
+    assert len(val[0]) == 40 and np.isin(val[0], whole["val"]).all()
+    doc = _doc(out)
+    assert all(e["n_val"] == 40 for e in doc["runs"].values())
+    assert doc["val_size"] == 40 and doc["splits"]["val"]["n"] == 40
+    assert {e["metrics"]["n_clusters"] for e in doc["runs"].values()} == {len(whole["test"])}
+    settings = lc.CurveSettings(models=["dnn"], val_size=50)
+    with pytest.raises(ConfigError, match="val_size"):
+        lc.LearningCurve(fake, out, settings).run([60])

@@ -45,7 +45,9 @@ class DataConfig:
     ``num_workers``: loader processes (None: chosen from the device); ``train_size``: train on
     that many of the task's training rows only (None: all of them), the first ``train_size`` of
     a permutation of them seeded with ``train_subset_seed`` (:func:`subset_rows`), so that the
-    subsets of one seed are nested and the run folder records which one it used.
+    subsets of one seed are nested and the run folder records which one it used; ``val_size``:
+    the same for the validation rows (early stopping and the best epoch on fewer clusters: a
+    learning curve on a large sample need not evaluate its whole validation split every epoch).
     """
 
     image_mode: str = "fraction"
@@ -61,6 +63,8 @@ class DataConfig:
     #: a nested subset of the training rows (learning curves): their number, None = all
     train_size: int | None = None
     train_subset_seed: int = 0
+    #: a subset of the validation rows (same seed): their number, None = all
+    val_size: int | None = None
 
     def __post_init__(self):
         if self.source not in SOURCES:
@@ -80,23 +84,30 @@ class DataConfig:
                               f"(choices: {', '.join(TIME_TRANSFORMS)})")
         if self.num_workers is not None and self.num_workers < 0:
             raise ConfigError(f"num_workers must be >= 0, got {self.num_workers}")
-        if self.train_size is not None and (isinstance(self.train_size, bool)
-                                            or not isinstance(self.train_size, int)
-                                            or self.train_size < 1):
-            raise ConfigError(f"train_size must be an integer >= 1 or None, got "
-                              f"{self.train_size!r}")
+        for name in ("train_size", "val_size"):
+            n = getattr(self, name)
+            if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+                raise ConfigError(f"{name} must be an integer >= 1 or None, got {n!r}")
 
     def train_rows(self, rows: np.ndarray, where: str = "") -> np.ndarray:
         """The training rows this configuration uses out of the task's ``rows``: all of them,
         or the nested subset of :attr:`train_size` rows (:func:`subset_rows`)."""
-        if self.train_size is None:
+        return self._subset(rows, self.train_size, "train_size", "training", where)
+
+    def val_rows(self, rows: np.ndarray, where: str = "") -> np.ndarray:
+        """The validation rows: all of the task's ``rows``, or the subset of :attr:`val_size`."""
+        return self._subset(rows, self.val_size, "val_size", "validation", where)
+
+    def _subset(self, rows, size, name, split, where) -> np.ndarray:
+        if size is None:
             return rows
-        if self.train_size > len(rows):
-            raise ConfigError(f"{where + ': ' if where else ''}train_size {self.train_size} is "
-                              f"larger than the training split ({len(rows)} rows)")
-        subset = subset_rows(rows, self.train_size, self.train_subset_seed)
-        logger.info("training on %d of the %d training rows (a nested subset, seed %d)",
-                    len(subset), len(rows), self.train_subset_seed)
+        if size > len(rows):
+            raise ConfigError(f"{where + ': ' if where else ''}{name} {size} is larger than the "
+                              f"{split} split ({len(rows)} rows)")
+        subset = subset_rows(rows, size, self.train_subset_seed)
+        logger.info("%s on %d of the %d %s rows (a nested subset, seed %d)",
+                    "training" if split == "training" else "validating", len(subset), len(rows),
+                    split, self.train_subset_seed)
         return subset
 
     def to_dict(self) -> dict:

@@ -58,6 +58,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hyper", default=None, metavar="JSON",
                    help='hyper-parameters as JSON, per model: \'{"cnn": {"channels": [16, 32]}}\'; '
                         "an object whose keys are not model names applies to every --model")
+    p.add_argument("--val-size", type=int, default=None, metavar="N",
+                   help="validate every training (early stopping) on a seeded subset of N "
+                        "validation clusters (default: the whole validation split; the test "
+                        "split is always whole)")
     p.add_argument("--seed", type=seed, default=0,
                    help="seed of the row permutation and of every training (default 0)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
@@ -110,7 +114,7 @@ def run(args) -> int:
         task=args.task, models=list(args.model), seed=args.seed, task_options=task_options,
         train_options={"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
                        "patience": args.patience, "recipe": args.recipe, "device": args.device},
-        hyper=_hyper(args.hyper, list(args.model)))
+        hyper=_hyper(args.hyper, list(args.model)), val_size=args.val_size)
     data = Path(args.data)
     if not data.is_file():
         raise UsageError(f"--data '{data}' " + ("is a directory, not a file" if data.is_dir()

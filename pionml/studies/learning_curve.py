@@ -79,6 +79,9 @@ class CurveSettings:
     task_options: dict = field(default_factory=dict)
     train_options: dict = field(default_factory=dict)
     hyper: dict = field(default_factory=dict)  # model -> hyper-parameters
+    #: validation rows of every training (early stopping): None = the whole split, else a
+    #: seeded subset of that many (the test rows are always the whole split)
+    val_size: int | None = None
 
     def __post_init__(self):
         if self.task not in curve_tasks():
@@ -93,13 +96,20 @@ class CurveSettings:
         if unknown:
             raise UsageError(f"--hyper names model(s) {sorted(unknown)} not in the curve "
                              f"({', '.join(self.models)})")
+        if self.val_size is not None and (isinstance(self.val_size, bool)
+                                          or not isinstance(self.val_size, int)
+                                          or self.val_size < 1):
+            raise UsageError(f"--val-size must be an integer >= 1, got {self.val_size!r}")
 
     def record(self) -> dict:
         """What must not change between two invocations on one folder (models and sizes may)."""
-        return {"task": self.task, "task_options": dict(self.task_options), "seed": self.seed,
-                "train_options": {k: v for k, v in self.train_options.items()
-                                  if k != "device" and v is not None},
-                "hyper": {k: v for k, v in self.hyper.items() if v}}
+        out = {"task": self.task, "task_options": dict(self.task_options), "seed": self.seed,
+               "train_options": {k: v for k, v in self.train_options.items()
+                                 if k != "device" and v is not None},
+               "hyper": {k: v for k, v in self.hyper.items() if v}}
+        if self.val_size is not None:  # a folder made before the option records none
+            out["val_size"] = self.val_size
+        return out
 
 
 def model_choices(task: str) -> list[str]:
@@ -297,6 +307,13 @@ class LearningCurve:
             if len(self.rows[split]) == 0:
                 raise ConfigError(f"dataset '{self.data}': the {split} split holds no rows for "
                                   f"task '{settings.task}'")
+        if settings.val_size is not None:
+            if settings.val_size > len(self.rows["val"]):
+                raise UsageError(f"--val-size: {settings.val_size} is larger than the validation "
+                                 f"split ({len(self.rows['val'])} clusters)")
+            from pionml.data.sources import subset_rows
+
+            self.rows["val"] = subset_rows(self.rows["val"], settings.val_size, settings.seed)
         check_hyper(self.data, settings)
 
     @property
@@ -381,7 +398,8 @@ class LearningCurve:
                                     seed=s.seed, device=opts.get("device"))
         train_run(self.data, model, folder, task=s.task, config=config,
                   hyper=s.hyper.get(model), progress=progress, resume=resume,
-                  data_options={"train_size": size, "train_subset_seed": s.seed},
+                  data_options={"train_size": size, "train_subset_seed": s.seed,
+                                "val_size": s.val_size},
                   task_options=task_options or None, data_sha256=sha)
 
     def run(self, sizes, progress: bool = True) -> dict:
