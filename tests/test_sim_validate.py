@@ -30,6 +30,10 @@ def test_validate_sim_small_run():
     assert rows[0][1] == "4.3 / 16.9 / 1.5 / 22.7"
     resp = [t for t in tables if t.startswith("EM-scale response")][0]
     assert [r[-1] for r in tables[resp][1]] == ["yes"] * 4  # non-compensation at every E
+    # physics.md 3.6: without the transition option every EM deposit signals what it deposits
+    vis = [t for t in tables if t.startswith("3.6 photons")][0]
+    assert "em_transition=False" in vis
+    assert all(abs(float(r[-1]) - 1) < 0.05 for r in tables[vis][1])
 
 
 def test_cli_command_runs(capsys):

@@ -5,7 +5,8 @@
   beyond their eta range) are booked per event as dead-material truth.
 * Truth per cell: EM visible, non-EM visible (hadronic + primary ionisation), invisible, escaped
   (physics.md 2.1).
-* Mean signal per cell (physics.md 2.2): E_em + c_comp E_had_vis + (mip/e) E_ion, with Gamma
+* Mean signal per cell (physics.md 2.2): S_em + c_comp E_had_vis + (mip/e) E_ion (S_em the
+  EM-scale signal of the EM deposits, physics.md 3.6), with Gamma
   sampling fluctuations per category (log-normal for the primary's ionisation), frozen per-cell
   constant terms, then Gaussian noise (Tile optionally double-Gaussian, 2.4) in every cell of a
   window around the particle.
@@ -39,7 +40,8 @@ def deposit(packets: dict, axes: Axes, geo: CellGeometry, n_events: int):
     """Map packets to cells and sum the truth per (event, cell) and the dead material per event.
 
     Returns (keys, truth, dm): ``keys`` = event * n_cells + cell (sorted, unique), ``truth`` a
-    dict of per-key sums em, had, ion, inv, esc; ``dm`` an (n_events, 5) array in DM_NAMES order.
+    dict of per-key sums em, had, ion, inv, esc (deposited energy) and em_sig (the mean EM-scale
+    signal of the EM deposits, physics.md 3.6); ``dm`` an (n_events, 5) array in DM_NAMES order.
     """
     trk, seg = packets["trk"], packets["seg"]
     ev = axes.ev[trk]
@@ -65,6 +67,9 @@ def deposit(packets: dict, axes: Axes, geo: CellGeometry, n_events: int):
              for name, k in (("em", CAT_EM), ("had", CAT_HAD), ("ion", CAT_ION),
                              ("esc", CAT_ESC))}
     truth["inv"] = np.bincount(inv, weights=packets["e_inv"][c], minlength=m)
+    # mean EM-scale signal of the EM deposits (physics.md 3.6): visible energy / f_e
+    truth["em_sig"] = np.bincount(inv, weights=np.where(cat == CAT_EM, packets["e_sig"][c], 0.0),
+                                  minlength=m)
     return keys, truth, dm
 
 
@@ -85,7 +90,7 @@ def cell_signal(rng: np.random.Generator, p: SimParams, geo: CellGeometry, cells
                 truth: dict, fluctuate: bool = True) -> np.ndarray:
     """EM-scale signal of the cells with deposits, before noise (physics.md 2.2)."""
     tile = LAYER_IS_TILE[geo.layer[cells]]
-    mu_em = truth["em"]
+    mu_em = truth.get("em_sig", truth["em"])
     mu_had = truth["had"] * np.where(tile, p.c_comp_tile, p.c_comp_lar)
     mu_ion = truth["ion"] * np.where(tile, p.mip_over_e_tile, p.mip_over_e_lar)
     if not fluctuate:
@@ -153,7 +158,7 @@ def delayed_fraction(p: SimParams, geo: CellGeometry, cells: np.ndarray, truth: 
     ``p.time_delayed_frac`` of the non-EM visible (hadronic) signal, c_comp E_had."""
     tile = LAYER_IS_TILE[geo.layer[cells]]
     mu_had = truth["had"] * np.where(tile, p.c_comp_tile, p.c_comp_lar)
-    mu_all = (truth["em"] + mu_had
+    mu_all = (truth.get("em_sig", truth["em"]) + mu_had
               + truth["ion"] * np.where(tile, p.mip_over_e_tile, p.mip_over_e_lar))
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(mu_all > 0, p.time_delayed_frac * mu_had / mu_all, 0.0)

@@ -31,23 +31,27 @@ CAT_EM, CAT_HAD, CAT_ION, CAT_ESC = 0, 1, 2, 3
 class Packets:
     """Growing list of packet arrays; :meth:`concat` joins them."""
 
-    FIELDS = ("trk", "r", "seg", "u1", "u2", "e", "cat", "e_inv")
+    FIELDS = ("trk", "r", "seg", "u1", "u2", "e", "cat", "e_inv", "e_sig")
 
     def __init__(self):
         self._parts: list[dict] = []
 
-    def add(self, trk, r, seg, e, cat, u1=None, u2=None, e_inv=None):
+    def add(self, trk, r, seg, e, cat, u1=None, u2=None, e_inv=None, e_sig=None):
+        """``e``: the deposited (calibration-hit) energy of each packet; ``e_sig``: the mean
+        EM-scale signal of an EM packet (physics.md 2.2, 3.3), by default equal to ``e``."""
         n = len(trk)
         if n == 0:
             return
         zeros = np.zeros(n)
+        e = np.asarray(e, float)
         self._parts.append(dict(
             trk=np.asarray(trk, np.int64), r=np.asarray(r, float), seg=np.asarray(seg, np.int64),
             u1=zeros if u1 is None else np.asarray(u1, float),
             u2=zeros if u2 is None else np.asarray(u2, float),
-            e=np.asarray(e, float),
+            e=e,
             cat=np.broadcast_to(np.asarray(cat, np.int8), (n,)),
-            e_inv=zeros if e_inv is None else np.asarray(e_inv, float)))
+            e_inv=zeros if e_inv is None else np.asarray(e_inv, float),
+            e_sig=e if e_sig is None else np.asarray(e_sig, float)))
 
     def concat(self) -> dict:
         if not self._parts:
@@ -57,8 +61,13 @@ class Packets:
 
 
 # ----------------------------------------------------------------------------- EM showers
-def gflash_parameters(rng: np.random.Generator, p: SimParams, energy: np.ndarray):
-    """Per-shower fluctuated (T, alpha) of the sampling-calorimeter GFlash (physics.md 3.3)."""
+def gflash_parameters(rng: np.random.Generator, p: SimParams, energy: np.ndarray,
+                     homogeneous: bool = False):
+    """Per-shower fluctuated (T, alpha) of the sampling-calorimeter GFlash (physics.md 3.3): the
+    profile of the visible (EM-scale) energy. With ``homogeneous``, also the (T, alpha) of the
+    same showers in the equivalent homogeneous medium, drawn with the same two normal variates
+    as Geant4's GFlashSamplingShowerParameterisation does: the profile of the deposited energy
+    (physics.md 3.6). Returns (T, alpha) or (T, alpha, T_hom, alpha_hom)."""
     y = np.maximum(energy / p.ec_gev, 3.0)
     lny = np.log(y)
     t_hom = np.maximum(lny - 0.812, 0.2)
@@ -75,11 +84,18 @@ def gflash_parameters(rng: np.random.Generator, p: SimParams, energy: np.ndarray
     c1, c2 = np.sqrt((1 + rho) / 2), np.sqrt((1 - rho) / 2)
     t_max = np.maximum(p.t_max_min, p.t_scale * np.exp(np.log(t_sam) + s_t * (c1 * z1 + c2 * z2)))
     alpha = np.maximum(p.alpha_min, np.exp(np.log(a_sam) + s_a * (c1 * z1 - c2 * z2)))
-    return t_max, alpha
+    if not homogeneous:
+        return t_max, alpha
+    t_h = np.maximum(p.t_max_min, p.t_scale * np.exp(np.log(t_hom) + s_t * (c1 * z1 + c2 * z2)))
+    a_h = np.maximum(p.alpha_min, np.exp(np.log(np.maximum(a_hom, 1.2))
+                                         + s_a * (c1 * z1 - c2 * z2)))
+    return t_max, alpha, t_h, a_h
 
 
-def gflash_lateral(p: SimParams, tau: np.ndarray, ln_e: np.ndarray):
-    """(R_C, R_T, p_core) in Moliere units at relative depth tau (physics.md 3.4)."""
+def gflash_lateral(p: SimParams, tau: np.ndarray, ln_e: np.ndarray, sampling: bool = True):
+    """(R_C, R_T, p_core) in Moliere units at relative depth tau (physics.md 3.4): with the
+    sampling-calorimeter corrections (the visible energy), or without them (``sampling=False``:
+    the deposited energy in the equivalent homogeneous medium, physics.md 3.6)."""
     z, eh, fs = p.z_eff, p.e_hat, p.f_s
     rc = (0.0251 + 0.00319 * ln_e) + (0.1162 - 0.000381 * z) * tau
     k1, k2, k3, k4 = 0.659 - 0.00309 * z, 0.645, -2.59, 0.3585 + 0.0412 * ln_e
@@ -87,6 +103,8 @@ def gflash_lateral(p: SimParams, tau: np.ndarray, ln_e: np.ndarray):
     p1, p2, p3 = 2.632 - 0.00094 * z, 0.401 + 0.00187 * z, 1.313 - 0.0686 * ln_e
     x = (p2 - tau) / p3
     pc = p1 * np.exp(x - np.exp(x))
+    if not sampling:
+        return np.maximum(rc, 0.005), np.maximum(rt, 0.02), np.clip(pc, 0.0, 1.0)
     e_tau = np.exp(-tau)
     rc = rc - 0.0203 * (1 - eh) + 0.0397 / fs * e_tau
     rt = rt - 0.14 * (1 - eh) - 0.495 / fs * e_tau
@@ -103,12 +121,14 @@ def em_showers(rng: np.random.Generator, p: SimParams, axes: Axes, trk, energy, 
     angle theta in azimuth psi0 from the point at radius r_start (physics.md 4.5).
     Spots heavier than ``p.tail_spot_emax`` that land beyond ``p.tail_split_rm`` Moliere radii
     are split into lighter spots drawn from the same lateral law beyond that radius [E].
+    Each spot's energy is its EM-scale signal (``e_sig``); its deposit is the same, or, with
+    ``p.em_transition``, that energy x :func:`transition_weights` (physics.md 3.6).
     """
     trk = np.asarray(trk, np.int64)
     energy = np.asarray(energy, float)
     if len(trk) == 0:
         return
-    t_max, alpha = gflash_parameters(rng, p, energy)
+    t_max, alpha, t_hom, a_hom = gflash_parameters(rng, p, energy, homogeneous=True)
     n_spot = np.clip(np.ceil(p.spot_coef * energy ** p.spot_pow), p.spot_min,
                      p.spot_max).astype(np.int64)
     rep = np.repeat(np.arange(len(trk)), n_spot)
@@ -148,6 +168,8 @@ def em_showers(rng: np.random.Generator, p: SimParams, axes: Axes, trk, energy, 
         e_spot = np.concatenate([e_spot[keep], (e_spot[fi] / k)[np.repeat(np.arange(len(fi)), k)]])
         rep, tr, r, seg, t = rep[idx_all], tr[idx_all], r[idx_all], seg[idx_all], t[idx_all]
         m = len(rep)
+    e_true = e_spot * (transition_weights(p, rep, t, r_unit, e_spot, ln_e, t_max, alpha,
+                                          t_hom, a_hom) if p.em_transition else 1.0)
     rm = np.where(SEG_TILE[seg], p.r_moliere_tile_mm, p.r_moliere_lar_mm)
     rr = r_unit * rm
     psi = rng.uniform(0.0, 2 * math.pi, m)
@@ -158,7 +180,69 @@ def em_showers(rng: np.random.Generator, p: SimParams, axes: Axes, trk, energy, 
         ps0 = np.asarray(psi0)[rep]
         u1 = u1 + disp * np.cos(ps0)
         u2 = u2 + disp * np.sin(ps0)
-    packets.add(tr, r, seg, e_spot, CAT_EM, u1, u2)
+    packets.add(tr, r, seg, e_true, CAT_EM, u1, u2, e_sig=e_spot)
+
+
+def _lgamma(x: np.ndarray) -> np.ndarray:
+    return np.fromiter((math.lgamma(v) for v in np.asarray(x, float)), float, len(x))
+
+
+def _gamma_logpdf(t: np.ndarray, alpha: np.ndarray, t_max: np.ndarray,
+                  lgamma_alpha: np.ndarray) -> np.ndarray:
+    """log of the GFlash longitudinal density (physics.md 3.3) at depth t (X0 from the start),
+    beta = (alpha - 1)/T."""
+    beta = (alpha - 1.0) / t_max
+    return alpha * np.log(beta) + (alpha - 1.0) * np.log(t) - beta * t - lgamma_alpha
+
+
+def _lateral_density(r, rc, rt, pc):
+    """The two-component GFlash radial density over 2r (physics.md 3.4), r in Moliere units."""
+    r2 = r * r
+    return pc * rc**2 / (r2 + rc**2) ** 2 + (1.0 - pc) * rt**2 / (r2 + rt**2) ** 2
+
+
+def transition_weights(p: SimParams, rep, t, r_unit, e_spot, ln_e, t_max, alpha, t_hom,
+                       a_hom, components: str = "both") -> np.ndarray:
+    """Deposited over visible energy of each EM spot (physics.md 3.6), normalised per shower.
+
+    The spots are drawn from GFlash's sampling-calorimeter profiles, which describe where the
+    *visible* (EM-scale) energy of a shower is; the deposited energy (what the calibration hits
+    count) follows the profiles of the equivalent homogeneous medium (Grindhammer-Peters; the
+    energy profile of Geant4's GFlashSamplingShowerParameterisation). The weight of a spot at
+    depth t and radius r is f_hom(t, r) / f_vis(t, r), each the product of the longitudinal
+    Gamma density and the radial two-component density at tau = t/T of its own profile. The
+    weights are rescaled so that each shower's deposits sum to its energy (energy bookkeeping);
+    the EM-scale signal (the spot energy) is unchanged. Early and core spots get w < 1 (the
+    minimum-ionising e+- of the shower's start and core sample more visibly than average), late
+    and halo spots w > 1 (soft photons, absorbed mostly in the lead).
+
+    ``components`` (diagnostics, benchmarks/bench_sim_lowe.py): "long" keeps only the ratio of
+    the longitudinal densities, "lat" only the lateral sampling corrections (both radial
+    densities at tau = t/T_sam); "both" is the model."""
+    if components not in ("both", "long", "lat"):
+        raise ValueError(f"transition_weights: components must be both, long or lat, "
+                         f"not {components!r}")
+    t = np.maximum(t, 1e-6)
+    r = np.maximum(r_unit, 0.0)
+    ts, as_, th, ah, le = t_max[rep], alpha[rep], t_hom[rep], a_hom[rep], ln_e[rep]
+    log_long = np.zeros(len(t))
+    if components != "lat":
+        log_long = (_gamma_logpdf(t, ah, th, _lgamma(a_hom)[rep])
+                    - _gamma_logpdf(t, as_, ts, _lgamma(alpha)[rep]))
+    lat = 1.0
+    if components != "long":
+        tau_h = t / (ts if components == "lat" else th)
+        lat_h = _lateral_density(r, *gflash_lateral(p, tau_h, le, sampling=False))
+        lat_s = _lateral_density(r, *gflash_lateral(p, t / ts, le, sampling=True))
+        lat = lat_h / np.maximum(lat_s, 1e-300)
+    w = np.exp(np.clip(log_long, -50.0, 50.0)) * lat
+    w = np.where(np.isfinite(w), w, 1.0)
+    n = len(t_max)
+    e_w = np.bincount(rep, weights=e_spot * w, minlength=n)
+    e_0 = np.bincount(rep, weights=e_spot, minlength=n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        norm = np.where(e_w > 0, e_0 / e_w, 1.0)
+    return w * norm[rep]
 
 
 def photon_axes_and_showers(rng: np.random.Generator, p: SimParams, ev, pdg, energy, eta, phi,

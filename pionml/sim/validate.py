@@ -1,4 +1,5 @@
-"""Validation of the fast simulation against physics.md section 7 (7.1, 7.2(c), 7.4, 3.5/7.5).
+"""Validation of the fast simulation against physics.md section 7 (7.1, 7.2(c), 7.4, 3.5/7.5,
+and the per-layer EM-scale signal over deposited energy of photons, 3.6).
 
 :func:`validate_sim` simulates fixed-energy samples and returns tables (lists of rows) with the
 simulated numbers beside the physics.md targets; :func:`format_tables` renders them as text.
@@ -192,11 +193,17 @@ def validate_sim(n_events: int = 400, seed: int = 7, params: SimParams | None = 
 
     # ---- 3.5 / 7.5 photon truth layer fractions, eta = 0.35
     rows = []
+    vis_rows = []
     worst = 0.0
     for e, target in _T_PHOTON_FRAC.items():
         s = shoot(22, float(e), 0.35, n_events)
         tot = s.E_em.astype(float) + s.E_nonem + s.E_invis + s.E_escaped
         lay = _layer_sums(s, tot, geo).mean(axis=0) / e
+        sig = _layer_sums(s, s.E.astype(float), geo).mean(axis=0) / e
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(lay[:4] > 0, sig[:4] / lay[:4], np.nan)
+        vis_rows.append((f"{e:g}", *(f"{v:.3f}" for v in ratio),
+                         f"{sig[:4].sum() / max(lay[:4].sum(), 1e-12):.3f}"))
         tile = lay[4:].sum()
         f = np.array([s.dm_front.mean(), 0, s.dm_ps_emb1.mean(), 0, 0, 0,
                       s.dm_gap.mean() + s.dm_leak.mean()]) / e
@@ -209,6 +216,9 @@ def validate_sim(n_events: int = 400, seed: int = 7, params: SimParams | None = 
                                  for v, t, d in zip(f, target, diff))))
     tables["3.5/7.5 photon truth fractions, eta=0.35, sim (target); ! = off by > 0.02"] = (
         ("E GeV", "front", "PS", "PS->EMB1", "EMB1", "EMB2", "EMB3", "leak"), rows)
+    tables["3.6 photons, eta=0.35: EM-scale signal / deposited energy per layer (1 unless "
+           f"the transition effect is on; em_transition={p.em_transition})"] = (
+        ("E GeV", "PS", "EMB1", "EMB2", "EMB3", "PS-EMB3"), vis_rows)
     if bar is not None:
         bar.close()
     logger.info("validation done; worst photon fraction difference %.3f", worst)
