@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pionml.metrics.calibration import (metrics_vs, out_of_time, quantile_edges, resistant_binned,
-                                        trend)
+from pionml.metrics.calibration import (matched_difference, metrics_vs, out_of_time, quantile_edges,
+                                        resistant_binned, trend)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -92,22 +92,24 @@ def test_constant_feature_is_one_bin():
 
 
 def test_out_of_time_known_answer():
-    """|t| > 12.5 ns: E_pred = 0.8 E_dep (Delta_E -0.2), in time exact; t = +-12.5 is in time;
-    a NaN time is neither."""
-    t = np.array([0.0, 3.0, -12.5, 12.5, -5.0] * 20 + [13.0, -30.0, 40.0] * 10 + [np.nan] * 5)
+    """|t| > 12.5 ns: E_pred = 0.8 E_dep (Delta_E -0.2, also at the same E_dep), in time exact;
+    t = +-12.5 is in time; a NaN time is neither."""
+    t = np.array([0.0, 3.0, -12.5, 12.5, -5.0] * 100 + [13.0, -30.0, 40.0] * 40 + [np.nan] * 5)
     n = len(t)
-    e_dep = np.linspace(1.0, 20.0, n)
+    e_dep = np.random.default_rng(6).uniform(1.0, 20.0, n)
     factor = np.where(np.abs(t) > 12.5, 0.8, 1.0)
     m = out_of_time(_table(e_dep, factor), t, n_boot=5)
     assert m["cut_ns"] == 12.5
-    assert m["n_in_time"] == 100 and m["n_out_of_time"] == 30
-    assert m["fraction_out_of_time"] == pytest.approx(30 / 130)
+    assert m["n_in_time"] == 500 and m["n_out_of_time"] == 120
+    assert m["fraction_out_of_time"] == pytest.approx(120 / 620)
     assert m["model"]["in_time"]["median_dE"] == pytest.approx(0.0, abs=1e-12)
     assert m["model"]["out_of_time"]["median_dE"] == pytest.approx(-0.2)
-    assert m["model"]["out_of_time"]["n"] == 30
+    assert m["model"]["out_of_time"]["n"] == 120
     assert m["lcw"]["out_of_time"]["median_dE"] == pytest.approx(0.0, abs=1e-12)
     assert m["em"]["in_time"]["median_dE"] == pytest.approx(-0.5)
-    with pytest.raises(ValueError, match="3 values for 135 clusters"):
+    assert m["model"]["matched_dE_difference"] == pytest.approx(-0.2)
+    assert m["lcw"]["matched_dE_difference"] == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="3 values for 625 clusters"):
         out_of_time(_table(e_dep, factor), t[:3])
 
 
@@ -152,3 +154,19 @@ def test_pileup_calibration_recipe():
                 "images", "cells"):
         assert getattr(r, key) == getattr(base, key), key
     assert r.output.name == "calibration_pileup.h5" and r.workdir != base.workdir
+
+
+def test_matched_difference_separates_time_from_energy():
+    """Out-of-time clusters only at low E_dep, where the in-time response is itself 10 % high:
+    their median E/E_dep is 0.9 (in-time 1.1 there, 1.0 above 1 GeV). Unmatched, out of time
+    looks 10 % low against all in-time clusters; at the same E_dep it is 20 % low."""
+    rng = np.random.default_rng(5)
+    e_in = np.concatenate([rng.uniform(0.3, 1.0, 500), rng.uniform(1.0, 100.0, 2000)])
+    lam_in = np.where(e_in < 1.0, 1.1, 1.0)
+    e_out = rng.uniform(0.3, 1.0, 300)
+    lam = np.concatenate([lam_in, np.full(300, 0.9)])
+    e_dep = np.concatenate([e_in, e_out])
+    x = np.concatenate([np.zeros(len(e_in)), np.ones(300)])
+    assert np.median(lam[x == 1]) - np.median(lam[x == 0]) == pytest.approx(-0.1)
+    assert matched_difference(lam, e_dep, x, n_bins=5) == pytest.approx(-0.2)
+    assert matched_difference(lam, e_dep, np.zeros_like(x)) is None

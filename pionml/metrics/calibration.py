@@ -194,8 +194,9 @@ def out_of_time(table: dict, t, cut: float = OUT_OF_TIME_NS, n_boot: int = 50) -
     """The calibration of in-time (|t| <= ``cut``) and out-of-time (|t| > ``cut``) clusters
     (arXiv:2412.04370 sec 4.3, Fig. 7d: the BNN underestimates E_dep of out-of-time clusters by ~
     20 %, the DNN stays within a few %): per scale, the :func:`binned` row of each (median
-    Delta_E, s68_resolution, K, with bootstrap errors); the counts and the out-of-time fraction
-    of the clusters with a finite time."""
+    Delta_E, s68_resolution, K, with bootstrap errors) and ``matched_dE_difference``
+    (:func:`matched_difference`: out of time minus in time at the same E_dep); the counts and
+    the out-of-time fraction of the clusters with a finite time."""
     t = np.abs(np.asarray(t, np.float64))
     if len(t) != len(table["E_true"]):
         raise ValueError(f"cluster time: {len(t)} values for {len(table['E_true'])} clusters")
@@ -209,8 +210,27 @@ def out_of_time(table: dict, t, cut: float = OUT_OF_TIME_NS, n_boot: int = 50) -
            "fraction_out_of_time": float(np.mean(x[finite] == 1)) if finite.any() else None}
     for name, e in energies(table).items():
         in_row, out_row = binned(e, e_dep, x, (0.0, 1.0, 2.0), n_boot)
-        out[name] = {"in_time": in_row, "out_of_time": out_row}
+        out[name] = {"in_time": in_row, "out_of_time": out_row,
+                     "matched_dE_difference": matched_difference(e / e_dep, e_dep, x)}
     return out
+
+
+def matched_difference(lam, e_dep, x, n_bins: int = 10, min_count: int = 10) -> float | None:
+    """The median E/E_dep of out-of-time clusters (``x`` == 1) minus that of in-time ones (``x``
+    == 0) at the same E_dep: the mean over ``n_bins`` quantile bins of the out-of-time E_dep of
+    the difference of the two medians (bins with fewer than ``min_count`` of either left out;
+    None without any). Out-of-time clusters are mostly soft, where the in-time calibration has
+    its own bias; this separates the time effect from it."""
+    lam, e_dep, x = (np.asarray(v, np.float64) for v in (lam, e_dep, x))
+    ok = np.isfinite(lam) & (lam > 0)
+    edges = quantile_edges(e_dep[ok & (x == 1)], n_bins)
+    diffs = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = ok & (e_dep >= lo) & (e_dep < hi)
+        a, b = lam[sel & (x == 1)], lam[sel & (x == 0)]
+        if len(a) >= min_count and len(b) >= min_count:
+            diffs.append(float(np.median(a) - np.median(b)))
+    return float(np.mean(diffs)) if diffs else None
 
 
 def metrics_vs(table: dict, feature: str, values: np.ndarray, n_bins: int = 10,
