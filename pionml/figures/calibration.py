@@ -79,6 +79,12 @@ def draw_out_of_time(folder: Path, name: str, feature: str, metrics: dict) -> Pa
     axes[0].set_ylabel(r"median $\Delta_E = E/E_{dep} - 1$")
     axes[1].set_ylabel(S68_LABEL, fontsize="small")
     axes[0].legend(fontsize="small")
+    matched = [f"{label} {100 * oot[scale]['matched_dE_difference']:+.1f} %"
+               for scale, label, _, _ in curves
+               if oot[scale].get("matched_dE_difference") is not None]
+    if matched:
+        axes[0].set_title("out of time - in time at the same E_dep: " + ", ".join(matched),
+                          fontsize="x-small")
     return save_figure(fig, Path(folder) / f"out_of_time_{feature}.png")
 
 
