@@ -83,8 +83,8 @@ def draw_out_of_time(folder: Path, name: str, feature: str, metrics: dict) -> Pa
                for scale, label, _, _ in curves
                if oot[scale].get("matched_dE_difference") is not None]
     if matched:
-        axes[0].set_title("out of time - in time at the same E_dep: " + ", ".join(matched),
-                          fontsize="x-small")
+        fig.suptitle("out of time - in time at the same E_dep: " + ", ".join(matched),
+                     fontsize="small")
     return save_figure(fig, Path(folder) / f"out_of_time_{feature}.png")
 
 
