@@ -303,13 +303,18 @@ def test_train_predict_evaluate(fake, tmp_path, model, hyper, one_thread):
         again = run.predict(split="test")
         np.testing.assert_array_equal(again["R_pred"], table["R_pred"])
         np.testing.assert_array_equal(again["sigma"], table["sigma"])
-    (m,) = evaluate([out], vs=("lambda_clus", "eta") if model == "lgk" else ())
+    (m,) = evaluate([out], vs=("lambda_clus", "eta", "t_clus") if model == "lgk" else ())
     assert m["task"] == "calibrate" and m["n_clusters"] == len(table["rows"])
     if model == "lgk":  # the study against features on request (--vs)
         rows = m["bins_lambda_clus_model"]
         assert sum(r["n"] for r in rows) == len(table["rows"])
         assert {"bins_eta_em", "bins_lambda_clus_lcw"} <= set(m)
         assert (out / "eval" / "plots" / "vs_lambda_clus.png").is_file()
+        # the cluster time adds the out-of-time clusters (|t| > 12.5 ns) and its figure
+        oot = m["out_of_time_t_clus"]
+        assert oot["n_in_time"] + oot["n_out_of_time"] == len(table["rows"])
+        assert (out / "eval" / "plots" / "out_of_time_t_clus.png").is_file()
+        assert sum(r["n"] for r in m["resistant_eta"]) == len(table["rows"])
     header = (out / "eval" / "predictions.csv").read_text().splitlines()[0].split(",")
     assert {"R_pred", "E_pred", "sigma", "sigma_stat", "sigma_syst", "E_em", "E_true",
             "E_lcw"} <= set(header)

@@ -22,22 +22,70 @@ S68_LABEL = r"$\sigma_{rel}$ = shortest 68 % / (2 median)"
 
 
 def draw_metrics_vs(folder: Path, name: str, feature: str, metrics: dict) -> Path:
-    """Median Delta_E and s68_resolution of the run, EM and LCW vs ``feature`` (one figure)."""
+    """Median Delta_E and s68_resolution of the run, EM and LCW vs ``feature``, and the rate of
+    training-resistant clusters (R_EM > resistant_R) when the metrics hold it (one figure:
+    ATL-PHYS-PUB-2023-019 Fig. 9 and arXiv:2412.04370 Fig. 8 for N_PV and mu, the rate vs mu of
+    arXiv:2412.04370 sec 4.2.3)."""
     import matplotlib.pyplot as plt
 
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.4), gridspec_kw={"wspace": 0.35})
+    resistant = metrics.get(f"resistant_{feature}")
+    ncols = 3 if resistant is not None else 2
+    fig, axes = plt.subplots(1, ncols, figsize=(6 * ncols, 4.4), gridspec_kw={"wspace": 0.35})
+    ax, bx = axes[0], axes[1]
     for key, label, color, marker in _curves({f"bins_E_dep_{k}": 1 for k in METHODS
                                               if f"bins_{feature}_{k}" in metrics}, name):
         rows = metrics[f"bins_{feature}_{key}"]
         _draw_binned(ax, rows, "median_dE", False, label, color, marker)
         _draw_binned(bx, rows, "s68_resolution", False, label, color, marker)
+    ax.axhspan(-0.02, 0.02, color="grey", alpha=0.15, lw=0)
     ax.axhline(0, color="grey", ls=":", lw=1)
     ax.set_ylabel(r"median $\Delta_E = E/E_{dep} - 1$")
     bx.set_ylabel(S68_LABEL, fontsize="small")
-    for a in (ax, bx):
+    if resistant is not None:
+        cx = axes[2]
+        ok = [r for r in resistant if r["fraction_resistant"] is not None]
+        cx.errorbar(_centres(ok, False), [100 * r["fraction_resistant"] for r in ok],
+                    yerr=[100 * r["fraction_resistant_err"] for r in ok], fmt="o-", color="C3",
+                    ms=4)
+        cx.set_ylabel(f"clusters with $R_{{EM}}$ > {metrics.get('resistant_R', 5.0):g} (%)")
+    for a in axes:
         a.set_xlabel(f"{feature} (bins of equal counts)")
     ax.legend(fontsize="small")
     return save_figure(fig, Path(folder) / f"vs_{feature}.png")
+
+
+def draw_out_of_time(folder: Path, name: str, feature: str, metrics: dict) -> Path:
+    """Median Delta_E and s68_resolution of in-time and out-of-time clusters (|t| above the cut,
+    arXiv:2412.04370 Fig. 7d) for the run, EM and LCW."""
+    import matplotlib.pyplot as plt
+
+    oot = metrics[f"out_of_time_{feature}"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), gridspec_kw={"wspace": 0.35})
+    labels = (f"|{feature}| <= {oot['cut_ns']:g} ns\n({oot['n_in_time']} clusters)",
+              f"|{feature}| > {oot['cut_ns']:g} ns\n({oot['n_out_of_time']} clusters)")
+    curves = list(_curves({f"bins_E_dep_{k}": 1 for k in METHODS if k in oot}, name))
+    for ax, key in zip(axes, ("median_dE", "s68_resolution")):
+        for i, (scale, label, color, marker) in enumerate(curves):
+            rows = [oot[scale]["in_time"], oot[scale]["out_of_time"]]
+            x = np.array([0.0, 1.0]) + 0.06 * (i - 1)
+            ok = [j for j, r in enumerate(rows) if r[key] is not None]
+            ax.errorbar(x[ok], [rows[j][key] for j in ok],
+                        yerr=[rows[j].get(f"{key}_err") or 0.0 for j in ok], fmt=marker,
+                        color=color, label=label, ms=5)
+        ax.set_xticks([0, 1], labels, fontsize="small")
+        ax.set_xlim(-0.5, 1.5)
+    axes[0].axhspan(-0.02, 0.02, color="grey", alpha=0.15, lw=0)
+    axes[0].axhline(0, color="grey", ls=":", lw=1)
+    axes[0].set_ylabel(r"median $\Delta_E = E/E_{dep} - 1$")
+    axes[1].set_ylabel(S68_LABEL, fontsize="small")
+    axes[0].legend(fontsize="small")
+    matched = [f"{label} {100 * oot[scale]['matched_dE_difference']:+.1f} %"
+               for scale, label, _, _ in curves
+               if oot[scale].get("matched_dE_difference") is not None]
+    if matched:
+        fig.suptitle("out of time - in time at the same E_dep: " + ", ".join(matched),
+                     fontsize="small")
+    return save_figure(fig, Path(folder) / f"out_of_time_{feature}.png")
 
 
 def _centres(rows, log=True):

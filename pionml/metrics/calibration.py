@@ -22,6 +22,13 @@ robust width Q^w_68 / 2 and the coverages P(|t| < 1), P(|t| < 2); the median rel
 uncertainties sigma / R, sigma_stat / R, sigma_syst / R. Training-resistant clusters
 (R_EM > ``resistant_R``, arXiv:2412.04370 sec 4.2.3) are counted, not removed.
 
+In bins of one more feature (:func:`metrics_vs`, ``pionml evaluate --vs``; the pile-up
+study of ATL-PHYS-PUB-2023-019 sec 5.3, Fig. 9 and arXiv:2412.04370 secs 4.2.3-4.3, Figs 7-8): the
+same statistics per scale, the rate of training-resistant clusters per bin, the change of
+sigma_rel and the worst median Delta_E over the bins (:func:`trend`), and, for the cluster time,
+the calibration of the out-of-time clusters |t_clus| > 12.5 ns beside the in-time ones
+(:func:`out_of_time`).
+
 Several calibrate runs together (:func:`compare_calibrations`): BNN vs RE uncertainty agreement
 (arXiv:2412.04370 sec 5.3, Fig. 11), HGM vs BNN central values (the HEP 2025
 calibration talk (Sainz)), t_log of one vs the other (Fig. 12), and sigma_stat / sigma_syst against
@@ -29,6 +36,8 @@ the training size (Fig. 10).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -122,30 +131,132 @@ def calibration_metrics(table: dict, resistant_R: float = 5.0, n_boot: int = 50)
 
 def quantile_edges(x: np.ndarray, n_bins: int = 10) -> np.ndarray:
     """Bin edges holding about equal numbers of the finite values of ``x`` (duplicates merged,
-    the last edge just above the maximum so that it is inside)."""
+    the last edge just above the maximum so that it is inside; a constant ``x``, e.g. the mu of
+    a fixed-mu sample, is one bin)."""
     x = np.asarray(x, np.float64)
     x = x[np.isfinite(x)]
     if x.size == 0:
         return np.zeros(0)
     edges = np.unique(np.quantile(x, np.linspace(0, 1, n_bins + 1)))
+    if len(edges) == 1:
+        edges = np.append(edges, edges[0])
     edges[-1] = np.nextafter(edges[-1], np.inf)
     return edges
 
 
+#: |t_clus| above which a cluster is out of time (ns; arXiv:2412.04370 sec 4.3, Fig. 7d: half the
+#: 25 ns bunch spacing)
+OUT_OF_TIME_NS = 12.5
+#: the band of median Delta_E the seeds call linear (arXiv:2412.04370 sec 4.3: "better than 2%")
+LINEARITY_BAND = 0.02
+
+
+def resistant_binned(table: dict, values, edges, resistant_R: float = 5.0,
+                     min_count: int = 10) -> list[dict]:
+    """Per bin [lo, hi) of ``values``: n (clusters with a finite R_EM), the clusters with R_EM >
+    ``resistant_R`` (training-resistant, arXiv:2412.04370 sec 4.2.3) and their fraction with its
+    binomial error sqrt(p (1 - p) / n); None below ``min_count`` clusters."""
+    r_em = (np.asarray(table["E_em"], np.float64) / np.asarray(table["E_true"], np.float64))
+    x = np.asarray(values, np.float64)
+    ok = np.isfinite(r_em)
+    rows = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = ok & (x >= lo) & (x < hi)
+        n = int(sel.sum())
+        k = int(np.sum(r_em[sel] > resistant_R))
+        p = k / n if n >= min_count else None
+        rows.append({"lo": float(lo), "hi": float(hi), "n": n, "n_resistant": k,
+                     "fraction_resistant": p,
+                     "fraction_resistant_err": math.sqrt(p * (1 - p) / n) if p is not None
+                     else None})
+    return rows
+
+
+def trend(rows: list[dict], band: float = LINEARITY_BAND) -> dict:
+    """How one scale's calibration changes over the bins of a feature (``rows``:
+    :func:`binned`): sigma_rel (s68_resolution) in the first and the last bin with statistics
+    and their relative change last / first - 1 (ATL-PHYS-PUB-2023-019 sec 5.3: "about 30 %" from
+    N_PV ~ 1 to ~ 65 for the networks), the largest |median Delta_E| over the bins and how many
+    bins lie within +-``band`` (arXiv:2412.04370 sec 4.3: linearity better than 2 % in bins of
+    N_PV and mu)."""
+    full = [r for r in rows if r["median_dE"] is not None]
+    if not full:
+        return {"n_bins": 0, "s68_first": None, "s68_last": None, "s68_change": None,
+                "max_abs_median_dE": None, "bins_within_band": 0, "band": band}
+    first, last = full[0]["s68_resolution"], full[-1]["s68_resolution"]
+    return {"n_bins": len(full), "s68_first": first, "s68_last": last,
+            "s68_change": last / first - 1.0 if first else None,
+            "max_abs_median_dE": max(abs(r["median_dE"]) for r in full),
+            "bins_within_band": sum(abs(r["median_dE"]) <= band for r in full), "band": band}
+
+
+def out_of_time(table: dict, t, cut: float = OUT_OF_TIME_NS, n_boot: int = 50) -> dict:
+    """The calibration of in-time (|t| <= ``cut``) and out-of-time (|t| > ``cut``) clusters
+    (arXiv:2412.04370 sec 4.3, Fig. 7d: the BNN underestimates E_dep of out-of-time clusters by ~
+    20 %, the DNN stays within a few %): per scale, the :func:`binned` row of each (median
+    Delta_E, s68_resolution, K, with bootstrap errors) and ``matched_dE_difference``
+    (:func:`matched_difference`: out of time minus in time at the same E_dep); the counts and
+    the out-of-time fraction of the clusters with a finite time."""
+    t = np.abs(np.asarray(t, np.float64))
+    if len(t) != len(table["E_true"]):
+        raise ValueError(f"cluster time: {len(t)} values for {len(table['E_true'])} clusters")
+    e_dep = np.asarray(table["E_true"], np.float64)
+    t = np.where(np.isfinite(t), t, np.nan)
+    # [0, cut] and (cut, inf): the in-time bin closed at the cut
+    x = np.where(t > cut, 1.0, np.where(t <= cut, 0.0, np.nan))
+    finite = np.isfinite(x)
+    out = {"cut_ns": float(cut), "n_in_time": int(np.sum(x == 0)),
+           "n_out_of_time": int(np.sum(x == 1)),
+           "fraction_out_of_time": float(np.mean(x[finite] == 1)) if finite.any() else None}
+    for name, e in energies(table).items():
+        in_row, out_row = binned(e, e_dep, x, (0.0, 1.0, 2.0), n_boot)
+        out[name] = {"in_time": in_row, "out_of_time": out_row,
+                     "matched_dE_difference": matched_difference(e / e_dep, e_dep, x)}
+    return out
+
+
+def matched_difference(lam, e_dep, x, n_bins: int = 10, min_count: int = 10) -> float | None:
+    """The median E/E_dep of out-of-time clusters (``x`` == 1) minus that of in-time ones (``x``
+    == 0) at the same E_dep: the mean over ``n_bins`` quantile bins of the out-of-time E_dep of
+    the difference of the two medians (bins with fewer than ``min_count`` of either left out;
+    None without any). Out-of-time clusters are mostly soft, where the in-time calibration has
+    its own bias; this separates the time effect from it."""
+    lam, e_dep, x = (np.asarray(v, np.float64) for v in (lam, e_dep, x))
+    ok = np.isfinite(lam) & (lam > 0)
+    edges = quantile_edges(e_dep[ok & (x == 1)], n_bins)
+    diffs = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = ok & (e_dep >= lo) & (e_dep < hi)
+        a, b = lam[sel & (x == 1)], lam[sel & (x == 0)]
+        if len(a) >= min_count and len(b) >= min_count:
+            diffs.append(float(np.median(a) - np.median(b)))
+    return float(np.mean(diffs)) if diffs else None
+
+
 def metrics_vs(table: dict, feature: str, values: np.ndarray, n_bins: int = 10,
-               n_boot: int = 50) -> dict:
+               n_boot: int = 50, resistant_R: float = 5.0, time: bool = False) -> dict:
     """Median Delta_E, mean Delta_E, s68_resolution and K of every energy scale (the run, EM, LCW)
     in ``n_bins`` quantile bins of ``values`` (one per cluster of ``table``): the calibration
     as a function of one feature (ATL-PHYS-PUB-2023-019 sec 5.2, arXiv:2412.04370 sec 4.2 study
-    E_dep, E_EM and eta; any feature on request). Keys ``bins_<feature>_<scale>``."""
+    E_dep, E_EM and eta; N_PV and mu in ATL-PHYS-PUB-2023-019 Fig. 9, arXiv:2412.04370 Fig. 8; any
+    feature on request). Keys ``bins_<feature>_<scale>``; ``trend_<feature>``: the
+    :func:`trend` of each scale; ``resistant_<feature>``: the rate of R_EM > ``resistant_R`` per
+    bin (:func:`resistant_binned`; arXiv:2412.04370 sec 4.2.3 gives it vs mu); with ``time``
+    (``values`` is the cluster time, ns) ``out_of_time_<feature>``: :func:`out_of_time`."""
     values = np.asarray(values, np.float64)
     if len(values) != len(table["E_true"]):
         raise ValueError(f"feature '{feature}': {len(values)} values "
                          f"for {len(table['E_true'])} clusters")
     e_dep = np.asarray(table["E_true"], np.float64)
     edges = quantile_edges(values, n_bins)
-    return {f"bins_{feature}_{name}": binned(e, e_dep, values, edges, n_boot)
-            for name, e in energies(table).items()}
+    out = {f"bins_{feature}_{name}": binned(e, e_dep, values, edges, n_boot)
+           for name, e in energies(table).items()}
+    out[f"trend_{feature}"] = {name: trend(out[f"bins_{feature}_{name}"])
+                               for name in energies(table)}
+    out[f"resistant_{feature}"] = resistant_binned(table, values, edges, resistant_R)
+    if time:
+        out[f"out_of_time_{feature}"] = out_of_time(table, values, n_boot=n_boot)
+    return out
 
 
 def summary_line(m: dict) -> str:

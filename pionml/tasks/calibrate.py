@@ -33,6 +33,9 @@ logger = logging.getLogger(__name__)
 
 #: smallest response a prediction is taken at (the lgk output 2 (tanh + 1) can reach 0)
 MIN_RESPONSE = 1e-6
+#: the cluster-table column of the cluster time (t_clus): ``--vs`` on it adds the out-of-time
+#: clusters (arXiv:2412.04370 sec 4.3)
+TIME_COLUMN = "moment_time"
 
 
 @register_task
@@ -186,14 +189,23 @@ class CalibrateTask(Task):
         return calibration_metrics(table, resistant_R=self.options["resistant_R"])
 
     def metrics_vs(self, table: dict, feature: str, values) -> dict:
+        """The calibration in bins of ``feature`` (:func:`pionml.metrics.calibration.metrics_vs`):
+        with the rate of training-resistant clusters per bin, and for the cluster time
+        (``t_clus``, column ``moment_time``) the out-of-time clusters |t| > 12.5 ns."""
+        from pionml.data.features import MOMENT_FEATURES
         from pionml.metrics.calibration import metrics_vs
 
-        return metrics_vs(table, feature, values)
+        column = next((f.column for f in MOMENT_FEATURES if f.name == feature), feature)
+        return metrics_vs(table, feature, values, resistant_R=self.options["resistant_R"],
+                          time=column == TIME_COLUMN)
 
     def plots_vs(self, folder, name: str, feature: str, metrics: dict) -> list:
-        from pionml.figures.calibration import draw_metrics_vs
+        from pionml.figures.calibration import draw_metrics_vs, draw_out_of_time
 
-        return [draw_metrics_vs(folder, name, feature, metrics)]
+        written = [draw_metrics_vs(folder, name, feature, metrics)]
+        if f"out_of_time_{feature}" in metrics:
+            written.append(draw_out_of_time(folder, name, feature, metrics))
+        return written
 
     def summary(self, m: dict) -> str:
         from pionml.metrics.calibration import summary_line
