@@ -32,7 +32,7 @@ MODES = ("auto", "none")
 def _key(task, data_sha: str) -> tuple:
     """What a reference must share with a run: the data, the task and the options that choose
     its rows and targets (not those of the model's inputs)."""
-    options = {k: v for k, v in task.options.items() if k not in task.model_options}
+    options = task.reference_options
     return data_sha, task.name, tuple(sorted((k, repr(v)) for k, v in options.items()))
 
 
@@ -107,7 +107,7 @@ class References:
         if self._tmp is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="pionml_bdt_")
         out = Path(self._tmp.name) / f"bdt_{len(self._fitted)}"
-        options = {k: v for k, v in run.task.options.items() if k not in run.task.model_options}
+        options = run.task.reference_options
         logger.info("%s: fitting the bdt reference on the training rows of %s", run.folder, data)
         record = run.card.get("data", {})  # the run's own file, untouched: its hash holds
         known = (record.get("sha256") if Path(record.get("path", "")) == data.resolve()

@@ -128,7 +128,9 @@ def em_showers(rng: np.random.Generator, p: SimParams, axes: Axes, trk, energy, 
     energy = np.asarray(energy, float)
     if len(trk) == 0:
         return
-    t_max, alpha, t_hom, a_hom = gflash_parameters(rng, p, energy, homogeneous=True)
+    # the homogeneous profile (the same random draws) only for the option that uses it
+    params = gflash_parameters(rng, p, energy, homogeneous=p.em_transition)
+    t_max, alpha = params[:2]
     n_spot = np.clip(np.ceil(p.spot_coef * energy ** p.spot_pow), p.spot_min,
                      p.spot_max).astype(np.int64)
     rep = np.repeat(np.arange(len(trk)), n_spot)
@@ -169,7 +171,7 @@ def em_showers(rng: np.random.Generator, p: SimParams, axes: Axes, trk, energy, 
         rep, tr, r, seg, t = rep[idx_all], tr[idx_all], r[idx_all], seg[idx_all], t[idx_all]
         m = len(rep)
     e_true = e_spot * (transition_weights(p, rep, t, r_unit, e_spot, ln_e, t_max, alpha,
-                                          t_hom, a_hom) if p.em_transition else 1.0)
+                                          *params[2:]) if p.em_transition else 1.0)
     rm = np.where(SEG_TILE[seg], p.r_moliere_tile_mm, p.r_moliere_lar_mm)
     rr = r_unit * rm
     psi = rng.uniform(0.0, 2 * math.pi, m)

@@ -270,8 +270,7 @@ def check_hyper(data, settings: CurveSettings) -> None:
     task = make_task(settings.task, **settings.task_options)
     with DatasetFile(data) as ds:
         spec = data_spec(ds)
-    reference = make_task(settings.task, **{k: v for k, v in settings.task_options.items()
-                                            if k not in task.model_options})
+    reference = make_task(settings.task, **task.reference_options)
     for model in settings.models:
         build_for_task(model, spec, reference if model == REFERENCE else task,
                        **(settings.hyper.get(model) or {}))
@@ -381,6 +380,7 @@ class LearningCurve:
     # training ------------------------------------------------------------------------------
     def _train(self, model: str, size: int, folder: Path, sha: str, progress: bool,
                resume: bool) -> None:
+        from pionml.tasks import make_task
         from pionml.train.trainer import default_config, train_run
 
         s = self.settings
@@ -389,8 +389,7 @@ class LearningCurve:
         if model == REFERENCE:  # the reference keeps its defaults, as the evaluation's does
             config = default_config(REFERENCE, seed=s.seed, device=opts.get("device"))
             # and the task's rows and targets, not the networks' model options (a head)
-            task_options = {k: v for k, v in task_options.items()
-                            if k not in _task(s.task).model_options}
+            task_options = make_task(s.task, **task_options).reference_options
         else:
             config = default_config(model, recipe=opts.get("recipe") or "default",
                                     epochs=opts.get("epochs"), batch_size=opts.get("batch_size"),

@@ -187,6 +187,12 @@ class Task:
     #: options that concern the model's inputs, not the rows or targets (a reference model of
     #: the same task may differ in them)
     model_options: tuple = ()
+
+    @property
+    def reference_options(self) -> dict:
+        """The options that choose the rows and targets, without :attr:`model_options`: what a
+        reference model of the same task (the bdt) is trained with."""
+        return {k: v for k, v in self.options.items() if k not in self.model_options}
     #: recipe name (pionml.train.trainer.RECIPES) -> task options the recipe sets
     recipes: dict = {}
     #: what the training loss is, for the training-curve axis
