@@ -75,7 +75,10 @@ def test_one_gaussian_gives_its_mode_and_width_in_gev():
     np.testing.assert_allclose(out["sigma"], e * a * width.numpy(), rtol=1e-5)
     np.testing.assert_allclose(out["sigma_syst"], out["sigma"], rtol=1e-6)
     assert np.all(out["sigma_stat"].numpy() == 0)
-    assert list(out) == list(task.columns) == ["E_pred", "sigma", "sigma_stat", "sigma_syst"]
+    # the quantiles of the predictive distribution, then (the batch has E_true) the PIT pull:
+    # tests/test_pit_pulls.py
+    assert list(out) == [*task.columns, *task.truth_columns] == [
+        "E_pred", "sigma", "sigma_stat", "sigma_syst", "E_lo", "E_med", "E_hi", "t_pit"]
     assert list(make_task("regress").columns) == ["E_pred"]  # no sigma columns otherwise
 
 
@@ -164,6 +167,10 @@ def test_pulls_of_a_known_width_cover_68_percent():
     assert wide[0]["n"] == 5000 and wide[0]["coverage_1"] == pytest.approx(0.383, abs=0.02)
 
 
+def key_of(options) -> str:
+    return options[0].lstrip("-")
+
+
 @pytest.mark.parametrize("options", [["--head", "mixture"], ["--ensemble", "2"]],
                          ids=["mixture", "ensemble"])
 def test_training_writes_sigmas_and_pulls(tmp_path, data, options):
@@ -173,7 +180,11 @@ def test_training_writes_sigmas_and_pulls(tmp_path, data, options):
                  "--no-progress", "--no-eval"]) == 0
     assert main(["evaluate", str(out), "--bdt", "none", "--no-progress"]) == 0
     header = (out / "eval" / "predictions.csv").read_text().splitlines()[0].split(",")
-    assert header[-4:] == ["E_pred", "sigma", "sigma_stat", "sigma_syst"]
+    sigmas = ["E_pred", "sigma", "sigma_stat", "sigma_syst"]
+    if key_of(options) == "head":  # a mixture: its quantiles and PIT pull follow
+        assert header[-8:] == [*sigmas, "E_lo", "E_med", "E_hi", "t_pit"]
+    else:
+        assert header[-4:] == sigmas
     table = np.genfromtxt(out / "eval" / "predictions.csv", delimiter=",", names=True)
     assert np.all(table["sigma"] > 0) and np.all(np.isfinite(table["sigma"]))
     np.testing.assert_allclose(table["sigma"] ** 2, table["sigma_stat"] ** 2
@@ -185,7 +196,8 @@ def test_training_writes_sigmas_and_pulls(tmp_path, data, options):
     assert m["pull"]["coverage_1"] == pytest.approx(np.mean(np.abs(t) < 1), abs=0.01)
     assert (out / "eval" / "plots" / "pulls.png").stat().st_size > 0
     run = Run.load(out)
-    key = options[0].lstrip("-")
+    key = key_of(options)
+    assert ("pull_pit" in m) == (key == "head")
     assert run.task.options[key] == ("mixture" if key == "head" else 2)
     assert json.loads((out / "card.json").read_text())["task_options"][key] == \
         run.task.options[key]
@@ -231,7 +243,7 @@ def test_export_gives_the_sigmas(tmp_path, data):
     run = Run.load(out)
     sess = session(out / "model.onnx")
     names = [o.name for o in sess.get_outputs()]
-    assert names == ["E_pred", "sigma", "sigma_stat", "sigma_syst"]
+    assert names == ["E_pred", "sigma", "sigma_stat", "sigma_syst", "E_lo", "E_med", "E_hi"]
     builder = run.batch_builder()
     with DatasetFile(data) as ds:
         rows = run.task.rows(ds, "test")

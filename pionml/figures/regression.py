@@ -2,8 +2,9 @@
 5.3, Figs. 12-15), drawn from the tables of :mod:`pionml.metrics.resolution` and saved by
 :func:`pionml.figures.writer.save_figure`: the 2-D response vs E_true, the median response and
 both resolutions of several methods with a ratio panel; for a run with a sigma (a mixture head, an
-ensemble), its pulls per bin of E_true and the coverage and fitted widths against E_true
-(:func:`draw_energy_pulls`, with the pull drawing of :mod:`pionml.figures.calibration`).
+ensemble), its pulls per bin of E_true (with a mixture head also the PIT and asymmetric pulls)
+and the coverage and fitted widths against E_true (:func:`draw_energy_pulls`, with the pull
+drawing of :mod:`pionml.figures.calibration`).
 """
 
 from __future__ import annotations
@@ -148,55 +149,92 @@ def draw_regression_plots(folder: Path, name: str, species: str, table: dict,
     return written
 
 
-def draw_energy_pulls(folder: Path, name: str, table: dict, metrics: dict) -> list:
-    """``pulls.png``: the pulls t = (E_pred - E_true) / sigma of all clusters and of every bin
-    of E_true with enough clusters, each with its two-sided Gaussian fit and coverage;
-    ``pull_coverage.png``: P(|t| < 1), P(|t| < 2) and the fitted left and right widths against
-    E_true, with the values of Gaussian pulls of the right width (when a bin has enough
-    clusters)."""
+#: The pulls of a run with a sigma: metrics key suffix -> (figure of its panels, axis label,
+#: what it is). The linearised pull always; the PIT and asymmetric pulls with a mixture head.
+PULL_KINDS = {
+    "": ("pulls.png", r"$t = (E_{pred} - E_{true})/\sigma$", "(E_pred - E_true) / sigma"),
+    "_pit": ("pulls_pit.png", r"$t_{PIT} = \Phi^{-1}(1 - F(E_{true}))$",
+             "PIT pulls Phi^-1(1 - F(E_true))"),
+    "_asym": ("pulls_asym.png", r"$t_{asym} = (E_{med} - E_{true})/(E_{med} - E_{lo|hi})$",
+              "asymmetric pulls around the median")}
+
+
+def energy_pulls(table: dict, kind: str) -> np.ndarray:
+    """The pulls of ``kind`` (a key of :data:`PULL_KINDS`) per cluster of ``table``."""
+    from pionml.metrics.pulls import QUANTILE_KEYS, asymmetric_pulls
+
+    e_true = np.asarray(table["E_true"], np.float64)
+    if kind == "_pit":
+        return np.asarray(table["t_pit"], np.float64)
+    if kind == "_asym":
+        return asymmetric_pulls(e_true, *(table[k] for k in QUANTILE_KEYS))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return ((np.asarray(table["E_pred"], np.float64) - e_true)
+                / np.asarray(table["sigma"], np.float64))
+
+
+def _pull_panels(path: Path, name: str, t, e_true, summary: dict, rows: list, label: str) -> Path:
+    """All clusters and every bin of ``rows``, one panel each (3 a row)."""
     import matplotlib.pyplot as plt
 
     from pionml.figures.calibration import plot_pulls
 
-    e_true = np.asarray(table["E_true"], np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = ((np.asarray(table["E_pred"], np.float64) - e_true)
-             / np.asarray(table["sigma"], np.float64))
-    rows = [r for r in metrics["bins_E_true_pull"] if "coverage_1" in r]
     n = len(rows) + 1
     cols = min(n, 3)
     fig, axes = plt.subplots(-(-n // cols), cols, figsize=(5 * cols, 3.8 * -(-n // cols)),
                              squeeze=False)
-    label = r"$t = (E_{pred} - E_{true})/\sigma$"
-    plot_pulls(axes.flat[0], t, metrics["pull"], name, label, title="all", bins=60)
+    plot_pulls(axes.flat[0], t, summary, name, label, title="all", bins=60)
     for ax, r in zip(axes.flat[1:], rows):
         s = (e_true >= r["lo"]) & (e_true < r["hi"])
         plot_pulls(ax, t[s], r, name, label, title=f"E_true {r['lo']:g}-{r['hi']:g} GeV", bins=60)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     fig.tight_layout()
-    written = [save_figure(fig, Path(folder) / "pulls.png")]
-    if not rows:  # no bin with enough clusters: nothing to draw against E_true
+    return save_figure(fig, path)
+
+
+def draw_energy_pulls(folder: Path, name: str, table: dict, metrics: dict) -> list:
+    """``pulls.png``: the pulls t = (E_pred - E_true) / sigma of all clusters and of every bin
+    of E_true with enough clusters, each with its two-sided Gaussian fit and coverage; with a
+    mixture head also ``pulls_pit.png`` (the PIT pulls) and ``pulls_asym.png`` (the asymmetric
+    pulls around the median), the same panels; ``pull_coverage.png``: P(|t| < 1), P(|t| < 2)
+    and the fitted left and right widths against E_true, one row per kind of pull, with the
+    values of Gaussian pulls of the right width (when a bin has enough clusters)."""
+    import matplotlib.pyplot as plt
+
+    e_true = np.asarray(table["E_true"], np.float64)
+    kinds = [k for k in PULL_KINDS if f"bins_E_true_pull{k}" in metrics]
+    written, binned = [], {}
+    for kind in kinds:
+        filename, label, _ = PULL_KINDS[kind]
+        rows = [r for r in metrics[f"bins_E_true_pull{kind}"] if "coverage_1" in r]
+        written.append(_pull_panels(Path(folder) / filename, name, energy_pulls(table, kind),
+                                    e_true, metrics[f"pull{kind}"], rows, label))
+        if rows:
+            binned[kind] = rows
+    if not binned:  # no bin with enough clusters: nothing to draw against E_true
         return written
 
-    fig, (cax, wax) = plt.subplots(1, 2, figsize=(12, 4.6))
-    x = _centres(rows)
-    for key, target, color in (("coverage_1", 0.6827, "C0"), ("coverage_2", 0.9545, "C1")):
-        cax.plot(x, [r[key] for r in rows], "o-", color=color, label=key.replace("coverage_",
-                                                                                 "P(|t| < ") + ")")
-        cax.axhline(target, color=color, ls=":", lw=1)
-    fitted = [(xi, r["fit"]) for xi, r in zip(x, rows) if r["fit"].get("mu") is not None]
-    for key, color in (("sigma_left", "C2"), ("sigma_right", "C3")):
-        wax.plot([f[0] for f in fitted], [f[1][key] for f in fitted], "o-", color=color,
-                 label=f"two-sided fit: {key.replace('sigma_', '')} width")
-    wax.axhline(1, color="grey", ls=":", lw=1)
-    for ax, ylabel in ((cax, "coverage"), (wax, "fitted width of the pulls")):
-        ax.set_xscale("log")
-        ax.set_xlim(rows[0]["lo"], rows[-1]["hi"])  # the bins, with or without fitted widths
-        ax.set_xlabel(AXIS_LABELS["E_true"])
-        ax.set_ylabel(ylabel)
-        ax.legend(fontsize="small")
-    fig.suptitle(f"{name}: pulls (E_pred - E_true) / sigma, test sample", fontsize="small")
+    fig, axes = plt.subplots(len(binned), 2, figsize=(12, 4.2 * len(binned)), squeeze=False)
+    for (kind, rows), (cax, wax) in zip(binned.items(), axes):
+        x = _centres(rows)
+        for key, target, color in (("coverage_1", 0.6827, "C0"), ("coverage_2", 0.9545, "C1")):
+            cax.plot(x, [r[key] for r in rows], "o-", color=color,
+                     label=key.replace("coverage_", "P(|t| < ") + ")")
+            cax.axhline(target, color=color, ls=":", lw=1)
+        fitted = [(xi, r["fit"]) for xi, r in zip(x, rows) if r["fit"].get("mu") is not None]
+        for key, color in (("sigma_left", "C2"), ("sigma_right", "C3")):
+            wax.plot([f[0] for f in fitted], [f[1][key] for f in fitted], "o-", color=color,
+                     label=f"two-sided fit: {key.replace('sigma_', '')} width")
+        wax.axhline(1, color="grey", ls=":", lw=1)
+        for ax, ylabel in ((cax, "coverage"), (wax, "fitted width of the pulls")):
+            ax.set_xscale("log")
+            ax.set_xlim(rows[0]["lo"], rows[-1]["hi"])  # the bins, with or without fitted widths
+            ax.set_xlabel(AXIS_LABELS["E_true"])
+            ax.set_ylabel(ylabel)
+            ax.set_title(PULL_KINDS[kind][2], fontsize="small")
+            ax.legend(fontsize="small")
+    fig.suptitle(f"{name}: pulls, test sample", fontsize="small")
     fig.tight_layout()
     written.append(save_figure(fig, Path(folder) / "pull_coverage.png"))
     return written

@@ -3,6 +3,13 @@
 sigma; arXiv:2412.04370 sec 5.4, Eqs 19-20), numpy only (scipy for the fit): a two-sided Gaussian
 fitted over the bulk, the robust width, the median and the coverages P(|t| < 1) (0.683 for
 Gaussian pulls of the right width) and P(|t| < 2), over all clusters and per bin of an energy.
+
+A regressor with a predictive distribution (the ``regress`` task's mixture head) has two more
+pulls that do not assume it symmetric in E (docs/models.md, "Uncertainties of the cell-level
+regressors"): the PIT pull t_pit = Phi^-1(1 - F(E_true)) (the task writes it per cluster, F
+being its predictive CDF), exactly N(0, 1) when the distribution is calibrated, and the
+asymmetric pull :func:`asymmetric_pulls` around the median with the 15.87 % and 84.13 %
+quantiles, whose P(|t| < 1) is exactly 0.683 when calibrated.
 """
 
 from __future__ import annotations
@@ -87,6 +94,24 @@ def binned_medians(values, x, bins) -> list[dict]:
 
 #: The uncertainty columns of a prediction table (GeV for ``regress``).
 SIGMA_KEYS = ("sigma", "sigma_stat", "sigma_syst")
+#: The quantile columns (GeV) of a regressor with a predictive distribution: 15.87 %, 50 %,
+#: 84.13 %
+QUANTILE_KEYS = ("E_lo", "E_med", "E_hi")
+
+
+def asymmetric_pulls(e_true, e_lo, e_med, e_hi) -> np.ndarray:
+    """The asymmetric pulls t = (E_med - E_true) / (E_med - E_lo) where E_true < E_med, else
+    (E_med - E_true) / (E_hi - E_med): the distance to the median of the predictive
+    distribution in units of the error on that side (its 15.87 % and 84.13 % quantiles E_lo,
+    E_hi). The sign of (E_pred - E_true) / sigma. When E_true follows the predictive
+    distribution, |t| < 1 exactly when E_lo < E_true < E_hi (probability 0.683) and each sign
+    has probability 1/2: the median, not the mode, is the centre that holds for any shape. NaN
+    where a side has no positive width."""
+    e_true, e_lo, e_med, e_hi = (np.asarray(v, np.float64) for v in (e_true, e_lo, e_med, e_hi))
+    below = e_true < e_med
+    width = np.where(below, e_med - e_lo, e_hi - e_med)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(np.isfinite(width) & (width > 0), (e_med - e_true) / width, np.nan)
 
 
 def energy_pull_metrics(table: dict, bins) -> dict:
@@ -95,7 +120,16 @@ def energy_pull_metrics(table: dict, bins) -> dict:
     clusters as ``pull``, per bin of E_true as ``bins_E_true_pull``), the median relative
     uncertainties sigma / E_pred (``median_<key>_rel``, per bin as ``bins_E_true_<key>_rel``) and
     the median sigma_stat / sigma_syst. A cluster with a sigma that is not positive and finite
-    has no pull: counted (``n_no_pull``), left out of the pulls only."""
+    has no pull: counted (``n_no_pull``), left out of the pulls only.
+
+    With the columns of a predictive distribution (a mixture head), also the PIT pulls of the
+    column ``t_pit`` (``pull_pit``, ``bins_E_true_pull_pit``; ``n_no_pull_pit`` clusters
+    without one) and the asymmetric pulls of :func:`asymmetric_pulls` from ``E_lo``, ``E_med``,
+    ``E_hi`` (``pull_asym``, ``bins_E_true_pull_asym``, ``n_no_pull_asym``); both also per bin
+    of E_EM (``bins_E_em_pull_pit``, ``bins_E_em_pull_asym``) when the table has it: a bin of
+    E_true selects clusters by their truth, so even a calibrated distribution's PIT pulls lean
+    there towards the side the spectrum falls off to (the prior dependence of a regression); a
+    bin of E_EM, which the network reads, does not."""
     e_pred = np.asarray(table["E_pred"], np.float64)
     e_true = np.asarray(table["E_true"], np.float64)
     sigma = np.asarray(table["sigma"], np.float64)
@@ -112,4 +146,15 @@ def energy_pull_metrics(table: dict, bins) -> dict:
                  / np.asarray(table["sigma_syst"], np.float64))
         ratio = ratio[np.isfinite(ratio)]
         out["median_stat_over_syst"] = float(np.median(ratio)) if len(ratio) else None
+    for key, t in (("pit", table.get("t_pit")), ("asym", None)):
+        if key == "asym" and all(k in table for k in QUANTILE_KEYS):
+            t = asymmetric_pulls(e_true, *(table[k] for k in QUANTILE_KEYS))
+        if t is None:
+            continue
+        t = np.asarray(t, np.float64)
+        out[f"n_no_pull_{key}"] = int((~np.isfinite(t)).sum())
+        out[f"pull_{key}"] = pull_summary(t)
+        out[f"bins_E_true_pull_{key}"] = binned_pulls(t, e_true, bins)
+        if "E_em" in table:  # binned in what the network sees: no selection on the truth
+            out[f"bins_E_em_pull_{key}"] = binned_pulls(t, table["E_em"], bins)
     return out

@@ -302,10 +302,12 @@ class Run:
 
     def batch_builder(self):
         """The :class:`~pionml.data.batch.BatchBuilder` of this run's model inputs, with the
-        per-cluster fields the model and its task's conversion to physical units read."""
+        per-cluster fields the model and its task's conversion to physical units read (and the
+        truth the task's ``truth_columns`` read)."""
         from pionml.data.batch import BatchBuilder
 
-        fields = tuple(self.model.cluster_fields) + tuple(self.task.physical_fields)
+        fields = (tuple(self.model.cluster_fields) + tuple(self.task.physical_fields)
+                  + tuple(self.task.truth_fields))
         return BatchBuilder(self.normalisation, self.model.inputs, fields=fields,
                             knn_k=self.data_config.knn_k)
 
@@ -354,6 +356,6 @@ class Run:
         order = np.argsort(got, kind="stable")
         if not np.array_equal(got[order], rows):
             raise PionmlError(f"predict: the source returned {len(got)} rows for {len(rows)} asked")
-        for k in self.task.columns:
+        for k in (*self.task.columns, *self.task.truth_columns):
             table[k] = np.concatenate(outs[k])[order] if outs else np.zeros(0, np.float32)
         return table

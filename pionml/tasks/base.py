@@ -182,6 +182,12 @@ class Task:
     columns: dict = {}
     #: what each output column is, with its unit (the exported ONNX graph's JSON)
     column_doc: dict = {}
+    #: output columns that need the truth in the batch (``truth_fields``; e.g. the PIT pull of a
+    #: predictive distribution at the true energy): written to predictions.csv after
+    #: ``columns`` by ``Run.predict``, never outputs of the exported graph (it has no truth)
+    truth_columns: dict = {}
+    #: per-cluster fields :meth:`physical` reads from the batch for ``truth_columns``
+    truth_fields: tuple = ()
     #: accepted options and their defaults
     defaults: dict = {}
     #: options that concern the model's inputs, not the rows or targets (a reference model of
@@ -316,7 +322,7 @@ class Task:
 
     def csv_columns(self) -> dict:
         """Column -> printf format of predictions.csv: the cluster fields, then the outputs."""
-        return {**_TABLE_FORMATS, **self.columns}
+        return {**_TABLE_FORMATS, **self.columns, **self.truth_columns}
 
     def metrics(self, table: dict) -> dict:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -34,6 +34,13 @@ gets ``sigma``, ``sigma_stat`` and ``sigma_syst`` in GeV (:meth:`RegressTask.phy
 report the pulls (E_pred - E_true) / sigma per bin of E_true
 (:func:`pionml.metrics.pulls.energy_pull_metrics`). Both are generic over the families: the head
 is a spec every family builds on its features, the ensemble wraps any network family.
+
+A mixture head (alone or averaged over the members) is a whole predictive distribution of L =
+ln(E_true [/ E_EM]), asymmetric in E, which a first-order symmetric sigma around its mode cannot
+follow: ``predictions.csv`` also gets its quantiles ``E_lo``, ``E_med``, ``E_hi`` (15.87, 50,
+84.13 %; :func:`mixture_quantiles`, also in the exported graph) and the PIT pull ``t_pit`` =
+Phi^-1(1 - F(L_true)) (:func:`pit_pull`; a truth column, from predict and evaluate only), N(0, 1)
+exactly when the mixture is calibrated, and the report their pulls beside the linearised ones.
 """
 
 from __future__ import annotations
@@ -68,6 +75,25 @@ SIGMA_DOC = {
                   "ensemble members (0 for one network)",
     "sigma_syst": "systematic (data) uncertainty of E_pred in GeV: the width of the members' "
                   "mixtures, sqrt(mean of their variances) (0 without a mixture head)"}
+#: The quantiles of the predictive distribution of E of a run with a mixture head (GeV): the
+#: (members' averaged) mixture's CDF solved per cluster (:func:`mixture_quantiles`)
+QUANTILE_COLUMNS = {"E_lo": "%.5g", "E_med": "%.5g", "E_hi": "%.5g"}
+#: their probabilities: the 1-sigma band of a Gaussian (Phi(-1), 1/2, Phi(+1))
+QUANTILE_PROBS = {"E_lo": 0.15865525393145707, "E_med": 0.5, "E_hi": 0.8413447460685429}
+QUANTILE_DOC = {
+    "E_lo": "15.87 % quantile of the predictive distribution of E_true in GeV (the mixture's "
+            "CDF solved numerically; E_med - E_lo is the asymmetric error below)",
+    "E_med": "median (50 % quantile) of the predictive distribution of E_true in GeV",
+    "E_hi": "84.13 % quantile of the predictive distribution of E_true in GeV (E_hi - E_med is "
+            "the asymmetric error above)"}
+#: The PIT pull of a run with a mixture head: needs E_true in the batch, so it is a truth column
+#: (predictions.csv, not the exported graph)
+PIT_COLUMNS = {"t_pit": "%.5g"}
+PIT_DOC = {"t_pit": "PIT pull Phi^-1(1 - F(E_true)), F the predictive CDF: N(0, 1) for a "
+                    "calibrated mixture, positive where the prediction lies above E_true like "
+                    "(E_pred - E_true) / sigma; |t_pit| <= 37.05, NaN without a positive E_true"}
+#: bisection steps of :func:`mixture_quantiles` (a bracket of ~25 widths halved 50 times)
+QUANTILE_STEPS = 50
 
 
 class _ClassOrTask:
@@ -102,6 +128,71 @@ def mixture_nll_per_cluster(mixture: torch.Tensor, y: torch.Tensor) -> torch.Ten
     from pionml.models.moments import component_log_pdf
 
     return -torch.logsumexp(component_log_pdf(mixture, y), dim=-1)
+
+
+def averaged_mixture(mixture: torch.Tensor) -> torch.Tensor:
+    """(B, S, k, 3) mixtures of S members (or (B, k, 3) of one network) -> the members' average
+    as one mixture of S k modes, (B, S k, 3), each weight divided by S (its CDF is the mean of
+    the members' CDFs)."""
+    import torch
+
+    if mixture.dim() == 3:
+        return mixture
+    b, s, k, _ = mixture.shape
+    flat = mixture.reshape(b, s * k, 3)
+    return torch.stack([flat[..., 0] / s, flat[..., 1], flat[..., 2]], dim=-1)
+
+
+def _mixture_cdf32(mixture: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The CDF of the mixtures (B, C, 3) at ``x`` (B, Q), (B, Q), with erf in float32 (the op
+    ONNX Runtime implements; 1e-7 of the probability, enough to place a quantile)."""
+    import torch
+
+    w, mu, sig = (mixture[:, None, :, i] for i in range(3))
+    z = ((x[..., None] - mu) / sig).float()
+    return (w.float() * 0.5 * (1.0 + torch.erf(z * 0.7071067811865476))).sum(-1)
+
+
+def mixture_quantiles(mixture: torch.Tensor, probs, steps: int = QUANTILE_STEPS) -> torch.Tensor:
+    """The ``probs`` quantiles (Q of them) of Gaussian mixtures (B, C, 3) = (weight, mean,
+    width), (B, Q), by bisection, vectorised over clusters and quantiles: the bracket [min of
+    mean - 12 width, max of mean + 12 width] (where the CDF is 0 and 1) halved ``steps`` times
+    (50: 2^-50 of the bracket). Built from exportable ops only (the loop is unrolled when the
+    graph is traced), so the exported graph gives the same quantiles."""
+    import torch
+
+    mu, sig = mixture[..., 1], mixture[..., 2]
+    p = torch.as_tensor(list(probs), dtype=torch.float32, device=mixture.device)
+    zero = torch.zeros(p.shape, dtype=mixture.dtype, device=mixture.device)
+    lo = (mu - 12 * sig).amin(-1)[:, None] + zero  # (B, Q)
+    hi = (mu + 12 * sig).amax(-1)[:, None] + zero
+    for _ in range(steps):
+        mid = 0.5 * (lo + hi)
+        below = _mixture_cdf32(mixture, mid) < p
+        lo = torch.where(below, mid, lo)
+        hi = torch.where(below, hi, mid)
+    return 0.5 * (lo + hi)
+
+
+def pit_pull(mixture: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The PIT pull of ``x`` (B,) under Gaussian mixtures (B, C, 3): Phi^-1(1 - F(x)) (B,), in
+    double precision from whichever tail is the smaller (1 - F summed as its own tail from the
+    components' log tail probabilities, so a cluster far in either tail keeps its value);
+    |t| <= 37.05 (1 - F or F floored at 1e-300). N(0, 1) when x is drawn from the mixture; the
+    sign of (E_pred - E_true) / sigma (positive when x lies below the distribution's bulk). NaN
+    where x is NaN."""
+    import torch
+
+    w, mu, sig = (mixture[..., i].double() for i in range(3))
+    x = x.double()[:, None]
+    log_w = torch.log(w.clamp_min(1e-300))
+    # log_ndtr is exact in the tails (ndtr loses them to cancellation beyond ~5 widths)
+    upper = torch.logsumexp(log_w + torch.special.log_ndtr((mu - x) / sig), -1).exp()  # 1 - F
+    lower = torch.logsumexp(log_w + torch.special.log_ndtr((x - mu) / sig), -1).exp()  # F
+    tiny = 1e-300
+    t = torch.where(upper < 0.5, torch.special.ndtri(upper.clamp_min(tiny)),
+                    -torch.special.ndtri(lower.clamp_min(tiny)))
+    return torch.where(torch.isnan(x[:, 0]), torch.full_like(t, float("nan")), t)
 
 
 @register_task
@@ -177,7 +268,11 @@ class RegressTask(Task):
             self.column_doc = {**type(self).column_doc, **SIGMA_DOC}
             # a model that answers in GeV itself has neither a mixture nor members
             self.other_forms = {}
-        if self.mixture:
+        if self.mixture:  # the quantiles of the predictive distribution, and its PIT pull
+            self.columns = {**self.columns, **QUANTILE_COLUMNS}
+            self.column_doc = {**self.column_doc, **QUANTILE_DOC, **PIT_DOC}
+            self.truth_columns = dict(PIT_COLUMNS)
+            self.truth_fields = ("E_true",)
             names = [s.name for s in self.target.steps]
             if names[0] not in ("log", "log10") or set(names[1:]) - {"standardise"}:
                 raise ConfigError(f"task 'regress': head 'mixture' needs a log target "
@@ -318,7 +413,8 @@ class RegressTask(Task):
         means m_s, tot = sqrt(syst^2 + stat^2)); value heads give S member values L_s: L_pred =
         their mean, stat = their spread (ddof 0, as calibrate), syst = 0. E_pred = exp(L_pred)
         (x E_EM for the response), and each sigma is propagated to GeV at first order, sigma_E =
-        E_pred sigma_L (calibrate: sigma_R = ln(10) R sigma_log10)."""
+        E_pred sigma_L (calibrate: sigma_R = ln(10) R sigma_log10). A mixture also gives the
+        quantiles and the PIT pull of its (averaged) distribution (:meth:`_quantiles_and_pit`)."""
         import torch
 
         a, b = self._log_affine()
@@ -331,7 +427,9 @@ class RegressTask(Task):
             mix = torch.stack([mix[..., 0], a * mix[..., 1] + b, abs(a) * mix[..., 2]], dim=-1)
             s = mixture_summary(mix)
             log_pred, stat, syst, tot = s["mode"], s["stat"], s["syst"], s["tot"]
+            extra = self._quantiles_and_pit(averaged_mixture(mix), batch)
         else:
+            extra = {}
             values = a * outputs["value"].double() + b  # (B, S)
             log_pred = values.mean(1)
             stat = ((values - log_pred[:, None]) ** 2).mean(1).sqrt()
@@ -339,7 +437,26 @@ class RegressTask(Task):
             tot = stat
         e = self._energy(torch.exp(log_pred), batch)
         return {"E_pred": e.float(), "sigma": (e * tot).float(), "sigma_stat": (e * stat).float(),
-                "sigma_syst": (e * syst).float()}
+                "sigma_syst": (e * syst).float(), **extra}
+
+    def _quantiles_and_pit(self, mix: torch.Tensor, batch) -> dict:
+        """E_lo, E_med, E_hi (GeV) of the averaged mixture ``mix`` (B, C, 3) in L (E is
+        monotone in L, so the quantiles of E are E of the quantiles of L) and, when the batch
+        carries E_true (``truth_fields``; not in the exported graph), t_pit at L_true."""
+        import torch
+
+        q = mixture_quantiles(mix, QUANTILE_PROBS.values())
+        out = {k: self._energy(torch.exp(q[:, i]), batch).float()
+               for i, k in enumerate(QUANTILE_PROBS)}
+        if batch is not None and "E_true" in getattr(batch, "clusters", {}):
+            e_true = batch.clusters["E_true"].double()
+            goal = self._goal(e_true, batch.clusters["E_em"].double() if self.by_response
+                              else None)
+            ok = torch.isfinite(goal) & (goal > 0)
+            log_true = torch.where(ok, torch.log(torch.where(ok, goal, torch.ones_like(goal))),
+                                   torch.full_like(goal, float("nan")))
+            out["t_pit"] = pit_pull(mix, log_true).float()
+        return out
 
     def metrics(self, table: dict) -> dict:
         """The response tables (:func:`~pionml.metrics.resolution.regression_metrics`) and, for a
@@ -361,12 +478,14 @@ class RegressTask(Task):
                 parts.append(f"E_true {row['lo']:g}-{row['hi']:g} GeV: response "
                              f"{row['median_response']:.3f}, resolution "
                              f"{row['iqr_resolution']:.3f}")
-        pull = m.get("pull", {})
-        if pull.get("coverage_1") is not None:
-            fit = pull.get("fit", {})
-            parts.append(f"pulls: P(|t|<1) {pull['coverage_1']:.2f}" + (
-                f", two-sided fit mu {fit['mu']:+.2f}, sigma L/R {fit['sigma_left']:.2f}/"
-                f"{fit['sigma_right']:.2f}" if fit.get("mu") is not None else ""))
+        for key, what in (("pull", "pulls"), ("pull_pit", "PIT pulls"),
+                          ("pull_asym", "asymmetric pulls")):
+            pull = m.get(key, {})
+            if pull.get("coverage_1") is not None:
+                fit = pull.get("fit", {})
+                parts.append(f"{what}: P(|t|<1) {pull['coverage_1']:.2f}" + (
+                    f", two-sided fit mu {fit['mu']:+.2f}, sigma L/R {fit['sigma_left']:.2f}/"
+                    f"{fit['sigma_right']:.2f}" if fit.get("mu") is not None else ""))
         return (f"{self.species}: median response {m['median_response']:.3f}, IQR resolution "
                 f"{m['iqr_resolution']:.3f}; " + "; ".join(parts))
 
