@@ -3,7 +3,7 @@
 docs/models.md quotes them, with an optional profile of the transformer's training step.
 
     python benchmarks/bench_transformer.py [--data datasets/default.h5] [--models gnn transformer]
-        [--batches 3] [--repeats 1] [--hyper '{"max_cells": 256}'] [--profile]
+        [--batches 3] [--repeats 1] [--hyper '{"max_cells": 256}'] [--profile] [--bucket 16 70]
 
 Per model: one torch thread, forward + loss + backward + Adam step on ``--batches`` random
 training batches (after one untimed warm-up batch) of the family's default batch size
@@ -14,7 +14,11 @@ loading is not counted. CPU time rather than wall time because the machine may b
 can be read. ``--hyper`` applies to the transformer. ``--profile`` then prints the transformer's
 training step by piece (padding and cap, pair features, pair MLP and layer table, embedding,
 self-attention blocks, class attention, heads and loss, backward, Adam; CPU seconds per epoch)
-and torch.profiler's ten most expensive operators.
+and torch.profiler's fifteen most expensive operators. ``--bucket B N`` then times, forward and
+backward on random cells of one bucket of B clusters of N cells (one thread, CPU ms): the
+encoder, its pair terms (features, MLP, layer table), one self-attention block, and that
+block's pair part alone (query-key product with the bias, softmax, weighted sum); the rest of
+the block is its per-cell part.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=1, help="draws of the batches (new seeds)")
     ap.add_argument("--hyper", default=None, help="transformer hyper-parameters (JSON)")
     ap.add_argument("--profile", action="store_true", help="profile the transformer's step")
+    ap.add_argument("--bucket", type=int, nargs=2, metavar=("B", "N"), default=None,
+                    help="time the encoder's parts on one bucket of B clusters of N cells")
     args = ap.parse_args()
 
     import torch
@@ -87,6 +93,8 @@ def main() -> int:
               flush=True)
         if args.profile and name == "transformer":
             profile(model, task, opt, batches[1:], len(rows))
+    if args.bucket:
+        bucket_parts(spec, hyper, *args.bucket)
     if "gnn" in result and "transformer" in result:
         ratio = (sum(result["transformer"]) / len(result["transformer"])
                  / (sum(result["gnn"]) / len(result["gnn"])))
@@ -120,8 +128,10 @@ def profile(model, task, opt, batches, n_train: int) -> None:
     saved = {}
     patches = {(tx, "pad_cells"): "pad + cap", (tx, "keep_highest"): "pad + cap",
                (tx, "pair_features"): "pair features",
-               (model, "pair_terms"): "pair terms (incl. features)",
                (model.embed, "forward"): "embedding"}
+    # the pair MLP and layer table: pair_terms (this version) or pair_bias (before it)
+    pair = "pair_terms" if hasattr(model, "pair_terms") else "pair_bias"
+    patches[(model, pair)] = "pair MLP, table (incl. features)"
     for block in model.blocks:
         patches[(block, "forward")] = "self-attention blocks"
     for block in model.class_blocks:
@@ -152,14 +162,66 @@ def profile(model, task, opt, batches, n_train: int) -> None:
                 delattr(obj, attr) if attr in vars(obj) else None
             else:
                 setattr(obj, attr, fn)
-    print("# transformer step by piece, CPU s per epoch (forward pieces nest: pair terms "
-          "includes pair features)")
+    print("# transformer step by piece, CPU s per epoch (forward pieces nest: the pair MLP "
+          "includes the pair features)")
     for label, s in pieces.items():
         print(f"  {label:30s} {s / n * n_train:7.1f}")
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         for batch in batches:
             step(model, task, opt, batch)
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+
+
+def bucket_parts(spec, hyper: dict, b: int, n: int, reps: int = 30) -> None:
+    """CPU ms of forward + backward of the encoder's parts on one bucket of random cells."""
+    import torch
+
+    from pionml.data.normalise import CLOUD_FEATURES
+    from pionml.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("transformer", spec, heads={"logit": {"kind": "linear"}}, **hyper).train()
+    nf, n_layers = len(CLOUD_FEATURES), spec.n_cloud_features - len(CLOUD_FEATURES)
+    x = torch.randn(b, n, spec.n_cloud_features)
+    x[..., nf:] = torch.nn.functional.one_hot(torch.randint(0, n_layers, (b, n)), n_layers)
+    valid = torch.ones(b, n, dtype=torch.bool)
+    valid[: b // 2, int(0.85 * n):] = False  # some padding, as in a bucket
+    block, heads = model.blocks[0], model.n_heads
+    h = torch.randn(b, n, block.norm1.normalized_shape[0], requires_grad=True)
+    mlp, query, key = (t.detach() for t in model.pair_terms(x, valid))
+    bias = mlp.reshape(-1, n, n).requires_grad_()
+    extra = (query.reshape(-1, n, query.shape[-1]),
+             key.unsqueeze(0).expand(heads, -1, -1, -1).reshape(-1, n, key.shape[-1]))
+    d = h.shape[-1] // heads
+    q = torch.randn(heads * b, n, d + extra[0].shape[-1], requires_grad=True)
+    k = torch.randn(heads * b, n, d + extra[0].shape[-1], requires_grad=True)
+    v = torch.randn(heads * b, n, d, requires_grad=True)
+
+    def ms(fn):
+        fn()
+        t0 = time.process_time()
+        for _ in range(reps):
+            fn()
+        return (time.process_time() - t0) / reps * 1e3
+
+    def terms():
+        m, qx, _ = model.pair_terms(x, valid)
+        (m.sum() + qx.sum()).backward()
+
+    def pairs():
+        w = torch.softmax(torch.baddbmm(bias, q, k.transpose(1, 2)), dim=-1)
+        torch.bmm(w, v).sum().backward()
+
+    encoder, pair_terms = ms(lambda: model.encode(x, valid).sum().backward()), ms(terms)
+    one_block = ms(lambda: block(h, bias, extra=extra).sum().backward())
+    pair_part = ms(pairs)
+    n_blocks = len(model.blocks)
+    per_cell = encoder - pair_terms - n_blocks * pair_part
+    print(f"# one bucket of {b} clusters x {n} cells, forward + backward, CPU ms")
+    print(f"  encoder {encoder:.2f}; pair terms {pair_terms:.2f} ({pair_terms / encoder:.0%}); "
+          f"one self-attention block {one_block:.2f}, its pair part {pair_part:.2f} "
+          f"({pair_part / one_block:.0%}); the rest of the encoder (per cell) {per_cell:.2f} "
+          f"({per_cell / encoder:.0%})")
 
 
 if __name__ == "__main__":
