@@ -17,8 +17,8 @@ from pionml.data.normalise import CLOUD_FEATURES, Normalisation
 from pionml.errors import ConfigError
 from pionml.io.hdf5 import CLOUD_CELL_FIELDS, DatasetFile
 from pionml.models import build_for_task, build_model
-from pionml.models.transformer import (DR_FLOOR, MASKED, PAIR_FEATURES, keep_highest,
-                                       pad_cells, pair_features)
+from pionml.models.transformer import (DR_FLOOR, MASKED, PAIR_FEATURES, Attention,
+                                       keep_highest, pad_cells, pair_features)
 from pionml.tasks import make_task, supported_pairs
 from pionml.testing.fake_dataset import make_fake_dataset
 from pionml.train.trainer import data_spec
@@ -79,9 +79,9 @@ def test_pair_features_of_three_cells():
     dphi = torch.tensor([[0.0, 0.04, 0.0]])
     rperp = torch.tensor([[1500.0, 1500.0, 1700.0]])
     e = torch.tensor([[1.0, 3.0, 2.0]])
-    f = pair_features(deta, dphi, rperp, torch.log(e))[0].double()
-    assert f.shape == (3, 3, len(PAIR_FEATURES))
-    col = {name: f[..., k] for k, name in enumerate(PAIR_FEATURES)}
+    f = pair_features(deta, dphi, rperp, torch.log(e))[:, 0].double()  # feature first
+    assert f.shape == (len(PAIR_FEATURES), 3, 3)
+    col = {name: f[k] for k, name in enumerate(PAIR_FEATURES)}
     dr01 = math.sqrt(0.03 ** 2 + 0.04 ** 2 + DR_FLOOR ** 2)  # 0.05001
     expect = {  # (i, j) -> ln dR, ln z, ln kT, |deta|, |dphi|, |drperp|
         (0, 1): (math.log(dr01), math.log(1 / 4), math.log(1 * dr01), 0.03, 0.04, 0.0),
@@ -109,13 +109,62 @@ def test_the_layer_pair_table_and_padding_in_the_bias(batch_and_spec):
     for i, la in enumerate(layers):
         x[0, i, NF + la] = 1
     valid = torch.tensor([[True, True, False]])
-    bias = model.pair_bias(x, valid)
+    bias = model.pair_bias(x, valid)  # head first: (H, B, N, N)
+    assert bias.shape == (4, 1, 3, 3)
     w = model.layer_pair.detach()
     for i in range(2):
         for j in range(2):
-            torch.testing.assert_close(bias[0, :, i, j], w[layers[i], layers[j]]
+            torch.testing.assert_close(bias[:, 0, i, j], w[layers[i], layers[j]]
                                        + w[layers[j], layers[i]])
-    assert (bias[0, :, :, 2] == MASKED).all()  # the padded cell as a key
+    assert (bias[:, 0, :, 2] == MASKED).all()  # the padded cell as a key
+
+
+def test_attention_equals_a_per_head_reference():
+    """The heads-first batched attention (bias in the product, 1 / sqrt(d) on the queries, extra
+    low-rank columns) against attention written out head by head on a small input."""
+    torch.manual_seed(1)
+    b, n, d, heads = 2, 5, 8, 2
+    attn = Attention(d, heads)
+    x = torch.randn(b, n, d)
+    bias = torch.randn(heads, b, n, n)
+    qx, kx = torch.randn(heads, b, n, 3), torch.randn(b, n, 3)
+    out = attn(x, x, bias.reshape(-1, n, n),
+               (qx.reshape(-1, n, 3), kx.unsqueeze(0).expand(heads, -1, -1, -1).reshape(-1, n, 3)))
+    q, (k, v) = attn.q(x), attn.kv(x).chunk(2, dim=-1)
+    want = torch.zeros(b, n, d)
+    w = d // heads
+    for h in range(heads):
+        cols = slice(h * w, (h + 1) * w)
+        for i in range(b):
+            scores = (q[i, :, cols] @ k[i, :, cols].T / math.sqrt(w) + bias[h, i]
+                      + qx[h, i] @ kx[i].T)
+            want[i, :, cols] = torch.softmax(scores, dim=-1) @ v[i, :, cols]
+    torch.testing.assert_close(out, attn.proj(want), rtol=1e-5, atol=1e-6)
+
+
+def test_the_factorised_bias_equals_the_whole_bias(batch_and_spec):
+    """encode adds the layer-pair table and the key mask as extra query and key columns; the
+    same blocks given the whole bias (:meth:`pair_bias`) give the same class-token state."""
+    batch, spec = batch_and_spec
+    model = _model(spec)
+    with torch.no_grad():  # a table far from zero, so that a lost term shows
+        model.layer_pair.normal_(0, 1)
+    g = batch.cloud
+    padded, valid, _ = pad_cells(g.x, g.batch, batch.rows)
+    assert not valid.all()  # some padding in the test
+    whole = model.pair_bias(padded, valid)
+    b, n = valid.shape
+    h = model.embed(padded)
+    for block in model.blocks:
+        h = block(h, whole.reshape(-1, n, n))
+    keys = torch.cat([torch.ones_like(valid[:, :1]), valid], dim=1)
+    cls_bias = torch.zeros(keys.shape).masked_fill(~keys, MASKED)
+    cls_bias = cls_bias.unsqueeze(0).expand(model.n_heads, -1, -1).reshape(-1, 1, n + 1)
+    cls = model.cls_token.expand(b, -1, -1)
+    for block in model.class_blocks:
+        cls = block(h, cls_bias, cls=cls)
+    torch.testing.assert_close(model.encode(padded, valid), model.norm(cls[:, 0]),
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_padding_and_batch_neighbours_change_nothing(batch_and_spec):

@@ -63,25 +63,23 @@ _EFRAC = CLOUD_FEATURES.index("E_frac")
 
 def pair_features(deta: torch.Tensor, dphi: torch.Tensor, rperp: torch.Tensor,
                   log_e: torch.Tensor) -> torch.Tensor:
-    """(B, N, N, 6) features of every pair of cells (i, j), from (B, N) per-cell eta and phi
-    (relative to the cluster), rperp and ln E; in :data:`PAIR_FEATURES` order:
+    """(6, B, N, N) features of every pair of cells (i, j), feature first, from (B, N) per-cell
+    eta and phi (relative to the cluster), rperp and ln E; in :data:`PAIR_FEATURES` order:
 
     ln dR with dR = sqrt(d eta^2 + d phi^2 + DR_FLOOR^2) (finite, and differentiable at 0);
-    ln z = min(ln E_i, ln E_j) - ln(E_i + E_j); ln kT = min(ln E_i, ln E_j) + ln dR;
-    |d eta|, |d phi|, |d rperp|. All symmetric in (i, j). dphi is relative to the cluster
-    centroid and already wrapped, so differences within a cluster need no wrap.
-    ln(E_i + E_j) is computed as max + ln(1 + exp(-|ln E_i - ln E_j|)) (stable, and exported
-    to ONNX without a logaddexp operator)."""
+    ln z = ln(min(E_i, E_j) / (E_i + E_j)) = -softplus(|ln E_i - ln E_j|) (stable, and exported
+    to ONNX as one Softplus); ln kT = min(ln E_i, ln E_j) + ln dR; |d eta|, |d phi|, |d rperp|.
+    All symmetric in (i, j). dphi is relative to the cluster centroid and already wrapped, so
+    differences within a cluster need no wrap. Feature first, so that the pair MLP is one
+    matrix product over all pairs (:meth:`Transformer.pair_bias`)."""
     def diff(a):
         return a.unsqueeze(2) - a.unsqueeze(1)
 
-    de, dp, dr_perp, dl = diff(deta), diff(dphi), diff(rperp), diff(log_e)
+    de, dp, dr_perp = diff(deta), diff(dphi), diff(rperp)
     ln_dr = 0.5 * torch.log(de * de + dp * dp + DR_FLOOR ** 2)
-    li, lj = log_e.unsqueeze(2), log_e.unsqueeze(1)
-    lmin = torch.minimum(li, lj)
-    ln_sum = torch.maximum(li, lj) + torch.log1p(torch.exp(-dl.abs()))
-    return torch.stack([ln_dr, lmin - ln_sum, lmin + ln_dr, de.abs(), dp.abs(), dr_perp.abs()],
-                       dim=-1)
+    ln_z = -nn.functional.softplus(diff(log_e).abs())
+    lmin = torch.minimum(log_e.unsqueeze(2), log_e.unsqueeze(1))
+    return torch.stack([ln_dr, ln_z, lmin + ln_dr, de.abs(), dp.abs(), dr_perp.abs()])
 
 
 def pad_cells(x: torch.Tensor, cell_cluster: torch.Tensor, rows: torch.Tensor):
@@ -112,29 +110,40 @@ def keep_highest(padded: torch.Tensor, valid: torch.Tensor, energy: torch.Tensor
 
 class Attention(nn.Module):
     """Multi-head attention of queries ``q`` (B, Nq, D) on keys and values ``kv`` (B, Nk, D),
-    with an additive bias (B, H or 1, Nq, Nk) that holds :data:`MASKED` on padded keys (the
-    key-padding mask, made once per batch). Written out
-    (no fused kernel), so that the export carries it unchanged; no dropout on the attention
-    weights (a (B, H, N, N) random mask was an eighth of a CPU step), dropout on the block
-    outputs instead."""
+    with an additive bias (H x B, Nq, Nk), head first, that holds :data:`MASKED` (or less) on
+    padded keys (the key-padding mask, made once per batch). Heads first in one batched
+    product: the bias enters the scores in the product itself (``baddbmm``), the 1 / sqrt(d)
+    is applied to the queries (B x Nq x D values, not B x H x Nq x Nk). Written out (no fused
+    kernel: scaled_dot_product_attention with a float mask was slower on the CPU, and the
+    export carries this unchanged); no dropout on the attention weights (a (B, H, N, N) random
+    mask was an eighth of a CPU step), dropout on the block outputs instead."""
 
     def __init__(self, dim: int, heads: int):
         super().__init__()
         self.heads = heads
+        self.scale = 1 / math.sqrt(dim // heads)
         self.q = nn.Linear(dim, dim)
         self.kv = nn.Linear(dim, 2 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def _split(self, t: torch.Tensor) -> torch.Tensor:  # (B, N, D) -> (B, H, N, D / H)
-        return t.reshape(t.shape[0], t.shape[1], self.heads, -1).transpose(1, 2)
+    def _split(self, t: torch.Tensor) -> torch.Tensor:  # (B, N, D) -> (H x B, N, D / H)
+        b, n, _ = t.shape
+        return t.reshape(b, n, self.heads, -1).permute(2, 0, 1, 3).reshape(self.heads * b, n, -1)
 
-    def forward(self, q, kv, bias):
+    def forward(self, q, kv, bias, extra=None):
+        """``extra``: ((H x B, Nq, E), (H x B, Nk, E)) more query and key columns, whose
+        product is added to the scores in the same batched product (a low-rank bias)."""
+        b, nq = q.shape[0], q.shape[1]
         k, v = self.kv(kv).chunk(2, dim=-1)
-        q, k, v = self._split(self.q(q)), self._split(k), self._split(v)
-        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(q.shape[-1]) + bias
+        q, k = self._split(self.q(q) * self.scale), self._split(k)
+        if extra is not None:
+            q = torch.cat([q, extra[0].to(q.dtype)], dim=-1)
+            k = torch.cat([k, extra[1].to(k.dtype)], dim=-1)
+        scores = torch.baddbmm(bias, q, k.transpose(1, 2))
         weights = torch.softmax(scores.float(), dim=-1).to(v.dtype)
-        out = torch.matmul(weights, v).transpose(1, 2)
-        return self.proj(out.reshape(out.shape[0], out.shape[1], -1))
+        out = torch.bmm(weights, self._split(v))  # (H x B, Nq, D / H)
+        out = out.reshape(self.heads, b, nq, -1).permute(1, 2, 0, 3)
+        return self.proj(out.reshape(b, nq, -1))
 
 
 class Block(nn.Module):
@@ -151,10 +160,10 @@ class Block(nn.Module):
                                  nn.Linear(ffn * dim, dim))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x, bias, cls=None):
+    def forward(self, x, bias, cls=None, extra=None):
         if cls is None:
             h = self.norm1(x)
-            x = x + self.drop(self.attn(h, h, bias))
+            x = x + self.drop(self.attn(h, h, bias, extra))
         else:
             u = self.norm1(torch.cat([cls, x], dim=1))
             x = cls + self.drop(self.attn(u[:, :1], u, bias))
@@ -207,32 +216,54 @@ class Transformer(ClusterModel):
         return embed
 
     # ------------------------------------------------------------------------------------
-    def pair_bias(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """(B, H, N, N) attention bias from padded cells ``x`` (B, N, F): the pair MLP on
-        :func:`pair_features` plus the layer-pair table; :data:`MASKED` where the key (the last
-        axis) is a padded cell."""
+    def pair_terms(self, x: torch.Tensor, valid: torch.Tensor):
+        """The attention bias from padded cells ``x`` (B, N, F) with mask ``valid`` (B, N) in two
+        parts, head first: the pair MLP on :func:`pair_features` as (H, B, N, N) (two matrix
+        products over all B x N x N pairs at once, feature first), and the layer-pair table
+        with the key mask as a product of rank L + 1, (H, B, N, L + 1) query columns (query
+        one-hot x table, 1) times (B, N, L + 1) key columns (key one-hot, :data:`MASKED` on a
+        padded key, else 0), which the attention adds to its query-key product
+        (:meth:`Attention.forward`) instead of making it pair by pair."""
         s = torch.exp(self.pair_log_scale)
         feats = pair_features(x[..., _DETA] * s[0], x[..., _DPHI] * s[1], x[..., _RPERP] * s[2],
                               x[..., _LOGE] * s[3])
-        bias = self.pair_mlp(feats).permute(0, 3, 1, 2)  # (B, H, N, N)
-        onehot = x[..., len(CLOUD_FEATURES):].unsqueeze(1)  # (B, 1, N, L)
+        hidden, out = self.pair_mlp[0], self.pair_mlp[2]
+        h = torch.relu(torch.addmm(hidden.bias.unsqueeze(1), hidden.weight,
+                                   feats.reshape(feats.shape[0], -1)))  # (pair_hidden, B N N)
+        b, n = valid.shape
+        mlp = torch.addmm(out.bias.unsqueeze(1), out.weight, h).reshape(self.n_heads, b, n, n)
+        onehot = x[..., len(CLOUD_FEATURES):]  # (B, N, L)
         table = self.layer_pair + self.layer_pair.transpose(0, 1)  # symmetric (L, L, H)
-        layer = torch.matmul(torch.matmul(onehot, table.permute(2, 0, 1)),
-                             onehot.transpose(-1, -2))  # (B, H, N, N)
-        return (bias + layer.to(bias.dtype)).masked_fill(~valid[:, None, None, :], MASKED)
+        query = torch.matmul(onehot.unsqueeze(0), table.permute(2, 0, 1).unsqueeze(1))
+        query = torch.cat([query, torch.ones_like(query[..., :1])], dim=-1)  # (H, B, N, L + 1)
+        keep = valid.unsqueeze(-1).to(onehot.dtype)
+        key = torch.cat([onehot * keep, (1 - keep) * MASKED], dim=-1)  # (B, N, L + 1)
+        return mlp, query, key
+
+    def pair_bias(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """(H, B, N, N) attention bias, head first, made whole from :meth:`pair_terms`: the pair
+        MLP plus the layer-pair table, and :data:`MASKED` added where the key (the last axis)
+        is a padded cell (for tests and inspection; :meth:`encode` never makes it whole)."""
+        mlp, query, key = self.pair_terms(x, valid)
+        return mlp + torch.matmul(query, key.transpose(1, 2).unsqueeze(0))
 
     def encode(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """(B, D) class-token state of padded cells ``x`` (B, N, F) with mask ``valid``."""
-        bias = self.pair_bias(x, valid)
+        mlp, query, key = self.pair_terms(x, valid)
+        b, n = valid.shape
+        bias = mlp.reshape(-1, n, n)  # (H x B, N, N)
+        extra = (query.reshape(-1, n, query.shape[-1]),
+                 key.unsqueeze(0).expand(self.n_heads, -1, -1, -1).reshape(-1, n, key.shape[-1]))
         h = self.embed(x)
         for block in self.blocks:
-            h = block(h, bias)
-        cls = self.cls_token.expand(h.shape[0], -1, -1).to(h.dtype)
-        # the class token attends to itself and the cells: (B, 1, 1, 1 + N), padded keys masked
+            h = block(h, bias, extra=extra)
+        cls = self.cls_token.expand(b, -1, -1).to(h.dtype)
+        # the class token attends to itself and the cells: (H x B, 1, 1 + N), padded keys masked
         keys = torch.cat([torch.ones_like(valid[:, :1]), valid], dim=1)
         cls_bias = torch.zeros_like(keys, dtype=bias.dtype).masked_fill(~keys, MASKED)
+        cls_bias = cls_bias.unsqueeze(0).expand(self.n_heads, -1, -1).reshape(-1, 1, n + 1)
         for block in self.class_blocks:
-            cls = block(h, cls_bias[:, None, None, :], cls=cls)
+            cls = block(h, cls_bias, cls=cls)
         return self.norm(cls[:, 0])
 
     def body_forward(self, batch) -> torch.Tensor:
