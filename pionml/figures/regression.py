@@ -159,20 +159,6 @@ PULL_KINDS = {
               "asymmetric pulls around the median")}
 
 
-def energy_pulls(table: dict, kind: str) -> np.ndarray:
-    """The pulls of ``kind`` (a key of :data:`PULL_KINDS`) per cluster of ``table``."""
-    from pionml.metrics.pulls import QUANTILE_KEYS, asymmetric_pulls
-
-    e_true = np.asarray(table["E_true"], np.float64)
-    if kind == "_pit":
-        return np.asarray(table["t_pit"], np.float64)
-    if kind == "_asym":
-        return asymmetric_pulls(e_true, *(table[k] for k in QUANTILE_KEYS))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return ((np.asarray(table["E_pred"], np.float64) - e_true)
-                / np.asarray(table["sigma"], np.float64))
-
-
 def _pull_panels(path: Path, name: str, t, e_true, summary: dict, rows: list, label: str) -> Path:
     """All clusters and every bin of ``rows``, one panel each (3 a row)."""
     import matplotlib.pyplot as plt
@@ -202,13 +188,16 @@ def draw_energy_pulls(folder: Path, name: str, table: dict, metrics: dict) -> li
     values of Gaussian pulls of the right width (when a bin has enough clusters)."""
     import matplotlib.pyplot as plt
 
+    from pionml.metrics.pulls import table_pulls
+
     e_true = np.asarray(table["E_true"], np.float64)
+    pulls = table_pulls(table)
     kinds = [k for k in PULL_KINDS if f"bins_E_true_pull{k}" in metrics]
     written, binned = [], {}
     for kind in kinds:
         filename, label, _ = PULL_KINDS[kind]
         rows = [r for r in metrics[f"bins_E_true_pull{kind}"] if "coverage_1" in r]
-        written.append(_pull_panels(Path(folder) / filename, name, energy_pulls(table, kind),
+        written.append(_pull_panels(Path(folder) / filename, name, pulls[kind],
                                     e_true, metrics[f"pull{kind}"], rows, label))
         if rows:
             binned[kind] = rows

@@ -114,6 +114,25 @@ def asymmetric_pulls(e_true, e_lo, e_med, e_hi) -> np.ndarray:
         return np.where(np.isfinite(width) & (width > 0), (e_med - e_true) / width, np.nan)
 
 
+def table_pulls(table: dict) -> dict:
+    """The pulls per cluster a prediction table has, by metrics key suffix: ``""`` the
+    linearised t = (E_pred - E_true) / sigma (NaN where sigma is not positive and finite),
+    ``"_pit"`` the column ``t_pit``, ``"_asym"`` :func:`asymmetric_pulls` of the quantile
+    columns (the last two with a predictive distribution only). One source for the metrics and
+    the figures."""
+    e_true = np.asarray(table["E_true"], np.float64)
+    sigma = np.asarray(table["sigma"], np.float64)
+    ok = np.isfinite(sigma) & (sigma > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = {"": np.where(ok, (np.asarray(table["E_pred"], np.float64) - e_true)
+                            / np.where(ok, sigma, 1.0), np.nan)}
+    if "t_pit" in table:
+        out["_pit"] = np.asarray(table["t_pit"], np.float64)
+    if all(k in table for k in QUANTILE_KEYS):
+        out["_asym"] = asymmetric_pulls(e_true, *(table[k] for k in QUANTILE_KEYS))
+    return out
+
+
 def energy_pull_metrics(table: dict, bins) -> dict:
     """The uncertainty metrics of an energy regression with ``sigma``, ``sigma_stat`` and
     ``sigma_syst`` (GeV): the pulls t = (E_pred - E_true) / sigma (:func:`pull_summary` over all
@@ -132,11 +151,10 @@ def energy_pull_metrics(table: dict, bins) -> dict:
     bin of E_EM, which the network reads, does not."""
     e_pred = np.asarray(table["E_pred"], np.float64)
     e_true = np.asarray(table["E_true"], np.float64)
-    sigma = np.asarray(table["sigma"], np.float64)
-    ok = np.isfinite(sigma) & (sigma > 0)
+    pulls = table_pulls(table)
+    t = pulls.pop("")
     with np.errstate(divide="ignore", invalid="ignore"):
-        t = np.where(ok, (e_pred - e_true) / np.where(ok, sigma, 1.0), np.nan)
-        out = {"n_no_pull": int((~ok).sum()), "pull": pull_summary(t),
+        out = {"n_no_pull": int((~np.isfinite(t)).sum()), "pull": pull_summary(t),
                "bins_E_true_pull": binned_pulls(t, e_true, bins)}
         for key in SIGMA_KEYS:
             rel = np.asarray(table[key], np.float64) / e_pred
@@ -146,12 +164,8 @@ def energy_pull_metrics(table: dict, bins) -> dict:
                  / np.asarray(table["sigma_syst"], np.float64))
         ratio = ratio[np.isfinite(ratio)]
         out["median_stat_over_syst"] = float(np.median(ratio)) if len(ratio) else None
-    for key, t in (("pit", table.get("t_pit")), ("asym", None)):
-        if key == "asym" and all(k in table for k in QUANTILE_KEYS):
-            t = asymmetric_pulls(e_true, *(table[k] for k in QUANTILE_KEYS))
-        if t is None:
-            continue
-        t = np.asarray(t, np.float64)
+    for suffix, t in pulls.items():
+        key = suffix[1:]
         out[f"n_no_pull_{key}"] = int((~np.isfinite(t)).sum())
         out[f"pull_{key}"] = pull_summary(t)
         out[f"bins_E_true_pull_{key}"] = binned_pulls(t, e_true, bins)
