@@ -6,7 +6,10 @@
   written through the link, elsewhere), when it is one of the command's inputs (the same path,
   resolved, or the same file by ``os.path.samefile``: a hard link, another spelling) or one of a
   run folder's own files (``model.json``, ``weights.pt``, ``card.json``, ...: see
-  :data:`RUN_FILES`), whether or not that run is an input of the command.
+  :data:`RUN_FILES`), whether or not that run is an input of the command, or a file of one of
+  the run's evaluation folders (``RUN/eval``, ``RUN/eval_<file>_<sha256>_<split>`` and their
+  ``plots``: :func:`pionml.evaluate.report.eval_folder`), which only ``pionml evaluate`` writes
+  (``evaluation=True``).
 - :func:`atomic_output`: the check, then a temporary file in the output's folder that the
   caller writes; it is renamed onto the output (``os.replace``, atomic on one file system) only
   when the writing succeeded. On any failure (a full disk, ``ENOSPC``, an interrupted command, a
@@ -32,6 +35,9 @@ from pionml.io.atomic import json_text  # noqa: F401  (pionml's one strict-JSON 
 RUN_FILES = frozenset({"config.toml", "model.json", "task.json", "data.json", "normalisation.json",
                        "weights.pt", "checkpoint.pt", "card.json", "training_curve.png",
                        "bdt.json"})
+#: A run's evaluation folder (pionml.evaluate.report.eval_folder): ``RUN/eval`` for its own test
+#: split, ``RUN/eval_<file>_<sha256>_<split>`` otherwise.
+EVAL_DIR = "eval"
 #: A directory holding any of these is a run folder.
 RUN_MARKERS = ("model.json", "weights.pt", "card.json")
 
@@ -58,6 +64,24 @@ def _is_run_file(p: Path) -> bool:
     return name in RUN_FILES and is_run_folder(p.parent)
 
 
+def run_evaluation_folder(p: Path) -> Path | None:
+    """The evaluation folder of a run (``RUN/eval`` or ``RUN/eval_*``) that ``p`` (resolved) is,
+    or lies in (directly or in its ``plots``); None otherwise."""
+    for folder in (p, p.parent, p.parent.parent):
+        if (folder.name == EVAL_DIR or folder.name.startswith(EVAL_DIR + "_")) \
+                and is_run_folder(folder.parent):
+            return folder
+    return None
+
+
+def _refuse_evaluation(p: Path, path, what: str) -> None:
+    folder = run_evaluation_folder(p)
+    if folder is not None:
+        raise OutputError(f"{what} '{path}' is in the evaluation folder '{folder}' of the run "
+                          f"'{folder.parent}': only pionml evaluate writes there; give a path "
+                          "outside it")
+
+
 def _same(p: Path, q: Path) -> bool:
     """Same path (resolved, links followed) or same file (hard link, bind mount)."""
     if p.resolve() == q.resolve():
@@ -68,11 +92,13 @@ def _same(p: Path, q: Path) -> bool:
         return False
 
 
-def check_output(path, inputs=(), what: str = "--out") -> Path:
+def check_output(path, inputs=(), what: str = "--out", evaluation: bool = False) -> Path:
     """Check that ``path`` can become an output file, before any work and before anything is
     opened for writing (see the module docstring). ``inputs``: the command's input files and
     run folders (None entries are ignored); an output inside an input run folder is refused only
-    when it would replace one of the run's own files. Returns ``path`` as a Path.
+    when it would replace one of the run's own files. ``evaluation``: the caller is
+    ``pionml evaluate`` writing a run's evaluation folder (otherwise a path in one is refused).
+    Returns ``path`` as a Path.
     Raises :class:`~pionml.errors.OutputError` naming ``what`` and the path."""
     if path is None or str(path) == "":
         raise OutputError(f"{what} '{path}': not a file name")
@@ -92,6 +118,8 @@ def check_output(path, inputs=(), what: str = "--out") -> Path:
     if _is_run_file(resolved):
         raise OutputError(f"{what} '{path}' is the file '{resolved.name}' of the run folder "
                           f"'{resolved.parent}': a run's own files are never replaced")
+    if not evaluation:
+        _refuse_evaluation(resolved, path, what)
     for q in inputs:
         if q is None:
             continue
@@ -108,7 +136,8 @@ def check_output(path, inputs=(), what: str = "--out") -> Path:
 
 def check_output_dir(path, inputs=(), what: str = "--out") -> Path:
     """Check that ``path`` can be (or become) a results folder: not an existing file (an input
-    or any other), not a run folder's own file, in a writable folder. Returns it as a Path."""
+    or any other), not a run folder's own file nor one of its evaluation folders, in a writable
+    folder. Returns it as a Path."""
     if path is None or str(path) == "":
         raise OutputError(f"{what} '{path}': not a folder name")
     p = Path(os.fspath(path))
@@ -121,6 +150,7 @@ def check_output_dir(path, inputs=(), what: str = "--out") -> Path:
         raise OutputError(f"{what} '{path}' is a file, not a folder")
     if _is_run_file(_resolved(p)):
         raise OutputError(f"{what} '{path}' is one of the files of run folder '{p.parent}'")
+    _refuse_evaluation(_resolved(p), path, what)
     _check_writable_folder(Path(os.path.abspath(os.fspath(p))), path, what)
     return p
 
@@ -145,24 +175,26 @@ def _remove(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_output(path, inputs=(), what: str = "--out", make_parent: bool = False):
+def atomic_output(path, inputs=(), what: str = "--out", make_parent: bool = False,
+                  evaluation: bool = False):
     """Write ``path`` safely: :func:`check_output`, then yield a temporary path in its folder for
     the caller to write; on leaving the block without error the temporary file replaces
     ``path`` (``os.replace``); on any error it is removed, ``path`` keeps its previous content,
     and an ``OSError`` (e.g. ``ENOSPC``, "No space left on device") is raised again as one
     :class:`~pionml.errors.OutputError` naming the output. ``make_parent``: create missing
-    folders (otherwise a missing folder is refused)."""
-    with atomic_outputs([path], inputs, what, make_parent) as (tmp,):
+    folders (otherwise a missing folder is refused). ``evaluation``: see :func:`check_output`."""
+    with atomic_outputs([path], inputs, what, make_parent, evaluation) as (tmp,):
         yield tmp
 
 
 @contextlib.contextmanager
-def atomic_outputs(paths, inputs=(), what: str = "--out", make_parent: bool = False):
+def atomic_outputs(paths, inputs=(), what: str = "--out", make_parent: bool = False,
+                   evaluation: bool = False):
     """Several outputs written together (a file and its side file): every path is checked
     first, the temporaries are yielded in order, and they replace their outputs only when the
     block succeeded; on failure none is replaced and every temporary is removed. An ``OSError``
     becomes one :class:`~pionml.errors.OutputError` naming the output being written."""
-    paths = [check_output(p, inputs, what) for p in paths]  # every refusal before any write
+    paths = [check_output(p, inputs, what, evaluation) for p in paths]  # every refusal first
     for p in paths:
         if not p.parent.is_dir():
             if not make_parent:
@@ -196,11 +228,12 @@ def atomic_outputs(paths, inputs=(), what: str = "--out", make_parent: bool = Fa
         raise
 
 
-def write_json(path, obj, inputs=(), what: str = "--out", make_parent: bool = False) -> Path:
+def write_json(path, obj, inputs=(), what: str = "--out", make_parent: bool = False,
+               evaluation: bool = False) -> Path:
     """Strict JSON (as :func:`pionml.runs.folder.write_json` writes it) through
     :func:`atomic_output`."""
     text = json_text(obj)
-    with atomic_output(path, inputs, what, make_parent) as tmp:
+    with atomic_output(path, inputs, what, make_parent, evaluation) as tmp:
         tmp.write_text(text)
     return Path(path)
 

@@ -547,3 +547,43 @@ def test_attack_predict_on_data_without_the_model_columns(run, root_file, tmp_pa
     assert main(["predict", str(folder), str(cut), "--out", str(out)]) == 1
     line = _one_line(caplog)
     assert "cut.h5'" in line and "missing dataset '/clusters/moment_CENTER_LAMBDA'" in line
+
+
+def test_a_run_evaluation_is_written_by_evaluate_alone(run, tmp_path, caplog):
+    """RUN/eval (and RUN/eval_<file>_<sha>_<split>, and their plots) belong to pionml evaluate:
+    predict, export, combine and evaluate's own comparison folder are refused there; evaluate
+    writes them again."""
+    data, folder = run
+    assert main(["evaluate", str(folder), "--no-plots", "--no-progress"]) == 0
+    eval_dir = folder / "eval"
+    before = _snapshot(eval_dir)
+    assert {"predictions.csv", "metrics.json"} <= set(before)
+    refused = [
+        ["predict", str(folder), str(data), "--out", str(eval_dir / "predictions.csv")],
+        ["predict", str(folder), str(data), "--out", str(eval_dir / "mine.csv")],
+        ["predict", str(folder), str(data), "--out", str(eval_dir / "plots" / "p.csv")],
+        ["export", str(folder), "--out", str(eval_dir / "model.onnx")],
+        ["combine", "--classifier", "x", "--pi0", "y", "--charged", "z", "--out",
+         str(eval_dir)],
+        ["evaluate", str(folder), str(folder), "--out", str(eval_dir), "--no-plots"],
+    ]
+    (eval_dir / "plots").mkdir(exist_ok=True)
+    for args in refused:
+        assert main(args) == 1, args
+        line = _one_line(caplog)
+        assert "evaluation folder" in line and str(folder) in line, (args, line)
+    assert _snapshot(eval_dir) == before
+    # another dataset's evaluation folder is guarded the same way
+    other = tmp_path / "other.h5"
+    shutil.copy(data, other)
+    with h5py.File(other, "a") as f:  # another content: another sha256, another folder
+        f.attrs["note"] = "copy"
+    assert main(["evaluate", str(folder), "--data", str(other), "--no-plots"]) == 0
+    (keyed,) = [p for p in folder.iterdir() if p.name.startswith("eval_other_")]
+    assert main(["predict", str(folder), str(data), "--out", str(keyed / "predictions.csv")]) == 1
+    assert "evaluation folder" in _one_line(caplog)
+    # not over-broad: a folder named eval outside a run, and evaluate itself again
+    (tmp_path / "eval").mkdir()
+    assert main(["predict", str(folder), str(data), "--out", str(tmp_path / "eval" / "p.csv")]) == 0
+    assert main(["evaluate", str(folder), "--no-plots", "--no-progress"]) == 0
+    assert (eval_dir / "predictions.csv").is_file()

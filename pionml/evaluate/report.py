@@ -73,11 +73,13 @@ def eval_folder(run_dir, data, split: str = "test", sha256: str | None = None,
     sha256 as the card records); ``RUN/eval_<file>_<sha256[:12]>_<split>`` otherwise, keyed by
     the dataset's content, so that two files of one name, or a dataset rebuilt in place with
     another split, never share a folder or overwrite the run's own evaluation."""
+    from pionml.outputs import EVAL_DIR
+
     if own and split == "test":
-        return Path(run_dir) / "eval"
+        return Path(run_dir) / EVAL_DIR
     stem = Path(data).stem
     key = f"_{sha256[:12]}" if sha256 else ""
-    return Path(run_dir) / f"eval_{stem}{key}_{split}"
+    return Path(run_dir) / f"{EVAL_DIR}_{stem}{key}_{split}"
 
 
 def predict_to_csv(run_dir, data, out, split: str = "all", geometry=None, device=None,
@@ -215,8 +217,9 @@ def _evaluate_one(run_dir, data, split, device, plots, progress, references, vs=
             metrics.update(run.task.metrics_vs(table, feature, values[column]))
     (eval_dir / "plots").mkdir(parents=True, exist_ok=True)
     inputs = (path, run_dir)
-    write_output_json(eval_dir / "metrics.json", metrics, inputs, what="evaluate")
-    with atomic_output(eval_dir / "predictions.csv", inputs, what="evaluate") as tmp:
+    write_output_json(eval_dir / "metrics.json", metrics, inputs, what="evaluate", evaluation=True)
+    with atomic_output(eval_dir / "predictions.csv", inputs, what="evaluate",
+                       evaluation=True) as tmp:
         write_predictions(tmp, table, run.task.csv_columns())
     if plots:
         with DatasetFile(path) as ds:

@@ -25,6 +25,7 @@ import torch
 
 from pionml.errors import CheckpointError, ConfigError, PionmlError
 from pionml.io.atomic import json_text, jsonable, write_atomically, write_text  # noqa: F401
+from pionml.outputs import EVAL_DIR  # noqa: F401  (defined beside the output policy)
 from pionml.runs.config import CONFIG_FILE, read_config, without_none
 
 logger = logging.getLogger(__name__)
@@ -37,7 +38,6 @@ CHECKPOINT_FILE = "checkpoint.pt"
 NORMALISATION_FILE = "normalisation.json"
 CARD_FILE = "card.json"
 CURVE_FILE = "training_curve.png"
-EVAL_DIR = "eval"
 
 
 def read_json(path: Path) -> dict:
