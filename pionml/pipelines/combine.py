@@ -28,7 +28,12 @@ Uncertainties: when both regressors' predictions carry ``sigma`` (and ``sigma_st
 ``sigma_syst``; in GeV, or on the response R for a ``calibrate`` run, converted to GeV), the routed
 and oracle energies take the sigma of the regressor they pick, and the soft mixture the sigma of a
 two-component mixture (:func:`mixture_sigma`); each is written beside its energy and summarised
-by the fraction of clusters with |E - E_true| < sigma (:func:`sigma_summary`).
+by the fraction of clusters with |E - E_true| < sigma (:func:`sigma_summary`). When both carry the
+quantiles of their predictive distribution (``E_lo``, ``E_med``, ``E_hi``: a ``--head mixture``
+regressor), the routed and oracle rows take those of the regressor they pick and the soft row the
+quantiles of the two-component mixture p P_pi0 + (1 - p) P_charged, each regressor's distribution
+taken as the split normal in log E through its three quantiles (:func:`mixture_quantiles`);
+summarised by the fraction of clusters with E_lo <= E_true <= E_hi.
 
 :func:`combine` does the whole step from run folders and writes ``metrics.json``,
 ``predictions.csv``, ``mixed_sample.csv`` and the plots into one folder; the numbers are
@@ -57,6 +62,10 @@ JOINT_ROUTED = ("joint_combined", "joint_oracle", "joint_soft")
 JOINT_COLUMNS = ("score", "E_pred_pi0", "E_pred_charged")
 #: The uncertainty columns a regressor's predictions may carry (total, statistical, systematic).
 SIGMAS = ("sigma", "sigma_stat", "sigma_syst")
+#: The quantiles of a regressor's predictive distribution (pionml.tasks.regress.QUANTILE_PROBS:
+#: 15.87, 50 and 84.13 %, i.e. -1, 0 and +1 standard normal units).
+QUANTILES = ("E_lo", "E_med", "E_hi")
+_Z = {"E_lo": -1.0, "E_med": 0.0, "E_hi": 1.0}
 
 
 # --- uncertainties ---------------------------------------------------------------------------
@@ -99,17 +108,88 @@ def propagate_sigmas(table: dict, s_pi0: dict, s_charged: dict, prefix: str = ""
                                       np.sqrt(p * a ** 2 + (1.0 - p) * b ** 2))
 
 
+def energy_quantiles(pred: dict, what: str) -> dict:
+    """The quantile columns (:data:`QUANTILES`, GeV) of a run's predictions, or {} when it gives
+    none; a NaN, a non-positive value or E_lo > E_med > E_hi out of order is a DataError."""
+    if not all(k in pred for k in QUANTILES):
+        return {}
+    q = {k: check_finite(np.asarray(pred[k], np.float64), f"{what}: {k}") for k in QUANTILES}
+    bad = (q["E_lo"] <= 0) | (q["E_lo"] > q["E_med"]) | (q["E_med"] > q["E_hi"])
+    if bad.any():
+        raise DataError(f"{what}: {int(bad.sum())} clusters with E_lo <= 0 or quantiles out of "
+                        f"order (first at position {int(np.argmax(bad))})")
+    return q
+
+
+def _split_normal_cdf(x, q: dict) -> np.ndarray:
+    """CDF at log E = ``x`` of the split normal in log E whose 15.87, 50 and 84.13 % quantiles
+    are ``q`` (widths ln(E_med / E_lo) below the median, ln(E_hi / E_med) above)."""
+    from scipy.special import ndtr
+
+    m = np.log(q["E_med"])
+    lo = np.maximum(m - np.log(q["E_lo"]), 1e-12)
+    hi = np.maximum(np.log(q["E_hi"]) - m, 1e-12)
+    return ndtr(np.where(x < m, (x - m) / lo, (x - m) / hi))
+
+
+def mixture_quantiles(p, q0: dict, q1: dict, steps: int = 60) -> dict:
+    """E_lo, E_med, E_hi of the mixture p P0 + (1 - p) P1 of two predictive distributions, each
+    the split normal in log E through its quantiles ``q0``, ``q1`` (:data:`QUANTILES`): the
+    mixture's CDF solved by bisection in log E (``steps`` halvings of the interval spanned by
+    the two distributions' +-8 sigma). p = 1 gives ``q0`` exactly, p = 0 ``q1``."""
+    p = np.asarray(p, np.float64)
+    lo = np.minimum(np.log(q0["E_lo"]) - 8 * (np.log(q0["E_med"]) - np.log(q0["E_lo"])),
+                    np.log(q1["E_lo"]) - 8 * (np.log(q1["E_med"]) - np.log(q1["E_lo"]))) - 1e-9
+    hi = np.maximum(np.log(q0["E_hi"]) + 8 * (np.log(q0["E_hi"]) - np.log(q0["E_med"])),
+                    np.log(q1["E_hi"]) + 8 * (np.log(q1["E_hi"]) - np.log(q1["E_med"]))) + 1e-9
+    from scipy.special import ndtr
+
+    out = {}
+    for k, z in _Z.items():
+        target = float(ndtr(z))
+        a, b = lo.copy(), hi.copy()
+        for _ in range(steps):
+            mid = 0.5 * (a + b)
+            below = p * _split_normal_cdf(mid, q0) + (1 - p) * _split_normal_cdf(mid, q1) < target
+            a, b = np.where(below, mid, a), np.where(below, b, mid)
+        out[k] = np.exp(0.5 * (a + b))
+        for w, q in ((1.0, q0), (0.0, q1)):  # a single distribution: its own quantile exactly
+            out[k] = np.where(p == w, q[k], out[k])
+    return out
+
+
+def propagate_quantiles(table: dict, q_pi0: dict, q_charged: dict, prefix: str = "") -> None:
+    """Add to ``table`` the quantiles of the routed (``E_lo_<prefix>combined``, ...), oracle and
+    soft energies when both regressors give theirs: routing picks the quantiles of the
+    regressor it picks, the soft row has those of :func:`mixture_quantiles`."""
+    if not q_pi0 or not q_charged:
+        return
+    to_pi0, is_pi0 = table[f"{prefix}to_pi0"] == 1, table["label"] == 1
+    soft = mixture_quantiles(table[f"{prefix}score"], q_pi0, q_charged)
+    for k in QUANTILES:
+        table[f"{k}_{prefix}combined"] = routed_energy(to_pi0, q_pi0[k], q_charged[k])
+        table[f"{k}_{prefix}oracle"] = routed_energy(is_pi0, q_pi0[k], q_charged[k])
+        table[f"{k}_{prefix}soft"] = soft[k]
+
+
 def sigma_summary(table: dict, methods) -> dict:
     """Per method with a ``sigma_<method>`` column: the median of sigma / E and the fraction of
     clusters with |E - E_true| < sigma (0.683 for Gaussian errors of the right size)."""
     out = {}
     e_true = np.asarray(table["E_true"], np.float64)
     for m in methods:
-        if f"sigma_{m}" not in table:
-            continue
-        e, s = np.asarray(table[f"E_{m}"], np.float64), np.asarray(table[f"sigma_{m}"], np.float64)
-        out[m] = {"median_relative_sigma": float(np.median(s / e)),
-                  "coverage_1sigma": float(np.mean(np.abs(e - e_true) < s))}
+        row = {}
+        if f"sigma_{m}" in table:
+            e = np.asarray(table[f"E_{m}"], np.float64)
+            s = np.asarray(table[f"sigma_{m}"], np.float64)
+            row = {"median_relative_sigma": float(np.median(s / e)),
+                   "coverage_1sigma": float(np.mean(np.abs(e - e_true) < s))}
+        if f"E_lo_{m}" in table:  # the central 68.27 % interval of the predictive distribution
+            lo, med, hi = table[f"E_lo_{m}"], table[f"E_med_{m}"], table[f"E_hi_{m}"]
+            row["median_relative_interval"] = float(np.median(0.5 * (hi - lo) / med))
+            row["coverage_interval"] = float(np.mean((lo <= e_true) & (e_true <= hi)))
+        if row:
+            out[m] = row
     return out
 
 
@@ -255,18 +335,20 @@ def routed_table(runs: CombineRuns, rows, score, threshold: float, device=None,
     """The clusters ``rows`` (sorted) with their classifier ``score``: the cluster fields,
     ``pdg``, ``E_lcw``, both regressors' energies, the routing decision (``to_pi0``,
     ``routed_correctly``), ``E_combined``, ``E_oracle``, ``E_soft`` and ``E_<name>`` of every
-    extra run; the sigmas of the routed energies when both regressors give theirs
-    (:func:`propagate_sigmas`). ``joint``: a joint run's predictions on ``rows`` (its ``score``
-    and heads) and its ``threshold``: the same columns with ``joint_`` (:func:`joint_columns`)."""
+    extra run; the sigmas and quantiles of the routed energies when both regressors give theirs
+    (:func:`propagate_sigmas`, :func:`propagate_quantiles`). ``joint``: a joint run's
+    predictions on ``rows`` (its ``score`` and heads) and its ``threshold``: the same columns
+    with ``joint_`` (:func:`joint_columns`)."""
     from pionml.io.hdf5 import DatasetFile
     from pionml.runs.folder import file_indices
 
-    sigmas = {}
+    sigmas, quantiles = {}, {}
 
     def predict(run, role=None):
         pred = run.predict(runs.data, rows=rows, device=device, progress=progress)
         if role is not None:
             sigmas[role] = energy_sigmas(pred, f"run '{run.folder}'")
+            quantiles[role] = energy_quantiles(pred, f"run '{run.folder}'")
         return check_finite(pred["E_pred"], f"run '{run.folder}': E_pred")
 
     fields = ("event", "cluster_index", "label", "pdg", "E_em", "eta", "E_true", "E_lcw")
@@ -284,6 +366,7 @@ def routed_table(runs: CombineRuns, rows, score, threshold: float, device=None,
     table["E_oracle"] = routed_energy(is_pi0, table["E_pi0"], table["E_charged"])
     table["E_soft"] = soft_energy(table["score"], table["E_pi0"], table["E_charged"])
     propagate_sigmas(table, sigmas["pi0"], sigmas["charged"])
+    propagate_quantiles(table, quantiles["pi0"], quantiles["charged"])
     for name, run in zip(runs.names, runs.also):
         table[f"E_{name}"] = predict(run)
     if joint is not None:
@@ -439,7 +522,7 @@ def write_mix_csv(path: Path, mixes: dict) -> None:
 
 def write_combined_predictions(path: Path, table: dict, names) -> None:
     """predictions.csv of the mixed test sample: the cluster, the routing decision and every
-    energy; a joint run's score, routing and energies; every sigma the table holds."""
+    energy; a joint run's score, routing and energies; every sigma and quantile the table holds."""
     from pionml.evaluate.report import write_predictions
     from pionml.tasks.base import _TABLE_FORMATS
 
@@ -450,7 +533,8 @@ def write_combined_predictions(path: Path, table: dict, names) -> None:
         columns.update({"joint_score": "%.7g", "joint_to_pi0": "%d",
                         "joint_routed_correctly": "%d", "E_joint_pi0": "%.6g",
                         "E_joint_charged": "%.6g", **{f"E_{m}": "%.6g" for m in JOINT_ROUTED}})
-    columns.update({k: "%.5g" for k in table if k.startswith("sigma_")})
+    columns.update({k: "%.5g" for k in table if k.startswith(("sigma_", "E_lo_", "E_med_",
+                                                              "E_hi_"))})
     write_predictions(path, table, columns)
 
 
