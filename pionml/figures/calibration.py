@@ -118,9 +118,10 @@ def draw_calibration_plots(folder: Path, name: str, table: dict, metrics: dict) 
     """The figures of one run: R_EM and R_pred vs E_dep with the median (arXiv:2412.04370 Fig. 4),
     K vs E_dep (ATL-PHYS-PUB-2023-019 Fig. 3), median Delta_E vs E_dep, E_EM and eta for EM, LCW and
     the run (arXiv:2412.04370 Fig. 7, ATL-PHYS-PUB-2023-019 Fig. 5), s68_resolution with the ratio
-    to LCW (ATL-PHYS-PUB-2023-019 Fig. 8, arXiv:2412.04370 Fig. 9), and for runs with uncertainties
+    to LCW (ATL-PHYS-PUB-2023-019 Fig. 8, arXiv:2412.04370 Fig. 9), for runs with uncertainties
     the pulls with their two-sided fits (arXiv:2412.04370 Fig. 12) and the relative uncertainties
-    (Figs. 10, 13). Returns the files."""
+    (Figs. 10, 13), and for runs with a predictive distribution (the mixture models) its PIT and
+    asymmetric pulls (:func:`draw_distribution_pulls`). Returns the files."""
     folder = Path(folder)
     written = [draw_response_vs_e_dep(folder / "response_2d.png", name, table),
                draw_linearity(folder / "linearity.png", name, metrics)]
@@ -129,6 +130,46 @@ def draw_calibration_plots(folder: Path, name: str, table: dict, metrics: dict) 
     if metrics.get("has_uncertainty"):
         written += [draw_pulls(folder / "pulls.png", name, table, metrics),
                     draw_uncertainties(folder / "uncertainty.png", table, metrics)]
+    if metrics.get("has_distribution"):
+        written += draw_distribution_pulls(folder, name, table, metrics)
+    return written
+
+
+#: The pulls of a predictive distribution: metrics key suffix -> (figure, axis label).
+DISTRIBUTION_PULLS = {
+    "_pit": ("pulls_pit.png", r"$t_{PIT} = \Phi^{-1}(1 - F(E_{dep}))$"),
+    "_asym": ("pulls_asym.png", r"$t_{asym} = (E_{med} - E_{dep})/(E_{med} - E_{lo|hi})$")}
+
+
+def draw_distribution_pulls(folder: Path, name: str, table: dict, metrics: dict) -> list:
+    """``pulls_pit.png`` (the PIT pulls) and ``pulls_asym.png`` (the asymmetric pulls around the
+    median), as a ``regress`` mixture head's: all clusters and every bin of E_dep with enough
+    clusters, one panel each with its two-sided Gaussian fit and coverages."""
+    import matplotlib.pyplot as plt
+
+    from pionml.metrics.pulls import table_pulls
+
+    e_dep = np.asarray(table["E_true"], np.float64)
+    pulls = table_pulls(table)
+    written = []
+    for kind, (filename, label) in DISTRIBUTION_PULLS.items():
+        if f"pull{kind}" not in metrics or kind not in pulls:
+            continue
+        t = pulls[kind]
+        rows = [r for r in metrics[f"bins_E_dep_pull{kind}"] if "coverage_1" in r]
+        n = len(rows) + 1
+        cols = min(n, 3)
+        fig, axes = plt.subplots(-(-n // cols), cols, figsize=(5 * cols, 3.8 * -(-n // cols)),
+                                 squeeze=False)
+        plot_pulls(axes.flat[0], t, metrics[f"pull{kind}"], name, label, title="all", bins=60)
+        for ax, r in zip(axes.flat[1:], rows):
+            s = (e_dep >= r["lo"]) & (e_dep < r["hi"])
+            plot_pulls(ax, t[s], r, name, label, title=f"E_dep {r['lo']:g}-{r['hi']:g} GeV",
+                       bins=60)
+        for ax in axes.flat[n:]:
+            ax.set_visible(False)
+        fig.tight_layout()
+        written.append(save_figure(fig, Path(folder) / filename))
     return written
 
 

@@ -19,7 +19,12 @@ bootstrap errors. For runs with uncertainties: the pulls t = (R_pred - R_EM) / s
 t_log = (log10 R_pred - log10 R_EM) / sigma_log (arXiv:2412.04370 Eqs 19-20), each with a two-sided
 Gaussian fitted over the bulk (|t| < 3: a common centre and a left and a right width), the
 robust width Q^w_68 / 2 and the coverages P(|t| < 1), P(|t| < 2); the median relative
-uncertainties sigma / R, sigma_stat / R, sigma_syst / R. Training-resistant clusters
+uncertainties sigma / R, sigma_stat / R, sigma_syst / R. For the mixture models (hgm, bnn, re),
+whose predictions carry the quantiles ``E_lo``, ``E_med``, ``E_hi`` of their predictive
+distribution of E and the PIT pull ``t_pit`` (:mod:`pionml.tasks.calibrate`), also the PIT pulls
+and the asymmetric pulls around the median, as a ``regress`` mixture head's
+(:func:`pionml.metrics.pulls.table_pulls`; :func:`distribution_pull_metrics`): both with the sign
+of (E_pred - E_true) / sigma, the opposite of t and t_log. Training-resistant clusters
 (R_EM > ``resistant_R``, arXiv:2412.04370 sec 4.2.3) are counted, not removed.
 
 In bins of one more feature (:func:`metrics_vs`, ``pionml evaluate --vs``; the pile-up
@@ -42,8 +47,9 @@ import math
 import numpy as np
 
 from pionml.metrics.binned import binned_statistics
-from pionml.metrics.pulls import (PULL_RANGE, bifurcated_gaussian_fit, binned_medians,  # noqa: F401
-                                  pull_summary)
+from pionml.metrics.pulls import (PULL_RANGE, QUANTILE_KEYS,  # noqa: F401
+                                  bifurcated_gaussian_fit, binned_medians, binned_pulls,
+                                  pull_summary, table_pulls)
 from pionml.metrics.resolution import s68_resolution, shortest_interval_bounds
 
 E_DEP_BINS = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 1000.0)
@@ -97,6 +103,36 @@ def has_uncertainty(table: dict) -> bool:
             and bool(np.all(np.isfinite(table["sigma"]))))
 
 
+def has_distribution(table: dict) -> bool:
+    """Whether the table carries a predictive distribution: the quantile columns ``E_lo``,
+    ``E_med``, ``E_hi``, all finite (a mixture model; lgk's are NaN, an older run's absent)."""
+    return (all(k in table for k in QUANTILE_KEYS) and len(table["E_med"]) > 0
+            and all(bool(np.all(np.isfinite(np.asarray(table[k], np.float64))))
+                    for k in QUANTILE_KEYS))
+
+
+def distribution_pull_metrics(table: dict) -> dict:
+    """The pulls of a predictive distribution (:func:`pionml.metrics.pulls.table_pulls`): the PIT
+    pulls of the column ``t_pit`` (key ``pit``) and the asymmetric pulls of ``E_lo``, ``E_med``,
+    ``E_hi`` (key ``asym``), each as ``pull_<key>`` (:func:`pull_summary`), per bin of E_dep
+    (``bins_E_dep_pull_<key>``) and of E_EM (``bins_E_em_pull_<key>``, what the network sees:
+    no selection on the truth) and ``n_no_pull_<key>``, the clusters without one (counted, left
+    out of these pulls only). table_pulls' linearised (E_pred - E_true) / sigma is not used: this
+    task's sigma is on R (its pulls are ``pull`` and ``pull_log``)."""
+    e_dep = np.asarray(table["E_true"], np.float64)
+    e_em = np.asarray(table["E_em"], np.float64)
+    out = {}
+    for suffix, t in table_pulls(table).items():
+        if not suffix:
+            continue
+        key = suffix[1:]
+        out[f"n_no_pull_{key}"] = int((~np.isfinite(t)).sum())
+        out[f"pull_{key}"] = pull_summary(t)
+        out[f"bins_E_dep_pull_{key}"] = binned_pulls(t, e_dep, E_DEP_BINS)
+        out[f"bins_E_em_pull_{key}"] = binned_pulls(t, e_em, E_EM_BINS)
+    return out
+
+
 def calibration_metrics(table: dict, resistant_R: float = 5.0, n_boot: int = 50) -> dict:
     """The metrics dictionary of a calibrate run (module doc)."""
     e_dep = np.asarray(table["E_true"], np.float64)
@@ -126,6 +162,9 @@ def calibration_metrics(table: dict, resistant_R: float = 5.0, n_boot: int = 50)
         p = pulls(table)
         out["pull"] = pull_summary(p["t"])
         out["pull_log"] = pull_summary(p["t_log"])
+    out["has_distribution"] = has_distribution(table)
+    if out["has_distribution"]:
+        out.update(distribution_pull_metrics(table))
     return out
 
 
@@ -270,6 +309,9 @@ def summary_line(m: dict) -> str:
         if fit.get("mu") is not None:
             parts.append(f"t_log mu {fit['mu']:+.2f}, sigma L/R {fit['sigma_left']:.2f}/"
                          f"{fit['sigma_right']:.2f}, P(|t|<1) {m['pull_log']['coverage_1']:.2f}")
+    for key, what in (("pull_pit", "PIT pulls"), ("pull_asym", "asymmetric pulls")):
+        if m.get(key, {}).get("coverage_1") is not None:
+            parts.append(f"{what} P(|t|<1) {m[key]['coverage_1']:.2f}")
     return "; ".join(parts)
 
 

@@ -13,6 +13,20 @@ so that ``combine`` can add a calibration as a row), ``sigma`` = sigma_tot on R 
 arXiv:2412.04370 footnote 13: ln(10) R sigma_log), its parts ``sigma_stat`` and ``sigma_syst``, and
 ``sigma_log`` (sigma_tot of log10 R); NaN for ``lgk``, which has none. Metrics and figures:
 :mod:`pionml.metrics.calibration`.
+
+The mixture models (hgm, bnn, re) predict a whole distribution of log10 R (bnn: the average of
+its S weight samples' mixtures, re: of its members'; the mixture the mode and sigmas come from),
+and so of E = E_EM / R: ``predictions.csv`` also gets its quantiles ``E_lo``, ``E_med``,
+``E_hi`` in GeV (15.87, 50, 84.13 %; :func:`~pionml.tasks.regress.mixture_quantiles`, also in
+the exported graph) and the PIT pull ``t_pit`` of E_true (a truth column, from predict and
+evaluate only), as a ``regress`` run with ``--head mixture`` does. E decreases with R, so E's p
+quantile is E_EM over R's (1 - p) quantile (E_lo = E_EM / R_84.13 %, E_hi = E_EM / R_15.87 %),
+and F_E(E_true) = 1 - F(log10 R_true) with log10 R_true = log10(E_EM / E_true): t_pit =
+Phi^-1(1 - F_E(E_true)) = -:func:`~pionml.tasks.regress.pit_pull` (mixture, log10 R_true),
+positive where E_pred over-estimates E_true, like regress's t_pit and (E_pred - E_true) / sigma
+(and so of the opposite sign to this task's t = (R_pred - R_EM) / sigma and t_log; for one
+Gaussian of log10 R, t_pit = -t_log). NaN for ``lgk`` (no distribution) and where E_true or
+E_EM is not positive.
 """
 
 from __future__ import annotations
@@ -25,6 +39,7 @@ import numpy as np
 
 from pionml.errors import ConfigError
 from pionml.tasks.base import Task, register_task
+from pionml.tasks.regress import PIT_COLUMNS, QUANTILE_COLUMNS, QUANTILE_PROBS
 
 if TYPE_CHECKING:  # torch is imported where a tensor is made: the command line stays light
     import torch
@@ -36,6 +51,8 @@ MIN_RESPONSE = 1e-6
 #: the cluster-table column of the cluster time (t_clus): ``--vs`` on it adds the out-of-time
 #: clusters (arXiv:2412.04370 sec 4.3)
 TIME_COLUMN = "moment_time"
+#: what the columns of an uncertainty or a distribution say for lgk
+_NO_LGK = " (NaN for lgk, which has no distribution)"
 
 
 @register_task
@@ -54,7 +71,30 @@ class CalibrateTask(Task):
     select_fields = ("E_true", "E_em")
     metric_fields = ("E_lcw",)
     columns = {"R_pred": "%.6g", "E_pred": "%.6g", "sigma": "%.5g", "sigma_stat": "%.5g",
-               "sigma_syst": "%.5g", "sigma_log": "%.5g"}
+               "sigma_syst": "%.5g", "sigma_log": "%.5g", **QUANTILE_COLUMNS}
+    column_doc = {
+        "R_pred": "predicted EM-scale response R = E_EM / E_dep: the mode of the (averaged) "
+                  "mixture of log10 R, or lgk's R",
+        "E_pred": "calibrated cluster energy E_EM / R_pred in GeV (E_dep = ENG_CALIB_TOT)",
+        "sigma": "total uncertainty of R_pred (linear: ln(10) R_pred sigma_log)" + _NO_LGK,
+        "sigma_stat": "statistical (model) uncertainty of R_pred: the spread of the weight "
+                      "samples' or members' means (0 for hgm)" + _NO_LGK,
+        "sigma_syst": "systematic (data) uncertainty of R_pred: the width of the mixtures, "
+                      "sqrt(mean of their variances)" + _NO_LGK,
+        "sigma_log": "total uncertainty of log10 R_pred" + _NO_LGK,
+        "E_lo": "15.87 % quantile of the predictive distribution of E_dep in GeV: E_EM over "
+                "the 84.13 % quantile of R (the mixture's CDF solved numerically)" + _NO_LGK,
+        "E_med": "median of the predictive distribution of E_dep in GeV: E_EM over the median "
+                 "of R" + _NO_LGK,
+        "E_hi": "84.13 % quantile of the predictive distribution of E_dep in GeV: E_EM over "
+                "the 15.87 % quantile of R" + _NO_LGK,
+        "t_pit": "PIT pull Phi^-1(1 - F(E_true)), F the predictive CDF of E: N(0, 1) for a "
+                 "calibrated mixture, positive where the prediction lies above E_true like "
+                 "(E_pred - E_true) / sigma; |t_pit| <= 37.05; NaN for lgk and without a "
+                 "positive E_true and E_EM"}
+    #: the PIT pull needs the truth in the batch: predictions.csv only, not the exported graph
+    truth_columns = dict(PIT_COLUMNS)
+    truth_fields = ("E_true",)
     #: min_E_dep, min_E_em: the cuts (GeV); resistant_R: R_EM above which a cluster is counted as
     #: "training resistant" (arXiv:2412.04370 sec 4.2.3) in the report (never dropped); max_train:
     #: train on a random subset of at most this many selected training clusters (0 = all; the
@@ -159,29 +199,51 @@ class CalibrateTask(Task):
         (e_em,) = self.passed_fields
         e_em = outputs[e_em].double()
         (mixture,), (response,) = self.other_forms["mixture"], self.other_forms["response"]
+        truth = batch is not None and "E_true" in getattr(batch, "clusters", {})
         if response in outputs:
             r = outputs[response].double().clamp_min(MIN_RESPONSE)
             nan = torch.full_like(r, float("nan"))
             out = {"R_pred": r, "sigma": nan, "sigma_stat": nan, "sigma_syst": nan,
-                   "sigma_log": nan}
+                   "sigma_log": nan, **{k: nan for k in (*QUANTILE_COLUMNS, *PIT_COLUMNS)}}
         else:
             from pionml.models.moments import mixture_summary
+            from pionml.tasks.regress import averaged_mixture, mixture_quantiles, pit_pull
 
-            s = mixture_summary(outputs[mixture].double())
+            mix = outputs[mixture].double()
+            s = mixture_summary(mix)
             r = 10.0 ** s["mode"]
             lin = math.log(10.0) * r
             out = {"R_pred": r, "sigma": lin * s["tot"], "sigma_stat": lin * s["stat"],
                    "sigma_syst": lin * s["syst"], "sigma_log": s["tot"]}
+            avg = averaged_mixture(mix)  # one mixture: its CDF the mean of the S mixtures' CDFs
+            # E = E_EM / R decreases with R: E's p quantile is E_EM / R's (1 - p) quantile
+            q = mixture_quantiles(avg, [1.0 - p for p in QUANTILE_PROBS.values()])
+            out.update({k: e_em / 10.0 ** q[:, i] for i, k in enumerate(QUANTILE_PROBS)})
+            if truth:
+                out["t_pit"] = -pit_pull(avg, self._log10_response(e_em, batch))
         out["E_pred"] = e_em / out["R_pred"]
-        return {k: out[k].float() for k in self.columns}
+        keys = (*self.columns, *(self.truth_columns if truth else ()))
+        return {k: out[k].float() for k in keys}
+
+    @staticmethod
+    def _log10_response(e_em: torch.Tensor, batch) -> torch.Tensor:
+        """log10 (E_EM / E_true) per cluster (double), NaN where either is not positive and
+        finite (no PIT pull there)."""
+        import torch
+
+        e_true = batch.clusters["E_true"].double()
+        ok = torch.isfinite(e_true) & (e_true > 0) & torch.isfinite(e_em) & (e_em > 0)
+        one = torch.ones_like(e_true)
+        ratio = torch.where(ok, e_em, one) / torch.where(ok, e_true, one)
+        return torch.where(ok, torch.log10(ratio), torch.full_like(e_true, float("nan")))
 
     # evaluation -------------------------------------------------------------------------------
     def csv_columns(self) -> dict:
         """The cluster fields, E_lcw (so that every comparison can be recomputed from the file)
         and the outputs."""
         base = super().csv_columns()
-        out = {k: v for k, v in base.items() if k not in self.columns}
-        return {**out, "E_lcw": "%.6g", **self.columns}
+        out = {k: v for k, v in base.items() if k not in {**self.columns, **self.truth_columns}}
+        return {**out, "E_lcw": "%.6g", **self.columns, **self.truth_columns}
 
     def metrics(self, table: dict) -> dict:
         from pionml.metrics.calibration import calibration_metrics
