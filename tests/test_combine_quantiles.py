@@ -82,6 +82,8 @@ def test_quantiles_out_of_order_or_nan_are_one_error():
     good = _lognormal([10.0, 5.0], [0.1, 0.1])
     assert energy_quantiles({"E_pred": np.ones(2)}, "r") == {}
     assert set(energy_quantiles(good, "r")) == {"E_lo", "E_med", "E_hi"}
+    # lgk: the columns are there, NaN everywhere (no distribution): none, as its sigmas
+    assert energy_quantiles({k: np.full(2, np.nan) for k in good}, "r") == {}
     with pytest.raises(DataError, match=r"run 'r': 1 clusters with E_lo <= 0 or quantiles out "
                                         r"of order \(first at position 1\)"):
         energy_quantiles({**good, "E_hi": np.array([12.0, 4.0])}, "run 'r'")

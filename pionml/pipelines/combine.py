@@ -110,8 +110,10 @@ def propagate_sigmas(table: dict, s_pi0: dict, s_charged: dict, prefix: str = ""
 
 def energy_quantiles(pred: dict, what: str) -> dict:
     """The quantile columns (:data:`QUANTILES`, GeV) of a run's predictions, or {} when it gives
-    none; a NaN, a non-positive value or E_lo > E_med > E_hi out of order is a DataError."""
-    if not all(k in pred for k in QUANTILES):
+    none or only NaN (``lgk``, which has no distribution); a NaN among finite values, a
+    non-positive value or E_lo > E_med > E_hi out of order is a DataError."""
+    if not all(k in pred for k in QUANTILES) \
+            or np.all(np.isnan(np.asarray(pred["E_lo"], np.float64))):
         return {}
     q = {k: check_finite(np.asarray(pred[k], np.float64), f"{what}: {k}") for k in QUANTILES}
     bad = (q["E_lo"] <= 0) | (q["E_lo"] > q["E_med"]) | (q["E_med"] > q["E_hi"])
