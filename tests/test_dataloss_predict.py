@@ -171,3 +171,32 @@ def test_a_failed_evaluation_leaves_the_previous_metrics_and_predictions(setup, 
     assert "No space left on device" in line
     after = {p.name: p.read_bytes() for p in (run / "eval").iterdir() if p.is_file()}
     assert after == before  # both as they were, no temporary left
+
+
+def test_a_failed_comparison_leaves_the_previous_summary_pair(setup, tmp_path, monkeypatch,
+                                                              caplog):
+    """summary.json and summary.txt of several runs are one result: a failure while writing
+    the text table used to leave the new summary.json beside the old summary.txt."""
+    import errno
+    import shutil
+
+    import pionml.evaluate.report as report
+
+    _, data, dnn, _ = setup
+    runs = [tmp_path / "a", tmp_path / "b"]
+    for r in runs:
+        shutil.copytree(dnn, r)
+    cmp = tmp_path / "cmp"
+    args = ["evaluate", *map(str, runs), "--out", str(cmp), "--no-plots", "--no-progress"]
+    assert main([*args, "--bdt", "none"]) == 0
+    before = {p.name: p.read_bytes() for p in cmp.iterdir() if p.is_file()}
+    assert {"summary.json", "summary.txt"} <= set(before)
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(report, "metrics_table", full)
+    caplog.clear()
+    assert main(args) == 1  # with the bdt beside each run: the summary would gain its keys
+    assert "No space left on device" in " ".join(_errors(caplog))
+    assert {p.name: p.read_bytes() for p in cmp.iterdir() if p.is_file()} == before

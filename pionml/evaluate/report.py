@@ -298,7 +298,7 @@ def _evaluate_one(run_dir, data, split, device, plots, progress, references, vs=
 
 def _compare(results, run_dirs, out, split, plots) -> None:
     """The comparison folder of several runs: plots, summary.json and summary.txt."""
-    from pionml.outputs import atomic_output, check_output_dir, write_json
+    from pionml.outputs import atomic_outputs, check_output_dir, json_text
 
     names = "_".join(dict.fromkeys(r["name"] for r in results))
     if len(names) > 60:
@@ -313,9 +313,11 @@ def _compare(results, run_dirs, out, split, plots) -> None:
         task_class(tasks.pop()).compare(cmp_dir, results, plots=plots)
     summary = [{"run": r["run"], **{k: v for k, v in r["metrics"].items()
                                     if not isinstance(v, (list, dict))}} for r in results]
-    write_json(cmp_dir / "summary.json", summary, what="evaluate --out")
-    with atomic_output(cmp_dir / "summary.txt", what="evaluate --out") as tmp:
-        tmp.write_text(metrics_table(summary) + "\n")
+    # one result: both replaced together, or neither (a failure leaves the previous pair)
+    with atomic_outputs([cmp_dir / "summary.json", cmp_dir / "summary.txt"],
+                        what="evaluate --out") as (tmp_json, tmp_txt):
+        tmp_json.write_text(json_text(summary))
+        tmp_txt.write_text(metrics_table(summary) + "\n")
     logger.info("comparison of %d runs: %s", len(results), cmp_dir)
 
 
