@@ -527,8 +527,9 @@ def check_merge(parts: list[_MergePart]) -> None:
     """The checks of the ROOT build path, for datasets to merge (each a one-line
     :class:`ConfigError`): no dataset twice (same file or same sha256); no ROOT file (by
     sha256, the ``sources`` attribute) in two parts, else the clusters of one file could be in
-    the train split of one part and the test split of the other; one simulation model; the
-    build settings of :data:`MERGE_MUST_AGREE`; the same fields (dtype, shape) in every part
+    the train split of one part and the test split of the other; one simulation model; one
+    CellGeo (by sha256; the merged ``sources`` record one); the build settings of
+    :data:`MERGE_MUST_AGREE`; the same fields (dtype, shape) in every part
     that has rows (a part with none, e.g. built from a ROOT file without entries, adds only
     its counts)."""
     import os
@@ -564,6 +565,12 @@ def check_merge(parts: list[_MergePart]) -> None:
                           f"{name(b.model)}: datasets of different simulations do not merge")
     first = parts[0]
     for part in parts[1:]:
+        ga, gb = _geometry_record(first), _geometry_record(part)
+        if ga.get("sha256") != gb.get("sha256"):  # the merged sources name one geometry
+            raise ConfigError(f"build: '{part.path}' was built with {_geometry_text(gb)}, "
+                              f"'{first.path}' with {_geometry_text(ga)}: datasets merge only "
+                              f"when built with the same CellGeo (the merged dataset records "
+                              f"one)")
         for key in MERGE_MUST_AGREE:
             x, y = first.config.get(key), part.config.get(key)
             if x == y:
@@ -587,6 +594,19 @@ def check_merge(parts: list[_MergePart]) -> None:
             raise ConfigError(f"build: '{part.path}' {diff} '{ref.path}': datasets merge only "
                               f"with the same fields (build them with the same --no-images / "
                               f"--no-cells and from files with the same moments)")
+
+
+def _geometry_record(part: _MergePart) -> dict:
+    """The CellGeo file a part was built with (``sources.geometry``: name, size, sha256); empty
+    when each input file's own CellGeo was read."""
+    record = part.sources.get("geometry")
+    return record if isinstance(record, dict) else {}
+
+
+def _geometry_text(record: dict) -> str:
+    if not record.get("sha256"):
+        return "the CellGeo of its input files"
+    return f"the CellGeo '{record.get('name', '?')}' (sha256 {record['sha256'][:16]})"
 
 
 def _short(value, n: int = 80) -> str:

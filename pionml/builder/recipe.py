@@ -287,20 +287,37 @@ def make_dataset(recipe_path="datasets/default.toml", out=None, force: bool = Fa
     marker = r.workdir / MODEL_FILE
     kept = marker.read_text().strip() if marker.is_file() else None
     stale = not force and kept != marker_model
+    records = read_settings(r.workdir)
     files = []
     for i, sp in enumerate(SPECIES):
         if sp not in r.events:
             continue
         path = r.workdir / root_file_name(sp)
+        want = {"particle": sp, "events": r.events[sp], "energy_min": r.energy_min,
+                "energy_max": r.energy_max, "seed": r.seed + i}
+        made = records.get(path.name)
+        again = False
         if stale and path.exists():
             logger.info("%s was simulated by %s, this pionml simulates model %s: simulating "
                         "it again", path, f"simulation model {kept}" if kept else
                         "an earlier pionml", model)
-        if force or stale or not path.exists():
+        elif not force and path.exists() and made is not None and made != want:
+            logger.info("%s was simulated with %s, the recipe asks %s: simulating it again",
+                        path, settings_text(made), settings_text(want))
+            again = True
+        elif not force and path.exists() and made is None:
+            logger.warning("%s: the settings it was simulated with are not recorded (an earlier "
+                           "pionml); reused as it is for %s ('--force' simulates it again)",
+                           path, settings_text(want))
+        if force or stale or again or not path.exists():
             logger.info("simulating %d %s events into %s", r.events[sp], sp, path)
+            records.pop(path.name, None)
+            write_settings(r.workdir, records)  # no record of a file being replaced
             # simulate_to_root writes a unique temporary file and renames it only on success
             _simulate_to_root(path, r.events[sp], sp, r.energy_min, r.energy_max, r.seed + i,
                               progress, jobs, **({"pileup": r.pileup} if r.pileup else {}))
+            records[path.name] = want
+            write_settings(r.workdir, records)
         files.append(path)
     marker.write_text(marker_model + "\n")
     # the model is written with the other attributes, before the rename: an output that is
@@ -309,6 +326,46 @@ def make_dataset(recipe_path="datasets/default.toml", out=None, force: bool = Fa
                   seed=r.split_seed, progress=progress, jobs=jobs, images=r.images, cells=r.cells,
                   image_min_fraction=r.image_min_fraction, attributes={MODEL_ATTR: model})
     return out
+
+
+SETTINGS_FILE = "simulated.json"  # in a recipe's workdir: the settings of each ROOT file
+
+
+def read_settings(workdir) -> dict:
+    """The settings each ROOT file of a recipe's workdir was simulated with (file name ->
+    particle, events, energy_min, energy_max, seed); empty when not recorded or unreadable."""
+    import json
+
+    path = Path(workdir) / SETTINGS_FILE
+    try:
+        records = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return records if isinstance(records, dict) else {}
+
+
+def write_settings(workdir, records: dict) -> None:
+    """Write :data:`SETTINGS_FILE` through a temporary file (renamed when complete)."""
+    import json
+    import os
+
+    from pionml.io import temp_path
+
+    path = Path(workdir) / SETTINGS_FILE
+    tmp = temp_path(path)
+    try:
+        tmp.write_text(json.dumps(records, indent=1, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def settings_text(s) -> str:
+    """A file's simulation settings in words ("20 events, E 2-50 GeV, seed 5")."""
+    if not isinstance(s, dict):
+        return f"unreadable settings {s!r}"
+    return (f"{s.get('events')} events, E {s.get('energy_min')}-{s.get('energy_max')} GeV, "
+            f"seed {s.get('seed')}")
 
 
 MODEL_FILE = "simulation_model.txt"  # in a recipe's workdir: the model its ROOT files come from

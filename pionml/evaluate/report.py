@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pionml.errors import ConfigError, SchemaError
+from pionml.errors import ConfigError, DataError, SchemaError
 
 logger = logging.getLogger(__name__)
 
@@ -33,10 +33,37 @@ def write_predictions(path: Path, table: dict, columns: dict) -> None:
     after :data:`JOIN_COLUMNS` (``table`` holds ``rows`` and ``file_index``)."""
     columns = {**JOIN_COLUMNS, **columns}
     table = {**table, "row": table["rows"]}
-    data = np.column_stack([np.asarray(table[c], dtype=np.float64) for c in columns]) \
-        if len(table["rows"]) else np.zeros((0, len(columns)))
+    # each column in its own dtype (a record array, not one float64 matrix): an int64 event
+    # number above 2**53 is written exactly, not rounded to the nearest float64
+    values = {c: np.asarray(table[c]) for c in columns}
+    data = np.empty(len(table["rows"]), dtype=[(c, v.dtype) for c, v in values.items()])
+    for c, v in values.items():
+        data[c] = v
     np.savetxt(path, data, delimiter=",", header=",".join(columns), comments="",
                fmt=list(columns.values()))
+
+
+def nonfinite_outputs(task, table: dict) -> dict:
+    """The output columns of ``table`` that hold NaN or inf: column -> (count, first row).
+    An uncertainty column (``sigma...``) that is NaN in every row is the run's way of saying it
+    gives none (a calibrate run of a response model), not counted; nor are the columns that
+    need the truth (``t_pit``: NaN where E_true is not positive, counted by the metrics)."""
+    out = {}
+    for column in task.columns:
+        v = np.asarray(table[column], dtype=np.float64)
+        bad = ~np.isfinite(v)
+        n = int(bad.sum())
+        if n == 0 or (column.startswith("sigma") and np.isnan(v).all()):
+            continue
+        out[column] = (n, int(np.asarray(table["rows"])[np.argmax(bad)]))
+    return out
+
+
+def nonfinite_text(bad: dict, total: int) -> str:
+    """``bad`` (:func:`nonfinite_outputs`) in words: "E_pred in 3 of 200 clusters (first: row
+    17)", one column after the other."""
+    return "; ".join(f"{c} in {n} of {total} clusters (first: row {r})"
+                     for c, (n, r) in bad.items())
 
 
 def with_split_column(columns: dict) -> dict:
@@ -88,7 +115,9 @@ def predict_to_csv(run_dir, data, out, split: str = "all", geometry=None, device
     on MLTree ROOT files (built on the fly with the builder's default selection, every cluster)
     written to the CSV ``out`` (through :func:`pionml.outputs.atomic_output`: never over an
     input or a run's file, the previous file intact on failure). A dataset with a split column
-    gives a ``split`` column. Returns the number of rows written."""
+    gives a ``split`` column; ROOT inputs give ``file_index`` = the position of the cluster's
+    file among them (:func:`input_positions`). A NaN or inf output is written as nan and counted
+    in a warning (:func:`nonfinite_outputs`). Returns the number of rows written."""
     import tempfile
 
     from pionml.device import pick_device
@@ -125,6 +154,8 @@ def predict_to_csv(run_dir, data, out, split: str = "all", geometry=None, device
             try:
                 table = run.predict(path, split=None if split == "all" else split,
                                     device=device, progress=progress)
+                if roots:
+                    table["file_index"] = input_positions(roots, summary)[table["file_index"]]
             except SchemaError as exc:  # name the ROOT inputs, not the temporary build
                 if not roots:
                     raise
@@ -139,8 +170,31 @@ def predict_to_csv(run_dir, data, out, split: str = "all", geometry=None, device
                         table["split"] = ds.split_codes[table["rows"]]
                         columns = with_split_column(columns)
             write_predictions(tmp_out, table, columns)
+    bad = nonfinite_outputs(run.task, table)
+    if bad:  # written as nan, never dropped: counted here
+        logger.warning("predict: run '%s' gives NaN or inf %s: written as nan in %s", run_dir,
+                       nonfinite_text(bad, len(table["rows"])), out)
     logger.info("%d predictions of %s written to %s", len(table["rows"]), run_dir, out)
     return len(table["rows"])
+
+
+def input_positions(roots, summary) -> np.ndarray:
+    """For the dataset built from the ROOT files ``roots`` (``summary``: its build's
+    :class:`~pionml.builder.accounting.BuildSummary`), the position among the inputs as given
+    (wildcards and @lists expanded) of each of its ``sources``: ``/clusters/file_index`` counts
+    the files built, which skip an input of the same content as an earlier one (built once,
+    its clusters under the first copy), so it is the position only without duplicates."""
+    from pionml.builder.builder import expand_inputs
+
+    dups = list(summary.duplicate_inputs)
+    positions, first = [], set()
+    for j, p in enumerate(expand_inputs([str(r) for r in roots])):
+        if dups and dups[0]["file"] == str(p) and dups[0]["same_as"] in first:
+            dups.pop(0)  # not built: a copy of an earlier input
+            continue
+        first.add(str(p))
+        positions.append(j)
+    return np.asarray(positions, dtype=np.int64)
 
 
 def evaluate(run_dirs, data=None, out=None, progress: bool = False, device: str | None = None,
@@ -184,8 +238,7 @@ def _evaluate_one(run_dir, data, split, device, plots, progress, references, vs=
 
     file_backend()
     from pionml.io.hdf5 import DatasetFile
-    from pionml.outputs import atomic_output
-    from pionml.outputs import write_json as write_output_json
+    from pionml.outputs import atomic_outputs, json_text
     from pionml.runs import CARD_FILE, Run, write_json
 
     run = Run.load(run_dir, device=device)
@@ -205,6 +258,11 @@ def _evaluate_one(run_dir, data, split, device, plots, progress, references, vs=
     if len(table["rows"]) == 0:
         raise ConfigError(f"dataset '{path}': the {split} split is empty "
                           f"for task '{run.task.name}'")
+    bad = nonfinite_outputs(run.task, table)
+    if bad:  # the metrics would leave these clusters out, or be NaN, without a word
+        raise DataError(f"run '{run_dir}' on dataset '{path}', {split} split: NaN or inf "
+                        f"{nonfinite_text(bad, len(table['rows']))}: no metrics on part of the "
+                        f"clusters ('pionml predict' writes them all, with nan)")
     table.update(references.outputs(run, path, table["rows"]))
     metrics = {"model": run.name, "task": run.task.name, "data": str(path), "data_sha256": sha,
                "split": split, **run.task.metrics(table)}
@@ -217,10 +275,11 @@ def _evaluate_one(run_dir, data, split, device, plots, progress, references, vs=
             metrics.update(run.task.metrics_vs(table, feature, values[column]))
     (eval_dir / "plots").mkdir(parents=True, exist_ok=True)
     inputs = (path, run_dir)
-    write_output_json(eval_dir / "metrics.json", metrics, inputs, what="evaluate", evaluation=True)
-    with atomic_output(eval_dir / "predictions.csv", inputs, what="evaluate",
-                       evaluation=True) as tmp:
-        write_predictions(tmp, table, run.task.csv_columns())
+    # one result: both replaced together, or neither (a failure leaves the previous pair)
+    with atomic_outputs([eval_dir / "metrics.json", eval_dir / "predictions.csv"], inputs,
+                        what="evaluate", evaluation=True) as (tmp_metrics, tmp_csv):
+        write_predictions(tmp_csv, table, run.task.csv_columns())
+        tmp_metrics.write_text(json_text(metrics))
     if plots:
         with DatasetFile(path) as ds:
             run.task.plots(eval_dir / "plots", run.name, table, ds, progress=progress)
@@ -239,7 +298,7 @@ def _evaluate_one(run_dir, data, split, device, plots, progress, references, vs=
 
 def _compare(results, run_dirs, out, split, plots) -> None:
     """The comparison folder of several runs: plots, summary.json and summary.txt."""
-    from pionml.outputs import atomic_output, check_output_dir, write_json
+    from pionml.outputs import atomic_outputs, check_output_dir, json_text
 
     names = "_".join(dict.fromkeys(r["name"] for r in results))
     if len(names) > 60:
@@ -254,9 +313,11 @@ def _compare(results, run_dirs, out, split, plots) -> None:
         task_class(tasks.pop()).compare(cmp_dir, results, plots=plots)
     summary = [{"run": r["run"], **{k: v for k, v in r["metrics"].items()
                                     if not isinstance(v, (list, dict))}} for r in results]
-    write_json(cmp_dir / "summary.json", summary, what="evaluate --out")
-    with atomic_output(cmp_dir / "summary.txt", what="evaluate --out") as tmp:
-        tmp.write_text(metrics_table(summary) + "\n")
+    # one result: both replaced together, or neither (a failure leaves the previous pair)
+    with atomic_outputs([cmp_dir / "summary.json", cmp_dir / "summary.txt"],
+                        what="evaluate --out") as (tmp_json, tmp_txt):
+        tmp_json.write_text(json_text(summary))
+        tmp_txt.write_text(metrics_table(summary) + "\n")
     logger.info("comparison of %d runs: %s", len(results), cmp_dir)
 
 

@@ -265,16 +265,19 @@ def preprocessing(run, specs: list[InputSpec]) -> dict:
     names = {s.name for s in specs}
     out = {}
     if any(n.startswith("image_") for n in names):
-        modes = {"fraction": "cell energy / cluster E_EM (GeV/GeV)",
+        modes = {"fraction": f"cell energy / max(cluster E_EM, {E_EM_FLOOR_GEV:g} GeV) (GeV/GeV)",
                  "log": f"log(max(E, 0) + {LOG_FLOOR_GEV}) with E in GeV",
                  "standardise": "(E - mean) / std per pixel, constants in 'pixels'",
                  "none": "cell energy in GeV"}
-        out["images"] = {"mode": norm["image_mode"], "what": modes[norm["image_mode"]]}
+        out["images"] = {"mode": norm["image_mode"], "what": modes[norm["image_mode"]],
+                         "E_em_floor_gev": E_EM_FLOOR_GEV, "log_floor_gev": LOG_FLOOR_GEV}
         if norm.get("pixels"):
             out["images"]["pixels"] = norm["pixels"]
     if "cell_features" in names:
-        out["cloud"] = {**norm["cloud"], "what": (
-            "continuous features (x - mean) / std, in this order: E_frac = E / cluster E_EM, "
+        out["cloud"] = {**norm["cloud"], "E_em_floor_gev": E_EM_FLOOR_GEV,
+                        "log_floor_gev": LOG_FLOOR_GEV, "what": (
+            "continuous features (x - mean) / std, in this order: E_frac = E / max(cluster "
+            f"E_EM, {E_EM_FLOOR_GEV:g} GeV), "
             f"log_E = log(max(E / GeV, {LOG_FLOOR_GEV})), deta and dphi of the cell centre "
             "relative "
             "to the cluster (eta, phi) (dphi wrapped to [-pi, pi)), rperp (mm), cell_deta and "
@@ -288,10 +291,17 @@ def preprocessing(run, specs: list[InputSpec]) -> dict:
                           "(unstandardised) deta, dphi and rperp, ties to the lower index; edge "
                           "j -> i, indices over the whole batch (pionml.data.batch.knn_edges)")}
     if "scalars" in names:
-        out["scalars"] = {**norm["scalars"], "what": "(x - mean) / std of (log(E_EM / GeV), eta)"}
+        out["scalars"] = {**norm["scalars"], "log_floor_gev": LOG_FLOOR_GEV, "what": (
+            f"(x - mean) / std of (log(max(E_EM / GeV, {LOG_FLOOR_GEV:g})), eta)")}
     if "moments" in names:
         out["moments"] = moment_preprocessing(run.normalisation.moments)
     return out
+
+
+#: The floor of the cluster E_EM (GeV) that the image fractions and the cells' E_frac divide
+#: by (:meth:`pionml.data.normalise.Normalisation.images`, :func:`~pionml.data.normalise.
+#: raw_cloud_features`): written to the JSON, as the log floor of the scalars.
+E_EM_FLOOR_GEV = 1e-6
 
 
 #: The per-feature transforms of the ``moments`` input (arXiv:2412.04370 Table 2, Eqs 7-9;
