@@ -30,6 +30,8 @@ CLOUD_FEATURES = ("E_frac", "log_E", "deta", "dphi", "rperp", "cell_deta", "cell
 #: Cluster scalars given to models that declare the "scalars" input.
 SCALAR_FEATURES = ("log_E_em", "eta")
 LOG_FLOOR_GEV = 1e-3
+#: The floor of the cluster E_EM (GeV) that image fractions and cell E_frac are divided by.
+E_EM_FLOOR_GEV = 1e-6
 
 
 def n_layers() -> int:
@@ -54,7 +56,7 @@ def raw_cloud_features(block) -> np.ndarray:
     counts = np.diff(block.cell_offsets)
     owner = np.repeat(np.arange(len(counts)), counts)
     c, cl = block.cells, block.clusters
-    e_clus = np.maximum(cl["E_em"].astype(np.float64), 1e-6)[owner]
+    e_clus = np.maximum(cl["E_em"].astype(np.float64), E_EM_FLOOR_GEV)[owner]
     return np.stack([
         c["E"] / e_clus,
         np.log(np.maximum(c["E"].astype(np.float64), LOG_FLOOR_GEV)),
@@ -211,7 +213,7 @@ class Normalisation:
             st = self._pixel_standardiser(layer)
             return st.transform(image.reshape(len(image), -1)).reshape(image.shape)
         if self.image_mode == "fraction":
-            return (image / np.maximum(e_em, 1e-6)[:, None, None]).astype(np.float32)
+            return (image / np.maximum(e_em, E_EM_FLOOR_GEV)[:, None, None]).astype(np.float32)
         if self.image_mode == "log":
             return np.log(np.maximum(image, 0) + LOG_FLOOR_GEV).astype(np.float32)
         return image.astype(np.float32)
@@ -228,7 +230,7 @@ class Normalisation:
             st = self._pixel_standardiser(layer)
             return st.inverse(z.reshape(len(z), -1)).reshape(z.shape)
         if self.image_mode == "fraction":
-            return (z * np.maximum(e_em, 1e-6)[:, None, None]).astype(np.float32)
+            return (z * np.maximum(e_em, E_EM_FLOOR_GEV)[:, None, None]).astype(np.float32)
         if self.image_mode == "log":
             return (np.exp(z) - LOG_FLOOR_GEV).astype(np.float32)
         return z.astype(np.float32)

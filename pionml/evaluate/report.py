@@ -43,17 +43,22 @@ def write_predictions(path: Path, table: dict, columns: dict) -> None:
                fmt=list(columns.values()))
 
 
+#: Output columns of an uncertainty a run may give as NaN everywhere (it has none).
+UNCERTAINTY_PREFIXES = ("sigma", "E_lo", "E_med", "E_hi")
+
+
 def nonfinite_outputs(task, table: dict) -> dict:
     """The output columns of ``table`` that hold NaN or inf: column -> (count, first row).
-    An uncertainty column (``sigma...``) that is NaN in every row is the run's way of saying it
-    gives none (a calibrate run of a response model), not counted; nor are the columns that
-    need the truth (``t_pit``: NaN where E_true is not positive, counted by the metrics)."""
+    An uncertainty column (``sigma...``, or a quantile ``E_lo``, ``E_med``, ``E_hi``) that is NaN
+    in every row is the run's way of saying it gives none (``lgk``, a calibrate run of a response
+    model), not counted; nor are the columns that need the truth (``t_pit``: NaN where E_true is
+    not positive, counted by the metrics)."""
     out = {}
     for column in task.columns:
         v = np.asarray(table[column], dtype=np.float64)
         bad = ~np.isfinite(v)
         n = int(bad.sum())
-        if n == 0 or (column.startswith("sigma") and np.isnan(v).all()):
+        if n == 0 or (column.startswith(UNCERTAINTY_PREFIXES) and np.isnan(v).all()):
             continue
         out[column] = (n, int(np.asarray(table["rows"])[np.argmax(bad)]))
     return out

@@ -258,7 +258,7 @@ def _card_excerpt(run) -> dict:
 def preprocessing(run, specs: list[InputSpec]) -> dict:
     """What a user must do to the cluster before feeding the graph (written to the JSON)."""
     from pionml.data.batch import KNN_SCALES
-    from pionml.data.normalise import LOG_FLOOR_GEV
+    from pionml.data.normalise import E_EM_FLOOR_GEV, LOG_FLOOR_GEV
     from pionml.geometry import LAYERS
 
     norm = run.normalisation.to_dict()
@@ -298,10 +298,6 @@ def preprocessing(run, specs: list[InputSpec]) -> dict:
     return out
 
 
-#: The floor of the cluster E_EM (GeV) that the image fractions and the cells' E_frac divide
-#: by (:meth:`pionml.data.normalise.Normalisation.images`, :func:`~pionml.data.normalise.
-#: raw_cloud_features`): written to the JSON, as the log floor of the scalars.
-E_EM_FLOOR_GEV = 1e-6
 
 
 #: The per-feature transforms of the ``moments`` input (arXiv:2412.04370 Table 2, Eqs 7-9;

@@ -528,11 +528,11 @@ def write_combined_predictions(path: Path, table: dict, names) -> None:
     from pionml.evaluate.report import write_predictions
     from pionml.tasks.base import _TABLE_FORMATS
 
-    columns = {**_TABLE_FORMATS, "pdg": "%d", "score": "%.7g", "to_pi0": "%d",
+    columns = {**_TABLE_FORMATS, "pdg": "%d", "score": "%.9g", "to_pi0": "%d",
                "routed_correctly": "%d", "E_lcw": "%.6g", "E_pi0": "%.6g", "E_charged": "%.6g",
                **{f"E_{m}": "%.6g" for m in ROUTED}, **{f"E_{n}": "%.6g" for n in names}}
     if "joint_score" in table:
-        columns.update({"joint_score": "%.7g", "joint_to_pi0": "%d",
+        columns.update({"joint_score": "%.9g", "joint_to_pi0": "%d",
                         "joint_routed_correctly": "%d", "E_joint_pi0": "%.6g",
                         "E_joint_charged": "%.6g", **{f"E_{m}": "%.6g" for m in JOINT_ROUTED}})
     columns.update({k: "%.5g" for k in table if k.startswith(("sigma_", "E_lo_", "E_med_",

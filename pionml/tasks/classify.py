@@ -34,7 +34,7 @@ class ClassifyTask(Task):
     fields = ("label",)
     select_fields = ("label",)
     metric_fields = ("p_em",)
-    columns = {"score": "%.7g"}
+    columns = {"score": "%.9g"}
     column_doc = {"score": "P(pi0) = sigmoid(logit), between 0 (pi+-) and 1 (pi0)"}
     loss_name = "binary cross-entropy"
     head_loss = "logistic"

@@ -69,7 +69,7 @@ class JointTask(Task):
     model_variant = "joint"
     select_fields = ("label",)
     metric_fields = ("p_em", "E_lcw")
-    columns = {"score": "%.7g", **{f"E_pred_{sp}": "%.6g" for sp in SPECIES}}
+    columns = {"score": "%.9g", **{f"E_pred_{sp}": "%.6g" for sp in SPECIES}}
     column_doc = {"score": ClassifyTask.column_doc["score"],
                   **{f"E_pred_{sp}": f"predicted true cluster energy (ENG_CALIB_TOT) in GeV if the "
                                      f"cluster is a {sp} (the {sp} energy head)" for sp in SPECIES}}
