@@ -13,24 +13,6 @@ from pionml.io.hdf5 import open_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 
-SMALL = """
-[dataset]
-output = "small.h5"
-workdir = "small_root"
-[simulation]
-seed = 5
-events = { "pi0" = 20, "pi+" = 10, "pi-" = 10 }
-energy_min = 2.0
-energy_max = 50.0
-[selection]
-eta_max = 0.7
-min_calib = 0.0
-[split]
-fractions = [0.5, 0.25, 0.25]
-seed = 3
-"""
-
-
 def test_default_recipe_parses():
     r = recipe.load_recipe(ROOT / "datasets" / "default.toml")
     assert set(r.events) == {"pi0", "pi+", "pi-"}
@@ -61,7 +43,7 @@ def test_bad_recipes(tmp_path, text, match):
         recipe.load_recipe(tmp_path / "r.toml")
 
 
-def test_make_dataset_with_a_stand_in_simulation(tmp_path, monkeypatch):
+def test_make_dataset_with_a_stand_in_simulation(tmp_path, monkeypatch, small_recipe):
     """The recipe -> simulate -> build flow, with the simulation replaced by synthetic events
     (the real one is exercised below when pionml.sim.write exists)."""
     calls = []
@@ -75,7 +57,7 @@ def test_make_dataset_with_a_stand_in_simulation(tmp_path, monkeypatch):
         write_events(path, br, geo)
 
     monkeypatch.setattr(recipe, "_simulate_to_root", fake)
-    (tmp_path / "small.toml").write_text(SMALL)
+    (tmp_path / "small.toml").write_text(small_recipe())
     out = recipe.make_dataset(tmp_path / "small.toml", progress=False)
     assert out == tmp_path / "small.h5"
     # simulate_to_root itself writes through a unique temporary file
@@ -91,8 +73,8 @@ def test_make_dataset_with_a_stand_in_simulation(tmp_path, monkeypatch):
     assert len(calls) == 3
 
 
-def test_make_dataset_with_the_simulation(tmp_path):
-    (tmp_path / "small.toml").write_text(SMALL)
+def test_make_dataset_with_the_simulation(tmp_path, small_recipe):
+    (tmp_path / "small.toml").write_text(small_recipe())
     out = recipe.make_dataset(tmp_path / "small.toml", progress=False)
     with open_dataset(out) as ds:
         cl = ds.read_clusters(["pdg", "label", "E_em"])
@@ -110,25 +92,27 @@ def test_make_dataset_with_the_simulation(tmp_path):
             == hdf5_digest(out, skip_attributes=("sources",)))
 
 
-def test_make_dataset_checks_output_and_split_before_simulating(tmp_path, monkeypatch):
+def test_make_dataset_checks_output_and_split_before_simulating(tmp_path, monkeypatch,
+                                                                small_recipe):
     """A bad output or split fails at once, not after the (long) simulation."""
     from pionml.errors import ConfigError, OutputError
 
     monkeypatch.setattr(recipe, "_simulate_to_root", lambda *a, **k: pytest.fail("simulated"))
-    (tmp_path / "small.toml").write_text(SMALL)
+    (tmp_path / "small.toml").write_text(small_recipe())
     (tmp_path / "adir").mkdir()
     with pytest.raises(OutputError, match="make-dataset --out '.*adir' is a directory"):
         recipe.make_dataset(tmp_path / "small.toml", out=tmp_path / "adir", progress=False)
     with pytest.raises(OutputError, match="is the input file"):
         recipe.make_dataset(tmp_path / "small.toml", out=tmp_path / "small.toml", force=True,
                             progress=False)
-    (tmp_path / "bad.toml").write_text(SMALL.replace("[0.5, 0.25, 0.25]", "[0.5, 0.5, 0.5]"))
+    bad = small_recipe().replace("[0.5, 0.25, 0.25]", "[0.5, 0.5, 0.5]")
+    (tmp_path / "bad.toml").write_text(bad)
     with pytest.raises(ConfigError, match=r"bad\.toml.*fractions 0.5 0.5 0.5.*sum to 1.5"):
         recipe.make_dataset(tmp_path / "bad.toml", progress=False)
 
 
 def test_make_dataset_records_the_simulation_model_and_tells_a_stale_one(tmp_path, monkeypatch,
-                                                                         caplog):
+                                                                         caplog, small_recipe):
     """A recipe's dataset and ROOT files record the simulation model (pionml.reco.chain.
     simulation_model); after a change of the model the dataset is reported stale (not rebuilt
     unasked) and its ROOT files are simulated again when the dataset is remade."""
@@ -148,7 +132,7 @@ def test_make_dataset_records_the_simulation_model_and_tells_a_stale_one(tmp_pat
 
     monkeypatch.setattr(recipe, "_simulate_to_root", fake)
     monkeypatch.setattr(chain, "simulation_model", lambda: "model-a")
-    (tmp_path / "small.toml").write_text(SMALL)
+    (tmp_path / "small.toml").write_text(small_recipe())
     out = recipe.make_dataset(tmp_path / "small.toml", progress=False)
     assert recipe.recorded_simulation_model(out) == "model-a"
     assert (tmp_path / "small_root" / recipe.MODEL_FILE).read_text().strip() == "model-a"

@@ -150,13 +150,6 @@ def test_lgk_has_nan_quantiles_and_no_distribution_metrics():
     assert not m["has_distribution"] and "pull_pit" not in m and "pull_asym" not in m
 
 
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def test_train_hgm_writes_the_columns_metrics_and_figures(tmp_path, one_thread):
     from pionml.cli import main

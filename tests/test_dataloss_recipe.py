@@ -13,24 +13,6 @@ from pionml.geometry import barrel_geometry
 from pionml.io.hdf5 import open_dataset
 from pionml.testing.mltree import synthetic_branches, write_events
 
-SMALL = """
-[dataset]
-output = "{out}"
-workdir = "small_root"
-[simulation]
-seed = 5
-events = {{ "pi0" = {n_pi0}, "pi+" = 10, "pi-" = 10 }}
-energy_min = {emin}
-energy_max = 50.0
-[selection]
-eta_max = 0.7
-min_calib = 0.0
-[split]
-fractions = [0.5, 0.25, 0.25]
-seed = 3
-"""
-
-
 def _fake(calls):
     geo = barrel_geometry()
     pdg = {"pi0": 111, "pi+": 211, "pi-": -211}
@@ -50,25 +32,25 @@ def _events(path) -> dict:
     return {p: len(np.unique(cl["event"][cl["pdg"] == p])) for p in (111, 211, -211)}
 
 
-def test_a_changed_recipe_simulates_its_files_again(tmp_path, monkeypatch, caplog):
+def test_a_changed_recipe_simulates_its_files_again(tmp_path, monkeypatch, caplog, small_recipe):
     calls = []
     monkeypatch.setattr(recipe, "_simulate_to_root", _fake(calls))
-    (tmp_path / "a.toml").write_text(SMALL.format(out="a.h5", n_pi0=20, emin=2.0))
+    (tmp_path / "a.toml").write_text(small_recipe("a.h5", 20, 2.0))
     a = recipe.make_dataset(tmp_path / "a.toml", progress=False)
     assert len(calls) == 3 and _events(a) == {111: 20, 211: 10, -211: 10}
     # 40 pi0 events now, into another dataset of the same workdir: pi0.root (20 events) was
     # reused before, and the dataset held 20 pi0 events for the 40 asked
-    (tmp_path / "b.toml").write_text(SMALL.format(out="b.h5", n_pi0=40, emin=2.0))
+    (tmp_path / "b.toml").write_text(small_recipe("b.h5", 40, 2.0))
     with caplog.at_level(logging.INFO, logger="pionml.builder.recipe"):
         b = recipe.make_dataset(tmp_path / "b.toml", progress=False)
     assert calls[3:] == [("pi0.root", 40, 2.0)]  # the others are reused
     assert _events(b) == {111: 40, 211: 10, -211: 10}
     assert "pi0.root was simulated with 20 events" in caplog.text
     # another energy range: every file again
-    (tmp_path / "c.toml").write_text(SMALL.format(out="c.h5", n_pi0=40, emin=5.0))
+    (tmp_path / "c.toml").write_text(small_recipe("c.h5", 40, 5.0))
     recipe.make_dataset(tmp_path / "c.toml", progress=False)
     assert [c[0] for c in calls[4:]] == ["pi0.root", "piplus.root", "piminus.root"]
     # the same settings again: reused, nothing simulated
-    (tmp_path / "d.toml").write_text(SMALL.format(out="d.h5", n_pi0=40, emin=5.0))
+    (tmp_path / "d.toml").write_text(small_recipe("d.h5", 40, 5.0))
     recipe.make_dataset(tmp_path / "d.toml", progress=False)
     assert len(calls) == 7

@@ -128,14 +128,6 @@ def test_shortest_interval_known_samples():
     assert shortest_interval(g) == pytest.approx(4.0, rel=0.02)  # 2 sigma
 
 
-@pytest.fixture
-def one_thread():
-    """Small networks: one torch thread (two under load from other processes are slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def test_hgm_recovers_a_known_width(one_thread):
     torch.manual_seed(0)
