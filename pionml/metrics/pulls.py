@@ -41,13 +41,22 @@ def bifurcated_gaussian_fit(t: np.ndarray, limit: float = PULL_RANGE, bins: int 
         s = np.where(x < mu, sl, sr)
         return a * np.exp(-0.5 * ((x - mu) / s) ** 2)
 
+    def jac(x, a, mu, sl, sr):  # analytic: one evaluation per step instead of five
+        left = x < mu
+        s = np.where(left, sl, sr)
+        d = x - mu
+        g = np.exp(-0.5 * (d / s) ** 2)
+        ds = a * g * d ** 2 / s ** 3
+        return np.stack([g, a * g * d / s ** 2, np.where(left, ds, 0.0),
+                         np.where(left, 0.0, ds)], axis=1)
+
     lo, hi = shortest_interval_bounds(t)
     w0 = max((hi - lo) / 2, 1e-3)
     try:
         p, _ = curve_fit(f, centres, counts, p0=(counts.max(), float(np.median(t)), w0, w0),
                          sigma=np.sqrt(np.maximum(counts, 1.0)),
                          bounds=([0, -limit, 1e-3, 1e-3], [np.inf, limit, 10 * limit, 10 * limit]),
-                         maxfev=5000)
+                         jac=jac, maxfev=5000)
     except (RuntimeError, ValueError):
         return out
     out.update({"amplitude": float(p[0]), "mu": float(p[1]), "sigma_left": float(p[2]),
