@@ -274,3 +274,19 @@ def test_a_validation_subset_is_the_same_for_every_training(fake, tmp_path, monk
     settings = lc.CurveSettings(models=["dnn"], val_size=50)
     with pytest.raises(ConfigError, match="val_size"):
         lc.LearningCurve(fake, out, settings).run([60])
+
+
+def test_a_scheduler_reaches_the_networks_and_is_recorded(fake, tmp_path):
+    """--scheduler: the networks train with it (their run's config), the bdt keeps its own
+    defaults, and the study records it, so resuming with another schedule is refused."""
+    out = tmp_path / "cos"
+    assert main(["learning-curve", *ARGS, "--sizes", "60", "--scheduler", "cosine",
+                 "--data", str(fake), "--out", str(out)]) == 0
+    doc = _doc(out)
+    assert doc["train_options"]["scheduler"] == "cosine"
+    configs = {m: (out / "runs" / f"{m}_60" / "config.toml").read_text() for m in ("dnn", "bdt")}
+    assert 'scheduler = "cosine"' in configs["dnn"]
+    assert 'scheduler = "cosine"' not in configs["bdt"]
+    with pytest.raises(ConfigError, match="train_options"):
+        lc.LearningCurve(fake, out, lc.CurveSettings(
+            models=["dnn"], train_options={"epochs": 1, "scheduler": "plateau"})).run([60])

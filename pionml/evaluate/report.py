@@ -43,22 +43,20 @@ def write_predictions(path: Path, table: dict, columns: dict) -> None:
                fmt=list(columns.values()))
 
 
-#: Output columns of an uncertainty a run may give as NaN everywhere (it has none).
-UNCERTAINTY_PREFIXES = ("sigma", "E_lo", "E_med", "E_hi")
-
-
 def nonfinite_outputs(task, table: dict) -> dict:
     """The output columns of ``table`` that hold NaN or inf: column -> (count, first row).
     An uncertainty column (``sigma...``, or a quantile ``E_lo``, ``E_med``, ``E_hi``) that is NaN
     in every row is the run's way of saying it gives none (``lgk``, a calibrate run of a response
     model), not counted; nor are the columns that need the truth (``t_pit``: NaN where E_true is
     not positive, counted by the metrics)."""
+    from pionml.metrics.pulls import UNCERTAINTY_PREFIXES, gives_no_uncertainty
+
     out = {}
     for column in task.columns:
         v = np.asarray(table[column], dtype=np.float64)
         bad = ~np.isfinite(v)
         n = int(bad.sum())
-        if n == 0 or (column.startswith(UNCERTAINTY_PREFIXES) and np.isnan(v).all()):
+        if n == 0 or (column.startswith(UNCERTAINTY_PREFIXES) and gives_no_uncertainty(v)):
             continue
         out[column] = (n, int(np.asarray(table["rows"])[np.argmax(bad)]))
     return out
@@ -287,7 +285,8 @@ def _evaluate_one(run_dir, data, split, device, plots, progress, references, vs=
         tmp_metrics.write_text(json_text(metrics))
     if plots:
         with DatasetFile(path) as ds:
-            run.task.plots(eval_dir / "plots", run.name, table, ds, progress=progress)
+            run.task.plots(eval_dir / "plots", run.name, table, ds, progress=progress,
+                           metrics=metrics)
         for feature in vs:
             run.task.plots_vs(eval_dir / "plots", run.name, feature, metrics)
     if own_data and split == "test":  # the card holds the run's own test metrics only

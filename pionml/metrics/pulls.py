@@ -103,9 +103,19 @@ def binned_medians(values, x, bins) -> list[dict]:
 
 #: The uncertainty columns of a prediction table (GeV for ``regress``).
 SIGMA_KEYS = ("sigma", "sigma_stat", "sigma_syst")
-#: The quantile columns (GeV) of a regressor with a predictive distribution: 15.87 %, 50 %,
-#: 84.13 %
-QUANTILE_KEYS = ("E_lo", "E_med", "E_hi")
+#: The quantile columns (GeV) of a regressor with a predictive distribution, with their
+#: probabilities: the 1-sigma band of a Gaussian (Phi(-1), 1/2, Phi(+1))
+QUANTILE_PROBS = {"E_lo": 0.15865525393145707, "E_med": 0.5, "E_hi": 0.8413447460685429}
+QUANTILE_KEYS = tuple(QUANTILE_PROBS)
+#: The output columns of an uncertainty, and the columns named after them (``sigma_stat``,
+#: ``E_lo_soft`` ...): a run that gives none writes them NaN in every row
+UNCERTAINTY_PREFIXES = ("sigma", *QUANTILE_KEYS)
+
+
+def gives_no_uncertainty(values) -> bool:
+    """True when an uncertainty column is NaN in every row: a run's way of saying it has none
+    (``lgk``, a calibrate run of a response model), as opposed to a NaN among finite values."""
+    return bool(np.all(np.isnan(np.asarray(values, np.float64))))
 
 
 def asymmetric_pulls(e_true, e_lo, e_med, e_hi) -> np.ndarray:

@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from pionml.errors import CheckpointError, ConfigError, DataError
+from pionml.metrics.pulls import QUANTILE_PROBS, SIGMA_KEYS as SIGMAS, gives_no_uncertainty
 from pionml.metrics.routing import (ROUTED, MixedSample, combine_metrics, draw_mixed, mix_edges,
                                     route, routed_energy, routing_efficiencies, soft_energy,
                                     threshold_report)
@@ -60,12 +61,9 @@ logger = logging.getLogger(__name__)
 JOINT_ROUTED = ("joint_combined", "joint_oracle", "joint_soft")
 #: The columns of a joint run's predictions: its score and its energy head of each species.
 JOINT_COLUMNS = ("score", "E_pred_pi0", "E_pred_charged")
-#: The uncertainty columns a regressor's predictions may carry (total, statistical, systematic).
-SIGMAS = ("sigma", "sigma_stat", "sigma_syst")
-#: The quantiles of a regressor's predictive distribution (pionml.tasks.regress.QUANTILE_PROBS:
-#: 15.87, 50 and 84.13 %, i.e. -1, 0 and +1 standard normal units).
-QUANTILES = ("E_lo", "E_med", "E_hi")
-_Z = {"E_lo": -1.0, "E_med": 0.0, "E_hi": 1.0}
+#: The uncertainty columns a regressor's predictions may carry: SIGMAS (total, statistical,
+#: systematic) and QUANTILES of its predictive distribution (pionml.metrics.pulls)
+QUANTILES = tuple(QUANTILE_PROBS)
 
 
 # --- uncertainties ---------------------------------------------------------------------------
@@ -82,7 +80,7 @@ def energy_sigmas(pred: dict, what: str) -> dict:
     """The uncertainty columns (:data:`SIGMAS`) of a run's predictions in GeV: as they are, or,
     for a ``calibrate`` run (whose sigmas are on its response R = E_EM / E), times E / R. Empty
     when the run gives none or only NaN (``lgk``); a NaN among finite values is a DataError."""
-    if "sigma" not in pred or np.all(np.isnan(np.asarray(pred["sigma"], np.float64))):
+    if "sigma" not in pred or gives_no_uncertainty(pred["sigma"]):
         return {}
     scale = (np.asarray(pred["E_pred"], np.float64) / np.asarray(pred["R_pred"], np.float64)
              if "R_pred" in pred else 1.0)
@@ -112,8 +110,7 @@ def energy_quantiles(pred: dict, what: str) -> dict:
     """The quantile columns (:data:`QUANTILES`, GeV) of a run's predictions, or {} when it gives
     none or only NaN (``lgk``, which has no distribution); a NaN among finite values, a
     non-positive value or E_lo > E_med > E_hi out of order is a DataError."""
-    if not all(k in pred for k in QUANTILES) \
-            or np.all(np.isnan(np.asarray(pred["E_lo"], np.float64))):
+    if not all(k in pred for k in QUANTILES) or gives_no_uncertainty(pred["E_lo"]):
         return {}
     q = {k: check_finite(np.asarray(pred[k], np.float64), f"{what}: {k}") for k in QUANTILES}
     bad = (q["E_lo"] <= 0) | (q["E_lo"] > q["E_med"]) | (q["E_med"] > q["E_hi"])
@@ -144,11 +141,8 @@ def mixture_quantiles(p, q0: dict, q1: dict, steps: int = 60) -> dict:
                     np.log(q1["E_lo"]) - 8 * (np.log(q1["E_med"]) - np.log(q1["E_lo"]))) - 1e-9
     hi = np.maximum(np.log(q0["E_hi"]) + 8 * (np.log(q0["E_hi"]) - np.log(q0["E_med"])),
                     np.log(q1["E_hi"]) + 8 * (np.log(q1["E_hi"]) - np.log(q1["E_med"]))) + 1e-9
-    from scipy.special import ndtr
-
     out = {}
-    for k, z in _Z.items():
-        target = float(ndtr(z))
+    for k, target in QUANTILE_PROBS.items():
         a, b = lo.copy(), hi.copy()
         for _ in range(steps):
             mid = 0.5 * (a + b)

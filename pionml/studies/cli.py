@@ -53,6 +53,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="networks' learning rate (default: each model's)")
     p.add_argument("--patience", type=positive_int, default=None,
                    help="networks' early-stopping patience (default: each model's)")
+    p.add_argument("--scheduler", choices=("none", "cosine", "plateau"), default=None,
+                   help="networks' learning-rate schedule (default: each model's)")
     p.add_argument("--recipe", choices=("default", "seed002"), default="default",
                    help="the networks' training recipe (see pionml train --help)")
     p.add_argument("--hyper", default=None, metavar="JSON",
@@ -113,7 +115,8 @@ def run(args) -> int:
     settings = CurveSettings(
         task=args.task, models=list(args.model), seed=args.seed, task_options=task_options,
         train_options={"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-                       "patience": args.patience, "recipe": args.recipe, "device": args.device},
+                       "patience": args.patience, "scheduler": args.scheduler,
+                       "recipe": args.recipe, "device": args.device},
         hyper=_hyper(args.hyper, list(args.model)), val_size=args.val_size)
     data = Path(args.data)
     if not data.is_file():

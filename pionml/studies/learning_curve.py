@@ -50,7 +50,7 @@ FORMAT = 1
 #: The reference trained at every size beside the networks.
 REFERENCE = "bdt"
 #: Training options a study passes to the networks (the bdt keeps its own defaults).
-TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "patience", "recipe", "device")
+TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "patience", "scheduler", "recipe", "device")
 
 
 def curve_tasks() -> list[str]:
@@ -394,6 +394,7 @@ class LearningCurve:
             config = default_config(model, recipe=opts.get("recipe") or "default",
                                     epochs=opts.get("epochs"), batch_size=opts.get("batch_size"),
                                     lr=opts.get("lr"), patience=opts.get("patience"),
+                                    scheduler=opts.get("scheduler"),
                                     seed=s.seed, device=opts.get("device"))
         train_run(self.data, model, folder, task=s.task, config=config,
                   hyper=s.hyper.get(model), progress=progress, resume=resume,

@@ -351,8 +351,10 @@ class Task:
         """One line of a study score."""
         return ", ".join(f"{k} {format_metric(metrics, k)}" for k in self.score_keys)
 
-    def plots(self, folder, name: str, table: dict, dataset, progress: bool = False) -> list:
-        """Draw the task's figures into ``folder``; returns the files written."""
+    def plots(self, folder, name: str, table: dict, dataset, progress: bool = False,
+              metrics: dict | None = None) -> list:
+        """Draw the task's figures into ``folder``; returns the files written. ``metrics``:
+        the task's :meth:`metrics` of ``table`` when the caller has them (not computed again)."""
         return []
 
     @classmethod

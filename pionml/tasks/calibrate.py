@@ -39,7 +39,8 @@ import numpy as np
 
 from pionml.errors import ConfigError
 from pionml.tasks.base import Task, register_task
-from pionml.tasks.regress import PIT_COLUMNS, QUANTILE_COLUMNS, QUANTILE_PROBS
+from pionml.metrics.pulls import QUANTILE_PROBS
+from pionml.tasks.regress import PIT_COLUMNS, QUANTILE_COLUMNS
 
 if TYPE_CHECKING:  # torch is imported where a tensor is made: the command line stays light
     import torch
@@ -291,7 +292,9 @@ class CalibrateTask(Task):
 
             draw_calibration_comparison(folder, named, comparison)
 
-    def plots(self, folder, name: str, table: dict, dataset, progress: bool = False) -> list:
+    def plots(self, folder, name: str, table: dict, dataset, progress: bool = False,
+              metrics: dict | None = None) -> list:
         from pionml.figures.calibration import draw_calibration_plots
 
-        return draw_calibration_plots(folder, name, table, self.metrics(table))
+        return draw_calibration_plots(folder, name, table,
+                                      self.metrics(table) if metrics is None else metrics)

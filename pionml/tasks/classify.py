@@ -147,7 +147,8 @@ class ClassifyTask(Task):
 
             draw_comparison(folder, results)
 
-    def plots(self, folder, name: str, table: dict, dataset, progress: bool = False) -> list:
+    def plots(self, folder, name: str, table: dict, dataset, progress: bool = False,
+              metrics: dict | None = None) -> list:
         from pionml.figures.classification import draw_run_plots
         from pionml.metrics.images import image_statistics
 

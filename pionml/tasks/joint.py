@@ -218,16 +218,18 @@ class JointTask(Task):
         return (self.classify.summary(m) + "; "
                 + "; ".join(self.regress[sp].summary(m[f"regress_{sp}"]) for sp in SPECIES))
 
-    def plots(self, folder, name: str, table: dict, dataset, progress: bool = False) -> list:
+    def plots(self, folder, name: str, table: dict, dataset, progress: bool = False,
+              metrics: dict | None = None) -> list:
         """The classify figures in ``folder``, each species' regress figures in
         ``folder/regress_<species>``."""
         from pathlib import Path
 
-        written = self.classify.plots(folder, name, table, dataset, progress)
+        written = self.classify.plots(folder, name, table, dataset, progress, metrics)
         for sp, reg in self.regress.items():
             sub = Path(folder) / f"regress_{sp}"
             sub.mkdir(parents=True, exist_ok=True)
-            written += reg.plots(sub, name, self.species_table(table, sp), dataset, progress)
+            written += reg.plots(sub, name, self.species_table(table, sp), dataset, progress,
+                                 (metrics or {}).get(f"regress_{sp}"))
         return written
 
     @classmethod

@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pionml.errors import ConfigError
+from pionml.metrics.pulls import QUANTILE_PROBS, SIGMA_KEYS
 from pionml.tasks.base import CliOption, Task, format_metric, register_task
 from pionml.tasks.transforms import SpectrumWeights, TargetTransform
 
@@ -68,7 +69,7 @@ HEAD_SPECS = {"value": {"value": {"kind": "linear"}},
                                       "min_width": 1e-3}}}
 #: The uncertainty columns of a run with a mixture head or an ensemble (GeV), as a calibrate
 #: run names them
-SIGMA_COLUMNS = {"sigma": "%.5g", "sigma_stat": "%.5g", "sigma_syst": "%.5g"}
+SIGMA_COLUMNS = {k: "%.5g" for k in SIGMA_KEYS}
 SIGMA_DOC = {
     "sigma": "total uncertainty of E_pred in GeV: sqrt(sigma_stat^2 + sigma_syst^2)",
     "sigma_stat": "statistical (model) uncertainty of E_pred in GeV: the spread of the "
@@ -77,9 +78,7 @@ SIGMA_DOC = {
                   "mixtures, sqrt(mean of their variances) (0 without a mixture head)"}
 #: The quantiles of the predictive distribution of E of a run with a mixture head (GeV): the
 #: (members' averaged) mixture's CDF solved per cluster (:func:`mixture_quantiles`)
-QUANTILE_COLUMNS = {"E_lo": "%.5g", "E_med": "%.5g", "E_hi": "%.5g"}
-#: their probabilities: the 1-sigma band of a Gaussian (Phi(-1), 1/2, Phi(+1))
-QUANTILE_PROBS = {"E_lo": 0.15865525393145707, "E_med": 0.5, "E_hi": 0.8413447460685429}
+QUANTILE_COLUMNS = {k: "%.5g" for k in QUANTILE_PROBS}
 QUANTILE_DOC = {
     "E_lo": "15.87 % quantile of the predictive distribution of E_true in GeV (the mixture's "
             "CDF solved numerically; E_med - E_lo is the asymmetric error below)",
@@ -462,7 +461,7 @@ class RegressTask(Task):
         """The response tables (:func:`~pionml.metrics.resolution.regression_metrics`) and, for a
         run with a sigma, its pulls per bin of E_true
         (:func:`~pionml.metrics.pulls.energy_pull_metrics`; ``has_uncertainty``)."""
-        from pionml.metrics.pulls import SIGMA_KEYS, energy_pull_metrics
+        from pionml.metrics.pulls import energy_pull_metrics
         from pionml.metrics.resolution import DEFAULT_TRUE_BINS, regression_metrics
 
         out = {"species": self.species, **regression_metrics(table)}
@@ -520,7 +519,9 @@ class RegressTask(Task):
                 draw_regression_comparison(folder, [r for r in results
                                                     if r["metrics"]["species"] == species])
 
-    def plots(self, folder, name: str, table: dict, dataset, progress: bool = False) -> list:
+    def plots(self, folder, name: str, table: dict, dataset, progress: bool = False,
+              metrics: dict | None = None) -> list:
         from pionml.figures.regression import draw_regression_plots
 
-        return draw_regression_plots(folder, name, self.species, table, self.metrics(table))
+        return draw_regression_plots(folder, name, self.species, table,
+                                     self.metrics(table) if metrics is None else metrics)
