@@ -40,6 +40,11 @@ def test_cli_command_runs(capsys):
     help_text, add_arguments, run = COMMANDS["validate-sim"]
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    assert run(parser.parse_args(["--events", "30", "--seed", "3"])) == 0
+    # the clustered tables on 30 events per point (their default of 1000 takes minutes)
+    assert run(parser.parse_args(["--events", "30", "--seed", "3", "--cluster-events", "30",
+                                  "--no-progress"])) == 0
     out = capsys.readouterr().out
     assert "3.5/7.5 photon truth fractions" in out
+    for title in ("== clusters per species", "== 7.2(d) pi+- clustered EM-scale response",
+                  "== 7.3 LCW", "== 7.6 pi0 / pi+- separability"):
+        assert title in out, title

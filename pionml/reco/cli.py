@@ -212,7 +212,8 @@ def _add_validate(p):
     p.add_argument("--no-clusters", action="store_true",
                    help="skip the clustered / LCW tables (physics.md 7.2(d), 7.3, 7.6)")
     p.add_argument("--cluster-events", type=positive_int, default=1000,
-                   help="events per energy point for the clustered tables (default 1000)")
+                   help="events per energy point for the clustered tables, 3x that for the "
+                        "separation and low-energy tables (default 1000)")
 
 
 def _run_validate(args):

@@ -252,7 +252,9 @@ def format_reco_tables(rows, sep) -> str:
 
 
 def validate_reco(n_events=1000, seed=3, progress=False) -> str:
+    """The clustered tables: the response per energy point on ``n_events`` events each, the
+    separation and the low-energy table on 3 x ``n_events`` (3000 at the default)."""
     rows = response_table(n_events, seed, progress=progress)
-    sep = separation(max(3 * n_events, 3000), seed + 1)
-    low = low_energy_table(max(3 * n_events, 3000), seed + 2, below=1.0)
+    sep = separation(3 * n_events, seed + 1)
+    low = low_energy_table(3 * n_events, seed + 2, below=1.0)
     return format_reco_tables(rows, sep) + "\n" + format_low_energy(low)
