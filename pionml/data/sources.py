@@ -47,7 +47,11 @@ class DataConfig:
     a permutation of them seeded with ``train_subset_seed`` (:func:`subset_rows`), so that the
     subsets of one seed are nested and the run folder records which one it used; ``val_size``:
     the same for the validation rows (early stopping and the best epoch on fewer clusters: a
-    learning curve on a large sample need not evaluate its whole validation split every epoch).
+    learning curve on a large sample need not evaluate its whole validation split every epoch);
+    ``subset_task``: draw those subsets from the rows of that task (its default options) instead
+    of the run's own task's, and train (validate) on the rows of the subset the run's task
+    selects: a species' regressor trained on exactly the clusters of its species a joint network
+    of the same ``train_size`` saw (the learning curve of ``--task joint``).
     """
 
     image_mode: str = "fraction"
@@ -65,6 +69,8 @@ class DataConfig:
     train_subset_seed: int = 0
     #: a subset of the validation rows (same seed): their number, None = all
     val_size: int | None = None
+    #: the task whose rows the subsets are drawn from (None: the run's own task's)
+    subset_task: str | None = None
 
     def __post_init__(self):
         if self.source not in SOURCES:
@@ -88,27 +94,65 @@ class DataConfig:
             n = getattr(self, name)
             if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
                 raise ConfigError(f"{name} must be an integer >= 1 or None, got {n!r}")
+        if self.subset_task is not None:
+            from pionml.tasks import task_class
 
-    def train_rows(self, rows: np.ndarray, where: str = "") -> np.ndarray:
+            if not isinstance(self.subset_task, str):
+                raise ConfigError(f"subset_task must be a task name or None, got "
+                                  f"{self.subset_task!r}")
+            task_class(self.subset_task)  # an unknown name lists the choices
+
+    def train_rows(self, rows: np.ndarray, where: str = "", pool=None) -> np.ndarray:
         """The training rows this configuration uses out of the task's ``rows``: all of them,
-        or the nested subset of :attr:`train_size` rows (:func:`subset_rows`)."""
-        return self._subset(rows, self.train_size, "train_size", "training", where)
+        or the nested subset of :attr:`train_size` rows (:func:`subset_rows`); with
+        :attr:`subset_task`, the subset is drawn from ``pool`` (that task's training rows) and
+        the rows of it in ``rows`` are kept."""
+        return self._subset(rows, self.train_size, "train_size", "training", where, pool)
 
-    def val_rows(self, rows: np.ndarray, where: str = "") -> np.ndarray:
-        """The validation rows: all of the task's ``rows``, or the subset of :attr:`val_size`."""
-        return self._subset(rows, self.val_size, "val_size", "validation", where)
+    def val_rows(self, rows: np.ndarray, where: str = "", pool=None) -> np.ndarray:
+        """The validation rows: all of the task's ``rows``, or the subset of :attr:`val_size`
+        (drawn from ``pool`` with :attr:`subset_task`, as :meth:`train_rows`)."""
+        return self._subset(rows, self.val_size, "val_size", "validation", where, pool)
 
-    def _subset(self, rows, size, name, split, where) -> np.ndarray:
+    def _subset(self, rows, size, name, split, where, pool=None) -> np.ndarray:
         if size is None:
             return rows
-        if size > len(rows):
-            raise ConfigError(f"{where + ': ' if where else ''}{name} {size} is larger than the "
-                              f"{split} split ({len(rows)} rows)")
-        subset = subset_rows(rows, size, self.train_subset_seed)
+        at = where + ": " if where else ""
+        if self.subset_task is not None and pool is None:
+            raise ConfigError(f"{at}data option subset_task '{self.subset_task}': the {split} "
+                              "rows of that task are needed to draw the subset")
+        base = np.asarray(rows if self.subset_task is None else pool)
+        if size > len(base):
+            raise ConfigError(f"{at}{name} {size} is larger than the {split} split ({len(base)} "
+                              "rows" + (f" of task '{self.subset_task}'"
+                                        if self.subset_task is not None else "") + ")")
+        subset = subset_rows(base, size, self.train_subset_seed)
+        if self.subset_task is not None:
+            outside = np.setdiff1d(rows, base)
+            if len(outside):  # they could never be drawn: refused, not dropped
+                raise ConfigError(f"{at}data option subset_task '{self.subset_task}': "
+                                  f"{len(outside)} {split} rows of the run's task are not rows "
+                                  f"of that task (first: row {int(outside[0])})")
+            drawn = len(subset)
+            subset = np.intersect1d(subset, rows)
+            logger.info("%s on the %d rows of its task among a nested subset of %d of the %d %s "
+                        "rows of task '%s' (seed %d)",
+                        "training" if split == "training" else "validating", len(subset), drawn,
+                        len(base), split, self.subset_task, self.train_subset_seed)
+            return subset
         logger.info("%s on %d of the %d %s rows (a nested subset, seed %d)",
                     "training" if split == "training" else "validating", len(subset), len(rows),
                     split, self.train_subset_seed)
         return subset
+
+    def subset_pool(self, dataset, split: str):
+        """The rows the subsets are drawn from in ``split`` of ``dataset`` (a DatasetFile):
+        :attr:`subset_task`'s rows, None without one."""
+        if self.subset_task is None:
+            return None
+        from pionml.tasks import make_task
+
+        return make_task(self.subset_task).rows(dataset, split)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -26,15 +26,17 @@ def training_size(text: str):
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from pionml.cli import positive_float, positive_int, seed
-    from pionml.studies.learning_curve import curve_tasks
+    from pionml.studies.learning_curve import curve_tasks, tasks_text
     from pionml.tasks import add_task_arguments
 
     tasks = curve_tasks()
     p.add_argument("--task", default=tasks[0],
-                   help=f"{' or '.join(tasks)} (default {tasks[0]})")
+                   help=f"{tasks_text()} (default {tasks[0]}); joint scores the classification "
+                        "and each species' energy head, each beside its own bdt")
     p.add_argument("--model", nargs="+", required=True, metavar="M",
-                   help="models to train at each size (networks; the bdt is always added, the "
-                        "baselines pem / em and lcw are drawn as bands)")
+                   help="models to train at each size (networks; the bdt is always added, one "
+                        "per scored part of the task, the baselines pem / em and lcw are drawn "
+                        "as bands)")
     p.add_argument("--sizes", nargs="+", required=True, type=training_size, metavar="N",
                    help="training sizes in clusters, increasing; 'all' (last) = the whole "
                         "training split. Each is a subset of the next (a seeded permutation of "
@@ -44,6 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the study's folder: learning_curve.json, the figures, runs/<model>_<N>; "
                         "run again with the same options to resume")
     add_task_arguments(p, several=False)  # one run per (model, size)
+    p.add_argument("--task-options", default=None, metavar="JSON",
+                   help='task options as JSON, as pionml train\'s, e.g. \'{"alpha": 0.5}\' for '
+                        "joint (the task's own flags above win)")
     p.add_argument("--epochs", type=positive_int, default=None,
                    help="maximum epochs of the networks (default: each model's; the bdt keeps "
                         "its own boosting rounds and early stopping)")
@@ -94,17 +99,20 @@ def run(args) -> int:
     from pathlib import Path
 
     from pionml.errors import ConfigError, UsageError
-    from pionml.studies.learning_curve import curve_tasks
+    from pionml.studies.learning_curve import curve_tasks, tasks_text
     from pionml.tasks import task_runs
 
     if args.task not in curve_tasks():
-        raise UsageError(f"--task '{args.task}': a learning curve is drawn for "
-                         f"{' or '.join(curve_tasks())}")
+        raise UsageError(f"--task '{args.task}': a learning curve is drawn for {tasks_text()}")
+    from pionml.tasks import make_task
+    from pionml.train.config_file import json_object
+
     try:
         (only,) = task_runs(args.task, args, several=False)
-    except ConfigError as exc:  # an option of another task
+        task_options = {**json_object(args.task_options, "--task-options"), **only.options}
+        make_task(args.task, **task_options)  # an unknown option or value: one line
+    except ConfigError as exc:  # an option of another task, bad JSON, a bad option
         raise UsageError(str(exc)) from None
-    task_options = only.options
     from pionml.device import pick_device
     from pionml.figures.writer import use_atlas_style
     from pionml.studies.learning_curve import CurveSettings, LearningCurve, table

@@ -15,18 +15,33 @@ What is measured per (model, size) on the test rows is the task's study score
 - regress: the median response and the two resolutions (16-84 % IQR over the median, shortest
   68 % interval over twice the median) in bins of E_true, and over all clusters;
 
+- joint: three parts (:meth:`pionml.tasks.base.Task.study_parts`): the classify score of
+  ``score`` on every test cluster, and the regress score of each species' head
+  (``E_pred_pi0``, ``E_pred_charged``) on the test clusters of that species with a valid target;
+
 and the training time (wall seconds of the training, and the summed epoch times of the model
-card). The task's baselines (``Task.baselines``), which learn nothing, are measured once on the
-same test rows and drawn as horizontal bands: ``pem`` (P_EM of LCW) for classify, the EM scale
-and LCW for regress. A curve is drawn for every task with a study score (``score_column``). The
-``bdt`` on the cluster moments is trained at every size like the networks, with its own
-defaults (boosting rounds and early stopping), as the evaluation's reference is.
+card). Each part's baselines (``Task.baselines`` of its task), which learn nothing, are measured
+once on the part's test rows and drawn as horizontal bands: ``pem`` (P_EM of LCW) for classify,
+the EM scale and LCW for regress (per species for joint). A curve is drawn for every task with
+study parts (classify and regress: one, their own score). The ``bdt`` on the cluster moments is
+trained at every size like the networks, with its own defaults (boosting rounds and early
+stopping), as the evaluation's reference is: one per part, for the part's task. A part of
+another task than the curve's (joint's classify and regress parts) trains its bdt on the rows
+its task selects among the curve's nested subset of that size (the data option
+``subset_task``, :class:`pionml.data.sources.DataConfig`): at size N the species' bdt sees
+exactly the clusters of its species the joint network of size N saw (and the classify bdt all
+N of them).
 
 Everything lands in one folder: ``learning_curve.json`` (the settings, the baselines, one entry
 per (model, size)), ``runs/<model>_<size>/`` (ordinary run folders) and one figure per metric
-against the training size. The study resumes: a pair whose run folder is complete and whose
-entry is in the JSON is not trained again; a run cut short is continued from its checkpoint (or
-started again when it has none), a trained run without its entry is only evaluated.
+against the training size. A task of several parts nests the metrics and the baselines by part
+(``{"classify": {...}, "regress_pi0": {...}, ...}``), its bdt entries are one per (part, size)
+(``bdt_<part>_<size>``, with ``part``) and its figures are ``learning_curve_<part>_<metric>.png``;
+a task of one part keeps them flat (the format of the classify and regress curves).
+
+The study resumes: a pair whose run folder is complete and whose entry is in the JSON is not
+trained again; a run cut short is continued from its checkpoint (or started again when it has
+none), a trained run without its entry is only evaluated.
 """
 
 from __future__ import annotations
@@ -54,17 +69,40 @@ TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "patience", "scheduler", "recipe"
 
 
 def curve_tasks() -> list[str]:
-    """The tasks a learning curve is drawn for: those with a study score."""
-    from pionml.tasks import TASKS
+    """The tasks a learning curve is drawn for: those with study parts (a study score)."""
+    from pionml.tasks import TASKS, make_task
 
-    return sorted(name for name, cls in TASKS.items() if cls.score_column)
+    return sorted(name for name in TASKS if make_task(name).study_parts())
 
 
-def _task(name: str):
-    """A task ``name`` with its default options (its study declarations and score)."""
+def study_parts(task: str, task_options: dict | None = None) -> tuple:
+    """The parts a curve of ``task`` (with its options) scores
+    (:meth:`pionml.tasks.base.Task.study_parts`)."""
     from pionml.tasks import make_task
 
-    return make_task(name)
+    return make_task(task, **(task_options or {})).study_parts()
+
+
+def doc_parts(doc: dict) -> tuple:
+    """The study parts of a learning-curve document (its task and task options)."""
+    return study_parts(doc["task"], doc.get("task_options"))
+
+
+def by_part(parts, value) -> dict:
+    """A metrics or baselines object of the JSON as {part name: value}: nested by part for a
+    task of several parts, the one part's value itself for a task of one."""
+    if value is None:
+        return {}
+    return {parts[0].name: value} if len(parts) == 1 else value
+
+
+def packed(parts, values: dict):
+    """The inverse of :func:`by_part`: what the JSON holds for {part name: value}."""
+    return values[parts[0].name] if len(parts) == 1 else values
+
+
+def _baseline_names(task: str) -> set:
+    return {b for part in study_parts(task) for b in part.task.baselines}
 
 
 @dataclass
@@ -86,7 +124,7 @@ class CurveSettings:
     def __post_init__(self):
         if self.task not in curve_tasks():
             raise UsageError(f"--task '{self.task}': a learning curve is drawn for "
-                             f"{' or '.join(curve_tasks())}")
+                             f"{tasks_text()}")
         unknown = set(self.train_options) - set(TRAIN_OPTIONS)
         if unknown:
             raise ConfigError(f"unknown training option(s) {sorted(unknown)} "
@@ -112,14 +150,22 @@ class CurveSettings:
         return out
 
 
+def tasks_text() -> str:
+    """'a, b or c': the tasks a learning curve is drawn for."""
+    tasks = curve_tasks()
+    return " or ".join(tasks) if len(tasks) < 3 else f"{', '.join(tasks[:-1])} or {tasks[-1]}"
+
+
 def model_choices(task: str) -> list[str]:
     """The models a learning curve of ``task`` can train: those with the task's body variant
-    that learn (networks and the bdt), not the baselines."""
+    that learn (networks and the bdt), not the baselines; the bdt always (it is trained for
+    each study part's task)."""
     from pionml.models import MODELS
     from pionml.tasks import supported_pairs
 
-    return sorted(name for t, name in supported_pairs()
-                  if t == task and (MODELS[name].trainable or MODELS[name].fits_itself))
+    return sorted({name for t, name in supported_pairs()
+                   if t == task and (MODELS[name].trainable or MODELS[name].fits_itself)}
+                  | {REFERENCE})
 
 
 def check_models(task: str, models) -> list[str]:
@@ -128,7 +174,7 @@ def check_models(task: str, models) -> list[str]:
     choices = model_choices(task)
     out = []
     for name in models:
-        if name in _task(task).baselines:
+        if name in _baseline_names(task):
             raise UsageError(f"--model {name}: a baseline of task '{task}', drawn as a band "
                              f"beside every curve (choose among {', '.join(choices)})")
         if name not in choices:
@@ -180,12 +226,21 @@ def split_rows(data, task: str, task_options: dict | None = None) -> dict:
 
 
 def training_rows(data, task: str, size: int, seed: int = 0,
-                  task_options: dict | None = None) -> np.ndarray:
+                  task_options: dict | None = None, part: str | None = None) -> np.ndarray:
     """The rows a run of the curve with training size ``size`` and seed ``seed`` trains on
-    (what :meth:`pionml.data.sources.DataConfig.train_rows` selects in the trainer)."""
+    (what :meth:`pionml.data.sources.DataConfig.train_rows` selects in the trainer): the
+    networks' (and a one-part task's bdt), or with ``part`` the bdt's of that study part (the
+    rows its task selects among the networks')."""
     from pionml.data.sources import subset_rows
 
-    return subset_rows(split_rows(data, task, task_options)["train"], size, seed)
+    rows = subset_rows(split_rows(data, task, task_options)["train"], size, seed)
+    if part is None:
+        return rows
+    from pionml.io.hdf5 import DatasetFile
+
+    (one,) = [p for p in study_parts(task, task_options) if p.name == part]
+    with DatasetFile(data) as ds:
+        return np.intersect1d(rows, one.task.rows(ds, "train"))
 
 
 def _rows_digest(rows) -> str:
@@ -193,13 +248,14 @@ def _rows_digest(rows) -> str:
 
 
 # --- metrics -------------------------------------------------------------------------------------
-def baseline_metrics(data, task: str, test_rows, task_options=None) -> dict:
+def baseline_metrics(data, task, test_rows, task_options=None) -> dict:
     """The baselines' metrics on ``test_rows``: ``pem`` (classify), ``em`` and ``lcw``
-    (regress). A baseline whose column holds NaN (a dataset built without LCW tables) is
-    None, with a warning."""
+    (regress); ``task``: a name (with ``task_options``) or a task (a study part's). A baseline
+    whose column holds NaN (a dataset built without LCW tables) is None, with a warning."""
     from pionml.io.hdf5 import DatasetFile
+    from pionml.tasks import make_task
 
-    task_obj = _task(task)
+    task_obj = make_task(task, **(task_options or {})) if isinstance(task, str) else task
     columns = task_obj.baselines
     fields = tuple(dict.fromkeys(task_obj.score_fields + tuple(columns.values())))
     with DatasetFile(data) as ds:
@@ -218,17 +274,27 @@ def baseline_metrics(data, task: str, test_rows, task_options=None) -> dict:
 
 
 def run_metrics(run_dir, data, device=None, progress: bool = False) -> tuple[dict, dict]:
-    """The metrics of a trained run on the test rows of ``data``, and what it was trained on
-    (digests of its test rows)."""
+    """The metrics of a trained run on the test rows of ``data``, and what it was scored on
+    (digests of its test rows), as the JSON holds them (:func:`packed`): one score per study
+    part of the run's task, each on the rows of the prediction table the part's task selects."""
     from pionml.runs import Run
 
     run = Run.load(run_dir, device=device or "cpu")
     table = run.predict(data, split="test", device=device, progress=progress)
-    metrics = run.task.score(table[run.task.score_column], table)
-    summary = uncertainty_summary(table)
-    if summary is not None:
-        metrics["uncertainty"] = summary
-    return metrics, {"test_rows": _rows_digest(table["rows"])}
+    parts = run.task.study_parts()
+    metrics, digests = {}, {}
+    for part in parts:
+        sub = table
+        if len(parts) > 1:  # a part of a task of several: the rows of the part's task
+            keep = np.asarray(part.task.select(table), dtype=bool)
+            sub = {k: np.asarray(v)[keep] for k, v in table.items()
+                   if np.ndim(v) == 1 and len(v) == len(keep)}
+        m = part.task.score(sub[part.column], sub)
+        summary = uncertainty_summary(sub)
+        if summary is not None:
+            m["uncertainty"] = summary
+        metrics[part.name], digests[part.name] = m, _rows_digest(sub["rows"])
+    return packed(parts, metrics), {"test_rows": packed(parts, digests)}
 
 
 #: what ``uncertainty`` of a run entry holds, beside each figure's label
@@ -270,15 +336,16 @@ def check_hyper(data, settings: CurveSettings) -> None:
     task = make_task(settings.task, **settings.task_options)
     with DatasetFile(data) as ds:
         spec = data_spec(ds)
-    reference = make_task(settings.task, **task.reference_options)
+    references = [make_task(part.task.name, **part.task.reference_options)
+                  for part in task.study_parts()]
     for model in settings.models:
-        build_for_task(model, spec, reference if model == REFERENCE else task,
-                       **(settings.hyper.get(model) or {}))
+        for one in (references if model == REFERENCE else [task]):
+            build_for_task(model, spec, one, **(settings.hyper.get(model) or {}))
 
 
 # --- the study -----------------------------------------------------------------------------------
-def _entry_key(model: str, size: int) -> str:
-    return f"{model}_{size}"
+def _entry_key(model: str, size: int, part: str | None = None) -> str:
+    return f"{model}_{part}_{size}" if part else f"{model}_{size}"
 
 
 def _complete(folder: Path) -> bool:
@@ -313,7 +380,50 @@ class LearningCurve:
             from pionml.data.sources import subset_rows
 
             self.rows["val"] = subset_rows(self.rows["val"], settings.val_size, settings.seed)
+        self.parts = study_parts(settings.task, settings.task_options)
+        self.part_rows = self._part_rows()
         check_hyper(self.data, settings)
+
+    @property
+    def several(self) -> bool:
+        """Whether the task has several study parts (joint): metrics nested by part, one bdt
+        per part."""
+        return len(self.parts) > 1
+
+    def _part_rows(self) -> dict:
+        """Each study part's rows of each split: those its task selects among the curve's
+        (the validation rows among the curve's subset of them)."""
+        if not self.several:
+            return {self.parts[0].name: dict(self.rows)}
+        from pionml.io.hdf5 import DatasetFile
+
+        out = {}
+        with DatasetFile(self.data) as ds:
+            for part in self.parts:
+                out[part.name] = {split: np.intersect1d(self.rows[split],
+                                                        part.task.rows(ds, split))
+                                  for split in ("train", "val", "test")}
+                for split, rows in out[part.name].items():
+                    if len(rows) == 0:
+                        raise ConfigError(f"dataset '{self.data}': the {split} split holds no "
+                                          f"rows of part {part.name} of task "
+                                          f"'{self.settings.task}' "
+                                          f"({part.task.selection_text()})")
+        return out
+
+    def _references(self) -> list:
+        """The study parts the bdt is trained for: None for a task of one part (its entries
+        keep the name ``bdt_<size>``), else every part."""
+        return list(self.parts) if self.several else [None]
+
+    def reference_rows(self, part, size: int) -> np.ndarray:
+        """The training rows of the bdt of ``part`` (None: the one part) at ``size``: the rows
+        of the part's task among the networks' nested subset."""
+        from pionml.data.sources import subset_rows
+
+        rows = subset_rows(self.rows["train"], size, self.settings.seed)
+        return rows if part is None else np.intersect1d(rows,
+                                                        self.part_rows[part.name]["train"])
 
     @property
     def n_train(self) -> int:
@@ -323,8 +433,8 @@ class LearningCurve:
     def json_path(self) -> Path:
         return self.out / JSON_FILE
 
-    def run_folder(self, model: str, size: int) -> Path:
-        return self.out / RUNS_DIR / _entry_key(model, size)
+    def run_folder(self, model: str, size: int, part=None) -> Path:
+        return self.out / RUNS_DIR / _entry_key(model, size, part and part.name)
 
     # the JSON -------------------------------------------------------------------------------
     def _load_or_start(self, sha: str) -> dict:
@@ -336,6 +446,12 @@ class LearningCurve:
                   "data": {"path": str(self.data.resolve()), "sha256": sha},
                   "splits": {k: {"n": len(v), "rows_digest": _rows_digest(v)}
                              for k, v in self.rows.items()}}
+        if self.several:  # what each part scores (a task of one part: its splits above)
+            header["parts"] = {
+                p.name: {"task": p.task.name, "options": dict(p.task.options), "column": p.column,
+                         "test": {"n": len(self.part_rows[p.name]["test"]),
+                                  "rows_digest": _rows_digest(self.part_rows[p.name]["test"])}}
+                for p in self.parts}
         if self.json_path.is_file():
             try:
                 doc = read_json(self.json_path)
@@ -379,28 +495,29 @@ class LearningCurve:
 
     # training ------------------------------------------------------------------------------
     def _train(self, model: str, size: int, folder: Path, sha: str, progress: bool,
-               resume: bool) -> None:
-        from pionml.tasks import make_task
+               resume: bool, part=None) -> None:
         from pionml.train.trainer import default_config, train_run
 
         s = self.settings
         opts = s.train_options
-        task_options = dict(s.task_options)
+        task, task_options = s.task, dict(s.task_options)
+        data_options = {"train_size": size, "train_subset_seed": s.seed, "val_size": s.val_size}
         if model == REFERENCE:  # the reference keeps its defaults, as the evaluation's does
             config = default_config(REFERENCE, seed=s.seed, device=opts.get("device"))
-            # and the task's rows and targets, not the networks' model options (a head)
-            task_options = make_task(s.task, **task_options).reference_options
+            # and its part's task, rows and targets, not the networks' model options (a head)
+            one = (part or self.parts[0]).task
+            task, task_options = one.name, one.reference_options
+            if task != s.task:  # the part's rows among the networks' nested subset
+                data_options["subset_task"] = s.task
         else:
             config = default_config(model, recipe=opts.get("recipe") or "default",
                                     epochs=opts.get("epochs"), batch_size=opts.get("batch_size"),
                                     lr=opts.get("lr"), patience=opts.get("patience"),
                                     scheduler=opts.get("scheduler"),
                                     seed=s.seed, device=opts.get("device"))
-        train_run(self.data, model, folder, task=s.task, config=config,
+        train_run(self.data, model, folder, task=task, config=config,
                   hyper=s.hyper.get(model), progress=progress, resume=resume,
-                  data_options={"train_size": size, "train_subset_seed": s.seed,
-                                "val_size": s.val_size},
-                  task_options=task_options or None, data_sha256=sha)
+                  data_options=data_options, task_options=task_options or None, data_sha256=sha)
 
     def run(self, sizes, progress: bool = True) -> dict:
         """Train and evaluate every (model, size) not done yet; returns the JSON document.
@@ -411,26 +528,35 @@ class LearningCurve:
 
         sizes = resolve_sizes(sizes, self.n_train)
         s = self.settings
+        for size in sizes:  # a part's bdt needs a cluster of its part at every size
+            for part in self._references():
+                if part is not None and len(self.reference_rows(part, size)) == 0:
+                    raise UsageError(f"--sizes: the {size} training clusters hold no cluster of "
+                                     f"part {part.name} ({part.task.selection_text()}) to "
+                                     "train its bdt on; give a larger size")
         sha = file_sha256(self.data)
         doc = self._load_or_start(sha)
         if doc.get("baselines") is None:
-            doc["baselines"] = baseline_metrics(self.data, s.task, self.rows["test"],
-                                                s.task_options)
+            doc["baselines"] = packed(self.parts, {
+                p.name: baseline_metrics(self.data, p.task, self.part_rows[p.name]["test"])
+                for p in self.parts})
         self._write(doc)
         # size by size: a study cut short has every model at its smaller sizes
-        pairs = [(m, n) for n in sizes for m in s.models]
+        pairs = [(m, part, n) for n in sizes for m in s.models
+                 for part in (self._references() if m == REFERENCE else [None])]
         logger.info("learning curve of %s (task %s) on %s: sizes %s of %d training clusters, "
                     "%d validation, %d test -> %s", ", ".join(s.models), s.task, self.data,
                     ", ".join(map(str, sizes)), self.n_train, len(self.rows["val"]),
                     len(self.rows["test"]), self.out)
         bar = progress_bar(pairs, desc="learning curve", progress=progress, unit=" runs")
         changed = False
-        for model, size in bar:
-            bar.set_postfix_str(f"{model} {size}")
-            key = _entry_key(model, size)
-            folder = self.run_folder(model, size)
+        for model, part, size in bar:
+            name = model + (f" ({part.name})" if part is not None else "")
+            bar.set_postfix_str(f"{name} {size}")
+            key = _entry_key(model, size, part and part.name)
+            folder = self.run_folder(model, size, part)
             if key in doc["runs"] and _complete(folder):
-                logger.info("%s at %d: done (%s)", model, size, folder)
+                logger.info("%s at %d: done (%s)", name, size, folder)
                 continue
             resumed = False
             t0 = time.perf_counter()
@@ -438,23 +564,29 @@ class LearningCurve:
                 resumed = (folder / CHECKPOINT_FILE).is_file()
                 if folder.exists() and not resumed:  # cut short before its first checkpoint
                     logger.info("%s at %d: %s was cut short before any checkpoint: started "
-                                "again", model, size, folder)
+                                "again", name, size, folder)
                     shutil.rmtree(folder)
                 elif resumed:
-                    logger.info("%s at %d: continuing the interrupted run %s", model, size, folder)
-                logger.info("%s: training on %d clusters -> %s", model, size, folder)
-                self._train(model, size, folder, sha, progress, resumed)
+                    logger.info("%s at %d: continuing the interrupted run %s", name, size, folder)
+                logger.info("%s: training on %d clusters -> %s", name, size, folder)
+                self._train(model, size, folder, sha, progress, resumed, part)
             train_seconds = time.perf_counter() - t0
             card = read_json(folder / CARD_FILE)
             n_used = int(card.get("data", {}).get("n_train", -1))
-            if n_used != size:  # a folder of another study put in place by hand
+            rows = self.reference_rows(part, size)
+            if n_used != len(rows):  # a folder of another study put in place by hand
                 raise CheckpointError(f"run '{folder}' was trained on {n_used} clusters, not "
-                                      f"{size}; remove it or choose another --out")
+                                      f"{len(rows)}; remove it or choose another --out")
             metrics, digests = run_metrics(folder, self.data, device=s.train_options.get("device"),
                                            progress=False)
+            if part is not None:  # its task's one score, nested by part as the networks'
+                metrics, digests = ({part.name: metrics},
+                                    {"test_rows": {part.name: digests["test_rows"]}})
             history = card.get("history") or {}
+            own = self.rows["train"] if part is None else self.part_rows[part.name]["train"]
             entry = {
-                "model": model, "size": size, "run": str(folder.relative_to(self.out)),
+                "model": model, **({"part": part.name} if part is not None else {}),
+                "size": size, "run": str(folder.relative_to(self.out)),
                 "n_train": n_used, "n_val": card["data"].get("n_val"),
                 # the wall time of this invocation's training (about 0 when the run was only
                 # evaluated); the epochs' own times summed over every invocation (the card's)
@@ -462,57 +594,82 @@ class LearningCurve:
                 "epoch_seconds": float(sum(history.get("seconds", []))),
                 "epochs": len(history.get("epoch", [])), "best_epoch": card.get("best_epoch"),
                 "resumed": resumed, "device": card.get("device"),
-                "train_rows": _rows_digest(training_rows_of(card, self.rows["train"])),
+                "train_rows": _rows_digest(training_rows_of(card, own, pool=self.rows["train"])),
                 **digests, "metrics": metrics,
             }
             doc["runs"][key] = entry
             self._write(doc)
             changed = True
-            logger.info("%s at %d: %s (%.1f s)", model, size, summary(s.task, metrics),
-                        train_seconds)
+            logger.info("%s at %d: %s (%.1f s)", name, size,
+                        summary(s.task, metrics, s.task_options), train_seconds)
         bar.close()
         if changed or not all(p.is_file() for p in figure_paths(self.out, doc)):
             draw(self.out, doc)
         return doc
 
 
-def training_rows_of(card: dict, train_rows) -> np.ndarray:
-    """The training rows a run used, from the data options its card records."""
+def training_rows_of(card: dict, train_rows, pool=None) -> np.ndarray:
+    """The training rows a run used, from the data options its card records; ``train_rows``:
+    its task's training rows, ``pool``: the training rows of its ``subset_task`` (the curve's
+    task) when it has one (what :meth:`pionml.data.sources.DataConfig.train_rows` selects)."""
     from pionml.data.sources import DataConfig, subset_rows
 
     config = DataConfig.from_dict(card.get("data", {}).get("options", {}))
+    if config.subset_task is not None and pool is None:
+        raise CheckpointError(f"a run with the data option subset_task '{config.subset_task}': "
+                              "the training rows of that task are needed")
     if config.train_size is None:
         return np.asarray(train_rows)
-    return subset_rows(train_rows, config.train_size, config.train_subset_seed)
+    if config.subset_task is None:
+        return subset_rows(train_rows, config.train_size, config.train_subset_seed)
+    return np.intersect1d(subset_rows(pool, config.train_size, config.train_subset_seed),
+                          train_rows)
 
 
-def summary(task: str, m: dict) -> str:
-    """One line of a (model, size) entry's metrics."""
-    return _task(task).score_summary(m)
+def summary(task: str, m: dict, task_options: dict | None = None) -> str:
+    """One line of a (model, size) entry's metrics (every part it holds)."""
+    parts = study_parts(task, task_options)
+    if len(parts) == 1:
+        return parts[0].task.score_summary(m)
+    return "; ".join(f"{p.name}: {p.task.score_summary(m[p.name])}" for p in parts
+                     if p.name in m)
+
+
+def _label(entry: dict) -> str:
+    return entry["model"] + (f" ({entry['part']})" if entry.get("part") else "")
 
 
 def table(doc: dict) -> str:
-    """A text table of a learning curve: one row per (model, size), the baselines first."""
-    keys = _task(doc["task"]).score_keys
-    lines = [f"{'model':10s} {'size':>8s} " + " ".join(f"{k:>24s}" for k in keys)
-             + f" {'train s':>9s}"]
+    """A text table of a learning curve: one row per (model, size), the baselines first; one
+    table per study part (titled by it) for a task of several."""
+    parts = doc_parts(doc)
+    baselines = by_part(parts, doc.get("baselines"))
+    blocks = []
+    for part in parts:
+        keys = part.task.score_keys
+        lines = [f"{part.name}:"] if len(parts) > 1 else []
+        lines.append(f"{'model':10s} {'size':>8s} " + " ".join(f"{k:>24s}" for k in keys)
+                     + f" {'train s':>9s}")
 
-    def cell(m, k):
-        x, e = m.get(k), m.get(f"{k}_err")
-        if x is None:
-            return f"{'-':>24s}"
-        text = f"{float(x):.4g}" + (f" +- {e:.2g}" if e is not None else "")
-        return f"{text:>24s}"
+        def cell(m, k):
+            x, e = m.get(k), m.get(f"{k}_err")
+            if x is None:
+                return f"{'-':>24s}"
+            text = f"{float(x):.4g}" + (f" +- {e:.2g}" if e is not None else "")
+            return f"{text:>24s}"
 
-    for name, m in (doc.get("baselines") or {}).items():
-        if m is not None:
-            lines.append(f"{name:10s} {'-':>8s} " + " ".join(cell(m, k) for k in keys)
-                         + f" {'-':>9s}")
-    for e in sorted(doc["runs"].values(), key=lambda e: (e["model"], e["size"])):
-        lines.append(f"{e['model']:10s} {e['size']:>8d} "
-                     + " ".join(cell(e["metrics"], k) for k in keys)
-                     + f" {e['train_seconds']:>9.1f}")
-    return "\n".join(lines)
+        for name, m in (baselines.get(part.name) or {}).items():
+            if m is not None:
+                lines.append(f"{name:10s} {'-':>8s} " + " ".join(cell(m, k) for k in keys)
+                             + f" {'-':>9s}")
+        for e in sorted(doc["runs"].values(), key=lambda e: (e["model"], e["size"])):
+            m = by_part(parts, e["metrics"]).get(part.name)
+            if m is not None:
+                lines.append(f"{e['model']:10s} {e['size']:>8d} "
+                             + " ".join(cell(m, k) for k in keys)
+                             + f" {e['train_seconds']:>9.1f}")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
 
 
 # --- figures -------------------------------------------------------------------------------------
@@ -521,12 +678,19 @@ def _value(x):
     return float("nan") if x is None else float(x)
 
 
-def _curves(doc: dict):
-    """model -> entries sorted by size."""
-    by_model: dict = {}
+def _curves(doc: dict, part: str | None = None):
+    """label -> [(size, metrics)] sorted by size: every entry's (``part`` given: the metrics
+    of that study part, of the entries that have them; the label is the model's)."""
+    parts = doc_parts(doc)
+    by_label: dict = {}
     for e in doc["runs"].values():
-        by_model.setdefault(e["model"], []).append(e)
-    return {m: sorted(v, key=lambda e: e["size"]) for m, v in by_model.items()}
+        if part is None:
+            by_label.setdefault(_label(e), []).append((e["size"], e))
+            continue
+        m = by_part(parts, e["metrics"]).get(part)
+        if m is not None:
+            by_label.setdefault(e["model"], []).append((e["size"], m))
+    return {k: sorted(v, key=lambda x: x[0]) for k, v in by_label.items()}
 
 
 def _band(ax, value, err, label, color):
@@ -549,21 +713,33 @@ METRIC_LABELS = {"auc": "ROC AUC",
                  "s68_resolution": "shortest-68 % resolution / (2 median)"}
 
 
+def _prefix(parts, part) -> str:
+    """The figure-name prefix of a part: none for a task of one part."""
+    return "" if len(parts) == 1 else f"{part.name}_"
+
+
 def figure_paths(out, doc: dict) -> list[Path]:
     """The files :func:`draw` writes for ``doc`` (metrics per bin: those with a filled bin)."""
-    metrics = _task(doc["task"]).score_keys
     if not doc.get("runs"):
         return []
-    sigma = any(e["metrics"].get("uncertainty") for e in doc["runs"].values())
-    return [Path(out) / f"learning_curve_{m}.png"
-            for m in (*metrics, *(("uncertainty",) if sigma else ()), "train_seconds")]
+    parts = doc_parts(doc)
+    out = Path(out)
+    paths = []
+    for part in parts:
+        curves = _curves(doc, part.name)
+        if not curves:
+            continue
+        sigma = any(m.get("uncertainty") for v in curves.values() for _, m in v)
+        paths += [out / f"learning_curve_{_prefix(parts, part)}{m}.png"
+                  for m in (*part.task.score_keys, *(("uncertainty",) if sigma else ()))]
+    return paths + [out / "learning_curve_train_seconds.png"]
 
 
 def draw(out, doc: dict) -> list[Path]:
-    """The figures of a learning curve in ``out``: one per metric against the training size
-    (log x, bootstrap error bars), the baselines as horizontal bands; for regressors with a
-    sigma, their median relative sigma_stat and sigma_syst and pull coverage; and the training
-    time."""
+    """The figures of a learning curve in ``out``, per study part: one per metric against the
+    training size (log x, bootstrap error bars), the baselines as horizontal bands; for
+    regressors with a sigma, their median relative sigma_stat and sigma_syst and pull
+    coverage; and the training time of every run."""
     from pionml.figures.writer import file_backend
 
     file_backend()
@@ -572,19 +748,40 @@ def draw(out, doc: dict) -> list[Path]:
     from pionml.figures.writer import save_figure
 
     out = Path(out)
-    curves = _curves(doc)
-    if not curves:
+    if not doc.get("runs"):
         return []
-    task = _task(doc["task"])
-    baselines = doc.get("baselines") or {}
+    parts = doc_parts(doc)
+    baselines = by_part(parts, doc.get("baselines"))
+    written = []
+    for part in parts:
+        curves = _curves(doc, part.name)
+        if curves:
+            written += _draw_part(plt, save_figure, out, _prefix(parts, part), part.task, curves,
+                                  baselines.get(part.name) or {})
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for label, entries in _curves(doc).items():
+        ax.plot([size for size, _ in entries], [e["train_seconds"] for _, e in entries], "o-",
+                label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("training clusters")
+    ax.set_ylabel("training time [s]")
+    ax.legend(fontsize="small")
+    written.append(save_figure(fig, out / "learning_curve_train_seconds.png"))
+    return written
+
+
+def _draw_part(plt, save_figure, out: Path, prefix: str, task, curves: dict,
+               baselines: dict) -> list[Path]:
+    """One study part's figures (``curves``: model -> [(size, metrics)])."""
     written = []
     if task.score_bins is None:  # one value per metric
         for metric in task.score_keys:
             fig, ax = plt.subplots(figsize=(7, 5))
             for model, entries in curves.items():
-                x = np.array([e["size"] for e in entries], dtype=np.float64)
-                y = np.array([_value(e["metrics"].get(metric)) for e in entries])
-                err = np.array([_value(e["metrics"].get(f"{metric}_err")) for e in entries])
+                x = np.array([size for size, _ in entries], dtype=np.float64)
+                y = np.array([_value(m.get(metric)) for _, m in entries])
+                err = np.array([_value(m.get(f"{metric}_err")) for _, m in entries])
                 line = ax.errorbar(x, np.where(np.isinf(y), np.nan, y), yerr=np.nan_to_num(err),
                                    marker="o", capsize=3, label=model,
                                    ls="-" if model != REFERENCE else "--")
@@ -592,8 +789,8 @@ def draw(out, doc: dict) -> list[Path]:
                 if inf.any():  # no test pi0 passes: the 90 % CL lower limit, drawn as such
                     from pionml.metrics.classification import rejection_lower_limit
 
-                    limits = [rejection_lower_limit(e["metrics"]["n_pi0"])
-                              for e, bad in zip(entries, inf) if bad]
+                    limits = [rejection_lower_limit(m["n_pi0"])
+                              for (_, m), bad in zip(entries, inf) if bad]
                     ax.plot(x[inf], limits, "^", color=line[0].get_color(), ms=9)
             for name, m in baselines.items():
                 if m is not None:
@@ -604,15 +801,15 @@ def draw(out, doc: dict) -> list[Path]:
             ax.set_xlabel("training clusters")
             ax.set_ylabel(METRIC_LABELS[metric])
             ax.legend(fontsize="small")
-            written.append(save_figure(fig, out / f"learning_curve_{metric}.png"))
+            written.append(save_figure(fig, out / f"learning_curve_{prefix}{metric}.png"))
     else:  # one panel per bin
         key = task.score_bins
         for metric in task.score_keys:
-            first = next(iter(curves.values()))[0]
-            bins = [(r["lo"], r["hi"]) for r in first["metrics"][key]]
+            first = next(iter(curves.values()))[0][1]
+            bins = [(r["lo"], r["hi"]) for r in first[key]]
             used = [i for i, _ in enumerate(bins)
-                    if any(e["metrics"][key][i].get(metric) is not None
-                           for entries in curves.values() for e in entries)]
+                    if any(m[key][i].get(metric) is not None
+                           for entries in curves.values() for _, m in entries)]
             if not used:
                 continue
             ncol = min(3, len(used))
@@ -620,8 +817,9 @@ def draw(out, doc: dict) -> list[Path]:
             fig, axes = plt.subplots(nrow, ncol, figsize=(5 * ncol, 3.8 * nrow), squeeze=False)
             for ax, i in zip(axes.flat, used):
                 for model, entries in curves.items():
-                    rows = [e["metrics"][key][i] for e in entries]
-                    ax.errorbar([e["size"] for e in entries], [_value(r.get(metric)) for r in rows],
+                    rows = [m[key][i] for _, m in entries]
+                    ax.errorbar([size for size, _ in entries],
+                                [_value(r.get(metric)) for r in rows],
                                 yerr=np.nan_to_num([_value(r.get(f"{metric}_err")) for r in rows]),
                                 marker="o", capsize=3, label=model,
                                 ls="-" if model != REFERENCE else "--")
@@ -637,15 +835,15 @@ def draw(out, doc: dict) -> list[Path]:
                 ax.set_visible(False)
             axes.flat[0].legend(fontsize="x-small")
             fig.tight_layout()
-            written.append(save_figure(fig, out / f"learning_curve_{metric}.png"))
-    with_sigma = {m: [e for e in v if e["metrics"].get("uncertainty")] for m, v in curves.items()}
-    with_sigma = {m: v for m, v in with_sigma.items() if v}
+            written.append(save_figure(fig, out / f"learning_curve_{prefix}{metric}.png"))
+    with_sigma = {k: [(n, m) for n, m in v if m.get("uncertainty")] for k, v in curves.items()}
+    with_sigma = {k: v for k, v in with_sigma.items() if v}
     if with_sigma:  # sigma_stat should fall with the size, sigma_syst stay, the coverage hold
         fig, axes = plt.subplots(1, len(UNCERTAINTY_KEYS), figsize=(5 * len(UNCERTAINTY_KEYS), 4))
         for ax, (key, label) in zip(axes, UNCERTAINTY_KEYS.items()):
             for model, entries in with_sigma.items():
-                ax.plot([e["size"] for e in entries],
-                        [_value(e["metrics"]["uncertainty"].get(key)) for e in entries], "o-",
+                ax.plot([n for n, _ in entries],
+                        [_value(m["uncertainty"].get(key)) for _, m in entries], "o-",
                         label=model)
             if key == "coverage_1":
                 ax.axhline(0.6827, color="grey", ls=":", lw=1, label="Gaussian")
@@ -654,16 +852,5 @@ def draw(out, doc: dict) -> list[Path]:
             ax.set_ylabel(label)
             ax.legend(fontsize="small")
         fig.tight_layout()
-        written.append(save_figure(fig, out / "learning_curve_uncertainty.png"))
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for model, entries in curves.items():
-        ax.plot([e["size"] for e in entries], [e["train_seconds"] for e in entries], "o-",
-                label=model)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("training clusters")
-    ax.set_ylabel("training time [s]")
-    ax.legend(fontsize="small")
-    written.append(save_figure(fig, out / "learning_curve_train_seconds.png"))
+        written.append(save_figure(fig, out / f"learning_curve_{prefix}uncertainty.png"))
     return written
-

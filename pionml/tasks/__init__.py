@@ -6,10 +6,11 @@ evaluation use; tasks register by name (:func:`register_task`). Target transform
 :mod:`pionml.tasks.transforms`.
 """
 
-from pionml.tasks.base import (TABLE_FIELDS, TASKS, CliOption, Task, TaskRun, add_task_arguments,
-                               make_task, register_task, supported_pairs, task_class,
-                               task_runs)
+from pionml.tasks.base import (TABLE_FIELDS, TASKS, CliOption, StudyPart, Task, TaskRun,
+                               add_task_arguments, make_task, register_task, supported_pairs,
+                               task_class, task_runs)
 from pionml.tasks import calibrate, classify, joint, regress  # noqa: F401  (register the tasks)
 
-__all__ = ["TABLE_FIELDS", "TASKS", "CliOption", "Task", "TaskRun", "add_task_arguments",
-           "make_task", "register_task", "supported_pairs", "task_class", "task_runs"]
+__all__ = ["TABLE_FIELDS", "TASKS", "CliOption", "StudyPart", "Task", "TaskRun",
+           "add_task_arguments", "make_task", "register_task", "supported_pairs", "task_class",
+           "task_runs"]

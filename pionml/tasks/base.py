@@ -77,6 +77,19 @@ class TaskRun:
     argv: tuple = ()
 
 
+@dataclass(frozen=True)
+class StudyPart:
+    """One score a study (the learning curve) gives a run of a task: ``name`` (the key of its
+    metrics), ``task`` (whose rows of the prediction table it scores (:meth:`Task.select`),
+    whose :meth:`Task.score`, ``score_keys``, ``score_bins`` and ``baselines`` it uses, and for
+    which the study's reference model, the bdt, is trained) and ``column`` (the prediction
+    column it scores)."""
+
+    name: str
+    task: "Task"
+    column: str
+
+
 def add_task_arguments(parser, several: bool = True, tasks=None) -> None:
     """Add every registered task's command-line options to ``parser`` (an option shared by
     tasks once); each defaults to None = the task's default. ``several``: offer the values that
@@ -346,6 +359,13 @@ class Task:
         ``score_fields``; a task without a study score says so."""
         raise ConfigError(f"task '{self.name}' has no study score (a learning curve is for "
                           "tasks with one)")
+
+    def study_parts(self) -> tuple:
+        """The scores a study gives a run of this task (:class:`StudyPart`): by default the
+        task's own study score, one part named after the task (none without a
+        ``score_column``); a task with several outputs (joint) scores each as the task it
+        answers."""
+        return (StudyPart(self.name, self, self.score_column),) if self.score_column else ()
 
     def score_summary(self, metrics: dict) -> str:
         """One line of a study score."""

@@ -32,7 +32,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from pionml.errors import CheckpointError, ConfigError, DataError
-from pionml.tasks.base import Task, register_task
+from pionml.tasks.base import StudyPart, Task, register_task
 from pionml.tasks.classify import ClassifyTask
 from pionml.tasks.regress import SPECIES, RegressTask
 
@@ -77,8 +77,8 @@ class JointTask(Task):
     #: the regression of each species, as the ``regress`` task's options
     defaults = {"alpha": DEFAULT_ALPHA,
                 **{k: v for k, v in RegressTask.defaults.items() if k != "species"}}
-    # no study score (score_column): a learning curve trains the bdt beside every network, and a
-    # tree fits one head, not the joint task's three
+    # no study score of its own (score_column): a study scores its parts (study_parts), the
+    # classifier and each species' energy head, each beside the bdt of that part
     comparison_keys = ("run", "model", "n_clusters", "auc", "auc_err", "rejection_at_eff90",
                        "rejection_at_eff90_err",
                        *(f"{sp}_{k}" for sp in SPECIES for k in ("median_response",
@@ -213,6 +213,15 @@ class JointTask(Task):
             for key in ("median_response", "iqr_resolution", "s68_resolution"):
                 m[f"{sp}_{key}"] = sub[key]
         return m
+
+    def study_parts(self) -> tuple:
+        """A study scores the classification (``score`` on every cluster, as ``classify``) and
+        each species' head (``E_pred_<species>`` on the clusters of that species with a valid
+        target, as ``regress --species <species>``): three parts, each with the reference and
+        the baselines of its task (pem; em and lcw)."""
+        return (StudyPart("classify", self.classify, "score"),
+                *(StudyPart(f"regress_{sp}", reg, f"E_pred_{sp}")
+                  for sp, reg in self.regress.items()))
 
     def summary(self, m: dict) -> str:
         return (self.classify.summary(m) + "; "

@@ -12,7 +12,7 @@ key optional (a key left out keeps the command line's default):
   options of :class:`~pionml.data.sources.DataConfig`: ``source`` (``--source``),
   ``memory_budget_gb`` (``--memory-budget``), ``num_workers`` (``--workers``), ``image_mode``,
   ``knn_k``, ``moment_time``, ``block_rows``, ``buffer_rows``, ``train_size``,
-  ``train_subset_seed``, ``val_size``);
+  ``train_subset_seed``, ``val_size``, ``subset_task``);
 - ``[model]``: ``name`` (``--model``), ``hyper`` (a table: ``--hyper``), ``variant`` (what a run
   records; not read: the task decides it);
 - ``[training]``: the fields of :class:`~pionml.train.trainer.TrainConfig` (``epochs``,
@@ -113,7 +113,8 @@ def schema() -> dict:
         "task": {"name": str, "options": dict},
         "data": {"path": str, "sha256": str,
                  "options": _field_types(DataConfig, {"num_workers": int, "train_size": int,
-                                                      "val_size": int})},
+                                                      "val_size": int,
+                                                      "subset_task": str})},
         "model": {"name": str, "variant": str, "hyper": dict},
         "training": {**_field_types(TrainConfig, {"clip_grad": float, "device": str,
                                                   "stages": list}), **RUN_KEYS},

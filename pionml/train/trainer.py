@@ -730,8 +730,10 @@ def _prepare(data_path: Path, model_name, out, task, config, hyper, data_options
                                                              task_options, data_options, resume)
         cls.check_task(task_obj)  # before any row is read
         check_model_inputs(ds, model_name, cls.model_inputs(task_obj.scalars))
-        train_rows = data_config.train_rows(task_obj.rows(ds, "train"), f"dataset '{data_path}'")
-        val_rows = data_config.val_rows(task_obj.rows(ds, "val"), f"dataset '{data_path}'")
+        train_rows = data_config.train_rows(task_obj.rows(ds, "train"), f"dataset '{data_path}'",
+                                            data_config.subset_pool(ds, "train"))
+        val_rows = data_config.val_rows(task_obj.rows(ds, "val"), f"dataset '{data_path}'",
+                                        data_config.subset_pool(ds, "val"))
         if len(train_rows) == 0 or len(val_rows) == 0:
             raise ConfigError(f"dataset '{data_path}': empty train ({len(train_rows)}) or "
                               f"validation ({len(val_rows)}) split for task '{task}'")
