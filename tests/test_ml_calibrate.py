@@ -315,9 +315,15 @@ def test_train_predict_evaluate(fake, tmp_path, model, hyper, one_thread):
     assert ("pulls.png" in plots) == (model != "lgk")
 
 
-def test_several_runs_are_compared(fake, tmp_path, one_thread):
+def test_several_runs_are_compared(fake, tmp_path, one_thread, monkeypatch):
     from pionml.evaluate.report import evaluate
+    from pionml.tasks.calibrate import CalibrateTask
     from pionml.train.trainer import default_config, train_run
+
+    # each run's own figures are drawn by test_train_predict_evaluate; here the comparison's
+    drawn = []
+    monkeypatch.setattr(CalibrateTask, "plots", lambda self, folder, name, *a, **k:
+                        drawn.append(name) or [])
 
     runs = []
     for name, model, hyper, opts in (("hgm", "hgm", {}, None),
@@ -327,6 +333,7 @@ def test_several_runs_are_compared(fake, tmp_path, one_thread):
                               config=default_config(model, epochs=1, batch_size=128),
                               progress=False, task_options=opts))
     evaluate(runs, out=tmp_path / "cmp")
+    assert drawn == ["hgm", "bnn", "bnn"]  # each run's figures (named after its model)
     c = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
     assert {"median_dE.png", "s68_resolution.png", "uncertainty_hgm_vs_bnn.png"} <= {
         p.name for p in (tmp_path / "cmp").iterdir()}

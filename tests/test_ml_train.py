@@ -99,9 +99,16 @@ def test_pem_run_needs_no_training(tmp_path, data):
     assert m["rejection_ratio_at_eff90"] == pytest.approx(1.0)
 
 
-def test_several_runs_on_one_plot(tmp_path, pfn_run, data):
+def test_several_runs_on_one_plot(tmp_path, pfn_run, data, monkeypatch):
+    from pionml.tasks.classify import ClassifyTask
+
+    # each run's own figures are test_pionml_evaluate_command's; here the comparison's
+    drawn = []
+    monkeypatch.setattr(ClassifyTask, "plots", lambda self, folder, name, *a, **k:
+                        drawn.append(name) or [])
     pem = train_run(data, "pem", tmp_path / "pem", config=CFG, progress=False)
-    evaluate([pfn_run, pem], out=tmp_path / "cmp")
+    evaluate([pfn_run, pem], out=tmp_path / "cmp", bdt="none")  # the bdt row: test_ml_bdt
+    assert drawn == ["pfn", "pem"]
     assert (tmp_path / "cmp" / "rejection_vs_efficiency.png").is_file()
     assert len(json.loads((tmp_path / "cmp" / "summary.json").read_text())) == 2
 
