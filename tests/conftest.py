@@ -14,6 +14,18 @@ def geo_file(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="module")
+def quick_bdt():
+    """The bdt with 40 boosting rounds at most (its default 2000 with early stopping takes
+    seconds per fit): for tests about a study, not the trees."""
+    from pionml.models.trees import BDT
+
+    mp = pytest.MonkeyPatch()
+    mp.setitem(BDT.train_defaults, "epochs", 40)
+    yield
+    mp.undo()
+
+
 @pytest.fixture
 def one_thread():
     """Small networks: one torch thread (two under load from other processes are slower)."""

@@ -14,38 +14,21 @@ import pytest
 from pionml.cli import main
 from pionml.errors import ConfigError
 from pionml.studies import learning_curve as lc
-from pionml.testing.fake_dataset import make_fake_dataset
+from pionml.testing.fake_dataset import blur_label_moments, make_fake_dataset
 from pionml.tasks import make_task
 
 ARGS = ["--model", "dnn", "--epochs", "1", "--no-progress"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def quick_bdt():
-    """The bdt with 40 boosting rounds at most (its default 2000 with early stopping takes
-    seconds per fit): the test is about the study, not the trees."""
-    from pionml.models.trees import BDT
-
-    mp = pytest.MonkeyPatch()
-    mp.setitem(BDT.train_defaults, "epochs", 40)
-    yield
-    mp.undo()
+pytestmark = pytest.mark.usefixtures("quick_bdt")
 
 
 @pytest.fixture(scope="module")
 def fake(tmp_path_factory):
     """A fake dataset whose classes overlap, for the moments too (its two label-tied moments
     blurred), so that no model is perfect on the 114 test clusters: every rejection is finite."""
-    path = make_fake_dataset(tmp_path_factory.mktemp("lc") / "fake.h5", n_clusters=600, seed=3,
-                             separation=0.3)
-    rng = np.random.default_rng(0)
-    with h5py.File(path, "r+") as f:
-        label = f["clusters/label"][:].astype(np.float64)
-        f["clusters/moment_ENG_FRAC_EM"][:] = np.clip(
-            0.6 + 0.05 * (2 * label - 1) + rng.normal(0, 0.2, len(label)), 0, 1)
-        f["clusters/moment_CENTER_LAMBDA"][:] = 400 + 30 * (1 - 2 * label) \
-            + rng.normal(0, 150, len(label))
-    return path
+    return blur_label_moments(make_fake_dataset(tmp_path_factory.mktemp("lc") / "fake.h5",
+                                                n_clusters=600, seed=3, separation=0.3))
 
 
 class Spy:

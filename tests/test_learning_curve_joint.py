@@ -16,7 +16,7 @@ from pionml.data.sources import DataConfig, subset_rows
 from pionml.errors import ConfigError
 from pionml.studies import learning_curve as lc
 from pionml.tasks import make_task
-from pionml.testing.fake_dataset import make_fake_dataset
+from pionml.testing.fake_dataset import blur_label_moments, make_fake_dataset
 
 ARGS = ["--task", "joint", "--model", "dnn", "--epochs", "1", "--no-progress",
         "--task-options", '{"alpha": 0.5, "weight": "none"}']
@@ -26,30 +26,16 @@ SIZES = (60, 150)
 NO_TARGET = np.arange(0, 600, 23)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def quick_bdt():
-    """The bdt with 40 boosting rounds at most: the test is about the study, not the trees."""
-    from pionml.models.trees import BDT
-
-    mp = pytest.MonkeyPatch()
-    mp.setitem(BDT.train_defaults, "epochs", 40)
-    yield
-    mp.undo()
+pytestmark = pytest.mark.usefixtures("quick_bdt")
 
 
 @pytest.fixture(scope="module")
 def fake(tmp_path_factory):
     """Overlapping classes (finite rejections) and a few clusters of each species without an
     energy target in every split, so that a species' rows are not its label's rows."""
-    path = make_fake_dataset(tmp_path_factory.mktemp("lcj") / "fake.h5", n_clusters=600, seed=3,
-                             separation=0.3)
-    rng = np.random.default_rng(0)
+    path = blur_label_moments(make_fake_dataset(tmp_path_factory.mktemp("lcj") / "fake.h5",
+                                                n_clusters=600, seed=3, separation=0.3))
     with h5py.File(path, "r+") as f:
-        label = f["clusters/label"][:].astype(np.float64)
-        f["clusters/moment_ENG_FRAC_EM"][:] = np.clip(
-            0.6 + 0.05 * (2 * label - 1) + rng.normal(0, 0.2, len(label)), 0, 1)
-        f["clusters/moment_CENTER_LAMBDA"][:] = 400 + 30 * (1 - 2 * label) \
-            + rng.normal(0, 150, len(label))
         e_true = f["clusters/E_true"][:]
         e_true[NO_TARGET] = 0
         f["clusters/E_true"][:] = e_true
