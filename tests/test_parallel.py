@@ -169,10 +169,19 @@ def test_build_merges_built_datasets(tmp_path, one_job, caplog):
     for i, p in enumerate(shards):
         simulate_to_root(p, EVENTS, seed=4, batch_size=BATCH, progress=False, shard=(i, 2))
     parts = [tmp_path / f"part{i}.h5" for i in range(2)]
-    for p, h in zip(shards, parts):
-        assert main(["build", str(p), "--out", str(h), "--no-progress"]) == 0
+    for p, h, extra in zip(shards, parts, ([], ["--skip-bad", "--compression", "lzf"])):
+        assert main(["build", str(p), "--out", str(h), "--no-progress", *extra]) == 0
     merged = tmp_path / "merged.h5"
-    assert main(["build", *map(str, parts), "--out", str(merged), "--no-progress"]) == 0
+    assert main(["build", *map(str, parts), "--out", str(merged), "--no-progress",
+                 "--compression", "none"]) == 0
+    # the merged config: the merge's own compression, a setting the parts differ in "mixed",
+    # and every part's settings beside its file
+    assert "different on_error" in caplog.text
+    with DatasetFile(merged) as m:
+        config = m.attrs["config"]
+    assert config["compression"] is None and config["on_error"] == "mixed"
+    assert [(f["on_error"], f["compression"]) for f in config["merged_from"]] == [
+        ("raise", "gzip"), ("skip", "lzf")]
     with DatasetFile(merged) as m, DatasetFile(parts[0]) as a, DatasetFile(parts[1]) as b:
         assert len(m) == len(a) + len(b)
         cm, ca, cb = (d.read_clusters() for d in (m, a, b))

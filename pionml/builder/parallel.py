@@ -635,12 +635,17 @@ def _schema_difference(ref: dict, other: dict) -> str:
             f"{np.dtype(ref[key][0]).name} {tuple(ref[key][1])} as")
 
 
+#: Build settings of each part recorded beside its file in the merged ``config["merged_from"]``
+PART_SETTINGS = ("on_error", "compression", "pionml_version")
+
+
 def merge_datasets(inputs, out, compression: str | None = "gzip", progress: bool = True,
                    block_rows: int = 8192) -> BuildSummary:
     """One dataset from several built ones, after :func:`check_merge`: rows in input order,
     ``file_index`` indexing the merged ``sources``, every count the sum of the parts' counts,
-    ``config`` of the first part with rows (each part's file and split seed listed under
-    ``merged_from``), the parts' ``simulation_model`` kept (they agree). Written to a temporary
+    ``config`` of the first part with rows (each part's file, split seed and
+    :data:`PART_SETTINGS` listed under ``merged_from``; ``compression`` and ``pionml_version`` the
+    merge's own, a setting the parts differ in ``"mixed"``), the parts' ``simulation_model`` kept (they agree). Written to a temporary
     file, renamed at the end; a failure leaves no file and the previous ``out`` as it was."""
     from pionml.io import temp_path
     from pionml.outputs import check_output
@@ -662,6 +667,17 @@ def merge_datasets(inputs, out, compression: str | None = "gzip", progress: bool
     schema = ref.schema
     moments = [k[len("clusters/moment_"):] for k in schema if k.startswith("clusters/moment_")]
     config = {k: v for k, v in ref.config.items() if k != "merged_from"}
+    # what the merge itself decides, not the first part: its compression and pionml version;
+    # a setting the parts differ in is "mixed" here and per part in merged_from
+    from pionml import __version__
+
+    config.update(compression=compression, pionml_version=__version__)
+    for key in ("on_error",):
+        values = {json.dumps(p.config.get(key)) for p in parts if p.rows}
+        if len(values) > 1:
+            config[key] = "mixed"
+            logger.warning("merge: the parts were built with different %s (%s): recorded per "
+                           "part in config['merged_from']", key, ", ".join(sorted(values)))
     tmp = temp_path(out)
     writer = DatasetWriter(tmp, schema, compression=compression, name=out)
     bar = progress_bar(total=sum(p.rows for p in parts), unit=" clusters", desc="merge",
@@ -682,7 +698,8 @@ def merge_datasets(inputs, out, compression: str | None = "gzip", progress: bool
             sources += part.sources.get("inputs") or []
             duplicates += part.sources.get("duplicates_not_built") or []
             merged_from.append({"file": part.info, "split": part.config.get("split"),
-                                "seed": part.config.get("seed")})
+                                "seed": part.config.get("seed"),
+                                **{k: part.config.get(k) for k in PART_SETTINGS}})
             bar.update(part.rows)
         bar.close()
         if not summary.balanced():
