@@ -644,9 +644,10 @@ def merge_datasets(inputs, out, compression: str | None = "gzip", progress: bool
     """One dataset from several built ones, after :func:`check_merge`: rows in input order,
     ``file_index`` indexing the merged ``sources``, every count the sum of the parts' counts,
     ``config`` of the first part with rows (each part's file, split seed and
-    :data:`PART_SETTINGS` listed under ``merged_from``; ``compression`` and ``pionml_version`` the
-    merge's own, a setting the parts differ in ``"mixed"``), the parts' ``simulation_model`` kept (they agree). Written to a temporary
-    file, renamed at the end; a failure leaves no file and the previous ``out`` as it was."""
+    :data:`PART_SETTINGS` listed under ``merged_from``; ``compression`` and ``pionml_version``
+    the merge's own, a setting the parts differ in ``"mixed"``), the parts'
+    ``simulation_model`` kept (they agree). Written to a temporary file, renamed at the end; a
+    failure leaves no file and the previous ``out`` as it was."""
     from pionml.io import temp_path
     from pionml.outputs import check_output
     from pionml.io.hdf5 import DatasetWriter
