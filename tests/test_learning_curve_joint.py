@@ -263,6 +263,9 @@ def test_the_subset_task_data_option():
         config.train_rows(np.r_[rows, 5, 7], pool=pool)
     with pytest.raises(ConfigError, match="train_size 301 is larger .* of task 'joint'"):
         DataConfig(train_size=301, subset_task="joint").train_rows(rows, pool=pool)
+    from pionml.train.trainer import subset_pool
+
     with pytest.raises(ConfigError, match="unknown task 'nope'"):
-        DataConfig(subset_task="nope")
+        subset_pool(DataConfig(subset_task="nope"), None, "train")
+    assert subset_pool(DataConfig(), None, "train") is None
     assert DataConfig.from_dict({"train_size": 5}).subset_task is None  # older runs

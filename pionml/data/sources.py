@@ -94,13 +94,11 @@ class DataConfig:
             n = getattr(self, name)
             if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
                 raise ConfigError(f"{name} must be an integer >= 1 or None, got {n!r}")
-        if self.subset_task is not None:
-            from pionml.tasks import task_class
-
-            if not isinstance(self.subset_task, str):
-                raise ConfigError(f"subset_task must be a task name or None, got "
-                                  f"{self.subset_task!r}")
-            task_class(self.subset_task)  # an unknown name lists the choices
+        # the name itself is checked where its rows are read (pionml.train.trainer.subset_pool):
+        # the data layer knows no task
+        if self.subset_task is not None and not isinstance(self.subset_task, str):
+            raise ConfigError(f"subset_task must be a task name or None, got "
+                              f"{self.subset_task!r}")
 
     def train_rows(self, rows: np.ndarray, where: str = "", pool=None) -> np.ndarray:
         """The training rows this configuration uses out of the task's ``rows``: all of them,
@@ -144,15 +142,6 @@ class DataConfig:
                     "training" if split == "training" else "validating", len(subset), len(rows),
                     split, self.train_subset_seed)
         return subset
-
-    def subset_pool(self, dataset, split: str):
-        """The rows the subsets are drawn from in ``split`` of ``dataset`` (a DatasetFile):
-        :attr:`subset_task`'s rows, None without one."""
-        if self.subset_task is None:
-            return None
-        from pionml.tasks import make_task
-
-        return make_task(self.subset_task).rows(dataset, split)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -689,6 +689,17 @@ class _Prepared:
     direct: list | None
 
 
+def subset_pool(data_config, dataset, split: str):
+    """The rows the nested subsets of ``data_config`` are drawn from in ``split`` of ``dataset``
+    (a DatasetFile): the rows of its ``subset_task`` (that task with its default options), None
+    without one; an unknown task name is a ConfigError listing the tasks."""
+    if data_config.subset_task is None:
+        return None
+    from pionml.tasks import make_task
+
+    return make_task(data_config.subset_task).rows(dataset, split)
+
+
 def _task_and_data_options(out, task, config, cls, task_options, data_options, resume):
     """The task, the data options and (resumed) the saved normalisation: a resumed run's own,
     checked against what the caller asks; else the recipe's task options, then the caller's."""
@@ -731,9 +742,9 @@ def _prepare(data_path: Path, model_name, out, task, config, hyper, data_options
         cls.check_task(task_obj)  # before any row is read
         check_model_inputs(ds, model_name, cls.model_inputs(task_obj.scalars))
         train_rows = data_config.train_rows(task_obj.rows(ds, "train"), f"dataset '{data_path}'",
-                                            data_config.subset_pool(ds, "train"))
+                                            subset_pool(data_config, ds, "train"))
         val_rows = data_config.val_rows(task_obj.rows(ds, "val"), f"dataset '{data_path}'",
-                                        data_config.subset_pool(ds, "val"))
+                                        subset_pool(data_config, ds, "val"))
         if len(train_rows) == 0 or len(val_rows) == 0:
             raise ConfigError(f"dataset '{data_path}': empty train ({len(train_rows)}) or "
                               f"validation ({len(val_rows)}) split for task '{task}'")
