@@ -673,12 +673,11 @@ def merge_datasets(inputs, out, compression: str | None = "gzip", progress: bool
     from pionml import __version__
 
     config.update(compression=compression, pionml_version=__version__)
-    for key in ("on_error",):
-        values = {json.dumps(p.config.get(key)) for p in parts if p.rows}
-        if len(values) > 1:
-            config[key] = "mixed"
-            logger.warning("merge: the parts were built with different %s (%s): recorded per "
-                           "part in config['merged_from']", key, ", ".join(sorted(values)))
+    on_error = {str(p.config.get("on_error")) for p in parts if p.rows}
+    if len(on_error) > 1:
+        config["on_error"] = "mixed"
+        logger.warning("merge: the parts were built with different on_error (%s): recorded per "
+                       "part in config['merged_from']", ", ".join(sorted(on_error)))
     tmp = temp_path(out)
     writer = DatasetWriter(tmp, schema, compression=compression, name=out)
     bar = progress_bar(total=sum(p.rows for p in parts), unit=" clusters", desc="merge",

@@ -608,22 +608,14 @@ class LearningCurve:
         return doc
 
 
-def training_rows_of(card: dict, train_rows, pool=None) -> np.ndarray:
-    """The training rows a run used, from the data options its card records; ``train_rows``:
-    its task's training rows, ``pool``: the training rows of its ``subset_task`` (the curve's
-    task) when it has one (what :meth:`pionml.data.sources.DataConfig.train_rows` selects)."""
-    from pionml.data.sources import DataConfig, subset_rows
+def training_rows_of(card: dict, train_rows, pool) -> np.ndarray:
+    """The training rows a run used, from the data options its card records: what
+    :meth:`pionml.data.sources.DataConfig.train_rows` selects of ``train_rows`` (its task's
+    training rows), drawing from ``pool`` (the curve's task's) when it has a ``subset_task``."""
+    from pionml.data.sources import DataConfig
 
     config = DataConfig.from_dict(card.get("data", {}).get("options", {}))
-    if config.subset_task is not None and pool is None:
-        raise CheckpointError(f"a run with the data option subset_task '{config.subset_task}': "
-                              "the training rows of that task are needed")
-    if config.train_size is None:
-        return np.asarray(train_rows)
-    if config.subset_task is None:
-        return subset_rows(train_rows, config.train_size, config.train_subset_seed)
-    return np.intersect1d(subset_rows(pool, config.train_size, config.train_subset_seed),
-                          train_rows)
+    return config.train_rows(np.asarray(train_rows), pool=pool)
 
 
 def summary(task: str, m: dict, task_options: dict | None = None) -> str:

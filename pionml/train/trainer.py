@@ -741,10 +741,13 @@ def _prepare(data_path: Path, model_name, out, task, config, hyper, data_options
                                                              task_options, data_options, resume)
         cls.check_task(task_obj)  # before any row is read
         check_model_inputs(ds, model_name, cls.model_inputs(task_obj.scalars))
-        train_rows = data_config.train_rows(task_obj.rows(ds, "train"), f"dataset '{data_path}'",
-                                            subset_pool(data_config, ds, "train"))
-        val_rows = data_config.val_rows(task_obj.rows(ds, "val"), f"dataset '{data_path}'",
-                                        subset_pool(data_config, ds, "val"))
+        # the pool of a subset_task is read only where a subset is drawn from it
+        train_rows = data_config.train_rows(
+            task_obj.rows(ds, "train"), f"dataset '{data_path}'",
+            subset_pool(data_config, ds, "train") if data_config.train_size else None)
+        val_rows = data_config.val_rows(
+            task_obj.rows(ds, "val"), f"dataset '{data_path}'",
+            subset_pool(data_config, ds, "val") if data_config.val_size else None)
         if len(train_rows) == 0 or len(val_rows) == 0:
             raise ConfigError(f"dataset '{data_path}': empty train ({len(train_rows)}) or "
                               f"validation ({len(val_rows)}) split for task '{task}'")
