@@ -274,3 +274,24 @@ def test_a_scheduler_reaches_the_networks_and_is_recorded(fake, tmp_path):
     with pytest.raises(ConfigError, match="train_options"):
         lc.LearningCurve(fake, out, lc.CurveSettings(
             models=["dnn"], train_options={"epochs": 1, "scheduler": "plateau"})).run([60])
+
+
+def test_augmentation_reaches_the_image_networks_and_is_recorded(fake, tmp_path):
+    """--augment phi_reflect: the image network trains with it (its run's config), the bdt
+    keeps its own defaults, the study records it (resuming without it is refused); a model
+    without images is refused before any training."""
+    out = tmp_path / "aug"
+    args = ["learning-curve", "--task", "classify", "--epochs", "1", "--batch-size", "32",
+            "--no-progress", "--sizes", "60", "--data", str(fake)]
+    assert main([*args, "--model", "cnn", "--augment", "phi_reflect", "--out", str(out)]) == 0
+    assert _doc(out)["train_options"]["augment"] == "phi_reflect"
+    configs = {m: (out / "runs" / f"{m}_60" / "config.toml").read_text() for m in ("cnn", "bdt")}
+    assert 'augment = "phi_reflect"' in configs["cnn"]
+    assert 'augment = "phi_reflect"' not in configs["bdt"]
+    with pytest.raises(ConfigError, match="train_options"):
+        lc.LearningCurve(fake, out, lc.CurveSettings(
+            models=["cnn"], train_options={"epochs": 1, "batch_size": 32})).run([60])
+    refused = tmp_path / "refused"
+    assert main([*args, "--model", "cnn", "pfn", "--augment", "phi_reflect",
+                 "--out", str(refused)]) == 2
+    assert not (refused / "runs").exists()

@@ -60,6 +60,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="networks' early-stopping patience (default: each model's)")
     p.add_argument("--scheduler", choices=("none", "cosine", "plateau"), default=None,
                    help="networks' learning-rate schedule (default: each model's)")
+    p.add_argument("--augment", choices=("none", "phi_reflect"), default=None,
+                   help="networks' training augmentation (image models only; see pionml train "
+                        "--help; default: none)")
     p.add_argument("--recipe", choices=("default", "seed002"), default="default",
                    help="the networks' training recipe (see pionml train --help)")
     p.add_argument("--hyper", default=None, metavar="JSON",
@@ -124,7 +127,7 @@ def run(args) -> int:
         task=args.task, models=list(args.model), seed=args.seed, task_options=task_options,
         train_options={"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
                        "patience": args.patience, "scheduler": args.scheduler,
-                       "recipe": args.recipe, "device": args.device},
+                       "augment": args.augment, "recipe": args.recipe, "device": args.device},
         hyper=_hyper(args.hyper, list(args.model)), val_size=args.val_size)
     data = Path(args.data)
     if not data.is_file():

@@ -65,7 +65,8 @@ FORMAT = 1
 #: The reference trained at every size beside the networks.
 REFERENCE = "bdt"
 #: Training options a study passes to the networks (the bdt keeps its own defaults).
-TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "patience", "scheduler", "recipe", "device")
+TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "patience", "scheduler", "augment", "recipe",
+                 "device")
 
 
 def curve_tasks() -> list[str]:
@@ -130,6 +131,17 @@ class CurveSettings:
             raise ConfigError(f"unknown training option(s) {sorted(unknown)} "
                               f"(accepted: {', '.join(TRAIN_OPTIONS)})")
         self.models = check_models(self.task, self.models)
+        if self.train_options.get("augment") not in (None, "none"):
+            from pionml.models import MODELS
+            from pionml.train.trainer import AUGMENTATIONS
+
+            if self.train_options["augment"] not in AUGMENTATIONS:
+                raise UsageError(f"--augment '{self.train_options['augment']}': choices are "
+                                 f"{', '.join(AUGMENTATIONS)}")
+            blind = [m for m in self.models if m != REFERENCE and "images" not in MODELS[m].inputs]
+            if blind:  # refused before the first training, not at the model's turn
+                raise UsageError(f"--augment {self.train_options['augment']} mirrors images; "
+                                 f"model(s) {', '.join(blind)} read none")
         unknown = set(self.hyper) - set(self.models)
         if unknown:
             raise UsageError(f"--hyper names model(s) {sorted(unknown)} not in the curve "
@@ -514,7 +526,8 @@ class LearningCurve:
                                     epochs=opts.get("epochs"), batch_size=opts.get("batch_size"),
                                     lr=opts.get("lr"), patience=opts.get("patience"),
                                     scheduler=opts.get("scheduler"),
-                                    seed=s.seed, device=opts.get("device"))
+                                    augment=opts.get("augment"), seed=s.seed,
+                                    device=opts.get("device"))
         train_run(self.data, model, folder, task=task, config=config,
                   hyper=s.hyper.get(model), progress=progress, resume=resume,
                   data_options=data_options, task_options=task_options or None, data_sha256=sha)
