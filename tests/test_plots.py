@@ -104,23 +104,73 @@ def test_save_figure_writes_at_one_resolution(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["f.png"]  # no temporary left
 
 
-def test_save_figure_failure_keeps_the_previous_file(tmp_path, monkeypatch):
+def test_save_figure_cuts_a_png_to_what_is_drawn(tmp_path):
+    """A figure drawn inside its canvas is drawn once and cut to its pixels: a 1 x 0.5 inch
+    image in the middle of a 2 x 1 inch figure gives 120 x 60 pixels at 120 dpi, plus matplotlib's
+    0.1 inch (12 pixel) margin on each side, as matplotlib's own trimming gives."""
+    import matplotlib.image
+
+    from pionml.figures.writer import save_figure
+
+    def figure():
+        fig = plt.figure(figsize=(2, 1))
+        ax = fig.add_axes([0.25, 0.25, 0.5, 0.5])
+        ax.imshow(np.zeros((4, 8)), aspect="auto", cmap="gray")
+        ax.set_axis_off()
+        return fig
+
+    cut = matplotlib.image.imread(save_figure(figure(), tmp_path / "cut.png"))
+    assert cut.shape == (60 + 24, 120 + 24, 4)
+    assert (cut[12:-12, 12:-12, :3] == 0).all()  # the black image
+    assert (cut[:12, :, :3] == 1).all() and (cut[:, -12:, :3] == 1).all()  # the white margin
+    figure().savefig(tmp_path / "tight.png", dpi=120, bbox_inches="tight")
+    assert matplotlib.image.imread(tmp_path / "tight.png").shape == cut.shape
+
+
+def test_save_figure_lets_matplotlib_trim_a_figure_drawn_past_its_edge(tmp_path):
+    """A label that starts left of the canvas is not cut: the figure is trimmed by
+    matplotlib's measure of its artists, which reaches beyond the canvas."""
+    import matplotlib.image
+
+    from pionml.figures.writer import save_figure
+
+    def figure():
+        fig = plt.figure(figsize=(2, 1))
+        fig.text(-0.3, 0.5, "a label past the edge")
+        return fig
+
+    got = matplotlib.image.imread(save_figure(figure(), tmp_path / "f.png"))
+    figure().savefig(tmp_path / "tight.png", dpi=120, bbox_inches="tight")
+    want = matplotlib.image.imread(tmp_path / "tight.png")
+    assert got.shape == want.shape
+    assert (got[:, :30, :3] < 0.5).any()  # the start of the label, in the left 30 pixels
+
+
+@pytest.mark.parametrize("inside", [True, False], ids=["cut by pionml", "trimmed by matplotlib"])
+def test_save_figure_failure_keeps_the_previous_file(tmp_path, monkeypatch, inside):
     import errno
 
-    import pytest
+    import matplotlib.image
 
     from pionml.errors import OutputError
     from pionml.figures.writer import save_figure
 
     out = tmp_path / "f.png"
     out.write_bytes(b"previous")
-    fig, _ = plt.subplots()
+    fig = plt.figure(figsize=(2, 1))
+    if inside:
+        fig.add_axes([0.25, 0.25, 0.5, 0.5])
+    else:  # drawn to the edge of its canvas
+        fig.add_axes([0, 0, 1, 1]).imshow(np.ones((4, 8)), aspect="auto")
 
-    def half_then_full_disk(path, **kw):
+    def half_then_full_disk(path, *a, **kw):
         open(path, "wb").write(b"\x89PNG half")
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(fig, "savefig", half_then_full_disk)
+    if inside:
+        monkeypatch.setattr(matplotlib.image, "imsave", half_then_full_disk)
+    else:
+        monkeypatch.setattr(fig, "savefig", half_then_full_disk)
     with pytest.raises(OutputError, match="f.png.*disk is full"):
         save_figure(fig, out)
     assert out.read_bytes() == b"previous"

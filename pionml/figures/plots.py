@@ -99,7 +99,11 @@ def plot_layer_image(ax, image: np.ndarray, title: str = "", extent=None, cmap="
     """One layer image (eta x phi array) with eta along x and phi along y; ``extent`` in
     (delta eta, delta phi) from :func:`layer_extent`; ``eta_zoom`` limits the eta axis to
     +-eta_zoom (the central strips of EMB1, whose 128 x 4 cells would otherwise be drawn as a
-    thin line)."""
+    thin line). Image panels carry no minor ticks (the pixels are the scale) and at most four
+    major ticks per axis: grids of them (6 layers x 3 panels and colour bars) are drawn at
+    the end of every classifier evaluation, and tick labels are most of their drawing time."""
+    from matplotlib.ticker import FixedLocator, MaxNLocator
+
     im = ax.imshow(np.asarray(image).T, origin="lower", aspect="auto", cmap=cmap, vmin=vmin,
                    vmax=vmax, extent=extent, interpolation="nearest")
     if eta_zoom is not None:
@@ -111,11 +115,18 @@ def plot_layer_image(ax, image: np.ndarray, title: str = "", extent=None, cmap="
     if title:
         ax.set_title(title, fontsize="small")
     artists = [im]
+    axes = [ax]
     if colorbar:
         cb = ax.figure.colorbar(im, ax=ax)
         if cbar_label:
             cb.set_label(cbar_label, fontsize="small")
         artists.append(cb)
+        axes.append(cb.ax)
+    for a in axes:
+        a.minorticks_off()
+        for axis in (a.xaxis, a.yaxis):
+            if not isinstance(axis.get_major_locator(), FixedLocator):
+                axis.set_major_locator(MaxNLocator(4))
     return artists
 
 

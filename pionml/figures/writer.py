@@ -74,15 +74,21 @@ def save_figure(fig, path) -> Path:
     trimmed to its content, through a temporary file renamed onto ``path`` on success; the
     figure is closed in every case. A failed write (full disk, ...) is one
     :class:`~pionml.errors.OutputError` naming ``path``, whose previous content is kept.
-    Returns ``path``."""
+    Returns ``path``.
+
+    A PNG is drawn once and cut to its artists' box (:func:`_trimmed_png`); matplotlib's own
+    trimming (``bbox_inches="tight"``: other formats, and a figure drawn past its edges)
+    draws the figure twice, the first time to measure it."""
     import matplotlib.pyplot as plt
 
     from pionml.io import remove_quietly, temp_path, write_error
 
     path = Path(path)
     tmp = temp_path(path)
+    fmt = path.suffix.lstrip(".") or "png"
     try:
-        fig.savefig(tmp, dpi=DPI, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
+        if fmt.lower() != "png" or not _trimmed_png(fig, tmp):
+            fig.savefig(tmp, dpi=DPI, bbox_inches="tight", format=fmt)
         os.replace(tmp, path)
     except OSError as exc:
         remove_quietly(tmp)
@@ -93,3 +99,45 @@ def save_figure(fig, path) -> Path:
     finally:
         plt.close(fig)
     return path
+
+
+def _trimmed_png(fig, path) -> bool:
+    """Draw ``fig`` once at :data:`DPI` and write, as a PNG at ``path``, the part of the drawing
+    that ``bbox_inches="tight"`` keeps: the box of the figure's artists as matplotlib measures
+    it (``Figure.get_tightbbox``, cheap once drawn), with matplotlib's margin
+    (``savefig.pad_inches``, drawn in the background colour where it passes the canvas). False,
+    with nothing written, when the artists reach beyond the canvas (only a second drawing on a
+    larger canvas shows them) or there are none."""
+    import matplotlib
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import to_rgba
+    from matplotlib.image import imsave
+
+    fig.set_dpi(DPI)
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    canvas.draw()
+    box = fig.get_tightbbox(canvas.get_renderer())  # inches
+    width, height = fig.get_size_inches()
+    if box is None or box.width <= 0 or box.height <= 0:
+        return False
+    edge = 0.5 / DPI  # half a pixel
+    if box.x0 < -edge or box.y0 < -edge or box.x1 > width + edge or box.y1 > height + edge:
+        return False
+    pad = float(matplotlib.rcParams["savefig.pad_inches"])
+    rgba = np.asarray(canvas.buffer_rgba())
+    n_rows, n_cols = rgba.shape[:2]
+    # pixel edges of the padded box; rows count from the top
+    c0, c1 = round((box.x0 - pad) * DPI), round((box.x1 + pad) * DPI)
+    r0, r1 = round((height - box.y1 - pad) * DPI), round((height - box.y0 + pad) * DPI)
+    cut = rgba[max(r0, 0):min(r1, n_rows), max(c0, 0):min(c1, n_cols)]
+    background = np.round(np.asarray(to_rgba(fig.get_facecolor())) * 255).astype(np.uint8)
+    margins = ((max(-r0, 0), max(r1 - n_rows, 0)), (max(-c0, 0), max(c1 - n_cols, 0)))
+    if any(any(m) for m in margins):
+        out = np.empty((r1 - r0, c1 - c0, 4), dtype=np.uint8)
+        out[...] = background
+        out[margins[0][0]:margins[0][0] + cut.shape[0],
+            margins[1][0]:margins[1][0] + cut.shape[1]] = cut
+        cut = out
+    imsave(path, cut, format="png", dpi=DPI)
+    return True
