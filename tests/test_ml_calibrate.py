@@ -256,6 +256,16 @@ def test_two_sided_gaussian_fit_and_coverage():
     assert g["width68"] == pytest.approx(1.0, rel=0.02)
 
 
+def test_pulls_much_narrower_than_the_bins_are_fitted():
+    """Pulls of width 0.02 (a sigma 50 times too large) would fall in one bin of the default
+    60 over |t| < 3: the fit bins them finer and finds their width and centre."""
+    t = np.random.default_rng(6).normal(-0.3, 0.02, 400)
+    fit = bifurcated_gaussian_fit(t)
+    assert fit["mu"] == pytest.approx(-0.3, abs=0.005)
+    assert fit["sigma_left"] == pytest.approx(0.02, rel=0.2)
+    assert fit["sigma_right"] == pytest.approx(0.02, rel=0.2)
+
+
 # ------------------------------------------------------------------------------ end to end
 @pytest.fixture(scope="module")
 def fake(tmp_path_factory):
