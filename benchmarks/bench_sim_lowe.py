@@ -18,8 +18,9 @@ GeV, with the model as it is (or with ``--transition``, physics.md 3.6).
 ``--decompose`` prints, for one seed, the pi0 and pi+- medians of the low bins under the
 variants of the issue-29 investigation (physics.md 7.7-7.8): the default; the transition effect
 of physics.md 3.6 (full, longitudinal only, lateral only); no LAr sampling fluctuations; no
-noise; neither; a per-cell EM sampling term 1.5x, 2x and 3x the nominal 10 %/sqrt(E); and the
-pi0 medians split by photon conversion in the inner detector.
+noise; neither; a per-cell EM sampling term 1.5x, 2x and 3x the nominal 10 %/sqrt(E); clustering
+thresholds of the electronic noise alone (``--noise-thresholds electronic``); and the pi0
+medians split by photon conversion in the inner detector.
 
 The per-category truth is read by wrapping :func:`pionml.sim.simulate.deposit` (the output
 files carry non-EM visible = hadronic + ionisation as one branch).
@@ -121,23 +122,27 @@ def _medians(e_em, calib, bins):
     return out
 
 
-def _clusters(particle, n, seed, params=None, noise=True, components=None):
-    """(E^EM, ENG_CALIB_TOT, cluster event, SimEvents) of the truth-matched clusters."""
+def _clusters(particle, n, seed, params=None, noise=True, components=None,
+              thresholds="total"):
+    """(E^EM, ENG_CALIB_TOT, cluster event, SimEvents) of the truth-matched clusters;
+    ``thresholds``: the noise of the clustering thresholds (NoiseConfig.thresholds)."""
     import functools
 
     import pionml.sim.showers as sh
-    from pionml.geometry import barrel_geometry
+    from pionml.geometry import NoiseConfig, barrel_geometry
     from pionml.reco.chain import reconstruct
     from pionml.sim import simulate_events
 
+    geo = barrel_geometry(NoiseConfig(thresholds=thresholds))
     original = sh.transition_weights
     if components is not None:
         sh.transition_weights = functools.partial(original, components=components)
     try:
-        ev = simulate_events(n, particle=particle, seed=seed, params=params, noise=noise)
+        ev = simulate_events(n, particle=particle, seed=seed, params=params, noise=noise,
+                             geometry=geo)
     finally:
         sh.transition_weights = original
-    reco = reconstruct(ev, barrel_geometry(), None)
+    reco = reconstruct(ev, geo, None)
     m = reco.moments
     ok = m["ENG_CALIB_TOT"] > 0
     return m["E"][ok], m["ENG_CALIB_TOT"][ok], reco.batch.cluster_event()[ok], ev
@@ -177,19 +182,22 @@ def decompose(seed, n) -> None:
                 ("neither", off.with_(**quiet), False, None),
                 ("EM sampling term x1.5", off.with_(stoch_em_lar=0.15), True, None),
                 ("EM sampling term x2", off.with_(stoch_em_lar=0.20), True, None),
-                ("EM sampling term x3", off.with_(stoch_em_lar=0.30), True, None)]
+                ("EM sampling term x3", off.with_(stoch_em_lar=0.30), True, None),
+                ("thresholds of electronic noise", off, True, "electronic")]
     print(f"seed {seed}, {n} pi0 and {n} pi+-; medians of E^EM/ENG_CALIB_TOT in bins (GeV) "
           + " ".join(f"{a:g}-{b:g}" for a, b in LOW_BINS)
           + "; pi0 0.2-1 and 1-3 split by ID conversion")
     for name, params, noise, comp in variants:
-        e, c, cev, ev = _clusters("pi0", n, seed, params, noise, comp)
+        thresholds = "electronic" if comp == "electronic" else "total"
+        comp = None if comp == "electronic" else comp
+        e, c, cev, ev = _clusters("pi0", n, seed, params, noise, comp, thresholds)
         conv = np.isfinite(ev.conv_r).any(axis=1)[cev]
         split = " ".join(f"{lab} " + " ".join(f"{x:.3f}" for x in _medians(
             e[sel], c[sel], ((0.2, 1.0), (1.0, 3.0)))) for lab, sel in
             (("conv", conv), ("unconv", ~conv)))
         line = f"{name:30s} pi0  " + " ".join(f"{x:.3f}" for x in _medians(e, c, LOW_BINS))
-        if comp is None and name.startswith(("default", "transition")):
-            ep, cp, _, _ = _clusters("pi+", n, seed, params, noise, comp)
+        if comp is None and name.startswith(("default", "transition", "thresholds")):
+            ep, cp, _, _ = _clusters("pi+", n, seed, params, noise, comp, thresholds)
             line += " | pi+- " + " ".join(f"{x:.3f}" for x in _medians(ep, cp, LOW_BINS))
         print(line + " | " + split, flush=True)
 
