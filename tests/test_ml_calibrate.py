@@ -264,6 +264,10 @@ def test_pulls_much_narrower_than_the_bins_are_fitted():
     assert fit["mu"] == pytest.approx(-0.3, abs=0.005)
     assert fit["sigma_left"] == pytest.approx(0.02, rel=0.2)
     assert fit["sigma_right"] == pytest.approx(0.02, rel=0.2)
+    # its amplitude counts per bin of its own width: the Gaussian's integral is the count
+    area = fit["amplitude"] * math.sqrt(math.pi / 2) * (fit["sigma_left"] + fit["sigma_right"])
+    assert area / fit["bin_width"] == pytest.approx(400, rel=0.1)
+    assert fit["bin_width"] < 0.02 / 2
 
 
 # ------------------------------------------------------------------------------ end to end

@@ -270,7 +270,8 @@ def plot_pulls(ax, t, summary: dict, name: str, label: str, title: str = "",
     if fit.get("mu") is not None:
         x = np.linspace(-PULL_RANGE, PULL_RANGE, 300)
         sig = np.where(x < fit["mu"], fit["sigma_left"], fit["sigma_right"])
-        scale = (edges[1] - edges[0]) / (2 * PULL_RANGE / 60)  # fit histogram -> this one
+        # counts per bin of the fit's histogram -> per bin of this one
+        scale = (edges[1] - edges[0]) / fit.get("bin_width", 2 * PULL_RANGE / 60)
         ax.plot(x, fit["amplitude"] * scale * np.exp(-0.5 * ((x - fit["mu"]) / sig) ** 2),
                 "r-", label=(f"two-sided Gaussian: mu {fit['mu']:+.2f}, sigma L "
                              f"{fit['sigma_left']:.2f}, R {fit['sigma_right']:.2f}"))

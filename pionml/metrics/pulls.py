@@ -28,8 +28,8 @@ def bifurcated_gaussian_fit(t: np.ndarray, limit: float = PULL_RANGE, bins: int 
     """Two-sided Gaussian A exp(-(t - mu)^2 / (2 s^2)), s = sigma_left below mu and sigma_right
     above, fitted (least squares, Poisson weights) to the histogram of ``t`` over
     |t| < ``limit`` (arXiv:2412.04370 sec 5.4) in ``bins`` bins, or finer where the pulls'
-    shortest-68 % half-width is under four bins. None values when the fit fails or too few
-    entries."""
+    shortest-68 % half-width is under four bins (``bin_width``: the bins' width, the unit of
+    ``amplitude``, counts per bin). None values when the fit fails or too few entries."""
     from scipy.optimize import curve_fit
 
     t = np.asarray(t, np.float64)
@@ -66,7 +66,7 @@ def bifurcated_gaussian_fit(t: np.ndarray, limit: float = PULL_RANGE, bins: int 
     except (RuntimeError, ValueError):
         return out
     out.update({"amplitude": float(p[0]), "mu": float(p[1]), "sigma_left": float(p[2]),
-                "sigma_right": float(p[3])})
+                "sigma_right": float(p[3]), "bin_width": float(edges[1] - edges[0])})
     return out
 
 
