@@ -764,9 +764,10 @@ def draw(out, doc: dict) -> list[Path]:
             written += _draw_part(plt, save_figure, out, _prefix(parts, part), part.task, curves,
                                   baselines.get(part.name) or {})
     fig, ax = plt.subplots(figsize=(7, 5))
-    for label, entries in _curves(doc).items():
-        ax.plot([size for size, _ in entries], [e["train_seconds"] for _, e in entries], "o-",
-                label=label)
+    for label, entries in _curves(doc).items():  # the references dashed, as on every curve
+        reference = label.split()[0] == REFERENCE
+        ax.plot([size for size, _ in entries], [e["train_seconds"] for _, e in entries],
+                marker="s" if reference else "o", ls="--" if reference else "-", label=label)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("training clusters")
