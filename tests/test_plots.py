@@ -232,3 +232,29 @@ def test_file_backend_keeps_a_backend_the_caller_chose(env, imported, want):
     out = subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True,
                          text=True, check=True).stdout.split()
     assert out[-1] == want
+
+
+def test_the_ratio_panel_shows_the_networks_and_names_the_em_scale_off_it(tmp_path, monkeypatch):
+    """Resolution ratios to LCW of 0.85 (a network) and 2.0 (the EM scale): the panel spans
+    the network's ratio and 1, not 0.85-2.0, and says the EM scale lies off it."""
+    import pionml.figures.regression as reg
+
+    def rows(value):
+        return [{"lo": lo, "hi": 2 * lo, "n": 100, "iqr_resolution": value,
+                 "iqr_resolution_err": 0.001} for lo in (1.0, 2.0, 4.0)]
+
+    seen = {}
+
+    def keep(fig, path):
+        seen[path.name] = fig.axes[1]
+        return path
+
+    monkeypatch.setattr(reg, "save_figure", keep)
+    curves = [("net", rows(0.085), "C0", "o"), ("EM scale", rows(0.2), "k", "s"),
+              ("LCW", rows(0.1), "grey", "D")]
+    reg.draw_method_curves(tmp_path, curves, rows(0.1), "t", keys=["iqr_resolution"])
+    rax = seen["iqr_resolution.png"]
+    lo, hi = rax.get_ylim()
+    assert 0.8 < lo < 0.85 and 1.0 < hi < 1.05
+    assert any("EM scale off the panel (2.00-2.00)" in t.get_text() for t in rax.texts)
+    plt.close("all")

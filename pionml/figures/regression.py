@@ -87,13 +87,15 @@ def draw_method_curves(folder: Path, curves: list, ref, title: str, suffix: str 
             continue
         fig, (ax, rax) = plt.subplots(2, 1, figsize=(7, 7), sharex=True,
                                       gridspec_kw={"height_ratios": [3, 1], "hspace": 0.05})
+        ratios = {}
         for label, rows, color, marker in curves:
             plot_binned(ax, rows, key, label, color, marker, ms=4)
             if ref is not None:
                 ok = [i for i, row in enumerate(rows) if row[key] is not None]
                 den = np.array([ref[i][key] if ref[i][key] else np.nan for i in ok])
-                rax.plot(_centres(rows)[ok], np.array([rows[i][key] for i in ok]) / den,
-                         marker + "-", color=color, ms=4)
+                ratios[label] = np.array([rows[i][key] for i in ok]) / den
+                rax.plot(_centres(rows)[ok], ratios[label], marker + "-", color=color, ms=4)
+        _ratio_range(rax, ratios)
         if key == "median_response":
             ax.axhline(1, color="grey", ls=":", lw=1)
         ax.set_xscale("log")
@@ -105,6 +107,24 @@ def draw_method_curves(folder: Path, curves: list, ref, title: str, suffix: str 
         rax.set_xlabel(AXIS_LABELS["E_true"])
         written.append(save_figure(fig, Path(folder) / f"{fname}{suffix}.png"))
     return written
+
+
+def _ratio_range(rax, ratios: dict) -> None:
+    """The ratio panel's y range: every ratio but the EM scale's, and 1. The EM scale's
+    resolution is up to twice LCW's for charged pions; on its range the networks' 0.8-0.9
+    would be one line. Where the EM scale leaves the range, the panel says how far it goes."""
+    em = METHOD_STYLE["em"][0]
+    values = [v for label, r in ratios.items() if label != em for v in r[np.isfinite(r)]]
+    if not values:
+        return
+    lo, hi = min(min(values), 1.0), max(max(values), 1.0)
+    pad = max(0.1 * (hi - lo), 0.02)
+    rax.set_ylim(lo - pad, hi + pad)
+    off = ratios.get(em, np.array([]))
+    off = off[np.isfinite(off) & ((off > hi + pad) | (off < lo - pad))]
+    if len(off):
+        rax.text(0.02, 0.95, f"{em} off the panel ({np.min(off):.2f}-{np.max(off):.2f})",
+                 transform=rax.transAxes, fontsize="x-small", va="top")
 
 
 def draw_regression_plots(folder: Path, name: str, species: str, table: dict,
