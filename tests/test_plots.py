@@ -258,3 +258,20 @@ def test_the_ratio_panel_shows_the_networks_and_names_the_em_scale_off_it(tmp_pa
     assert 0.8 < lo < 0.85 and 1.0 < hi < 1.05
     assert any("EM scale off the panel (2.00-2.00)" in t.get_text() for t in rax.texts)
     plt.close("all")
+
+
+def test_a_pull_panel_spans_its_histogram():
+    """The pull histogram covers |t| < 6 (the tails in its end bins): the axis shows that
+    range, not one a style rounds outwards."""
+    import matplotlib.pyplot as plt
+    import mplhep
+
+    from pionml.figures.calibration import plot_pulls
+
+    t = np.random.default_rng(1).normal(0, 1, 500)
+    with plt.style.context(mplhep.style.ATLAS):
+        fig, ax = plt.subplots(figsize=(3, 2.5))  # a panel of the per-bin grids: few ticks
+        plot_pulls(ax, t, {"fit": {}}, "m", "t")
+        fig.canvas.draw()
+        assert ax.get_xlim() == (-6.0, 6.0)
+    plt.close(fig)

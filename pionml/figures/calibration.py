@@ -266,6 +266,7 @@ def plot_pulls(ax, t, summary: dict, name: str, label: str, title: str = "",
     t = t[np.isfinite(t)]
     counts, edges, _ = ax.hist(np.clip(t, -6, 6), bins=bins, range=(-6, 6), histtype="step",
                                color="C0", label=f"{name} ({len(t)} clusters)")
+    ax.set_xlim(-6, 6)  # the histogram's range (a style rounding the limits drew +-10)
     fit = summary.get("fit", {})
     if fit.get("mu") is not None:
         x = np.linspace(-PULL_RANGE, PULL_RANGE, 300)
