@@ -131,17 +131,16 @@ class CurveSettings:
             raise ConfigError(f"unknown training option(s) {sorted(unknown)} "
                               f"(accepted: {', '.join(TRAIN_OPTIONS)})")
         self.models = check_models(self.task, self.models)
-        if self.train_options.get("augment") not in (None, "none"):
+        if self.train_options.get("augment"):  # refused before the first training
             from pionml.models import MODELS
-            from pionml.train.trainer import AUGMENTATIONS
+            from pionml.train.trainer import refuse_augmentation
 
-            if self.train_options["augment"] not in AUGMENTATIONS:
-                raise UsageError(f"--augment '{self.train_options['augment']}': choices are "
-                                 f"{', '.join(AUGMENTATIONS)}")
-            blind = [m for m in self.models if m != REFERENCE and "images" not in MODELS[m].inputs]
-            if blind:  # refused before the first training, not at the model's turn
-                raise UsageError(f"--augment {self.train_options['augment']} mirrors images; "
-                                 f"model(s) {', '.join(blind)} read none")
+            try:
+                for m in self.models:
+                    if m != REFERENCE:
+                        refuse_augmentation(self.train_options["augment"], m, MODELS[m].inputs)
+            except ConfigError as exc:
+                raise UsageError(f"--augment: {exc}") from None
         unknown = set(self.hyper) - set(self.models)
         if unknown:
             raise UsageError(f"--hyper names model(s) {sorted(unknown)} not in the curve "

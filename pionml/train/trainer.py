@@ -173,6 +173,14 @@ def default_config(model_name: str, recipe: str = "default", **overrides) -> Tra
     return TrainConfig(recipe=recipe, **values)
 
 
+def refuse_augmentation(augment: str, model_name: str, inputs) -> None:
+    """A :class:`ConfigError` when ``augment`` cannot apply to a model that reads ``inputs``:
+    ``phi_reflect`` mirrors images."""
+    if augment == "phi_reflect" and "images" not in inputs:
+        raise ConfigError(f"augmentation phi_reflect mirrors images; model '{model_name}' "
+                          f"reads {', '.join(inputs) or 'no images'}")
+
+
 def reflect_phi(batch):
     """The batch with the images of a random half of its clusters mirrored in phi (the last
     image axis, centred on the cluster), every layer of a cluster alike; other inputs as they
@@ -264,9 +272,7 @@ class Trainer:
             self.net = DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None)
         self.optimizer = self.scheduler = None
-        if config.augment == "phi_reflect" and "images" not in model.inputs:
-            raise ConfigError(f"augmentation phi_reflect mirrors images; model '{model.name}' "
-                              f"reads {', '.join(model.inputs) or 'no images'}")
+        refuse_augmentation(config.augment, model.name, model.inputs)
         if model.trainable:
             self._new_optimizer(self.stages[0])
 
