@@ -120,6 +120,37 @@ def test_the_json_holds_every_pair_with_finite_metrics(first):
     assert not list(out.glob("*.tmp*"))
 
 
+def test_the_size_axis_keeps_the_largest_size_inside_the_frame(first, monkeypatch):
+    """Under the ATLAS style (limits rounded to decades) a largest size of 100,000 sat on the
+    frame's edge; every figure's size axis now reaches a factor SIZE_MARGIN beyond the sizes."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+    import mplhep
+
+    from pionml.figures import writer
+
+    with matplotlib.rc_context(mplhep.style.ATLAS):
+        fig, ax = plt.subplots()
+        ax.plot([30000, 100000], [1, 2], "o")
+        ax.set_xscale("log")
+        assert ax.get_xlim()[1] == pytest.approx(1e5)  # the style's own limit: on the edge
+        lc.size_axis(ax, [30000, 100000])
+        assert ax.get_xlim() == pytest.approx((30000 / lc.SIZE_MARGIN, 1e5 * lc.SIZE_MARGIN))
+        plt.close(fig)
+        limits = []  # every axis the study's figures draw, as they are saved
+        real = writer.save_figure
+
+        def spy(fig, path, *a, **k):
+            limits.extend(ax.get_xlim() for ax in fig.axes if ax.get_visible())
+            return real(fig, path, *a, **k)
+
+        monkeypatch.setattr(writer, "save_figure", spy)
+        out, _ = first
+        lc.draw(out, _doc(out))
+    assert limits and all(lim == pytest.approx((60 / lc.SIZE_MARGIN, 150 * lc.SIZE_MARGIN))
+                          for lim in limits)
+
+
 def test_resume_trains_only_what_is_not_done(fake, first, monkeypatch):
     out, _ = first
     before = _doc(out)

@@ -717,6 +717,20 @@ METRIC_LABELS = {"auc": "ROC AUC",
                  "s68_resolution": "shortest-68 % resolution / (2 median)"}
 
 
+#: how far the size axis reaches beyond the smallest and the largest training size (a factor)
+SIZE_MARGIN = 1.4
+
+
+def size_axis(ax, sizes) -> None:
+    """A log x axis of training ``sizes`` that reaches a factor :data:`SIZE_MARGIN` beyond the
+    smallest and the largest (the ATLAS style rounds the limits to decades, which put a size of
+    100,000 on the frame's edge, its marker cut in half)."""
+    sizes = [float(s) for s in sizes if s and s > 0]
+    ax.set_xscale("log")
+    if sizes:
+        ax.set_xlim(min(sizes) / SIZE_MARGIN, max(sizes) * SIZE_MARGIN)
+
+
 def _prefix(parts, part) -> str:
     """The figure-name prefix of a part: none for a task of one part."""
     return "" if len(parts) == 1 else f"{part.name}_"
@@ -767,7 +781,7 @@ def draw(out, doc: dict) -> list[Path]:
         reference = label.split()[0] == REFERENCE
         ax.plot([size for size, _ in entries], [e["train_seconds"] for _, e in entries],
                 marker="s" if reference else "o", ls="--" if reference else "-", label=label)
-    ax.set_xscale("log")
+    size_axis(ax, [size for entries in _curves(doc).values() for size, _ in entries])
     ax.set_yscale("log")
     ax.set_xlabel("training clusters")
     ax.set_ylabel("training time [s]")
@@ -780,6 +794,7 @@ def _draw_part(plt, save_figure, out: Path, prefix: str, task, curves: dict,
                baselines: dict) -> list[Path]:
     """One study part's figures (``curves``: model -> [(size, metrics)])."""
     written = []
+    sizes = [size for entries in curves.values() for size, _ in entries]
     if task.score_bins is None:  # one value per metric
         for metric in task.score_keys:
             fig, ax = plt.subplots(figsize=(7, 5))
@@ -800,7 +815,7 @@ def _draw_part(plt, save_figure, out: Path, prefix: str, task, curves: dict,
             for name, m in baselines.items():
                 if m is not None:
                     _band(ax, m.get(metric), m.get(f"{metric}_err"), *BASELINE_LABELS[name])
-            ax.set_xscale("log")
+            size_axis(ax, sizes)
             if metric.startswith("rejection"):
                 ax.set_yscale("log")
             ax.set_xlabel("training clusters")
@@ -832,7 +847,7 @@ def _draw_part(plt, save_figure, out: Path, prefix: str, task, curves: dict,
                     if m is not None:
                         r = m[key][i]
                         _band(ax, r.get(metric), r.get(f"{metric}_err"), *BASELINE_LABELS[name])
-                ax.set_xscale("log")
+                size_axis(ax, sizes)
                 ax.set_title(f"$E_{{true}}$ {bins[i][0]:g}-{bins[i][1]:g} GeV", fontsize="small")
                 ax.set_xlabel("training clusters", fontsize="small")
                 ax.set_ylabel(METRIC_LABELS[metric], fontsize="x-small")
@@ -852,7 +867,7 @@ def _draw_part(plt, save_figure, out: Path, prefix: str, task, curves: dict,
                         label=model)
             if key == "coverage_1":
                 ax.axhline(0.6827, color="grey", ls=":", lw=1, label="Gaussian")
-            ax.set_xscale("log")
+            size_axis(ax, [n for entries in with_sigma.values() for n, _ in entries])
             ax.set_xlabel("training clusters")
             ax.set_ylabel(label)
             ax.legend(fontsize="small")
