@@ -31,13 +31,24 @@ import json
 import time
 
 
+def json_object(text: str) -> dict:
+    """An argparse type: a JSON object of hyper-parameters, or one clear error line."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {text!r} ({exc.msg})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"not a JSON object: {text!r}")
+    return value
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="datasets/default.h5")
     ap.add_argument("--models", nargs="+", default=["gnn", "transformer"])
     ap.add_argument("--batches", type=int, default=3, help="timed training batches per model")
     ap.add_argument("--repeats", type=int, default=1, help="draws of the batches (new seeds)")
-    ap.add_argument("--hyper", nargs="+", default=None, metavar="JSON",
+    ap.add_argument("--hyper", nargs="+", type=json_object, default=None, metavar="JSON",
                     help="transformer hyper-parameters (JSON); several: one row each")
     ap.add_argument("--profile", action="store_true", help="profile the transformer's step")
     ap.add_argument("--bucket", type=int, nargs=2, metavar=("B", "N"), default=None,
@@ -55,7 +66,7 @@ def main() -> int:
     from pionml.train.trainer import data_spec
 
     torch.set_num_threads(1)
-    hypers = [json.loads(h) for h in args.hyper] if args.hyper else [{}]
+    hypers = args.hyper or [{}]
     hyper = hypers[0]
     # (label, model, hyper-parameters): one row per model, one per transformer configuration
     rows_to_time = []
@@ -74,6 +85,13 @@ def main() -> int:
         n_cells = (ds.offsets[rows + 1] - ds.offsets[rows]).mean()
     print(f"# {args.data}: {len(rows)} training clusters, {n_cells:.1f} cells per cluster; "
           f"torch {torch.__version__}, 1 thread; {args.batches} batches x {args.repeats}")
+    from pionml.errors import ConfigError
+
+    for label, name, model_hyper in rows_to_time:  # every configuration built once before timing
+        try:
+            build_for_task(name, spec, task, **model_hyper)
+        except ConfigError as exc:
+            ap.error(f"--hyper: {exc}")
     print(f"{'model':12s} {'params':>8s} {'batch':>5s} {'CPU s / epoch (each draw)':>30s}")
     result = {}
     profiled = False
