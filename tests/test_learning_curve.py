@@ -266,9 +266,35 @@ def test_regressors_with_a_sigma_get_its_curve(fake, tmp_path):
         assert 0 <= u["coverage_1"] <= u["coverage_2"] <= 1
         n = doc["runs"][key]["metrics"]["n_clusters"]
         assert sum(b["n"] for b in u["bins_E_true"]) <= n
+        # a mixture head has a predictive distribution: its PIT pulls' coverage is kept too
+        assert 0 <= u["coverage_1_pit"] <= u["coverage_2_pit"] <= 1
+        assert all("coverage_1_pit" in b for b in u["bins_E_true"])
     assert "uncertainty" not in doc["runs"]["bdt_60"]["metrics"]  # the bdt has no sigma
     assert (out / "learning_curve_uncertainty.png").is_file()
     assert lc.uncertainty_summary({"E_pred": np.ones(3), "E_true": np.ones(3)}) is None
+
+
+def test_uncertainty_summary_known_pulls():
+    """Hand-made pulls: the linearised t and the PIT pulls' coverages come out exactly, over
+    all clusters and in the one E_true bin they fill; without t_pit there is no PIT entry."""
+    t_lin = np.r_[np.full(50, 0.5), np.full(40, -1.5), np.full(10, 3.0)]   # 0.5 / 0.9
+    t_pit = np.r_[np.full(60, -0.2), np.full(30, 1.5), np.full(10, -2.5)]  # 0.6 / 0.9
+    e_true = np.full(100, 20.0)  # all in the 10-30 GeV bin
+    table = {"E_true": e_true, "E_pred": e_true + 2.0 * t_lin, "sigma": np.full(100, 2.0),
+             "sigma_stat": np.full(100, 0.2), "sigma_syst": np.full(100, 1.99),
+             "t_pit": t_pit}
+    u = lc.uncertainty_summary(table)
+    assert u["coverage_1"] == pytest.approx(0.5) and u["coverage_2"] == pytest.approx(0.9)
+    assert u["coverage_1_pit"] == pytest.approx(0.6) and u["coverage_2_pit"] == pytest.approx(0.9)
+    (full,) = [b for b in u["bins_E_true"] if b["n"]]
+    assert (full["lo"], full["hi"], full["n"]) == (10.0, 30.0, 100)
+    assert full["coverage_1"] == pytest.approx(0.5)
+    assert full["coverage_1_pit"] == pytest.approx(0.6)
+    assert u["median_sigma_stat_rel"] == pytest.approx(0.2 / 21.0)  # E_pred 17, 21 (median), 26
+    del table["t_pit"]
+    u = lc.uncertainty_summary(table)
+    assert "coverage_1_pit" not in u and "fit_pit" not in u
+    assert all("coverage_1_pit" not in b for b in u["bins_E_true"])
 
 
 def test_a_validation_subset_is_the_same_for_every_training(fake, tmp_path, monkeypatch):

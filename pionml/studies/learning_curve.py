@@ -314,11 +314,24 @@ UNCERTAINTY_KEYS = {"median_sigma_stat_rel": r"median $\sigma_{stat}/E_{pred}$",
                     "coverage_1": r"pull coverage $P(|t| < 1)$"}
 
 
+#: the fitted shape of the PIT pulls kept per entry (:func:`pionml.metrics.pulls.pull_summary`)
+PIT_FIT_KEYS = ("mu", "sigma_left", "sigma_right")
+
+
+def _pit_fit(summary: dict) -> dict | None:
+    fit = summary.get("fit")
+    return {k: fit.get(k) for k in PIT_FIT_KEYS} if fit else None
+
+
 def uncertainty_summary(table: dict) -> dict | None:
     """For a regressor with a sigma per cluster (``--head mixture``, ``--ensemble N``): the
     median relative sigma, sigma_stat and sigma_syst and the pull coverage P(|t| < 1),
     P(|t| < 2) on the test rows, over all clusters and per bin of E_true
-    (:func:`pionml.metrics.pulls.energy_pull_metrics`); None for a run without one."""
+    (:func:`pionml.metrics.pulls.energy_pull_metrics`); None for a run without one. With a
+    predictive distribution (a mixture head: the column ``t_pit``) also the PIT pulls' coverage
+    (``coverage_1_pit``, ``coverage_2_pit``) and their two-sided fit (``fit_pit``: mu and the
+    two widths), overall and per bin: the calibration test, where the linearised t of a skewed
+    distribution is not Gaussian even when the distribution is right."""
     from pionml.metrics.pulls import SIGMA_KEYS, energy_pull_metrics
     from pionml.metrics.resolution import DEFAULT_TRUE_BINS
 
@@ -327,12 +340,20 @@ def uncertainty_summary(table: dict) -> dict | None:
     m = energy_pull_metrics(table, DEFAULT_TRUE_BINS)
     out = {k: m[k] for k in ("median_sigma_rel", "median_sigma_stat_rel", "median_sigma_syst_rel")}
     out.update({k: m["pull"].get(k) for k in ("coverage_1", "coverage_2")})
-    out["bins_E_true"] = [
-        {"lo": p["lo"], "hi": p["hi"], "n": p["n"], "coverage_1": p.get("coverage_1"),
-         **{f"median_{k}_rel": r["median"] for k, r in
-            (("sigma_stat", st), ("sigma_syst", sy))}}
-        for p, st, sy in zip(m["bins_E_true_pull"], m["bins_E_true_sigma_stat_rel"],
-                             m["bins_E_true_sigma_syst_rel"])]
+    pit = "pull_pit" in m
+    if pit:
+        out.update({f"{k}_pit": m["pull_pit"].get(k) for k in ("coverage_1", "coverage_2")})
+        out["fit_pit"] = _pit_fit(m["pull_pit"])
+    bins = []
+    for i, (p, st, sy) in enumerate(zip(m["bins_E_true_pull"], m["bins_E_true_sigma_stat_rel"],
+                                        m["bins_E_true_sigma_syst_rel"])):
+        row = {"lo": p["lo"], "hi": p["hi"], "n": p["n"], "coverage_1": p.get("coverage_1"),
+               "median_sigma_stat_rel": st["median"], "median_sigma_syst_rel": sy["median"]}
+        if pit:
+            q = m["bins_E_true_pull_pit"][i]
+            row.update({"coverage_1_pit": q.get("coverage_1"), "fit_pit": _pit_fit(q)})
+        bins.append(row)
+    out["bins_E_true"] = bins
     return out
 
 
@@ -862,9 +883,13 @@ def _draw_part(plt, save_figure, out: Path, prefix: str, task, curves: dict,
         fig, axes = plt.subplots(1, len(UNCERTAINTY_KEYS), figsize=(5 * len(UNCERTAINTY_KEYS), 4))
         for ax, (key, label) in zip(axes, UNCERTAINTY_KEYS.items()):
             for model, entries in with_sigma.items():
-                ax.plot([n for n, _ in entries],
-                        [_value(m["uncertainty"].get(key)) for _, m in entries], "o-",
-                        label=model)
+                line, = ax.plot([n for n, _ in entries],
+                                [_value(m["uncertainty"].get(key)) for _, m in entries], "o-",
+                                label=f"{model} (linearised t)" if key == "coverage_1" else model)
+                pit = [(n, m["uncertainty"].get("coverage_1_pit")) for n, m in entries]
+                if key == "coverage_1" and any(v is not None for _, v in pit):
+                    ax.plot([n for n, _ in pit], [_value(v) for _, v in pit], "s--",
+                            color=line.get_color(), label=f"{model} (PIT)")
             if key == "coverage_1":
                 ax.axhline(0.6827, color="grey", ls=":", lw=1, label="Gaussian")
             size_axis(ax, [n for entries in with_sigma.values() for n, _ in entries])
