@@ -271,6 +271,7 @@ def test_regressors_with_a_sigma_get_its_curve(fake, tmp_path):
         assert all("coverage_1_pit" in b for b in u["bins_E_true"])
     assert "uncertainty" not in doc["runs"]["bdt_60"]["metrics"]  # the bdt has no sigma
     assert (out / "learning_curve_uncertainty.png").is_file()
+    assert not (out / "learning_curve_sigma_stat_bins.png").exists()  # one network: no spread
     assert lc.uncertainty_summary({"E_pred": np.ones(3), "E_true": np.ones(3)}) is None
 
 
@@ -295,6 +296,36 @@ def test_uncertainty_summary_known_pulls():
     u = lc.uncertainty_summary(table)
     assert "coverage_1_pit" not in u and "fit_pit" not in u
     assert all("coverage_1_pit" not in b for b in u["bins_E_true"])
+
+
+def test_sigma_stat_by_bin_known_series():
+    """Per E_true bin, the members' spread against the size: bins with a positive median in
+    order of the entries; empty bins, missing or zero values (one network) left out."""
+    def entry(size, values, ns=(5, 5, 0)):
+        bins = [{"lo": lo, "hi": hi, "n": n, "median_sigma_stat_rel": v}
+                for (lo, hi), n, v in zip(((1.0, 3.0), (3.0, 10.0), (10.0, 30.0)), ns, values)]
+        return size, {"uncertainty": {"bins_E_true": bins}}
+
+    series = lc.sigma_stat_by_bin([entry(10, [0.02, 0.0, 0.5]), entry(30, [0.01, 0.004, None]),
+                                   entry(100, [0.005, float("nan"), 0.1], ns=(5, 5, 7))])
+    assert series == {"1-3": ([10, 30, 100], [0.02, 0.01, 0.005]), "3-10": ([30], [0.004]),
+                      "10-30": ([100], [0.1])}
+    assert lc.sigma_stat_by_bin([entry(10, [0.0, 0.0, 0.0])]) == {}
+
+
+def test_an_ensemble_gets_its_spread_per_bin(fake, tmp_path):
+    """An ensemble of two: its members disagree (sigma_stat > 0), and the study draws that
+    spread per E_true bin against the size beside the uncertainty figure."""
+    out = tmp_path / "ens"
+    assert main(["learning-curve", "--task", "regress", "--ensemble", "2", "--target", "energy",
+                 *ARGS, "--sizes", "60", "120", "--data", str(fake), "--out", str(out)]) == 0
+    doc = _doc(out)
+    for key in ("dnn_60", "dnn_120"):
+        u = doc["runs"][key]["metrics"]["uncertainty"]
+        assert u["median_sigma_stat_rel"] > 0
+        assert lc.sigma_stat_by_bin([(60, doc["runs"][key]["metrics"])])
+    assert (out / "learning_curve_uncertainty.png").is_file()
+    assert (out / "learning_curve_sigma_stat_bins.png").is_file()
 
 
 def test_a_validation_subset_is_the_same_for_every_training(fake, tmp_path, monkeypatch):

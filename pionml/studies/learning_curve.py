@@ -323,6 +323,23 @@ def _pit_fit(summary: dict) -> dict | None:
     return {k: fit.get(k) for k in PIT_FIT_KEYS} if fit else None
 
 
+def sigma_stat_by_bin(entries) -> dict:
+    """The median sigma_stat / E_pred of each E_true bin against the training size, from one
+    model's ``entries`` [(size, metrics with an ``uncertainty``)]: {"lo-hi": (sizes, values)}
+    for the bins that hold a positive value at some size (an ensemble's spread; one network
+    has none, and gives {}). Over all clusters the median mixes the bins, whose sigma_stat
+    differ by ten; per bin it shows whether the members agree better with more data."""
+    series: dict = {}
+    for size, m in entries:
+        for b in m["uncertainty"].get("bins_E_true") or []:
+            value = b.get("median_sigma_stat_rel")
+            if b.get("n") and value is not None and np.isfinite(value) and value > 0:
+                sizes, values = series.setdefault(f"{b['lo']:g}-{b['hi']:g}", ([], []))
+                sizes.append(size)
+                values.append(float(value))
+    return series
+
+
 def uncertainty_summary(table: dict) -> dict | None:
     """For a regressor with a sigma per cluster (``--head mixture``, ``--ensemble N``): the
     median relative sigma, sigma_stat and sigma_syst and the pull coverage P(|t| < 1),
@@ -898,4 +915,20 @@ def _draw_part(plt, save_figure, out: Path, prefix: str, task, curves: dict,
             ax.legend(fontsize="small")
         fig.tight_layout()
         written.append(save_figure(fig, out / f"learning_curve_{prefix}uncertainty.png"))
+        by_bin = {k: s for k, s in ((k, sigma_stat_by_bin(v)) for k, v in with_sigma.items()) if s}
+        if by_bin:  # an ensemble: its members' spread per E_true bin against the size
+            fig, axes = plt.subplots(1, len(by_bin), figsize=(6 * len(by_bin), 4.5),
+                                     squeeze=False)
+            for ax, (model, series) in zip(axes.flat, by_bin.items()):
+                for i, (label, (n, v)) in enumerate(series.items()):
+                    ax.plot(n, v, "o-", color=plt.cm.viridis(i / max(1, len(series) - 1)),
+                            label=f"{label} GeV")
+                size_axis(ax, [x for n, _ in series.values() for x in n])
+                ax.set_yscale("log")
+                ax.set_title(model, fontsize="small")
+                ax.set_xlabel("training clusters")
+                ax.set_ylabel(r"median $\sigma_{stat}/E_{pred}$ per $E_{true}$ bin")
+                ax.legend(fontsize="x-small", ncol=2)
+            fig.tight_layout()
+            written.append(save_figure(fig, out / f"learning_curve_{prefix}sigma_stat_bins.png"))
     return written
