@@ -137,6 +137,31 @@ def test_a_staged_training_keeps_its_stages_and_epochs_apply_to_each():
         "leaky", "no_leak"]
 
 
+
+def test_a_cosine_schedule_runs_to_its_end_unless_a_patience_is_given():
+    from pionml.train.config_file import training_config
+    from pionml.train.trainer import default_config
+
+    # the model's patience (5) applies to a flat rate; a cosine schedule is not cut by it
+    assert default_config("pfn", epochs=12).patience == 5
+    assert default_config("pfn", epochs=12, scheduler="plateau").patience == 5
+    assert default_config("pfn", epochs=12, scheduler="cosine").patience == 12
+    assert default_config("pfn", scheduler="cosine").patience == 30  # the model's 30 epochs
+    assert default_config("pfn", epochs=12, scheduler="cosine", patience=3).patience == 3
+    # a staged training: each stage's patience its own epochs, unless a patience is given
+    staged = default_config("lgk", scheduler="cosine")
+    assert [s["patience"] for s in staged.stages] == [s["epochs"] for s in staged.stages]
+    assert {s["patience"] for s in default_config("lgk", scheduler="cosine",
+                                                   patience=2).stages} == {2}
+    # from a file's [training] table and the command line
+    assert training_config("pfn", "default", {"scheduler": "cosine", "epochs": 9}, {}).patience == 9
+    assert training_config("pfn", "default", {"scheduler": "cosine", "epochs": 9,
+                                              "patience": 4}, {}).patience == 4
+    assert training_config("pfn", "default", {"scheduler": "cosine", "epochs": 9},
+                           {"patience": 2}).patience == 2
+    assert training_config("pfn", "default", {"epochs": 9}, {}).patience == 5
+
+
 BAD = [
     ("[trainig]\nepochs = 1\n", ["unknown table [trainig]"]),
     ("epochs = 1\n", ["unknown key 'epochs'"]),

@@ -183,7 +183,7 @@ def training_config(model: str, recipe: str, base: dict, overrides: dict):
     and the recipe's defaults), then ``base`` (a file's ``[training]``), then ``overrides``
     whose value is not None (the command line). Given ``epochs``, ``lr`` and ``patience`` apply
     to every stage of a staged training, except those of a ``base`` that lists its stages."""
-    from pionml.train.trainer import TrainConfig, default_config
+    from pionml.train.trainer import TrainConfig, cosine_runs_to_end, default_config
 
     given = {k: v for k, v in overrides.items() if v is not None}
     if not base:
@@ -194,6 +194,8 @@ def training_config(model: str, recipe: str, base: dict, overrides: dict):
         per_stage = {k: staged[k] for k in ("epochs", "lr", "patience") if k in staged}
         values["stages"] = [{**s, **per_stage} for s in values["stages"]]
     values["recipe"] = recipe
+    values = cosine_runs_to_end(values, patience_given="patience" in base or "patience" in given
+                                or "stages" in base)
     return TrainConfig(**values)
 
 

@@ -170,7 +170,29 @@ def default_config(model_name: str, recipe: str = "default", **overrides) -> Tra
         per_stage = {k: overrides[k] for k in ("epochs", "lr", "patience")
                      if overrides.get(k) is not None}
         values["stages"] = [{**s, **per_stage} for s in values["stages"]]
+    values = cosine_runs_to_end(values, patience_given=overrides.get("patience") is not None)
     return TrainConfig(recipe=recipe, **values)
+
+
+def cosine_runs_to_end(values: dict, patience_given: bool) -> dict:
+    """The training options ``values`` (TrainConfig fields) with early stopping off under a
+    cosine schedule whose patience was not given: each stage's patience becomes its epochs.
+    A model's default patience (5 for most) is meant for a flat rate; a cosine schedule's rate
+    falls to zero at its last epoch, where its best epochs usually are, and stopping five epochs
+    after the best one cuts the annealing short (a 40-epoch run of the charged pfn stopped at
+    its 36th; docs/models.md). A patience given (``--patience``, a file's) is kept. The best
+    epoch's weights are kept as ever."""
+    if values.get("scheduler") != "cosine" or patience_given:
+        return values
+    out = dict(values)
+    if out.get("stages"):
+        out["stages"] = [{**s, "patience": s["epochs"]} if isinstance(s, dict) else s
+                         for s in out["stages"]]
+    elif "epochs" in out:
+        out["patience"] = out["epochs"]
+    logger.info("cosine schedule: early stopping off (patience = the epochs of each stage); "
+                "give --patience to stop earlier")
+    return out
 
 
 def refuse_augmentation(augment: str, model_name: str, inputs) -> None:
