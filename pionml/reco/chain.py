@@ -86,6 +86,12 @@ class LCWTables:
         return None
 
 
+#: Simulation options added after the digest existed, with the value that leaves every event as
+#: it was: left out of :func:`simulation_model` at that value, so adding one does not make
+#: every dataset look stale.
+OFF_OPTIONS = {"had_inv_trace": 0.0}
+
+
 def simulation_model() -> str:
     """A short digest of everything the default simulated production depends on: the shower
     and response parameters (:data:`pionml.sim.params.DEFAULT_PARAMS`), the noise and
@@ -99,8 +105,12 @@ def simulation_model() -> str:
     from pionml.geometry import NoiseConfig
     from pionml.sim.params import DEFAULT_PARAMS
 
+    params = asdict(DEFAULT_PARAMS)
+    for name, off in OFF_OPTIONS.items():  # an option at its off value changes no event
+        if params.get(name) == off:
+            del params[name]
     h = hashlib.sha256()
-    h.update(json.dumps({"params": asdict(DEFAULT_PARAMS), "noise": asdict(NoiseConfig()),
+    h.update(json.dumps({"params": params, "noise": asdict(NoiseConfig()),
                          "batch_size": BATCH_SIZE}, sort_keys=True, default=str).encode())
     for table in (CLASSIFICATION_TABLE, WEIGHT_TABLE):
         h.update(table.read_bytes() if table.exists() else b"none")
@@ -215,7 +225,7 @@ def simulate_to_root(path, n_events: int, particle: str = "mix", energy: float |
                      lcw: LCWTables | None | str = "default", batch_size: int = BATCH_SIZE,
                      progress: bool = True, geometry: CellGeometry | None = None,
                      jobs: int = 1, shard: tuple[int, int] | None = None,
-                     pileup=None) -> ProductionSummary:
+                     pileup=None, params=None) -> ProductionSummary:
     """Simulate ``n_events`` single pions and write EventTree + CellGeo to ``path``.
 
     Events are made in batches of ``batch_size`` with seeds derived from ``seed`` and the
@@ -226,7 +236,9 @@ def simulate_to_root(path, n_events: int, particle: str = "mix", energy: float |
     together hold the events of the one-job file, in order, with the same numbers.
     ``pileup``: a :class:`pionml.sim.PileupConfig` (physics.md 2.7; None or mu = 0: none, the
     file is exactly the one without it); ``geometry`` carries the clustering thresholds (the
-    command line gives it the total noise at the overlay's mu).
+    command line gives it the total noise at the overlay's mu). ``params``: the shower and
+    response parameters (a :class:`pionml.sim.SimParams`; None: the default model, the one
+    :func:`simulation_model` digests), for studies of the model's options.
     """
     from pionml.io import remove_quietly, temp_path
     from pionml.outputs import check_output
@@ -252,7 +264,7 @@ def simulate_to_root(path, n_events: int, particle: str = "mix", energy: float |
     tmp = temp_path(path)
     try:
         _simulate_into(tmp, n_events, particle, energy, energy_min, energy_max, seed, lcw,
-                       batch_size, progress, geo, summary, jobs, shard, pileup)
+                       batch_size, progress, geo, summary, jobs, shard, pileup, params)
         os.replace(tmp, os.fspath(path))
     except BaseException:  # error or interrupt: nothing at the final path, no temporary left
         remove_quietly(tmp)
@@ -265,10 +277,11 @@ def simulate_to_root(path, n_events: int, particle: str = "mix", energy: float |
 _WORKER: dict = {}
 
 
-def _init_batches(geo, lcw, particle, energy, energy_min, energy_max, seed, pileup=None):
+def _init_batches(geo, lcw, particle, energy, energy_min, energy_max, seed, pileup=None,
+                  params=None):
     """Per process: what every batch of one production shares."""
     _WORKER.update(geo=geo, lcw=lcw, particle=particle, energy=energy, energy_min=energy_min,
-                   energy_max=energy_max, seed=seed,
+                   energy_max=energy_max, seed=seed, params=params,
                    pileup=pileup if pileup is not None and pileup.enabled else None)
 
 
@@ -282,7 +295,8 @@ def _simulate_batch(task):
     batch_seed = np.random.SeedSequence([w["seed"], k]).generate_state(1)[0]
     ev = simulate_events(n, particle=w["particle"], energy=w["energy"],
                          energy_min=w["energy_min"], energy_max=w["energy_max"],
-                         seed=int(batch_seed), geometry=w["geo"], pileup=w["pileup"])
+                         seed=int(batch_seed), geometry=w["geo"], pileup=w["pileup"],
+                         params=w.get("params"))
     reco = reconstruct(ev, w["geo"], w["lcw"])
     branches = mltree_branches(ev, reco, w["geo"], first_event=start, run_number=w["seed"],
                                pileup=w["pileup"] is not None)
@@ -291,7 +305,8 @@ def _simulate_batch(task):
 
 
 def _simulate_into(path, n_events, particle, energy, energy_min, energy_max, seed, lcw,
-                   batch_size, progress, geo, summary, jobs=1, shard=None, pileup=None):
+                   batch_size, progress, geo, summary, jobs=1, shard=None, pileup=None,
+                   params=None):
     import uproot
     from pionml.progress import progress_bar
 
@@ -303,14 +318,14 @@ def _simulate_into(path, n_events, particle, energy, energy_min, energy_max, see
              for k in shard_units(n_batches, shard)]
     total = sum(t[2] for t in tasks)
     if jobs > 1:  # load the compiled functions once here: the forked workers inherit them
-        _init_batches(geo, lcw, particle, energy, energy_min, energy_max, seed, pileup)
+        _init_batches(geo, lcw, particle, energy, energy_min, energy_max, seed, pileup, params)
         _simulate_batch((0, 0, 1))
     with uproot.recreate(os.fspath(path)) as f, progress_bar(
             total=total, unit="event", desc="simulate", progress=progress) as bar:
         writer = MLTreeWriter(f)
         for n, branches, n_clusters, per_pdg in ordered_map(
                 _simulate_batch, tasks, jobs, _init_batches,
-                (geo, lcw, particle, energy, energy_min, energy_max, seed, pileup)):
+                (geo, lcw, particle, energy, energy_min, energy_max, seed, pileup, params)):
             writer.write(branches)
             summary.events += n
             summary.clusters += n_clusters

@@ -128,6 +128,16 @@ class SimParams:
     finv_sigma: float = 0.05  # [E] 4.4
     finv_lo: float = 0.2  # [E] 4.4
     finv_hi: float = 0.5  # [E] 4.4
+    # OPTION (physics.md 4.4, "A visible trace of the invisible energy"), off by default (0):
+    # the halo share of a shower's hadronic packets follows its invisible share, h = (1 - p_c)
+    # x [g(f_inv) / g(finv_mean)]^had_inv_trace with g(f) = f / (1 - f), clipped to [0.02,
+    # 0.98] (showers.halo_share): the binding energy lost goes with the nuclear fragments
+    # (spallation protons, evaporation neutrons) whose visible energy the halo carries [M:
+    # Wigmans, Calorimetry], so a shower that lost more is wider. 0: every shower's halo share
+    # is 1 - p_c, independent of f_inv (bit for bit the default); 1: the nuclear fragments'
+    # visible energy in proportion to the binding energy lost. The strength is [E]: a
+    # sensitivity study (benchmarks/bench_inv_trace.py), not a tuned value.
+    had_inv_trace: float = 0.0
 
     # ---- hadronic longitudinal profile, Bock (physics.md 4.5) ---------------------------------
     bock_a0: float = 0.6165  # original Bock a = a0 + a1 ln E [M:Bock]

@@ -464,6 +464,23 @@ def _bock(p: SimParams, e: np.ndarray):
     return a, d
 
 
+def halo_share(p: SimParams, f_inv: np.ndarray) -> np.ndarray:
+    """Per shower, the probability that a hadronic packet is a halo packet (physics.md 4.4,
+    4.6): 1 - p_c, or with ``p.had_inv_trace`` = k > 0, (1 - p_c) [g(f_inv) / g(finv_mean)]^k
+    with g(f) = f / (1 - f) (the odds of the invisible share), clipped to [0.02, 0.98]: the
+    nuclear fragments that carry the binding energy lost also carry the halo's visible
+    energy, so a shower that lost more to binding is wider."""
+    f_inv = np.asarray(f_inv, dtype=np.float64)
+    base = np.full(f_inv.shape, 1.0 - p.had_core_frac)
+    if p.had_inv_trace == 0:
+        return base
+
+    def odds(f):
+        return f / (1.0 - f)
+    ratio = odds(np.clip(f_inv, 1e-6, 1 - 1e-6)) / odds(p.finv_mean)
+    return np.clip(base * ratio ** p.had_inv_trace, 0.02, 0.98)
+
+
 def _hadronic_packets(rng, p: SimParams, axes: Axes, idx, s_int, e_sh, e_non, f_inv, packets):
     """Non-EM part: Bock lambda-term depth profile, two-component lateral profile
     (physics.md 4.5, 4.6). Packets carry visible (1-f_inv) and invisible f_inv shares."""
@@ -482,7 +499,8 @@ def _hadronic_packets(rng, p: SimParams, axes: Axes, idx, s_int, e_sh, e_non, f_
     tile = SEG_TILE[seg]
     rm = np.where(tile, p.r_moliere_tile_mm, p.r_moliere_lar_mm)
     lam = np.where(tile, p.lambda_tile_mm, p.lambda_lar_mm)
-    core = rng.random(m) < p.had_core_frac
+    p_core = p.had_core_frac if p.had_inv_trace == 0 else (1.0 - halo_share(p, f_inv))[rep]
+    core = rng.random(m) < p_core
     scale = np.where(core, p.had_core_rm * rm,
                      p.had_halo_lambda * lam * (1.0 + p.had_halo_growth * x))
     rr = np.minimum(rng.standard_gamma(2.0, m) * scale, p.had_r_max_mm)
