@@ -11,7 +11,11 @@ without parts of the truth composition) over LCW's per bin, and how well the mom
 invisible share (R^2). Diagnostic, about four minutes of one core per 80,000 events:
 
     PYTHONPATH=. python benchmarks/bench_inv_trace.py [--strengths 0 0.5 1] [--events 40000]
-        [--seed 7] [--workdir /tmp/inv_trace]
+        [--seed 7] [--workdir /tmp/inv_trace] [--param had_packet_coef=80 ...]
+
+``--param NAME=VALUE`` changes another simulation parameter for every strength (e.g. the
+granularity of the hadronic packets, which sets how precisely a shower's halo share is
+realised); the ROOT files' names carry the changes.
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--workdir", default=None, help="folder of the ROOT files (kept; reused "
                     "when present). Default: a temporary folder, removed at the end")
+    ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                    help="another SimParams value for every strength (repeatable)")
     args = ap.parse_args(argv)
     if any(k < 0 for k in args.strengths) or args.events < 1:
         ap.error("--strengths must be >= 0 and --events >= 1")
@@ -54,18 +60,31 @@ def main(argv=None) -> int:
     from pionml.reco.chain import simulate_to_root
     from pionml.sim.params import DEFAULT_PARAMS
 
+    changes = {}
+    for item in args.param:
+        name, _, value = item.partition("=")
+        if not hasattr(DEFAULT_PARAMS, name) or not value:
+            ap.error(f"--param {item!r}: not NAME=VALUE with NAME a SimParams field")
+        kind = type(getattr(DEFAULT_PARAMS, name))
+        try:
+            changes[name] = kind(float(value)) if kind in (int, float) else kind(value)
+        except ValueError:
+            ap.error(f"--param {item!r}: {value!r} is not a {kind.__name__}")
+    tag = "".join(f"_{k}{v:g}" if isinstance(v, (int, float)) else f"_{k}{v}"
+                  for k, v in sorted(changes.items()))
     limits = _limits_module()
     tmp = None if args.workdir else tempfile.TemporaryDirectory()
     work = Path(args.workdir or tmp.name)
     work.mkdir(parents=True, exist_ok=True)
     print(f"# {args.events} pi+ and {args.events} pi- per strength, 0.2-2000 GeV, seed "
-          f"{args.seed}; LCW: the shipped tables (derived at had_inv_trace = 0)", flush=True)
+          f"{args.seed}; LCW: the shipped tables (derived at had_inv_trace = 0)"
+          + (f"; also {changes}" if changes else ""), flush=True)
     try:
         for k in args.strengths:
-            params = DEFAULT_PARAMS.with_(had_inv_trace=k)
+            params = DEFAULT_PARAMS.with_(had_inv_trace=k, **changes)
             files = []
             for i, particle in enumerate(("pi+", "pi-")):
-                path = work / f"trace_{k:g}_{particle}.root"
+                path = work / f"trace_{k:g}{tag}_{particle}.root"
                 if not path.exists():
                     simulate_to_root(path, args.events, particle=particle, seed=args.seed + i,
                                      progress=False, params=params)
