@@ -60,18 +60,22 @@ def main(argv=None) -> int:
     from pionml.reco.chain import simulate_to_root
     from pionml.sim.params import DEFAULT_PARAMS
 
+    from dataclasses import fields
+
+    names = {f.name for f in fields(DEFAULT_PARAMS)}
     changes = {}
     for item in args.param:
         name, _, value = item.partition("=")
-        if not hasattr(DEFAULT_PARAMS, name) or not value:
+        if name not in names or not value:
             ap.error(f"--param {item!r}: not NAME=VALUE with NAME a SimParams field")
         kind = type(getattr(DEFAULT_PARAMS, name))
+        if kind not in (int, float):
+            ap.error(f"--param {item!r}: only numeric parameters can be set here")
         try:
-            changes[name] = kind(float(value)) if kind in (int, float) else kind(value)
+            changes[name] = kind(float(value))
         except ValueError:
             ap.error(f"--param {item!r}: {value!r} is not a {kind.__name__}")
-    tag = "".join(f"_{k}{v:g}" if isinstance(v, (int, float)) else f"_{k}{v}"
-                  for k, v in sorted(changes.items()))
+    tag = "".join(f"_{k}{v:g}" for k, v in sorted(changes.items()))
     limits = _limits_module()
     tmp = None if args.workdir else tempfile.TemporaryDirectory()
     work = Path(args.workdir or tmp.name)
