@@ -3,7 +3,8 @@
 docs/models.md quotes them, with an optional profile of the transformer's training step.
 
     python benchmarks/bench_transformer.py [--data datasets/default.h5] [--models gnn transformer]
-        [--batches 3] [--repeats 1] [--hyper '{"max_cells": 256}' ...] [--profile] [--bucket 16 70]
+        [--batches 3] [--repeats 1] [--hyper '{"max_cells": 256}' ...] [--batch-size N]
+        [--profile] [--bucket 16 70]
 
 Per model: one torch thread, forward + loss + backward + Adam step on ``--batches`` random
 training batches (after one untimed warm-up batch) of the family's default batch size
@@ -50,6 +51,8 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=1, help="draws of the batches (new seeds)")
     ap.add_argument("--hyper", nargs="+", type=json_object, default=None, metavar="JSON",
                     help="transformer hyper-parameters (JSON); several: one row each")
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="the transformer's batch size (default: its family's)")
     ap.add_argument("--profile", action="store_true", help="profile the transformer's step")
     ap.add_argument("--bucket", type=int, nargs=2, metavar=("B", "N"), default=None,
                     help="time the encoder's parts on one bucket of B clusters of N cells")
@@ -100,7 +103,9 @@ def main() -> int:
         torch.manual_seed(0)
         model = build_for_task(name, spec, task, **model_hyper)
         bs = int(cls.train_defaults.get("batch_size", 256))
-        config = DataConfig(**cls.data_options(task.model_variant))
+        if name == "transformer" and args.batch_size:
+            bs = args.batch_size
+        config = DataConfig(**cls.data_options(task.model_variant, model_hyper))
         builder = BatchBuilder(norm, model.inputs, fields=task.fields + model.cluster_fields,
                                knn_k=config.knn_k)
         source = make_source(args.data, rows, builder, config)

@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from pionml.cli import main
-from pionml.data.batch import BatchBuilder, ClusterBatch
+from pionml.data.batch import BatchBuilder, ClusterBatch, knn_edges
 from pionml.data.normalise import CLOUD_FEATURES, Normalisation
 from pionml.errors import ConfigError
 from pionml.io.hdf5 import CLOUD_CELL_FIELDS, DatasetFile
-from pionml.models import build_for_task, build_model
+from pionml.models import build_for_task, build_model, model_class
 from pionml.models.transformer import (DR_FLOOR, MASKED, PAIR_FEATURES, Attention,
                                        keep_highest, pad_cells, pair_features)
 from pionml.tasks import make_task, supported_pairs
@@ -48,15 +48,19 @@ def _model(spec, **hyper):
     return build_model("transformer", spec, heads={"logit": {"kind": "linear"}}, **hyper).eval()
 
 
-def _batch(x, counts):
-    """A one-input batch of flat cells ``x`` in clusters of ``counts`` cells."""
+def _batch(x, counts, knn_k=0):
+    """A one-input batch of flat cells ``x`` in clusters of ``counts`` cells; with ``knn_k``
+    the kNN edges of the loader, on the cells' (standardised) eta, phi and rperp."""
     from torch_geometric.data import Batch
 
     counts = torch.as_tensor(counts)
     cluster = torch.repeat_interleave(torch.arange(len(counts)), counts)
+    edges = torch.zeros((2, 0), dtype=torch.long)
+    if knn_k:
+        cols = [CLOUD_FEATURES.index(c) for c in ("deta", "dphi", "rperp")]
+        edges = knn_edges(x[:, cols], counts, knn_k)
     return ClusterBatch(rows=torch.arange(len(counts)),
-                        cloud=Batch(x=x, edge_index=torch.zeros((2, 0), dtype=torch.long),
-                                    batch=cluster))
+                        cloud=Batch(x=x, edge_index=edges, batch=cluster))
 
 
 def _cells(spec, n, seed):
@@ -203,13 +207,53 @@ def test_permuting_the_cells_changes_nothing(batch_and_spec):
                                model.encode(padded, valid), rtol=1e-5, atol=1e-6)
 
 
-def test_size_buckets_give_the_values_of_one_padded_block(batch_and_spec):
+@pytest.mark.parametrize("hyper", [{}, {"local": 2, "pool": True, "max_cells": 20}])
+def test_size_buckets_give_the_values_of_one_padded_block(batch_and_spec, hyper):
     _, spec = batch_and_spec
     counts = [3, 50, 1, 17, 8, 30, 2]
     x = _cells(spec, sum(counts), 5)
-    one = _model(spec, buckets=1)(_batch(x, counts))["logit"]
-    four = _model(spec, buckets=4)(_batch(x, counts))["logit"]
+    batch = _batch(x, counts, knn_k=6 if hyper else 0)
+    one = _model(spec, buckets=1, **hyper)(batch)["logit"]
+    four = _model(spec, buckets=4, **hyper)(batch)["logit"]
     torch.testing.assert_close(four, one, rtol=1e-5, atol=1e-6)
+    if hyper:  # and a cluster's output does not depend on the others of its batch
+        alone = _model(spec, buckets=4, **hyper)(_batch(x[3:53], [50], knn_k=6))["logit"]
+        torch.testing.assert_close(four[1], alone[0], rtol=1e-5, atol=1e-6)
+
+
+def test_local_layers_and_the_pool_read_the_cells_beyond_the_cap(batch_and_spec):
+    """With a cap of 3 of 6 cells: the dropped cells change nothing by default, and change the
+    output through the local layers (their neighbours' tokens) and through the pool."""
+    _, spec = batch_and_spec
+    x = _cells(spec, 6, 7)
+    x[:, EFRAC] = torch.tensor([3.0, 2.0, 1.0, -1.0, -2.0, -3.0])  # the last three are cut
+    moved = x.clone()
+    moved[3:, :NF] += 2.0  # the cut cells' energies and positions
+    for hyper, reads in (({}, False), ({"local": 1}, True), ({"pool": True}, True),
+                         ({"local": 1, "pool": True}, True)):
+        model = _model(spec, max_cells=3, **hyper)
+        a, b = (model(_batch(c, [6], knn_k=5))["logit"] for c in (x, moved))
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6) != reads, hyper
+        if not reads:  # the default: the output of the three kept cells alone
+            kept = _model(spec, max_cells=3)(_batch(x[:3], [3]))["logit"]
+            torch.testing.assert_close(a, kept, rtol=1e-5, atol=1e-6)
+
+
+def test_local_layers_ask_for_the_knn_graph(batch_and_spec):
+    _, spec = batch_and_spec
+    family = model_class("transformer")
+    assert family.data_options("classify")["knn_k"] == 0
+    assert family.data_options("classify", {"local": 2})["knn_k"] == family.LOCAL_KNN_K == 6
+    assert family.data_options("regress", {"local": 0, "pool": True})["knn_k"] == 0
+    assert family.data_options("classify", {"local": "two"})["knn_k"] == 0  # refused when built
+    with pytest.raises(ConfigError, match="local='two' must be"):
+        build_model("transformer", spec, local="two")
+    with pytest.raises(ConfigError, match="local=2 reads the kNN cell graph, but the batch has "
+                                          "no edges"):
+        _model(spec, local=2)(_batch(_cells(spec, 5, 1), [5]))
+    # a batch of one-cell clusters has no edges to read and needs none
+    out = _model(spec, local=2)(_batch(_cells(spec, 3, 1), [1, 1, 1]))["logit"]
+    assert torch.isfinite(out).all()
 
 
 def test_the_cap_keeps_the_highest_energy_cells_and_counts(batch_and_spec, caplog):
@@ -271,6 +315,16 @@ def test_trains_through_pionml_train(tmp_path, data, task):
     assert metrics["task"] == task
     history = card.get("history") or json.loads((out / "history.json").read_text())
     assert np.isfinite(history["train_loss"]).all()
+
+
+def test_the_local_embedding_trains_with_its_knn_graph(tmp_path, data):
+    out = tmp_path / "local"
+    hyper = json.dumps({"embed": 16, "num_heads": 2, "blocks": 1, "max_cells": 20, "local": 2,
+                        "pool": True})
+    assert main(["train", "--model", "transformer", "--data", str(data), "--epochs", "1",
+                 "--batch-size", "32", "--hyper", hyper, "--out", str(out), "--no-progress",
+                 "--no-eval"]) == 0
+    assert json.loads((out / "data.json").read_text())["knn_k"] == 6
 
 
 def test_unknown_hyper_parameter_is_refused_by_the_command(tmp_path, data):

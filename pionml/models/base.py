@@ -331,8 +331,9 @@ class ClusterModel(nn.Module):
         return config["heads"]
 
     @classmethod
-    def data_options(cls, variant: str) -> dict:
-        """The family's data options for ``variant``."""
+    def data_options(cls, variant: str, hyper: dict | None = None) -> dict:
+        """The family's data options for ``variant`` (and the caller's ``hyper``-parameters,
+        which a family may need data for: the transformer's ``local`` needs kNN edges)."""
         return {**cls.data_defaults, **cls.body_for(variant).data}
 
     @classmethod

@@ -21,6 +21,16 @@ Touvron et al. 2103.17239; ParT's class-token blocks): a learned class token att
 cells in ``class_blocks`` blocks; its final state is the body's output, followed by the shared
 scalar branch and the task's heads.
 
+Two options make the tokens see the cells around them and the readout see every cell, which
+a cap on the cells (below) otherwise drops: ``local`` GraphConv layers (mean over the kNN cell
+graph, residual, the GNN's message passing; as the neighbour embedding in front of the
+attention of the Point Cloud Transformer, Guo et al., arXiv:2012.09688) on the embedded cells
+of the whole cluster before the cap, so that each kept token carries its neighbourhood, and
+``pool``: the body's output also gets the mean, max and sum / 10 of those cell states over all
+cells of the cluster (the GNN's readout), through a dense layer with the class token's state.
+``local`` needs the kNN edges of the loader (data option ``knn_k``, 6 by default when
+``local`` > 0).
+
 Variable numbers of cells: the clusters of a batch are padded to the largest and a key-padding
 mask keeps every query from attending to padding (a cluster's output does not depend on the
 batch it is in). The loader does not sort clusters by size, so in training and evaluation the
@@ -43,7 +53,8 @@ from torch import nn
 from pionml.data.normalise import CLOUD_FEATURES
 from pionml.errors import ConfigError
 from pionml.models.base import (CLUSTER_VARIANTS, Body, ClusterModel, DataSpec, check_hyper,
-                                register)
+                                mlp, register)
+from pionml.models.pooling import cluster_max, cluster_mean, cluster_sum
 
 logger = logging.getLogger(__name__)
 
@@ -177,18 +188,26 @@ class Transformer(ClusterModel):
     class-attention blocks; ``ffn`` the feed-forward width in units of ``embed``;
     ``pair_hidden`` the width of the pair MLP; ``max_cells`` the cap on cells per cluster
     (highest energy kept); ``buckets`` the size groups of a batch in training and evaluation
-    (1 = pad the batch once)."""
+    (1 = pad the batch once); ``local`` GraphConv layers on the kNN graph of all cells before
+    the cap; ``pool`` the readout of all cells beside the class token (module docstring)."""
 
     name = "transformer"
     inputs = ("cloud",)
-    supports = {**CLUSTER_VARIANTS, "joint": Body()}
+    #: the local embedding and the readout of all cells, with a cap the fake data reaches
+    #: (built, trained and exported by the registry-driven tests beside the defaults)
+    supports = {variant: Body(alternatives={"local": {"local": 2, "pool": True,
+                                                      "max_cells": 12, "buckets": 1}})
+                for variant in CLUSTER_VARIANTS} | {"joint": Body()}
     defaults = {"embed": 32, "num_heads": 4, "blocks": 2, "class_blocks": 1, "ffn": 2,
-                "pair_hidden": 8, "max_cells": 128, "buckets": 8, "dropout": 0.1}
+                "pair_hidden": 8, "max_cells": 128, "buckets": 8, "dropout": 0.1, "local": 0,
+                "pool": False}
     data_defaults = {"knn_k": 0}
+    #: neighbours per cell of the kNN graph that ``local`` > 0 reads (the GNN's default)
+    LOCAL_KNN_K = 6
     train_defaults = {"epochs": 30, "batch_size": 128, "lr": 5e-4, "patience": 5}
 
     def build_body(self, spec: DataSpec, embed, num_heads, blocks, class_blocks, ffn, pair_hidden,
-                   max_cells, buckets, dropout) -> int:
+                   max_cells, buckets, dropout, local, pool) -> int:
         if embed % num_heads:
             raise ConfigError(f"model 'transformer': embed={embed} must be a multiple of "
                               f"num_heads={num_heads}")
@@ -200,6 +219,13 @@ class Transformer(ClusterModel):
         self.n_heads, self.n_layers = heads, n_layers
         self.embed = nn.Sequential(nn.Linear(spec.n_cloud_features, embed), nn.GELU(),
                                    nn.Linear(embed, embed))
+        if local:
+            from torch_geometric.nn import GraphConv
+
+            self.local = nn.ModuleList(GraphConv(embed, embed, aggr="mean")
+                                       for _ in range(int(local)))
+        else:
+            self.local = None
         # ln of the scales of (eta, phi, rperp, ln E) in the pair features (standardised units)
         self.pair_log_scale = nn.Parameter(torch.zeros(4))
         self.pair_mlp = nn.Sequential(nn.Linear(len(PAIR_FEATURES), pair_hidden), nn.ReLU(),
@@ -213,6 +239,9 @@ class Transformer(ClusterModel):
         self.norm = nn.LayerNorm(embed)
         #: cells and clusters cut by ``max_cells`` in forward passes (not in an export)
         self.truncated = {"clusters": 0, "cells": 0, "seen": 0}
+        if pool:  # the class token's state and the mean, max and sum of all cells' states
+            self.pool_post = mlp((4 * embed, 2 * embed), dropout)
+            return 2 * embed
         return embed
 
     # ------------------------------------------------------------------------------------
@@ -247,14 +276,17 @@ class Transformer(ClusterModel):
         mlp, query, key = self.pair_terms(x, valid)
         return mlp + torch.matmul(query, key.transpose(1, 2).unsqueeze(0))
 
-    def encode(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """(B, D) class-token state of padded cells ``x`` (B, N, F) with mask ``valid``."""
+    def encode(self, x: torch.Tensor, valid: torch.Tensor, h=None) -> torch.Tensor:
+        """(B, D) class-token state of padded cells ``x`` (B, N, F) with mask ``valid``;
+        ``h`` (B, N, D): the tokens, when they are made before the padding (``local``; else
+        the embedding of ``x``)."""
         mlp, query, key = self.pair_terms(x, valid)
         b, n = valid.shape
         bias = mlp.reshape(-1, n, n)  # (H x B, N, N)
         extra = (query.reshape(-1, n, query.shape[-1]),
                  key.unsqueeze(0).expand(self.n_heads, -1, -1, -1).reshape(-1, n, key.shape[-1]))
-        h = self.embed(x)
+        if h is None:
+            h = self.embed(x)
         for block in self.blocks:
             h = block(h, bias, extra=extra)
         cls = self.cls_token.expand(b, -1, -1).to(h.dtype)
@@ -268,21 +300,48 @@ class Transformer(ClusterModel):
 
     def body_forward(self, batch) -> torch.Tensor:
         g = batch.cloud
-        padded, valid, counts = pad_cells(g.x, g.batch, batch.rows)
+        cells, states, n_features = g.x, None, g.x.shape[1]
+        if self.local is not None:
+            exporting = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+            if not exporting and g.edge_index.shape[1] == 0 and len(g.x) > len(batch.rows):
+                raise ConfigError(f"model 'transformer': local={self.hyper['local']} reads the "
+                                  "kNN cell graph, but the batch has no edges (data option "
+                                  f"knn_k = 0; the family's default with local > 0 is "
+                                  f"{self.LOCAL_KNN_K})")
+        if self.local is not None or self.hyper["pool"]:  # the tokens made before the cap
+            states = self.embed(g.x)
+            for conv in self.local or ():
+                states = states + nn.functional.gelu(conv(states, g.edge_index))
+            cells = torch.cat([g.x, states], dim=1)  # padded and capped together
+        out = self._encode_cells(cells, n_features, g.batch, batch.rows)
+        if self.hyper["pool"]:
+            out = self.pool_post(torch.cat([out, cluster_mean(states, g.batch, batch.rows),
+                                            cluster_max(states, g.batch, batch.rows),
+                                            cluster_sum(states, g.batch, batch.rows) / 10.0],
+                                           dim=1))
+        return out
+
+    def _encode_cells(self, cells, n_features, cell_cluster, rows) -> torch.Tensor:
+        """(B, D) class-token states of flat ``cells``: their ``n_features`` point-cloud
+        features, then (``local``) their tokens; padded, capped, bucketed by size."""
+        padded, valid, counts = pad_cells(cells, cell_cluster, rows)
         cap = int(self.hyper["max_cells"])
         padded, valid = keep_highest(padded, valid, padded[..., _EFRAC], cap)
+        tokens = padded[..., n_features:] if padded.shape[2] > n_features else None
+        padded = padded[..., :n_features]
         if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
-            return self.encode(padded, valid)
+            return self.encode(padded, valid, tokens)
         self._count_truncation(counts, cap)
         n_buckets = min(int(self.hyper["buckets"]), len(counts))
         if n_buckets <= 1:
-            return self.encode(padded, valid)
+            return self.encode(padded, valid, tokens)
         kept = counts.clamp(max=cap)
         order = torch.argsort(kept)
         out = None
         for idx in torch.tensor_split(order, n_buckets):
             n = int(kept[idx].max())
-            part = self.encode(padded[idx, :n], valid[idx, :n])
+            part = self.encode(padded[idx, :n], valid[idx, :n],
+                               None if tokens is None else tokens[idx, :n])
             if out is None:
                 out = part.new_zeros((len(counts), part.shape[1]))
             out[idx] = part
@@ -300,6 +359,16 @@ class Transformer(ClusterModel):
                                "(counted in model.truncated)", n_over, len(counts), cap, cut)
             self.truncated["clusters"] += n_over
             self.truncated["cells"] += cut
+
+    @classmethod
+    def data_options(cls, variant: str, hyper: dict | None = None) -> dict:
+        """The kNN edges (``knn_k`` :data:`LOCAL_KNN_K`) where ``hyper`` asks for ``local``
+        layers, none otherwise."""
+        options = super().data_options(variant, hyper)
+        local = (hyper or {}).get("local", cls.defaults["local"])  # checked when built
+        if isinstance(local, int) and not isinstance(local, bool) and local > 0:
+            options["knn_k"] = cls.LOCAL_KNN_K
+        return options
 
     @classmethod
     def hyper_for_data(cls, hyper: dict, dataset, rows) -> tuple[dict, dict]:

@@ -728,7 +728,8 @@ def subset_pool(data_config, dataset, split: str):
     return make_task(data_config.subset_task).rows(dataset, split)
 
 
-def _task_and_data_options(out, task, config, cls, task_options, data_options, resume):
+def _task_and_data_options(out, task, config, cls, task_options, data_options, resume,
+                           hyper=None):
     """The task, the data options and (resumed) the saved normalisation: a resumed run's own,
     checked against what the caller asks; else the recipe's task options, then the caller's."""
     from pionml.data.normalise import Normalisation
@@ -748,7 +749,7 @@ def _task_and_data_options(out, task, config, cls, task_options, data_options, r
         return task_obj, data_config, norm
     task_obj = make_task(task, **{**task_class(task).recipes.get(config.recipe, {}),
                                   **(task_options or {})})
-    data_config = DataConfig.from_dict({**cls.data_options(task_obj.model_variant),
+    data_config = DataConfig.from_dict({**cls.data_options(task_obj.model_variant, hyper),
                                         **(data_options or {})})
     return task_obj, data_config, None
 
@@ -766,7 +767,8 @@ def _prepare(data_path: Path, model_name, out, task, config, hyper, data_options
     with DatasetFile(data_path) as ds:
         sha = data_sha256 or file_sha256(data_path)
         task_obj, data_config, norm = _task_and_data_options(out, task, config, cls,
-                                                             task_options, data_options, resume)
+                                                             task_options, data_options, resume,
+                                                             hyper)
         cls.check_task(task_obj)  # before any row is read
         check_model_inputs(ds, model_name, cls.model_inputs(task_obj.scalars))
         # the pool of a subset_task is read only where a subset is drawn from it
