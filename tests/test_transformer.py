@@ -1,7 +1,9 @@
 """The cell transformer (pionml/models/transformer.py): the pair features on a hand-made
 three-cell cluster, the layer-pair table, the key-padding mask (padding changes nothing),
 invariance under a permutation of the cells, the size buckets, the cap on cells per cluster
-(highest energy kept, counted), and tiny trainings through ``pionml train``."""
+(highest energy kept, counted), the local layers and the readout that read the cells beyond
+the cap, and tiny trainings through ``pionml train``. The attention's own tests build the
+cells-only configuration (``CELLS_ONLY``); the defaults add the local layers and the readout."""
 
 import json
 import logging
@@ -37,14 +39,16 @@ def batch_and_spec(data):
     with DatasetFile(data) as ds:
         rows = ds.split_rows("train")
         norm = Normalisation.fit(ds, rows, inputs=("cloud", "scalars"))
-        builder = BatchBuilder(norm, ("cloud", "scalars"), fields=("label",))
+        builder = BatchBuilder(norm, ("cloud", "scalars"), fields=("label",), knn_k=6)
         block = ds.read_rows(rows[:5], clusters=builder.cluster_fields, cells=CLOUD_CELL_FIELDS)
         spec = data_spec(ds, norm)
     return builder(block), spec
 
 
 def _model(spec, **hyper):
+    """The attention on the cells alone (the first defaults, ``CELLS_ONLY``) with ``hyper``."""
     torch.manual_seed(0)
+    hyper = {**model_class("transformer").CELLS_ONLY, **hyper}
     return build_model("transformer", spec, heads={"logit": {"kind": "linear"}}, **hyper).eval()
 
 
@@ -242,12 +246,17 @@ def test_local_layers_and_the_pool_read_the_cells_beyond_the_cap(batch_and_spec)
 def test_local_layers_ask_for_the_knn_graph(batch_and_spec):
     _, spec = batch_and_spec
     family = model_class("transformer")
-    assert family.data_options("classify")["knn_k"] == 0
-    assert family.data_options("classify", {"local": 2})["knn_k"] == family.LOCAL_KNN_K == 6
+    assert family.defaults["local"] == 3 and family.defaults["pool"]
+    assert family.data_options("classify")["knn_k"] == family.LOCAL_KNN_K == 6
+    assert family.data_options("classify", {"local": 0})["knn_k"] == 0
+    assert family.data_options("classify", {"local": 2})["knn_k"] == 6
     assert family.data_options("regress", {"local": 0, "pool": True})["knn_k"] == 0
     assert family.data_options("classify", {"local": "two"})["knn_k"] == 0  # refused when built
     with pytest.raises(ConfigError, match="local='two' must be"):
         build_model("transformer", spec, local="two")
+    with pytest.raises(ConfigError, match="local=-1 must be a whole number >= 0"):
+        build_model("transformer", spec, local=-1)
+    assert build_model("transformer", spec, local=0).local is None  # 0 allowed: no layers
     with pytest.raises(ConfigError, match="local=2 reads the kNN cell graph, but the batch has "
                                           "no edges"):
         _model(spec, local=2)(_batch(_cells(spec, 5, 1), [5]))

@@ -72,11 +72,12 @@ def mlp(sizes, dropout: float = 0.0, last_activation: bool = True) -> nn.Sequent
     return nn.Sequential(*layers)
 
 
-def check_hyper(model: str, defaults: dict, hyper: dict) -> None:
+def check_hyper(model: str, defaults: dict, hyper: dict, zero_ok=()) -> None:
     """One strict check of hyper-parameter values against the types of the defaults (EnergyFlow
     ``archbase`` pattern): sizes (int defaults, tuples of ints) are whole numbers >= 1 (>= 0
-    where the default is 0), rates (``dropout``) in [0, 1), other floats finite, strings
-    strings. ConfigError names the model, the parameter and the value."""
+    where the default is 0 or the name is in ``zero_ok``, a family's ``zero_ok``), rates
+    (``dropout``) in [0, 1), other floats finite, strings strings. ConfigError names the model,
+    the parameter and the value."""
     import math
 
     def bad(key, value, what):
@@ -88,7 +89,7 @@ def check_hyper(model: str, defaults: dict, hyper: dict) -> None:
             if not isinstance(value, bool):
                 bad(key, value, "true or false")
         elif isinstance(default, int):
-            lowest = 0 if default == 0 else 1
+            lowest = 0 if default == 0 or key in zero_ok else 1
             if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
                 bad(key, value, f"a whole number >= {lowest}")
         elif isinstance(default, float):
@@ -171,6 +172,9 @@ class ClusterModel(nn.Module):
     defaults: dict = {}
     data_defaults: dict = {}
     train_defaults: dict = {}
+    #: whole-number hyper-parameters that may be 0 though their default is not (counts of
+    #: optional layers)
+    zero_ok: tuple = ()
     #: recipe name (pionml.train.trainer.RECIPES) -> training options over ``train_defaults``
     recipes: dict = {}
     #: recipe name -> hyper-parameters over ``defaults`` (e.g. the architecture a paper's recipe
@@ -202,7 +206,7 @@ class ClusterModel(nn.Module):
         if unknown:
             raise ConfigError(f"model '{self.name}': unknown hyper-parameter(s) {sorted(unknown)} "
                               f"(accepted: {sorted(self.defaults)})")
-        check_hyper(self.name, self.defaults, hyper)
+        check_hyper(self.name, self.defaults, hyper, self.zero_ok)
         heads = self.bare_heads() if heads is None else heads
         if not heads:
             raise ConfigError(f"model '{self.name}': no output head")

@@ -275,7 +275,7 @@ def experiment(args) -> Experiment:
         raise ConfigError(f"file '{path}': model '{model}' has no hyper-parameter(s) {unknown} "
                           f"in [model] hyper (accepted: {', '.join(sorted(cls.defaults))})")
     try:
-        check_hyper(model, cls.defaults, file_hyper)
+        check_hyper(model, cls.defaults, file_hyper, cls.zero_ok)
     except ConfigError as exc:
         raise ConfigError(f"file '{path}': [model] hyper: {exc}") from exc
     hyper = {**file_hyper, **json_object(args.hyper, "--hyper")}
