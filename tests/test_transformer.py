@@ -225,7 +225,7 @@ def test_size_buckets_give_the_values_of_one_padded_block(batch_and_spec, hyper)
         torch.testing.assert_close(four[1], alone[0], rtol=1e-5, atol=1e-6)
 
 
-def test_local_layers_and_the_pool_read_the_cells_beyond_the_cap(batch_and_spec):
+def test_local_layers_and_the_pool_read_the_cells_beyond_the_cap(batch_and_spec, caplog):
     """With a cap of 3 of 6 cells: the dropped cells change nothing by default, and change the
     output through the local layers (their neighbours' tokens) and through the pool."""
     _, spec = batch_and_spec
@@ -241,6 +241,13 @@ def test_local_layers_and_the_pool_read_the_cells_beyond_the_cap(batch_and_spec)
         if not reads:  # the default: the output of the three kept cells alone
             kept = _model(spec, max_cells=3)(_batch(x[:3], [3]))["logit"]
             torch.testing.assert_close(a, kept, rtol=1e-5, atol=1e-6)
+    # the log says what happens to the cut cells: read (information) or left out (a warning)
+    for hyper, level, words in (({"local": 1}, logging.INFO, "are not tokens of the attention"),
+                                ({}, logging.WARNING, "cells are left out")):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="pionml.models.transformer"):
+            _model(spec, max_cells=3, **hyper)(_batch(x, [6], knn_k=5))
+        assert [r.levelno for r in caplog.records] == [level] and words in caplog.text
 
 
 def test_local_layers_ask_for_the_knn_graph(batch_and_spec):

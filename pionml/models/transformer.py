@@ -363,9 +363,11 @@ class Transformer(ClusterModel):
         if n_over:
             cut = int((counts[over] - cap).sum())
             if not self.truncated["clusters"]:
-                logger.warning("transformer: %d of %d clusters in a batch have more than "
-                               "max_cells=%d cells; their %d lowest-energy cells are left out "
-                               "(counted in model.truncated)", n_over, len(counts), cap, cut)
+                read = self.local is not None or self.hyper["pool"]
+                (logger.info if read else logger.warning)(
+                    "transformer: %d of %d clusters in a batch have more than max_cells=%d "
+                    "cells; their %d lowest-energy cells are %s (counted in model.truncated)",
+                    n_over, len(counts), cap, cut, _cut_cells_are(read))
             self.truncated["clusters"] += n_over
             self.truncated["cells"] += cut
 
@@ -392,8 +394,17 @@ class Transformer(ClusterModel):
                 "cells_left_out": int((counts[over] - cap).sum()),
                 "of_cells": int(counts.sum()), "largest_cluster": int(counts.max(initial=0))}
         if note["clusters"]:
-            logger.warning("transformer: %d of %d training clusters have more than max_cells=%d "
-                           "cells; %d of %d cells (the lowest-energy ones) are left out",
-                           note["clusters"], note["of_clusters"], cap, note["cells_left_out"],
-                           note["of_cells"])
+            merged = {**cls.defaults, **hyper}
+            read = bool(merged["local"]) or bool(merged["pool"])
+            (logger.info if read else logger.warning)(
+                "transformer: %d of %d training clusters have more than max_cells=%d cells; %d "
+                "of %d cells (the lowest-energy ones) are %s", note["clusters"],
+                note["of_clusters"], cap, note["cells_left_out"], note["of_cells"],
+                _cut_cells_are(read))
         return hyper, {"truncation": note}
+
+
+def _cut_cells_are(read: bool) -> str:
+    """What happens to the cells beyond ``max_cells``, for the log."""
+    return ("not tokens of the attention (the local layers and the readout of every cell read "
+            "them)" if read else "left out")
