@@ -19,7 +19,7 @@ from pionml.data.normalise import CLOUD_FEATURES, Normalisation
 from pionml.errors import ConfigError
 from pionml.io.hdf5 import CLOUD_CELL_FIELDS, DatasetFile
 from pionml.models import build_for_task, build_model, model_class
-from pionml.models.transformer import (DR_FLOOR, MASKED, PAIR_FEATURES, Attention,
+from pionml.models.transformer import (CELLS_ONLY, DR_FLOOR, MASKED, PAIR_FEATURES, Attention,
                                        keep_highest, pad_cells, pair_features)
 from pionml.tasks import make_task, supported_pairs
 from pionml.testing.fake_dataset import make_fake_dataset
@@ -48,7 +48,7 @@ def batch_and_spec(data):
 def _model(spec, **hyper):
     """The attention on the cells alone (the first defaults, ``CELLS_ONLY``) with ``hyper``."""
     torch.manual_seed(0)
-    hyper = {**model_class("transformer").CELLS_ONLY, **hyper}
+    hyper = {**CELLS_ONLY, **hyper}
     return build_model("transformer", spec, heads={"logit": {"kind": "linear"}}, **hyper).eval()
 
 

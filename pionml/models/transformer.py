@@ -199,9 +199,8 @@ class Transformer(ClusterModel):
 
     name = "transformer"
     inputs = ("cloud",)
-    CELLS_ONLY = CELLS_ONLY
-    #: the first defaults are built, trained and exported by the registry-driven tests beside
-    #: the defaults
+    #: the first defaults (:data:`CELLS_ONLY`) are built, trained and exported by the
+    #: registry-driven tests beside the defaults
     supports = {variant: Body(alternatives={"cells_only": CELLS_ONLY})
                 for variant in CLUSTER_VARIANTS} | {"joint": Body()}
     #: the local embedding, the readout of every cell and attention on the 16 leading cells
@@ -363,13 +362,20 @@ class Transformer(ClusterModel):
         if n_over:
             cut = int((counts[over] - cap).sum())
             if not self.truncated["clusters"]:
-                read = self.local is not None or self.hyper["pool"]
+                read = self.reads_cut_cells(self.hyper)
                 (logger.info if read else logger.warning)(
                     "transformer: %d of %d clusters in a batch have more than max_cells=%d "
                     "cells; their %d lowest-energy cells are %s (counted in model.truncated)",
                     n_over, len(counts), cap, cut, _cut_cells_are(read))
             self.truncated["clusters"] += n_over
             self.truncated["cells"] += cut
+
+    @classmethod
+    def reads_cut_cells(cls, hyper: dict) -> bool:
+        """Whether the cells beyond ``max_cells`` still reach the output (through ``local``
+        layers or the ``pool`` readout) for ``hyper`` over the defaults."""
+        merged = {**cls.defaults, **hyper}
+        return bool(merged["local"]) or bool(merged["pool"])
 
     @classmethod
     def data_options(cls, variant: str, hyper: dict | None = None) -> dict:
@@ -394,8 +400,7 @@ class Transformer(ClusterModel):
                 "cells_left_out": int((counts[over] - cap).sum()),
                 "of_cells": int(counts.sum()), "largest_cluster": int(counts.max(initial=0))}
         if note["clusters"]:
-            merged = {**cls.defaults, **hyper}
-            read = bool(merged["local"]) or bool(merged["pool"])
+            read = cls.reads_cut_cells(hyper)
             (logger.info if read else logger.warning)(
                 "transformer: %d of %d training clusters have more than max_cells=%d cells; %d "
                 "of %d cells (the lowest-energy ones) are %s", note["clusters"],
