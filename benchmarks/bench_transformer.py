@@ -57,6 +57,8 @@ def main() -> int:
     ap.add_argument("--bucket", type=int, nargs=2, metavar=("B", "N"), default=None,
                     help="time the encoder's parts on one bucket of B clusters of N cells")
     args = ap.parse_args()
+    if args.batch_size is not None and args.batch_size < 1:
+        ap.error(f"--batch-size {args.batch_size}: must be a whole number >= 1")
 
     import torch
 
@@ -103,7 +105,7 @@ def main() -> int:
         torch.manual_seed(0)
         model = build_for_task(name, spec, task, **model_hyper)
         bs = int(cls.train_defaults.get("batch_size", 256))
-        if name == "transformer" and args.batch_size:
+        if name == "transformer" and args.batch_size is not None:
             bs = args.batch_size
         config = DataConfig(**cls.data_options(task.model_variant, model_hyper))
         builder = BatchBuilder(norm, model.inputs, fields=task.fields + model.cluster_fields,
