@@ -21,6 +21,9 @@ of physics.md 3.6 (full, longitudinal only, lateral only); no LAr sampling fluct
 noise; neither; a per-cell EM sampling term 1.5x, 2x and 3x the nominal 10 %/sqrt(E); clustering
 thresholds of the electronic noise alone (``--noise-thresholds electronic``); and the pi0
 medians split by photon conversion in the inner detector.
+``--pileup 0,20,40,60`` prints, for ``--seed``, the pi0 medians of the low bins with the pile-up
+overlay of physics.md 2.7 at each <mu> (the clustering thresholds at the same <mu>; at 0 no
+overlay and the 2018 thresholds), with the number of clusters per bin.
 
 The per-category truth is read by wrapping :func:`pionml.sim.simulate.deposit` (the output
 files carry non-EM visible = hadronic + ionisation as one branch).
@@ -123,25 +126,30 @@ def _medians(e_em, calib, bins):
 
 
 def _clusters(particle, n, seed, params=None, noise=True, components=None,
-              thresholds="total"):
+              thresholds="total", mu=0.0):
     """(E^EM, ENG_CALIB_TOT, cluster event, SimEvents) of the truth-matched clusters;
-    ``thresholds``: the noise of the clustering thresholds (NoiseConfig.thresholds)."""
+    ``thresholds``: the noise of the clustering thresholds (NoiseConfig.thresholds); ``mu``:
+    the pile-up overlay's <mu> (physics.md 2.7), the thresholds then at the same <mu>."""
     import functools
 
     import pionml.sim.showers as sh
     from pionml.geometry import NoiseConfig, barrel_geometry
     from pionml.reco.chain import reconstruct
     from pionml.sim import simulate_events
+    from pionml.sim.pileup import PileupConfig, threshold_geometry
 
     geo = barrel_geometry(NoiseConfig(thresholds=thresholds))
+    pileup = PileupConfig(mu=mu) if mu > 0 else None
     original = sh.transition_weights
     if components is not None:
         sh.transition_weights = functools.partial(original, components=components)
     try:
         ev = simulate_events(n, particle=particle, seed=seed, params=params, noise=noise,
-                             geometry=geo)
+                             geometry=geo, pileup=pileup)
     finally:
         sh.transition_weights = original
+    if pileup is not None:
+        geo = threshold_geometry(geo, mu)
     reco = reconstruct(ev, geo, None)
     m = reco.moments
     ok = m["ENG_CALIB_TOT"] > 0
@@ -202,6 +210,19 @@ def decompose(seed, n) -> None:
         print(line + " | " + split, flush=True)
 
 
+def pileup(seed, n, mus) -> None:
+    """The pi0 medians of the low bins with the pile-up overlay at each <mu> (physics.md
+    7.7-7.8)."""
+    bins = (*LOW_BINS, (10.0, 30.0), (30.0, 100.0))
+    print(f"seed {seed}, {n} pi0; medians of E^EM/ENG_CALIB_TOT in bins (GeV) "
+          + " ".join(f"{a:g}-{b:g}" for a, b in bins) + "; then the clusters per bin")
+    for mu in mus:
+        e, c, _, _ = _clusters("pi0", n, seed, mu=mu)
+        counts = [int(((c > lo) & (c <= hi)).sum()) for lo, hi in bins]
+        print(f"<mu> = {mu:4g}  " + " ".join(f"{x:.3f}" for x in _medians(e, c, bins))
+              + "  n " + " ".join(map(str, counts)), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=3000)
@@ -211,6 +232,8 @@ def main() -> None:
     parser.add_argument("--table", default=None, help="comma-separated seeds: the 7.7-7.8 table")
     parser.add_argument("--decompose", action="store_true",
                         help="the issue-29 candidates, one at a time, for --seed")
+    parser.add_argument("--pileup", default=None,
+                        help="comma-separated <mu>: the pi0 medians with the pile-up overlay")
     args = parser.parse_args()
     from pionml.sim.params import DEFAULT_PARAMS as P
 
@@ -223,6 +246,14 @@ def main() -> None:
         table(seeds, args.events, params)
     elif args.decompose:
         decompose(args.seed, args.events)
+    elif args.pileup:
+        try:
+            mus = [float(x) for x in args.pileup.split(",")]
+        except ValueError:
+            parser.error(f"--pileup: comma-separated numbers, not {args.pileup!r}")
+        if any(not np.isfinite(m) or m < 0 for m in mus):
+            parser.error(f"--pileup: each <mu> must be a number >= 0, not {args.pileup!r}")
+        pileup(args.seed, args.events, mus)
     else:
         for species, particle in (("pi0", "pi0"), ("pi+-", "pi+")):
             report(species, run(particle, args.events, args.seed, params))
