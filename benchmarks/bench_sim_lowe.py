@@ -251,8 +251,14 @@ def main() -> None:
             mus = [float(x) for x in args.pileup.split(",")]
         except ValueError:
             parser.error(f"--pileup: comma-separated numbers, not {args.pileup!r}")
-        if any(not np.isfinite(m) or m < 0 for m in mus):
-            parser.error(f"--pileup: each <mu> must be a number >= 0, not {args.pileup!r}")
+        from pionml.errors import ConfigError
+        from pionml.sim.pileup import PileupConfig
+
+        try:
+            for mu in mus:
+                PileupConfig(mu=mu)  # checked before the first sample is simulated
+        except ConfigError as exc:
+            parser.error(f"--pileup: {exc}")
         pileup(args.seed, args.events, mus)
     else:
         for species, particle in (("pi0", "pi0"), ("pi+-", "pi+")):
