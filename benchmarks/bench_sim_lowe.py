@@ -126,20 +126,19 @@ def _medians(e_em, calib, bins):
 
 
 def _clusters(particle, n, seed, params=None, noise=True, components=None,
-              thresholds="total", mu=0.0):
+              thresholds="total", pileup=None):
     """(E^EM, ENG_CALIB_TOT, cluster event, SimEvents) of the truth-matched clusters;
-    ``thresholds``: the noise of the clustering thresholds (NoiseConfig.thresholds); ``mu``:
-    the pile-up overlay's <mu> (physics.md 2.7), the thresholds then at the same <mu>."""
+    ``thresholds``: the noise of the clustering thresholds (NoiseConfig.thresholds);
+    ``pileup``: a PileupConfig (physics.md 2.7), the thresholds then at its <mu>."""
     import functools
 
     import pionml.sim.showers as sh
     from pionml.geometry import NoiseConfig, barrel_geometry
     from pionml.reco.chain import reconstruct
     from pionml.sim import simulate_events
-    from pionml.sim.pileup import PileupConfig, threshold_geometry
+    from pionml.sim.pileup import threshold_geometry
 
     geo = barrel_geometry(NoiseConfig(thresholds=thresholds))
-    pileup = PileupConfig(mu=mu) if mu > 0 else None
     original = sh.transition_weights
     if components is not None:
         sh.transition_weights = functools.partial(original, components=components)
@@ -148,8 +147,8 @@ def _clusters(particle, n, seed, params=None, noise=True, components=None,
                              geometry=geo, pileup=pileup)
     finally:
         sh.transition_weights = original
-    if pileup is not None:
-        geo = threshold_geometry(geo, mu)
+    if pileup is not None and pileup.enabled:
+        geo = threshold_geometry(geo, pileup.thresholds_at, pileup.params)
     reco = reconstruct(ev, geo, None)
     m = reco.moments
     ok = m["ENG_CALIB_TOT"] > 0
@@ -210,16 +209,16 @@ def decompose(seed, n) -> None:
         print(line + " | " + split, flush=True)
 
 
-def pileup(seed, n, mus) -> None:
+def pileup(seed, n, configs) -> None:
     """The pi0 medians of the low bins with the pile-up overlay at each <mu> (physics.md
     7.7-7.8)."""
     bins = (*LOW_BINS, (10.0, 30.0), (30.0, 100.0))
     print(f"seed {seed}, {n} pi0; medians of E^EM/ENG_CALIB_TOT in bins (GeV) "
           + " ".join(f"{a:g}-{b:g}" for a, b in bins) + "; then the clusters per bin")
-    for mu in mus:
-        e, c, _, _ = _clusters("pi0", n, seed, mu=mu)
+    for cfg in configs:
+        e, c, _, _ = _clusters("pi0", n, seed, pileup=cfg)
         counts = [int(((c > lo) & (c <= hi)).sum()) for lo, hi in bins]
-        print(f"<mu> = {mu:4g}  " + " ".join(f"{x:.3f}" for x in _medians(e, c, bins))
+        print(f"<mu> = {cfg.mu:4g}  " + " ".join(f"{x:.3f}" for x in _medians(e, c, bins))
               + "  n " + " ".join(map(str, counts)), flush=True)
 
 
@@ -254,12 +253,11 @@ def main() -> None:
         from pionml.errors import ConfigError
         from pionml.sim.pileup import PileupConfig
 
-        try:
-            for mu in mus:
-                PileupConfig(mu=mu)  # checked before the first sample is simulated
+        try:  # every <mu> checked before the first sample is simulated
+            configs = [PileupConfig(mu=mu) for mu in mus]
         except ConfigError as exc:
             parser.error(f"--pileup: {exc}")
-        pileup(args.seed, args.events, mus)
+        pileup(args.seed, args.events, configs)
     else:
         for species, particle in (("pi0", "pi0"), ("pi+-", "pi+")):
             report(species, run(particle, args.events, args.seed, params))
