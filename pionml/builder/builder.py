@@ -37,8 +37,8 @@ import numpy as np
 from pionml.builder.accounting import BuildSummary
 from pionml.builder.images import MIN_CELL_FRACTION, ImageSpec, image_specs, rasterise
 from pionml.builder.pointcloud import CELL_FIELDS, point_clouds
-from pionml.builder.table import (EVENT_COLUMN_DTYPES, Selection, check_split, cluster_table,
-                                  select, split_of_events)
+from pionml.builder.table import (EVENT_COLUMN_DTYPES, HITS_COLUMNS, Selection, check_split,
+                                  cluster_table, select, split_of_events)
 from pionml.errors import ConfigError, DataError, PionmlError, SchemaError, where
 from pionml.io import file_info
 from pionml.io.checks import (EVENT_COLUMNS, EVENT_REASONS, FLOAT32_MAX, NOT_MOMENTS,
@@ -57,7 +57,7 @@ REQUIRED = ("cluster_E", "cluster_Eta", "cluster_Phi", "cluster_ENG_CALIB_TOT",
             "cluster_cell_ID", "cluster_cell_E")
 USED_BRANCHES = {"runNumber", "eventNumber", "nCluster", "nTruthPart", "truthPartPdgId",
                  "truthPartE", "cluster_cell_ID", "cluster_cell_E", "cluster_cell_weight",
-                 *EVENT_COLUMNS.values()}
+                 *EVENT_COLUMNS.values(), *HITS_COLUMNS.values()}
 #: Below this energy-weighted fraction of the cluster energy inside the images
 #: (ATL-PHYS-PUB-2020-018: ~95 %) the build warns: cells placed far from their cluster, e.g. a
 #: CellGeo with permuted IDs.
@@ -110,7 +110,7 @@ def _input_kind(path) -> str | None:
 
 def _wanted_branch(name: str) -> bool:
     """The EventTree branches the dataset uses: event ids, truth, every per-cluster branch,
-    cell IDs/energies/weights (not the truth split of the cell energies)."""
+    cell IDs/energies/weights and the truth split of the cell energies (summed per cluster)."""
     return name in USED_BRANCHES or (name.startswith("cluster_")
                                      and not name.startswith("cluster_cell_"))
 
@@ -160,6 +160,7 @@ class _Builder:
         self.cluster_tree_pdg = dict(cluster_tree_pdg or {})  # file-name pattern -> PDG id
         self.cluster_tree_input = False  # image-format inputs: no point clouds
         self.attributes: dict = {}  # more root attributes (a recipe's simulation_model)
+        self._no_hits: set = set()  # files without the truth split (warned once each)
 
     # -- schema
     def _schema(self) -> dict:
@@ -180,6 +181,7 @@ class _Builder:
             "clusters/truth_E": (np.float32, ()),
             "clusters/n_cells": (np.int32, ()),
             "clusters/image_E_fraction": (np.float32, ()),
+            **{f"clusters/{name}": (np.float32, ()) for name in HITS_COLUMNS},
         }
         for col in self.event_columns:
             s[f"clusters/{col}"] = (EVENT_COLUMN_DTYPES[col], ())
@@ -517,6 +519,34 @@ class _Builder:
             logger.warning("%s has no %s: stored as NaN", path, ", ".join(missing))
         self._open_writer()
 
+    def _hits(self, path, chunk, checked: EventChunk, kept) -> dict | None:
+        """The kept clusters' truth split of their calibration energy (:data:`HITS_COLUMNS`):
+        per cluster the sum over its cells of each ``cluster_cell_hitsE_*`` times the cell's
+        weight (1 without ``cluster_cell_weight``); None (NaN columns, a warning per file) when
+        the file lacks a branch or one does not line up with ``cluster_cell_ID``."""
+        absent = [b for b in HITS_COLUMNS.values() if b not in chunk.fields]
+        weight = (checked.cell_values(chunk["cluster_cell_weight"], np.float64)
+                  if "cluster_cell_weight" in chunk.fields else None)
+        if weight is None:
+            weight = np.ones(len(checked.cell_E))
+        out = {}
+        for name, branch in HITS_COLUMNS.items():
+            if absent:
+                break
+            values = checked.cell_values(chunk[branch], np.float64)
+            if values is None:
+                absent = [f"{branch} (not lined up with cluster_cell_ID)"]
+                break
+            out[name] = np.bincount(checked.cluster_of_cell, weights=values * weight,
+                                    minlength=len(checked.bad))[kept]
+        if absent:
+            if path not in self._no_hits:
+                self._no_hits.add(path)
+                logger.warning("%s has no %s: the truth split of the calibration energy "
+                               "(/clusters/hitsE_*) stored as NaN", path, absent[0])
+            return None
+        return out
+
     def _process_chunk(self, fi, path, chunk, checker: EventChunkChecker, entry0: int) -> None:
         """Check, select, rasterise and write one EventTree chunk."""
         if self.moments is None:
@@ -543,7 +573,8 @@ class _Builder:
         fraction, images = self._rasterise(geo, index[cell_keep], checked.cell_E[cell_keep],
                                            cells_per_kept, values, kept)
         cells, written = self._point_clouds(chunk, checked, geo, cell_keep, cells_per_kept)
-        self._write(self._event_table(fi, checked, kept, cells_per_kept, fraction),
+        self._write(self._event_table(fi, checked, kept, cells_per_kept, fraction,
+                                      self._hits(path, chunk, checked, kept)),
                     images, cells, written)
 
     def _count_outside_barrel(self, cells, barrel_cells) -> None:
@@ -590,7 +621,8 @@ class _Builder:
         return point_clouds(checked.cell_index[cell_keep], checked.cell_E[cell_keep], geo,
                             weight), cells_per_kept
 
-    def _event_table(self, fi, checked: EventChunk, kept, cells_per_kept, fraction) -> dict:
+    def _event_table(self, fi, checked: EventChunk, kept, cells_per_kept, fraction,
+                     hits=None) -> dict:
         values = checked.per_cluster
         event = checked.event_of_cluster[kept]
         nan = np.full(len(kept), np.nan)
@@ -607,7 +639,7 @@ class _Builder:
             truth_e=checked.truth_E[event], n_cells=cells_per_kept.astype(np.int32),
             image_fraction=fraction,
             moments={m: values[f"cluster_{m}"][kept] for m in self.moments},
-            event_columns={c: v[event] for c, v in checked.event_columns.items()})
+            event_columns={c: v[event] for c, v in checked.event_columns.items()}, hits=hits)
 
     # -- writing and counting
     def _write(self, table: dict, images: dict, cells: dict, cells_written) -> None:

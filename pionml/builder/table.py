@@ -85,13 +85,23 @@ def labels(pdg) -> np.ndarray:
     return out
 
 
+#: The truth split of a cluster's calibration energy (cluster-table column -> the per-cell MLTree
+#: branch it sums, each cell times its ``cluster_cell_weight``): EM, non-EM visible, invisible and
+#: escaped energy of the cluster's cells' calibration hits in GeV (their sum is ENG_CALIB_TOT over
+#: the cells the file writes). NaN when a file lacks any of the four branches.
+HITS_COLUMNS = {"hitsE_EM": "cluster_cell_hitsE_EM", "hitsE_nonEM": "cluster_cell_hitsE_nonEM",
+                "hitsE_Invisible": "cluster_cell_hitsE_Invisible",
+                "hitsE_Escaped": "cluster_cell_hitsE_Escaped"}
+
+
 def cluster_table(*, file_index: int, event, entry, cluster_index, pdg, split, e_em, eta, phi,
                   e_true, e_lcw, p_em, truth_e, n_cells, image_fraction, moments: dict,
-                  event_columns: dict | None = None) -> dict:
+                  event_columns: dict | None = None, hits: dict | None = None) -> dict:
     """The cluster-table fields of the kept clusters (design.md 10), by dataset name; the
     label from the PDG id; ``moments``: moment name -> values; ``event_columns``: the pile-up
     columns (``n_pv``, ``mu``: :data:`pionml.io.checks.EVENT_COLUMNS`) of the clusters'
-    events, when the input has them."""
+    events, when the input has them; ``hits``: the truth split of the clusters' calibration
+    energy (:data:`HITS_COLUMNS` -> GeV), NaN when the input has none."""
     n = len(e_em)
     table = {
         "event": event,
@@ -111,6 +121,9 @@ def cluster_table(*, file_index: int, event, entry, cluster_index, pdg, split, e
         "n_cells": n_cells,
         "image_E_fraction": image_fraction,
     }
+    for name in HITS_COLUMNS:
+        table[name] = (np.full(n, np.nan, np.float32) if not hits
+                       else np.asarray(hits[name], dtype=np.float32))
     for name, values in (event_columns or {}).items():
         table[name] = np.asarray(values, dtype=EVENT_COLUMN_DTYPES[name])
     for name, values in moments.items():

@@ -69,6 +69,15 @@ FIELD_DESCRIPTIONS = {
     "clusters/E_lcw": ("GeV", "LCW-calibrated cluster energy (cluster_E_LCCalib)"),
     "clusters/p_em": ("", "LCW EM probability P_EM of the cluster (cluster_EM_PROBABILITY)"),
     "clusters/truth_E": ("GeV", "energy of the simulated particle (truthPartE)"),
+    "clusters/hitsE_EM": ("GeV", "EM part of the calibration energy of the cluster's cells "
+                                 "(cluster_cell_hitsE_EM x cell weight, summed); NaN without it"),
+    "clusters/hitsE_nonEM": ("GeV", "non-EM visible part of the calibration energy of the "
+                                    "cluster's cells (cluster_cell_hitsE_nonEM); NaN without it"),
+    "clusters/hitsE_Invisible": ("GeV", "invisible part of the calibration energy of the "
+                                        "cluster's cells (cluster_cell_hitsE_Invisible); NaN "
+                                        "without it"),
+    "clusters/hitsE_Escaped": ("GeV", "escaped part of the calibration energy of the cluster's "
+                                      "cells (cluster_cell_hitsE_Escaped); NaN without it"),
     "clusters/eta": ("", "pseudorapidity of the cluster centre"),
     "clusters/phi": ("rad", "azimuth of the cluster centre"),
     "clusters/event": ("", "event number of the cluster's event"),

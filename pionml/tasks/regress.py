@@ -45,19 +45,22 @@ exactly when the mixture is calibrated, and the report their pulls beside the li
 
 from __future__ import annotations
 
+import logging
 from functools import partial
 
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pionml.errors import ConfigError
+from pionml.errors import ConfigError, DataError, SchemaError
 from pionml.metrics.pulls import QUANTILE_PROBS, SIGMA_KEYS
 from pionml.tasks.base import CliOption, Task, format_metric, register_task
 from pionml.tasks.transforms import SpectrumWeights, TargetTransform
 
 if TYPE_CHECKING:  # torch is imported where a tensor is made: the command line stays light
     import torch
+
+logger = logging.getLogger(__name__)
 
 #: Species -> the label its clusters carry (1 = pi0).
 SPECIES = {"pi0": 1, "charged": 0}
@@ -91,6 +94,38 @@ PIT_COLUMNS = {"t_pit": "%.5g"}
 PIT_DOC = {"t_pit": "PIT pull Phi^-1(1 - F(E_true)), F the predictive CDF: N(0, 1) for a "
                     "calibrated mixture, positive where the prediction lies above E_true like "
                     "(E_pred - E_true) / sigma; |t_pit| <= 37.05, NaN without a positive E_true"}
+#: Option ``aux_truth``: the auxiliary head, the cluster-table columns it learns from (the truth
+#: split of the calibration energy, design.md section 10) and the share it learns: f_EM, the EM
+#: part of the cluster's calibration energy (training only; never an input or an output)
+AUX_HEAD = "aux_f_em"
+HITS_FIELDS = ("hitsE_EM", "hitsE_nonEM", "hitsE_Invisible", "hitsE_Escaped")
+
+
+def check_aux_weight(value) -> float:
+    """``aux_truth`` as a float >= 0 (a number, or its text from the command line);
+    ConfigError otherwise."""
+    import math
+
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not math.isfinite(value) or value < 0):
+        raise ConfigError(f"task 'regress': option aux_truth must be a number >= 0 (the weight "
+                          f"of the auxiliary loss on the truth EM share f_EM), got {value!r}")
+    return float(value)
+
+
+def truth_em_share(hits: dict):
+    """(f_EM, ok) per cluster, numpy arrays or tensors: f_EM = hitsE_EM / the four parts' sum,
+    ok where that sum is positive (not where a part is NaN: a file without the truth split)."""
+    total = sum(hits[k] for k in HITS_FIELDS)
+    ok = total > 0
+    return hits["hitsE_EM"] / (total * ok + ~ok), ok  # no division by 0 where not ok
+
+
 #: bisection steps of :func:`mixture_quantiles` (a bracket of ~25 widths halved 50 times)
 QUANTILE_STEPS = 50
 
@@ -210,10 +245,12 @@ class RegressTask(Task):
     # target 'energy' with weight 'none' is the ATL-PHYS-PUB-2020-018 recipe; the defaults measured
     # better (docs/models.md, the regress task)
     defaults = {"species": "charged", "target": "response", "weight": "flat",
-                "transform": "log+standardise", "head": "value", "ensemble": 1}
-    #: the head and the ensemble are the network's, not the rows' or the target's: the bdt
-    #: reference of a run with them is the plain regressor of the same rows and target
-    model_options = ("head", "ensemble")
+                "transform": "log+standardise", "head": "value", "ensemble": 1,
+                "aux_truth": 0.0}
+    #: the head, the ensemble and the auxiliary head are the network's, not the rows' or the
+    #: target's: the bdt reference of a run with them is the plain regressor of the same rows
+    #: and target
+    model_options = ("head", "ensemble", "aux_truth")
     WEIGHTS = ("none", "flat")
     #: target option -> what the head learns (before the transform)
     TARGETS = {"energy": "E_true", "response": "E_true / E_EM"}
@@ -234,7 +271,10 @@ class RegressTask(Task):
                   "a Gaussian mixture of the target, E_pred from its mode and sigma, "
                   "sigma_stat, sigma_syst (GeV) from its width"),
         CliOption("ensemble", (), "train N networks as one ensemble (default 1): E_pred "
-                  "from their mean, sigma_stat from their spread", metavar="N"))
+                  "from their mean, sigma_stat from their spread", metavar="N"),
+        CliOption("aux-truth", (), "weight W of an auxiliary loss (default 0: none): a second "
+                  "head learns the truth EM share of the cluster's calibration energy "
+                  "(/clusters/hitsE_*), in training only", metavar="W"))
     #: comparisons: the EM scale and LCW beside the models; a study scores E_pred by the median
     #: response and the two resolutions, over all clusters and per bin of E_true
     baselines = {"em": "E_em", "lcw": "E_lcw"}
@@ -281,12 +321,18 @@ class RegressTask(Task):
                 "/E_EM" if self.by_response else "")
             self.head_loss = None  # no per-cluster loss a tree could fit
         self.weights = SpectrumWeights() if self.options["weight"] == "flat" else None
+        self.aux_weight = self.options["aux_truth"] = check_aux_weight(self.options["aux_truth"])
+        self.aux_scale: tuple[float, float] | None = None  # mean and sd of f_EM (fit)
         if self.by_response:
             self.fields = ("E_true", "E_em")
             self.physical_fields = ("E_em",)
             self.select_fields = ("label", "E_true", "E_em")
             if not self.mixture:
                 self.loss_name = "mean squared error of the standardised log E_true/E_EM"
+        if self.aux_weight > 0:  # the auxiliary head and its truth, training only
+            self.heads[AUX_HEAD] = {"kind": "linear"}
+            self.fields = tuple(self.fields) + HITS_FIELDS
+            self.loss_name += f" + {self.aux_weight:g} x squared error of the standardised f_EM"
 
     @_ClassOrTask
     def output_forms(self_or_cls) -> dict:
@@ -333,16 +379,49 @@ class RegressTask(Task):
                 + (" and E_EM > 0" if self.by_response else ""))
 
     def fit(self, dataset, rows) -> None:
+        if self.aux_weight > 0:
+            try:
+                dataset.require(clusters=HITS_FIELDS)
+            except SchemaError as exc:
+                raise SchemaError(f"{exc}: option aux_truth needs the truth split of the "
+                                  f"calibration energy; rebuild the dataset from MLTree files "
+                                  f"with cluster_cell_hitsE_* (pionml build)") from None
         cl = dataset.read_rows(rows, clusters=self.fields).clusters
         self.target.fit(self._goal(cl["E_true"].astype(np.float64),
                                    cl["E_em"].astype(np.float64) if self.by_response else None))
         if self.weights is not None:
             self.weights.fit(cl["E_true"])
+        if self.aux_weight > 0:
+            self._fit_aux(dataset, cl)
+
+    def _fit_aux(self, dataset, cl: dict) -> None:
+        """Mean and sd of f_EM over the training clusters; a DataError when clusters lack the
+        truth split (NaN: a file without it), the clusters whose split sums to <= 0 (no
+        calibration energy in the cells a real file writes) left out of the auxiliary loss and
+        counted."""
+        hits = {k: np.asarray(cl[k], dtype=np.float64) for k in HITS_FIELDS}
+        missing = ~np.isfinite(sum(hits.values()))
+        if missing.any():
+            raise DataError(f"{dataset.path}: option aux_truth needs the truth split of the "
+                            f"calibration energy (/clusters/hitsE_*) of every training "
+                            f"cluster; {int(missing.sum())} of the {len(missing)} have none "
+                            f"(NaN: built from files without cluster_cell_hitsE_*)")
+        f, ok = truth_em_share(hits)
+        if not ok.any():
+            raise DataError(f"{dataset.path}: option aux_truth: no training cluster has a "
+                            f"positive truth split of its calibration energy")
+        if not ok.all():
+            logger.info("aux_truth: %d of %d training clusters have no positive truth split of "
+                        "their calibration energy: left out of the auxiliary loss",
+                        int((~ok).sum()), len(ok))
+        self.aux_scale = (float(f[ok].mean()), float(max(f[ok].std(), 1e-6)))
 
     def state(self) -> dict:
         out = {"target": self.target.to_dict()}
         if self.weights is not None:
             out["weights"] = self.weights.to_dict()
+        if self.aux_scale is not None:
+            out["aux_f_em"] = {"mean": self.aux_scale[0], "std": self.aux_scale[1]}
         return out
 
     def load_state(self, state: dict) -> None:
@@ -350,23 +429,29 @@ class RegressTask(Task):
             self.target = TargetTransform.from_dict(state["target"])
         if self.weights is not None and "weights" in state:
             self.weights = SpectrumWeights.from_dict(state["weights"])
+        if "aux_f_em" in state:
+            self.aux_scale = (float(state["aux_f_em"]["mean"]), float(state["aux_f_em"]["std"]))
 
     def loss(self, outputs: dict, batch, **options) -> torch.Tensor:
-        import torch.nn.functional as F
+        import torch
 
         c = batch.clusters
         goal = self._goal(c["E_true"].double(), c["E_em"].double() if self.by_response else None)
         y = self.target.forward(goal).float()
+        w = None if self.weights is None else self.weights(c["E_true"].double()).float()
         if self.mixture:  # the Gaussian-mixture NLL per cluster, weighted like the squared error
-            nll = mixture_nll_per_cluster(outputs["mixture"].float(), y)
-            if self.weights is None:
-                return nll.mean()
-            w = self.weights(c["E_true"].double()).float()
-            return (w * nll).sum() / w.sum()
-        if self.weights is None:
-            return F.mse_loss(outputs["value"].float(), y)
-        w = self.weights(c["E_true"].double()).float()
-        return (w * (outputs["value"].float() - y) ** 2).sum() / w.sum()
+            per = mixture_nll_per_cluster(outputs["mixture"].float(), y)
+        else:
+            per = (outputs["value"].float() - y) ** 2
+        if self.aux_weight > 0:  # the standardised f_EM, where the cluster has it
+            mean, sd = self.aux_scale
+            f, ok = truth_em_share({k: c[k].double() for k in HITS_FIELDS})
+            f = ((f - mean) / sd).nan_to_num()
+            err = torch.where(ok, outputs[AUX_HEAD].double() - f, 0.0) ** 2
+            per = per + self.aux_weight * err.float()
+        if w is None:
+            return per.mean()
+        return (w * per).sum() / w.sum()
 
     def head_weight(self, clusters: dict) -> np.ndarray | None:
         if self.weights is None:

@@ -100,6 +100,12 @@ def _fake_block(rng, start: int, n: int, separation: float, split_fractions):
     clusters["moment_CENTER_MAG"] = rng.uniform(1500, 4000, n).astype(np.float32)
     clusters["moment_FIRST_ENG_DENS"] = (1e-6 * np.exp(rng.normal(0, 1, n))).astype(np.float32)
     clusters["moment_time"] = rng.normal(0, 2.0, n).astype(np.float32)
+    # the truth split of E_true (no draw: the EM share of a pi+- is its ENG_FRAC_EM moment)
+    f_em = np.where(pi0, 1.0, clusters["moment_ENG_FRAC_EM"].astype(np.float64))
+    rest = clusters["E_true"] * (1.0 - f_em)
+    for name, part in (("hitsE_EM", clusters["E_true"] * f_em), ("hitsE_nonEM", 0.7 * rest),
+                       ("hitsE_Invisible", 0.28 * rest), ("hitsE_Escaped", 0.02 * rest)):
+        clusters[name] = part.astype(np.float32)
     cells.pop("row")
     cells["weight"] = np.ones(len(cells["E"]), np.float32)
     return clusters, images, cells, counts
@@ -108,7 +114,8 @@ def _fake_block(rng, start: int, n: int, separation: float, split_fractions):
 _CLUSTER_DTYPES = {"event": np.int64, "cluster_index": np.int32, "pdg": np.int32, "label": np.int8,
                    "E_em": np.float32, "eta": np.float32, "phi": np.float32, "E_true": np.float32,
                    "E_lcw": np.float32, "p_em": np.float32, "truth_E": np.float32, "split": np.int8,
-                   **{f"moment_{m}": np.float32 for m in _MOMENTS}}
+                   **{f"moment_{m}": np.float32 for m in _MOMENTS},
+                   **{f"hitsE_{k}": np.float32 for k in ("EM", "nonEM", "Invisible", "Escaped")}}
 _CELL_DTYPES = {"E": np.float32, "eta": np.float32, "phi": np.float32, "rperp": np.float32,
                 "layer": np.int8, "sampling": np.uint16, "id": np.uint64, "deta": np.float32,
                 "dphi": np.float32, "weight": np.float32}
