@@ -37,11 +37,11 @@ import numpy as np
 from pionml.builder.accounting import BuildSummary
 from pionml.builder.images import MIN_CELL_FRACTION, ImageSpec, image_specs, rasterise
 from pionml.builder.pointcloud import CELL_FIELDS, point_clouds
-from pionml.builder.table import (EVENT_COLUMN_DTYPES, HITS_COLUMNS, Selection, check_split,
-                                  cluster_table, select, split_of_events)
+from pionml.builder.table import (EVENT_COLUMN_DTYPES, Selection, check_split, cluster_table,
+                                  select, split_of_events)
 from pionml.errors import ConfigError, DataError, PionmlError, SchemaError, where
 from pionml.io import file_info
-from pionml.io.checks import (EVENT_COLUMNS, EVENT_REASONS, FLOAT32_MAX, NOT_MOMENTS,
+from pionml.io.checks import (EVENT_COLUMNS, EVENT_REASONS, FLOAT32_MAX, HITS_COLUMNS, NOT_MOMENTS,
                               OPTIONAL_CLUSTER, PDG_BRANCHES, PDG_LABEL, SKIP_REASONS, TREE,
                               EventChunk, EventChunkChecker, check_cluster_tree_chunk,
                               event_columns_of, jagged, moments_of)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pionml.errors import ConfigError
-from pionml.io.checks import PDG_LABEL
+from pionml.io.checks import HITS_COLUMNS, PDG_LABEL
 
 #: The selection's drop reasons, in the order the cuts apply.
 DROP_REASONS = ("no_cells", "eta", "not_in_barrel", "calib", "em_energy")
@@ -83,15 +83,6 @@ def labels(pdg) -> np.ndarray:
     for code, label in PDG_LABEL.items():
         out[pdg == code] = label
     return out
-
-
-#: The truth split of a cluster's calibration energy (cluster-table column -> the per-cell MLTree
-#: branch it sums, each cell times its ``cluster_cell_weight``): EM, non-EM visible, invisible and
-#: escaped energy of the cluster's cells' calibration hits in GeV (their sum is ENG_CALIB_TOT over
-#: the cells the file writes). NaN when a file lacks any of the four branches.
-HITS_COLUMNS = {"hitsE_EM": "cluster_cell_hitsE_EM", "hitsE_nonEM": "cluster_cell_hitsE_nonEM",
-                "hitsE_Invisible": "cluster_cell_hitsE_Invisible",
-                "hitsE_Escaped": "cluster_cell_hitsE_Escaped"}
 
 
 def cluster_table(*, file_index: int, event, entry, cluster_index, pdg, split, e_em, eta, phi,

@@ -45,6 +45,13 @@ CLUSTER_ENERGIES = ("cluster_E", "cluster_ENG_CALIB_TOT", "cluster_E_LCCalib")
 #: The pile-up of the event (physics.md 2.7): cluster-table column -> EventTree branch. Carried
 #: when the file has the branch; N_PV and <mu> must be finite and >= 0.
 EVENT_COLUMNS = {"n_pv": "NPV", "mu": "averageInteractionsPerCrossing"}
+#: The truth split of a cluster's calibration energy: cluster-table column -> the per-cell branch
+#: it sums, each cell times its ``cluster_cell_weight`` (EM, non-EM visible, invisible and escaped
+#: energy of the cells' calibration hits, GeV; their sum is ENG_CALIB_TOT over the cells the file
+#: writes). NaN when a file lacks any of the four branches.
+HITS_COLUMNS = {"hitsE_EM": "cluster_cell_hitsE_EM", "hitsE_nonEM": "cluster_cell_hitsE_nonEM",
+                "hitsE_Invisible": "cluster_cell_hitsE_Invisible",
+                "hitsE_Escaped": "cluster_cell_hitsE_Escaped"}
 #: The truth particle's PDG id, under its current name and its older one.
 PDG_BRANCHES = ("truthPartPdgId", "pdgId")
 

@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pionml.errors import ConfigError, DataError, SchemaError
+from pionml.io.checks import HITS_COLUMNS
 from pionml.metrics.pulls import QUANTILE_PROBS, SIGMA_KEYS
 from pionml.tasks.base import CliOption, Task, format_metric, register_task
 from pionml.tasks.transforms import SpectrumWeights, TargetTransform
@@ -98,7 +99,7 @@ PIT_DOC = {"t_pit": "PIT pull Phi^-1(1 - F(E_true)), F the predictive CDF: N(0, 
 #: split of the calibration energy, design.md section 10) and the share it learns: f_EM, the EM
 #: part of the cluster's calibration energy (training only; never an input or an output)
 AUX_HEAD = "aux_f_em"
-HITS_FIELDS = ("hitsE_EM", "hitsE_nonEM", "hitsE_Invisible", "hitsE_Escaped")
+HITS_FIELDS = tuple(HITS_COLUMNS)
 
 
 def check_aux_weight(value) -> float:

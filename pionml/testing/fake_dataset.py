@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pionml.io.checks import HITS_COLUMNS
+
 logger = logging.getLogger(__name__)
 
 #: Fraction of the energy per image layer (EMB1, EMB2, EMB3, Tile0, Tile1, Tile2).
@@ -115,7 +117,7 @@ _CLUSTER_DTYPES = {"event": np.int64, "cluster_index": np.int32, "pdg": np.int32
                    "E_em": np.float32, "eta": np.float32, "phi": np.float32, "E_true": np.float32,
                    "E_lcw": np.float32, "p_em": np.float32, "truth_E": np.float32, "split": np.int8,
                    **{f"moment_{m}": np.float32 for m in _MOMENTS},
-                   **{f"hitsE_{k}": np.float32 for k in ("EM", "nonEM", "Invisible", "Escaped")}}
+                   **{k: np.float32 for k in HITS_COLUMNS}}
 _CELL_DTYPES = {"E": np.float32, "eta": np.float32, "phi": np.float32, "rperp": np.float32,
                 "layer": np.int8, "sampling": np.uint16, "id": np.uint64, "deta": np.float32,
                 "dphi": np.float32, "weight": np.float32}
