@@ -136,6 +136,13 @@ def test_the_size_axis_keeps_the_largest_size_inside_the_frame(first, monkeypatc
         assert ax.get_xlim()[1] == pytest.approx(1e5)  # the style's own limit: on the edge
         lc.size_axis(ax, [30000, 100000])
         assert ax.get_xlim() == pytest.approx((30000 / lc.SIZE_MARGIN, 1e5 * lc.SIZE_MARGIN))
+        # ticked at the sizes, no minor tick labels (they overlapped under a decade)
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["30k", "100k"]
+        assert ax.xaxis.get_minorticklocs().size == 0
+        plt.close(fig)
+        fig, ax = plt.subplots()
+        lc.size_axis(ax, [2000, 459281, 1500000, 500])
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["500", "2k", "459k", "1.5M"]
         plt.close(fig)
         limits = []  # every axis the study's figures draw, as they are saved
         real = writer.save_figure

@@ -759,14 +759,28 @@ METRIC_LABELS = {"auc": "ROC AUC",
 SIZE_MARGIN = 1.4
 
 
+def size_label(size: float) -> str:
+    """A training size as a tick label: 2000 -> '2k', 459281 -> '459k', 1500000 -> '1.5M'."""
+    for scale, unit in ((1e6, "M"), (1e3, "k")):
+        if size >= scale:
+            return f"{size / scale:.3g}{unit}"
+    return f"{size:.0f}"
+
+
 def size_axis(ax, sizes) -> None:
     """A log x axis of training ``sizes`` that reaches a factor :data:`SIZE_MARGIN` beyond the
     smallest and the largest (the ATLAS style rounds the limits to decades, which put a size of
-    100,000 on the frame's edge, its marker cut in half)."""
-    sizes = [float(s) for s in sizes if s and s > 0]
+    100,000 on the frame's edge, its marker cut in half), ticked and labelled at the sizes
+    themselves (the log axis's own labels of minor ticks overlap on a range under a decade)."""
+    from matplotlib.ticker import NullFormatter, NullLocator
+
+    sizes = sorted({float(s) for s in sizes if s and s > 0})
     ax.set_xscale("log")
     if sizes:
-        ax.set_xlim(min(sizes) / SIZE_MARGIN, max(sizes) * SIZE_MARGIN)
+        ax.set_xlim(sizes[0] / SIZE_MARGIN, sizes[-1] * SIZE_MARGIN)
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xticks(sizes, [size_label(s) for s in sizes])
 
 
 def _prefix(parts, part) -> str:
