@@ -519,32 +519,23 @@ class _Builder:
             logger.warning("%s has no %s: stored as NaN", path, ", ".join(missing))
         self._open_writer()
 
-    def _hits(self, path, chunk, checked: EventChunk, kept) -> dict | None:
+    def _hits(self, path, chunk, checked: EventChunk, kept, weight) -> dict | None:
         """The kept clusters' truth split of their calibration energy (:data:`HITS_COLUMNS`):
         per cluster the sum over its cells of each ``cluster_cell_hitsE_*`` times the cell's
-        weight (1 without ``cluster_cell_weight``); None (NaN columns, a warning per file) when
-        the file lacks a branch or one does not line up with ``cluster_cell_ID``."""
-        absent = [b for b in HITS_COLUMNS.values() if b not in chunk.fields]
-        weight = (checked.cell_values(chunk["cluster_cell_weight"], np.float64)
-                  if "cluster_cell_weight" in chunk.fields else None)
-        if weight is None:
-            weight = np.ones(len(checked.cell_E))
+        ``weight`` (None: 1); None (NaN columns, a warning per file) when the file lacks a
+        branch or one does not line up with ``cluster_cell_ID``."""
         out = {}
         for name, branch in HITS_COLUMNS.items():
-            if absent:
-                break
-            values = checked.cell_values(chunk[branch], np.float64)
+            values = self._cell_values(chunk, checked, branch)
             if values is None:
-                absent = [f"{branch} (not lined up with cluster_cell_ID)"]
-                break
-            out[name] = np.bincount(checked.cluster_of_cell, weights=values * weight,
-                                    minlength=len(checked.bad))[kept]
-        if absent:
-            if path not in self._no_hits:
-                self._no_hits.add(path)
-                logger.warning("%s has no %s: the truth split of the calibration energy "
-                               "(/clusters/hitsE_*) stored as NaN", path, absent[0])
-            return None
+                if path not in self._no_hits:
+                    self._no_hits.add(path)
+                    logger.warning("%s has no %s lined up with cluster_cell_ID: the truth split "
+                                   "of the calibration energy (/clusters/hitsE_*) stored as NaN",
+                                   path, branch)
+                return None
+            out[name] = np.bincount(checked.cluster_of_cell, minlength=len(checked.bad),
+                                    weights=values if weight is None else values * weight)[kept]
         return out
 
     def _process_chunk(self, fi, path, chunk, checker: EventChunkChecker, entry0: int) -> None:
@@ -572,9 +563,10 @@ class _Builder:
         cells_per_kept = barrel_cells[kept]
         fraction, images = self._rasterise(geo, index[cell_keep], checked.cell_E[cell_keep],
                                            cells_per_kept, values, kept)
-        cells, written = self._point_clouds(chunk, checked, geo, cell_keep, cells_per_kept)
+        weight = self._cell_values(chunk, checked, "cluster_cell_weight")  # once per chunk
+        cells, written = self._point_clouds(checked, geo, cell_keep, cells_per_kept, weight)
         self._write(self._event_table(fi, checked, kept, cells_per_kept, fraction,
-                                      self._hits(path, chunk, checked, kept)),
+                                      self._hits(path, chunk, checked, kept, weight)),
                     images, cells, written)
 
     def _count_outside_barrel(self, cells, barrel_cells) -> None:
@@ -606,20 +598,26 @@ class _Builder:
         self.fractions.append(fraction.astype(np.float32))
         return fraction
 
-    def _point_clouds(self, chunk, checked: EventChunk, geo, cell_keep, cells_per_kept):
+    @staticmethod
+    def _cell_values(chunk, checked: EventChunk, branch: str):
+        """An optional per-cell branch flattened like ``checked.cell_E`` (float64), or None where
+        the chunk lacks it or it does not line up with ``cluster_cell_ID``, cluster by cluster
+        (a malformed optional branch is as good as an absent one)."""
+        if branch not in chunk.fields:
+            return None
+        try:
+            return checked.cell_values(chunk[branch], np.float64)
+        except Exception:
+            return None
+
+    def _point_clouds(self, checked: EventChunk, geo, cell_keep, cells_per_kept, weight):
         """The kept clusters' point clouds and their cells per cluster (none when the build
-        stores no cells)."""
+        stores no cells); ``weight``: every cell's ``cluster_cell_weight`` or None (1)."""
         if not self.cells:
             return {}, np.zeros(len(cells_per_kept), dtype=np.int64)
-        weight = None
-        if "cluster_cell_weight" in chunk.fields:
-            try:  # only where it lines up with cluster_cell_ID, cluster by cluster
-                weight = checked.cell_values(chunk["cluster_cell_weight"], np.float32)
-                weight = None if weight is None else weight[cell_keep]
-            except Exception:  # a malformed optional branch: no weights (1), as without it
-                weight = None
         return point_clouds(checked.cell_index[cell_keep], checked.cell_E[cell_keep], geo,
-                            weight), cells_per_kept
+                            None if weight is None else weight[cell_keep].astype(np.float32)
+                            ), cells_per_kept
 
     def _event_table(self, fi, checked: EventChunk, kept, cells_per_kept, fraction,
                      hits=None) -> dict:

@@ -92,13 +92,12 @@ class JointTask(Task):
         self.regress = {sp: RegressTask(species=sp, **reg) for sp in SPECIES}
         # the regress task's model options are its own heads' (the joint task has one head of
         # three values): accepted at their defaults only, as runs record every option
-        plain = RegressTask(species=next(iter(SPECIES)))
+        first = self.regress[next(iter(SPECIES))]
         for key in RegressTask.model_options:
-            if self.regress[next(iter(SPECIES))].options[key] != plain.options[key]:
+            if first.options[key] != RegressTask.defaults[key]:
                 raise ConfigError(f"task 'joint': option {key} is the regress task's (its own "
                                   f"head); the joint task takes it only at its default "
-                                  f"{plain.options[key]!r}, got {self.options[key]!r}")
-        first = self.regress[next(iter(SPECIES))]
+                                  f"{RegressTask.defaults[key]!r}, got {self.options[key]!r}")
         self.fields = tuple(dict.fromkeys(("label",) + tuple(first.fields)))
         self.physical_fields = tuple(first.physical_fields)
         self.energy_fields = tuple(f for f in first.select_fields if f != "label")

@@ -103,20 +103,17 @@ HITS_FIELDS = tuple(HITS_COLUMNS)
 
 
 def check_aux_weight(value) -> float:
-    """``aux_truth`` as a float >= 0 (a number, or its text from the command line);
-    ConfigError otherwise."""
-    import math
+    """``aux_truth`` as a float >= 0 (a number, or its text from the command line; the checks
+    of :mod:`pionml.values`); ConfigError otherwise."""
+    from pionml import values
 
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            pass
-    if (isinstance(value, bool) or not isinstance(value, (int, float))
-            or not math.isfinite(value) or value < 0):
+    try:
+        return values.non_negative_float(values.parse(value, float) if isinstance(value, str)
+                                         else value)
+    except ValueError as exc:
         raise ConfigError(f"task 'regress': option aux_truth must be a number >= 0 (the weight "
-                          f"of the auxiliary loss on the truth EM share f_EM), got {value!r}")
-    return float(value)
+                          f"of the auxiliary loss on the truth EM share f_EM), got {value!r}: "
+                          f"{exc}") from None
 
 
 def truth_em_share(hits: dict):
