@@ -6,9 +6,6 @@ process of batch 64 uses (rows are shuffled alike and dealt round robin), rank 0
 weights are broadcast, and dropout is off: the two trainings agree up to rounding."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +13,7 @@ import pytest
 
 from pionml.cli import main
 from pionml.runs import Run
+from pionml.testing import launch
 from pionml.testing.fake_dataset import make_fake_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,10 +26,7 @@ def data(tmp_path_factory):
 
 
 def torchrun(args, timeout=300):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(ROOT / "train.py"), *args]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    return launch.launch(ROOT / "train.py", args, ROOT, timeout=timeout)
 
 
 def test_two_processes_train_like_one(tmp_path, data):
@@ -41,7 +36,7 @@ def test_two_processes_train_like_one(tmp_path, data):
     assert main(["train", *common, "--batch-size", "64", "--out", str(one)]) == 0
     two = tmp_path / "two"
     res = torchrun([*common, "--batch-size", "32", "--out", str(two)])
-    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.returncode == 0, launch.summary(res.stderr)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]  # one folder per run
     card1, card2 = (json.loads((d / "card.json").read_text()) for d in (one, two))
     assert card2["world_size"] == 2 and card1["world_size"] == 1
@@ -68,5 +63,5 @@ def test_uneven_batches_do_not_hang(tmp_path, data):
     res = torchrun(["--data", str(data), "--model", "cnn", "--epochs", "1", "--hyper", HYPER,
                     "--batch-size", "87", "--source", "stream", "--device", "cpu", "--no-eval",
                     "--no-progress", "--out", str(out)])
-    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.returncode == 0, launch.summary(res.stderr)
     assert Run.load(out).card["world_size"] == 2
