@@ -27,6 +27,8 @@ _WORTH = re.compile(r" ERROR |terminate called|what\(\):|Error:|Exception:|Abort
 
 
 def command(script, args, nproc: int = 2, launcher=()) -> list[str]:
+    """``torchrun --standalone --nproc_per_node NPROC [LAUNCHER...] SCRIPT ARGS...`` with this
+    Python (``launcher``: more torchrun options, e.g. ``--log-dir``)."""
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
             str(nproc), *launcher, str(script), *args]
 
