@@ -45,9 +45,10 @@ def main(argv=None) -> int:
     if args.dex <= 0 or any(p <= 0 for p in args.points):
         ap.error("--dex and --points must be > 0")
 
-    import h5py
     import pandas as pd
 
+    from pionml.errors import PionmlError
+    from pionml.io.hdf5 import open_dataset
     from pionml.metrics.resolution import response_table
 
     for run in args.runs:
@@ -65,13 +66,11 @@ def main(argv=None) -> int:
         p = pd.read_csv(preds)
         if not {"E_pred", "E_em", "E_true", "row"} <= set(p.columns):
             return _fail(f"'{preds}' lacks one of the columns row, E_em, E_true, E_pred")
-        rows = p["row"].to_numpy()
         try:
-            with h5py.File(data, "r") as f:
-                e_lcw = f["clusters/E_lcw"][:][rows]
-                e_em = f["clusters/E_em"][:][rows]
-        except (OSError, KeyError, IndexError) as exc:
+            block = open_dataset(data).read_rows(p["row"].to_numpy(), clusters=("E_lcw", "E_em"))
+        except (PionmlError, OSError, KeyError) as exc:
             return _fail(f"cannot read clusters/E_lcw of '{data}' at the rows of '{preds}': {exc}")
+        e_lcw, e_em = block.clusters["E_lcw"], block.clusters["E_em"]
         if not np.allclose(e_em, p["E_em"].to_numpy(), rtol=1e-4, atol=1e-6):
             return _fail(f"the rows of '{preds}' are not those of '{data}' (E_em differs): "
                          "give the dataset it was evaluated on with --data")

@@ -56,9 +56,9 @@ def one_line(caplog, *words):
 
 
 def cli_proc(args, timeout=120):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "pionml.cli", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "pionml.cli", *args], cwd=ROOT,
+                          env=launch.environment(ROOT), capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def torchrun(args, timeout=120, **popen):
@@ -473,9 +473,9 @@ def test_out_pointing_at_a_file(tmp_path, data, caplog):
 def test_sigterm_during_training_is_one_line_and_resumes(tmp_path, data):
     out = tmp_path / "run"
     args = ["train", *common(data, "--batch-size", "4", "--epochs", "50", "--patience", "50")]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "pionml.cli", *args, "--out", str(out)],
-                            cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, env=launch.environment(ROOT), stderr=subprocess.PIPE,
+                            text=True)
     t0 = time.time()
     while not (out / "checkpoint.pt").is_file():
         assert proc.poll() is None and time.time() - t0 < 60
