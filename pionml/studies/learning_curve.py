@@ -905,8 +905,11 @@ def _draw_part(plt, save_figure, out: Path, prefix: str, task, curves: dict,
                 ax.set_ylabel(METRIC_LABELS[metric], fontsize="x-small")
             for ax in list(axes.flat)[len(used):]:
                 ax.set_visible(False)
-            axes.flat[0].legend(fontsize="x-small")
-            fig.tight_layout()
+            # one legend for the figure, below the panels, where it covers no curve or band
+            handles, labels = axes.flat[0].get_legend_handles_labels()
+            fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6),
+                       fontsize="small", frameon=False)
+            fig.tight_layout(rect=(0.0, 0.45 / fig.get_figheight(), 1.0, 1.0))
             written.append(save_figure(fig, out / f"learning_curve_{prefix}{metric}.png"))
     with_sigma = {k: [(n, m) for n, m in v if m.get("uncertainty")] for k, v in curves.items()}
     with_sigma = {k: v for k, v in with_sigma.items() if v}
