@@ -907,7 +907,7 @@ def _draw_part(plt, save_figure, out: Path, prefix: str, task, curves: dict,
                 ax.set_visible(False)
             # one legend for the figure, below the panels, where it covers no curve or band
             handles, labels = axes.flat[0].get_legend_handles_labels()
-            fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6),
+            fig.legend(handles, labels, loc="lower center", ncol=max(1, min(len(labels), 6)),
                        fontsize="small", frameon=False)
             fig.tight_layout(rect=(0.0, 0.45 / fig.get_figheight(), 1.0, 1.0))
             written.append(save_figure(fig, out / f"learning_curve_{prefix}{metric}.png"))
