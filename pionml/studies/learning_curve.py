@@ -905,7 +905,7 @@ def _draw_part(plt, save_figure, out: Path, prefix: str, task, curves: dict,
                 ax.set_ylabel(METRIC_LABELS[metric], fontsize="x-small")
             for ax in list(axes.flat)[len(used):]:
                 ax.set_visible(False)
-            # one legend for the figure, below the panels, where it covers no curve or band
+            # one legend for the figure, below the panels (a 0.45 in row), covering no curve
             handles, labels = axes.flat[0].get_legend_handles_labels()
             fig.legend(handles, labels, loc="lower center", ncol=max(1, min(len(labels), 6)),
                        fontsize="small", frameon=False)
