@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from pionml.reco.clustering import CellTables, cluster_moments
+from pionml.reco.clustering.moments import MomentConfig
 from pionml.reco.clustering.topo import ClusterBatch
 from pionml.errors import PionmlError
 
@@ -149,11 +150,12 @@ def test_truth_moments_calib_out_and_dead_material():
     assert m["ENG_CALIB_OUT_T"] == pytest.approx([0.6 * fa, 0.6 * (1 - fa) + 0.7])
     # OUT_L (dR < 1): everything shared
     assert m["ENG_CALIB_OUT_L"] == pytest.approx([1.3 * fa, 1.3 * (1 - fa)])
-    # DEAD: EMB0 (0.3 GeV) ~ E in PS+EMB1: A has 0.5 (PS), B 0 -> all to A, plus A's PS truth
-    # 0.3; TILE0 (0.5) ~ E in EMB3+TileBar0 * exp(-dR/0.2): A 0.6, B 0.4; LEAKAGE: no
-    # cluster has TileBar2 energy -> unassigned
-    wa = 0.6 * np.exp(-abs(eta_a - 0.1) / 0.2)
-    wb = 0.4 * np.exp(-abs(eta_b - 0.1) / 0.2)
+    # DEAD (Athena's sharing): weights sqrt(calibration energy in the adjacent samplings) *
+    # exp(-dR/0.2). EMB0 (0.3 GeV) ~ PS+EMB1: A has 0.3 (its PS truth), B 0 -> all to A, plus
+    # A's PS truth 0.3; TILE0 (0.5) ~ EMB3+TileBar0: A 0.6 (cell 5's truth x 0.6), B 0.4;
+    # LEAKAGE: no cluster has TileBar2 energy -> unassigned
+    wa = np.sqrt(0.6) * np.exp(-abs(eta_a - 0.1) / 0.2)
+    wb = np.sqrt(0.4) * np.exp(-abs(eta_b - 0.1) / 0.2)
     tile0 = 0.5 * np.array([wa, wb]) / (wa + wb)
     assert m["ENG_CALIB_DEAD_EMB0"] == pytest.approx([0.3 + 0.3, 0.0])
     assert m["ENG_CALIB_DEAD_TILE0"] == pytest.approx(tile0)
@@ -161,6 +163,26 @@ def test_truth_moments_calib_out_and_dead_material():
     assert m["ENG_CALIB_DEAD_TOT"] == pytest.approx(np.array([0.6, 0.0]) + tile0)
     assert list(m["ENG_CALIB_FRAC_HAD"]) == [1.0, 1.0]
     assert list(m["ENG_CALIB_FRAC_EM"]) == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("floors, share_a", [
+    ({}, None),                          # both clusters above 200 MeV and 20 MeV: shared
+    ({"dm_min_energy": 3.5}, 1.0),       # B's E^EM 3.4 GeV under the floor: all to A
+    ({"dm_min_calib": 4.0}, 1.0),        # B's ENG_CALIB_TOT 3.4 GeV under the floor: all to A
+    ({"dm_min_calib": 4.5}, 0.0),        # neither: the area's energy stays unassigned
+])
+def test_dead_material_goes_only_to_clusters_above_both_floors(floors, share_a):
+    t, E, batch, truth = two_cluster_event()
+    dm = {"dm_front": np.array([0.0]), "dm_ps_emb1": np.array([0.0]),
+          "dm_gap": np.array([0.5]), "dm_leak": np.array([0.0])}
+    m = cluster_moments(batch, np.arange(9), E, np.full(9, 0.1), t, truth=truth,
+                        dead_material=dm, truth_eta=np.array([0.1]), truth_phi=np.array([0.0]),
+                        config=MomentConfig(**floors))
+    tile0 = m["ENG_CALIB_DEAD_TILE0"]
+    if share_a is None:
+        assert tile0[0] > 0 and tile0[1] > 0 and tile0.sum() == pytest.approx(0.5)
+    else:
+        assert tile0 == pytest.approx([0.5 * share_a, 0.0])
 
 
 def test_cluster_time_and_its_second_moment():

@@ -56,8 +56,13 @@ class MomentConfig:
     min_eigenvalue: float = 1e-6  # mm2
     r_front: float = 1500.0  # mm, cylinder of CENTER_LAMBDA
     out_cones: tuple[tuple[str, float], ...] = (("L", 1.0), ("M", 0.5), ("T", 0.3))
-    dm_alpha: float = 1.0
+    # dead-material sharing (physics.md 6.3; Athena CaloCalibClusterMomentsMaker2 defaults):
+    # weight (calibration energy in the area's adjacent samplings)^alpha * exp(-dR/r0), only
+    # for clusters above both energy floors (GeV)
+    dm_alpha: float = 0.5
     dm_r0: float = 0.2
+    dm_min_energy: float = 0.2  # the cluster's EM-scale energy (m_energyMin, 200 MeV)
+    dm_min_calib: float = 0.02  # its ENG_CALIB_TOT (m_energyMinCalib, 20 MeV)
     time_min_significance: float = 2.0  # cells entering the time moments: E/sigma > 2
 
 
@@ -104,8 +109,10 @@ def cluster_moments(batch: ClusterBatch, cell_index, E, sigma, geo_or_tables, *,
         ``config.time_min_significance`` (2; signed, as arXiv:2412.04370 defines it). A cluster
         without such a cell gets 0 for both.
     dead_material : optional dict of per-event arrays ``dm_front``, ``dm_ps_emb1``, ``dm_gap``,
-        ``dm_leak`` (GeV); shared among truth-matched clusters with weights
-        E_adjacent^alpha * exp(-dR/r0), dR to (``truth_eta``, ``truth_phi``) of the event.
+        ``dm_leak`` (GeV); shared among the clusters with ENG_CALIB_TOT > 20 MeV and E > 200
+        MeV with weights C_adjacent^alpha * exp(-dR/r0), C_adjacent the cluster's calibration
+        energy in the area's adjacent samplings, alpha 0.5, r0 0.2, dR to (``truth_eta``,
+        ``truth_phi``) of the event (Athena measures it to each dead-material hit).
     truth_pdg : optional per-event PDG id of the primary: ENG_CALIB_FRAC_EM/HAD/REST.
     """
     config = config or MomentConfig()
@@ -248,7 +255,7 @@ def cluster_moments(batch: ClusterBatch, cell_index, E, sigma, geo_or_tables, *,
         out["SECOND_TIME"] = _div(seg(ww * (t[p] - tc[cid]) ** 2), sww)
 
     if truth is not None:
-        out.update(_truth_moments(batch, cid, p, g, w, samp, eta, phi, ep, tab, truth,
+        out.update(_truth_moments(batch, cid, p, g, w, samp, eta, phi, eclus, tab, truth,
                                   dead_material, truth_eta, truth_phi, truth_pdg, cell_index,
                                   config))
     logger.debug("moments of %d clusters in %d events", nc, batch.n_events)
@@ -361,7 +368,7 @@ def _isolation(batch, cell_index, w, e, tab):
                              tab.n_cells)
 
 
-def _truth_moments(batch, cid, p, g, w, samp, eta, phi, ep, tab, truth, dead_material,
+def _truth_moments(batch, cid, p, g, w, samp, eta, phi, eclus, tab, truth, dead_material,
                    truth_eta, truth_phi, truth_pdg, cell_index, config):
     """Calibration-hit moments (physics.md 6.3)."""
     nc = batch.n_clusters
@@ -426,9 +433,12 @@ def _truth_moments(batch, cid, p, g, w, samp, eta, phi, ep, tab, truth, dead_mat
                     raise PionmlError(f"cluster_moments: dead_material '{key}' must have one "
                                       f"value per event ({n_ev}), got {arr.shape}")
                 dm_ev += arr
-            e_adj = np.bincount(cid, weights=np.where(np.isin(samp, samplings), ep, 0.0),
+            # the cluster's calibration energy in the area's adjacent samplings, as Athena's
+            # sharing takes it (not its EM-scale energy there)
+            e_adj = np.bincount(cid, weights=np.where(np.isin(samp, samplings), wt, 0.0),
                                 minlength=nc)
-            wdm = np.where(calib > 0, np.maximum(e_adj, 0.0) ** config.dm_alpha *
+            takes = (calib > config.dm_min_calib) & (eclus > config.dm_min_energy)
+            wdm = np.where(takes, np.maximum(e_adj, 0.0) ** config.dm_alpha *
                            np.exp(-drc / config.dm_r0), 0.0)
             sw = np.bincount(ev_cl, weights=wdm, minlength=n_ev)
             dead[name] = _div(wdm, sw[ev_cl]) * dm_ev[ev_cl]
