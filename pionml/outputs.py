@@ -92,12 +92,37 @@ def _same(p: Path, q: Path) -> bool:
         return False
 
 
-def check_output(path, inputs=(), what: str = "--out", evaluation: bool = False) -> Path:
+#: The signatures of the binary formats pionml writes (the leading bytes of the file; HDF5 may
+#: also start after a user block of 512, 1024, 2048, ... bytes).
+FORMAT_SIGNATURES = {"ROOT": b"root", "HDF5": b"\x89HDF\r\n\x1a\n"}
+_FORMAT_NAMES = {"ROOT": "a ROOT file", "HDF5": "an HDF5 file"}
+
+
+def _has_signature(p: Path, kind: str) -> bool:
+    sig = FORMAT_SIGNATURES[kind]
+    offsets = (0, 512, 1024, 2048, 4096, 8192) if kind == "HDF5" else (0,)
+    try:
+        with open(p, "rb") as f:
+            for offset in offsets:
+                f.seek(offset)
+                if f.read(len(sig)) == sig:
+                    return True
+    except OSError:
+        return False
+    return False
+
+
+def check_output(path, inputs=(), what: str = "--out", evaluation: bool = False,
+                 kind: str | None = None) -> Path:
     """Check that ``path`` can become an output file, before any work and before anything is
     opened for writing (see the module docstring). ``inputs``: the command's input files and
     run folders (None entries are ignored); an output inside an input run folder is refused only
     when it would replace one of the run's own files. ``evaluation``: the caller is
     ``pionml evaluate`` writing a run's evaluation folder (otherwise a path in one is refused).
+    ``kind``: the format the command writes (a key of :data:`FORMAT_SIGNATURES`); an existing,
+    non-empty file of another format is refused, so that a slip in ``--out`` cannot turn a
+    dataset, a document or a ROOT file into a file of another kind (a previous output of the
+    same kind is replaced as before).
     Returns ``path`` as a Path.
     Raises :class:`~pionml.errors.OutputError` naming ``what`` and the path."""
     if path is None or str(path) == "":
@@ -131,6 +156,10 @@ def check_output(path, inputs=(), what: str = "--out", evaluation: bool = False)
         if _same(p, q):
             raise OutputError(f"{what} '{path}' is the input file '{q}': the output must not "
                               "overwrite an input")
+    if kind is not None and p.is_file() and p.stat().st_size > 0 and not _has_signature(p, kind):
+        raise OutputError(f"{what} '{path}' exists and is not {_FORMAT_NAMES[kind]}: only a "
+                          f"previous {kind} output is replaced; give another name or remove the "
+                          "file")
     return p
 
 

@@ -10,6 +10,7 @@ import pytest
 from pionml.cli import main
 from pionml.geometry import NoiseConfig, barrel_geometry
 from pionml.io.hdf5 import DatasetFile
+from pionml.outputs import FORMAT_SIGNATURES
 from pionml.io.root import write_cellgeo
 from pionml.testing.mltree import synthetic_branches, write_events
 
@@ -41,13 +42,14 @@ def test_datasets_of_two_geometries_do_not_merge(parts, caplog):
     a = _build(roots[0], geo_a, d / "a.h5")
     b = _build(roots[1], geo_b, d / "b.h5")
     merged = d / "merged.h5"
-    merged.write_bytes(b"previous")
+    previous = FORMAT_SIGNATURES["HDF5"] + b"previous"  # only a previous output is replaced
+    merged.write_bytes(previous)
     caplog.clear()
     assert main(["build", str(a), str(b), "--out", str(merged), "--no-progress"]) == 1
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and "\n" not in errors[0], errors
     assert "geo_a.root" in errors[0] and "geo_b.root" in errors[0]
-    assert merged.read_bytes() == b"previous"  # the previous output intact
+    assert merged.read_bytes() == previous  # the previous output intact
 
 
 def test_one_geometry_under_two_names_merges(parts, caplog):

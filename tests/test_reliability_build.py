@@ -19,6 +19,7 @@ import pytest
 
 from pionml.cli import main
 from pionml.io.hdf5 import DatasetFile
+from pionml.outputs import FORMAT_SIGNATURES
 
 DATA = Path(__file__).parent / "data"
 EVENTS = 40  # two clusters each
@@ -263,20 +264,22 @@ def test_enospc_in_the_hdf5_writer_is_one_line(files, tmp_path, monkeypatch, cap
 
     monkeypatch.setattr(h5py.Dataset, "__setitem__", full_disk)
     out = tmp_path / "d.h5"
-    out.write_bytes(b"previous")
+    previous = FORMAT_SIGNATURES["HDF5"] + b"previous"  # only a previous output is replaced
+    out.write_bytes(previous)
     assert build(files["a.root"], "--out", out, "--step-size", "5") == 1
     line = one_error_line(caplog.text)
     assert "No space left on device (the disk is full)" in line and str(out) in line
-    assert out.read_bytes() == b"previous" and not leftovers(tmp_path)
+    assert out.read_bytes() == previous and not leftovers(tmp_path)
 
 
 def test_full_disk_simulate_is_one_line(tmp_path):
     out = tmp_path / "s.root"
-    out.write_bytes(b"previous")
+    previous = FORMAT_SIGNATURES["ROOT"] + b"previous"
+    out.write_bytes(previous)
     r = _run_limited(["simulate", "--events", "30", "--out", out], 20_000, tmp_path)
     assert r.returncode == 1, r.stderr
     assert f"cannot write '{out}'" in one_error_line(r.stderr)
-    assert out.read_bytes() == b"previous" and not leftovers(tmp_path)
+    assert out.read_bytes() == previous and not leftovers(tmp_path)
 
 
 # ------------------------------------------------------------------ C. ClusterTree labels

@@ -177,6 +177,43 @@ def test_build_and_simulate_use_the_same_check(run, root_file, tmp_path, caplog)
     assert _sha(folder / "card.json") == sha
 
 
+@pytest.mark.parametrize("contents", [b"# notes\n", b"\x89HDF\r\n\x1a\n a dataset"])
+def test_simulate_never_replaces_a_file_of_another_format(tmp_path, caplog, contents):
+    # a slip in --out (a document, a dataset) is refused before any work; the file is untouched
+    target = tmp_path / "keep.root"
+    target.write_bytes(contents)
+    assert main(["simulate", "--events", "3", "--out", str(target), "--no-progress"]) == 1
+    line = _one_line(caplog)
+    assert "simulate --out" in line and "is not a ROOT file" in line and str(target) in line
+    assert target.read_bytes() == contents
+
+
+def test_build_never_replaces_a_file_of_another_format(root_file, tmp_path, caplog):
+    target = tmp_path / "keep.h5"
+    shutil.copyfile(root_file, target)  # a ROOT file under a dataset's name
+    before = _sha(target)
+    assert main(["build", str(root_file), "--out", str(target), "--no-progress"]) == 1
+    line = _one_line(caplog)
+    assert "build --out" in line and "is not an HDF5 file" in line
+    assert _sha(target) == before
+
+
+def test_outputs_of_the_same_format_and_empty_files_are_replaced(root_file, tmp_path):
+    from pionml.outputs import check_output
+    from pionml.errors import OutputError
+    empty = tmp_path / "empty.h5"
+    empty.write_bytes(b"")
+    assert check_output(empty, kind="HDF5") == empty          # nothing to lose
+    block = tmp_path / "userblock.h5"                          # HDF5 after a 512-byte user block
+    block.write_bytes(b"\0" * 512 + b"\x89HDF\r\n\x1a\n" + b"\0" * 8)
+    assert check_output(block, kind="HDF5") == block
+    assert check_output(root_file, kind="ROOT") == root_file  # a previous ROOT output
+    with pytest.raises(OutputError, match="is not an HDF5 file"):
+        check_output(root_file, kind="HDF5")
+    assert main(["simulate", "--events", "3", "--out", str(empty), "--no-progress"]) == 0
+    assert empty.read_bytes()[:4] == b"root"
+
+
 # --- 3. evaluation identity ----------------------------------------------------------------------
 def test_two_datasets_of_one_name_get_two_folders(run, tmp_path, caplog):
     data, folder = run

@@ -251,7 +251,8 @@ class _Builder:
             geo_path = Path(geometry)
             if not geo_path.is_file():
                 raise PionmlError(f"build: --geometry file not found: {where(file=geo_path)}")
-        check_output(self.out, inputs + ([geo_path] if geo_path else []), what="build --out")
+        check_output(self.out, inputs + ([geo_path] if geo_path else []), what="build --out",
+                     kind="HDF5")
         inputs = self._unique_inputs(inputs)
         if geo_path is not None:
             self.geometry_source = file_info(geo_path)

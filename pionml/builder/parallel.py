@@ -658,7 +658,7 @@ def merge_datasets(inputs, out, compression: str | None = "gzip", progress: bool
     t0 = time.perf_counter()
     inputs = [Path(p) for p in inputs]
     out = Path(out)
-    check_output(out, inputs, what="build --out")
+    check_output(out, inputs, what="build --out", kind="HDF5")
     parts = [_read_part(p) for p in inputs]
     check_merge(parts)
     summary = BuildSummary(out=str(out))

@@ -282,7 +282,8 @@ def make_dataset(recipe_path="datasets/default.toml", out=None, force: bool = Fa
         if not warn_if_stale(out, r.path, model):
             logger.info("dataset %s exists; not rebuilt (force=True to rebuild)", out)
         return out
-    check_output(out, [r.path], what="make-dataset --out")  # before the (long) simulation
+    # before the (long) simulation
+    check_output(out, [r.path], what="make-dataset --out", kind="HDF5")
     r.workdir.mkdir(parents=True, exist_ok=True)
     marker = r.workdir / MODEL_FILE
     kept = marker.read_text().strip() if marker.is_file() else None

@@ -245,7 +245,8 @@ def simulate_to_root(path, n_events: int, particle: str = "mix", energy: float |
 
     if n_events <= 0:
         raise ValueError(f"n_events must be positive, not {n_events}")
-    check_output(path)  # before any work; written to a unique temporary file, renamed at the end
+    # before any work; written to a unique temporary file, renamed at the end
+    check_output(path, kind="ROOT")
     if shard is not None:
         from pionml.errors import ConfigError
         from pionml.parallel import shard_units

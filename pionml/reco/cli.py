@@ -124,7 +124,8 @@ def _run_simulate(args):
     from pionml.outputs import check_output
     from pionml.reco.chain import simulate_to_root
 
-    check_output(args.out, what="simulate --out")  # before any work; never truncates it
+    # before any work; never truncates it
+    check_output(args.out, what="simulate --out", kind="ROOT")
     if args.energy is None and args.energy_min >= args.energy_max:
         raise ConfigError(f"--energy-min {args.energy_min} must be below --energy-max "
                           f"{args.energy_max}")
