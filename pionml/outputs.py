@@ -15,6 +15,8 @@
   when the writing succeeded. On any failure (a full disk, ``ENOSPC``, an interrupted command, a
   library error) the temporary file is removed and the previous output is left as it was; an
   ``OSError`` becomes one line naming the output.
+- ``kind``: a command that writes ROOT (``simulate``) or HDF5 (``build``, ``make-dataset``)
+  replaces only an existing file of that format or an empty one (:data:`FORMAT_SIGNATURES`).
 - :func:`check_output_dir`: the same checks for a results folder (``combine --out``).
 
 Side files are given names that cannot collide with a run's files (the export's JSON is
@@ -98,7 +100,8 @@ FORMAT_SIGNATURES = {"ROOT": b"root", "HDF5": b"\x89HDF\r\n\x1a\n"}
 _FORMAT_NAMES = {"ROOT": "a ROOT file", "HDF5": "an HDF5 file"}
 
 
-def _has_signature(p: Path, kind: str) -> bool:
+def has_signature(p: Path, kind: str) -> bool:
+    """Whether the file ``p`` holds the signature of ``kind`` (:data:`FORMAT_SIGNATURES`)."""
     sig = FORMAT_SIGNATURES[kind]
     offsets = (0, 512, 1024, 2048, 4096, 8192) if kind == "HDF5" else (0,)
     try:
@@ -156,7 +159,7 @@ def check_output(path, inputs=(), what: str = "--out", evaluation: bool = False,
         if _same(p, q):
             raise OutputError(f"{what} '{path}' is the input file '{q}': the output must not "
                               "overwrite an input")
-    if kind is not None and p.is_file() and p.stat().st_size > 0 and not _has_signature(p, kind):
+    if kind is not None and p.is_file() and p.stat().st_size > 0 and not has_signature(p, kind):
         raise OutputError(f"{what} '{path}' exists and is not {_FORMAT_NAMES[kind]}: only a "
                           f"previous {kind} output is replaced; give another name or remove the "
                           "file")

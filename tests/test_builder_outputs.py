@@ -11,7 +11,7 @@ from pionml.builder.builder import build_dataset
 from pionml.errors import OutputError, PionmlError
 from pionml.geometry import barrel_geometry
 from pionml.io import temp_path
-from pionml.outputs import check_output
+from pionml.outputs import FORMAT_SIGNATURES, check_output
 from pionml.testing.mltree import cell_at, make_event, write_events
 
 GEO = barrel_geometry()
@@ -75,13 +75,14 @@ def test_missing_geometry_file(tmp_path, root_in):
 
 def test_failed_build_leaves_nothing_and_keeps_the_old_output(tmp_path, root_in, geo_file):
     out = tmp_path / "o.h5"
-    out.write_bytes(b"old dataset")
+    out.write_bytes(FORMAT_SIGNATURES["HDF5"] + b"old dataset")
     evs = _events()
     evs[2]["cluster_cell_E"][0][1] = float("nan")
     write_events(tmp_path / "bad.root", evs, None)
     with pytest.raises(PionmlError, match="bad.root"):
         build_dataset([root_in, tmp_path / "bad.root"], out, geometry=geo_file, progress=False)
-    assert out.read_bytes() == b"old dataset" and _leftovers(tmp_path) == []
+    assert out.read_bytes() == FORMAT_SIGNATURES["HDF5"] + b"old dataset"
+    assert _leftovers(tmp_path) == []
 
 
 def test_interrupted_build_leaves_nothing(tmp_path, root_in, geo_file, monkeypatch):
@@ -124,12 +125,13 @@ def test_simulate_interrupted_or_failing_leaves_nothing(tmp_path, monkeypatch):
         simulate_to_root(out, 4, batch_size=2, energy=5.0, progress=False)
     assert not out.exists() and _leftovers(tmp_path) == []
     # an existing file survives a failing run untouched
-    out.write_bytes(b"old events")
+    out.write_bytes(FORMAT_SIGNATURES["ROOT"] + b"old events")
     calls.clear()
     monkeypatch.setattr(sim, "simulate_events", lambda *a, **k: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         simulate_to_root(out, 4, batch_size=2, energy=5.0, progress=False)
-    assert out.read_bytes() == b"old events" and _leftovers(tmp_path) == []
+    assert out.read_bytes() == FORMAT_SIGNATURES["ROOT"] + b"old events"
+    assert _leftovers(tmp_path) == []
     with pytest.raises(OutputError, match="is a directory"):
         simulate_to_root(tmp_path, 4, progress=False)
 

@@ -30,19 +30,13 @@ from pathlib import Path
 import numpy as np
 
 from pionml.builder.builder import BuildSummary, ConfigError, SchemaError, TREE, _Builder, where
+from pionml.outputs import has_signature
 
 logger = logging.getLogger(__name__)
 
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-
-
 def is_hdf5(path) -> bool:
-    """Whether ``path`` starts with the HDF5 signature (a built dataset, not a ROOT file)."""
-    try:
-        with open(path, "rb") as f:
-            return f.read(8) == HDF5_SIGNATURE
-    except OSError:
-        return False
+    """Whether ``path`` holds the HDF5 signature (a built dataset, not a ROOT file)."""
+    return has_signature(Path(path), "HDF5")
 
 
 # --------------------------------------------------------------------------- parallel build
