@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import pionml.builder.recipe as recipe
 from pionml.geometry import barrel_geometry
@@ -54,3 +55,18 @@ def test_a_changed_recipe_simulates_its_files_again(tmp_path, monkeypatch, caplo
     (tmp_path / "d.toml").write_text(small_recipe("d.h5", 40, 5.0))
     recipe.make_dataset(tmp_path / "d.toml", progress=False)
     assert len(calls) == 7
+
+
+def test_a_recipe_output_that_is_not_hdf5_is_never_reused_or_replaced(tmp_path, monkeypatch,
+                                                                       small_recipe):
+    from pionml.errors import OutputError
+
+    calls = []
+    monkeypatch.setattr(recipe, "_simulate_to_root", _fake(calls))
+    notes = tmp_path / "notes.txt"  # a slip: the recipe's output names a document
+    notes.write_text("my notes\n")
+    (tmp_path / "n.toml").write_text(small_recipe("notes.txt", 20, 2.0))
+    for force in (False, True):
+        with pytest.raises(OutputError, match="is not an HDF5 file"):
+            recipe.make_dataset(tmp_path / "n.toml", progress=False, force=force)
+    assert notes.read_text() == "my notes\n" and calls == []  # untouched, nothing simulated

@@ -34,6 +34,7 @@ from pionml.outputs import has_signature
 
 logger = logging.getLogger(__name__)
 
+
 def is_hdf5(path) -> bool:
     """Whether ``path`` holds the HDF5 signature (a built dataset, not a ROOT file)."""
     return has_signature(Path(path), "HDF5")

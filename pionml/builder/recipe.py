@@ -270,8 +270,8 @@ def make_dataset(recipe_path="datasets/default.toml", out=None, force: bool = Fa
     and build them into the HDF5 dataset, with ``jobs`` processes (the same files for any
     number). Returns the dataset path; an existing dataset is returned as is unless ``force``."""
     from pionml.builder.builder import Selection, build_dataset
-    from pionml.outputs import check_output
-
+    from pionml.errors import OutputError
+    from pionml.outputs import check_output, has_signature
     from pionml.reco.chain import simulation_model
 
     r = load_recipe(recipe_path)
@@ -279,6 +279,10 @@ def make_dataset(recipe_path="datasets/default.toml", out=None, force: bool = Fa
     model = simulation_model()
     marker_model = model + pileup_tag(r.pileup)  # the ROOT files' model and pile-up
     if out.exists() and not out.is_dir() and not force:
+        if out.stat().st_size > 0 and not has_signature(out, "HDF5"):
+            raise OutputError(f"make-dataset: the recipe's output '{out}' exists and is not an "
+                              "HDF5 file, so not a dataset to reuse; remove it or give the "
+                              "recipe another output")
         if not warn_if_stale(out, r.path, model):
             logger.info("dataset %s exists; not rebuilt (force=True to rebuild)", out)
         return out
