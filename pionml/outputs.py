@@ -100,7 +100,7 @@ FORMAT_SIGNATURES = {"ROOT": b"root", "HDF5": b"\x89HDF\r\n\x1a\n"}
 _FORMAT_NAMES = {"ROOT": "a ROOT file", "HDF5": "an HDF5 file"}
 
 
-def has_signature(p: Path, kind: str) -> bool:
+def has_signature(p, kind: str) -> bool:
     """Whether the file ``p`` holds the signature of ``kind`` (:data:`FORMAT_SIGNATURES`)."""
     sig = FORMAT_SIGNATURES[kind]
     offsets = (0, 512, 1024, 2048, 4096, 8192) if kind == "HDF5" else (0,)

@@ -89,13 +89,14 @@ def _given_root_options(args) -> list[str]:
 
 def run_build(args) -> int:
     from pionml.builder.builder import Selection, build_dataset, check_split, expand_inputs
-    from pionml.builder.parallel import is_hdf5, merge_datasets
+    from pionml.builder.parallel import merge_datasets
     from pionml.errors import ConfigError
+    from pionml.outputs import has_signature
 
     if args.split is not None:
         check_split(args.split, what="--split")  # before any file is read or written
     inputs = expand_inputs(args.inputs)
-    kinds = {is_hdf5(p) for p in inputs}
+    kinds = {has_signature(p, "HDF5") for p in inputs}  # built datasets or ROOT files
     compression = None if args.compression == "none" else args.compression
     if kinds == {True}:  # built datasets: merged
         given = _given_root_options(args)

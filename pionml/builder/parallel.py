@@ -30,14 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from pionml.builder.builder import BuildSummary, ConfigError, SchemaError, TREE, _Builder, where
-from pionml.outputs import has_signature
 
 logger = logging.getLogger(__name__)
-
-
-def is_hdf5(path) -> bool:
-    """Whether ``path`` holds the HDF5 signature (a built dataset, not a ROOT file)."""
-    return has_signature(Path(path), "HDF5")
 
 
 # --------------------------------------------------------------------------- parallel build
