@@ -11,12 +11,12 @@ electrons starting at the accordion face (Athena ``LarEMSamplingFraction``: 0.18
 calibration-hit energy everything deposited in its volume. EM physics:
 ``G4EmStandardPhysics_option1`` with the multiple-scattering step limit ``UseSafety`` (that of
 ATLAS's ``G4EmStandardPhysics``), range cuts 0.1 mm in the accordion and 0.7 mm elsewhere (as
-Athena's EMB region). Geant4 itself is not a dependency of pionml:
+Athena's EMB region). Geant4 itself is not a dependency of pionml; in pionml's environment:
 
     pip install geant4_pybind xraydb                 # xraydb only for ``emlow``
     python benchmarks/bench_g4_emscale.py emlow /tmp/g4data
     python benchmarks/bench_g4_emscale.py stack --data /tmp/g4data
-    python benchmarks/bench_g4_emscale.py cells --data /tmp/g4data --electron 50 --events 100 \
+    python benchmarks/bench_g4_emscale.py cells --data /tmp/g4data --electron 50 --events 200 \
         --seed 7 --out e50.npz
     python benchmarks/bench_g4_emscale.py cells --data /tmp/g4data --events 4000 --seed 101 \
         --out pi0_101.npz
@@ -31,14 +31,16 @@ without LPM; Rev. Mod. Phys. 46 (1974) 815) in the Seltzer-Berger table format, 
 ``ENSDFSTATE.dat``. With the real data sets, give ``--data`` the folder that holds them
 (G4EMLOW8.8, ...) and, if wished, ``--physics opt0`` (ATLAS's list; it needs the full G4EMLOW).
 
-``stack`` prints, for 50 GeV electrons at the face and photons from the vertex, the response
-(LAr / f over deposit) of EMB1-3 and of each layer, and within radii of the shower axis.
+``stack`` prints, for electrons at the face (1, 5, 50 GeV) and photons from the vertex (0.25-10
+GeV), the response (LAr / f over deposit) of EMB1-3 and of each layer, and within radii of the
+shower axis.
 ``cells`` writes per-cell LAr and deposited energy (PS, EMB1-3 cells of the ATLAS eta-phi
 granularity, mapped to mm at r = 1650 mm) for pi0 decayed by pionml's kinematics (log-uniform
 0.2-50 GeV, from eta 0) or for electrons at the face. ``cluster`` adds pionml's electronic noise,
 4-2-0 clustering and moments (cells placed at eta 0.4) and prints the medians of E^EM /
-ENG_CALIB_TOT in bins of ENG_CALIB_TOT; ``--reference`` adds pionml's own simulation of the same
-pi0 energies (default and with the transition effect of physics.md 3.6).
+ENG_CALIB_TOT in bins of ENG_CALIB_TOT, and the clusters per pi0; ``--reference`` adds pionml's own
+simulation of the same pi0 energies (default, with the transition effect of physics.md 3.6, and
+without the solenoid field). ``--noise total|none`` changes the noise added to the Geant4 cells.
 """
 
 from __future__ import annotations
@@ -399,7 +401,7 @@ def _save(kind, rows, out, seconds, meta, pi0) -> None:
             vis = np.zeros((n, n_periods * n_rings))
             dep = np.zeros((n, n_periods * n_rings))
             for k, row in enumerate(rows):
-                for name in dict.fromkeys(n for n, _, _ in PERIOD):  # each slab kind once
+                for name in dict.fromkeys(p[0] for p in PERIOD):  # each slab kind once
                     for idx, v in row.get(f"{layer}_{name}", []):
                         dep[k, idx] += v
                         if name == "LAr":
