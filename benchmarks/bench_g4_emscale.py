@@ -3,8 +3,9 @@
 
 A flat stack of ATLAS EMB accordion periods at normal incidence (one period perpendicular to the
 plates: steel 0.2, Pb 1.53, steel 0.2, glue 0.27, LAr 2.1, kapton 0.275, LAr 2.1 mm; EMB1 13,
-EMB2 48, EMB3 9 periods = 4.3, 15.9, 3.0 X0), behind the material of physics.md 1.4 (0.45 X0 of
-Si, 1.55 X0 of Al, an 11 mm LAr presampler, 0.45 X0 of Al). The EM scale is ATLAS's: the
+EMB2 51, EMB3 5 periods, the depths of pionml's geometry at eta 0: 4.3, 16.9, 1.5 X0), behind
+the material of pionml's geometry (physics.md 1.4: the inner detector's 0.45 X0 as Si, the rest
+of the 2.0 X0 in front as Al, an 11 mm LAr presampler, 0.45 X0 of Al). The EM scale is ATLAS's: the
 sampling fraction f = LAr energy / energy deposited in EMB1-3 (all materials) of 50 GeV
 electrons starting at the accordion face (Athena ``LarEMSamplingFraction``: 0.18489 for
 0.1 < |eta| < 0.75 with Geant4 10.6); a cell's EM-scale energy is its LAr energy / f, its
@@ -52,22 +53,46 @@ import os
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import numpy as np
 
 R_REF = 1650.0  # mm: the eta-phi granularity of every layer is mapped to mm at this radius
-X0_SI, X0_AL = 93.7, 88.97  # mm
-FRONT = [("Si", "G4_Si", 0.45 * X0_SI), ("gap1", "G4_Galactic", 300.0),
-         ("Al1", "G4_Al", 1.55 * X0_AL), ("gap2", "G4_Galactic", 50.0)]
-BEHIND_PS = [("Al2", "G4_Al", 0.45 * X0_AL), ("gap3", "G4_Galactic", 5.0)]
-PS_MM = 11.0
+X0_SI, X0_AL = 93.7, 88.97  # mm, Geant4's G4_Si and G4_Al
+PS_MM = 11.0  # the presampler's active LAr (physics.md 1.1)
 PERIOD = [("Fe", "G4_Fe", 0.2), ("Pb", "G4_Pb", 1.53), ("Fe", "G4_Fe", 0.2),
           ("glue", "G4_KAPTON", 0.27), ("LAr", "G4_lAr", 2.1), ("kap", "G4_KAPTON", 0.275),
-          ("LAr", "G4_lAr", 2.1)]
-LAYERS = (("EMB1", 13), ("EMB2", 48), ("EMB3", 9))
-# cells: name, d eta, d phi, n_eta, n_phi (a window of +-0.35 in eta and +-0.39 in phi)
-GROUPS = (("PS", 0.025, 2 * math.pi / 64, 28, 8), ("EMB1", 0.003125, 2 * math.pi / 64, 224, 8),
-          ("EMB2", 0.025, 2 * math.pi / 256, 28, 32), ("EMB3", 0.05, 2 * math.pi / 256, 14, 32))
+          ("LAr", "G4_lAr", 2.1)]  # one accordion period perpendicular to the plates (1.3)
+WINDOW = (0.35, 0.39)  # half-widths in eta and phi of the cells scored
+
+
+def _layout():
+    """The stack from pionml's geometry at eta = 0 (physics.md 1.1-1.4): the material in front
+    (the inner detector as Si, the rest of DM_front and DM_PS_EMB1 as Al), the accordion
+    periods of EMB1-3, and the cells (name, d eta, d phi, n_eta, n_phi) of PS and EMB1-3."""
+    from pionml.geometry import DEAD_MATERIAL, layer_by_name, material_segments
+    from pionml.sim.params import DEFAULT_PARAMS
+
+    id_x0 = DEFAULT_PARAMS.id_x0
+    front = [("Si", "G4_Si", id_x0 * X0_SI), ("gap1", "G4_Galactic", 300.0),
+             ("Al1", "G4_Al", (DEAD_MATERIAL["DM_front"][2] - id_x0) * X0_AL),
+             ("gap2", "G4_Galactic", 50.0)]
+    behind_ps = [("Al2", "G4_Al", DEAD_MATERIAL["DM_PS_EMB1"][2] * X0_AL),
+                 ("gap3", "G4_Galactic", 5.0)]
+    period_mm = sum(t for _, _, t in PERIOD)
+    segments = {seg.name: seg for seg in material_segments(np.array(0.0))}
+    layers = tuple((name, int(round(float(segments[name].x0) * layer_by_name(name).x0_mm
+                                    / period_mm))) for name in ("EMB1", "EMB2", "EMB3"))
+    groups = []
+    for name, layer in (("PS", "PreSamplerB"), ("EMB1", "EMB1"), ("EMB2", "EMB2"),
+                        ("EMB3", "EMB3")):
+        lay = layer_by_name(layer)
+        groups.append((name, lay.deta, lay.dphi, int(round(2 * WINDOW[0] / lay.deta)),
+                       int(round(2 * WINDOW[1] / lay.dphi))))
+    return front, behind_ps, layers, tuple(groups)
+
+
+FRONT, BEHIND_PS, LAYERS, GROUPS = _layout()
 RINGS = (0.0, 10.0, 20.0, 40.0, 80.0, 160.0, 1900.0)  # mm, around the shower axis
 STACK_RUNS = (("e-", 50.0, 200, False), ("e-", 1.0, 1500, False), ("e-", 5.0, 600, False),
               ("gamma", 0.25, 4000, True), ("gamma", 0.5, 3000, True),
@@ -475,7 +500,8 @@ def stack_table(folder: str) -> None:
         v_all = sum(v.sum(0) for v in vis.values())
         d_all = sum(d.sum(0) for d in dep.values())
         per = [vis[lay].sum() / f / dep[lay].sum() for lay, _ in LAYERS]
-        radial = [np.cumsum(v_all)[i] / f / np.cumsum(d_all)[i] for i in (1, 2, 3)]
+        radial = [np.cumsum(v_all)[i] / f / np.cumsum(d_all)[i]  # inside 20, 40, 80 mm
+                  for i in (RINGS.index(r) - 1 for r in (20.0, 40.0, 80.0))]
         front_dep = sum(a[f"{k}_dep"].sum() for k in ("Si", "Al1", "PS", "Al2"))
         print(f"{particle:8s} {energy:7.2f}  {'vertex' if front else 'face  '}  | "
               f"{v_all.sum() / f / d_all.sum():.4f}   {per[0]:.3f}  {per[1]:.3f}  {per[2]:.3f} | "
@@ -486,10 +512,8 @@ def stack_table(folder: str) -> None:
 
 def cluster_table(e_path: str, pi0_paths: list[str], eta0: float, seed: int,
                   reference: bool, noise: str = "electronic") -> None:
-    from pionml.geometry import barrel_geometry
+    from pionml.geometry import barrel_geometry, layer_by_name
     from pionml.reco.chain import reconstruct
-    from pionml.reco.clustering.moments import cluster_moments
-    from pionml.reco.clustering.topo import cluster_events
     from pionml.sim.params import DEFAULT_PARAMS
     from pionml.sim.simulate import simulate_particles
 
@@ -498,7 +522,8 @@ def cluster_table(e_path: str, pi0_paths: list[str], eta0: float, seed: int,
     emb = e["group"] > 0
     f = e["vis"][emb].sum() / e["dep"][emb].sum()
     rng = np.random.default_rng(seed)
-    layer_of = {"PS": 0, "EMB1": 1, "EMB2": 2, "EMB3": 3}
+    layer_of = {"PS": layer_by_name("PreSamplerB").index,
+                **{n: layer_by_name(n).index for n in ("EMB1", "EMB2", "EMB3")}}
     maps = []
     for name, deta, dphi, n_x, n_y in GROUPS:
         c = np.arange(n_x * n_y)
@@ -522,16 +547,16 @@ def cluster_table(e_path: str, pi0_paths: list[str], eta0: float, seed: int,
         sigma_noise = {"electronic": geo.sigma_el, "total": geo.sigma,
                        "none": np.zeros(geo.n_cells)}[noise][cells]
         energy = signal.ravel() + rng.standard_normal(cells.size) * sigma_noise
-        offsets = np.arange(n + 1, dtype=np.int64) * len(window)
-        batch = cluster_events(offsets, cells, energy, geo.sigma[cells], geo, None)
         zero = np.zeros(cells.size)
-        dm = {k: np.zeros(n) for k in ("dm_front", "dm_ps_emb1", "dm_gap", "dm_leak")}
-        m = cluster_moments(batch, cells, energy, geo.sigma[cells], geo,
-                            truth={"E_em": calib.ravel(), "E_nonem": zero, "E_invis": zero,
-                                   "E_escaped": zero},
-                            dead_material=dm, truth_eta=np.full(n, eta0), truth_phi=np.zeros(n),
-                            truth_pdg=np.full(n, 111))
-        rows.append((m["E"], m["ENG_CALIB_TOT"], n, np.diff(batch.event_offsets)))
+        events = SimpleNamespace(  # what pionml's reconstruction reads of simulated events
+            event_offsets=np.arange(n + 1, dtype=np.int64) * len(window), cell=cells,
+            E=energy, sigma=geo.sigma[cells], E_em=calib.ravel(), E_nonem=zero, E_invis=zero,
+            E_escaped=zero, truth_eta=np.full(n, eta0), truth_phi=np.zeros(n),
+            pdg=np.full(n, 111), **{k: np.zeros(n) for k in ("dm_front", "dm_ps_emb1",
+                                                              "dm_gap", "dm_leak")})
+        reco = reconstruct(events, geo, None)
+        rows.append((reco.moments["E"], reco.moments["ENG_CALIB_TOT"], n,
+                     np.diff(reco.batch.event_offsets)))
         energies.append(d["pi0"][:, 0] + d["pi0"][:, 3])
     e_pi0 = np.concatenate(energies)
     samples = [("Geant4 cells, pionml clustering", np.concatenate([r[0] for r in rows]),
