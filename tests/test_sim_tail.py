@@ -47,3 +47,28 @@ def test_light_showers_are_not_split():
     b, _, _ = _spots(DEFAULT_PARAMS.with_(tail_spot_emax=1e9), energy=2.0)
     np.testing.assert_array_equal(a["e"], b["e"])
     np.testing.assert_array_equal(a["u1"], b["u1"])
+
+
+def test_spot_number_follows_the_gflash_homogeneous_law():
+    """physics.md 3.3: N = 93 ln(Z_eff) E^0.876 spots (Z_eff = 59.2), at least 4, at most
+    1000 per shower; computed by hand: 379.5 x 0.1^0.876 = 50.5 -> 51, 379.5 x 2^0.876 =
+    696.5 -> 697."""
+    p = DEFAULT_PARAMS.with_(tail_spot_emax=1e9)
+    energies = np.array([0.1, 1.0, 2.0, 10.0, 100.0])
+    axes = make_axes(np.arange(5), np.full(5, 0.3), np.zeros(5))
+    pk = Packets()
+    em_showers(np.random.default_rng(1), p, axes, np.arange(5), energies, np.zeros(5), pk)
+    d = pk.concat()
+    counts = np.bincount(d["trk"], minlength=5)
+    np.testing.assert_array_equal(counts, [51, 380, 697, 1000, 1000])
+    np.testing.assert_allclose(np.bincount(d["trk"], d["e"], minlength=5), energies)
+
+
+def test_spots_leave_the_sampling_fluctuations_to_the_cells():
+    """The spots carry the shower's own lateral fluctuations; the sampling term is drawn per
+    cell (physics.md 2.2). A spot's energy, the variance its placement adds per unit of cell
+    energy, stays well below the sampling term's s^2 = 0.01 GeV below the cap (3 GeV)."""
+    p = DEFAULT_PARAMS
+    for e in (0.2, 0.5, 1.0, 3.0):
+        n = np.clip(np.ceil(p.spot_coef * e ** p.spot_pow), p.spot_min, p.spot_max)
+        assert e / n < 0.35 * p.stoch_em_lar ** 2
