@@ -85,6 +85,17 @@ class SimParams:
     tail_split_rm: float = 2.0
     tail_spot_emax: float = 0.03  # GeV, ~1 sigma of an EMB2 cell (30 MeV) [E]
     tail_split_max: int = 128
+    # NEW (issue 29, 2026-12-06) [E]: the EM profile (3.3) is the EMB medium's, whose charged
+    # tracks deposit E_c,eff = 11.2 MeV per X0; in the low-Z material in front (Si, Al: E_c 40-43
+    # MeV; the PS's LAr 32.8 MeV) the same tracks deposit more per X0. The EM deposit of a spot
+    # in the dead material in front, the PS and the material between PS and EMB1 is multiplied
+    # by these factors, and the shower's later spots give up what they take (energy conserved
+    # per shower). Values: the ratios of the deposits there that Geant4 11.4 gives for photons
+    # from the vertex in pionml's material budget to those of the EMB medium (0.25-10 GeV,
+    # physics.md 3.6 "Against Geant4": 2.5-2.7, 1.2-1.3, 1.7-2.1), below the ratios of critical
+    # energies (3.6-3.8, 2.9) because photons, which deposit nothing there, carry part of the
+    # shower. (1, 1, 1) restores the EMB medium everywhere (as before)
+    em_front_dep: tuple = (2.6, 1.25, 2.0)  # (DM front, PS, DM PS-EMB1) [E] 3.3
 
     # ---- charged pion tracking (physics.md 4.1, 4.2) -----------------------------------------
     lambda_pi_factor: float = 1.1  # lambda_pi = 1.1 lambda_I [E] tunable 4.1

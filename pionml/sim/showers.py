@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from .params import M_PIC, SimParams
-from .tracks import SEG_TILE, Axes
+from .tracks import N_SEG, SEG_TILE, Axes
 
 __all__ = ["Packets", "CAT_EM", "CAT_HAD", "CAT_ION", "CAT_ESC", "em_showers",
            "photon_axes_and_showers", "pion_showers"]
@@ -170,6 +170,7 @@ def em_showers(rng: np.random.Generator, p: SimParams, axes: Axes, trk, energy, 
         e_spot = np.concatenate([e_spot[keep], (e_spot[fi] / k)[np.repeat(np.arange(len(fi)), k)]])
         rep, tr, r, seg, t = rep[idx_all], tr[idx_all], r[idx_all], seg[idx_all], t[idx_all]
         m = len(rep)
+    e_spot = _front_deposit(p, rep, seg, e_spot, energy)
     e_true = e_spot * (transition_weights(p, rep, t, r_unit, e_spot, ln_e, t_max, alpha,
                                           *params[2:]) if p.em_transition else 1.0)
     rm = np.where(SEG_TILE[seg], p.r_moliere_tile_mm, p.r_moliere_lar_mm)
@@ -183,6 +184,28 @@ def em_showers(rng: np.random.Generator, p: SimParams, axes: Axes, trk, energy, 
         u1 = u1 + disp * np.cos(ps0)
         u2 = u2 + disp * np.sin(ps0)
     packets.add(tr, r, seg, e_true, CAT_EM, u1, u2, e_sig=e_spot)
+
+
+def _front_deposit(p: SimParams, rep, seg, e_spot, energy) -> np.ndarray:
+    """The spot energies with the deposits of the low-Z material in front (segments 0-2: DM front,
+    PS, DM PS-EMB1) multiplied by ``p.em_front_dep`` (physics.md 3.3) and the shower's other
+    spots scaled down by what those take, so that each shower still sums to its energy. A shower
+    whose front deposits would exceed its energy leaves all of it in front."""
+    k = np.ones(N_SEG + 1)
+    k[:3] = p.em_front_dep
+    if np.all(k[:3] == 1.0) or len(e_spot) == 0:
+        return e_spot
+    w = k[seg]
+    front = seg < 3
+    n = len(energy)
+    e_front = np.bincount(rep, e_spot * front, n)
+    e_front_k = np.bincount(rep, e_spot * w * front, n)
+    total = np.bincount(rep, e_spot, n)  # the shower energy (zero-energy showers: 0)
+    cap = np.where(e_front_k > total, total / np.maximum(e_front_k, 1e-300), 1.0)
+    rest = total - e_front
+    left = np.maximum(total - e_front_k * cap, 0.0)
+    scale_rest = np.where(rest > 0, left / np.where(rest > 0, rest, 1.0), 0.0)
+    return np.where(front, e_spot * w * cap[rep], e_spot * scale_rest[rep])
 
 
 def _lgamma(x: np.ndarray) -> np.ndarray:
