@@ -207,3 +207,15 @@ def test_a_task_scores_answers_for_the_studies(data):
     assert make_task("regress").baselines == {"em": "E_em", "lcw": "E_lcw"}
     with pytest.raises(ConfigError, match="task 'calibrate' has no study score"):
         make_task("calibrate").score(e, {"E_true": e})
+
+
+def test_format_metric_keeps_its_significant_digits():
+    """A summary prints an AUC of exactly 0.98 as 0.9800 (not 0.98), whole numbers without a
+    trailing point, and n/a for a missing metric."""
+    from pionml.tasks.base import format_metric
+
+    m = {"auc": 0.98, "auc_err": 0.0015, "rejection": 100.0, "small": 1.5e-5}
+    assert format_metric(m, "auc", 4) == "0.9800 +- 0.0015"
+    assert format_metric(m, "rejection") == "100"
+    assert format_metric(m, "small") == "1.50e-05"
+    assert format_metric(m, "absent") == "n/a"

@@ -391,4 +391,7 @@ def format_metric(metrics: dict, key: str, digits: int = 3) -> str:
     x, err = metrics.get(key), metrics.get(f"{key}_err")
     if x is None:
         return "n/a"
-    return f"{float(x):.{digits}g}" + (f" +- {err:.2g}" if err is not None else "")
+    text = f"{float(x):#.{digits}g}"  # trailing zeros kept: an AUC of 0.98 reads 0.9800
+    if text.endswith("."):
+        text = text[:-1]
+    return text + (f" +- {err:.2g}" if err is not None else "")
