@@ -17,12 +17,18 @@ def test_lcw_classification_auc_in_target():
 
 
 def test_non_compensation_and_lcw_move_response_towards_one():
+    """physics.md 7.2(d): R_clus(pi+-) < R_clus(pi0) at every energy, e/pi = 1.3-1.5 at 2-10 GeV
+    and 1.15-1.25 at 100 GeV, shrinking from 10 to 100 GeV. (At 2 GeV the pi0 lose about a fifth
+    of their energy in the material in front, physics.md 3.5, so their clustered response and
+    the ratio sit below 10 GeV's.)"""
     rows = response_table(n_events=600, seed=31, energies=(2.0, 10.0, 100.0))
     pipm = np.array([r["pipm_r_clus"] for r in rows])
     pi0 = np.array([r["pi0_r_clus"] for r in rows])
     assert (pipm < pi0).all()  # non-compensation at every energy
     gap = pi0 / pipm
-    assert gap[0] > gap[1] > gap[2]  # ... shrinking with energy
+    assert 1.3 <= gap[0] <= 1.5 and 1.3 <= gap[1] <= 1.5
+    assert 1.15 <= gap[2] <= 1.25
+    assert gap[1] > gap[2]  # ... shrinking with energy
     for r in rows[1:]:
         (em, _), (lcw, _) = r["pipm_em"], r["pipm_lcw"]
         assert abs(lcw - 1) < abs(em - 1)  # LCW moves the pi+- response towards 1
