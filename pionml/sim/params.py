@@ -92,9 +92,9 @@ class SimParams:
     # by these factors, and the shower's later spots give up what they take (energy conserved
     # per shower). Values: the ratios of the deposits there that Geant4 11.4 gives for photons
     # from the vertex in pionml's material budget to those of the EMB medium (0.25-10 GeV,
-    # physics.md 3.6 "Against Geant4": 2.5-2.7, 1.2-1.3, 1.7-2.1), below the ratios of critical
-    # energies (3.6-3.8, 2.9) because photons, which deposit nothing there, carry part of the
-    # shower. (1, 1, 1) restores the EMB medium everywhere (as before)
+    # physics.md 3.6 "The material in front": 2.5-2.7, 1.2-1.3, 1.7-2.1), below the ratios of
+    # critical energies (3.6-3.8, 2.9) because photons, which deposit nothing there, carry part
+    # of the shower. (1, 1, 1) restores the EMB medium everywhere (as before)
     em_front_dep: tuple = (2.6, 1.25, 2.0)  # (DM front, PS, DM PS-EMB1) [E] 3.3
 
     # ---- charged pion tracking (physics.md 4.1, 4.2) -----------------------------------------
