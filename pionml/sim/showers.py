@@ -121,6 +121,8 @@ def em_showers(rng: np.random.Generator, p: SimParams, axes: Axes, trk, energy, 
     angle theta in azimuth psi0 from the point at radius r_start (physics.md 4.5).
     Spots heavier than ``p.tail_spot_emax`` that land beyond ``p.tail_split_rm`` Moliere radii
     are split into lighter spots drawn from the same lateral law beyond that radius [E].
+    Spots in the low-Z material in front (DM, PS, DM PS-EMB1) carry ``p.em_front_dep`` times
+    their profile's energy, the shower's later spots giving up what they take (physics.md 3.3).
     Each spot's energy is its EM-scale signal (``e_sig``); its deposit is the same, or, with
     ``p.em_transition``, that energy x :func:`transition_weights` (physics.md 3.6).
     """
