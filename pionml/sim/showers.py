@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from .params import M_PIC, SimParams
-from .tracks import N_SEG, SEG_TILE, Axes
+from .tracks import SEG_FRONT, SEG_TILE, Axes
 
 __all__ = ["Packets", "CAT_EM", "CAT_HAD", "CAT_ION", "CAT_ESC", "em_showers",
            "photon_axes_and_showers", "pion_showers"]
@@ -193,12 +193,12 @@ def _front_deposit(p: SimParams, rep, seg, e_spot, energy) -> np.ndarray:
     PS, DM PS-EMB1) multiplied by ``p.em_front_dep`` (physics.md 3.3) and the shower's other
     spots scaled down by what those take, so that each shower still sums to its energy. A shower
     whose front deposits would exceed its energy leaves all of it in front."""
-    k = np.ones(N_SEG + 1)
-    k[:3] = p.em_front_dep
-    if np.all(k[:3] == 1.0) or len(e_spot) == 0:
+    if all(f == 1.0 for f in p.em_front_dep) or len(e_spot) == 0:
         return e_spot
+    k = np.ones(len(SEG_FRONT))
+    k[SEG_FRONT] = p.em_front_dep
     w = k[seg]
-    front = seg < 3
+    front = SEG_FRONT[seg]
     n = len(energy)
     e_front = np.bincount(rep, e_spot * front, n)
     e_front_k = np.bincount(rep, e_spot * w * front, n)

@@ -18,13 +18,15 @@ import numpy as np
 
 from pionml.geometry import material_segments
 
-__all__ = ["Axes", "SEG_LAYER", "SEG_TILE", "N_SEG", "SEG_LEAK", "make_axes"]
+__all__ = ["Axes", "SEG_FRONT", "SEG_LAYER", "SEG_TILE", "N_SEG", "SEG_LEAK", "make_axes"]
 
 N_SEG = 10
 SEG_LEAK = 10
 SEG_LAYER = np.array([-1, 0, -1, 1, 2, 3, -1, 4, 5, 6, -1], dtype=np.int64)  # segment -> layer
 SEG_TILE = np.array([False] * 7 + [True] * 3 + [True])
 SEG_DM_NAMES = {0: "dm_front", 2: "dm_ps_emb1", 6: "dm_gap", 10: "dm_leak"}
+# the low-Z material in front of the accordion: the segments before EMB1 (DM front, PS, DM PS-EMB1)
+SEG_FRONT = np.arange(N_SEG + 1) < np.flatnonzero(SEG_LAYER == 1)[0]
 
 
 @dataclass
