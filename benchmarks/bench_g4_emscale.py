@@ -34,14 +34,19 @@ without LPM; Rev. Mod. Phys. 46 (1974) 815) in the Seltzer-Berger table format, 
 
 ``stack`` prints, for electrons at the face (1, 5, 50 GeV) and photons from the vertex (0.25-10
 GeV), the response (LAr / f over deposit) of EMB1-3 and of each layer, and within radii of the
-shower axis.
+shower axis; then the share of the photons' energy deposited in the material in front, the PS,
+EMB1 and EMB2, beside pionml's (physics.md 3.6, "The material in front"; ``stack-table FOLDER``
+prints both again from the saved runs).
 ``cells`` writes per-cell LAr and deposited energy (PS, EMB1-3 cells of the ATLAS eta-phi
 granularity, mapped to mm at r = 1650 mm) for pi0 decayed by pionml's kinematics (log-uniform
 0.2-50 GeV, from eta 0) or for electrons at the face. ``cluster`` adds pionml's electronic noise,
 4-2-0 clustering and moments (cells placed at eta 0.4) and prints the medians of E^EM /
 ENG_CALIB_TOT in bins of ENG_CALIB_TOT, and the clusters per pi0; ``--reference`` adds pionml's own
 simulation of the same pi0 energies (default, with the transition effect of physics.md 3.6, and
-without the solenoid field). ``--noise total|none`` changes the noise added to the Geant4 cells.
+without the solenoid field), and, without field and in Geant4's cell window, pionml's showers
+against those before 2026-12-06 (the spot law and the front deposits of physics.md 3.3, one at a
+time and both; physics.md 7.7-7.8 (i), "Clusters per pi0"). ``--noise total|none`` changes the
+noise added to the Geant4 cells.
 """
 
 from __future__ import annotations
@@ -508,6 +513,44 @@ def stack_table(folder: str) -> None:
               f"{radial[0]:.3f}    {radial[1]:.3f}    {radial[2]:.3f}     | "
               f"{dep['EMB1'].sum() / d_all.sum():.3f}      | "
               f"{front_dep / (front_dep + d_all.sum()):.3f}")
+    front_table(folder)
+
+
+def front_table(folder: str, n: int = 3000) -> None:
+    """physics.md 3.6, "The material in front": the share of a photon's energy (from the vertex)
+    deposited in front of the PS, in the PS, between PS and EMB1, in EMB1 and in EMB2; Geant4's
+    stack beside pionml's photons at eta 0.02 without field, with the front deposits of 3.3 and
+    with the EMB medium's deposit in front (``em_front_dep`` = 1)."""
+    from pionml.geometry import barrel_geometry, layer_by_name
+    from pionml.sim.params import DEFAULT_PARAMS
+    from pionml.sim.simulate import simulate_particles
+
+    geo = barrel_geometry()
+    print("photons from the vertex, share of E deposited: front / PS / PS-EMB1 / EMB1 / EMB2")
+    print("E (GeV) | " + " | ".join(f"{h:37s}" for h in ("Geant4", "pionml",
+                                                         "pionml, EMB medium in front")))
+    for particle, energy, _, from_vertex in STACK_RUNS:
+        path = os.path.join(folder, f"stack_{particle}_{energy:g}.npz")
+        if particle != "gamma" or not from_vertex or not os.path.exists(path):
+            continue
+        a = np.load(path)
+        mev = energy * 1000.0
+        shares = [[(a["Si_dep"] + a["Al1_dep"]).mean() / mev, a["PS_dep"].mean() / mev,
+                   a["Al2_dep"].mean() / mev, a["EMB1_dep"].sum(1).mean() / mev,
+                   a["EMB2_dep"].sum(1).mean() / mev]]
+        for params in (DEFAULT_PARAMS, DEFAULT_PARAMS.with_(em_front_dep=(1.0, 1.0, 1.0))):
+            ev = simulate_particles(np.full(n, 22), np.full(n, energy), np.full(n, 0.02),
+                                    np.zeros(n), seed=3, params=params.with_(b_field_t=1e-9))
+            deposit = ev.E_em + ev.E_nonem
+            layer = geo.layer[ev.cell]
+
+            def in_layer(name):
+                return deposit[layer == layer_by_name(name).index].sum() / (n * energy)
+
+            shares.append([ev.dm_front.mean() / energy, in_layer("PreSamplerB"),
+                           ev.dm_ps_emb1.mean() / energy, in_layer("EMB1"), in_layer("EMB2")])
+        print(f"{energy:7.2f} | " + " | ".join(" / ".join(f"{v:.3f}" for v in row)
+                                               for row in shares))
 
 
 def cluster_table(e_path: str, pi0_paths: list[str], eta0: float, seed: int,
@@ -572,6 +615,34 @@ def cluster_table(e_path: str, pi0_paths: list[str], eta0: float, seed: int,
             reco = reconstruct(ev, geo, None)
             samples.append((label, reco.moments["E"], reco.moments["ENG_CALIB_TOT"], len(e_pi0),
                             np.diff(reco.batch.event_offsets)))
+        # the same cells as Geant4's and no field, the showers of 2026-12-06 against those before
+        # (physics.md 3.3: the spot law, the deposits of the material in front)
+        spots_before = dict(spot_coef=42.0, spot_pow=0.959, spot_max=400)
+        front_before = dict(em_front_dep=(1.0, 1.0, 1.0))
+        in_window = np.zeros(geo.n_cells, bool)
+        in_window[window] = True
+        for label, changes in (("in the window, no field", {}),
+                               ("  spots of before", spots_before),
+                               ("  front of before", front_before),
+                               ("  both of before", {**spots_before, **front_before})):
+            ev = simulate_particles(np.full(len(e_pi0), 111), e_pi0, np.full(len(e_pi0), eta0),
+                                    np.zeros(len(e_pi0)), seed=seed,
+                                    params=DEFAULT_PARAMS.with_(b_field_t=1e-9, **changes))
+            keep = in_window[ev.cell]
+            event = np.repeat(np.arange(len(e_pi0)), np.diff(ev.event_offsets))
+            offsets = np.concatenate([[0], np.cumsum(np.bincount(event[keep],
+                                                                 minlength=len(e_pi0)))])
+            zero = np.zeros(int(keep.sum()))
+            events = SimpleNamespace(
+                event_offsets=offsets.astype(np.int64), cell=ev.cell[keep], E=ev.E[keep],
+                sigma=ev.sigma[keep], E_em=ev.E_em[keep] + ev.E_nonem[keep], E_nonem=zero,
+                E_invis=zero, E_escaped=zero, truth_eta=ev.truth_eta, truth_phi=ev.truth_phi,
+                pdg=ev.pdg, **{k: np.zeros(len(e_pi0)) for k in ("dm_front", "dm_ps_emb1",
+                                                                 "dm_gap", "dm_leak")})
+            reco = reconstruct(events, geo, None)
+            samples.append((f"pionml, {label}" if not label.startswith(" ") else label,
+                            reco.moments["E"], reco.moments["ENG_CALIB_TOT"], len(e_pi0),
+                            np.diff(reco.batch.event_offsets)))
     print(f"EM scale f = {f:.5f} (from {e_path}); cells at eta {eta0}; noise {noise} (pionml's "
           "own samples: electronic); medians of E^EM / ENG_CALIB_TOT (clusters)")
     head = "ENG_CALIB_TOT (GeV)".ljust(34) + "".join(f"{lo:g}-{hi:g}".rjust(15) for lo, hi in BINS)
@@ -583,7 +654,7 @@ def cluster_table(e_path: str, pi0_paths: list[str], eta0: float, seed: int,
             s = (e_cal >= lo) & (e_cal < hi)
             cols.append(f"{np.median(r[s]):.4f} ({s.sum()})" if s.any() else "-")
         print(label.ljust(34) + "".join(c.rjust(15) for c in cols) + f"   {len(e_em) / n:.2f}")
-    print("clusters per pi0 (share with none / with three or more), by pi0 energy (GeV):")
+    print("clusters per pi0 (% of pi0 with none / with three or more), by pi0 energy (GeV):")
     pi0_bins = ((0.2, 0.5), (0.5, 1.0), (1.0, 3.0), (3.0, 10.0), (10.0, 50.0))
     print("".ljust(34) + "".join(f"{lo:g}-{hi:g}".rjust(20) for lo, hi in pi0_bins))
     for label, _, _, _, per_event in samples:
@@ -591,7 +662,8 @@ def cluster_table(e_path: str, pi0_paths: list[str], eta0: float, seed: int,
         for lo, hi in pi0_bins:
             s = (e_pi0 >= lo) & (e_pi0 < hi)
             k = per_event[s]
-            cols.append(f"{k.mean():.2f} ({np.mean(k == 0):.2f}/{np.mean(k >= 3):.2f})")
+            cols.append(f"{k.mean():.2f} ({100 * np.mean(k == 0):.0f} / "
+                        f"{100 * np.mean(k >= 3):.1f})")
         print(label.ljust(34) + "".join(c.rjust(20) for c in cols))
 
 
